@@ -1,0 +1,24 @@
+//! The EventDBX control protocol, without sockets.
+//!
+//! This crate is to the server and the client what `postgres-protocol` is to `tokio-postgres`:
+//! it knows every byte of the wire and nothing of the network. Callers feed it bytes they read
+//! and write the bytes it produces.
+//!
+//! # Layout
+//! - [`schema`]: the Cap'n Proto messages (committed generated code; see `schema/*.capnp`).
+//! - [`message`]: encoding and decoding of whole stream messages with reader limits.
+//! - [`hello`]: the `ControlHello` / `ControlHelloResponse` codec (raw stream messages, no prefix).
+//! - [`frame`]: u32 big-endian length frames with typed limit errors.
+//! - [`noise`]: the v1 (`Noise_NNpsk0`) and v2 (`Noise_XXpsk3`) handshake and transport state
+//!   machines, plus v2 chunking of large logical messages.
+//! - [`negotiate`]: which protocol version to try, and whether a rejection allows a fallback.
+
+pub mod error;
+pub mod frame;
+pub mod hello;
+pub mod message;
+pub mod negotiate;
+pub mod noise;
+pub mod schema;
+
+pub use error::{ProtoError, Result};
