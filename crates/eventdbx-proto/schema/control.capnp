@@ -1,0 +1,354 @@
+# The EventDBX control protocol: hello, session envelopes and the messages they carry.
+#
+# Wire-compatible with the reference (see docs: 01-wire-protocol.md, sections 3, 4, 10, 11, 12).
+# The file id is the reference's: it never appears on the wire, but keeping it keeps generated type
+# ids stable. Data-section slots follow from the ordinals, so the fields of every struct are listed
+# in ordinal order and the encoded layout is checked by the crate's tests.
+# Rules for changes: never renumber or retype a field; new optional fields only at new ordinals at
+# the end of a struct, new requests only at new union ordinals (older peers ignore both).
+
+@0xc3d1ec2a1e3f5b26;
+
+using Schema = import "schema.capnp";
+
+# ---------------------------------------------------------------------------------------------
+# Phase A/B: the hello and its response, sent as raw stream messages without a length prefix.
+
+struct ControlHello {
+  protocolVersion @0 :UInt16;
+  # 1 for protocol v1, 2 for our protocol v2.
+  token @1 :Text;
+  # v1 bearer token; an explicitly set "" in a v2 hello (never a null pointer).
+  tenantId @2 :Text;
+  noNoise @3 :Bool;
+  # Asks for a plaintext session.
+}
+
+struct ControlHelloResponse {
+  accepted @0 :Bool;
+  message @1 :Text;
+  noNoise @2 :Bool;
+  # The negotiated value: true means the session is plaintext.
+  capabilities @3 :List(Text);
+  # Ours only: extensions the server honours (reads as an empty list from the reference).
+}
+
+struct ControlHelloResponseV1 {
+  # ControlHelloResponse without our `capabilities` pointer: one pointer instead of two. Encoding
+  # through this struct when there are no capabilities makes our response byte-identical to the
+  # reference's; readers use ControlHelloResponse, which reads both layouts.
+  accepted @0 :Bool;
+  message @1 :Text;
+  noNoise @2 :Bool;
+}
+
+# The reference's CLI proxy messages. Our server never runs commands: it only recognises a
+# CliRequest as the first message and answers one rejecting CliResponse.
+
+struct CliRequest {
+  args @0 :List(Text);
+}
+
+struct CliResponse {
+  exitCode @0 :Int32;
+  stdout @1 :Text;
+  stderr @2 :Text;
+}
+
+# ---------------------------------------------------------------------------------------------
+# Phase D: session envelopes. Tag = ordinal - 1 in both unions; the two orders differ at 6 and 7.
+
+struct ControlRequest {
+  id @0 :UInt64;
+  payload :union {
+    listAggregates @1 :ListAggregatesRequest;
+    getAggregate @2 :GetAggregateRequest;
+    listEvents @3 :ListEventsRequest;
+    appendEvent @4 :AppendEventRequest;
+    verifyAggregate @5 :VerifyAggregateRequest;
+    patchEvent @6 :PatchEventRequest;
+    selectAggregate @7 :SelectAggregateRequest;
+    createAggregate @8 :CreateAggregateRequest;
+    setAggregateArchive @9 :SetAggregateArchiveRequest;
+    listSchemas @10 :Schema.ListSchemasRequest;
+    replaceSchemas @11 :Schema.ReplaceSchemasRequest;
+    tenantAssign @12 :Schema.TenantAssignRequest;
+    tenantUnassign @13 :Schema.TenantUnassignRequest;
+    tenantQuotaSet @14 :Schema.TenantQuotaSetRequest;
+    tenantQuotaClear @15 :Schema.TenantQuotaClearRequest;
+    tenantQuotaRecalc @16 :Schema.TenantQuotaRecalcRequest;
+    tenantReload @17 :Schema.TenantReloadRequest;
+    tenantSchemaPublish @18 :Schema.TenantSchemaPublishRequest;
+    createSnapshot @19 :CreateSnapshotRequest;
+    listSnapshots @20 :ListSnapshotsRequest;
+    getSnapshot @21 :GetSnapshotRequest;
+    listReferrers @22 :ListReferrersRequest;
+    readOutbox @23 :ReadOutboxRequest;
+  }
+}
+
+struct ControlResponse {
+  id @0 :UInt64;
+  payload :union {
+    listAggregates @1 :ListAggregatesResponse;
+    getAggregate @2 :GetAggregateResponse;
+    listEvents @3 :ListEventsResponse;
+    appendEvent @4 :AppendEventResponse;
+    # Also the reply to patchEvent: there is no patchEvent response member.
+    verifyAggregate @5 :VerifyAggregateResponse;
+    selectAggregate @6 :SelectAggregateResponse;
+    error @7 :ControlError;
+    createAggregate @8 :CreateAggregateResponse;
+    setAggregateArchive @9 :SetAggregateArchiveResponse;
+    listSchemas @10 :Schema.ListSchemasResponse;
+    replaceSchemas @11 :Schema.ReplaceSchemasResponse;
+    tenantAssign @12 :Schema.TenantAssignResponse;
+    tenantUnassign @13 :Schema.TenantUnassignResponse;
+    tenantQuotaSet @14 :Schema.TenantQuotaSetResponse;
+    tenantQuotaClear @15 :Schema.TenantQuotaClearResponse;
+    tenantQuotaRecalc @16 :Schema.TenantQuotaRecalcResponse;
+    tenantReload @17 :Schema.TenantReloadResponse;
+    tenantSchemaPublish @18 :Schema.TenantSchemaPublishResponse;
+    createSnapshot @19 :CreateSnapshotResponse;
+    listSnapshots @20 :ListSnapshotsResponse;
+    getSnapshot @21 :GetSnapshotResponse;
+    listReferrers @22 :ListReferrersResponse;
+    readOutbox @23 :ReadOutboxResponse;
+  }
+}
+
+struct ControlError {
+  code @0 :Text;
+  message @1 :Text;
+}
+
+# ---------------------------------------------------------------------------------------------
+# Aggregate reads.
+
+struct ListAggregatesRequest {
+  cursor @0 :Text;
+  hasCursor @1 :Bool;
+  take @2 :UInt64;
+  hasTake @3 :Bool;
+  filter @4 :Text;
+  hasFilter @5 :Bool;
+  sort @6 :Text;
+  hasSort @7 :Bool;
+  includeArchived @8 :Bool;
+  archivedOnly @9 :Bool;
+  token @10 :Text;
+  resolve @11 :Bool;
+  resolveDepth @12 :UInt32;
+  hasResolveDepth @13 :Bool;
+}
+
+struct ListAggregatesResponse {
+  aggregatesJson @0 :Text;
+  nextCursor @1 :Text;
+  hasNextCursor @2 :Bool;
+  resolvedJson @3 :Text;
+  hasResolvedJson @4 :Bool;
+}
+
+struct GetAggregateRequest {
+  aggregateType @0 :Text;
+  aggregateId @1 :Text;
+  token @2 :Text;
+  resolve @3 :Bool;
+  resolveDepth @4 :UInt32;
+  hasResolveDepth @5 :Bool;
+}
+
+struct GetAggregateResponse {
+  found @0 :Bool;
+  aggregateJson @1 :Text;
+  resolvedJson @2 :Text;
+  hasResolvedJson @3 :Bool;
+}
+
+struct ListEventsRequest {
+  aggregateType @0 :Text;
+  aggregateId @1 :Text;
+  cursor @2 :Text;
+  hasCursor @3 :Bool;
+  take @4 :UInt64;
+  hasTake @5 :Bool;
+  filter @6 :Text;
+  hasFilter @7 :Bool;
+  token @8 :Text;
+}
+
+struct ListEventsResponse {
+  eventsJson @0 :Text;
+  nextCursor @1 :Text;
+  hasNextCursor @2 :Bool;
+}
+
+struct SelectAggregateRequest {
+  aggregateType @0 :Text;
+  aggregateId @1 :Text;
+  fields @2 :List(Text);
+  token @3 :Text;
+}
+
+struct SelectAggregateResponse {
+  found @0 :Bool;
+  selectionJson @1 :Text;
+}
+
+struct VerifyAggregateRequest {
+  # There is no token field in the reference protocol.
+  aggregateType @0 :Text;
+  aggregateId @1 :Text;
+}
+
+struct VerifyAggregateResponse {
+  merkleRoot @0 :Text;
+}
+
+struct ListReferrersRequest {
+  token @0 :Text;
+  aggregateType @1 :Text;
+  aggregateId @2 :Text;
+}
+
+struct ListReferrersResponse {
+  referrersJson @0 :Text;
+}
+
+struct ReadOutboxRequest {
+  token @0 :Text;
+  afterEventId @1 :UInt64;
+  hasAfterEventId @2 :Bool;
+  take @3 :UInt64;
+  hasTake @4 :Bool;
+}
+
+struct ReadOutboxResponse {
+  eventsJson @0 :Text;
+  nextAfterEventId @1 :UInt64;
+  hasNextAfterEventId @2 :Bool;
+}
+
+# ---------------------------------------------------------------------------------------------
+# Writes. Append, patch and create share one layout; @11..@13 are our extension (section 12.1).
+
+struct AppendEventRequest {
+  token @0 :Text;
+  aggregateType @1 :Text;
+  aggregateId @2 :Text;
+  eventType @3 :Text;
+  payloadJson @4 :Text;
+  note @5 :Text;
+  hasNote @6 :Bool;
+  metadataJson @7 :Text;
+  hasMetadata @8 :Bool;
+  publishTargets @9 :List(PublishTarget);
+  hasPublishTargets @10 :Bool;
+  expectedVersion @11 :UInt64;
+  hasExpectedVersion @12 :Bool;
+  idempotencyKey @13 :Text;
+}
+
+struct PatchEventRequest {
+  token @0 :Text;
+  aggregateType @1 :Text;
+  aggregateId @2 :Text;
+  eventType @3 :Text;
+  patchJson @4 :Text;
+  note @5 :Text;
+  hasNote @6 :Bool;
+  metadataJson @7 :Text;
+  hasMetadata @8 :Bool;
+  publishTargets @9 :List(PublishTarget);
+  hasPublishTargets @10 :Bool;
+  expectedVersion @11 :UInt64;
+  hasExpectedVersion @12 :Bool;
+  idempotencyKey @13 :Text;
+}
+
+struct CreateAggregateRequest {
+  token @0 :Text;
+  aggregateType @1 :Text;
+  aggregateId @2 :Text;
+  eventType @3 :Text;
+  payloadJson @4 :Text;
+  note @5 :Text;
+  hasNote @6 :Bool;
+  metadataJson @7 :Text;
+  hasMetadata @8 :Bool;
+  publishTargets @9 :List(PublishTarget);
+  hasPublishTargets @10 :Bool;
+  expectedVersion @11 :UInt64;
+  # Ignored by createAggregate; kept so the three write requests share one layout.
+  hasExpectedVersion @12 :Bool;
+  idempotencyKey @13 :Text;
+}
+
+struct PublishTarget {
+  plugin @0 :Text;
+  mode @1 :Text;
+  hasMode @2 :Bool;
+  priority @3 :Text;
+  hasPriority @4 :Bool;
+}
+
+struct AppendEventResponse {
+  eventJson @0 :Text;
+}
+
+struct CreateAggregateResponse {
+  aggregateJson @0 :Text;
+}
+
+struct SetAggregateArchiveRequest {
+  token @0 :Text;
+  aggregateType @1 :Text;
+  aggregateId @2 :Text;
+  archived @3 :Bool;
+  note @4 :Text;
+  hasNote @5 :Bool;
+}
+
+struct SetAggregateArchiveResponse {
+  aggregateJson @0 :Text;
+}
+
+# ---------------------------------------------------------------------------------------------
+# Snapshots.
+
+struct CreateSnapshotRequest {
+  token @0 :Text;
+  aggregateType @1 :Text;
+  aggregateId @2 :Text;
+  comment @3 :Text;
+  hasComment @4 :Bool;
+}
+
+struct CreateSnapshotResponse {
+  snapshotJson @0 :Text;
+}
+
+struct ListSnapshotsRequest {
+  token @0 :Text;
+  aggregateType @1 :Text;
+  aggregateId @2 :Text;
+  hasAggregateType @3 :Bool;
+  hasAggregateId @4 :Bool;
+  version @5 :UInt64;
+  hasVersion @6 :Bool;
+}
+
+struct ListSnapshotsResponse {
+  snapshotsJson @0 :Text;
+}
+
+struct GetSnapshotRequest {
+  token @0 :Text;
+  snapshotId @1 :UInt64;
+}
+
+struct GetSnapshotResponse {
+  found @0 :Bool;
+  snapshotJson @1 :Text;
+}

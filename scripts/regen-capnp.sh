@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Regenerates the committed Cap'n Proto code of eventdbx-proto from its schema.
+#
+# crates/eventdbx-proto/schema/*.capnp  ->  crates/eventdbx-proto/src/schema/*_capnp.rs
+#
+# Needs the `capnp` compiler on PATH (Debian/Ubuntu: apt-get install capnproto). The generated files
+# are committed exactly as capnpc writes them (src/schema.rs marks them #[rustfmt::skip]), so the
+# schema_drift test can compare them byte for byte. Run this after every schema change and commit
+# both the schema and the regenerated files.
+set -euo pipefail
+
+if ! command -v capnp >/dev/null 2>&1; then
+    echo "regen-capnp: the capnp compiler is not on PATH (apt-get install capnproto)" >&2
+    exit 1
+fi
+
+cd "$(dirname "$0")/.."
+# The generator lives in the drift test so that regeneration and the drift check can never
+# disagree on capnpc's options.
+cargo test -p eventdbx-proto --test it -- --ignored --exact schema_drift::regenerate_committed_code
+cargo test -p eventdbx-proto --test it -- --exact schema_drift::committed_code_matches_schema
+echo "regen-capnp: src/schema/ regenerated; review with git diff and commit it with the schema"
