@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use eventdbx_proto::frame;
+use eventdbx_proto::hello::{Hello, HelloResponse};
+use eventdbx_proto::message::{StreamMessageReader, MAX_MESSAGE_BYTES};
 use eventdbx_proto::noise::v2::{
     self, ChunkedSession, Fingerprint, FixedKeys, Initiator, Responder, StaticKeypair, TokenId,
 };
@@ -16,7 +18,8 @@ use eventdbx_proto::ProtoError;
 use proptest::prelude::*;
 
 /// A token shaped like the server's JWTs.
-const TOKEN: &str = "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJldmVudGRieDovL3Rlc3QiLCJzdWIiOiJ\
+const TOKEN: &str =
+    "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJldmVudGRieDovL3Rlc3QiLCJzdWIiOiJ\
 qYW5lIiwianRpIjoiOTlhYmMifQ.c2lnbmF0dXJlLWJ5dGVzLWZvci10aGUtdGVzdC1vbmx5LW5vdC1yZWFs";
 
 /// A stream that records every byte written through it.
@@ -27,9 +30,14 @@ struct Recorder {
 
 impl Recorder {
     fn new(stream: TcpStream) -> Self {
-        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Recorder { stream, sent: Vec::new() }
+        Recorder {
+            stream,
+            sent: Vec::new(),
+        }
     }
 
     fn send(&mut self, bytes: &[u8]) {
@@ -60,9 +68,33 @@ impl Recorder {
     }
 }
 
-/// Stand-ins for the hello and hello response: both sides bind them through the prologue.
-const HELLO: &[u8] = b"v2 hello bytes (token field empty)";
-const HELLO_RESPONSE: &[u8] = b"v2 hello response bytes";
+/// The v2 hello: no token (an explicit empty text), tenant `default`.
+fn v2_hello() -> Vec<u8> {
+    Hello {
+        protocol_version: v2::PROTOCOL_VERSION,
+        tenant_id: "default".into(),
+        ..Hello::default()
+    }
+    .encode()
+}
+
+fn hello_response() -> Vec<u8> {
+    HelloResponse::ok(false).encode()
+}
+
+fn read_stream_message(stream: &mut TcpStream) -> Result<Vec<u8>, ProtoError> {
+    let mut reader = StreamMessageReader::new(MAX_MESSAGE_BYTES);
+    while reader.bytes_needed() > 0 {
+        let mut buf = vec![0u8; reader.bytes_needed()];
+        stream
+            .read_exact(&mut buf)
+            .map_err(|_| ProtoError::Truncated("stream message"))?;
+        reader.feed(&buf)?;
+    }
+    reader
+        .into_message()
+        .ok_or(ProtoError::Truncated("stream message"))
+}
 
 fn connect() -> (Recorder, Recorder) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -83,19 +115,29 @@ enum Serve {
     Reject,
 }
 
-fn run_server(mut wire: Recorder, key: StaticKeypair, known: &str, serve: Serve) -> (Vec<u8>, Result<(), ProtoError>) {
+fn run_server(
+    mut wire: Recorder,
+    key: StaticKeypair,
+    known: &str,
+    serve: Serve,
+) -> (Vec<u8>, Result<(), ProtoError>) {
     let outcome = (|| {
-        let mut hello = vec![0u8; HELLO.len()];
-        wire.stream.read_exact(&mut hello).map_err(|_| ProtoError::Truncated("hello"))?;
-        assert_eq!(hello, HELLO);
-        wire.send(HELLO_RESPONSE);
-        let prologue = v2::prologue(HELLO, HELLO_RESPONSE);
+        let hello = read_stream_message(&mut wire.stream)?;
+        let decoded = Hello::decode(&hello)?;
+        assert_eq!((decoded.protocol_version, decoded.token.as_str()), (2, ""));
+        let response = hello_response();
+        wire.send(&response);
+        let prologue = v2::prologue(&hello, &response);
         let mut responder = Responder::new(&key, v2::DEFAULT_MAX_MESSAGE, &prologue)?;
-        let id = responder.read_message1(&wire.recv_frame().ok_or(ProtoError::Truncated("msg1"))?)?;
-        let psk = (id == TokenId::of(known)?).then(|| v2::psk(known)).transpose()?;
+        let id =
+            responder.read_message1(&wire.recv_frame().ok_or(ProtoError::Truncated("msg1"))?)?;
+        let psk = (id == TokenId::of(known)?)
+            .then(|| v2::psk(known))
+            .transpose()?;
         let msg2 = responder.write_message2(psk.as_ref())?;
         wire.send_frame(&msg2);
-        let pending = responder.read_message3(&wire.recv_frame().ok_or(ProtoError::Truncated("msg3"))?)?;
+        let pending =
+            responder.read_message3(&wire.recv_frame().ok_or(ProtoError::Truncated("msg3"))?)?;
         assert_eq!(pending.token(), known.trim());
         if let Serve::Reject = serve {
             let verdict = pending.reject("token has been revoked")?;
@@ -114,8 +156,9 @@ fn run_server(mut wire: Recorder, key: StaticKeypair, known: &str, serve: Serve)
                 }
             }
             Serve::Reverse { messages } => {
-                let requests: Vec<Vec<u8>> =
-                    (0..messages).map(|_| wire.recv_message(&mut session)).collect();
+                let requests: Vec<Vec<u8>> = (0..messages)
+                    .map(|_| wire.recv_message(&mut session))
+                    .collect();
                 for request in requests.iter().rev() {
                     let sealed = session.sealer.seal_message(request)?;
                     wire.send(&sealed);
@@ -133,20 +176,20 @@ fn client_handshake(
     token: &str,
     pinned: Option<Fingerprint>,
 ) -> Result<ChunkedSession, ProtoError> {
-    wire.send(HELLO);
-    let mut response = vec![0u8; HELLO_RESPONSE.len()];
-    wire.stream.read_exact(&mut response).map_err(|_| ProtoError::Truncated("hello response"))?;
-    assert_eq!(response, HELLO_RESPONSE);
-    let prologue = v2::prologue(HELLO, &response);
+    let hello = v2_hello();
+    wire.send(&hello);
+    let response = read_stream_message(&mut wire.stream)?;
+    assert!(HelloResponse::decode(&response)?.accepted);
+    let prologue = v2::prologue(&hello, &response);
     let mut initiator = Initiator::new(token, pinned, v2::DEFAULT_MAX_MESSAGE, &prologue)?;
     wire.send_frame(&initiator.write_message1()?);
     let msg2 = wire.recv_frame().ok_or(ProtoError::Truncated("msg2"))?;
     initiator.read_message2(&msg2)?;
     let (msg3, awaiting) = initiator.write_message3()?;
     wire.send_frame(&msg3);
-    let verdict = wire
-        .recv_frame()
-        .ok_or_else(|| ProtoError::Handshake("server closed the connection (wrong token?)".into()))?;
+    let verdict = wire.recv_frame().ok_or_else(|| {
+        ProtoError::Handshake("server closed the connection (wrong token?)".into())
+    })?;
     awaiting.read_verdict(&verdict)
 }
 
@@ -157,20 +200,31 @@ fn forms_of(secret: &[u8]) -> Vec<Vec<u8>> {
         &base64::engine::general_purpose::URL_SAFE,
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
     ];
-    let mut forms = vec![secret.to_vec(), hex::encode(secret).into_bytes(), hex::encode_upper(secret).into_bytes()];
-    forms.extend(engines.iter().map(|engine| engine.encode(secret).into_bytes()));
+    let mut forms = vec![
+        secret.to_vec(),
+        hex::encode(secret).into_bytes(),
+        hex::encode_upper(secret).into_bytes(),
+    ];
+    forms.extend(
+        engines
+            .iter()
+            .map(|engine| engine.encode(secret).into_bytes()),
+    );
     forms
 }
 
 fn contains_window(haystack: &[u8], needle: &[u8], window: usize) -> bool {
-    needle.windows(window.min(needle.len())).any(|w| haystack.windows(w.len()).any(|h| h == w))
+    needle
+        .windows(window.min(needle.len()))
+        .any(|w| haystack.windows(w.len()).any(|h| h == w))
 }
 
 #[test]
 fn token_never_appears_on_the_wire() {
     let (mut client_wire, server_wire) = connect();
     let key = StaticKeypair::generate().expect("key");
-    let server = thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Echo { messages: 3 }));
+    let server =
+        thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Echo { messages: 3 }));
     let mut session = client_handshake(&mut client_wire, TOKEN, None).expect("handshake");
     for request in [&b"first request"[..], TOKEN.as_bytes(), &[0x42; 70_000][..]] {
         let sealed = session.sealer.seal_message(request).expect("seal");
@@ -183,12 +237,20 @@ fn token_never_appears_on_the_wire() {
 
     let mut secrets = forms_of(TOKEN.as_bytes());
     secrets.extend(forms_of(&v2::psk(TOKEN).expect("psk")));
-    secrets.extend(forms_of(&eventdbx_proto::noise::v1::psk(TOKEN).expect("v1 psk")));
+    secrets.extend(forms_of(
+        &eventdbx_proto::noise::v1::psk(TOKEN).expect("v1 psk"),
+    ));
     for (side, bytes) in [("client", &client_wire.sent), ("server", &server_sent)] {
-        assert!(bytes.len() > 70_000, "{side} capture holds the whole exchange");
+        assert!(
+            bytes.len() > 70_000,
+            "{side} capture holds the whole exchange"
+        );
         for secret in &secrets {
             // No 12-byte window of any form of the token (or its PSKs) is on the wire.
-            assert!(!contains_window(bytes, secret, 12), "{side} leaked a form of the token");
+            assert!(
+                !contains_window(bytes, secret, 12),
+                "{side} leaked a form of the token"
+            );
         }
     }
 }
@@ -198,9 +260,11 @@ fn pinned_wrong_key_fails_closed_before_the_token_is_sent() {
     let (mut client_wire, server_wire) = connect();
     let key = StaticKeypair::generate().expect("key");
     let expected = key.fingerprint();
-    let server = thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Echo { messages: 0 }));
+    let server =
+        thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Echo { messages: 0 }));
     let impostor_pin = StaticKeypair::generate().expect("other key").fingerprint();
-    let err = client_handshake(&mut client_wire, TOKEN, Some(impostor_pin)).expect_err("pin mismatch");
+    let err =
+        client_handshake(&mut client_wire, TOKEN, Some(impostor_pin)).expect_err("pin mismatch");
     match &err {
         ProtoError::ServerKeyMismatch { pinned, presented } => {
             assert_eq!(pinned, &impostor_pin.to_string());
@@ -209,18 +273,28 @@ fn pinned_wrong_key_fails_closed_before_the_token_is_sent() {
         other => panic!("expected a key mismatch, got {other:?}"),
     }
     // The client sent only msg1 (4-byte header + 65 bytes) and then nothing: no msg3, no token.
-    assert_eq!(client_wire.sent.len(), HELLO.len() + 4 + 65);
+    assert_eq!(client_wire.sent.len(), v2_hello().len() + 4 + 65);
     drop(client_wire);
     let (_, outcome) = server.join().expect("server thread");
-    assert!(matches!(outcome, Err(ProtoError::Truncated("msg3"))), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(ProtoError::Truncated("msg3"))),
+        "{outcome:?}"
+    );
 }
 
 #[test]
 fn pinned_right_key_connects() {
     let (mut client_wire, server_wire) = connect();
     let key = StaticKeypair::generate().expect("key");
-    let pin: Fingerprint = key.fingerprint().to_string().to_uppercase().replace("SHA256:", "sha256:").parse().expect("parse pin");
-    let server = thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Echo { messages: 1 }));
+    let pin: Fingerprint = key
+        .fingerprint()
+        .to_string()
+        .to_uppercase()
+        .replace("SHA256:", "sha256:")
+        .parse()
+        .expect("parse pin");
+    let server =
+        thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Echo { messages: 1 }));
     let mut session = client_handshake(&mut client_wire, TOKEN, Some(pin)).expect("handshake");
     assert_eq!(session.server_fingerprint, Some(pin));
     client_wire.send(&session.sealer.seal_message(b"ping").expect("seal"));
@@ -232,11 +306,16 @@ fn pinned_right_key_connects() {
 fn wrong_token_fails_the_handshake() {
     let (mut client_wire, server_wire) = connect();
     let key = StaticKeypair::generate().expect("key");
-    let server = thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Echo { messages: 0 }));
-    let err = client_handshake(&mut client_wire, "some-other-token", None).expect_err("wrong token");
+    let server =
+        thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Echo { messages: 0 }));
+    let err =
+        client_handshake(&mut client_wire, "some-other-token", None).expect_err("wrong token");
     assert!(matches!(err, ProtoError::Handshake(_)), "{err:?}");
     let (_, outcome) = server.join().expect("server thread");
-    assert!(matches!(outcome, Err(ProtoError::Handshake(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(ProtoError::Handshake(_))),
+        "{outcome:?}"
+    );
 }
 
 #[test]
@@ -245,7 +324,10 @@ fn server_rejection_reaches_the_client() {
     let key = StaticKeypair::generate().expect("key");
     let server = thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Reject));
     let err = client_handshake(&mut client_wire, TOKEN, None).expect_err("rejected");
-    assert!(matches!(&err, ProtoError::Rejected(reason) if reason == "token has been revoked"), "{err:?}");
+    assert!(
+        matches!(&err, ProtoError::Rejected(reason) if reason == "token has been revoked"),
+        "{err:?}"
+    );
     server.join().expect("server thread").1.expect("server ok");
 }
 
@@ -253,11 +335,17 @@ fn server_rejection_reaches_the_client() {
 fn one_mebibyte_request_and_response_round_trip() {
     let (mut client_wire, server_wire) = connect();
     let key = StaticKeypair::generate().expect("key");
-    let server = thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Echo { messages: 1 }));
+    let server =
+        thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Echo { messages: 1 }));
     let mut session = client_handshake(&mut client_wire, TOKEN, None).expect("handshake");
-    let request: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let request: Vec<u8> = (0..1024 * 1024)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let sealed = session.sealer.seal_message(&request).expect("seal 1 MiB");
-    assert!(sealed.len() > request.len() + 16 * 16, "split into several chunks");
+    assert!(
+        sealed.len() > request.len() + 16 * 16,
+        "split into several chunks"
+    );
     client_wire.send(&sealed);
     let reply = client_wire.recv_message(&mut session);
     assert_eq!(reply.len(), request.len());
@@ -269,7 +357,8 @@ fn one_mebibyte_request_and_response_round_trip() {
 fn several_requests_in_flight_are_answered_out_of_order() {
     let (mut client_wire, server_wire) = connect();
     let key = StaticKeypair::generate().expect("key");
-    let server = thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Reverse { messages: 4 }));
+    let server =
+        thread::spawn(move || run_server(server_wire, key, TOKEN, Serve::Reverse { messages: 4 }));
     let mut session = client_handshake(&mut client_wire, TOKEN, None).expect("handshake");
     for id in 1u64..=4 {
         let mut request = id.to_be_bytes().to_vec();
@@ -290,20 +379,46 @@ fn several_requests_in_flight_are_answered_out_of_order() {
 #[test]
 fn messages_over_the_peer_maximum_are_refused_before_sending() {
     let key = StaticKeypair::generate().expect("key");
-    let prologue = v2::prologue(HELLO, HELLO_RESPONSE);
+    let prologue = v2::prologue(&v2_hello(), &hello_response());
     let mut client = Initiator::new(TOKEN, None, 1024 * 1024, &prologue).expect("initiator");
     let mut server = Responder::new(&key, 2 * 1024 * 1024, &prologue).expect("responder");
-    server.read_message1(&client.write_message1().expect("msg1")).expect("msg1");
-    client.read_message2(&server.write_message2(Some(&v2::psk(TOKEN).expect("psk"))).expect("msg2")).expect("msg2");
+    server
+        .read_message1(&client.write_message1().expect("msg1"))
+        .expect("msg1");
+    client
+        .read_message2(
+            &server
+                .write_message2(Some(&v2::psk(TOKEN).expect("psk")))
+                .expect("msg2"),
+        )
+        .expect("msg2");
     let (msg3, awaiting) = client.write_message3().expect("msg3");
-    let (verdict, mut server_session) = server.read_message3(&msg3).expect("msg3").accept().expect("accept");
-    let mut client_session = awaiting.read_verdict(frame::decode_exact(&verdict, v2::FRAME_LIMIT).expect("frame")).expect("verdict");
+    let (verdict, mut server_session) = server
+        .read_message3(&msg3)
+        .expect("msg3")
+        .accept()
+        .expect("accept");
+    let mut client_session = awaiting
+        .read_verdict(frame::decode_exact(&verdict, v2::FRAME_LIMIT).expect("frame"))
+        .expect("verdict");
     assert_eq!(client_session.sealer.peer_max(), 2 * 1024 * 1024);
     assert_eq!(server_session.sealer.peer_max(), 1024 * 1024);
-    let err = server_session.sealer.seal_message(&vec![0u8; 1024 * 1024 + 1]).expect_err("too large");
-    assert!(matches!(err, ProtoError::MessageTooLarge { len: 1_048_577, limit: 1_048_576 }));
+    let err = server_session
+        .sealer
+        .seal_message(&vec![0u8; 1024 * 1024 + 1])
+        .expect_err("too large");
+    assert!(matches!(
+        err,
+        ProtoError::MessageTooLarge {
+            len: 1_048_577,
+            limit: 1_048_576
+        }
+    ));
     // The refusal left the session in step.
-    let sealed = server_session.sealer.seal_message(b"still fine").expect("seal");
+    let sealed = server_session
+        .sealer
+        .seal_message(b"still fine")
+        .expect("seal");
     let mut rest = &sealed[..];
     let mut got = None;
     while let Some((payload, used)) = frame::split(rest, v2::FRAME_LIMIT).expect("frame") {
@@ -316,23 +431,51 @@ fn messages_over_the_peer_maximum_are_refused_before_sending() {
 /// Builds the deterministic handshake of `docs/protocol.md` and returns `(name, hex)` lines.
 fn test_vectors() -> Vec<(&'static str, String)> {
     let server_key = StaticKeypair::from_private([0x11; 32]);
-    let keys = FixedKeys { static_private: [0x22; 32], ephemeral_private: [0x33; 32] };
+    let keys = FixedKeys {
+        static_private: [0x22; 32],
+        ephemeral_private: [0x33; 32],
+    };
     let hello = b"\x00\x00\x00\x00\x05\x00\x00\x00";
     let response = b"\x00\x00\x00\x00\x04\x00\x00\x00";
     let prologue = v2::prologue(hello, response);
     let token = "tok";
-    let mut client = Initiator::with_fixed_keys(token, None, v2::DEFAULT_MAX_MESSAGE, &prologue, keys).expect("initiator");
-    let mut server = Responder::with_fixed_ephemeral(&server_key, v2::DEFAULT_MAX_MESSAGE, &prologue, [0x44; 32]).expect("responder");
+    let mut client =
+        Initiator::with_fixed_keys(token, None, v2::DEFAULT_MAX_MESSAGE, &prologue, keys)
+            .expect("initiator");
+    let mut server = Responder::with_fixed_ephemeral(
+        &server_key,
+        v2::DEFAULT_MAX_MESSAGE,
+        &prologue,
+        [0x44; 32],
+    )
+    .expect("responder");
     let msg1 = client.write_message1().expect("msg1");
     let id = server.read_message1(&msg1).expect("read msg1");
-    let msg2 = server.write_message2(Some(&v2::psk(token).expect("psk"))).expect("msg2");
+    let msg2 = server
+        .write_message2(Some(&v2::psk(token).expect("psk")))
+        .expect("msg2");
     client.read_message2(&msg2).expect("read msg2");
     let (msg3, awaiting) = client.write_message3().expect("msg3");
-    let (verdict, mut server_session) = server.read_message3(&msg3).expect("read msg3").accept().expect("accept");
-    let mut client_session = awaiting.read_verdict(frame::decode_exact(&verdict, v2::FRAME_LIMIT).expect("frame")).expect("verdict");
+    let (verdict, mut server_session) = server
+        .read_message3(&msg3)
+        .expect("read msg3")
+        .accept()
+        .expect("accept");
+    let mut client_session = awaiting
+        .read_verdict(frame::decode_exact(&verdict, v2::FRAME_LIMIT).expect("frame"))
+        .expect("verdict");
     let request = client_session.sealer.seal_message(b"hello").expect("seal");
-    let (payload, _) = frame::split(&request, v2::FRAME_LIMIT).expect("ok").expect("frame");
-    assert_eq!(server_session.opener.open_frame(payload).expect("open").as_deref(), Some(&b"hello"[..]));
+    let (payload, _) = frame::split(&request, v2::FRAME_LIMIT)
+        .expect("ok")
+        .expect("frame");
+    assert_eq!(
+        server_session
+            .opener
+            .open_frame(payload)
+            .expect("open")
+            .as_deref(),
+        Some(&b"hello"[..])
+    );
     vec![
         ("prologue", hex::encode(&prologue)),
         ("token_id", id.to_string()),
@@ -349,11 +492,19 @@ fn test_vectors() -> Vec<(&'static str, String)> {
 
 #[test]
 fn docs_hold_the_test_vectors_the_code_produces() {
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md"))
-        .unwrap_or_default();
-    let lines: Vec<String> =
-        test_vectors().into_iter().map(|(name, value)| format!("{name:<20} = {value}")).collect();
-    let missing: Vec<&String> = lines.iter().filter(|line| !docs.contains(line.as_str())).collect();
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/protocol.md"
+    ))
+    .unwrap_or_default();
+    let lines: Vec<String> = test_vectors()
+        .into_iter()
+        .map(|(name, value)| format!("{name:<20} = {value}"))
+        .collect();
+    let missing: Vec<&String> = lines
+        .iter()
+        .filter(|line| !docs.contains(line.as_str()))
+        .collect();
     assert!(
         missing.is_empty(),
         "docs/protocol.md lacks or disagrees on {} vector lines; the code produces:\n{}",

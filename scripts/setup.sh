@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need on a fresh machine (Rust, Python 3.11 and pip
+# assumed): a local .venv with the Python test dependencies, and Debian's capnproto so the
+# committed Cap'n Proto code can be checked against the schema. Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+
+if ! command -v capnp >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing capnproto (schema drift check)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq capnproto) >/dev/null 2>&1 \
+      || echo "setup: capnproto unavailable; the schema drift test will skip its comparison"
+  else
+    echo "setup: no capnp compiler; the schema drift test will skip its comparison"
+  fi
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: cargo-nextest not found; tests will run with cargo test"
+fi
