@@ -154,12 +154,30 @@ mod tests {
             after_rejection(&auto, Attempt::V2, REFUSED),
             Next::Fallback(Attempt::V1 { no_noise: false })
         );
-        let pinned = Policy { pinned: true, ..auto };
-        assert!(matches!(after_rejection(&pinned, Attempt::V2, REFUSED), Next::Fail(_)));
-        let forbidden = Policy { forbid_fallback: true, ..auto };
-        assert!(matches!(after_rejection(&forbidden, Attempt::V2, REFUSED), Next::Fail(_)));
-        let v2_only = Policy { transport: TransportPreference::V2, ..auto };
-        assert!(matches!(after_rejection(&v2_only, Attempt::V2, REFUSED), Next::Fail(_)));
+        let pinned = Policy {
+            pinned: true,
+            ..auto
+        };
+        assert!(matches!(
+            after_rejection(&pinned, Attempt::V2, REFUSED),
+            Next::Fail(_)
+        ));
+        let forbidden = Policy {
+            forbid_fallback: true,
+            ..auto
+        };
+        assert!(matches!(
+            after_rejection(&forbidden, Attempt::V2, REFUSED),
+            Next::Fail(_)
+        ));
+        let v2_only = Policy {
+            transport: TransportPreference::V2,
+            ..auto
+        };
+        assert!(matches!(
+            after_rejection(&v2_only, Attempt::V2, REFUSED),
+            Next::Fail(_)
+        ));
     }
 
     #[test]
@@ -179,9 +197,15 @@ mod tests {
 
     #[test]
     fn explicit_transports_start_where_asked() {
-        let v1 = Policy { transport: TransportPreference::V1, ..Policy::default() };
+        let v1 = Policy {
+            transport: TransportPreference::V1,
+            ..Policy::default()
+        };
         assert_eq!(first_attempt(&v1), Attempt::V1 { no_noise: false });
-        let plain = Policy { transport: TransportPreference::Plaintext, ..Policy::default() };
+        let plain = Policy {
+            transport: TransportPreference::Plaintext,
+            ..Policy::default()
+        };
         assert_eq!(first_attempt(&plain), Attempt::V1 { no_noise: true });
         assert_eq!(first_attempt(&plain).protocol_version(), 1);
     }
@@ -199,6 +223,9 @@ mod tests {
         assert_eq!(server_path(1, true), Ok(ServerPath::V1));
         assert_eq!(server_path(1, false), Err(V1_DISABLED_MESSAGE.to_owned()));
         assert_eq!(server_path(2, false), Ok(ServerPath::V2));
-        assert_eq!(server_path(7, true), Err("unsupported control protocol version 7".to_owned()));
+        assert_eq!(
+            server_path(7, true),
+            Err("unsupported control protocol version 7".to_owned())
+        );
     }
 }

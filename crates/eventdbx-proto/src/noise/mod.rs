@@ -45,7 +45,10 @@ impl Session {
     fn new(state: StatelessTransportState) -> Self {
         let state = Arc::new(state);
         Session {
-            sealer: Sealer { state: Arc::clone(&state), nonce: 0 },
+            sealer: Sealer {
+                state: Arc::clone(&state),
+                nonce: 0,
+            },
             opener: Opener { state, nonce: 0 },
         }
     }
@@ -59,7 +62,9 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer").field("nonce", &self.nonce).finish_non_exhaustive()
+        f.debug_struct("Sealer")
+            .field("nonce", &self.nonce)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,7 +99,9 @@ pub struct Opener {
 
 impl std::fmt::Debug for Opener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Opener").field("nonce", &self.nonce).finish_non_exhaustive()
+        f.debug_struct("Opener")
+            .field("nonce", &self.nonce)
+            .finish_non_exhaustive()
     }
 }
 

@@ -42,7 +42,11 @@ fn build(token: &str, prologue: &[u8], initiator: bool) -> Result<HandshakeState
         .psk(0, &key)
         .and_then(|b| b.prologue(prologue))
         .map_err(|err| snow_handshake_error("noise setup", err))?;
-    let state = if initiator { builder.build_initiator() } else { builder.build_responder() };
+    let state = if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
+    };
     state.map_err(|err| snow_handshake_error("noise setup", err))
 }
 
@@ -66,7 +70,9 @@ impl Initiator {
     /// Like [`Initiator::new`] with a non-standard prologue. Only useful to show that any
     /// prologue but the empty one fails against EventDBX.
     pub fn with_prologue(token: &str, prologue: &[u8]) -> Result<Self> {
-        Ok(Initiator { state: build(token, prologue, true)? })
+        Ok(Initiator {
+            state: build(token, prologue, true)?,
+        })
     }
 
     /// Produces msg1 (`-> psk, e`), 48 bytes.
@@ -106,7 +112,9 @@ impl Responder {
 
     /// Like [`Responder::new`] with a non-standard prologue (tests only).
     pub fn with_prologue(token: &str, prologue: &[u8]) -> Result<Self> {
-        Ok(Responder { state: build(token, prologue, false)? })
+        Ok(Responder {
+            state: build(token, prologue, false)?,
+        })
     }
 
     /// Consumes msg1. Fails when the client used another token or prologue; the reference server
@@ -141,7 +149,9 @@ fn read_handshake(state: &mut HandshakeState, message: &[u8], which: &str) -> Re
         ))
     })?;
     if len != 0 {
-        return Err(ProtoError::Handshake(format!("{which} carried an unexpected payload")));
+        return Err(ProtoError::Handshake(format!(
+            "{which} carried an unexpected payload"
+        )));
     }
     Ok(())
 }

@@ -222,11 +222,15 @@ fn write_handshake(state: &mut HandshakeState, payload: &[u8], which: &str) -> R
 
 fn read_handshake(state: &mut HandshakeState, message: &[u8], which: &str) -> Result<Vec<u8>> {
     if message.len() > NOISE_MAX_MESSAGE {
-        return Err(ProtoError::Handshake(format!("{which} is longer than a Noise message")));
+        return Err(ProtoError::Handshake(format!(
+            "{which} is longer than a Noise message"
+        )));
     }
     let mut payload = handshake_buffer();
     let len = state.read_message(message, &mut payload).map_err(|_| {
-        ProtoError::Handshake(format!("{which} did not authenticate (wrong token or tampering)"))
+        ProtoError::Handshake(format!(
+            "{which} did not authenticate (wrong token or tampering)"
+        ))
     })?;
     payload.truncate(len);
     Ok(payload)
@@ -257,7 +261,9 @@ fn max_message_field(max_message: usize) -> Result<[u8; 4]> {
 }
 
 fn params() -> Result<snow::params::NoiseParams> {
-    PATTERN.parse().map_err(|err| snow_handshake_error("noise parameters", err))
+    PATTERN
+        .parse()
+        .map_err(|err| snow_handshake_error("noise parameters", err))
 }
 
 /// Keys fixed in advance, used only to reproduce the test vectors of `docs/protocol.md`.
@@ -379,7 +385,9 @@ impl Initiator {
         }
         let (server_max, rest) = read_u32(payload_body(&payload, "msg2")?, "msg2")?;
         if !rest.is_empty() {
-            return Err(ProtoError::Handshake("msg2 payload has trailing bytes".into()));
+            return Err(ProtoError::Handshake(
+                "msg2 payload has trailing bytes".into(),
+            ));
         }
         self.server = Some((presented, server_max));
         Ok(presented)
@@ -404,7 +412,12 @@ impl Initiator {
         let session = into_session(self.state)?;
         Ok((
             message,
-            AwaitingVerdict { session, fingerprint, server_max, max_message: self.max_message },
+            AwaitingVerdict {
+                session,
+                fingerprint,
+                server_max,
+                max_message: self.max_message,
+            },
         ))
     }
 }
@@ -430,9 +443,9 @@ impl AwaitingVerdict {
                 self.max_message,
                 Some(self.fingerprint),
             )),
-            Some((&VERDICT_REJECTED, reason)) => {
-                Err(ProtoError::Rejected(String::from_utf8_lossy(reason).into_owned()))
-            }
+            Some((&VERDICT_REJECTED, reason)) => Err(ProtoError::Rejected(
+                String::from_utf8_lossy(reason).into_owned(),
+            )),
             _ => Err(ProtoError::Handshake("malformed session verdict".into())),
         }
     }
@@ -447,7 +460,9 @@ pub struct Responder {
 
 impl std::fmt::Debug for Responder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("v2::Responder").field("token_id", &self.token_id).finish_non_exhaustive()
+        f.debug_struct("v2::Responder")
+            .field("token_id", &self.token_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -484,7 +499,11 @@ impl Responder {
         let state = builder
             .build_responder()
             .map_err(|err| snow_handshake_error("noise setup", err))?;
-        Ok(Responder { state, max_message, token_id: None })
+        Ok(Responder {
+            state,
+            max_message,
+            token_id: None,
+        })
     }
 
     /// Consumes msg1 and returns the token id the client announced.
@@ -506,7 +525,9 @@ impl Responder {
             Some(key) => *key,
             None => random_32()?,
         };
-        self.state.set_psk(3, &key).map_err(|err| snow_handshake_error("setting the psk", err))?;
+        self.state
+            .set_psk(3, &key)
+            .map_err(|err| snow_handshake_error("setting the psk", err))?;
         let mut payload = vec![PAYLOAD_VERSION];
         payload.extend_from_slice(&max_message_field(self.max_message)?);
         write_handshake(&mut self.state, &payload, "msg2")
@@ -530,7 +551,9 @@ impl Responder {
         let token = std::str::from_utf8(token)
             .map_err(|_| ProtoError::Handshake("msg3 token is not UTF-8".into()))?;
         if TokenId::of(token).ok() != Some(announced) {
-            return Err(ProtoError::Handshake("msg3 token does not match the token id".into()));
+            return Err(ProtoError::Handshake(
+                "msg3 token does not match the token id".into(),
+            ));
         }
         let token = token.to_owned();
         Ok(PendingSession {
@@ -552,7 +575,9 @@ pub struct PendingSession {
 
 impl std::fmt::Debug for PendingSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingSession").field("client_max", &self.client_max).finish_non_exhaustive()
+        f.debug_struct("PendingSession")
+            .field("client_max", &self.client_max)
+            .finish_non_exhaustive()
     }
 }
 
@@ -566,7 +591,10 @@ impl PendingSession {
     pub fn accept(mut self) -> Result<(Vec<u8>, ChunkedSession)> {
         let verdict = self.session.sealer.seal(&[VERDICT_ACCEPTED])?;
         let framed = frame::encode(&verdict, FRAME_LIMIT)?;
-        Ok((framed, ChunkedSession::new(self.session, self.client_max, self.max_message, None)))
+        Ok((
+            framed,
+            ChunkedSession::new(self.session, self.client_max, self.max_message, None),
+        ))
     }
 
     /// Rejects the session with a reason the client will see; returns the framed verdict.
@@ -605,8 +633,15 @@ impl ChunkedSession {
         server_fingerprint: Option<Fingerprint>,
     ) -> Self {
         ChunkedSession {
-            sealer: ChunkSealer { inner: session.sealer, peer_max },
-            opener: ChunkOpener { inner: session.opener, max_message, partial: None },
+            sealer: ChunkSealer {
+                inner: session.sealer,
+                peer_max,
+            },
+            opener: ChunkOpener {
+                inner: session.opener,
+                max_message,
+                partial: None,
+            },
             server_fingerprint,
         }
     }
@@ -636,10 +671,15 @@ impl ChunkSealer {
     /// encrypting anything, so the session stays in step.
     pub fn seal_message(&mut self, message: &[u8]) -> Result<Vec<u8>> {
         if message.len() > self.peer_max {
-            return Err(ProtoError::MessageTooLarge { len: message.len(), limit: self.peer_max });
+            return Err(ProtoError::MessageTooLarge {
+                len: message.len(),
+                limit: self.peer_max,
+            });
         }
-        let total = u32::try_from(message.len())
-            .map_err(|_| ProtoError::MessageTooLarge { len: message.len(), limit: self.peer_max })?;
+        let total = u32::try_from(message.len()).map_err(|_| ProtoError::MessageTooLarge {
+            len: message.len(),
+            limit: self.peer_max,
+        })?;
         let chunks = message.len() / (NOISE_MAX_PLAINTEXT - 5) + 1;
         let mut out = Vec::with_capacity(message.len() + chunks * (frame::HEADER_LEN + 21));
         let mut rest = message;
@@ -686,30 +726,42 @@ impl ChunkOpener {
             .split_first()
             .ok_or_else(|| ProtoError::Malformed("empty chunk".into()))?;
         if flags & !CHUNK_FLAGS != 0 {
-            return Err(ProtoError::Malformed(format!("unknown chunk flags {flags:#04x}")));
+            return Err(ProtoError::Malformed(format!(
+                "unknown chunk flags {flags:#04x}"
+            )));
         }
         let (total, mut buffer, body) = if flags & CHUNK_FIRST != 0 {
             if self.partial.is_some() {
-                return Err(ProtoError::Malformed("new message before the last one ended".into()));
+                return Err(ProtoError::Malformed(
+                    "new message before the last one ended".into(),
+                ));
             }
             let (len, body) = body
                 .split_first_chunk::<4>()
                 .ok_or_else(|| ProtoError::Malformed("first chunk lacks the length".into()))?;
             let total = u32::from_be_bytes(*len) as usize;
             if total > self.max_message {
-                return Err(ProtoError::MessageTooLarge { len: total, limit: self.max_message });
+                return Err(ProtoError::MessageTooLarge {
+                    len: total,
+                    limit: self.max_message,
+                });
             }
             // Grow as data arrives rather than trusting the announced length up front.
-            (total, Vec::with_capacity(total.min(NOISE_MAX_PLAINTEXT)), body)
+            (
+                total,
+                Vec::with_capacity(total.min(NOISE_MAX_PLAINTEXT)),
+                body,
+            )
         } else {
-            let (total, buffer) = self
-                .partial
-                .take()
-                .ok_or_else(|| ProtoError::Malformed("continuation chunk without a start".into()))?;
+            let (total, buffer) = self.partial.take().ok_or_else(|| {
+                ProtoError::Malformed("continuation chunk without a start".into())
+            })?;
             (total, buffer, body)
         };
         if buffer.len() + body.len() > total {
-            return Err(ProtoError::Malformed("chunks exceed the announced length".into()));
+            return Err(ProtoError::Malformed(
+                "chunks exceed the announced length".into(),
+            ));
         }
         buffer.extend_from_slice(body);
         if flags & CHUNK_LAST == 0 {

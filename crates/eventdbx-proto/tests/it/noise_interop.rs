@@ -35,13 +35,22 @@ fn spawn_peer(role: &str, token: &str, prologue: &[u8]) -> Peer {
     let port = listener.local_addr().expect("local addr").port();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/noise_peer.py");
     let mut command = Command::new(python());
-    command.arg(script).arg(port.to_string()).arg(role).arg(token);
+    command
+        .arg(script)
+        .arg(port.to_string())
+        .arg(role)
+        .arg(token);
     if !prologue.is_empty() {
         command.arg(hex::encode(prologue));
     }
-    let child = command.stderr(Stdio::piped()).spawn().expect("start the Python noise peer");
+    let child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the Python noise peer");
     let (stream, _) = listener.accept().expect("python peer connects");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     stream.set_nodelay(true).expect("nodelay");
     Peer { child, stream }
 }
@@ -87,7 +96,10 @@ fn our_initiator_with_python_responder() {
     for size in [1usize, 1000, 65_519] {
         let request: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         peer.send(&session.sealer.seal(&request).expect("seal"));
-        let reply = session.opener.open(&peer.recv().expect("reply")).expect("open reply");
+        let reply = session
+            .opener
+            .open(&peer.recv().expect("reply"))
+            .expect("open reply");
         let expected: Vec<u8> = request.iter().rev().copied().collect();
         assert_eq!(reply, expected);
     }
@@ -99,11 +111,16 @@ fn our_initiator_with_python_responder() {
 fn python_initiator_with_our_responder() {
     let mut peer = spawn_peer("initiator", "tok", &[]);
     let mut server = v1::Responder::new("\ttok ").expect("responder");
-    server.read_message1(&peer.recv().expect("msg1")).expect("msg1 authenticates");
+    server
+        .read_message1(&peer.recv().expect("msg1"))
+        .expect("msg1 authenticates");
     let (msg2, mut session) = server.write_message2().expect("msg2");
     peer.send(&msg2);
     for _ in 0..3 {
-        let request = session.opener.open(&peer.recv().expect("request")).expect("open");
+        let request = session
+            .opener
+            .open(&peer.recv().expect("request"))
+            .expect("open");
         let reply: Vec<u8> = request.iter().rev().copied().collect();
         peer.send(&session.sealer.seal(&reply).expect("seal"));
     }
@@ -115,7 +132,9 @@ fn python_initiator_with_our_responder() {
 fn wrong_token_fails_with_a_typed_error_on_our_side() {
     let mut peer = spawn_peer("initiator", "not-the-token", &[]);
     let mut server = v1::Responder::new("tok").expect("responder");
-    let err = server.read_message1(&peer.recv().expect("msg1")).expect_err("must not authenticate");
+    let err = server
+        .read_message1(&peer.recv().expect("msg1"))
+        .expect_err("must not authenticate");
     assert!(matches!(err, ProtoError::Handshake(_)), "{err:?}");
     let (code, _) = peer.finish();
     assert_eq!(code, 3, "python saw the handshake fail too");
@@ -126,7 +145,10 @@ fn wrong_token_fails_on_the_python_side() {
     let mut peer = spawn_peer("responder", "not-the-token", &[]);
     let mut client = v1::Initiator::new("tok").expect("initiator");
     peer.send(&client.write_message1().expect("msg1"));
-    assert!(peer.recv().is_none(), "a responder with another PSK must not answer");
+    assert!(
+        peer.recv().is_none(),
+        "a responder with another PSK must not answer"
+    );
     let (code, stderr) = peer.finish();
     assert_eq!(code, 3, "python must report a handshake failure: {stderr}");
 }
@@ -137,7 +159,9 @@ fn non_empty_prologue_fails_both_ways() {
     let prologue = b"eventdbx-control";
     let mut peer = spawn_peer("initiator", "tok", prologue);
     let mut server = v1::Responder::new("tok").expect("responder");
-    let err = server.read_message1(&peer.recv().expect("msg1")).expect_err("prologue mismatch");
+    let err = server
+        .read_message1(&peer.recv().expect("msg1"))
+        .expect_err("prologue mismatch");
     assert!(matches!(err, ProtoError::Handshake(_)), "{err:?}");
     assert_eq!(peer.finish().0, 3);
 
