@@ -278,7 +278,7 @@ fn payload_members(envelope: capnp::dynamic_struct::Builder<'_>) -> Vec<capnp::s
 }
 
 /// Encodes an envelope with id `id` whose payload is member `tag`, filled by [`fill`].
-fn encode_member<T>(id: u64, tag: u16) -> Vec<u8>
+pub(crate) fn encode_member<T>(id: u64, tag: u16) -> Vec<u8>
 where
     T: capnp::traits::Owned,
     for<'a> T::Builder<'a>: Into<dynamic_value::Builder<'a>>,
