@@ -1,0 +1,15 @@
+//! The EventDBX domain, with no I/O: what an aggregate, an event and a snapshot are, the rules
+//! that names and writes follow, and the small languages of reads.
+//!
+//! # Layout
+//! - [`error`]: the domain error and its wire codes.
+//! - [`query`]: the filter language, the sort grammar and cursor formats.
+//! - [`merkle`]: the domain-separated event hash and Merkle root.
+//! - [`patch`]: RFC 6902 patches with EventDBX's semantics.
+
+pub mod error;
+pub mod merkle;
+pub mod patch;
+pub mod query;
+
+pub use error::{CoreError, Result};

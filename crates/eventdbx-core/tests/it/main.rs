@@ -1,0 +1,5 @@
+//! Integration tests of the domain crate.
+
+mod merkle;
+mod patch;
+mod query;
