@@ -544,4 +544,27 @@ proptest! {
         let (_, awaiting) = client.write_message3().expect("msg3");
         prop_assert!(awaiting.read_verdict(&frames[0]).is_err());
     }
+
+    #[test]
+    fn garbage_ciphertext_in_established_sessions_is_a_typed_error(
+        frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..6)
+    ) {
+        let key = StaticKeypair::from_private([7; 32]);
+        let mut client = Initiator::new("tok", None, 1 << 20, b"").expect("initiator");
+        let mut server = Responder::new(&key, 1 << 20, b"").expect("responder");
+        server.read_message1(&client.write_message1().expect("msg1")).expect("read msg1");
+        client.read_message2(&server.write_message2(Some(&v2::psk("tok").expect("psk"))).expect("msg2")).expect("read msg2");
+        let (msg3, _) = client.write_message3().expect("msg3");
+        let (_, mut v2_session) = server.read_message3(&msg3).expect("read msg3").accept().expect("accept");
+
+        let mut v1_client = eventdbx_proto::noise::v1::Initiator::new("tok").expect("v1 initiator");
+        let mut v1_server = eventdbx_proto::noise::v1::Responder::new("tok").expect("v1 responder");
+        v1_server.read_message1(&v1_client.write_message1().expect("v1 msg1")).expect("v1 read msg1");
+        let (_, mut v1_session) = v1_server.write_message2().expect("v1 msg2");
+
+        for frame in &frames {
+            prop_assert!(matches!(v2_session.opener.open_frame(frame), Err(ProtoError::Decrypt)));
+            prop_assert!(matches!(v1_session.opener.open(frame), Err(ProtoError::Decrypt)));
+        }
+    }
 }
