@@ -4,11 +4,13 @@
 //! # Layout
 //! - [`error`]: the domain error and its wire codes.
 //! - [`query`]: the filter language, the sort grammar and cursor formats.
+//! - [`names`]: names and write inputs, validated with the spec's messages.
 //! - [`merkle`]: the domain-separated event hash and Merkle root.
 //! - [`patch`]: RFC 6902 patches with EventDBX's semantics.
 
 pub mod error;
 pub mod merkle;
+pub mod names;
 pub mod patch;
 pub mod query;
 
