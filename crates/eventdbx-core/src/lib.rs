@@ -7,11 +7,13 @@
 //! - [`names`]: names and write inputs, validated with the spec's messages.
 //! - [`merkle`]: the domain-separated event hash and Merkle root.
 //! - [`patch`]: RFC 6902 patches with EventDBX's semantics.
+//! - [`snowflake`]: event and snapshot ids.
 
 pub mod error;
 pub mod merkle;
 pub mod names;
 pub mod patch;
 pub mod query;
+pub mod snowflake;
 
 pub use error::{CoreError, Result};
