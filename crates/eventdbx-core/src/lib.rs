@@ -2,6 +2,7 @@
 //! that names and writes follow, and the small languages of reads.
 //!
 //! # Layout
+//! - [`aggregate`]: aggregate state, snapshots and their JSON shapes.
 //! - [`error`]: the domain error and its wire codes.
 //! - [`query`]: the filter language, the sort grammar and cursor formats.
 //! - [`names`]: names and write inputs, validated with the spec's messages.
@@ -9,6 +10,7 @@
 //! - [`patch`]: RFC 6902 patches with EventDBX's semantics.
 //! - [`snowflake`]: event and snapshot ids.
 
+pub mod aggregate;
 pub mod error;
 pub mod merkle;
 pub mod names;
