@@ -23,6 +23,39 @@ pub enum CoreError {
     /// Stored events whose hashes or root do not match.
     #[error("integrity violation: {0}")]
     IntegrityViolation(String),
+    /// The aggregate does not exist (or is hidden).
+    #[error("aggregate not found")]
+    AggregateNotFound,
+    /// The aggregate is archived and cannot accept new events.
+    #[error("aggregate is archived and cannot accept new events")]
+    AggregateArchived,
+    /// A create named an aggregate that exists (active or archived).
+    #[error("aggregate {aggregate_type}::{aggregate_id} already exists")]
+    AggregateExists {
+        /// Aggregate type.
+        aggregate_type: String,
+        /// Aggregate id.
+        aggregate_id: String,
+    },
+    /// The expected version did not match the current one.
+    #[error("version conflict: expected version {expected}, current version {current}")]
+    VersionConflict {
+        /// What the writer expected.
+        expected: u64,
+        /// What the aggregate is at.
+        current: u64,
+    },
+    /// An idempotency key was reused for a different request.
+    #[error("idempotency key '{0}' was already used for a different request")]
+    IdempotencyConflict(String),
+    /// The tenant reached its storage quota.
+    #[error("tenant quota exceeded: tenant '{tenant}' reached storage quota ({quota_mb} MB)")]
+    TenantQuota {
+        /// The tenant.
+        tenant: String,
+        /// Its quota in MB.
+        quota_mb: u64,
+    },
 }
 
 impl CoreError {
@@ -35,6 +68,12 @@ impl CoreError {
             CoreError::Config(_) => "config",
             CoreError::Serialization(_) => "serialization",
             CoreError::IntegrityViolation(_) => "integrity_violation",
+            CoreError::AggregateNotFound => "aggregate_not_found",
+            CoreError::AggregateArchived => "aggregate_archived",
+            CoreError::AggregateExists { .. } => "aggregate_exists",
+            CoreError::VersionConflict { .. } => "version_conflict",
+            CoreError::IdempotencyConflict(_) => "idempotency_conflict",
+            CoreError::TenantQuota { .. } => "tenant_quota",
         }
     }
 

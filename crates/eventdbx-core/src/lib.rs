@@ -9,6 +9,8 @@
 //! - [`merkle`]: the domain-separated event hash and Merkle root.
 //! - [`patch`]: RFC 6902 patches with EventDBX's semantics.
 //! - [`snowflake`]: event and snapshot ids.
+//! - [`time`]: RFC 3339 timestamps without a clock.
+//! - [`write`]: the rules of create, append and patch, and sealing an event.
 
 pub mod aggregate;
 pub mod error;
@@ -16,6 +18,9 @@ pub mod merkle;
 pub mod names;
 pub mod patch;
 pub mod query;
+pub mod schema;
 pub mod snowflake;
+pub mod time;
+pub mod write;
 
 pub use error::{CoreError, Result};

@@ -252,6 +252,29 @@ impl MerkleBuilder {
         self.len == 0
     }
 
+    /// The right frontier, `(leaf count, subtree root)` largest first: what a store persists
+    /// beside an aggregate so the next append costs O(log n) without reading old events.
+    pub fn frontier(&self) -> &[(u64, Digest)] {
+        &self.frontier
+    }
+
+    /// Restores a builder from a persisted [`frontier`](Self::frontier). Fails unless the sizes
+    /// are strictly decreasing powers of two (the only shape a real history produces).
+    pub fn from_frontier(frontier: Vec<(u64, Digest)>) -> Result<Self> {
+        let mut len: u64 = 0;
+        let mut previous = u64::MAX;
+        for &(size, _) in &frontier {
+            if !size.is_power_of_two() || size >= previous {
+                return Err(CoreError::IntegrityViolation(
+                    "stored merkle frontier is malformed".into(),
+                ));
+            }
+            previous = size;
+            len += size;
+        }
+        Ok(MerkleBuilder { frontier, len })
+    }
+
     /// Appends the next event hash.
     pub fn push(&mut self, leaf: Digest) {
         let mut size = 1;
