@@ -3,3 +3,4 @@
 mod merkle;
 mod patch;
 mod query;
+mod schema;
