@@ -14,8 +14,9 @@
 //!
 //! # Layout
 //! - this module: the model, its (de)serialisation and validation of a set.
+//! - [`dbx`]: the `schema.dbx` authoring format.
 //! - [`text`]: the text checks shared by validation (formats, RFC 3339, dates, base64).
-//! - [`write`]: validation of one write against its aggregate's schema.
+//! - [`write`](mod@write): validation of one write against its aggregate's schema.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{CoreError, Result};
 
+pub mod dbx;
 pub mod text;
 pub mod write;
 
