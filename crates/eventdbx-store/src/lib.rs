@@ -1,0 +1,316 @@
+//! Storage for EventDBX: the [`EventStore`] trait and its embedded engine, [`RedbStore`].
+//!
+//! The trait speaks only domain types (`eventdbx-core`): no engine type appears in a signature,
+//! so a PostgreSQL engine can implement it without changing callers. Every method takes the
+//! (already normalised) tenant id first; every key the engine writes starts with it.
+//!
+//! ```
+//! use eventdbx_store::{Durability, EventStore, RedbStore, WriteRequest};
+//! use eventdbx_core::write::{WriteBody, WriteKind};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = RedbStore::open(dir.path().join("data.redb"), Durability::Fsync).unwrap();
+//! let request = WriteRequest::new(
+//!     WriteKind::Create, "order", "o-1", "order_created",
+//!     WriteBody::Payload(serde_json::json!({"status": "new"})),
+//! );
+//! let outcome = store.write("default", request).unwrap();
+//! assert_eq!(outcome.event.version, 1);
+//! assert_eq!(store.verify("default", "order", "o-1").unwrap(), outcome.aggregate.merkle_root);
+//! ```
+//!
+//! # Layout
+//! - `lib.rs`: the trait, its request and result types, the error.
+//! - [`redb_store`]: the embedded engine: key layout, group commit, paging.
+
+use std::sync::Arc;
+
+use eventdbx_core::aggregate::{Aggregate, Snapshot};
+use eventdbx_core::merkle::{Event, IssuedBy};
+use eventdbx_core::query::cursor::{ListOrder, PagePlan};
+use eventdbx_core::query::filter::Filter;
+use eventdbx_core::query::Scope;
+use eventdbx_core::write::{WriteBody, WriteKind};
+use eventdbx_core::CoreError;
+use serde_json::{Map, Value};
+
+pub mod redb_store;
+
+pub use redb_store::RedbStore;
+
+/// Whether an acknowledged write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is fsynced before any write in it is acknowledged (group commit shares one
+    /// flush among concurrent writers). The default.
+    #[default]
+    Fsync,
+    /// Commits are not fsynced: an OS crash or power loss can lose acknowledged writes (what
+    /// EventDBX does). Reported as `relaxed`.
+    Relaxed,
+}
+
+impl Durability {
+    /// `fsync` or `relaxed`, as the config file and `/health` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Relaxed => "relaxed",
+        }
+    }
+}
+
+/// A storage failure, or a domain rule the write broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A domain rule (not found, archived, exists, version conflict, quota, validation, ...).
+    #[error(transparent)]
+    Domain(#[from] CoreError),
+    /// The engine failed (I/O, corruption, a closed database).
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl StoreError {
+    /// The stable wire code (`storage` for engine failures).
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Domain(err) => err.code(),
+            StoreError::Storage(_) => "storage",
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A check run inside the write's critical section with the aggregate as it will be after the
+/// event (schema rules live in the server; the store only calls them).
+pub type WriteCheck = Arc<dyn Fn(&Aggregate, &Event) -> Result<(), CoreError> + Send + Sync>;
+
+/// An idempotency key and the digest of the request it was first used with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The client's key (scoped to tenant, type and id).
+    pub key: String,
+    /// [`eventdbx_core::write::request_digest`] of the request.
+    pub digest: [u8; 32],
+}
+
+/// One create, append or patch. Names, payload and metadata are already validated.
+#[derive(Clone)]
+pub struct WriteRequest {
+    /// Create, append or patch.
+    pub kind: WriteKind,
+    /// Aggregate type.
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// Normalised event type.
+    pub event_type: String,
+    /// The client's event type.
+    pub event_type_raw: Option<String>,
+    /// Payload or patch.
+    pub body: WriteBody,
+    /// The request's metadata, verbatim.
+    pub extensions: Option<Map<String, Value>>,
+    /// Note, untrimmed.
+    pub note: Option<String>,
+    /// Group and user of the token.
+    pub issued_by: Option<IssuedBy>,
+    /// Optimistic concurrency (append, patch).
+    pub expected_version: Option<u64>,
+    /// Idempotency key and request digest.
+    pub idempotency: Option<Idempotency>,
+    /// Automatic snapshot every N versions (append and patch only).
+    pub snapshot_threshold: Option<u64>,
+    /// The tenant's storage quota in bytes, checked atomically with the commit.
+    pub quota_bytes: Option<u64>,
+    /// Schema validation, run with the resulting aggregate before committing.
+    pub check: Option<WriteCheck>,
+}
+
+impl std::fmt::Debug for WriteRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteRequest")
+            .field("kind", &self.kind)
+            .field("aggregate_type", &self.aggregate_type)
+            .field("aggregate_id", &self.aggregate_id)
+            .field("event_type", &self.event_type)
+            .field("expected_version", &self.expected_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriteRequest {
+    /// A request with only the required fields; set the others directly.
+    pub fn new(
+        kind: WriteKind,
+        aggregate_type: impl Into<String>,
+        aggregate_id: impl Into<String>,
+        event_type: impl Into<String>,
+        body: WriteBody,
+    ) -> Self {
+        let event_type = event_type.into();
+        WriteRequest {
+            kind,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+            event_type_raw: Some(event_type.clone()),
+            event_type: event_type.replace('.', "_"),
+            body,
+            extensions: None,
+            note: None,
+            issued_by: None,
+            expected_version: None,
+            idempotency: None,
+            snapshot_threshold: None,
+            quota_bytes: None,
+            check: None,
+        }
+    }
+}
+
+/// What a committed (or replayed) write produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    /// The stored event.
+    pub event: Event,
+    /// The aggregate after the event.
+    pub aggregate: Aggregate,
+    /// The automatic snapshot taken with this write, if any.
+    pub snapshot: Option<Snapshot>,
+    /// True when an idempotency key matched and nothing was written.
+    pub replayed: bool,
+}
+
+/// Per-tenant usage, for quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Stored events.
+    pub events: u64,
+    /// Bytes of stored events and snapshots.
+    pub bytes: u64,
+}
+
+/// Decides per listed aggregate whether the caller may see it, and in what form (hidden types
+/// dropped, hidden fields removed). Filters run on what it returns.
+pub type Visibility<'a> = &'a dyn Fn(Aggregate) -> Option<Aggregate>;
+
+/// A page request of `listAggregates`.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// The order and the cursor position (see [`PagePlan::new`]).
+    pub plan: PagePlan,
+    /// Which sets to read.
+    pub scope: Scope,
+    /// Filter, evaluated on the visible aggregate.
+    pub filter: Option<Filter>,
+    /// Aggregate types known to the tenant (the filter's type-qualifier rule needs them).
+    pub known_types: Vec<String>,
+    /// Items to return (0 = empty page).
+    pub take: usize,
+}
+
+/// A page of aggregates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage {
+    /// The items, in order.
+    pub items: Vec<Aggregate>,
+    /// True when the page is full (the caller then returns a cursor after the last item).
+    pub full: bool,
+    /// The order used (a cursor may imply one).
+    pub order: ListOrder,
+}
+
+/// A page of events of one aggregate or of the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    /// Events in version (or event id) order.
+    pub events: Vec<Event>,
+    /// True when the page is full.
+    pub full: bool,
+}
+
+/// The storage engine interface.
+pub trait EventStore: Send + Sync {
+    /// How writes are made durable.
+    fn durability(&self) -> Durability;
+
+    /// Creates, appends or patches atomically; see `02-server.md` §4.
+    fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome>;
+
+    /// Archives (`true`) or restores (`false`) an aggregate; returns it afterwards.
+    fn set_archived(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        archived: bool,
+        note: Option<&str>,
+    ) -> Result<Aggregate>;
+
+    /// An aggregate, active or archived.
+    fn get(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Aggregate>>;
+
+    /// One page of aggregates (keyset paging; never loads the whole set).
+    fn list(&self, tenant: &str, query: &ListQuery, visible: Visibility<'_>) -> Result<ListPage>;
+
+    /// Events of an aggregate after `after_version`, filtered; empty for an archived or unknown
+    /// aggregate.
+    fn events(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_version: u64,
+        take: usize,
+        filter: Option<&Filter>,
+    ) -> Result<EventPage>;
+
+    /// The tenant's events in ascending event id after `after_event_id`, skipping archived
+    /// aggregates and types `visible_type` rejects.
+    fn outbox(
+        &self,
+        tenant: &str,
+        after_event_id: u64,
+        take: usize,
+        visible_type: &dyn Fn(&str) -> bool,
+    ) -> Result<EventPage>;
+
+    /// Recomputes the Merkle root from the stored events; a mismatch is `integrity_violation`.
+    fn verify(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Result<String>;
+
+    /// Takes a snapshot of an existing aggregate.
+    fn create_snapshot(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        comment: Option<&str>,
+    ) -> Result<Snapshot>;
+
+    /// Snapshots by exact type and id (both optional), ordered by type, id, creation.
+    fn list_snapshots(
+        &self,
+        tenant: &str,
+        aggregate_type: Option<&str>,
+        aggregate_id: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Vec<Snapshot>>;
+
+    /// One snapshot by id.
+    fn get_snapshot(&self, tenant: &str, snapshot_id: u64) -> Result<Option<Snapshot>>;
+
+    /// The tenant's recorded usage.
+    fn usage(&self, tenant: &str) -> Result<Usage>;
+
+    /// Recounts the tenant's usage from what is stored and records it.
+    fn recalc_usage(&self, tenant: &str) -> Result<Usage>;
+}

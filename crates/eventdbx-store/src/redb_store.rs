@@ -1,0 +1,1434 @@
+//! The embedded engine on [redb](https://docs.rs/redb): one file, crash-safe copy-on-write
+//! B-trees, MVCC readers that never block the writer. Key layout and the reasons for redb are in
+//! `docs/storage.md`.
+//!
+//! # Concurrency
+//! A write runs in two halves. The *prepare* half runs on the caller's thread under a lock
+//! striped by (tenant, type, id): it reads the aggregate from a read snapshot, applies the
+//! domain rules, patches, hashes and serialises. Writes to different aggregates prepare in
+//! parallel; writes to one aggregate are serialised, so the read snapshot is always current for
+//! it. The *commit* half is a closure of inserts handed to one writer thread, which drains every
+//! queued job into a single redb transaction and commits it once: concurrent writers share one
+//! fsync (group commit). Callers are answered only after that commit returns.
+
+use std::collections::BTreeSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use eventdbx_core::aggregate::{Aggregate, Snapshot};
+use eventdbx_core::merkle::{self, Event, MerkleBuilder};
+use eventdbx_core::query::sort::{SortField, SortKey, SortOrder, SortValue};
+use eventdbx_core::query::{AggregateView, EventView};
+use eventdbx_core::snowflake::{Next, SnowflakeGenerator};
+use eventdbx_core::time::{format_unix_nanos, parse_unix_millis};
+use eventdbx_core::write::{self, NewEvent, WriteKind};
+use eventdbx_core::CoreError;
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{
+    Durability, EventPage, EventStore, ListPage, ListQuery, Result, StoreError, Usage, Visibility,
+    WriteOutcome, WriteRequest,
+};
+
+/// (tenant, type, id) → aggregate record (JSON).
+const AGGREGATES: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("aggregates");
+/// (tenant, type, id, version) → event (JSON, the §14.2 shape).
+const EVENTS: TableDefinition<(&str, &str, &str, u64), &[u8]> = TableDefinition::new("events");
+/// (tenant, event id) → (type, id, version): the global event order the outbox reads.
+const OUTBOX: TableDefinition<(&str, u64), (&str, &str, u64)> = TableDefinition::new("outbox");
+/// (tenant, index kind, value, a, b) → archived flag: one entry per aggregate per sort layout.
+const SORT_INDEX: TableDefinition<(&str, u8, u64, &str, &str), u8> =
+    TableDefinition::new("sort_index");
+/// (tenant, snapshot id) → snapshot record (JSON).
+const SNAPSHOTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("snapshots");
+/// (tenant, type, id, snapshot id) → (): snapshots of one aggregate, in creation order.
+const SNAPSHOTS_BY_AGGREGATE: TableDefinition<(&str, &str, &str, u64), ()> =
+    TableDefinition::new("snapshots_by_aggregate");
+/// (tenant, type, id, key) → idempotency record (JSON).
+const IDEMPOTENCY: TableDefinition<(&str, &str, &str, &str), &[u8]> =
+    TableDefinition::new("idempotency");
+/// tenant → (events, bytes).
+const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
+/// name → value: `last_id` (highest Snowflake id issued).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Sort layouts kept in [`SORT_INDEX`]: `(value, a, b)` per aggregate.
+const IX_NATURAL: u8 = 0; // (0, type, id)
+const IX_ID: u8 = 1; // (0, id, type)
+const IX_CREATED: u8 = 2; // (created, type, id)
+const IX_CREATED_ID: u8 = 3; // (created, id, type)
+const IX_UPDATED: u8 = 4; // (updated, type, id)
+const IX_UPDATED_ID: u8 = 5; // (updated, id, type)
+const IX_VERSION: u8 = 6; // (version, type, id)
+
+/// Above every character a valid type or id may contain (they are ASCII names).
+const HIGH: &str = "\u{7f}";
+const LOCK_STRIPES: usize = 1024;
+const MAX_BATCH: usize = 4096;
+
+fn storage(err: impl Into<redb::Error>) -> StoreError {
+    StoreError::Storage(err.into().to_string())
+}
+
+fn json_error(err: serde_json::Error) -> StoreError {
+    StoreError::Storage(format!("stored record is not valid JSON: {err}"))
+}
+
+/// The stored form of an aggregate: the domain fields plus the Merkle frontier and archive
+/// bookkeeping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AggregateRecord {
+    aggregate_type: String,
+    aggregate_id: String,
+    version: u64,
+    state: Map<String, Value>,
+    extensions: Map<String, Value>,
+    merkle_root: String,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    archived: bool,
+    /// The Merkle frontier as (leaf count, hex digest), largest subtree first.
+    frontier: Vec<(u64, String)>,
+    archived_at: Option<String>,
+    archive_note: Option<String>,
+}
+
+impl AggregateRecord {
+    fn from_aggregate(aggregate: &Aggregate, merkle: &MerkleBuilder) -> Self {
+        AggregateRecord {
+            aggregate_type: aggregate.aggregate_type.clone(),
+            aggregate_id: aggregate.aggregate_id.clone(),
+            version: aggregate.version,
+            state: aggregate.state.clone(),
+            extensions: aggregate.extensions.clone(),
+            merkle_root: aggregate.merkle_root.clone(),
+            created_at: aggregate.created_at.clone(),
+            updated_at: aggregate.updated_at.clone(),
+            archived: aggregate.archived,
+            frontier: merkle
+                .frontier()
+                .iter()
+                .map(|(n, d)| (*n, merkle::to_hex(d)))
+                .collect(),
+            archived_at: None,
+            archive_note: None,
+        }
+    }
+
+    fn aggregate(&self) -> Aggregate {
+        Aggregate {
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            version: self.version,
+            state: self.state.clone(),
+            extensions: self.extensions.clone(),
+            merkle_root: self.merkle_root.clone(),
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+            archived: self.archived,
+        }
+    }
+
+    fn merkle(&self) -> Result<MerkleBuilder> {
+        let frontier = self
+            .frontier
+            .iter()
+            .map(|(n, hex)| Ok((*n, digest_from_hex(hex)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MerkleBuilder::from_frontier(frontier)?)
+    }
+
+    /// The entries this aggregate has in [`SORT_INDEX`].
+    fn index_entries(&self) -> [(u8, u64, &str, &str); 7] {
+        let (t, i) = (self.aggregate_type.as_str(), self.aggregate_id.as_str());
+        let created = timestamp_value(self.created_at.as_deref());
+        let updated = timestamp_value(self.updated_at.as_deref());
+        [
+            (IX_NATURAL, 0, t, i),
+            (IX_ID, 0, i, t),
+            (IX_CREATED, created, t, i),
+            (IX_CREATED_ID, created, i, t),
+            (IX_UPDATED, updated, t, i),
+            (IX_UPDATED_ID, updated, i, t),
+            (IX_VERSION, self.version, t, i),
+        ]
+    }
+}
+
+/// Index value of a timestamp: 0 when absent (sorts first), else epoch ms + 1.
+fn timestamp_value(text: Option<&str>) -> u64 {
+    text.and_then(parse_unix_millis).map_or(0, |ms| ms + 1)
+}
+
+fn digest_from_hex(hex: &str) -> Result<merkle::Digest> {
+    let bad = || StoreError::Storage("stored merkle frontier is not hex".into());
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotRecord {
+    snapshot_id: u64,
+    aggregate_type: String,
+    aggregate_id: String,
+    version: u64,
+    state: Map<String, Value>,
+    merkle_root: String,
+    created_at: String,
+    comment: Option<String>,
+}
+
+impl From<&Snapshot> for SnapshotRecord {
+    fn from(s: &Snapshot) -> Self {
+        SnapshotRecord {
+            snapshot_id: s.snapshot_id,
+            aggregate_type: s.aggregate_type.clone(),
+            aggregate_id: s.aggregate_id.clone(),
+            version: s.version,
+            state: s.state.clone(),
+            merkle_root: s.merkle_root.clone(),
+            created_at: s.created_at.clone(),
+            comment: s.comment.clone(),
+        }
+    }
+}
+
+impl From<SnapshotRecord> for Snapshot {
+    fn from(s: SnapshotRecord) -> Self {
+        Snapshot {
+            snapshot_id: s.snapshot_id,
+            aggregate_type: s.aggregate_type,
+            aggregate_id: s.aggregate_id,
+            version: s.version,
+            state: s.state,
+            merkle_root: s.merkle_root,
+            created_at: s.created_at,
+            comment: s.comment,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IdempotencyRecord {
+    digest: String,
+    event: Event,
+    aggregate: AggregateRecord,
+}
+
+/// Inserts of one write, run by the writer inside the batch transaction. Must fail (if at all)
+/// before changing anything, or be safe to re-run: a failing job makes the writer abort and
+/// re-run the batch without it.
+type Apply = Box<dyn Fn(&WriteTransaction) -> Result<()> + Send>;
+
+struct Job {
+    apply: Apply,
+    reply: SyncSender<Result<()>>,
+}
+
+/// The embedded store. Cheap to share behind an `Arc`; dropping the last handle stops the
+/// writer thread after it has committed every queued job.
+pub struct RedbStore {
+    db: Arc<Database>,
+    durability: Durability,
+    jobs: Mutex<Option<Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    locks: Vec<Mutex<()>>,
+    ids: Mutex<SnowflakeGenerator>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file at `path` with worker id 0.
+    pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<Self> {
+        Self::open_with_worker(path, durability, 0)
+    }
+
+    /// Opens the database; `worker_id` is the Snowflake worker id (0–1023).
+    pub fn open_with_worker(
+        path: impl AsRef<Path>,
+        durability: Durability,
+        worker_id: u16,
+    ) -> Result<Self> {
+        let db = Database::create(path).map_err(storage)?;
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            txn.open_table(AGGREGATES).map_err(storage)?;
+            txn.open_table(EVENTS).map_err(storage)?;
+            txn.open_table(OUTBOX).map_err(storage)?;
+            txn.open_table(SORT_INDEX).map_err(storage)?;
+            txn.open_table(SNAPSHOTS).map_err(storage)?;
+            txn.open_table(SNAPSHOTS_BY_AGGREGATE).map_err(storage)?;
+            txn.open_table(IDEMPOTENCY).map_err(storage)?;
+            txn.open_table(USAGE).map_err(storage)?;
+        }
+        let last_id = {
+            let meta = txn.open_table(META).map_err(storage)?;
+            let last = meta
+                .get("last_id")
+                .map_err(storage)?
+                .map_or(0, |v| v.value());
+            last
+        };
+        txn.commit().map_err(storage)?;
+        let ids = SnowflakeGenerator::new(worker_id, last_id)?;
+        let db = Arc::new(db);
+        let (sender, receiver) = mpsc::channel();
+        let writer_db = Arc::clone(&db);
+        let writer = std::thread::Builder::new()
+            .name("eventdbx-store-writer".into())
+            .spawn(move || run_writer(&writer_db, durability, &receiver))
+            .map_err(|err| StoreError::Storage(format!("cannot start the writer: {err}")))?;
+        Ok(RedbStore {
+            db,
+            durability,
+            jobs: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            ids: Mutex::new(ids),
+        })
+    }
+
+    fn lock(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> MutexGuard<'_, ()> {
+        let mut hasher = DefaultHasher::new();
+        (tenant, aggregate_type, aggregate_id).hash(&mut hasher);
+        let stripe = (hasher.finish() % LOCK_STRIPES as u64) as usize;
+        // A poisoned stripe only means another writer panicked; the data it guards is redb's.
+        self.locks[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn next_id(&self) -> u64 {
+        loop {
+            let now_ms = now_nanos() / 1_000_000;
+            let next = self
+                .ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .next(now_ms);
+            match next {
+                Next::Id(id) => return id,
+                Next::WaitUntil(at) => {
+                    std::thread::sleep(Duration::from_millis(at.saturating_sub(now_ms).max(1)));
+                }
+            }
+        }
+    }
+
+    /// Hands inserts to the writer and waits for their commit.
+    fn commit(&self, apply: Apply) -> Result<()> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let sender = jobs
+                .as_ref()
+                .ok_or_else(|| StoreError::Storage("the store is closed".into()))?;
+            sender
+                .send(Job { apply, reply })
+                .map_err(|_| StoreError::Storage("the store writer has stopped".into()))?;
+        }
+        answer
+            .recv()
+            .map_err(|_| StoreError::Storage("the store writer has stopped".into()))?
+    }
+
+    fn read(&self) -> Result<ReadTransaction> {
+        self.db.begin_read().map_err(storage)
+    }
+
+    /// Stops accepting writes, lets the writer commit what is queued, and waits for it.
+    pub fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            // A writer that panicked has nothing left to flush.
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn run_writer(db: &Database, durability: Durability, jobs: &Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(db, durability, batch);
+    }
+}
+
+fn commit_batch(db: &Database, durability: Durability, mut batch: Vec<Job>) {
+    while !batch.is_empty() {
+        let mut txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(err) => return reply_all(batch, &Err(storage(err))),
+        };
+        let level = match durability {
+            Durability::Fsync => redb::Durability::Immediate,
+            Durability::Relaxed => redb::Durability::None,
+        };
+        if let Err(err) = txn.set_durability(level) {
+            return reply_all(batch, &Err(StoreError::Storage(err.to_string())));
+        }
+        let failed = batch
+            .iter()
+            .enumerate()
+            .find_map(|(i, job)| (job.apply)(&txn).err().map(|e| (i, e)));
+        match failed {
+            Some((index, err)) => {
+                // Nothing of this transaction is kept; the others run again without the job.
+                drop(txn);
+                let job = batch.remove(index);
+                let _ = job.reply.send(Err(err));
+            }
+            None => {
+                let result = txn.commit().map_err(storage);
+                return reply_all(batch, &result);
+            }
+        }
+    }
+}
+
+fn reply_all(batch: Vec<Job>, result: &Result<()>) {
+    for job in batch {
+        // A caller that gave up waiting has nothing to be told.
+        let _ = job.reply.send(result.clone());
+    }
+}
+
+fn read_record(
+    table: &impl ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+    tenant: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Option<AggregateRecord>> {
+    match table
+        .get((tenant, aggregate_type, aggregate_id))
+        .map_err(storage)?
+    {
+        Some(bytes) => serde_json::from_slice(bytes.value())
+            .map(Some)
+            .map_err(json_error),
+        None => Ok(None),
+    }
+}
+
+/// Replaces an aggregate's record and index entries (`old` is what the table holds now).
+fn put_aggregate(
+    txn: &WriteTransaction,
+    tenant: &str,
+    old: Option<&AggregateRecord>,
+    new: &AggregateRecord,
+    bytes: &[u8],
+) -> Result<()> {
+    let mut aggregates = txn.open_table(AGGREGATES).map_err(storage)?;
+    aggregates
+        .insert(
+            (
+                tenant,
+                new.aggregate_type.as_str(),
+                new.aggregate_id.as_str(),
+            ),
+            bytes,
+        )
+        .map_err(storage)?;
+    let mut index = txn.open_table(SORT_INDEX).map_err(storage)?;
+    if let Some(old) = old {
+        for (kind, value, a, b) in old.index_entries() {
+            index.remove((tenant, kind, value, a, b)).map_err(storage)?;
+        }
+    }
+    let flag = u8::from(new.archived);
+    for (kind, value, a, b) in new.index_entries() {
+        index
+            .insert((tenant, kind, value, a, b), flag)
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
+fn add_usage(txn: &WriteTransaction, tenant: &str, events: u64, bytes: u64) -> Result<()> {
+    let mut usage = txn.open_table(USAGE).map_err(storage)?;
+    let (e, b) = usage
+        .get(tenant)
+        .map_err(storage)?
+        .map_or((0, 0), |v| v.value());
+    usage
+        .insert(tenant, (e + events, b + bytes))
+        .map_err(storage)?;
+    Ok(())
+}
+
+fn check_quota(txn: &WriteTransaction, tenant: &str, quota_bytes: Option<u64>) -> Result<()> {
+    let Some(quota) = quota_bytes else {
+        return Ok(());
+    };
+    let usage = txn.open_table(USAGE).map_err(storage)?;
+    let used = usage
+        .get(tenant)
+        .map_err(storage)?
+        .map_or(0, |v| v.value().1);
+    if used >= quota {
+        return Err(CoreError::TenantQuota {
+            tenant: tenant.to_owned(),
+            quota_mb: quota / (1024 * 1024),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn raise_last_id(txn: &WriteTransaction, id: u64) -> Result<()> {
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    let last = meta
+        .get("last_id")
+        .map_err(storage)?
+        .map_or(0, |v| v.value());
+    if id > last {
+        meta.insert("last_id", id).map_err(storage)?;
+    }
+    Ok(())
+}
+
+fn put_snapshot(
+    txn: &WriteTransaction,
+    tenant: &str,
+    snapshot: &Snapshot,
+    bytes: &[u8],
+) -> Result<()> {
+    txn.open_table(SNAPSHOTS)
+        .map_err(storage)?
+        .insert((tenant, snapshot.snapshot_id), bytes)
+        .map_err(storage)?;
+    txn.open_table(SNAPSHOTS_BY_AGGREGATE)
+        .map_err(storage)?
+        .insert(
+            (
+                tenant,
+                snapshot.aggregate_type.as_str(),
+                snapshot.aggregate_id.as_str(),
+                snapshot.snapshot_id,
+            ),
+            (),
+        )
+        .map_err(storage)?;
+    raise_last_id(txn, snapshot.snapshot_id)
+}
+
+/// A view of an aggregate for filters and sort keys.
+fn view_of<'a>(aggregate: &'a Aggregate) -> AggregateView<'a> {
+    AggregateView {
+        aggregate_type: &aggregate.aggregate_type,
+        aggregate_id: &aggregate.aggregate_id,
+        version: aggregate.version,
+        archived: aggregate.archived,
+        created_at: aggregate
+            .created_at
+            .as_deref()
+            .and_then(parse_unix_millis)
+            .map(ms_i64),
+        updated_at: aggregate
+            .updated_at
+            .as_deref()
+            .and_then(parse_unix_millis)
+            .map(ms_i64),
+        merkle_root: &aggregate.merkle_root,
+        state: &aggregate.state,
+        extensions: &aggregate.extensions,
+    }
+}
+
+fn ms_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn event_view(event: &Event) -> EventView<'_> {
+    EventView {
+        aggregate_type: &event.aggregate_type,
+        aggregate_id: &event.aggregate_id,
+        event_type: &event.event_type,
+        version: event.version,
+        event_id: event.metadata.event_id,
+        created_at: parse_unix_millis(&event.metadata.created_at).map_or(0, ms_i64),
+        merkle_root: &event.merkle_root,
+        hash: &event.hash,
+        note: event.metadata.note.as_deref(),
+        issued_by: event
+            .metadata
+            .issued_by
+            .as_ref()
+            .map(|i| (i.group.as_str(), i.user.as_str())),
+        extensions: None,
+        payload: &event.payload,
+    }
+}
+
+impl EventStore for RedbStore {
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome> {
+        let (t, i) = (
+            request.aggregate_type.as_str(),
+            request.aggregate_id.as_str(),
+        );
+        let _guard = self.lock(tenant, t, i);
+        let read = self.read()?;
+        if let Some(idempotency) = &request.idempotency {
+            let table = read.open_table(IDEMPOTENCY).map_err(storage)?;
+            if let Some(bytes) = table
+                .get((tenant, t, i, idempotency.key.as_str()))
+                .map_err(storage)?
+            {
+                let record: IdempotencyRecord =
+                    serde_json::from_slice(bytes.value()).map_err(json_error)?;
+                if record.digest != merkle::to_hex(&idempotency.digest) {
+                    return Err(CoreError::IdempotencyConflict(idempotency.key.clone()).into());
+                }
+                return Ok(WriteOutcome {
+                    event: record.event,
+                    aggregate: record.aggregate.aggregate(),
+                    snapshot: None,
+                    replayed: true,
+                });
+            }
+        }
+        let old = read_record(&read.open_table(AGGREGATES).map_err(storage)?, tenant, t, i)?;
+        drop(read);
+        let current = old.as_ref().map(AggregateRecord::aggregate);
+        write::check_write(
+            request.kind,
+            t,
+            i,
+            current.as_ref(),
+            request.expected_version,
+        )?;
+        let (mut aggregate, mut merkle) = match &old {
+            Some(record) if record.version > 0 => (record.aggregate(), record.merkle()?),
+            _ => (Aggregate::new(t, i), MerkleBuilder::new()),
+        };
+        let payload = write::event_payload(&aggregate.state, &request.body)?;
+        let event_id = self.next_id();
+        let created_at = format_unix_nanos(now_nanos());
+        let event = write::seal_event(
+            tenant,
+            &mut aggregate,
+            &mut merkle,
+            NewEvent {
+                event_type: request.event_type.clone(),
+                event_type_raw: request.event_type_raw.clone(),
+                payload,
+                extensions: request.extensions.clone(),
+                note: request.note.clone(),
+                issued_by: request.issued_by.clone(),
+                event_id,
+                created_at: created_at.clone(),
+            },
+        );
+        if let Some(check) = &request.check {
+            check(&aggregate, &event)?;
+        }
+        let snapshot = match request.snapshot_threshold {
+            Some(n)
+                if n > 0
+                    && request.kind != WriteKind::Create
+                    && event.version.is_multiple_of(n) =>
+            {
+                let comment = format!("auto snapshot v{}", event.version);
+                Some(Snapshot::of(
+                    &aggregate,
+                    self.next_id(),
+                    created_at,
+                    Some(&comment),
+                ))
+            }
+            _ => None,
+        };
+        let mut record = AggregateRecord::from_aggregate(&aggregate, &merkle);
+        if let Some(old) = &old {
+            record.archived_at.clone_from(&old.archived_at);
+            record.archive_note.clone_from(&old.archive_note);
+        }
+        let record_bytes = serde_json::to_vec(&record).map_err(json_error)?;
+        let event_bytes = serde_json::to_vec(&event).map_err(json_error)?;
+        let snapshot_bytes = snapshot
+            .as_ref()
+            .map(|s| serde_json::to_vec(&SnapshotRecord::from(s)))
+            .transpose()
+            .map_err(json_error)?;
+        let idempotency_bytes = request
+            .idempotency
+            .as_ref()
+            .map(|idem| {
+                serde_json::to_vec(&IdempotencyRecord {
+                    digest: merkle::to_hex(&idem.digest),
+                    event: event.clone(),
+                    aggregate: record.clone(),
+                })
+            })
+            .transpose()
+            .map_err(json_error)?;
+        let tenant_owned = tenant.to_owned();
+        let key = request.idempotency.as_ref().map(|idem| idem.key.clone());
+        let quota = request.quota_bytes;
+        let version = event.version;
+        let new_record = record;
+        let snapshot_for_job = snapshot.clone();
+        self.commit(Box::new(move |txn| {
+            let tenant = tenant_owned.as_str();
+            check_quota(txn, tenant, quota)?;
+            let (t, i) = (
+                new_record.aggregate_type.as_str(),
+                new_record.aggregate_id.as_str(),
+            );
+            put_aggregate(txn, tenant, old.as_ref(), &new_record, &record_bytes)?;
+            txn.open_table(EVENTS)
+                .map_err(storage)?
+                .insert((tenant, t, i, version), event_bytes.as_slice())
+                .map_err(storage)?;
+            txn.open_table(OUTBOX)
+                .map_err(storage)?
+                .insert((tenant, event_id), (t, i, version))
+                .map_err(storage)?;
+            raise_last_id(txn, event_id)?;
+            let mut bytes = event_bytes.len() as u64;
+            if let (Some(snapshot), Some(snapshot_bytes)) = (&snapshot_for_job, &snapshot_bytes) {
+                put_snapshot(txn, tenant, snapshot, snapshot_bytes)?;
+                bytes += snapshot_bytes.len() as u64;
+            }
+            if let (Some(key), Some(idempotency_bytes)) = (&key, &idempotency_bytes) {
+                txn.open_table(IDEMPOTENCY)
+                    .map_err(storage)?
+                    .insert((tenant, t, i, key.as_str()), idempotency_bytes.as_slice())
+                    .map_err(storage)?;
+            }
+            add_usage(txn, tenant, 1, bytes)
+        }))?;
+        Ok(WriteOutcome {
+            event,
+            aggregate,
+            snapshot,
+            replayed: false,
+        })
+    }
+
+    fn set_archived(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        archived: bool,
+        note: Option<&str>,
+    ) -> Result<Aggregate> {
+        let _guard = self.lock(tenant, aggregate_type, aggregate_id);
+        let read = self.read()?;
+        let old = read_record(
+            &read.open_table(AGGREGATES).map_err(storage)?,
+            tenant,
+            aggregate_type,
+            aggregate_id,
+        )?
+        .filter(|record| record.version > 0)
+        .ok_or(CoreError::AggregateNotFound)?;
+        // Restoring needs the outbox entries back with their original event ids.
+        // Archiving takes the events out of the outbox; restoring puts them back with their
+        // original event ids.
+        let mut outbox_entries: Vec<(u64, u64)> = Vec::new();
+        if archived != old.archived {
+            let events = read.open_table(EVENTS).map_err(storage)?;
+            let low = (tenant, aggregate_type, aggregate_id, 0);
+            let high = (tenant, aggregate_type, aggregate_id, u64::MAX);
+            for item in events.range(low..=high).map_err(storage)? {
+                let (key, value) = item.map_err(storage)?;
+                let event: Event = serde_json::from_slice(value.value()).map_err(json_error)?;
+                outbox_entries.push((event.metadata.event_id, key.value().3));
+            }
+        }
+        drop(read);
+        let now = format_unix_nanos(now_nanos());
+        let mut record = old.clone();
+        record.archived = archived;
+        record.updated_at = Some(now.clone());
+        if archived {
+            record.archived_at = Some(now);
+            record.archive_note = note
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned);
+        }
+        let bytes = serde_json::to_vec(&record).map_err(json_error)?;
+        let tenant_owned = tenant.to_owned();
+        let new_record = record.clone();
+        let was_archived = old.archived;
+        self.commit(Box::new(move |txn| {
+            let tenant = tenant_owned.as_str();
+            put_aggregate(txn, tenant, Some(&old), &new_record, &bytes)?;
+            let mut outbox = txn.open_table(OUTBOX).map_err(storage)?;
+            let (t, i) = (
+                new_record.aggregate_type.as_str(),
+                new_record.aggregate_id.as_str(),
+            );
+            for (event_id, version) in &outbox_entries {
+                if archived && !was_archived {
+                    outbox.remove((tenant, *event_id)).map_err(storage)?;
+                } else {
+                    outbox
+                        .insert((tenant, *event_id), (t, i, *version))
+                        .map_err(storage)?;
+                }
+            }
+            Ok(())
+        }))?;
+        Ok(record.aggregate())
+    }
+
+    fn get(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Aggregate>> {
+        let read = self.read()?;
+        let record = read_record(
+            &read.open_table(AGGREGATES).map_err(storage)?,
+            tenant,
+            aggregate_type,
+            aggregate_id,
+        )?;
+        Ok(record.filter(|r| r.version > 0).map(|r| r.aggregate()))
+    }
+
+    fn list(&self, tenant: &str, query: &ListQuery, visible: Visibility<'_>) -> Result<ListPage> {
+        let order = query.plan.order.clone();
+        let mut page = ListPage {
+            items: Vec::new(),
+            full: false,
+            order: order.clone(),
+        };
+        if query.take == 0 {
+            return Ok(page);
+        }
+        let read = self.read()?;
+        let aggregates = read.open_table(AGGREGATES).map_err(storage)?;
+        let index = read.open_table(SORT_INDEX).map_err(storage)?;
+        let known: BTreeSet<String> = query.known_types.iter().cloned().collect();
+        let directives = order.directives();
+        // An item is listed when it is in scope, after the cursor, visible and matches.
+        let accept = |record: AggregateRecord| -> Option<(SortKey, Aggregate)> {
+            if !query.scope.contains(record.archived) {
+                return None;
+            }
+            let aggregate = visible(record.aggregate())?;
+            let key = order.key_of(&view_of(&aggregate));
+            if !query.plan.is_after(&key) {
+                return None;
+            }
+            if let Some(filter) = &query.filter {
+                if !filter.matches_aggregate(&view_of(&aggregate), &known) {
+                    return None;
+                }
+            }
+            Some((key, aggregate))
+        };
+        match IndexPlan::for_directives(&directives) {
+            Some(plan) => {
+                let start = query.plan.after.as_ref();
+                for (pass_flag, start_key) in plan.passes(start) {
+                    let mut stop = false;
+                    scan_index(
+                        &index,
+                        tenant,
+                        plan.kind,
+                        plan.dirs,
+                        start_key,
+                        &mut |_, a, b, flag| {
+                            if pass_flag.is_some_and(|f| f != flag) || !query.scope.contains(flag) {
+                                return Ok(true);
+                            }
+                            let (t, i) = if plan.swapped { (b, a) } else { (a, b) };
+                            let Some(record) = read_record(&aggregates, tenant, t, i)? else {
+                                return Ok(true);
+                            };
+                            if let Some((_, aggregate)) = accept(record) {
+                                page.items.push(aggregate);
+                            }
+                            stop = page.items.len() >= query.take;
+                            Ok(!stop)
+                        },
+                    )?;
+                    if stop {
+                        break;
+                    }
+                }
+            }
+            None => {
+                // No index serves this order: one streaming pass keeping only the best `take`
+                // items (memory O(take), time O(n)).
+                let mut best: Vec<(SortKey, Aggregate)> = Vec::with_capacity(query.take + 1);
+                let range = (tenant, "", "")..=(tenant, HIGH, HIGH);
+                for item in aggregates.range(range).map_err(storage)? {
+                    let (_, bytes) = item.map_err(storage)?;
+                    let record: AggregateRecord =
+                        serde_json::from_slice(bytes.value()).map_err(json_error)?;
+                    if record.version == 0 {
+                        continue;
+                    }
+                    if let Some((key, aggregate)) = accept(record) {
+                        let position = best.partition_point(|(k, _)| {
+                            order.compare(k, &key) == std::cmp::Ordering::Less
+                        });
+                        if position < query.take {
+                            best.insert(position, (key, aggregate));
+                            best.truncate(query.take);
+                        }
+                    }
+                }
+                page.items = best.into_iter().map(|(_, aggregate)| aggregate).collect();
+            }
+        }
+        page.full = page.items.len() >= query.take;
+        Ok(page)
+    }
+
+    fn events(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_version: u64,
+        take: usize,
+        filter: Option<&eventdbx_core::query::filter::Filter>,
+    ) -> Result<EventPage> {
+        let mut page = EventPage {
+            events: Vec::new(),
+            full: false,
+        };
+        if take == 0 {
+            return Ok(page);
+        }
+        let read = self.read()?;
+        let record = read_record(
+            &read.open_table(AGGREGATES).map_err(storage)?,
+            tenant,
+            aggregate_type,
+            aggregate_id,
+        )?;
+        if record.is_none_or(|r| r.archived) {
+            return Ok(page);
+        }
+        let events = read.open_table(EVENTS).map_err(storage)?;
+        let start = after_version.saturating_add(1);
+        for item in events
+            .range(
+                (tenant, aggregate_type, aggregate_id, start)
+                    ..=(tenant, aggregate_type, aggregate_id, u64::MAX),
+            )
+            .map_err(storage)?
+        {
+            let (_, bytes) = item.map_err(storage)?;
+            let event: Event = serde_json::from_slice(bytes.value()).map_err(json_error)?;
+            let extensions = event.extensions.clone().map(Value::Object);
+            let mut view = event_view(&event);
+            view.extensions = extensions.as_ref();
+            if filter.is_none_or(|f| f.matches_event(&view)) {
+                page.events.push(event);
+                if page.events.len() >= take {
+                    page.full = true;
+                    break;
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    fn outbox(
+        &self,
+        tenant: &str,
+        after_event_id: u64,
+        take: usize,
+        visible_type: &dyn Fn(&str) -> bool,
+    ) -> Result<EventPage> {
+        let mut page = EventPage {
+            events: Vec::new(),
+            full: false,
+        };
+        if take == 0 {
+            return Ok(page);
+        }
+        let read = self.read()?;
+        let outbox = read.open_table(OUTBOX).map_err(storage)?;
+        let events = read.open_table(EVENTS).map_err(storage)?;
+        let start = after_event_id.saturating_add(1);
+        for item in outbox
+            .range((tenant, start)..=(tenant, u64::MAX))
+            .map_err(storage)?
+        {
+            let (_, location) = item.map_err(storage)?;
+            let (t, i, version) = location.value();
+            if !visible_type(t) {
+                continue;
+            }
+            let Some(bytes) = events.get((tenant, t, i, version)).map_err(storage)? else {
+                continue;
+            };
+            page.events
+                .push(serde_json::from_slice(bytes.value()).map_err(json_error)?);
+            if page.events.len() >= take {
+                page.full = true;
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    fn verify(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Result<String> {
+        let read = self.read()?;
+        let record = read_record(
+            &read.open_table(AGGREGATES).map_err(storage)?,
+            tenant,
+            aggregate_type,
+            aggregate_id,
+        )?
+        .filter(|r| r.version > 0)
+        .ok_or(CoreError::AggregateNotFound)?;
+        let table = read.open_table(EVENTS).map_err(storage)?;
+        let mut events = Vec::with_capacity(usize::try_from(record.version).unwrap_or(0));
+        for item in table
+            .range(
+                (tenant, aggregate_type, aggregate_id, 0)
+                    ..=(tenant, aggregate_type, aggregate_id, u64::MAX),
+            )
+            .map_err(storage)?
+        {
+            let (_, bytes) = item.map_err(storage)?;
+            let event: Event = serde_json::from_slice(bytes.value()).map_err(|err| {
+                CoreError::IntegrityViolation(format!(
+                    "a stored event of {aggregate_type}:{aggregate_id} is unreadable: {err}"
+                ))
+            })?;
+            events.push(event);
+        }
+        if events.len() as u64 != record.version {
+            return Err(CoreError::IntegrityViolation(format!(
+                "{aggregate_type}:{aggregate_id} has {} stored events but version {}",
+                events.len(),
+                record.version
+            ))
+            .into());
+        }
+        Ok(merkle::verify(
+            tenant,
+            aggregate_type,
+            aggregate_id,
+            &events,
+            Some(&record.merkle_root),
+        )?)
+    }
+
+    fn create_snapshot(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        comment: Option<&str>,
+    ) -> Result<Snapshot> {
+        let aggregate = self
+            .get(tenant, aggregate_type, aggregate_id)?
+            .ok_or(CoreError::AggregateNotFound)?;
+        let snapshot = Snapshot::of(
+            &aggregate,
+            self.next_id(),
+            format_unix_nanos(now_nanos()),
+            comment,
+        );
+        let bytes = serde_json::to_vec(&SnapshotRecord::from(&snapshot)).map_err(json_error)?;
+        let tenant_owned = tenant.to_owned();
+        let for_job = snapshot.clone();
+        self.commit(Box::new(move |txn| {
+            put_snapshot(txn, &tenant_owned, &for_job, &bytes)?;
+            add_usage(txn, &tenant_owned, 0, bytes.len() as u64)
+        }))?;
+        Ok(snapshot)
+    }
+
+    fn list_snapshots(
+        &self,
+        tenant: &str,
+        aggregate_type: Option<&str>,
+        aggregate_id: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Vec<Snapshot>> {
+        let read = self.read()?;
+        let by_aggregate = read.open_table(SNAPSHOTS_BY_AGGREGATE).map_err(storage)?;
+        let snapshots = read.open_table(SNAPSHOTS).map_err(storage)?;
+        let (low, high) = match (aggregate_type, aggregate_id) {
+            (Some(t), Some(i)) => ((tenant, t, i, 0), (tenant, t, i, u64::MAX)),
+            (Some(t), None) => ((tenant, t, "", 0), (tenant, t, HIGH, u64::MAX)),
+            (None, _) => ((tenant, "", "", 0), (tenant, HIGH, HIGH, u64::MAX)),
+        };
+        let mut out = Vec::new();
+        for item in by_aggregate.range(low..=high).map_err(storage)? {
+            let (key, _) = item.map_err(storage)?;
+            let id = key.value().3;
+            if let Some(bytes) = snapshots.get((tenant, id)).map_err(storage)? {
+                let record: SnapshotRecord =
+                    serde_json::from_slice(bytes.value()).map_err(json_error)?;
+                if version.is_none_or(|v| v == record.version) {
+                    out.push(record.into());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_snapshot(&self, tenant: &str, snapshot_id: u64) -> Result<Option<Snapshot>> {
+        let read = self.read()?;
+        let snapshots = read.open_table(SNAPSHOTS).map_err(storage)?;
+        match snapshots.get((tenant, snapshot_id)).map_err(storage)? {
+            Some(bytes) => {
+                let record: SnapshotRecord =
+                    serde_json::from_slice(bytes.value()).map_err(json_error)?;
+                Ok(Some(record.into()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn usage(&self, tenant: &str) -> Result<Usage> {
+        let read = self.read()?;
+        let usage = read.open_table(USAGE).map_err(storage)?;
+        let (events, bytes) = usage
+            .get(tenant)
+            .map_err(storage)?
+            .map_or((0, 0), |v| v.value());
+        Ok(Usage { events, bytes })
+    }
+
+    fn recalc_usage(&self, tenant: &str) -> Result<Usage> {
+        let tenant_owned = tenant.to_owned();
+        let counted = Arc::new(Mutex::new(Usage::default()));
+        let result = Arc::clone(&counted);
+        // Counted inside the writer's transaction, so no write slips between count and record.
+        self.commit(Box::new(move |txn| {
+            let tenant = tenant_owned.as_str();
+            let mut usage = Usage::default();
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            for item in events
+                .range((tenant, "", "", 0)..=(tenant, HIGH, HIGH, u64::MAX))
+                .map_err(storage)?
+            {
+                let (_, bytes) = item.map_err(storage)?;
+                usage.events += 1;
+                usage.bytes += bytes.value().len() as u64;
+            }
+            let snapshots = txn.open_table(SNAPSHOTS).map_err(storage)?;
+            for item in snapshots
+                .range((tenant, 0)..=(tenant, u64::MAX))
+                .map_err(storage)?
+            {
+                let (_, bytes) = item.map_err(storage)?;
+                usage.bytes += bytes.value().len() as u64;
+            }
+            txn.open_table(USAGE)
+                .map_err(storage)?
+                .insert(tenant, (usage.events, usage.bytes))
+                .map_err(storage)?;
+            *result.lock().unwrap_or_else(|p| p.into_inner()) = usage;
+            Ok(())
+        }))?;
+        let usage = *counted.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(usage)
+    }
+}
+
+/// A position inside one index layout: (value, a, b).
+type IndexStart = (u64, String, String);
+/// One pass over an index: the archived flag it reads (if split) and where it starts.
+type Pass = (Option<bool>, Option<IndexStart>);
+
+/// How an order is read from [`SORT_INDEX`].
+#[derive(Debug, Clone, Copy)]
+struct IndexPlan {
+    kind: u8,
+    /// Directions of (value, a, b).
+    dirs: [SortOrder; 3],
+    /// `a` is the id and `b` the type.
+    swapped: bool,
+    /// The order starts with `archived`: read each archived value as its own pass.
+    archived_lead: Option<SortOrder>,
+    /// Whether the layout has a value component (timestamps, version).
+    valued: bool,
+}
+
+impl IndexPlan {
+    fn for_directives(
+        directives: &[eventdbx_core::query::sort::SortDirective],
+    ) -> Option<IndexPlan> {
+        let (archived_lead, rest) = match directives.split_first() {
+            Some((first, rest)) if first.field == SortField::Archived => (Some(first.order), rest),
+            _ => (None, directives),
+        };
+        use SortField::{
+            AggregateId as I, AggregateType as T, CreatedAt as C, UpdatedAt as U, Version as V,
+        };
+        let fields: Vec<SortField> = rest.iter().map(|d| d.field).collect();
+        let dirs: Vec<SortOrder> = rest.iter().map(|d| d.order).collect();
+        let (kind, swapped, valued) = match fields.as_slice() {
+            [T, I] => (IX_NATURAL, false, false),
+            [I, T] => (IX_ID, true, false),
+            [C, T, I] => (IX_CREATED, false, true),
+            [C, I, T] => (IX_CREATED_ID, true, true),
+            [U, T, I] => (IX_UPDATED, false, true),
+            [U, I, T] => (IX_UPDATED_ID, true, true),
+            [V, T, I] => (IX_VERSION, false, true),
+            _ => return None,
+        };
+        let dirs = if valued {
+            [dirs[0], dirs[1], dirs[2]]
+        } else {
+            [dirs[0], dirs[0], dirs[1]]
+        };
+        Some(IndexPlan {
+            kind,
+            dirs,
+            swapped,
+            archived_lead,
+            valued,
+        })
+    }
+
+    /// The passes to read: (archived flag of the pass, exclusive start key within the layout).
+    fn passes(&self, after: Option<&SortKey>) -> Vec<Pass> {
+        let to_start = |values: &[SortValue]| -> Option<(u64, String, String)> {
+            let (value, strings) = if self.valued {
+                let value = match values.first()? {
+                    SortValue::Timestamp(None) => 0,
+                    SortValue::Timestamp(Some(ms)) => u64::try_from(*ms).ok()? + 1,
+                    SortValue::Version(v) => *v,
+                    _ => return None,
+                };
+                (value, values.get(1..)?)
+            } else {
+                (0, values)
+            };
+            match strings {
+                [SortValue::Str(a), SortValue::Str(b), ..] => Some((value, a.clone(), b.clone())),
+                _ => None,
+            }
+        };
+        match self.archived_lead {
+            None => vec![(None, after.and_then(|key| to_start(&key.0)))],
+            Some(order) => {
+                let flags = match order {
+                    SortOrder::Asc => [false, true],
+                    SortOrder::Desc => [true, false],
+                };
+                let cursor = after.and_then(|key| match key.0.split_first() {
+                    Some((SortValue::Bool(flag), rest)) => Some((*flag, to_start(rest))),
+                    _ => None,
+                });
+                let mut passes = Vec::new();
+                let mut reached = cursor.is_none();
+                for flag in flags {
+                    match &cursor {
+                        Some((cursor_flag, start)) if !reached && *cursor_flag == flag => {
+                            reached = true;
+                            passes.push((Some(flag), start.clone()));
+                        }
+                        _ if reached => passes.push((Some(flag), None)),
+                        _ => {}
+                    }
+                }
+                passes
+            }
+        }
+    }
+}
+
+type IndexKey = (&'static str, u8, u64, &'static str, &'static str);
+type IndexTable = ReadOnlyTable<IndexKey, u8>;
+type IndexItem<'a> = std::result::Result<
+    (redb::AccessGuard<'a, IndexKey>, redb::AccessGuard<'a, u8>),
+    redb::StorageError,
+>;
+
+/// Feeds index entries to `visit`; `Ok(false)` when `visit` asked to stop.
+fn visit_entries<'a>(
+    items: impl Iterator<Item = IndexItem<'a>>,
+    visit: &mut Visit<'_>,
+) -> Result<bool> {
+    for item in items {
+        let (key, flag) = item.map_err(storage)?;
+        let (_, _, v, a, b) = key.value();
+        if !visit(v, a, b, flag.value() != 0)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+type Visit<'v> = dyn FnMut(u64, &str, &str, bool) -> Result<bool> + 'v;
+
+/// Visits index entries of `kind` in the order given by `dirs`, strictly after `start`, until
+/// `visit` returns `false`. Mixed directions are read by seeking group by group, so no group is
+/// ever loaded whole.
+fn scan_index(
+    table: &IndexTable,
+    tenant: &str,
+    kind: u8,
+    dirs: [SortOrder; 3],
+    start: Option<(u64, String, String)>,
+    visit: &mut Visit<'_>,
+) -> Result<()> {
+    if dirs[0] == dirs[1] && dirs[1] == dirs[2] {
+        let low = (tenant, kind, 0u64, "", "");
+        let high = (tenant, kind, u64::MAX, HIGH, HIGH);
+        let range = match (dirs[0], &start) {
+            (_, None) => table.range(low..=high),
+            (SortOrder::Asc, Some((v, a, b))) => table.range((
+                Bound::Excluded((tenant, kind, *v, a.as_str(), b.as_str())),
+                Bound::Included(high),
+            )),
+            (SortOrder::Desc, Some((v, a, b))) => table.range((
+                Bound::Included(low),
+                Bound::Excluded((tenant, kind, *v, a.as_str(), b.as_str())),
+            )),
+        }
+        .map_err(storage)?;
+        match dirs[0] {
+            SortOrder::Asc => visit_entries(range, visit)?,
+            SortOrder::Desc => visit_entries(range.rev(), visit)?,
+        };
+        return Ok(());
+    }
+    // Nested: distinct values in dirs[0]; within each, distinct `a` in dirs[1]; within each
+    // (value, a), `b` in dirs[2].
+    let first_key = |low: (u64, &str, &str),
+                     high: (u64, &str, &str),
+                     order: SortOrder|
+     -> Result<Option<(u64, String)>> {
+        let range = table
+            .range((tenant, kind, low.0, low.1, low.2)..=(tenant, kind, high.0, high.1, high.2))
+            .map_err(storage)?;
+        let item = match order {
+            SortOrder::Asc => range.into_iter().next(),
+            SortOrder::Desc => range.into_iter().next_back(),
+        };
+        match item {
+            Some(item) => {
+                let (key, _) = item.map_err(storage)?;
+                let (_, _, v, a, _) = key.value();
+                Ok(Some((v, a.to_owned())))
+            }
+            None => Ok(None),
+        }
+    };
+    // The first value group at or after the start (inclusive: the start group still has items
+    // after the start key).
+    let mut value = match (&start, dirs[0]) {
+        (Some((v, _, _)), _) => Some(*v),
+        (None, order) => first_key((0, "", ""), (u64::MAX, HIGH, HIGH), order)?.map(|(v, _)| v),
+    };
+    let mut first_group = start.is_some();
+    while let Some(v) = value {
+        // Within value v: the first `a`.
+        let mut a_current: Option<String> = match (&start, first_group) {
+            (Some((_, a, _)), true) => Some(a.clone()),
+            _ => first_key((v, "", ""), (v, HIGH, HIGH), dirs[1])?.map(|(_, a)| a),
+        };
+        let mut first_a = first_group;
+        while let Some(a) = a_current.take() {
+            let b_start = match (&start, first_a) {
+                (Some((_, _, b)), true) => Some(b.clone()),
+                _ => None,
+            };
+            let low = (tenant, kind, v, a.as_str(), "");
+            let high = (tenant, kind, v, a.as_str(), HIGH);
+            let range = match (&b_start, dirs[2]) {
+                (Some(b), SortOrder::Asc) => table.range((
+                    Bound::Excluded((tenant, kind, v, a.as_str(), b.as_str())),
+                    Bound::Included(high),
+                )),
+                (Some(b), SortOrder::Desc) => table.range((
+                    Bound::Included(low),
+                    Bound::Excluded((tenant, kind, v, a.as_str(), b.as_str())),
+                )),
+                (None, _) => table.range(low..=high),
+            }
+            .map_err(storage)?;
+            let finished = match dirs[2] {
+                SortOrder::Asc => visit_entries(range, visit)?,
+                SortOrder::Desc => visit_entries(range.rev(), visit)?,
+            };
+            if !finished {
+                return Ok(());
+            }
+            first_a = false;
+            // The next distinct `a` within v.
+            a_current = match dirs[1] {
+                SortOrder::Asc => {
+                    first_key((v, a.as_str(), HIGH), (v, HIGH, HIGH), SortOrder::Asc)?
+                        .filter(|(_, next)| *next != a)
+                        .map(|(_, next)| next)
+                }
+                SortOrder::Desc => first_key((v, "", ""), (v, a.as_str(), ""), SortOrder::Desc)?
+                    .filter(|(_, next)| *next != a)
+                    .map(|(_, next)| next),
+            };
+        }
+        first_group = false;
+        // The next distinct value.
+        value = match dirs[0] {
+            SortOrder::Asc => match v.checked_add(1) {
+                Some(next) => first_key((next, "", ""), (u64::MAX, HIGH, HIGH), SortOrder::Asc)?
+                    .map(|(v, _)| v),
+                None => None,
+            },
+            SortOrder::Desc => match v.checked_sub(1) {
+                Some(prev) => {
+                    first_key((0, "", ""), (prev, HIGH, HIGH), SortOrder::Desc)?.map(|(v, _)| v)
+                }
+                None => None,
+            },
+        };
+    }
+    Ok(())
+}
