@@ -1,0 +1,293 @@
+//! Crash consistency: a child process appends and prints every acknowledged version; the parent
+//! kills it with SIGKILL at random moments and checks the reopened store after each kill.
+//!
+//! The child is this same test binary, re-run with arguments that select the `#[ignore]`d
+//! [`child_writer`] test and an environment variable naming the database file. Several writer
+//! threads over several aggregates keep more than one write in each group commit, so a kill can
+//! land between preparing a write, queueing it, committing the batch and answering the callers.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use eventdbx_core::write::{WriteBody, WriteKind};
+use eventdbx_store::{Durability, EventStore, RedbStore, WriteRequest};
+use serde_json::json;
+
+/// Names the database file the child writes; its absence makes [`child_writer`] a no-op.
+const DATA_ENV: &str = "EVENTDBX_CRASH_DATA";
+/// `fsync` or `relaxed`: the durability the child opens the store with.
+const DURABILITY_ENV: &str = "EVENTDBX_CRASH_DURABILITY";
+const TENANT: &str = "default";
+const AGGREGATE_TYPE: &str = "account";
+const WRITER_THREADS: usize = 6;
+const AGGREGATES_PER_WRITER: usize = 3;
+/// How long the parent waits for a child's first acknowledgement before giving up.
+const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn aggregate_id(writer: usize, slot: usize) -> String {
+    format!("acct-{writer}-{slot}")
+}
+
+fn all_aggregate_ids() -> Vec<String> {
+    (0..WRITER_THREADS)
+        .flat_map(|w| (0..AGGREGATES_PER_WRITER).map(move |s| aggregate_id(w, s)))
+        .collect()
+}
+
+/// The child: appends until killed, printing `ack <id> <version>` after each acknowledged write.
+#[test]
+#[ignore = "run by the crash tests as a child process"]
+fn child_writer() {
+    let Some(path) = std::env::var_os(DATA_ENV) else {
+        return;
+    };
+    let durability = match std::env::var(DURABILITY_ENV).as_deref() {
+        Ok("relaxed") => Durability::Relaxed,
+        _ => Durability::Fsync,
+    };
+    let store = RedbStore::open(&path, durability).expect("child opens the store");
+    thread::scope(|scope| {
+        for writer in 0..WRITER_THREADS {
+            let store = &store;
+            scope.spawn(move || {
+                let ids: Vec<String> = (0..AGGREGATES_PER_WRITER)
+                    .map(|slot| aggregate_id(writer, slot))
+                    .collect();
+                // Each aggregate has exactly one writer, so its version is known locally and
+                // every append can carry it as the expected version.
+                let mut versions: Vec<u64> = ids
+                    .iter()
+                    .map(|id| {
+                        store
+                            .get(TENANT, AGGREGATE_TYPE, id)
+                            .expect("child reads the aggregate")
+                            .map_or(0, |a| a.version)
+                    })
+                    .collect();
+                for turn in 0usize.. {
+                    let slot = turn % ids.len();
+                    let kind = if versions[slot] == 0 {
+                        WriteKind::Create
+                    } else {
+                        WriteKind::Append
+                    };
+                    let mut request = WriteRequest::new(
+                        kind,
+                        AGGREGATE_TYPE,
+                        &ids[slot],
+                        "deposited",
+                        WriteBody::Payload(json!({"amount": turn, "writer": writer})),
+                    );
+                    if kind == WriteKind::Append {
+                        request.expected_version = Some(versions[slot]);
+                    }
+                    let outcome = store.write(TENANT, request).expect("child write");
+                    versions[slot] = outcome.event.version;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ack {} {}", ids[slot], outcome.event.version)
+                        .expect("child prints the ack");
+                    out.flush().expect("child flushes the ack");
+                }
+            });
+        }
+    });
+}
+
+/// A tiny xorshift64 generator, seeded from the clock: kill moments differ between runs.
+struct XorShift(u64);
+
+impl XorShift {
+    fn from_clock() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
+        XorShift(nanos | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `low..high`.
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high - low)
+    }
+}
+
+fn spawn_child(path: &Path, durability: Durability) -> Child {
+    Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args(["--ignored", "--exact", "crash::child_writer", "--nocapture"])
+        .env(DATA_ENV, path)
+        .env(DURABILITY_ENV, durability.as_str())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the child writer")
+}
+
+/// Runs one child until a random moment after its first ack, kills it, and returns the highest
+/// version it acknowledged per aggregate (only complete lines count).
+fn run_and_kill(path: &Path, durability: Durability, rng: &mut XorShift) -> BTreeMap<String, u64> {
+    let mut child = spawn_child(path, durability);
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (lines, received) = mpsc::channel::<String>();
+    let reader = thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                // A line cut short by the kill was never fully printed, so it is no ack.
+                Ok(0) | Err(_) => break,
+                Ok(_) if line.ends_with('\n') => {
+                    if lines.send(line.trim_end().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+            }
+        }
+    });
+    let mut acked = BTreeMap::new();
+    let started = Instant::now();
+    loop {
+        let line = received
+            .recv_timeout(FIRST_ACK_TIMEOUT.saturating_sub(started.elapsed()))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("the child acknowledged nothing within {FIRST_ACK_TIMEOUT:?}")
+            });
+        if record_ack(&mut acked, &line) {
+            break;
+        }
+    }
+    thread::sleep(Duration::from_millis(rng.between(20, 300)));
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap the child");
+    reader.join().expect("the ack reader does not panic");
+    for line in received.try_iter() {
+        record_ack(&mut acked, &line);
+    }
+    acked
+}
+
+/// Records an `ack <id> <version>` line; other output (the test harness's) is ignored.
+fn record_ack(acked: &mut BTreeMap<String, u64>, line: &str) -> bool {
+    let mut parts = line.split(' ');
+    let (Some("ack"), Some(id), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let version: u64 = version.parse().expect("an ack carries a version number");
+    let entry = acked.entry(id.to_owned()).or_insert(0);
+    *entry = (*entry).max(version);
+    true
+}
+
+/// Reopens the store and checks every acknowledged event and the consistency of the rest.
+/// Returns the total number of stored events.
+fn check_after_kill(path: &Path, acked: &BTreeMap<String, u64>, round: usize) -> u64 {
+    let store = RedbStore::open(path, Durability::Fsync).expect("reopen after the kill");
+    let mut total = 0;
+    for id in all_aggregate_ids() {
+        let Some(aggregate) = store
+            .get(TENANT, AGGREGATE_TYPE, &id)
+            .expect("read the aggregate")
+        else {
+            assert_eq!(
+                acked.get(&id),
+                None,
+                "round {round}: acknowledged aggregate {id} is missing"
+            );
+            continue;
+        };
+        let acked_version = acked.get(&id).copied().unwrap_or(0);
+        assert!(
+            aggregate.version >= acked_version,
+            "round {round}: {id} is at version {} but version {acked_version} was acknowledged",
+            aggregate.version
+        );
+        let take = usize::try_from(aggregate.version).expect("version fits usize") + 10;
+        let page = store
+            .events(TENANT, AGGREGATE_TYPE, &id, 0, take, None)
+            .expect("read the events");
+        let versions: Vec<u64> = page.events.iter().map(|e| e.version).collect();
+        let expected: Vec<u64> = (1..=aggregate.version).collect();
+        assert_eq!(
+            versions, expected,
+            "round {round}: {id} events are not exactly versions 1..={}",
+            aggregate.version
+        );
+        assert_eq!(
+            page.events.last().map(|e| e.merkle_root.as_str()),
+            Some(aggregate.merkle_root.as_str()),
+            "round {round}: {id} last event's root differs from the aggregate's"
+        );
+        let root = store
+            .verify(TENANT, AGGREGATE_TYPE, &id)
+            .unwrap_or_else(|err| panic!("round {round}: verify {id} failed: {err}"));
+        assert_eq!(root, aggregate.merkle_root, "round {round}: {id} root");
+        total += aggregate.version;
+    }
+    for id in acked.keys() {
+        assert!(
+            all_aggregate_ids().contains(id),
+            "round {round}: the child acknowledged an unknown aggregate {id}"
+        );
+    }
+    let recorded = store.usage(TENANT).expect("read usage");
+    assert_eq!(
+        recorded.events, total,
+        "round {round}: usage counts {} events, {total} are stored",
+        recorded.events
+    );
+    let recounted = store.recalc_usage(TENANT).expect("recount usage");
+    assert_eq!(recorded, recounted, "round {round}: usage drifted");
+    total
+}
+
+fn kill_loop(durability: Durability, rounds: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("data.redb");
+    let mut rng = XorShift::from_clock();
+    let mut previous_total = 0;
+    for round in 0..rounds {
+        let acked = run_and_kill(&path, durability, &mut rng);
+        assert!(!acked.is_empty(), "round {round}: no acknowledgements");
+        let total = check_after_kill(&path, &acked, round);
+        assert!(
+            total > previous_total,
+            "round {round}: nothing new was stored ({total} events)"
+        );
+        previous_total = total;
+    }
+    eprintln!(
+        "{rounds} kills of a {} writer: {previous_total} events stored, all acks present",
+        durability.as_str()
+    );
+}
+
+/// The acceptance test: 20 SIGKILLs of a durable writer; every ack survives each one.
+#[test]
+fn durable_writer_survives_sigkill() {
+    kill_loop(Durability::Fsync, 20);
+}
+
+/// What relaxed mode should also guarantee: a process kill (unlike an OS crash) leaves the page
+/// cache intact, so no acknowledged write may be lost. It fails today: relaxed commits use redb's
+/// `Durability::None`, which redb only persists once a later `Immediate` commit follows, so a
+/// kill rolls the file back to the last durable commit (round 0 loses every ack).
+#[test]
+#[ignore = "engine bug: relaxed mode (redb Durability::None) loses acknowledged writes on a process kill"]
+fn relaxed_writer_survives_sigkill() {
+    kill_loop(Durability::Relaxed, 5);
+}
