@@ -438,7 +438,10 @@ fn snapshots_manual_automatic_and_unique() {
         let mut write = request(WriteKind::Append, "order", "o-1", json!({"n": n}));
         write.snapshot_threshold = Some(3);
         let outcome = store.write(T, write).expect("append");
-        assert_eq!(outcome.snapshot.is_some(), outcome.event.version.is_multiple_of(3));
+        assert_eq!(
+            outcome.snapshot.is_some(),
+            outcome.event.version.is_multiple_of(3)
+        );
     }
     let automatic = store
         .list_snapshots(T, Some("order"), Some("o-1"), None)
@@ -694,7 +697,11 @@ fn page_through(
             append(
                 store,
                 T,
-                if next(seed).is_multiple_of(2) { "alpha" } else { "zeta" },
+                if next(seed).is_multiple_of(2) {
+                    "alpha"
+                } else {
+                    "zeta"
+                },
                 &id,
                 json!({"late": true}),
             );
