@@ -45,8 +45,9 @@ pub enum Durability {
     /// flush among concurrent writers). The default.
     #[default]
     Fsync,
-    /// Commits are not fsynced: an OS crash or power loss can lose acknowledged writes (what
-    /// EventDBX does). Reported as `relaxed`.
+    /// Writes are acknowledged before they are fsynced; a background flush makes them durable
+    /// within 50 ms. A process kill, an OS crash or a power loss can lose the writes of that last
+    /// window (EventDBX never fsyncs at all). Reported as `relaxed`.
     Relaxed,
 }
 

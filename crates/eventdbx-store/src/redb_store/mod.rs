@@ -7,17 +7,15 @@
 //! striped by (tenant, type, id): it reads the aggregate from a read snapshot, applies the
 //! domain rules, patches, hashes and serialises. Writes to different aggregates prepare in
 //! parallel; writes to one aggregate are serialised, so the read snapshot is always current for
-//! it. The *commit* half is a closure of inserts handed to one writer thread, which drains every
-//! queued job into a single redb transaction and commits it once: concurrent writers share one
-//! fsync (group commit). Callers are answered only after that commit returns.
+//! it. The *commit* half is a closure of inserts queued for group commit ([`commit`]): one
+//! writer at a time leads, running every queued job in a single redb transaction committed
+//! once, so concurrent writers share one fsync. Callers are answered only after that commit.
 
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
@@ -34,6 +32,10 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+mod commit;
+
+use commit::{Apply, Committer};
 
 use crate::{
     Durability, EventPage, EventStore, ListPage, ListQuery, Result, StoreError, Usage, Visibility,
@@ -74,7 +76,6 @@ const IX_VERSION: u8 = 6; // (version, type, id)
 /// Above every character a valid type or id may contain (they are ASCII names).
 const HIGH: &str = "\u{7f}";
 const LOCK_STRIPES: usize = 1024;
-const MAX_BATCH: usize = 4096;
 
 fn storage(err: impl Into<redb::Error>) -> StoreError {
     StoreError::Storage(err.into().to_string())
@@ -232,23 +233,12 @@ struct IdempotencyRecord {
     aggregate: AggregateRecord,
 }
 
-/// Inserts of one write, run by the writer inside the batch transaction. Must fail (if at all)
-/// before changing anything, or be safe to re-run: a failing job makes the writer abort and
-/// re-run the batch without it.
-type Apply = Box<dyn Fn(&WriteTransaction) -> Result<()> + Send>;
-
-struct Job {
-    apply: Apply,
-    reply: SyncSender<Result<()>>,
-}
-
-/// The embedded store. Cheap to share behind an `Arc`; dropping the last handle stops the
-/// writer thread after it has committed every queued job.
+/// The embedded store. Cheap to share behind an `Arc`; dropping it makes relaxed commits
+/// durable.
 pub struct RedbStore {
     db: Arc<Database>,
     durability: Durability,
-    jobs: Mutex<Option<Sender<Job>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    committer: Committer,
     locks: Vec<Mutex<()>>,
     ids: Mutex<SnowflakeGenerator>,
 }
@@ -296,17 +286,11 @@ impl RedbStore {
         txn.commit().map_err(storage)?;
         let ids = SnowflakeGenerator::new(worker_id, last_id)?;
         let db = Arc::new(db);
-        let (sender, receiver) = mpsc::channel();
-        let writer_db = Arc::clone(&db);
-        let writer = std::thread::Builder::new()
-            .name("eventdbx-store-writer".into())
-            .spawn(move || run_writer(&writer_db, durability, &receiver))
-            .map_err(|err| StoreError::Storage(format!("cannot start the writer: {err}")))?;
+        let committer = Committer::new(Arc::clone(&db), durability)?;
         Ok(RedbStore {
             db,
             durability,
-            jobs: Mutex::new(Some(sender)),
-            writer: Mutex::new(Some(writer)),
+            committer,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             ids: Mutex::new(ids),
         })
@@ -339,34 +323,18 @@ impl RedbStore {
         }
     }
 
-    /// Hands inserts to the writer and waits for their commit.
+    /// Commits inserts (group commit) and waits for the commit.
     fn commit(&self, apply: Apply) -> Result<()> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        {
-            let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            let sender = jobs
-                .as_ref()
-                .ok_or_else(|| StoreError::Storage("the store is closed".into()))?;
-            sender
-                .send(Job { apply, reply })
-                .map_err(|_| StoreError::Storage("the store writer has stopped".into()))?;
-        }
-        answer
-            .recv()
-            .map_err(|_| StoreError::Storage("the store writer has stopped".into()))?
+        self.committer.commit(apply)
     }
 
     fn read(&self) -> Result<ReadTransaction> {
         self.db.begin_read().map_err(storage)
     }
 
-    /// Stops accepting writes, lets the writer commit what is queued, and waits for it.
+    /// Stops accepting writes and makes relaxed commits durable.
     pub fn close(&self) {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            // A writer that panicked has nothing left to flush.
-            let _ = writer.join();
-        }
+        self.committer.close();
     }
 }
 
@@ -380,58 +348,6 @@ fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn run_writer(db: &Database, durability: Durability, jobs: &Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        commit_batch(db, durability, batch);
-    }
-}
-
-fn commit_batch(db: &Database, durability: Durability, mut batch: Vec<Job>) {
-    while !batch.is_empty() {
-        let mut txn = match db.begin_write() {
-            Ok(txn) => txn,
-            Err(err) => return reply_all(batch, &Err(storage(err))),
-        };
-        let level = match durability {
-            Durability::Fsync => redb::Durability::Immediate,
-            Durability::Relaxed => redb::Durability::None,
-        };
-        if let Err(err) = txn.set_durability(level) {
-            return reply_all(batch, &Err(StoreError::Storage(err.to_string())));
-        }
-        let failed = batch
-            .iter()
-            .enumerate()
-            .find_map(|(i, job)| (job.apply)(&txn).err().map(|e| (i, e)));
-        match failed {
-            Some((index, err)) => {
-                // Nothing of this transaction is kept; the others run again without the job.
-                drop(txn);
-                let job = batch.remove(index);
-                let _ = job.reply.send(Err(err));
-            }
-            None => {
-                let result = txn.commit().map_err(storage);
-                return reply_all(batch, &result);
-            }
-        }
-    }
-}
-
-fn reply_all(batch: Vec<Job>, result: &Result<()>) {
-    for job in batch {
-        // A caller that gave up waiting has nothing to be told.
-        let _ = job.reply.send(result.clone());
-    }
 }
 
 fn read_record(

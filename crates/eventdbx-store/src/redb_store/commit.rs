@@ -1,0 +1,212 @@
+//! Group commit without a writer thread: leader/follower.
+//!
+//! A writer queues its inserts. If no commit is running it becomes the *leader*: it takes every
+//! queued job, runs them in one redb transaction and commits once, answering each job. If more
+//! jobs queued up meanwhile, it hands leadership to the first of them and returns; otherwise it
+//! steps down. A lone writer therefore commits on its own thread with no hand-off at all, and
+//! concurrent writers share one commit (one fsync) per round, each waiting at most for the
+//! commit in progress and its own.
+//!
+//! In relaxed mode commits are not made durable by the writer; a flusher thread makes the
+//! latest commit durable within [`RELAXED_FLUSH_INTERVAL`] (redb keeps non-durable commits
+//! only until the next durable one, so without it a process kill would lose them).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{Database, WriteTransaction};
+
+use super::storage;
+use crate::{Durability, Result, StoreError};
+
+/// How long a relaxed commit may stay non-durable.
+pub(crate) const RELAXED_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Inserts of one write, run inside the batch transaction. A job that fails must fail before it
+/// changes anything, or be safe to re-run: the leader aborts the transaction and runs the batch
+/// again without the failing job.
+pub(crate) type Apply = Box<dyn Fn(&WriteTransaction) -> Result<()> + Send>;
+
+enum Reply {
+    Done(Result<()>),
+    Lead,
+}
+
+struct Job {
+    apply: Apply,
+    reply: SyncSender<Reply>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    leading: bool,
+    closed: bool,
+}
+
+pub(crate) struct Committer {
+    db: Arc<Database>,
+    durability: Durability,
+    queue: Mutex<Queue>,
+    dirty: Arc<AtomicBool>,
+    flusher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+}
+
+fn closed() -> StoreError {
+    StoreError::Storage("the store is closed".into())
+}
+
+impl Committer {
+    pub(crate) fn new(db: Arc<Database>, durability: Durability) -> Result<Self> {
+        let dirty = Arc::new(AtomicBool::new(false));
+        let flusher = match durability {
+            Durability::Fsync => None,
+            Durability::Relaxed => {
+                let (stop, stopped) = mpsc::channel::<()>();
+                let (db, dirty) = (Arc::clone(&db), Arc::clone(&dirty));
+                let handle = std::thread::Builder::new()
+                    .name("eventdbx-store-flusher".into())
+                    .spawn(move || loop {
+                        let last = !matches!(
+                            stopped.recv_timeout(RELAXED_FLUSH_INTERVAL),
+                            Err(RecvTimeoutError::Timeout)
+                        );
+                        if dirty.swap(false, Ordering::AcqRel) {
+                            // A failed flush leaves the commits to the next one.
+                            if flush(&db).is_err() {
+                                dirty.store(true, Ordering::Release);
+                            }
+                        }
+                        if last {
+                            return;
+                        }
+                    })
+                    .map_err(|err| {
+                        StoreError::Storage(format!("cannot start the flusher: {err}"))
+                    })?;
+                Some((stop, handle))
+            }
+        };
+        Ok(Committer {
+            db,
+            durability,
+            queue: Mutex::new(Queue::default()),
+            dirty,
+            flusher: Mutex::new(flusher),
+        })
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Commits `apply` (with whatever else is queued) and returns once it is committed.
+    pub(crate) fn commit(&self, apply: Apply) -> Result<()> {
+        let (reply, answer) = mpsc::sync_channel(2);
+        let lead_now = {
+            let mut queue = self.queue();
+            if queue.closed {
+                return Err(closed());
+            }
+            queue.jobs.push(Job { apply, reply });
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        if lead_now {
+            self.lead();
+        }
+        loop {
+            match answer.recv() {
+                Ok(Reply::Done(result)) => return result,
+                Ok(Reply::Lead) => self.lead(),
+                Err(_) => return Err(closed()),
+            }
+        }
+    }
+
+    /// One round as leader: commit everything queued, then pass leadership on or step down.
+    fn lead(&self) {
+        let batch = std::mem::take(&mut self.queue().jobs);
+        commit_batch(&self.db, self.durability, batch);
+        if self.durability == Durability::Relaxed {
+            self.dirty.store(true, Ordering::Release);
+        }
+        let mut queue = self.queue();
+        match queue.jobs.first() {
+            // The next writer is blocked on its answer channel, which has room for this.
+            Some(next) => {
+                let _ = next.reply.send(Reply::Lead);
+            }
+            None => queue.leading = false,
+        }
+    }
+
+    /// Refuses new writes and makes relaxed commits durable. Writes already queued finish.
+    pub(crate) fn close(&self) {
+        self.queue().closed = true;
+        let flusher = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, handle)) = flusher {
+            drop(stop);
+            // A flusher that panicked leaves the final flush to us.
+            if handle.join().is_err() && self.dirty.swap(false, Ordering::AcqRel) {
+                let _ = flush(&self.db);
+            }
+        }
+    }
+}
+
+/// An empty durable commit: makes every earlier non-durable commit durable.
+fn flush(db: &Database) -> Result<()> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(|err| StoreError::Storage(err.to_string()))?;
+    txn.commit().map_err(storage)
+}
+
+fn commit_batch(db: &Database, durability: Durability, mut batch: Vec<Job>) {
+    while !batch.is_empty() {
+        let mut txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(err) => return reply_all(batch, &Err(storage(err))),
+        };
+        let level = match durability {
+            Durability::Fsync => redb::Durability::Immediate,
+            Durability::Relaxed => redb::Durability::None,
+        };
+        if let Err(err) = txn.set_durability(level) {
+            return reply_all(batch, &Err(StoreError::Storage(err.to_string())));
+        }
+        let failed = batch
+            .iter()
+            .enumerate()
+            .find_map(|(i, job)| (job.apply)(&txn).err().map(|err| (i, err)));
+        match failed {
+            Some((index, err)) => {
+                // Nothing of this transaction is kept; the others run again without the job.
+                drop(txn);
+                let job = batch.remove(index);
+                let _ = job.reply.send(Reply::Done(Err(err)));
+            }
+            None => {
+                let result = txn.commit().map_err(storage);
+                return reply_all(batch, &result);
+            }
+        }
+    }
+}
+
+fn reply_all(batch: Vec<Job>, result: &Result<()>) {
+    for job in batch {
+        // Every job's owner is waiting; a send can only fail if it is gone, and then no one
+        // needs the answer.
+        let _ = job.reply.send(Reply::Done(result.clone()));
+    }
+}
