@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, WriteTransaction};
+use redb::Database;
 
-use super::storage;
+use super::{storage, Tables};
 use crate::{Durability, Result, StoreError};
 
 /// How long a relaxed commit may stay non-durable.
@@ -28,7 +28,7 @@ pub(crate) const RELAXED_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// Inserts of one write, run inside the batch transaction. A job that fails must fail before it
 /// changes anything, or be safe to re-run: the leader aborts the transaction and runs the batch
 /// again without the failing job.
-pub(crate) type Apply = Box<dyn Fn(&WriteTransaction) -> Result<()> + Send>;
+pub(crate) type Apply = Box<dyn for<'t> Fn(&mut Tables<'t>) -> Result<()> + Send>;
 
 enum Reply {
     Done(Result<()>),
@@ -184,10 +184,15 @@ fn commit_batch(db: &Database, durability: Durability, mut batch: Vec<Job>) {
         if let Err(err) = txn.set_durability(level) {
             return reply_all(batch, &Err(StoreError::Storage(err.to_string())));
         }
+        let mut tables = match Tables::open(&txn) {
+            Ok(tables) => tables,
+            Err(err) => return reply_all(batch, &Err(err)),
+        };
         let failed = batch
             .iter()
             .enumerate()
-            .find_map(|(i, job)| (job.apply)(&txn).err().map(|err| (i, err)));
+            .find_map(|(i, job)| (job.apply)(&mut tables).err().map(|err| (i, err)));
+        drop(tables);
         match failed {
             Some((index, err)) => {
                 // Nothing of this transaction is kept; the others run again without the job.

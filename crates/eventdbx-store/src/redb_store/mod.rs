@@ -64,6 +64,36 @@ const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
 /// name → value: `last_id` (highest Snowflake id issued).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// Every table, opened once per batch transaction and shared by the jobs in it.
+pub(crate) struct Tables<'t> {
+    aggregates: redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
+    events: redb::Table<'t, (&'static str, &'static str, &'static str, u64), &'static [u8]>,
+    outbox: redb::Table<'t, (&'static str, u64), (&'static str, &'static str, u64)>,
+    index: redb::Table<'t, (&'static str, u8, u64, &'static str, &'static str), u8>,
+    snapshots: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    snapshots_by_aggregate: redb::Table<'t, (&'static str, &'static str, &'static str, u64), ()>,
+    idempotency:
+        redb::Table<'t, (&'static str, &'static str, &'static str, &'static str), &'static [u8]>,
+    usage: redb::Table<'t, &'static str, (u64, u64)>,
+    meta: redb::Table<'t, &'static str, u64>,
+}
+
+impl<'t> Tables<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(Tables {
+            aggregates: txn.open_table(AGGREGATES).map_err(storage)?,
+            events: txn.open_table(EVENTS).map_err(storage)?,
+            outbox: txn.open_table(OUTBOX).map_err(storage)?,
+            index: txn.open_table(SORT_INDEX).map_err(storage)?,
+            snapshots: txn.open_table(SNAPSHOTS).map_err(storage)?,
+            snapshots_by_aggregate: txn.open_table(SNAPSHOTS_BY_AGGREGATE).map_err(storage)?,
+            idempotency: txn.open_table(IDEMPOTENCY).map_err(storage)?,
+            usage: txn.open_table(USAGE).map_err(storage)?,
+            meta: txn.open_table(META).map_err(storage)?,
+        })
+    }
+}
+
 /// Sort layouts kept in [`SORT_INDEX`]: `(value, a, b)` per aggregate.
 const IX_NATURAL: u8 = 0; // (0, type, id)
 const IX_ID: u8 = 1; // (0, id, type)
@@ -265,19 +295,10 @@ impl RedbStore {
     ) -> Result<Self> {
         let db = Database::create(path).map_err(storage)?;
         let txn = db.begin_write().map_err(storage)?;
-        {
-            txn.open_table(AGGREGATES).map_err(storage)?;
-            txn.open_table(EVENTS).map_err(storage)?;
-            txn.open_table(OUTBOX).map_err(storage)?;
-            txn.open_table(SORT_INDEX).map_err(storage)?;
-            txn.open_table(SNAPSHOTS).map_err(storage)?;
-            txn.open_table(SNAPSHOTS_BY_AGGREGATE).map_err(storage)?;
-            txn.open_table(IDEMPOTENCY).map_err(storage)?;
-            txn.open_table(USAGE).map_err(storage)?;
-        }
         let last_id = {
-            let meta = txn.open_table(META).map_err(storage)?;
-            let last = meta
+            let tables = Tables::open(&txn)?;
+            let last = tables
+                .meta
                 .get("last_id")
                 .map_err(storage)?
                 .map_or(0, |v| v.value());
@@ -367,58 +388,64 @@ fn read_record(
     }
 }
 
-/// Replaces an aggregate's record and index entries (`old` is what the table holds now).
+/// Replaces an aggregate's record and its index entries (`old` is what the table holds now);
+/// entries that did not change are left alone, so an append touches only the updated-at and
+/// version layouts.
 fn put_aggregate(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     tenant: &str,
     old: Option<&AggregateRecord>,
     new: &AggregateRecord,
     bytes: &[u8],
 ) -> Result<()> {
-    let mut aggregates = txn.open_table(AGGREGATES).map_err(storage)?;
-    aggregates
-        .insert(
-            (
-                tenant,
-                new.aggregate_type.as_str(),
-                new.aggregate_id.as_str(),
-            ),
-            bytes,
-        )
-        .map_err(storage)?;
-    let mut index = txn.open_table(SORT_INDEX).map_err(storage)?;
-    if let Some(old) = old {
-        for (kind, value, a, b) in old.index_entries() {
-            index.remove((tenant, kind, value, a, b)).map_err(storage)?;
+    let key = (
+        tenant,
+        new.aggregate_type.as_str(),
+        new.aggregate_id.as_str(),
+    );
+    tables.aggregates.insert(key, bytes).map_err(storage)?;
+    let flag_changed = old.is_some_and(|old| old.archived != new.archived);
+    let old_entries = old.map(AggregateRecord::index_entries);
+    for (n, entry) in new.index_entries().into_iter().enumerate() {
+        let previous = old_entries.as_ref().map(|entries| entries[n]);
+        if previous == Some(entry) && !flag_changed {
+            continue;
         }
-    }
-    let flag = u8::from(new.archived);
-    for (kind, value, a, b) in new.index_entries() {
-        index
+        if let Some((kind, value, a, b)) = previous {
+            tables
+                .index
+                .remove((tenant, kind, value, a, b))
+                .map_err(storage)?;
+        }
+        let (kind, value, a, b) = entry;
+        let flag = u8::from(new.archived);
+        tables
+            .index
             .insert((tenant, kind, value, a, b), flag)
             .map_err(storage)?;
     }
     Ok(())
 }
 
-fn add_usage(txn: &WriteTransaction, tenant: &str, events: u64, bytes: u64) -> Result<()> {
-    let mut usage = txn.open_table(USAGE).map_err(storage)?;
-    let (e, b) = usage
+fn add_usage(tables: &mut Tables<'_>, tenant: &str, events: u64, bytes: u64) -> Result<()> {
+    let (e, b) = tables
+        .usage
         .get(tenant)
         .map_err(storage)?
         .map_or((0, 0), |v| v.value());
-    usage
+    tables
+        .usage
         .insert(tenant, (e + events, b + bytes))
         .map_err(storage)?;
     Ok(())
 }
 
-fn check_quota(txn: &WriteTransaction, tenant: &str, quota_bytes: Option<u64>) -> Result<()> {
+fn check_quota(tables: &Tables<'_>, tenant: &str, quota_bytes: Option<u64>) -> Result<()> {
     let Some(quota) = quota_bytes else {
         return Ok(());
     };
-    let usage = txn.open_table(USAGE).map_err(storage)?;
-    let used = usage
+    let used = tables
+        .usage
         .get(tenant)
         .map_err(storage)?
         .map_or(0, |v| v.value().1);
@@ -432,41 +459,39 @@ fn check_quota(txn: &WriteTransaction, tenant: &str, quota_bytes: Option<u64>) -
     Ok(())
 }
 
-fn raise_last_id(txn: &WriteTransaction, id: u64) -> Result<()> {
-    let mut meta = txn.open_table(META).map_err(storage)?;
-    let last = meta
+fn raise_last_id(tables: &mut Tables<'_>, id: u64) -> Result<()> {
+    let last = tables
+        .meta
         .get("last_id")
         .map_err(storage)?
         .map_or(0, |v| v.value());
     if id > last {
-        meta.insert("last_id", id).map_err(storage)?;
+        tables.meta.insert("last_id", id).map_err(storage)?;
     }
     Ok(())
 }
 
 fn put_snapshot(
-    txn: &WriteTransaction,
+    tables: &mut Tables<'_>,
     tenant: &str,
     snapshot: &Snapshot,
     bytes: &[u8],
 ) -> Result<()> {
-    txn.open_table(SNAPSHOTS)
-        .map_err(storage)?
+    tables
+        .snapshots
         .insert((tenant, snapshot.snapshot_id), bytes)
         .map_err(storage)?;
-    txn.open_table(SNAPSHOTS_BY_AGGREGATE)
-        .map_err(storage)?
-        .insert(
-            (
-                tenant,
-                snapshot.aggregate_type.as_str(),
-                snapshot.aggregate_id.as_str(),
-                snapshot.snapshot_id,
-            ),
-            (),
-        )
+    let key = (
+        tenant,
+        snapshot.aggregate_type.as_str(),
+        snapshot.aggregate_id.as_str(),
+        snapshot.snapshot_id,
+    );
+    tables
+        .snapshots_by_aggregate
+        .insert(key, ())
         .map_err(storage)?;
-    raise_last_id(txn, snapshot.snapshot_id)
+    raise_last_id(tables, snapshot.snapshot_id)
 }
 
 /// A view of an aggregate for filters and sort keys.
@@ -629,35 +654,37 @@ impl EventStore for RedbStore {
         let version = event.version;
         let new_record = record;
         let snapshot_for_job = snapshot.clone();
-        self.commit(Box::new(move |txn| {
+        self.commit(Box::new(move |tables| {
             let tenant = tenant_owned.as_str();
-            check_quota(txn, tenant, quota)?;
+            check_quota(tables, tenant, quota)?;
             let (t, i) = (
                 new_record.aggregate_type.as_str(),
                 new_record.aggregate_id.as_str(),
             );
-            put_aggregate(txn, tenant, old.as_ref(), &new_record, &record_bytes)?;
-            txn.open_table(EVENTS)
-                .map_err(storage)?
-                .insert((tenant, t, i, version), event_bytes.as_slice())
+            put_aggregate(tables, tenant, old.as_ref(), &new_record, &record_bytes)?;
+            let event_key = (tenant, t, i, version);
+            tables
+                .events
+                .insert(event_key, event_bytes.as_slice())
                 .map_err(storage)?;
-            txn.open_table(OUTBOX)
-                .map_err(storage)?
+            tables
+                .outbox
                 .insert((tenant, event_id), (t, i, version))
                 .map_err(storage)?;
-            raise_last_id(txn, event_id)?;
+            raise_last_id(tables, event_id)?;
             let mut bytes = event_bytes.len() as u64;
             if let (Some(snapshot), Some(snapshot_bytes)) = (&snapshot_for_job, &snapshot_bytes) {
-                put_snapshot(txn, tenant, snapshot, snapshot_bytes)?;
+                put_snapshot(tables, tenant, snapshot, snapshot_bytes)?;
                 bytes += snapshot_bytes.len() as u64;
             }
             if let (Some(key), Some(idempotency_bytes)) = (&key, &idempotency_bytes) {
-                txn.open_table(IDEMPOTENCY)
-                    .map_err(storage)?
-                    .insert((tenant, t, i, key.as_str()), idempotency_bytes.as_slice())
+                let idempotency_key = (tenant, t, i, key.as_str());
+                tables
+                    .idempotency
+                    .insert(idempotency_key, idempotency_bytes.as_slice())
                     .map_err(storage)?;
             }
-            add_usage(txn, tenant, 1, bytes)
+            add_usage(tables, tenant, 1, bytes)
         }))?;
         Ok(WriteOutcome {
             event,
@@ -715,20 +742,21 @@ impl EventStore for RedbStore {
         let tenant_owned = tenant.to_owned();
         let new_record = record.clone();
         let was_archived = old.archived;
-        self.commit(Box::new(move |txn| {
+        self.commit(Box::new(move |tables| {
             let tenant = tenant_owned.as_str();
-            put_aggregate(txn, tenant, Some(&old), &new_record, &bytes)?;
-            let mut outbox = txn.open_table(OUTBOX).map_err(storage)?;
+            put_aggregate(tables, tenant, Some(&old), &new_record, &bytes)?;
             let (t, i) = (
                 new_record.aggregate_type.as_str(),
                 new_record.aggregate_id.as_str(),
             );
             for (event_id, version) in &outbox_entries {
                 if archived && !was_archived {
-                    outbox.remove((tenant, *event_id)).map_err(storage)?;
+                    tables.outbox.remove((tenant, *event_id)).map_err(storage)?;
                 } else {
-                    outbox
-                        .insert((tenant, *event_id), (t, i, *version))
+                    let location = (t, i, *version);
+                    tables
+                        .outbox
+                        .insert((tenant, *event_id), location)
                         .map_err(storage)?;
                 }
             }
@@ -999,9 +1027,9 @@ impl EventStore for RedbStore {
         let bytes = serde_json::to_vec(&SnapshotRecord::from(&snapshot)).map_err(json_error)?;
         let tenant_owned = tenant.to_owned();
         let for_job = snapshot.clone();
-        self.commit(Box::new(move |txn| {
-            put_snapshot(txn, &tenant_owned, &for_job, &bytes)?;
-            add_usage(txn, &tenant_owned, 0, bytes.len() as u64)
+        self.commit(Box::new(move |tables| {
+            put_snapshot(tables, &tenant_owned, &for_job, &bytes)?;
+            add_usage(tables, &tenant_owned, 0, bytes.len() as u64)
         }))?;
         Ok(snapshot)
     }
@@ -1064,30 +1092,22 @@ impl EventStore for RedbStore {
         let counted = Arc::new(Mutex::new(Usage::default()));
         let result = Arc::clone(&counted);
         // Counted inside the writer's transaction, so no write slips between count and record.
-        self.commit(Box::new(move |txn| {
+        self.commit(Box::new(move |tables| {
             let tenant = tenant_owned.as_str();
             let mut usage = Usage::default();
-            let events = txn.open_table(EVENTS).map_err(storage)?;
-            for item in events
-                .range((tenant, "", "", 0)..=(tenant, HIGH, HIGH, u64::MAX))
-                .map_err(storage)?
-            {
+            let events = (tenant, "", "", 0)..=(tenant, HIGH, HIGH, u64::MAX);
+            for item in tables.events.range(events).map_err(storage)? {
                 let (_, bytes) = item.map_err(storage)?;
                 usage.events += 1;
                 usage.bytes += bytes.value().len() as u64;
             }
-            let snapshots = txn.open_table(SNAPSHOTS).map_err(storage)?;
-            for item in snapshots
-                .range((tenant, 0)..=(tenant, u64::MAX))
-                .map_err(storage)?
-            {
+            let snapshots = (tenant, 0)..=(tenant, u64::MAX);
+            for item in tables.snapshots.range(snapshots).map_err(storage)? {
                 let (_, bytes) = item.map_err(storage)?;
                 usage.bytes += bytes.value().len() as u64;
             }
-            txn.open_table(USAGE)
-                .map_err(storage)?
-                .insert(tenant, (usage.events, usage.bytes))
-                .map_err(storage)?;
+            let totals = (usage.events, usage.bytes);
+            tables.usage.insert(tenant, totals).map_err(storage)?;
             *result.lock().unwrap_or_else(|p| p.into_inner()) = usage;
             Ok(())
         }))?;
