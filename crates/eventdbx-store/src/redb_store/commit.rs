@@ -11,7 +11,7 @@
 //! latest commit durable within [`RELAXED_FLUSH_INTERVAL`] (redb keeps non-durable commits
 //! only until the next durable one, so without it a process kill would lose them).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use redb::Database;
 
-use super::{storage, Tables};
+use super::{storage, Tables, LAST_ID};
 use crate::{Durability, Result, StoreError};
 
 /// How long a relaxed commit may stay non-durable.
@@ -37,8 +37,15 @@ enum Reply {
 
 struct Job {
     apply: Apply,
+    /// The highest Snowflake id the job stores.
+    max_id: u64,
     reply: SyncSender<Reply>,
 }
+
+/// Ids are reserved this far ahead (100 ms worth of Snowflake ids), so the reservation is
+/// written about ten times a second rather than with every commit. After a restart the id
+/// generator starts above the reservation: at worst it waits out the 100 ms.
+const ID_RESERVATION: u64 = 100 << 22;
 
 #[derive(Default)]
 struct Queue {
@@ -52,6 +59,8 @@ pub(crate) struct Committer {
     durability: Durability,
     queue: Mutex<Queue>,
     dirty: Arc<AtomicBool>,
+    /// Every id at or below this is covered by the durable (or pending) reservation.
+    reserved: AtomicU64,
     flusher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
 
@@ -60,7 +69,7 @@ fn closed() -> StoreError {
 }
 
 impl Committer {
-    pub(crate) fn new(db: Arc<Database>, durability: Durability) -> Result<Self> {
+    pub(crate) fn new(db: Arc<Database>, durability: Durability, reserved: u64) -> Result<Self> {
         let dirty = Arc::new(AtomicBool::new(false));
         let flusher = match durability {
             Durability::Fsync => None,
@@ -95,6 +104,7 @@ impl Committer {
             durability,
             queue: Mutex::new(Queue::default()),
             dirty,
+            reserved: AtomicU64::new(reserved),
             flusher: Mutex::new(flusher),
         })
     }
@@ -106,14 +116,18 @@ impl Committer {
     }
 
     /// Commits `apply` (with whatever else is queued) and returns once it is committed.
-    pub(crate) fn commit(&self, apply: Apply) -> Result<()> {
+    pub(crate) fn commit(&self, max_id: u64, apply: Apply) -> Result<()> {
         let (reply, answer) = mpsc::sync_channel(2);
         let lead_now = {
             let mut queue = self.queue();
             if queue.closed {
                 return Err(closed());
             }
-            queue.jobs.push(Job { apply, reply });
+            queue.jobs.push(Job {
+                apply,
+                max_id,
+                reply,
+            });
             !std::mem::replace(&mut queue.leading, true)
         };
         if lead_now {
@@ -131,7 +145,7 @@ impl Committer {
     /// One round as leader: commit everything queued, then pass leadership on or step down.
     fn lead(&self) {
         let batch = std::mem::take(&mut self.queue().jobs);
-        commit_batch(&self.db, self.durability, batch);
+        commit_batch(&self.db, self.durability, &self.reserved, batch);
         if self.durability == Durability::Relaxed {
             self.dirty.store(true, Ordering::Release);
         }
@@ -171,7 +185,7 @@ fn flush(db: &Database) -> Result<()> {
     txn.commit().map_err(storage)
 }
 
-fn commit_batch(db: &Database, durability: Durability, mut batch: Vec<Job>) {
+fn commit_batch(db: &Database, durability: Durability, reserved: &AtomicU64, mut batch: Vec<Job>) {
     while !batch.is_empty() {
         let mut txn = match db.begin_write() {
             Ok(txn) => txn,
@@ -184,14 +198,22 @@ fn commit_batch(db: &Database, durability: Durability, mut batch: Vec<Job>) {
         if let Err(err) = txn.set_durability(level) {
             return reply_all(batch, &Err(StoreError::Storage(err.to_string())));
         }
-        let mut tables = match Tables::open(&txn) {
-            Ok(tables) => tables,
-            Err(err) => return reply_all(batch, &Err(err)),
-        };
+        let mut tables = Tables::new(&txn);
         let failed = batch
             .iter()
             .enumerate()
             .find_map(|(i, job)| (job.apply)(&mut tables).err().map(|err| (i, err)));
+        let needed = batch.iter().map(|job| job.max_id).max().unwrap_or(0);
+        let reservation = (failed.is_none() && needed > reserved.load(Ordering::Acquire))
+            .then(|| needed.saturating_add(ID_RESERVATION));
+        if let Some(new) = reservation {
+            let written = tables
+                .meta()
+                .and_then(|meta| meta.insert(LAST_ID, new).map_err(storage));
+            if let Err(err) = written {
+                return reply_all(batch, &Err(err));
+            }
+        }
         drop(tables);
         match failed {
             Some((index, err)) => {
@@ -202,6 +224,9 @@ fn commit_batch(db: &Database, durability: Durability, mut batch: Vec<Job>) {
             }
             None => {
                 let result = txn.commit().map_err(storage);
+                if let (Ok(()), Some(new)) = (&result, reservation) {
+                    reserved.fetch_max(new, Ordering::AcqRel);
+                }
                 return reply_all(batch, &result);
             }
         }

@@ -61,37 +61,74 @@ const IDEMPOTENCY: TableDefinition<(&str, &str, &str, &str), &[u8]> =
     TableDefinition::new("idempotency");
 /// tenant → (events, bytes).
 const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
-/// name → value: `last_id` (highest Snowflake id issued).
+/// name → value: [`LAST_ID`], at or above every Snowflake id ever issued (see
+/// `commit::reserve_ids`).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The [`META`] key of the id reservation.
+pub(crate) const LAST_ID: &str = "last_id";
 
-/// Every table, opened once per batch transaction and shared by the jobs in it.
+/// The tables of one batch transaction, each opened on first use and then shared by the jobs
+/// of the batch (opening a table and writing back its root are a large part of a small commit).
 pub(crate) struct Tables<'t> {
-    aggregates: redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
-    events: redb::Table<'t, (&'static str, &'static str, &'static str, u64), &'static [u8]>,
-    outbox: redb::Table<'t, (&'static str, u64), (&'static str, &'static str, u64)>,
-    index: redb::Table<'t, (&'static str, u8, u64, &'static str, &'static str), u8>,
-    snapshots: redb::Table<'t, (&'static str, u64), &'static [u8]>,
-    snapshots_by_aggregate: redb::Table<'t, (&'static str, &'static str, &'static str, u64), ()>,
-    idempotency:
-        redb::Table<'t, (&'static str, &'static str, &'static str, &'static str), &'static [u8]>,
-    usage: redb::Table<'t, &'static str, (u64, u64)>,
-    meta: redb::Table<'t, &'static str, u64>,
+    txn: &'t WriteTransaction,
+    aggregates: Option<redb::Table<'t, AggregateKey, Bytes>>,
+    events: Option<redb::Table<'t, EventKey, Bytes>>,
+    outbox: Option<redb::Table<'t, OutboxKey, OutboxValue>>,
+    index: Option<redb::Table<'t, IndexKey, u8>>,
+    snapshots: Option<redb::Table<'t, SnapshotKey, Bytes>>,
+    snapshots_by_aggregate: Option<redb::Table<'t, EventKey, ()>>,
+    idempotency: Option<redb::Table<'t, IdempotencyKey, Bytes>>,
+    usage: Option<redb::Table<'t, &'static str, (u64, u64)>>,
+    meta: Option<redb::Table<'t, &'static str, u64>>,
+}
+
+type Bytes = &'static [u8];
+type AggregateKey = (&'static str, &'static str, &'static str);
+/// (tenant, type, id, number): events by version, snapshots of an aggregate by id.
+type EventKey = (&'static str, &'static str, &'static str, u64);
+type OutboxKey = (&'static str, u64);
+type OutboxValue = (&'static str, &'static str, u64);
+type SnapshotKey = (&'static str, u64);
+type IdempotencyKey = (&'static str, &'static str, &'static str, &'static str);
+
+macro_rules! lazy_table {
+    ($name:ident, $definition:expr, $key:ty, $value:ty) => {
+        pub(crate) fn $name(&mut self) -> Result<&mut redb::Table<'t, $key, $value>> {
+            if self.$name.is_none() {
+                self.$name = Some(self.txn.open_table($definition).map_err(storage)?);
+            }
+            self.$name
+                .as_mut()
+                .ok_or_else(|| StoreError::Storage("table vanished".into()))
+        }
+    };
 }
 
 impl<'t> Tables<'t> {
-    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
-        Ok(Tables {
-            aggregates: txn.open_table(AGGREGATES).map_err(storage)?,
-            events: txn.open_table(EVENTS).map_err(storage)?,
-            outbox: txn.open_table(OUTBOX).map_err(storage)?,
-            index: txn.open_table(SORT_INDEX).map_err(storage)?,
-            snapshots: txn.open_table(SNAPSHOTS).map_err(storage)?,
-            snapshots_by_aggregate: txn.open_table(SNAPSHOTS_BY_AGGREGATE).map_err(storage)?,
-            idempotency: txn.open_table(IDEMPOTENCY).map_err(storage)?,
-            usage: txn.open_table(USAGE).map_err(storage)?,
-            meta: txn.open_table(META).map_err(storage)?,
-        })
+    pub(crate) fn new(txn: &'t WriteTransaction) -> Self {
+        Tables {
+            txn,
+            aggregates: None,
+            events: None,
+            outbox: None,
+            index: None,
+            snapshots: None,
+            snapshots_by_aggregate: None,
+            idempotency: None,
+            usage: None,
+            meta: None,
+        }
     }
+
+    lazy_table!(aggregates, AGGREGATES, AggregateKey, Bytes);
+    lazy_table!(events, EVENTS, EventKey, Bytes);
+    lazy_table!(outbox, OUTBOX, OutboxKey, OutboxValue);
+    lazy_table!(index, SORT_INDEX, IndexKey, u8);
+    lazy_table!(snapshots, SNAPSHOTS, SnapshotKey, Bytes);
+    lazy_table!(snapshots_by_aggregate, SNAPSHOTS_BY_AGGREGATE, EventKey, ());
+    lazy_table!(idempotency, IDEMPOTENCY, IdempotencyKey, Bytes);
+    lazy_table!(usage, USAGE, &'static str, (u64, u64));
+    lazy_table!(meta, META, &'static str, u64);
 }
 
 /// Sort layouts kept in [`SORT_INDEX`]: `(value, a, b)` per aggregate.
@@ -296,10 +333,19 @@ impl RedbStore {
         let db = Database::create(path).map_err(storage)?;
         let txn = db.begin_write().map_err(storage)?;
         let last_id = {
-            let tables = Tables::open(&txn)?;
+            let mut tables = Tables::new(&txn);
+            // Create every table now, so readers never meet a missing one.
+            tables.aggregates()?;
+            tables.events()?;
+            tables.outbox()?;
+            tables.index()?;
+            tables.snapshots()?;
+            tables.snapshots_by_aggregate()?;
+            tables.idempotency()?;
+            tables.usage()?;
             let last = tables
-                .meta
-                .get("last_id")
+                .meta()?
+                .get(LAST_ID)
                 .map_err(storage)?
                 .map_or(0, |v| v.value());
             last
@@ -307,7 +353,7 @@ impl RedbStore {
         txn.commit().map_err(storage)?;
         let ids = SnowflakeGenerator::new(worker_id, last_id)?;
         let db = Arc::new(db);
-        let committer = Committer::new(Arc::clone(&db), durability)?;
+        let committer = Committer::new(Arc::clone(&db), durability, last_id)?;
         Ok(RedbStore {
             db,
             durability,
@@ -344,9 +390,10 @@ impl RedbStore {
         }
     }
 
-    /// Commits inserts (group commit) and waits for the commit.
-    fn commit(&self, apply: Apply) -> Result<()> {
-        self.committer.commit(apply)
+    /// Commits inserts (group commit) and waits for the commit. `max_id` is the highest
+    /// Snowflake id the inserts store (0 for none).
+    fn commit(&self, max_id: u64, apply: Apply) -> Result<()> {
+        self.committer.commit(max_id, apply)
     }
 
     fn read(&self) -> Result<ReadTransaction> {
@@ -403,7 +450,7 @@ fn put_aggregate(
         new.aggregate_type.as_str(),
         new.aggregate_id.as_str(),
     );
-    tables.aggregates.insert(key, bytes).map_err(storage)?;
+    tables.aggregates()?.insert(key, bytes).map_err(storage)?;
     let flag_changed = old.is_some_and(|old| old.archived != new.archived);
     let old_entries = old.map(AggregateRecord::index_entries);
     for (n, entry) in new.index_entries().into_iter().enumerate() {
@@ -413,14 +460,14 @@ fn put_aggregate(
         }
         if let Some((kind, value, a, b)) = previous {
             tables
-                .index
+                .index()?
                 .remove((tenant, kind, value, a, b))
                 .map_err(storage)?;
         }
         let (kind, value, a, b) = entry;
         let flag = u8::from(new.archived);
         tables
-            .index
+            .index()?
             .insert((tenant, kind, value, a, b), flag)
             .map_err(storage)?;
     }
@@ -429,23 +476,23 @@ fn put_aggregate(
 
 fn add_usage(tables: &mut Tables<'_>, tenant: &str, events: u64, bytes: u64) -> Result<()> {
     let (e, b) = tables
-        .usage
+        .usage()?
         .get(tenant)
         .map_err(storage)?
         .map_or((0, 0), |v| v.value());
     tables
-        .usage
+        .usage()?
         .insert(tenant, (e + events, b + bytes))
         .map_err(storage)?;
     Ok(())
 }
 
-fn check_quota(tables: &Tables<'_>, tenant: &str, quota_bytes: Option<u64>) -> Result<()> {
+fn check_quota(tables: &mut Tables<'_>, tenant: &str, quota_bytes: Option<u64>) -> Result<()> {
     let Some(quota) = quota_bytes else {
         return Ok(());
     };
     let used = tables
-        .usage
+        .usage()?
         .get(tenant)
         .map_err(storage)?
         .map_or(0, |v| v.value().1);
@@ -459,18 +506,6 @@ fn check_quota(tables: &Tables<'_>, tenant: &str, quota_bytes: Option<u64>) -> R
     Ok(())
 }
 
-fn raise_last_id(tables: &mut Tables<'_>, id: u64) -> Result<()> {
-    let last = tables
-        .meta
-        .get("last_id")
-        .map_err(storage)?
-        .map_or(0, |v| v.value());
-    if id > last {
-        tables.meta.insert("last_id", id).map_err(storage)?;
-    }
-    Ok(())
-}
-
 fn put_snapshot(
     tables: &mut Tables<'_>,
     tenant: &str,
@@ -478,7 +513,7 @@ fn put_snapshot(
     bytes: &[u8],
 ) -> Result<()> {
     tables
-        .snapshots
+        .snapshots()?
         .insert((tenant, snapshot.snapshot_id), bytes)
         .map_err(storage)?;
     let key = (
@@ -488,10 +523,10 @@ fn put_snapshot(
         snapshot.snapshot_id,
     );
     tables
-        .snapshots_by_aggregate
+        .snapshots_by_aggregate()?
         .insert(key, ())
         .map_err(storage)?;
-    raise_last_id(tables, snapshot.snapshot_id)
+    Ok(())
 }
 
 /// A view of an aggregate for filters and sort keys.
@@ -654,38 +689,43 @@ impl EventStore for RedbStore {
         let version = event.version;
         let new_record = record;
         let snapshot_for_job = snapshot.clone();
-        self.commit(Box::new(move |tables| {
-            let tenant = tenant_owned.as_str();
-            check_quota(tables, tenant, quota)?;
-            let (t, i) = (
-                new_record.aggregate_type.as_str(),
-                new_record.aggregate_id.as_str(),
-            );
-            put_aggregate(tables, tenant, old.as_ref(), &new_record, &record_bytes)?;
-            let event_key = (tenant, t, i, version);
-            tables
-                .events
-                .insert(event_key, event_bytes.as_slice())
-                .map_err(storage)?;
-            tables
-                .outbox
-                .insert((tenant, event_id), (t, i, version))
-                .map_err(storage)?;
-            raise_last_id(tables, event_id)?;
-            let mut bytes = event_bytes.len() as u64;
-            if let (Some(snapshot), Some(snapshot_bytes)) = (&snapshot_for_job, &snapshot_bytes) {
-                put_snapshot(tables, tenant, snapshot, snapshot_bytes)?;
-                bytes += snapshot_bytes.len() as u64;
-            }
-            if let (Some(key), Some(idempotency_bytes)) = (&key, &idempotency_bytes) {
-                let idempotency_key = (tenant, t, i, key.as_str());
+        self.commit(
+            snapshot
+                .as_ref()
+                .map_or(event_id, |s| s.snapshot_id.max(event_id)),
+            Box::new(move |tables| {
+                let tenant = tenant_owned.as_str();
+                check_quota(tables, tenant, quota)?;
+                let (t, i) = (
+                    new_record.aggregate_type.as_str(),
+                    new_record.aggregate_id.as_str(),
+                );
+                put_aggregate(tables, tenant, old.as_ref(), &new_record, &record_bytes)?;
+                let event_key = (tenant, t, i, version);
                 tables
-                    .idempotency
-                    .insert(idempotency_key, idempotency_bytes.as_slice())
+                    .events()?
+                    .insert(event_key, event_bytes.as_slice())
                     .map_err(storage)?;
-            }
-            add_usage(tables, tenant, 1, bytes)
-        }))?;
+                tables
+                    .outbox()?
+                    .insert((tenant, event_id), (t, i, version))
+                    .map_err(storage)?;
+                let mut bytes = event_bytes.len() as u64;
+                if let (Some(snapshot), Some(snapshot_bytes)) = (&snapshot_for_job, &snapshot_bytes)
+                {
+                    put_snapshot(tables, tenant, snapshot, snapshot_bytes)?;
+                    bytes += snapshot_bytes.len() as u64;
+                }
+                if let (Some(key), Some(idempotency_bytes)) = (&key, &idempotency_bytes) {
+                    let idempotency_key = (tenant, t, i, key.as_str());
+                    tables
+                        .idempotency()?
+                        .insert(idempotency_key, idempotency_bytes.as_slice())
+                        .map_err(storage)?;
+                }
+                add_usage(tables, tenant, 1, bytes)
+            }),
+        )?;
         Ok(WriteOutcome {
             event,
             aggregate,
@@ -742,26 +782,32 @@ impl EventStore for RedbStore {
         let tenant_owned = tenant.to_owned();
         let new_record = record.clone();
         let was_archived = old.archived;
-        self.commit(Box::new(move |tables| {
-            let tenant = tenant_owned.as_str();
-            put_aggregate(tables, tenant, Some(&old), &new_record, &bytes)?;
-            let (t, i) = (
-                new_record.aggregate_type.as_str(),
-                new_record.aggregate_id.as_str(),
-            );
-            for (event_id, version) in &outbox_entries {
-                if archived && !was_archived {
-                    tables.outbox.remove((tenant, *event_id)).map_err(storage)?;
-                } else {
-                    let location = (t, i, *version);
-                    tables
-                        .outbox
-                        .insert((tenant, *event_id), location)
-                        .map_err(storage)?;
+        self.commit(
+            0,
+            Box::new(move |tables| {
+                let tenant = tenant_owned.as_str();
+                put_aggregate(tables, tenant, Some(&old), &new_record, &bytes)?;
+                let (t, i) = (
+                    new_record.aggregate_type.as_str(),
+                    new_record.aggregate_id.as_str(),
+                );
+                for (event_id, version) in &outbox_entries {
+                    if archived && !was_archived {
+                        tables
+                            .outbox()?
+                            .remove((tenant, *event_id))
+                            .map_err(storage)?;
+                    } else {
+                        let location = (t, i, *version);
+                        tables
+                            .outbox()?
+                            .insert((tenant, *event_id), location)
+                            .map_err(storage)?;
+                    }
                 }
-            }
-            Ok(())
-        }))?;
+                Ok(())
+            }),
+        )?;
         Ok(record.aggregate())
     }
 
@@ -1027,10 +1073,13 @@ impl EventStore for RedbStore {
         let bytes = serde_json::to_vec(&SnapshotRecord::from(&snapshot)).map_err(json_error)?;
         let tenant_owned = tenant.to_owned();
         let for_job = snapshot.clone();
-        self.commit(Box::new(move |tables| {
-            put_snapshot(tables, &tenant_owned, &for_job, &bytes)?;
-            add_usage(tables, &tenant_owned, 0, bytes.len() as u64)
-        }))?;
+        self.commit(
+            snapshot.snapshot_id,
+            Box::new(move |tables| {
+                put_snapshot(tables, &tenant_owned, &for_job, &bytes)?;
+                add_usage(tables, &tenant_owned, 0, bytes.len() as u64)
+            }),
+        )?;
         Ok(snapshot)
     }
 
@@ -1092,25 +1141,28 @@ impl EventStore for RedbStore {
         let counted = Arc::new(Mutex::new(Usage::default()));
         let result = Arc::clone(&counted);
         // Counted inside the writer's transaction, so no write slips between count and record.
-        self.commit(Box::new(move |tables| {
-            let tenant = tenant_owned.as_str();
-            let mut usage = Usage::default();
-            let events = (tenant, "", "", 0)..=(tenant, HIGH, HIGH, u64::MAX);
-            for item in tables.events.range(events).map_err(storage)? {
-                let (_, bytes) = item.map_err(storage)?;
-                usage.events += 1;
-                usage.bytes += bytes.value().len() as u64;
-            }
-            let snapshots = (tenant, 0)..=(tenant, u64::MAX);
-            for item in tables.snapshots.range(snapshots).map_err(storage)? {
-                let (_, bytes) = item.map_err(storage)?;
-                usage.bytes += bytes.value().len() as u64;
-            }
-            let totals = (usage.events, usage.bytes);
-            tables.usage.insert(tenant, totals).map_err(storage)?;
-            *result.lock().unwrap_or_else(|p| p.into_inner()) = usage;
-            Ok(())
-        }))?;
+        self.commit(
+            0,
+            Box::new(move |tables| {
+                let tenant = tenant_owned.as_str();
+                let mut usage = Usage::default();
+                let events = (tenant, "", "", 0)..=(tenant, HIGH, HIGH, u64::MAX);
+                for item in tables.events()?.range(events).map_err(storage)? {
+                    let (_, bytes) = item.map_err(storage)?;
+                    usage.events += 1;
+                    usage.bytes += bytes.value().len() as u64;
+                }
+                let snapshots = (tenant, 0)..=(tenant, u64::MAX);
+                for item in tables.snapshots()?.range(snapshots).map_err(storage)? {
+                    let (_, bytes) = item.map_err(storage)?;
+                    usage.bytes += bytes.value().len() as u64;
+                }
+                let totals = (usage.events, usage.bytes);
+                tables.usage()?.insert(tenant, totals).map_err(storage)?;
+                *result.lock().unwrap_or_else(|p| p.into_inner()) = usage;
+                Ok(())
+            }),
+        )?;
         let usage = *counted.lock().unwrap_or_else(|p| p.into_inner());
         Ok(usage)
     }
