@@ -389,6 +389,100 @@ impl Event {
     }
 }
 
+/// Recomputes an aggregate's event hashes and Merkle roots one stored event at a time, so a
+/// store can check events as it reads them, without collecting them first.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    aggregate_type: String,
+    aggregate_id: String,
+    builder: MerkleBuilder,
+}
+
+impl Verifier {
+    /// A verifier for the history of one aggregate.
+    pub fn new(aggregate_type: &str, aggregate_id: &str) -> Self {
+        Verifier {
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            builder: MerkleBuilder::new(),
+        }
+    }
+
+    fn subject(&self) -> String {
+        format!("{}:{}", self.aggregate_type, self.aggregate_id)
+    }
+
+    /// Checks the next stored event: its version, its hash and the root stored after it.
+    pub fn push(
+        &mut self,
+        input: &EventHashInput<'_>,
+        stored_hash: &str,
+        stored_root: &str,
+    ) -> Result<()> {
+        let position = self.builder.len() + 1;
+        if input.version != position {
+            return Err(CoreError::IntegrityViolation(format!(
+                "event {} of {} is out of sequence (expected version {position})",
+                input.version,
+                self.subject()
+            )));
+        }
+        let hash = input.digest();
+        if input.aggregate_type != self.aggregate_type
+            || input.aggregate_id != self.aggregate_id
+            || !hex_matches(&hash, stored_hash)
+        {
+            return Err(CoreError::IntegrityViolation(format!(
+                "event {position} of {} does not match its hash",
+                self.subject()
+            )));
+        }
+        self.builder.push(hash);
+        let root = self.builder.root();
+        if !hex_matches(&root, stored_root) {
+            return Err(CoreError::IntegrityViolation(format!(
+                "merkle root mismatch for {} at event {position} (stored {stored_root}, computed {})",
+                self.subject(),
+                to_hex(&root)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Events checked so far.
+    pub fn len(&self) -> u64 {
+        self.builder.len()
+    }
+
+    /// True before the first event.
+    pub fn is_empty(&self) -> bool {
+        self.builder.is_empty()
+    }
+
+    /// The recomputed root, checked against the aggregate's stored root when given.
+    pub fn finish(self, stored_root: Option<&str>) -> Result<String> {
+        let root = to_hex(&self.builder.root());
+        match stored_root {
+            Some(stored) if stored != root => Err(CoreError::IntegrityViolation(format!(
+                "merkle root mismatch for {} (stored {stored}, computed {root})",
+                self.subject()
+            ))),
+            _ => Ok(root),
+        }
+    }
+}
+
+/// Whether `text` is the lowercase hex of `digest` (no allocation).
+fn hex_matches(digest: &Digest, text: &str) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let text = text.as_bytes();
+    text.len() == 64
+        && digest.iter().enumerate().all(|(i, byte)| {
+            text[2 * i] == DIGITS[usize::from(byte >> 4)]
+                && text[2 * i + 1] == DIGITS[usize::from(byte & 0x0f)]
+        })
+}
+
 /// Recomputes the hashes and roots of one aggregate's stored history and returns the root.
 ///
 /// `events` must be the aggregate's whole history in version order; `stored_root` is the root the
@@ -408,40 +502,11 @@ pub fn verify(
     events: &[Event],
     stored_root: Option<&str>,
 ) -> Result<String> {
-    let subject = format!("{aggregate_type}:{aggregate_id}");
-    let mut builder = MerkleBuilder::new();
-    for (position, event) in (1u64..).zip(events) {
-        if event.version != position {
-            return Err(CoreError::IntegrityViolation(format!(
-                "event {} of {subject} is out of sequence (expected version {position})",
-                event.version
-            )));
-        }
-        let hash = event.hash_input(tenant).digest();
-        if event.aggregate_type != aggregate_type
-            || event.aggregate_id != aggregate_id
-            || to_hex(&hash) != event.hash
-        {
-            return Err(CoreError::IntegrityViolation(format!(
-                "event {position} of {subject} does not match its hash"
-            )));
-        }
-        builder.push(hash);
-        let root = to_hex(&builder.root());
-        if root != event.merkle_root {
-            return Err(CoreError::IntegrityViolation(format!(
-                "merkle root mismatch for {subject} at event {position} (stored {}, computed {root})",
-                event.merkle_root
-            )));
-        }
+    let mut verifier = Verifier::new(aggregate_type, aggregate_id);
+    for event in events {
+        verifier.push(&event.hash_input(tenant), &event.hash, &event.merkle_root)?;
     }
-    let root = to_hex(&builder.root());
-    match stored_root {
-        Some(stored) if stored != root => Err(CoreError::IntegrityViolation(format!(
-            "merkle root mismatch for {subject} (stored {stored}, computed {root})"
-        ))),
-        _ => Ok(root),
-    }
+    verifier.finish(stored_root)
 }
 
 /// Serde for a u64 written as a decimal string (Snowflake ids exceed JavaScript's safe integers).

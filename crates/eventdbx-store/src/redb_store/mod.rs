@@ -11,6 +11,7 @@
 //! writer at a time leads, running every queued job in a single redb transaction committed
 //! once, so concurrent writers share one fsync. Callers are answered only after that commit.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Bound;
@@ -249,6 +250,49 @@ fn digest_from_hex(hex: &str) -> Result<merkle::Digest> {
             .map_err(|_| bad())?;
     }
     Ok(out)
+}
+
+/// A stored event decoded for verification, borrowing from the stored bytes where it can.
+#[derive(Deserialize)]
+struct StoredEvent<'a> {
+    #[serde(borrow)]
+    aggregate_type: Cow<'a, str>,
+    #[serde(borrow)]
+    aggregate_id: Cow<'a, str>,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+    #[serde(borrow, default)]
+    event_type_raw: Option<Cow<'a, str>>,
+    payload: Value,
+    #[serde(default)]
+    extensions: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    metadata: StoredMetadata<'a>,
+    version: u64,
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
+    #[serde(borrow)]
+    merkle_root: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct StoredMetadata<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    created_at: Cow<'a, str>,
+    #[serde(borrow)]
+    issued_by: Option<StoredIssuer<'a>>,
+    #[serde(borrow, default)]
+    note: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct StoredIssuer<'a> {
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    user: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1012,46 +1056,55 @@ impl EventStore for RedbStore {
 
     fn verify(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Result<String> {
         let read = self.read()?;
-        let record = read_record(
-            &read.open_table(AGGREGATES).map_err(storage)?,
-            tenant,
-            aggregate_type,
-            aggregate_id,
-        )?
-        .filter(|r| r.version > 0)
-        .ok_or(CoreError::AggregateNotFound)?;
+        let aggregates = read.open_table(AGGREGATES).map_err(storage)?;
+        let record = read_record(&aggregates, tenant, aggregate_type, aggregate_id)?
+            .filter(|r| r.version > 0)
+            .ok_or(CoreError::AggregateNotFound)?;
         let table = read.open_table(EVENTS).map_err(storage)?;
-        let mut events = Vec::with_capacity(usize::try_from(record.version).unwrap_or(0));
-        for item in table
-            .range(
-                (tenant, aggregate_type, aggregate_id, 0)
-                    ..=(tenant, aggregate_type, aggregate_id, u64::MAX),
-            )
-            .map_err(storage)?
-        {
+        let mut verifier = merkle::Verifier::new(aggregate_type, aggregate_id);
+        let range = (tenant, aggregate_type, aggregate_id, 0)
+            ..=(tenant, aggregate_type, aggregate_id, u64::MAX);
+        for item in table.range(range).map_err(storage)? {
             let (_, bytes) = item.map_err(storage)?;
-            let event: Event = serde_json::from_slice(bytes.value()).map_err(|err| {
+            let bytes = bytes.value();
+            // Borrowed decoding: no allocation per string field.
+            let event: StoredEvent<'_> = serde_json::from_slice(bytes).map_err(|err| {
                 CoreError::IntegrityViolation(format!(
                     "a stored event of {aggregate_type}:{aggregate_id} is unreadable: {err}"
                 ))
             })?;
-            events.push(event);
+            let event_id = event.metadata.event_id.parse::<u64>().map_err(|_| {
+                CoreError::IntegrityViolation(format!(
+                    "event {} of {aggregate_type}:{aggregate_id} has an invalid event id",
+                    event.version
+                ))
+            })?;
+            let input = merkle::EventHashInput {
+                tenant,
+                aggregate_type: &event.aggregate_type,
+                aggregate_id: &event.aggregate_id,
+                version: event.version,
+                event_type: &event.event_type,
+                event_type_raw: event.event_type_raw.as_deref(),
+                payload: &event.payload,
+                extensions: event.extensions.as_ref(),
+                note: event.metadata.note.as_deref(),
+                event_id,
+                created_at: &event.metadata.created_at,
+                issued_by_group: event.metadata.issued_by.as_ref().map(|i| &*i.group),
+                issued_by_user: event.metadata.issued_by.as_ref().map(|i| &*i.user),
+            };
+            verifier.push(&input, &event.hash, &event.merkle_root)?;
         }
-        if events.len() as u64 != record.version {
+        if verifier.len() != record.version {
             return Err(CoreError::IntegrityViolation(format!(
                 "{aggregate_type}:{aggregate_id} has {} stored events but version {}",
-                events.len(),
+                verifier.len(),
                 record.version
             ))
             .into());
         }
-        Ok(merkle::verify(
-            tenant,
-            aggregate_type,
-            aggregate_id,
-            &events,
-            Some(&record.merkle_root),
-        )?)
+        Ok(verifier.finish(Some(&record.merkle_root))?)
     }
 
     fn create_snapshot(
