@@ -838,3 +838,42 @@ fn the_readme_sort_pages_with_the_shorthand_cursor_and_filters_apply() {
         .collect();
     assert_eq!(ids, ["p-11", "p-10", "p-09", "p-08", "p-07", "p-06"]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// The same property with random stores, sorts, scopes and page sizes.
+    #[test]
+    fn paging_property(
+        seed in 1u64..u64::MAX,
+        sort in 0..SORTS.len(),
+        scope in 0usize..3,
+        count in 1usize..40,
+    ) {
+        let scope = [Scope::Active, Scope::ActiveAndArchived, Scope::ArchivedOnly][scope];
+        let sort = SORTS[sort];
+        proptest::prop_assume!(scope == Scope::ActiveAndArchived || !sort.starts_with("archived"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = relaxed(&dir);
+        let mut seed = seed;
+        let mut present = HashSet::new();
+        for n in 0..count {
+            let t = ["alpha", "beta", "zeta"][(next(&mut seed) % 3) as usize];
+            let id = format!("x{}-{n}", next(&mut seed) % 5);
+            for _ in 0..=(next(&mut seed) % 3) {
+                append(&store, T, t, &id, json!({"n": n}));
+            }
+            let archived = next(&mut seed).is_multiple_of(4);
+            if archived {
+                store.set_archived(T, t, &id, true, None).expect("archive");
+            }
+            if scope.contains(archived) {
+                present.insert((t.to_owned(), id));
+            }
+        }
+        let seen = page_through(&store, sort, scope, &mut seed, true);
+        let unique: HashSet<_> = seen.iter().cloned().collect();
+        proptest::prop_assert_eq!(unique.len(), seen.len(), "repeated an item");
+        proptest::prop_assert!(present.is_subset(&unique), "skipped an item");
+    }
+}
