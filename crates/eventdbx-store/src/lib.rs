@@ -234,6 +234,17 @@ pub struct EventPage {
     pub full: bool,
 }
 
+/// A page of the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxPage {
+    /// Visible events in ascending event id.
+    pub events: Vec<Event>,
+    /// The id of the last row examined (visible or not); `None` when nothing was examined.
+    pub last_examined: Option<u64>,
+    /// True when the page holds `take` events.
+    pub full: bool,
+}
+
 /// The storage engine interface.
 pub trait EventStore: Send + Sync {
     /// How writes are made durable.
@@ -276,14 +287,16 @@ pub trait EventStore: Send + Sync {
     ) -> Result<EventPage>;
 
     /// The tenant's events in ascending event id after `after_event_id`, skipping archived
-    /// aggregates and types `visible_type` rejects.
+    /// aggregates and those `visible(type, id)` rejects. The page holds up to `take` visible
+    /// events; its `last_examined` is the id of the last row looked at, so a consumer that
+    /// checkpoints it always advances even past invisible rows.
     fn outbox(
         &self,
         tenant: &str,
         after_event_id: u64,
         take: usize,
-        visible_type: &dyn Fn(&str) -> bool,
-    ) -> Result<EventPage>;
+        visible: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<OutboxPage>;
 
     /// Recomputes the Merkle root from the stored events; a mismatch is `integrity_violation`.
     fn verify(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Result<String>;

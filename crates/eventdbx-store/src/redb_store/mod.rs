@@ -39,8 +39,8 @@ mod commit;
 use commit::{Apply, Committer};
 
 use crate::{
-    Durability, EventPage, EventStore, ListPage, ListQuery, Result, StoreError, Usage, Visibility,
-    WriteOutcome, WriteRequest,
+    Durability, EventPage, EventStore, ListPage, ListQuery, OutboxPage, Result, StoreError, Usage,
+    Visibility, WriteOutcome, WriteRequest,
 };
 
 /// (tenant, type, id) → aggregate record (JSON).
@@ -1019,10 +1019,11 @@ impl EventStore for RedbStore {
         tenant: &str,
         after_event_id: u64,
         take: usize,
-        visible_type: &dyn Fn(&str) -> bool,
-    ) -> Result<EventPage> {
-        let mut page = EventPage {
+        visible: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<OutboxPage> {
+        let mut page = OutboxPage {
             events: Vec::new(),
+            last_examined: None,
             full: false,
         };
         if take == 0 {
@@ -1036,9 +1037,10 @@ impl EventStore for RedbStore {
             .range((tenant, start)..=(tenant, u64::MAX))
             .map_err(storage)?
         {
-            let (_, location) = item.map_err(storage)?;
+            let (key, location) = item.map_err(storage)?;
+            page.last_examined = Some(key.value().1);
             let (t, i, version) = location.value();
-            if !visible_type(t) {
+            if !visible(t, i) {
                 continue;
             }
             let Some(bytes) = events.get((tenant, t, i, version)).map_err(storage)? else {

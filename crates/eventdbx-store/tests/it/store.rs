@@ -333,7 +333,9 @@ fn tenants_and_exact_ids_are_isolated() {
         .list_snapshots("globex", None, None, None)
         .expect("list")
         .is_empty());
-    let outbox = store.outbox("globex", 0, 100, &|_| true).expect("outbox");
+    let outbox = store
+        .outbox("globex", 0, 100, &|_, _| true)
+        .expect("outbox");
     assert_eq!(outbox.events.len(), 1);
     assert_eq!(store.usage("acme").expect("usage").events, 3);
     assert_eq!(store.usage("globex").expect("usage").events, 1);
@@ -355,7 +357,7 @@ fn archive_and_restore() {
     append(&store, T, "order", "o-2", json!({"b": 1}));
     append(&store, T, "order", "o-1", json!({"a": 2}));
     let before: Vec<u64> = store
-        .outbox(T, 0, 100, &|_| true)
+        .outbox(T, 0, 100, &|_, _| true)
         .expect("outbox")
         .events
         .iter()
@@ -391,7 +393,7 @@ fn archive_and_restore() {
         .is_empty());
     assert_eq!(
         store
-            .outbox(T, 0, 100, &|_| true)
+            .outbox(T, 0, 100, &|_, _| true)
             .expect("outbox")
             .events
             .len(),
@@ -409,7 +411,7 @@ fn archive_and_restore() {
         .expect("restore");
     assert!(!restored.archived);
     let after: Vec<u64> = store
-        .outbox(T, 0, 100, &|_| true)
+        .outbox(T, 0, 100, &|_, _| true)
         .expect("outbox")
         .events
         .iter()
@@ -503,7 +505,7 @@ fn outbox_is_the_global_event_order() {
     let mut read = Vec::new();
     let mut after = 0;
     loop {
-        let page = store.outbox(T, after, 4, &|_| true).expect("outbox");
+        let page = store.outbox(T, after, 4, &|_, _| true).expect("outbox");
         read.extend(page.events.iter().map(|e| e.metadata.event_id));
         match page.events.last() {
             Some(last) if page.full => after = last.metadata.event_id,
@@ -512,7 +514,7 @@ fn outbox_is_the_global_event_order() {
     }
     assert_eq!(read, written);
     assert!(store
-        .outbox(T, 0, 100, &|t| t != "thing")
+        .outbox(T, 0, 100, &|t, _| t != "thing")
         .expect("outbox")
         .events
         .is_empty());
