@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::merkle::{Event, EMPTY_ROOT_HEX};
 use crate::names::normalize_extension_key;
+use crate::query::AggregateView;
+use crate::time::parse_unix_millis;
 
 /// The key a non-object payload is stored under.
 pub const NON_OBJECT_PAYLOAD_KEY: &str = "_value";
@@ -91,6 +93,26 @@ impl Aggregate {
             aggregate.apply(event);
         }
         aggregate
+    }
+
+    /// A borrowed view for filters, sort keys and cursors (timestamps in epoch ms).
+    pub fn view(&self) -> AggregateView<'_> {
+        let ms = |text: &Option<String>| {
+            text.as_deref()
+                .and_then(parse_unix_millis)
+                .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
+        };
+        AggregateView {
+            aggregate_type: &self.aggregate_type,
+            aggregate_id: &self.aggregate_id,
+            version: self.version,
+            archived: self.archived,
+            created_at: ms(&self.created_at),
+            updated_at: ms(&self.updated_at),
+            merkle_root: &self.merkle_root,
+            state: &self.state,
+            extensions: &self.extensions,
+        }
     }
 
     /// The aggregate JSON of §14.1, with `hidden_fields` removed from the state.

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
 use eventdbx_core::merkle::{self, Event, MerkleBuilder};
 use eventdbx_core::query::sort::{SortField, SortKey, SortOrder, SortValue};
-use eventdbx_core::query::{AggregateView, EventView};
+use eventdbx_core::query::EventView;
 use eventdbx_core::snowflake::{Next, SnowflakeGenerator};
 use eventdbx_core::time::{format_unix_nanos, parse_unix_millis};
 use eventdbx_core::write::{self, NewEvent, WriteKind};
@@ -573,33 +573,6 @@ fn put_snapshot(
     Ok(())
 }
 
-/// A view of an aggregate for filters and sort keys.
-fn view_of<'a>(aggregate: &'a Aggregate) -> AggregateView<'a> {
-    AggregateView {
-        aggregate_type: &aggregate.aggregate_type,
-        aggregate_id: &aggregate.aggregate_id,
-        version: aggregate.version,
-        archived: aggregate.archived,
-        created_at: aggregate
-            .created_at
-            .as_deref()
-            .and_then(parse_unix_millis)
-            .map(ms_i64),
-        updated_at: aggregate
-            .updated_at
-            .as_deref()
-            .and_then(parse_unix_millis)
-            .map(ms_i64),
-        merkle_root: &aggregate.merkle_root,
-        state: &aggregate.state,
-        extensions: &aggregate.extensions,
-    }
-}
-
-fn ms_i64(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
 fn event_view(event: &Event) -> EventView<'_> {
     EventView {
         aggregate_type: &event.aggregate_type,
@@ -607,7 +580,8 @@ fn event_view(event: &Event) -> EventView<'_> {
         event_type: &event.event_type,
         version: event.version,
         event_id: event.metadata.event_id,
-        created_at: parse_unix_millis(&event.metadata.created_at).map_or(0, ms_i64),
+        created_at: parse_unix_millis(&event.metadata.created_at)
+            .map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
         merkle_root: &event.merkle_root,
         hash: &event.hash,
         note: event.metadata.note.as_deref(),
@@ -892,12 +866,12 @@ impl EventStore for RedbStore {
                 return None;
             }
             let aggregate = visible(record.aggregate())?;
-            let key = order.key_of(&view_of(&aggregate));
+            let key = order.key_of(&aggregate.view());
             if !query.plan.is_after(&key) {
                 return None;
             }
             if let Some(filter) = &query.filter {
-                if !filter.matches_aggregate(&view_of(&aggregate), &known) {
+                if !filter.matches_aggregate(&aggregate.view(), &known) {
                     return None;
                 }
             }

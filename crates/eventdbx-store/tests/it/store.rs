@@ -11,7 +11,6 @@ use eventdbx_core::query::cursor::{AggregateCursor, ListOrder, PagePlan};
 use eventdbx_core::query::filter::Filter;
 use eventdbx_core::query::sort::SortSpec;
 use eventdbx_core::query::{AggregateView, Scope};
-use eventdbx_core::time::parse_unix_millis;
 use eventdbx_core::write::{request_digest, WriteBody, WriteKind};
 use eventdbx_core::CoreError;
 use eventdbx_store::{
@@ -632,25 +631,7 @@ fn plan(
 }
 
 fn view(aggregate: &Aggregate) -> AggregateView<'_> {
-    AggregateView {
-        aggregate_type: &aggregate.aggregate_type,
-        aggregate_id: &aggregate.aggregate_id,
-        version: aggregate.version,
-        archived: aggregate.archived,
-        created_at: aggregate
-            .created_at
-            .as_deref()
-            .and_then(parse_unix_millis)
-            .map(|ms| ms as i64),
-        updated_at: aggregate
-            .updated_at
-            .as_deref()
-            .and_then(parse_unix_millis)
-            .map(|ms| ms as i64),
-        merkle_root: &aggregate.merkle_root,
-        state: &aggregate.state,
-        extensions: &aggregate.extensions,
-    }
+    aggregate.view()
 }
 
 /// Pages through `sort` with varying page sizes, inserting new aggregates between pages;
