@@ -60,7 +60,7 @@ pub fn validate_write(
     let Some(schema) = schema else {
         return match mode {
             RestrictMode::Strict => Err(violation(format!(
-                "aggregate {aggregate_type} has no schema and restrict mode is strict"
+                "aggregate {aggregate_type} requires a schema before events can be appended when restrict=strict"
             ))),
             RestrictMode::Off | RestrictMode::Default => Ok(()),
         };

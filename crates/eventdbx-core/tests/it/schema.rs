@@ -658,7 +658,7 @@ fn restrict_modes() {
     assert_eq!(err.code(), "schema_violation");
     assert_eq!(
         err.to_string(),
-        "schema violation: aggregate person has no schema and restrict mode is strict"
+        "schema violation: aggregate person requires a schema before events can be appended when restrict=strict"
     );
 }
 
