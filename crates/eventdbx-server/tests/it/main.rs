@@ -1,1 +1,2 @@
 //! Integration tests of the server.
+mod config;
