@@ -1,2 +1,3 @@
 //! Integration tests of the server.
+mod auth;
 mod config;

@@ -1,0 +1,224 @@
+//! The token signing key: Ed25519, kept in an owner-only file as base64 PKCS#8 DER (the format
+//! of the reference's `auth.private_key`), or taken from `EVENTDBX_AUTH_PRIVATE_KEY`.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+
+use super::{files, AuthError};
+
+/// DER prefix of a PKCS#8 v1 `PrivateKeyInfo` for Ed25519 (RFC 8410), followed by the 32-byte
+/// seed.
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// The Ed25519 algorithm identifier content: OID 1.3.101.112.
+const ED25519_OID: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// Encodes `key` as PKCS#8 v1 DER.
+pub(crate) fn to_pkcs8(key: &SigningKey) -> Vec<u8> {
+    let mut der = Vec::with_capacity(48);
+    der.extend_from_slice(&PKCS8_V1_PREFIX);
+    der.extend_from_slice(key.as_bytes());
+    der
+}
+
+/// Makes a fresh key from the operating system's random source.
+pub(crate) fn generate() -> Result<SigningKey, AuthError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| AuthError::Storage(format!("random source unavailable: {e}")))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// Parses key text: base64 (standard or URL-safe) of PKCS#8 DER, of a raw 32-byte seed, or of a
+/// 64-byte seed-and-public-key pair.
+pub(crate) fn parse(text: &str, origin: &str) -> Result<SigningKey, AuthError> {
+    let text = text.trim();
+    let bytes = STANDARD
+        .decode(text)
+        .or_else(|_| URL_SAFE.decode(text))
+        .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+        .map_err(|_| AuthError::Config(format!("{origin}: the signing key is not base64")))?;
+    let key = match bytes.len() {
+        32 => {
+            let mut seed = [0u8; 32];
+            seed.copy_from_slice(&bytes);
+            SigningKey::from_bytes(&seed)
+        }
+        64 => {
+            let mut pair = [0u8; 64];
+            pair.copy_from_slice(&bytes);
+            SigningKey::from_keypair_bytes(&pair).map_err(|_| {
+                AuthError::Config(format!("{origin}: the key pair's halves do not match"))
+            })?
+        }
+        _ => parse_pkcs8(&bytes).ok_or_else(|| {
+            AuthError::Config(format!(
+                "{origin}: the signing key is neither an Ed25519 PKCS#8 key nor a 32-byte seed"
+            ))
+        })?,
+    };
+    Ok(key)
+}
+
+/// Loads the key from `path`, creating it (mode 0600, directory 0700) when the file is missing.
+/// Refuses a file that group or others can access.
+pub(crate) fn load_or_create(path: &Path) -> Result<SigningKey, AuthError> {
+    if let Some(bytes) = files::read_private(path)? {
+        let text = String::from_utf8(bytes).map_err(|_| {
+            AuthError::Config(format!("{}: the signing key is not text", path.display()))
+        })?;
+        return parse(&text, &path.display().to_string());
+    }
+    let key = generate()?;
+    let mut text = STANDARD.encode(to_pkcs8(&key));
+    text.push('\n');
+    files::write_private(path, text.as_bytes())?;
+    tracing::info!(path = %path.display(), "created a new token signing key");
+    Ok(key)
+}
+
+/// A fresh key id, `key-YYYYMMDDHHMMSS` in UTC.
+pub(crate) fn new_key_id(now_secs: u64) -> String {
+    let days = now_secs / 86_400;
+    let rem = now_secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "key-{year:04}{month:02}{day:02}{:02}{:02}{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (H. Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Parses an Ed25519 PKCS#8 v1 or v2 (`OneAsymmetricKey`) DER document; a public key inside it
+/// must belong to the seed.
+fn parse_pkcs8(der: &[u8]) -> Option<SigningKey> {
+    let (tag, body, rest) = read_tlv(der)?;
+    if tag != 0x30 || !rest.is_empty() {
+        return None;
+    }
+    let (tag, version, body) = read_tlv(body)?;
+    if tag != 0x02 || (version != [0] && version != [1]) {
+        return None;
+    }
+    let (tag, algorithm, body) = read_tlv(body)?;
+    if tag != 0x30 || algorithm != ED25519_OID {
+        return None;
+    }
+    let (tag, wrapped, mut body) = read_tlv(body)?;
+    if tag != 0x04 {
+        return None;
+    }
+    let (tag, seed, rest) = read_tlv(wrapped)?;
+    if tag != 0x04 || seed.len() != 32 || !rest.is_empty() {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(seed);
+    let key = SigningKey::from_bytes(&bytes);
+    while !body.is_empty() {
+        let (tag, value, rest) = read_tlv(body)?;
+        let public = match tag {
+            // [1] IMPLICIT BIT STRING
+            0x81 => Some(value),
+            // [1] EXPLICIT BIT STRING, as some encoders write it
+            0xa1 => match read_tlv(value)? {
+                (0x03, inner, []) => Some(inner),
+                _ => return None,
+            },
+            // [0] attributes: not used by Ed25519
+            0xa0 => None,
+            _ => return None,
+        };
+        if let Some(public) = public {
+            if public.len() != 33 || public[0] != 0 || public[1..] != key.verifying_key().to_bytes()
+            {
+                return None;
+            }
+        }
+        body = rest;
+    }
+    Some(key)
+}
+
+/// One DER tag-length-value: (tag, value, rest).
+fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, input) = input.split_first()?;
+    let (&first, mut input) = input.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || input.len() < count {
+            return None;
+        }
+        let (len_bytes, rest) = input.split_at(count);
+        input = rest;
+        len_bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+    };
+    if input.len() < len {
+        return None;
+    }
+    let (value, rest) = input.split_at(len);
+    Some((tag, value, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_id_formats_utc() {
+        // 2024-02-29T13:05:09Z
+        assert_eq!(new_key_id(1_709_211_909), "key-20240229130509");
+        assert_eq!(new_key_id(0), "key-19700101000000");
+    }
+
+    #[test]
+    fn pkcs8_round_trip_and_v2() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let der = to_pkcs8(&key);
+        assert_eq!(der.len(), 48);
+        let parsed = parse(&STANDARD.encode(&der), "test").expect("pkcs8 v1");
+        assert_eq!(parsed.to_bytes(), key.to_bytes());
+
+        // v2 as ring writes it: version 1, [1] EXPLICIT BIT STRING public key.
+        let mut v2 = vec![0x30, 0x53, 0x02, 0x01, 0x01];
+        v2.extend_from_slice(&der[5..]);
+        v2.extend_from_slice(&[0xa1, 0x23, 0x03, 0x21, 0x00]);
+        v2.extend_from_slice(&key.verifying_key().to_bytes());
+        let parsed = parse(&STANDARD.encode(&v2), "test").expect("pkcs8 v2");
+        assert_eq!(parsed.to_bytes(), key.to_bytes());
+
+        // A public key of another seed is refused.
+        let other = SigningKey::from_bytes(&[8u8; 32]);
+        let len = v2.len();
+        v2[len - 32..].copy_from_slice(&other.verifying_key().to_bytes());
+        assert!(parse(&STANDARD.encode(&v2), "test").is_err());
+
+        let seed = parse(&STANDARD.encode([7u8; 32]), "test").expect("raw seed");
+        assert_eq!(seed.to_bytes(), key.to_bytes());
+        assert!(parse("not base64!", "test").is_err());
+        assert!(parse(&STANDARD.encode([1u8; 40]), "test").is_err());
+    }
+}

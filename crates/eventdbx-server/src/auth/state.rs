@@ -1,0 +1,207 @@
+//! What the authority keeps in `state_dir`: the token ledger (`ledger.json`), the revocation list
+//! (`revocations.json`) and the v2 token-id registry (`registry.json`, which holds PSKs and is a
+//! secret file). Each is one JSON array rewritten atomically.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use eventdbx_proto::noise::v2::{TokenId, TOKEN_ID_LEN};
+use serde::{Deserialize, Serialize};
+
+use super::{files, AuthError, TokenRecord};
+
+const LEDGER_FILE: &str = "ledger.json";
+const REVOCATIONS_FILE: &str = "revocations.json";
+const REGISTRY_FILE: &str = "registry.json";
+
+/// One entry of the revocation list (§10.5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Revocation {
+    pub(crate) jti: String,
+    pub(crate) revoked_at: u64,
+    #[serde(default)]
+    pub(crate) reason: Option<String>,
+    #[serde(default)]
+    pub(crate) expires_at: Option<u64>,
+}
+
+/// What the registry holds for one issued token.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct RegistryEntry {
+    pub(crate) psk: [u8; 32],
+    pub(crate) jti: String,
+    pub(crate) expires_at: Option<u64>,
+}
+
+/// The registry's on-disk row: token id in hex, PSK in base64.
+#[derive(Serialize, Deserialize)]
+struct RegistryRow {
+    token_id: String,
+    psk: String,
+    jti: String,
+    #[serde(default)]
+    expires_at: Option<u64>,
+}
+
+/// Everything in `state_dir`, in memory.
+#[derive(Default)]
+pub(crate) struct Stored {
+    pub(crate) ledger: Vec<TokenRecord>,
+    pub(crate) revocations: Vec<Revocation>,
+    pub(crate) registry: HashMap<TokenId, RegistryEntry>,
+}
+
+/// The three files of one `state_dir`.
+#[derive(Debug, Clone)]
+pub(crate) struct StateFiles {
+    dir: PathBuf,
+}
+
+impl StateFiles {
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Reads all three files; missing files are empty.
+    pub(crate) fn load(&self) -> Result<Stored, AuthError> {
+        files::ensure_private_dir(&self.dir)?;
+        let ledger = parse_array(&self.dir.join(LEDGER_FILE), files::read_optional)?;
+        let revocations = parse_array(&self.dir.join(REVOCATIONS_FILE), files::read_optional)?;
+        let rows: Vec<RegistryRow> =
+            parse_array(&self.dir.join(REGISTRY_FILE), files::read_private)?;
+        let mut registry = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let (id, entry) = row_to_entry(row).ok_or_else(|| {
+                AuthError::Storage(format!(
+                    "{}: malformed registry entry",
+                    self.dir.join(REGISTRY_FILE).display()
+                ))
+            })?;
+            registry.insert(id, entry);
+        }
+        Ok(Stored {
+            ledger,
+            revocations,
+            registry,
+        })
+    }
+
+    pub(crate) fn save_ledger(&self, ledger: &[TokenRecord]) -> Result<(), AuthError> {
+        write_json(&self.dir.join(LEDGER_FILE), &ledger)
+    }
+
+    pub(crate) fn save_revocations(&self, revocations: &[Revocation]) -> Result<(), AuthError> {
+        write_json(&self.dir.join(REVOCATIONS_FILE), &revocations)
+    }
+
+    pub(crate) fn save_registry(
+        &self,
+        registry: &HashMap<TokenId, RegistryEntry>,
+    ) -> Result<(), AuthError> {
+        let mut rows: Vec<RegistryRow> = registry
+            .iter()
+            .map(|(id, entry)| RegistryRow {
+                token_id: id.to_string(),
+                psk: STANDARD.encode(entry.psk),
+                jti: entry.jti.clone(),
+                expires_at: entry.expires_at,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.token_id.cmp(&b.token_id));
+        write_json(&self.dir.join(REGISTRY_FILE), &rows)
+    }
+}
+
+impl Stored {
+    /// Folds `other` (typically what another process wrote) into `self`: records and entries
+    /// missing here are added, and a revocation on either side wins.
+    pub(crate) fn merge(&mut self, other: Stored) {
+        let index: HashMap<String, usize> = self
+            .ledger
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.jti.clone(), i))
+            .collect();
+        for record in other.ledger {
+            match index.get(&record.jti) {
+                Some(&i) => {
+                    let mine = &mut self.ledger[i];
+                    if record.revoked && !mine.revoked {
+                        mine.revoked = true;
+                        mine.revoked_at = record.revoked_at;
+                        mine.revoke_reason = record.revoke_reason;
+                    }
+                }
+                None => self.ledger.push(record),
+            }
+        }
+        for revocation in other.revocations {
+            if !self.revocations.iter().any(|r| r.jti == revocation.jti) {
+                self.revocations.push(revocation);
+            }
+        }
+        for (id, entry) in other.registry {
+            self.registry.entry(id).or_insert(entry);
+        }
+        let revoked: std::collections::HashSet<&str> =
+            self.revocations.iter().map(|r| r.jti.as_str()).collect();
+        self.registry
+            .retain(|_, e| !revoked.contains(e.jti.as_str()));
+        for record in &mut self.ledger {
+            if !record.revoked && revoked.contains(record.jti.as_str()) {
+                if let Some(r) = self.revocations.iter().find(|r| r.jti == record.jti) {
+                    record.revoked = true;
+                    record.revoked_at = Some(r.revoked_at);
+                    record.revoke_reason = r.reason.clone();
+                }
+            }
+        }
+    }
+}
+
+fn parse_array<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    read: fn(&Path) -> Result<Option<Vec<u8>>, AuthError>,
+) -> Result<Vec<T>, AuthError> {
+    match read(path)? {
+        None => Ok(Vec::new()),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| AuthError::Storage(format!("{}: {e}", path.display()))),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), AuthError> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| AuthError::Storage(format!("{}: {e}", path.display())))?;
+    bytes.push(b'\n');
+    files::write_private(path, &bytes)
+}
+
+fn row_to_entry(row: RegistryRow) -> Option<(TokenId, RegistryEntry)> {
+    let id = parse_token_id(&row.token_id)?;
+    let psk: [u8; 32] = STANDARD.decode(row.psk).ok()?.try_into().ok()?;
+    Some((
+        id,
+        RegistryEntry {
+            psk,
+            jti: row.jti,
+            expires_at: row.expires_at,
+        },
+    ))
+}
+
+/// Parses the lower-case hex form that `TokenId`'s `Display` writes.
+pub(crate) fn parse_token_id(text: &str) -> Option<TokenId> {
+    if text.len() != TOKEN_ID_LEN * 2 || !text.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; TOKEN_ID_LEN];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(TokenId(id))
+}
