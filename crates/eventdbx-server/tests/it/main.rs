@@ -1,3 +1,4 @@
 //! Integration tests of the server.
 mod auth;
 mod config;
+mod tenants;
