@@ -5,7 +5,19 @@
 //! - [`auth`]: Ed25519 JWT tokens: issue, verify (cached), authorise, revoke; the v2 token-id
 //!   registry.
 //! - [`tenants`]: tenant placement (shards), quotas, schema sets and their published versions.
+//! - `server`: [`Server`] (open a data directory, [`Server::run`] the control port, serve HTTP
+//!   health and metrics) and [`run`].
+//! - `connection`: the hello, the v1/v2 handshakes and the session loops.
+//! - `commands`: one type per control request: parse, authorise, apply, encode.
+
+mod commands;
+mod connection;
+pub mod error;
+mod http;
+mod server;
 
 pub mod auth;
 pub mod config;
 pub mod tenants;
+
+pub use server::{run, Metrics, Server, ServerState, StartError, IDLE_TIMEOUT, MAX_CONNECTIONS};

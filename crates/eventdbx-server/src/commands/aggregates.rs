@@ -1,0 +1,351 @@
+//! Aggregate reads: `listAggregates`, `getAggregate`, `selectAggregate`, `verifyAggregate`,
+//! `listReferrers`.
+
+use std::collections::BTreeSet;
+
+use eventdbx_core::aggregate::Aggregate;
+use eventdbx_core::names::{
+    normalize_extension_key, validate_aggregate_id, validate_aggregate_type,
+};
+use eventdbx_core::query::cursor::{AggregateCursor, PagePlan};
+use eventdbx_core::query::filter::Filter;
+use eventdbx_core::query::sort::SortSpec;
+use eventdbx_core::query::Scope;
+use eventdbx_core::CoreError;
+use eventdbx_proto::schema::control_capnp::{
+    get_aggregate_request, list_aggregates_request, list_referrers_request,
+    select_aggregate_request, verify_aggregate_request,
+};
+use eventdbx_store::{EventStore, ListQuery};
+use serde_json::{Map, Value};
+
+use super::{fit_prefix, page_size, resource, text, texts, Context, Reply};
+use crate::error::RequestError;
+
+const READ: &str = "aggregate.read";
+
+/// `listAggregates`.
+pub(crate) struct ListAggregates {
+    token: String,
+    cursor: Option<String>,
+    take: Option<u64>,
+    filter: Option<String>,
+    sort: Option<String>,
+    include_archived: bool,
+    archived_only: bool,
+    resolve: bool,
+}
+
+impl ListAggregates {
+    pub fn parse(r: list_aggregates_request::Reader<'_>) -> Result<Self, RequestError> {
+        Ok(ListAggregates {
+            token: text(r.get_token())?,
+            cursor: r
+                .get_has_cursor()
+                .then(|| text(r.get_cursor()))
+                .transpose()?,
+            take: r.get_has_take().then(|| r.get_take()),
+            filter: r
+                .get_has_filter()
+                .then(|| text(r.get_filter()))
+                .transpose()?,
+            sort: r.get_has_sort().then(|| text(r.get_sort())).transpose()?,
+            include_archived: r.get_include_archived(),
+            archived_only: r.get_archived_only(),
+            resolve: r.get_resolve(),
+        })
+    }
+
+    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        let claims = ctx.authorize(&self.token, READ, None)?;
+        let config = &ctx.state.config;
+        let take = page_size(self.take, config.list_page_size, config.page_limit)?;
+        let schemas = ctx.schemas();
+        let known_types: Vec<String> = schemas.iter().map(|(name, _)| name.clone()).collect();
+        let known: BTreeSet<String> = known_types.iter().cloned().collect();
+        let filter = match self.filter.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => Some(Filter::parse(text)?),
+            _ => None,
+        };
+        let sort = self.sort.as_deref().map(SortSpec::parse).transpose()?;
+        let scope = if self.archived_only {
+            Scope::ArchivedOnly
+        } else if self.include_archived
+            || filter.as_ref().is_some_and(|f| f.mentions_archived(&known))
+        {
+            Scope::ActiveAndArchived
+        } else {
+            Scope::Active
+        };
+        if take == 0 {
+            return Ok(Reply::ListAggregates {
+                aggregates_json: "[]".into(),
+                next_cursor: None,
+                resolved_json: self.resolve.then(|| "[]".to_owned()),
+            });
+        }
+        let cursor = match self.cursor.as_deref() {
+            Some(text) => AggregateCursor::parse(text)?,
+            None => None,
+        };
+        let store = &ctx.state.store;
+        let shorthand_target: Option<Aggregate> = match &cursor {
+            Some(AggregateCursor::Shorthand {
+                aggregate_type,
+                aggregate_id,
+            }) => store
+                .get(ctx.tenant, aggregate_type, aggregate_id)?
+                .and_then(|a| ctx.visible(&schemas, a)),
+            _ => None,
+        };
+        let plan = PagePlan::new(sort.as_ref(), cursor.as_ref(), scope, |_, _| {
+            shorthand_target.as_ref().map(Aggregate::view)
+        })?;
+        let query = ListQuery {
+            plan,
+            scope,
+            filter,
+            known_types,
+            take,
+        };
+        let visible = |aggregate: Aggregate| {
+            if !claims.allows_resource(&resource(
+                &aggregate.aggregate_type,
+                &aggregate.aggregate_id,
+            )) {
+                return None;
+            }
+            ctx.visible(&schemas, aggregate)
+        };
+        let page = store.list(ctx.tenant, &query, &visible)?;
+        let items: Vec<(String, &Aggregate)> = page
+            .items
+            .iter()
+            .map(|a| (a.to_json(&[]).to_string(), a))
+            .collect();
+        let resolve = self.resolve;
+        let build = |prefix: &[(String, &Aggregate)], cursor: bool| {
+            let next_cursor = if cursor {
+                prefix
+                    .last()
+                    .map(|(_, a)| page.order.cursor_after(&a.view()).to_string())
+            } else {
+                None
+            };
+            Reply::ListAggregates {
+                aggregates_json: json_array(prefix.iter().map(|(json, _)| json.as_str())),
+                next_cursor,
+                resolved_json: resolve.then(|| {
+                    json_array(
+                        prefix
+                            .iter()
+                            .map(|(json, _)| format!("{{\"aggregate\":{json}}}")),
+                    )
+                }),
+            }
+        };
+        // A full page always carries a cursor; a page cut to fit carries the cursor of the last
+        // item sent, so nothing is ever skipped.
+        let sent = fit_prefix(&items, ctx.response_limit, |prefix| build(prefix, true))?;
+        Ok(build(&items[..sent], page.full || sent < items.len()))
+    }
+}
+
+/// `[a,b,...]` from already-encoded JSON values.
+pub(crate) fn json_array<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item.as_ref());
+    }
+    out.push(']');
+    out
+}
+
+/// `getAggregate`.
+pub(crate) struct GetAggregate {
+    token: String,
+    aggregate_type: String,
+    aggregate_id: String,
+}
+
+impl GetAggregate {
+    pub fn parse(r: get_aggregate_request::Reader<'_>) -> Result<Self, RequestError> {
+        Ok(GetAggregate {
+            token: text(r.get_token())?,
+            aggregate_type: text(r.get_aggregate_type())?,
+            aggregate_id: text(r.get_aggregate_id())?,
+        })
+    }
+
+    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        ctx.authorize(
+            &self.token,
+            READ,
+            Some(&resource(&self.aggregate_type, &self.aggregate_id)),
+        )?;
+        let schemas = ctx.schemas();
+        let found = ctx
+            .state
+            .store
+            .get(ctx.tenant, &self.aggregate_type, &self.aggregate_id)?
+            .and_then(|a| ctx.visible(&schemas, a));
+        Ok(match found {
+            Some(aggregate) => {
+                let json = aggregate.to_json(&[]).to_string();
+                Reply::GetAggregate {
+                    resolved_json: Some(format!("{{\"aggregate\":{json}}}")),
+                    aggregate_json: Some(json),
+                }
+            }
+            None => Reply::GetAggregate {
+                aggregate_json: None,
+                resolved_json: None,
+            },
+        })
+    }
+}
+
+/// `selectAggregate`.
+pub(crate) struct SelectAggregate {
+    token: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    fields: Vec<String>,
+}
+
+impl SelectAggregate {
+    pub fn parse(r: select_aggregate_request::Reader<'_>) -> Result<Self, RequestError> {
+        Ok(SelectAggregate {
+            token: text(r.get_token())?,
+            aggregate_type: text(r.get_aggregate_type())?,
+            aggregate_id: text(r.get_aggregate_id())?,
+            fields: texts(r.get_fields())?,
+        })
+    }
+
+    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        ctx.authorize(
+            &self.token,
+            READ,
+            Some(&resource(&self.aggregate_type, &self.aggregate_id)),
+        )?;
+        let schemas = ctx.schemas();
+        let Some(aggregate) = ctx
+            .state
+            .store
+            .get(ctx.tenant, &self.aggregate_type, &self.aggregate_id)?
+            .and_then(|a| ctx.visible(&schemas, a))
+        else {
+            return Ok(Reply::SelectAggregate {
+                selection_json: None,
+            });
+        };
+        let mut selection = Map::new();
+        for field in self
+            .fields
+            .iter()
+            .map(|f| f.trim())
+            .filter(|f| !f.is_empty())
+        {
+            let value = select(&aggregate, field).cloned().unwrap_or(Value::Null);
+            selection.insert(field.to_owned(), value);
+        }
+        Ok(Reply::SelectAggregate {
+            selection_json: Some(Value::Object(selection).to_string()),
+        })
+    }
+}
+
+/// Resolves a selection path (§8.8, ours): `payload.<path>` in the state, `metadata.<key>` in
+/// the merged extensions (key normalised), anything else a state path.
+fn select<'a>(aggregate: &'a Aggregate, path: &str) -> Option<&'a Value> {
+    if let Some(key) = path.strip_prefix("metadata.") {
+        return aggregate.extensions.get(&normalize_extension_key(key));
+    }
+    let path = path.strip_prefix("payload.").unwrap_or(path);
+    let mut segments = path.split('.');
+    let mut value = aggregate.state.get(segments.next()?)?;
+    for segment in segments {
+        value = match value {
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// `verifyAggregate`: authorised with the session's hello token (the request has none).
+pub(crate) struct VerifyAggregate {
+    aggregate_type: String,
+    aggregate_id: String,
+}
+
+impl VerifyAggregate {
+    pub fn parse(r: verify_aggregate_request::Reader<'_>) -> Result<Self, RequestError> {
+        Ok(VerifyAggregate {
+            aggregate_type: text(r.get_aggregate_type())?,
+            aggregate_id: text(r.get_aggregate_id())?,
+        })
+    }
+
+    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        ctx.authorize(
+            ctx.hello_token,
+            READ,
+            Some(&resource(&self.aggregate_type, &self.aggregate_id)),
+        )?;
+        if ctx.hidden_type(&ctx.schemas(), &self.aggregate_type) {
+            return Err(CoreError::AggregateNotFound.into());
+        }
+        let merkle_root =
+            ctx.state
+                .store
+                .verify(ctx.tenant, &self.aggregate_type, &self.aggregate_id)?;
+        Ok(Reply::VerifyAggregate { merkle_root })
+    }
+}
+
+/// `listReferrers`.
+pub(crate) struct ListReferrers {
+    token: String,
+    aggregate_type: String,
+    aggregate_id: String,
+}
+
+impl ListReferrers {
+    pub fn parse(r: list_referrers_request::Reader<'_>) -> Result<Self, RequestError> {
+        Ok(ListReferrers {
+            token: text(r.get_token())?,
+            aggregate_type: text(r.get_aggregate_type())?,
+            aggregate_id: text(r.get_aggregate_id())?,
+        })
+    }
+
+    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        ctx.authorize(
+            &self.token,
+            READ,
+            Some(&resource(&self.aggregate_type, &self.aggregate_id)),
+        )?;
+        validate_aggregate_type(&self.aggregate_type)?;
+        validate_aggregate_id(&self.aggregate_id)?;
+        let schemas = ctx.schemas();
+        let exists = ctx
+            .state
+            .store
+            .get(ctx.tenant, &self.aggregate_type, &self.aggregate_id)?
+            .and_then(|a| ctx.visible(&schemas, a))
+            .is_some();
+        if !exists {
+            return Err(CoreError::AggregateNotFound.into());
+        }
+        // Reference columns (§7) are not stored yet, so no aggregate can refer to another.
+        Ok(Reply::ListReferrers {
+            referrers_json: "[]".into(),
+        })
+    }
+}

@@ -1,0 +1,323 @@
+//! Writes: `createAggregate`, `appendEvent`, `patchEvent` (one path) and `setAggregateArchive`.
+
+use std::sync::Arc;
+
+use eventdbx_core::merkle::IssuedBy;
+use eventdbx_core::names::{
+    normalize_event_type, parse_metadata, parse_payload, validate_aggregate_id,
+    validate_aggregate_type, validate_note,
+};
+use eventdbx_core::schema::validate_write;
+use eventdbx_core::write::{request_digest, WriteBody, WriteKind};
+use eventdbx_proto::schema::control_capnp::{
+    append_event_request, create_aggregate_request, patch_event_request, publish_target,
+    set_aggregate_archive_request,
+};
+use eventdbx_store::{EventStore, Idempotency, WriteRequest};
+
+use super::{resource, text, Context, Reply};
+use crate::error::RequestError;
+
+/// One publish target as sent (validated before anything is written).
+pub(crate) struct Target {
+    plugin: String,
+    mode: Option<String>,
+    priority: Option<String>,
+}
+
+fn parse_targets(
+    has: bool,
+    list: capnp::Result<capnp::struct_list::Reader<'_, publish_target::Owned>>,
+) -> Result<Vec<Target>, RequestError> {
+    if !has {
+        return Ok(Vec::new());
+    }
+    list?
+        .iter()
+        .map(|t| {
+            Ok(Target {
+                plugin: text(t.get_plugin())?,
+                mode: t.get_has_mode().then(|| text(t.get_mode())).transpose()?,
+                priority: t
+                    .get_has_priority()
+                    .then(|| text(t.get_priority()))
+                    .transpose()?,
+            })
+        })
+        .collect()
+}
+
+const MODES: [&str; 7] = [
+    "all",
+    "event-only",
+    "state-only",
+    "schema-only",
+    "event-and-schema",
+    "extensions-only",
+    "async",
+];
+const PRIORITIES: [&str; 3] = ["low", "normal", "high"];
+
+/// Decodes publish targets (§14.3): blank names, unknown modes and priorities, and names no
+/// enabled plugin answers to are all refused before anything is written.
+fn check_targets(targets: &[Target], plugins: &[String]) -> Result<(), RequestError> {
+    for target in targets {
+        let plugin = target.plugin.trim();
+        if plugin.is_empty() {
+            return Err(RequestError::invalid(
+                "publish target plugin cannot be empty",
+            ));
+        }
+        if let Some(mode) = &target.mode {
+            let lower = mode.trim().to_ascii_lowercase();
+            if !MODES.contains(&lower.as_str()) {
+                return Err(RequestError::invalid(format!(
+                    "invalid publish mode '{lower}'"
+                )));
+            }
+        }
+        if let Some(priority) = &target.priority {
+            if !PRIORITIES.contains(&priority.trim().to_ascii_lowercase().as_str()) {
+                return Err(RequestError::invalid(format!(
+                    "invalid publish priority '{priority}'"
+                )));
+            }
+        }
+        if !plugins.iter().any(|name| name.eq_ignore_ascii_case(plugin)) {
+            return Err(RequestError::invalid(format!(
+                "plugin '{plugin}' is not configured"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Create, append or patch.
+pub(crate) struct Write {
+    kind: WriteKind,
+    token: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    event_type: String,
+    body: String,
+    note: Option<String>,
+    metadata: Option<String>,
+    targets: Vec<Target>,
+    expected_version: Option<u64>,
+    idempotency_key: Option<String>,
+}
+
+macro_rules! parse_write {
+    ($r:expr, $kind:expr, $body:ident) => {{
+        let r = $r;
+        Ok(Write {
+            kind: $kind,
+            token: text(r.get_token())?,
+            aggregate_type: text(r.get_aggregate_type())?,
+            aggregate_id: text(r.get_aggregate_id())?,
+            event_type: text(r.get_event_type())?,
+            body: text(r.$body())?,
+            note: r.get_has_note().then(|| text(r.get_note())).transpose()?,
+            metadata: r
+                .get_has_metadata()
+                .then(|| text(r.get_metadata_json()))
+                .transpose()?,
+            targets: parse_targets(r.get_has_publish_targets(), r.get_publish_targets())?,
+            expected_version: r
+                .get_has_expected_version()
+                .then(|| r.get_expected_version()),
+            idempotency_key: Some(text(r.get_idempotency_key())?).filter(|k| !k.is_empty()),
+        })
+    }};
+}
+
+impl Write {
+    pub fn parse_append(r: append_event_request::Reader<'_>) -> Result<Self, RequestError> {
+        parse_write!(r, WriteKind::Append, get_payload_json)
+    }
+
+    pub fn parse_patch(r: patch_event_request::Reader<'_>) -> Result<Self, RequestError> {
+        parse_write!(r, WriteKind::Patch, get_patch_json)
+    }
+
+    pub fn parse_create(r: create_aggregate_request::Reader<'_>) -> Result<Self, RequestError> {
+        parse_write!(r, WriteKind::Create, get_payload_json)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            WriteKind::Create => "createAggregate",
+            WriteKind::Append => "appendEvent",
+            WriteKind::Patch => "patchEvent",
+        }
+    }
+
+    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        let (t, i) = (self.aggregate_type.as_str(), self.aggregate_id.as_str());
+        // 1. Authorisation, before anything is validated or looked up.
+        let target = resource(t, i);
+        let claims = ctx.authorize(&self.token, "aggregate.append", Some(&target))?;
+        if self.kind == WriteKind::Create {
+            claims.authorize("aggregate.create", Some(&target))?;
+        }
+        if !claims.can_write() {
+            return Err(RequestError::unauthorized());
+        }
+        // 2. Request parsing.
+        let body = match self.kind {
+            WriteKind::Create if self.body.trim().is_empty() => {
+                return Err(RequestError::invalid(
+                    "payload_json must be provided when creating an aggregate",
+                ))
+            }
+            WriteKind::Append if self.body.trim().is_empty() => {
+                return Err(RequestError::invalid(
+                    "payload_json must be provided when patch_json is absent",
+                ))
+            }
+            WriteKind::Patch if self.body.trim().is_empty() => {
+                return Err(RequestError::invalid(
+                    "patch_json must be provided for patch events",
+                ))
+            }
+            WriteKind::Patch => {
+                serde_json::from_str::<serde_json::Value>(&self.body)
+                    .map_err(|err| RequestError::invalid(format!("invalid patch_json: {err}")))?;
+                WriteBody::Patch(self.body.clone())
+            }
+            _ => WriteBody::Payload(parse_payload(&self.body)?),
+        };
+        let extensions = match &self.metadata {
+            Some(metadata) => parse_metadata(metadata)?,
+            None => None,
+        };
+        check_targets(&self.targets, &ctx.state.plugin_names())?;
+        if let Some(key) = &self.idempotency_key {
+            if key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                return Err(RequestError::invalid(
+                    "idempotency key must be 1 to 128 printable ASCII characters",
+                ));
+            }
+        }
+        // 4. Names.
+        validate_aggregate_type(t)?;
+        validate_aggregate_id(i)?;
+        let event_type = normalize_event_type(&self.event_type)?;
+        if let Some(note) = &self.note {
+            validate_note(note)?;
+        }
+        let schemas = ctx.schemas();
+        let schema = schemas.get(t).cloned();
+        let mode = ctx.state.config.restrict;
+        let aggregate_type = t.to_owned();
+        let check_event_type = event_type.clone();
+        let check: eventdbx_store::WriteCheck = Arc::new(move |_aggregate, event| {
+            validate_write(
+                mode,
+                &aggregate_type,
+                schema.as_ref(),
+                &check_event_type,
+                &event.payload,
+            )
+        });
+        let idempotency = self.idempotency_key.as_ref().map(|key| Idempotency {
+            key: key.clone(),
+            digest: request_digest(
+                self.kind,
+                t,
+                i,
+                &self.event_type,
+                &self.body,
+                self.note.as_deref(),
+                self.metadata.as_deref(),
+                self.expected_version,
+            ),
+        });
+        let request = WriteRequest {
+            kind: self.kind,
+            aggregate_type: t.to_owned(),
+            aggregate_id: i.to_owned(),
+            event_type,
+            event_type_raw: Some(self.event_type.clone()),
+            body,
+            extensions,
+            note: self.note.clone(),
+            issued_by: Some(IssuedBy {
+                group: claims.group.clone(),
+                user: claims.user.clone(),
+            }),
+            expected_version: if self.kind == WriteKind::Create {
+                None
+            } else {
+                self.expected_version
+            },
+            idempotency,
+            snapshot_threshold: schemas.get(t).and_then(|s| s.snapshot_threshold),
+            quota_bytes: ctx.state.tenants.quota_bytes(ctx.tenant),
+            check: Some(check),
+        };
+        let outcome = ctx.state.store.write(ctx.tenant, request)?;
+        let verbose = ctx.state.config.verbose_responses;
+        Ok(match self.kind {
+            WriteKind::Create => Reply::CreateAggregate {
+                aggregate_json: if verbose {
+                    ctx.visible(&schemas, outcome.aggregate)
+                        .map(|a| a.to_json(&[]).to_string())
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                },
+            },
+            _ => Reply::AppendEvent {
+                event_json: if verbose {
+                    serde_json::to_string(&outcome.event).map_err(RequestError::serialization)?
+                } else {
+                    String::new()
+                },
+            },
+        })
+    }
+}
+
+/// `setAggregateArchive`.
+pub(crate) struct SetArchive {
+    token: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    archived: bool,
+    note: Option<String>,
+}
+
+impl SetArchive {
+    pub fn parse(r: set_aggregate_archive_request::Reader<'_>) -> Result<Self, RequestError> {
+        Ok(SetArchive {
+            token: text(r.get_token())?,
+            aggregate_type: text(r.get_aggregate_type())?,
+            aggregate_id: text(r.get_aggregate_id())?,
+            archived: r.get_archived(),
+            note: r.get_has_note().then(|| text(r.get_note())).transpose()?,
+        })
+    }
+
+    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        let (t, i) = (self.aggregate_type.as_str(), self.aggregate_id.as_str());
+        let claims = ctx.authorize(&self.token, "aggregate.archive", Some(&resource(t, i)))?;
+        if !claims.can_write() {
+            return Err(RequestError::unauthorized());
+        }
+        validate_aggregate_type(t)?;
+        validate_aggregate_id(i)?;
+        let aggregate =
+            ctx.state
+                .store
+                .set_archived(ctx.tenant, t, i, self.archived, self.note.as_deref())?;
+        let aggregate_json = if ctx.state.config.verbose_responses {
+            ctx.visible(&ctx.schemas(), aggregate)
+                .map(|a| a.to_json(&[]).to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Reply::SetArchive { aggregate_json })
+    }
+}

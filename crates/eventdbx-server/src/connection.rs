@@ -1,0 +1,455 @@
+//! One control connection: the hello (§3–§5), the v1 or v2 handshake, then the session loop.
+//!
+//! v1 sessions answer one request at a time, in order, as EventDBX does. v2 sessions read
+//! requests as they come, run up to [`V2_IN_FLIGHT`] at once and write each answer when it is
+//! ready (answers carry the request id).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventdbx_core::names::normalize_tenant_id;
+use eventdbx_proto::frame::{
+    self, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
+};
+use eventdbx_proto::hello::{
+    classify_first_message, cli_rejection, FirstMessage, HelloResponse, ReceivedHello,
+    MAX_HELLO_BYTES,
+};
+use eventdbx_proto::message::StreamMessageReader;
+use eventdbx_proto::negotiate::{self, ServerPath};
+use eventdbx_proto::noise::{v1, v2, Session};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::time::timeout;
+
+use crate::commands::{self, Context};
+use crate::server::{Metrics, ServerState, IDLE_TIMEOUT};
+
+/// Time allowed for the hello and each handshake message.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests of one v2 session running at once.
+pub const V2_IN_FLIGHT: usize = 64;
+/// What our server honours beyond the reference (§12.2).
+const CAPABILITIES: [&str; 5] = [
+    "expected_version",
+    "idempotency_key",
+    "events_filter",
+    "sorted_cursors",
+    "verify_recompute",
+];
+
+/// The session's identity, fixed at the hello.
+struct SessionInfo {
+    tenant: String,
+    hello_token: String,
+}
+
+pub(crate) async fn serve(
+    state: Arc<ServerState>,
+    mut socket: TcpStream,
+    shutdown: broadcast::Receiver<()>,
+) {
+    // Each frame goes out in one write; without this a reply would wait for a delayed ACK.
+    let _ = socket.set_nodelay(true);
+    let Ok(Ok(hello_bytes)) = timeout(HANDSHAKE_TIMEOUT, read_stream_message(&mut socket)).await
+    else {
+        return;
+    };
+    let hello = match classify_first_message(&hello_bytes) {
+        Ok(FirstMessage::Hello(hello)) => hello,
+        Ok(FirstMessage::CliRequest) => {
+            // Never run anything for a peer: answer the CLI-proxy request with a refusal.
+            let _ = socket.write_all(&cli_rejection()).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    match negotiate::server_path(hello.protocol_version, state.config.accept_v1) {
+        Err(message) => reject(&state, &mut socket, &message, false).await,
+        Ok(ServerPath::V1) => serve_v1(state, socket, hello, shutdown).await,
+        Ok(ServerPath::V2) => serve_v2(state, socket, hello_bytes, hello, shutdown).await,
+    }
+}
+
+async fn reject(state: &ServerState, socket: &mut TcpStream, message: &str, no_noise: bool) {
+    Metrics::add(&state.metrics.handshake_failures, 1);
+    tracing::info!(reason = message, "hello rejected");
+    let _ = socket
+        .write_all(&HelloResponse::rejected(message, no_noise).encode())
+        .await;
+    let _ = socket.shutdown().await;
+}
+
+fn accepted(no_noise: bool) -> HelloResponse {
+    HelloResponse {
+        capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+        ..HelloResponse::ok(no_noise)
+    }
+}
+
+/// §5 steps 3 and 5: the tenant the hello names (or the default), normalised.
+fn hello_tenant(state: &ServerState, hello: &ReceivedHello) -> Result<(String, String), String> {
+    let raw = match &hello.tenant_id {
+        Ok(raw) => raw.trim().to_owned(),
+        Err(err) => return Err(err.to_string()),
+    };
+    let raw = if raw.is_empty() {
+        if state.config.tenants.multi_tenant {
+            return Err("tenantId is required when multi-tenant mode is enabled".into());
+        }
+        state.config.domain.clone()
+    } else {
+        raw
+    };
+    Ok((
+        raw.clone(),
+        normalize_tenant_id(&raw)
+            .map_err(|err| format!("failed to initialise tenant '{raw}': {err}"))?,
+    ))
+}
+
+async fn serve_v1(
+    state: Arc<ServerState>,
+    mut socket: TcpStream,
+    hello: ReceivedHello,
+    shutdown: broadcast::Receiver<()>,
+) {
+    let plaintext = hello.no_noise && state.config.allow_plaintext;
+    // Step 2: the token.
+    let token = match &hello.token {
+        Ok(token) => token.trim().to_owned(),
+        Err(err) => return reject(&state, &mut socket, &err.to_string(), plaintext).await,
+    };
+    if token.is_empty() {
+        return reject(&state, &mut socket, "missing control token", plaintext).await;
+    }
+    let claims = match state.auth.verify(&token) {
+        Ok(claims) => claims,
+        Err(err) => {
+            tracing::info!(error = %err, "control token refused");
+            return reject(&state, &mut socket, "invalid control token", plaintext).await;
+        }
+    };
+    // Steps 3–5: the tenant.
+    let raw_tenant = match &hello.tenant_id {
+        Ok(raw) if !raw.trim().is_empty() => raw.trim().to_owned(),
+        _ => String::new(),
+    };
+    if hello.tenant_id.is_ok() && !raw_tenant.is_empty() && !claims.allows_tenant(&raw_tenant) {
+        let message = format!("token does not grant access to tenant '{raw_tenant}'");
+        return reject(&state, &mut socket, &message, plaintext).await;
+    }
+    let tenant = match hello_tenant(&state, &hello) {
+        Ok((_, tenant)) => tenant,
+        Err(message) => return reject(&state, &mut socket, &message, plaintext).await,
+    };
+    if !claims.allows_tenant(&tenant) {
+        let message = format!("token does not grant access to tenant '{tenant}'");
+        return reject(&state, &mut socket, &message, plaintext).await;
+    }
+    if socket
+        .write_all(&accepted(plaintext).encode())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut transport = if plaintext {
+        None
+    } else {
+        // A wrong PSK or prologue fails here; EventDBX closes without a reply, and so do we.
+        let Ok(mut responder) = v1::Responder::new(&token) else {
+            return;
+        };
+        let Ok(Ok(Some(msg1))) = timeout(
+            HANDSHAKE_TIMEOUT,
+            read_frame(&mut socket, V1_MAX_NOISE_FRAME),
+        )
+        .await
+        else {
+            return;
+        };
+        if responder.read_message1(&msg1).is_err() {
+            Metrics::add(&state.metrics.handshake_failures, 1);
+            return;
+        }
+        let Ok((msg2, session)) = responder.write_message2() else {
+            return;
+        };
+        let Ok(framed) = frame::encode(&msg2, V1_MAX_NOISE_FRAME) else {
+            return;
+        };
+        if socket.write_all(&framed).await.is_err() {
+            return;
+        }
+        Some(session)
+    };
+    let session = Arc::new(SessionInfo {
+        tenant,
+        hello_token: token,
+    });
+    v1_loop(state, socket, session, transport.as_mut(), shutdown).await;
+}
+
+async fn v1_loop(
+    state: Arc<ServerState>,
+    mut socket: TcpStream,
+    session: Arc<SessionInfo>,
+    mut noise: Option<&mut Session>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let (frame_limit, response_limit) = match noise {
+        Some(_) => (V1_MAX_NOISE_FRAME, NOISE_MAX_PLAINTEXT),
+        None => (V1_MAX_PLAINTEXT_FRAME, V1_MAX_PLAINTEXT_FRAME),
+    };
+    loop {
+        let payload = tokio::select! {
+            _ = shutdown.recv() => return,
+            read = timeout(IDLE_TIMEOUT, read_frame(&mut socket, frame_limit)) => match read {
+                Ok(Ok(Some(payload))) => payload,
+                // EOF, a reset, an oversize or truncated frame, or idleness: close quietly.
+                _ => return,
+            },
+        };
+        let request = match noise.as_deref_mut() {
+            Some(session) => match session.opener.open(&payload) {
+                Ok(plain) => plain,
+                Err(_) => return,
+            },
+            None => payload,
+        };
+        let Some(response) = answer(
+            Arc::clone(&state),
+            Arc::clone(&session),
+            request,
+            response_limit,
+        )
+        .await
+        else {
+            return;
+        };
+        let bytes = match noise.as_deref_mut() {
+            Some(session) => match session.sealer.seal(&response) {
+                Ok(sealed) => sealed,
+                Err(_) => return,
+            },
+            None => response,
+        };
+        let Ok(framed) = frame::encode(&bytes, frame_limit) else {
+            return;
+        };
+        if socket.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn serve_v2(
+    state: Arc<ServerState>,
+    mut socket: TcpStream,
+    hello_bytes: Vec<u8>,
+    hello: ReceivedHello,
+    shutdown: broadcast::Receiver<()>,
+) {
+    // The v2 hello carries no token; the tenant grant is checked once the token arrives.
+    let (_, tenant) = match hello_tenant(&state, &hello) {
+        Ok(tenant) => tenant,
+        Err(message) => return reject(&state, &mut socket, &message, false).await,
+    };
+    let response = accepted(false).encode();
+    if socket.write_all(&response).await.is_err() {
+        return;
+    }
+    let max_message = usize::try_from(state.config.max_message_bytes).unwrap_or(usize::MAX);
+    let prologue = v2::prologue(&hello_bytes, &response);
+    let Ok(mut responder) = v2::Responder::new(&state.server_key, max_message, &prologue) else {
+        return;
+    };
+    let Ok(Ok(Some(msg1))) =
+        timeout(HANDSHAKE_TIMEOUT, read_frame(&mut socket, v2::FRAME_LIMIT)).await
+    else {
+        return;
+    };
+    let Ok(token_id) = responder.read_message1(&msg1) else {
+        return;
+    };
+    let psk = state.auth.psk_for(&token_id);
+    let Ok(msg2) = responder.write_message2(psk.as_ref()) else {
+        return;
+    };
+    let Ok(framed) = frame::encode(&msg2, v2::FRAME_LIMIT) else {
+        return;
+    };
+    if socket.write_all(&framed).await.is_err() {
+        return;
+    }
+    let Ok(Ok(Some(msg3))) =
+        timeout(HANDSHAKE_TIMEOUT, read_frame(&mut socket, v2::FRAME_LIMIT)).await
+    else {
+        return;
+    };
+    let pending = match responder.read_message3(&msg3) {
+        Ok(pending) => pending,
+        Err(_) => {
+            // Wrong or unknown token: the PSK did not match. Close without a word.
+            Metrics::add(&state.metrics.handshake_failures, 1);
+            return;
+        }
+    };
+    let token = pending.token().to_owned();
+    let verdict = match state.auth.verify(&token) {
+        Err(err) => {
+            tracing::info!(error = %err, "control token refused");
+            Err("invalid control token".to_owned())
+        }
+        Ok(claims) if !claims.allows_tenant(&tenant) => {
+            Err(format!("token does not grant access to tenant '{tenant}'"))
+        }
+        Ok(_) => Ok(()),
+    };
+    if let Err(message) = verdict {
+        Metrics::add(&state.metrics.handshake_failures, 1);
+        if let Ok(rejection) = pending.reject(&message) {
+            let _ = socket.write_all(&rejection).await;
+        }
+        return;
+    }
+    let Ok((verdict, session)) = pending.accept() else {
+        return;
+    };
+    if socket.write_all(&verdict).await.is_err() {
+        return;
+    }
+    let info = Arc::new(SessionInfo {
+        tenant,
+        hello_token: token,
+    });
+    v2_loop(state, socket, info, session, shutdown).await;
+}
+
+async fn v2_loop(
+    state: Arc<ServerState>,
+    socket: TcpStream,
+    info: Arc<SessionInfo>,
+    session: v2::ChunkedSession,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let v2::ChunkedSession {
+        mut sealer,
+        mut opener,
+        ..
+    } = session;
+    let response_limit = sealer
+        .peer_max()
+        .min(usize::try_from(state.config.max_message_bytes).unwrap_or(usize::MAX));
+    let (mut reader, mut writer) = socket.into_split();
+    let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(V2_IN_FLIGHT);
+    // The writer owns the sealer: answers go out whole, in the order they are ready.
+    let writer_task = tokio::spawn(async move {
+        while let Some(answer) = to_write.recv().await {
+            let Ok(sealed) = sealer.seal_message(&answer) else {
+                break;
+            };
+            if writer.write_all(&sealed).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let slots = Arc::new(Semaphore::new(V2_IN_FLIGHT));
+    loop {
+        let payload = tokio::select! {
+            _ = shutdown.recv() => break,
+            read = timeout(IDLE_TIMEOUT, read_frame(&mut reader, v2::FRAME_LIMIT)) => match read {
+                Ok(Ok(Some(payload))) => payload,
+                _ => break,
+            },
+        };
+        let message = match opener.open_frame(&payload) {
+            Ok(Some(message)) => message,
+            Ok(None) => continue,
+            Err(_) => break,
+        };
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let (state, info, answers) = (Arc::clone(&state), Arc::clone(&info), answers.clone());
+        tokio::spawn(async move {
+            if let Some(answer) = answer(state, info, message, response_limit).await {
+                let _ = answers.send(answer).await;
+            }
+            drop(permit);
+        });
+    }
+    // Let the requests in flight finish and their answers go out before closing.
+    let _ = slots.acquire_many(V2_IN_FLIGHT as u32).await;
+    drop(answers);
+    let _ = writer_task.await;
+}
+
+/// Runs one request on a blocking thread; `None` when the bytes are not a `ControlRequest`
+/// (the connection is then closed without a reply, as the reference does).
+async fn answer(
+    state: Arc<ServerState>,
+    session: Arc<SessionInfo>,
+    request: Vec<u8>,
+    response_limit: usize,
+) -> Option<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        let (id, command) = commands::parse(&request).ok()?;
+        let ctx = Context {
+            state: &state,
+            tenant: &session.tenant,
+            hello_token: &session.hello_token,
+            response_limit,
+        };
+        let name = command.as_ref().map_or("unknown", |c| c.name());
+        let result = command.and_then(|c| c.apply(&ctx));
+        Metrics::add(&state.metrics.requests, 1);
+        if let Err(err) = &result {
+            Metrics::add(&state.metrics.request_errors, 1);
+            tracing::debug!(request = name, id, tenant = %session.tenant, code = %err.code, "request failed");
+        } else {
+            tracing::trace!(request = name, id, tenant = %session.tenant, "request answered");
+        }
+        Some(commands::encode(id, result, response_limit))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Reads a raw stream message (the hello), segment table first, never past its end.
+async fn read_stream_message(socket: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut reader = StreamMessageReader::new(MAX_HELLO_BYTES);
+    while reader.bytes_needed() > 0 {
+        let mut buf = vec![0u8; reader.bytes_needed()];
+        socket.read_exact(&mut buf).await?;
+        reader
+            .feed(&buf)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
+    }
+    reader
+        .into_message()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "incomplete hello"))
+}
+
+/// Reads one frame; `Ok(None)` on a clean EOF before a frame starts.
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: usize,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; frame::HEADER_LEN];
+    match reader.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(err),
+    }
+    let len = frame::payload_len(header, limit)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).await?;
+    Ok(Some(payload))
+}

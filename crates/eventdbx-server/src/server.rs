@@ -1,0 +1,265 @@
+//! The server: shared state, the accept loop, graceful shutdown.
+//!
+//! Structure after mini-redis: a listener that caps connections with a semaphore, one task per
+//! connection, shutdown by broadcast, and a drain that waits for every handler to finish its
+//! in-flight request before `run` returns.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventdbx_proto::noise::v2::{Fingerprint, StaticKeypair};
+use eventdbx_store::{EventStore, RedbStore};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, Semaphore};
+
+use crate::auth::{AuthConfig, Authority, KeyOverrides};
+use crate::config::{secrets, Config};
+use crate::connection;
+use crate::tenants::Tenants;
+
+/// Most concurrent control connections; further ones wait for a slot.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// A control session with no request for this long is closed (clients reconnect lazily).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("cannot open the event store at {path}: {source}")]
+    Store {
+        /// The database file.
+        path: String,
+        /// Why.
+        source: eventdbx_store::StoreError,
+    },
+    /// The token authority could not start (key file, ledger).
+    #[error("cannot start token authority: {0}")]
+    Auth(#[from] crate::auth::AuthError),
+    /// Tenant metadata could not be read.
+    #[error("cannot read tenant metadata: {0}")]
+    Tenants(eventdbx_core::CoreError),
+    /// The v2 server key could not be read or created.
+    #[error("server key {path}: {message}")]
+    ServerKey {
+        /// The key file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// Connections currently open.
+    pub connections_open: AtomicU64,
+    /// Hellos rejected or handshakes that failed.
+    pub handshake_failures: AtomicU64,
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Requests answered with an error.
+    pub request_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Everything a connection needs, shared by all of them.
+#[derive(Debug)]
+pub struct ServerState {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<RedbStore>,
+    pub(crate) auth: Arc<Authority>,
+    pub(crate) tenants: Arc<Tenants>,
+    pub(crate) server_key: StaticKeypair,
+    pub(crate) metrics: Metrics,
+}
+
+impl ServerState {
+    /// Names of the configured, enabled plugins. Plugins arrive with the plugin issue; until
+    /// then none is configured, so every named publish target is refused before writing.
+    pub(crate) fn plugin_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// An opened server: store, token authority, tenants and the v2 key, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Server {
+    state: Arc<ServerState>,
+}
+
+impl Server {
+    /// Opens the data directory of `config`: the store (with its durability), the token
+    /// authority, tenant metadata and the v2 static key (created on first start, mode 0600).
+    pub fn open(config: Config) -> Result<Self, StartError> {
+        let store_path = config.store_path();
+        if let Some(parent) = store_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|err| StartError::Store {
+                path: store_path.display().to_string(),
+                source: eventdbx_store::StoreError::Storage(err.to_string()),
+            })?;
+        }
+        let store = RedbStore::open_with_worker(
+            &store_path,
+            config.storage.durability,
+            config.snowflake_worker_id,
+        )
+        .map_err(|source| StartError::Store {
+            path: store_path.display().to_string(),
+            source,
+        })?;
+        let auth = Authority::open_with(
+            AuthConfig {
+                issuer: config.auth.issuer.clone(),
+                audience: config.auth.audience.clone(),
+                default_ttl_secs: config.auth.default_ttl_secs,
+                clock_skew_secs: config.auth.clock_skew_secs,
+                key_id: config.auth.key_id.clone(),
+                signing_key_file: config.signing_key_path(),
+                state_dir: config.auth_state_dir(),
+            },
+            KeyOverrides::from_env(),
+        )?;
+        let tenants = Tenants::open(
+            &config.data_dir,
+            &config.tenant_meta_dir(),
+            config.tenants.shard_count,
+        )
+        .map_err(StartError::Tenants)?;
+        let server_key = load_or_create_server_key(&config)?;
+        tracing::info!(
+            durability = store.durability().as_str(),
+            fingerprint = %server_key.fingerprint(),
+            "server opened"
+        );
+        Ok(Server {
+            state: Arc::new(ServerState {
+                config,
+                store: Arc::new(store),
+                auth: Arc::new(auth),
+                tenants: Arc::new(tenants),
+                server_key,
+                metrics: Metrics::default(),
+            }),
+        })
+    }
+
+    /// The token authority (to issue tokens, e.g. in tests and the CLI).
+    pub fn auth(&self) -> &Authority {
+        &self.state.auth
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// The v2 server key fingerprint clients pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.state.server_key.fingerprint()
+    }
+
+    /// Serves the control protocol on `listener` until `shutdown` completes, then stops
+    /// accepting, lets every connection finish its in-flight request, and returns.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let (notify_shutdown, _) = broadcast::channel::<()>(1);
+        let (drained, mut all_drained) = mpsc::channel::<()>(1);
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                permit = Arc::clone(&slots).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let (socket, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Accept errors (e.g. too many open files) are transient: back off.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            Metrics::add(&self.state.metrics.connections_accepted, 1);
+            let state = Arc::clone(&self.state);
+            let shutdown = notify_shutdown.subscribe();
+            let drained = drained.clone();
+            tokio::spawn(async move {
+                Metrics::add(&state.metrics.connections_open, 1);
+                connection::serve(Arc::clone(&state), socket, shutdown).await;
+                state
+                    .metrics
+                    .connections_open
+                    .fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "connection closed");
+                drop(permit);
+                drop(drained);
+            });
+        }
+        drop(notify_shutdown);
+        drop(drained);
+        let _ = all_drained.recv().await;
+        self.state.store.close();
+        Ok(())
+    }
+
+    /// Serves `/health` and `/metrics` on `listener` until `shutdown` completes.
+    pub async fn serve_http(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        crate::http::serve(Arc::clone(&self.state), listener, shutdown).await
+    }
+}
+
+/// Opens the server from `config` and serves the control protocol until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let server = Server::open(config)?;
+    server.run(listener, shutdown).await?;
+    Ok(())
+}
+
+fn load_or_create_server_key(config: &Config) -> Result<StaticKeypair, StartError> {
+    let path = config.server_key_path();
+    let error = |message: String| StartError::ServerKey {
+        path: path.display().to_string(),
+        message,
+    };
+    if path.exists() {
+        let bytes = secrets::read_secret(&path).map_err(|err| error(err.to_string()))?;
+        let private: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| error(format!("expected 32 bytes, found {}", bytes.len())))?;
+        return Ok(StaticKeypair::from_private(private));
+    }
+    let key = StaticKeypair::generate().map_err(|err| error(err.to_string()))?;
+    secrets::write_secret(&path, key.private_bytes()).map_err(|err| error(err.to_string()))?;
+    Ok(key)
+}
