@@ -20,4 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod tenants;
 
-pub use server::{run, Metrics, Server, ServerState, StartError, IDLE_TIMEOUT, MAX_CONNECTIONS};
+pub use server::{
+    authority_config, read_server_key, run, Metrics, Server, ServerState, StartError, IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+};

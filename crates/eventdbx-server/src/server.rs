@@ -119,18 +119,7 @@ impl Server {
             path: store_path.display().to_string(),
             source,
         })?;
-        let auth = Authority::open_with(
-            AuthConfig {
-                issuer: config.auth.issuer.clone(),
-                audience: config.auth.audience.clone(),
-                default_ttl_secs: config.auth.default_ttl_secs,
-                clock_skew_secs: config.auth.clock_skew_secs,
-                key_id: config.auth.key_id.clone(),
-                signing_key_file: config.signing_key_path(),
-                state_dir: config.auth_state_dir(),
-            },
-            KeyOverrides::from_env(),
-        )?;
+        let auth = Authority::open_with(authority_config(&config), KeyOverrides::from_env())?;
         let tenants = Tenants::open(
             &config.data_dir,
             &config.tenant_meta_dir(),
@@ -165,6 +154,11 @@ impl Server {
         &self.state.config
     }
 
+    /// The v2 server static key.
+    pub fn fingerprint_key(&self) -> StaticKeypair {
+        self.state.server_key.clone()
+    }
+
     /// The v2 server key fingerprint clients pin.
     pub fn fingerprint(&self) -> Fingerprint {
         self.state.server_key.fingerprint()
@@ -178,6 +172,21 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        // Tokens issued and revoked by the CLI (another process) reach this server here.
+        let refresher = {
+            let auth = Arc::clone(&self.state.auth);
+            let every = Duration::from_secs(self.state.config.revocation_refresh_secs.max(1));
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                loop {
+                    ticks.tick().await;
+                    let auth = Arc::clone(&auth);
+                    if let Ok(Err(err)) = tokio::task::spawn_blocking(move || auth.reload()).await {
+                        tracing::warn!(error = %err, "could not refresh tokens and revocations");
+                    }
+                }
+            })
+        };
         let (notify_shutdown, _) = broadcast::channel::<()>(1);
         let (drained, mut all_drained) = mpsc::channel::<()>(1);
         tokio::pin!(shutdown);
@@ -217,6 +226,7 @@ impl Server {
                 drop(drained);
             });
         }
+        refresher.abort();
         drop(notify_shutdown);
         drop(drained);
         let _ = all_drained.recv().await;
@@ -232,6 +242,28 @@ impl Server {
     ) -> io::Result<()> {
         crate::http::serve(Arc::clone(&self.state), listener, shutdown).await
     }
+}
+
+/// The token authority's settings for a server configuration.
+pub fn authority_config(config: &Config) -> AuthConfig {
+    AuthConfig {
+        issuer: config.auth.issuer.clone(),
+        audience: config.auth.audience.clone(),
+        default_ttl_secs: config.auth.default_ttl_secs,
+        clock_skew_secs: config.auth.clock_skew_secs,
+        key_id: config.auth.key_id.clone(),
+        signing_key_file: config.signing_key_path(),
+        state_dir: config.auth_state_dir(),
+    }
+}
+
+/// Loads the v2 static key of a data directory without opening anything else (for
+/// `dbx key fingerprint`); `None` when the server has not created it yet.
+pub fn read_server_key(config: &Config) -> Result<Option<StaticKeypair>, StartError> {
+    if !config.server_key_path().exists() {
+        return Ok(None);
+    }
+    load_or_create_server_key(config).map(Some)
 }
 
 /// Opens the server from `config` and serves the control protocol until `shutdown`.

@@ -1,0 +1,435 @@
+//! `dbx`: argument parsing only; the work is done by `eventdbx-server`.
+//!
+//! Commands that act on the data directory itself (`init`, `serve`, `start`/`stop`/`status`,
+//! `token`, `key`, `config`) are here. Commands that read or write aggregates go through the
+//! authenticated control protocol and arrive with the client crate.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use eventdbx_server::auth::{Authority, TokenRequest};
+use eventdbx_server::config::{init_workspace, secrets, Config, InitOutcome};
+use eventdbx_server::{authority_config, read_server_key, Server};
+
+/// Bootstrap token lifetime written by `dbx init` (§10.5).
+const INIT_TOKEN_TTL_SECS: u64 = 86_400;
+
+#[derive(Parser)]
+#[command(
+    name = "dbx",
+    version,
+    about = "EventDBX-compatible event store server"
+)]
+struct Cli {
+    /// Path of config.toml (default: .dbx/config.toml found upwards from the current directory).
+    #[arg(long, global = true, env = "EVENTDBX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create ./.dbx (config, keys, a bootstrap token in cli.token). Idempotent.
+    Init {
+        /// Bootstrap token lifetime in seconds (0 = no expiry).
+        #[arg(long, default_value_t = INIT_TOKEN_TTL_SECS)]
+        ttl: u64,
+    },
+    /// Run the server in the foreground until Ctrl-C or SIGTERM.
+    Serve,
+    /// Run the server in the background (writes eventdbx.pid in the data directory).
+    Start,
+    /// Stop the background server (SIGTERM, then SIGKILL after 5 s).
+    Stop,
+    /// Whether the background server is running.
+    Status,
+    /// Issue, list and revoke tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The v2 server key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Print the configuration (never secrets).
+    Config,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a bootstrap token (all actions, all tenants).
+    Bootstrap {
+        /// Print it instead of writing cli.token.
+        #[arg(long)]
+        stdout: bool,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 7_200)]
+        ttl: u64,
+    },
+    /// Issue a token.
+    Generate(GenerateArgs),
+    /// List issued tokens (never the token strings).
+    List,
+    /// Revoke a token by token string or jti.
+    Revoke {
+        /// The token or its jti.
+        token: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Revoke a token and issue one with the same claims.
+    Refresh {
+        /// The token to refresh.
+        #[arg(long)]
+        token: String,
+        /// New lifetime in seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(long)]
+    group: String,
+    #[arg(long)]
+    user: String,
+    /// Action patterns (repeatable), e.g. aggregate.read, aggregate.*, *.*.
+    #[arg(long = "action", required = true)]
+    actions: Vec<String>,
+    /// Resource patterns (repeatable); default all.
+    #[arg(long = "resource")]
+    resources: Vec<String>,
+    /// Tenants (repeatable); default all.
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+    #[arg(long)]
+    subject: Option<String>,
+    /// Lifetime in seconds (0 = no expiry).
+    #[arg(long)]
+    ttl: Option<u64>,
+    #[arg(long)]
+    issued_by: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print the fingerprint clients pin (`server_key=`).
+    Fingerprint,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EVENTDBX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    if let Err(err) = run(cli) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init { ttl } => init(ttl, cli.json),
+        Command::Serve => serve(&load_config(cli.config.as_deref())?),
+        Command::Start => start(cli.config.as_deref()),
+        Command::Stop => stop(&load_config(cli.config.as_deref())?),
+        Command::Status => status(&load_config(cli.config.as_deref())?, cli.json),
+        Command::Token(command) => token(&load_config(cli.config.as_deref())?, command, cli.json),
+        Command::Key(KeyCommand::Fingerprint) => {
+            let config = load_config(cli.config.as_deref())?;
+            let key = match read_server_key(&config)? {
+                Some(key) => key,
+                // First use: create it the way the server would.
+                None => Server::open(config.clone())?.fingerprint_key(),
+            };
+            println!("{}", key.fingerprint());
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", load_config(cli.config.as_deref())?.to_toml());
+            Ok(())
+        }
+    }
+}
+
+/// `--config`, else `.dbx/config.toml` found upwards; `EVENTDBX_AUTO_INIT` creates one here.
+fn load_config(explicit: Option<&Path>) -> Result<Config> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let cwd = std::env::current_dir()?;
+            match Config::discover(&cwd) {
+                Some(path) => path,
+                None if auto_init() => init_workspace(&cwd)?.config_path().to_path_buf(),
+                None => bail!(
+                    "no .dbx/config.toml in {} or above; run `dbx init` first",
+                    cwd.display()
+                ),
+            }
+        }
+    };
+    Config::load(&path).with_context(|| format!("loading {}", path.display()))
+}
+
+fn auto_init() -> bool {
+    std::env::var("EVENTDBX_AUTO_INIT")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
+fn init(ttl: u64, json: bool) -> Result<()> {
+    let outcome = init_workspace(&std::env::current_dir()?)?;
+    let config = Config::load(outcome.config_path())?;
+    // Creates the store, the signing key and the v2 key, exactly as the server will use them.
+    let server = Server::open(config.clone())?;
+    let token_file = config.data_dir.join("cli.token");
+    let created = matches!(outcome, InitOutcome::Created(_));
+    if created || !token_file.exists() {
+        let token = server.auth().bootstrap(ttl)?;
+        secrets::write_secret(&token_file, token.as_bytes())?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "initialized": created,
+                "config": outcome.config_path(),
+                "token_file": token_file,
+                "server_key_fingerprint": server.fingerprint().to_string(),
+            })
+        );
+    } else {
+        let verb = if created {
+            "initialized"
+        } else {
+            "already initialized"
+        };
+        println!("{verb}: {}", outcome.config_path().display());
+        println!("bootstrap token: {} (mode 0600)", token_file.display());
+        println!("server key fingerprint: {}", server.fingerprint());
+    }
+    Ok(())
+}
+
+fn serve(config: &Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = Server::open(config.clone())?;
+        let control = tokio::net::TcpListener::bind(&config.socket.bind_addr)
+            .await
+            .with_context(|| format!("binding control port {}", config.socket.bind_addr))?;
+        let http_addr = config.http_bind_addr();
+        let http = tokio::net::TcpListener::bind(&http_addr)
+            .await
+            .with_context(|| format!("binding HTTP port {http_addr}"))?;
+        println!(
+            "dbx listening: control {} (protocol v2{}), http {}; durability {}; server key {}",
+            control.local_addr()?,
+            if config.accept_v1 { " and v1" } else { "" },
+            http.local_addr()?,
+            config.storage.durability.as_str(),
+            server.fingerprint()
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let http_task = {
+            let server = server.clone();
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let _ = server
+                    .serve_http(http, async move {
+                        let _ = stopped.changed().await;
+                    })
+                    .await;
+            })
+        };
+        let signals = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stop.send(true);
+        };
+        server.run(control, signals).await?;
+        let _ = http_task.await;
+        anyhow::Ok(())
+    })
+}
+
+fn pid_file(config: &Config) -> PathBuf {
+    config.data_dir.join("eventdbx.pid")
+}
+
+fn running_pid(config: &Config) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file(config))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+fn start(explicit: Option<&Path>) -> Result<()> {
+    let config = load_config(explicit)?;
+    if let Some(pid) = running_pid(&config) {
+        bail!("already running (pid {pid})");
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.data_dir.join("eventdbx.log"))?;
+    let config_path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => Config::discover(&std::env::current_dir()?).context("no .dbx/config.toml found")?,
+    };
+    let child = Process::new(std::env::current_exe()?)
+        .arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the server")?;
+    secrets::write_atomic(&pid_file(&config), child.id().to_string().as_bytes(), 0o644)?;
+    // Wait until the control port answers, or the child dies.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&config.socket.bind_addr).is_ok() {
+            println!("started (pid {})", child.id());
+            return Ok(());
+        }
+        if running_pid(&config).is_none() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "the server did not come up; see {}",
+        config.data_dir.join("eventdbx.log").display()
+    )
+}
+
+fn stop(config: &Config) -> Result<()> {
+    let Some(pid) = running_pid(config) else {
+        println!("not running");
+        return Ok(());
+    };
+    let _ = Process::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    for _ in 0..50 {
+        if running_pid(config).is_none() {
+            let _ = std::fs::remove_file(pid_file(config));
+            println!("stopped");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Process::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status();
+    let _ = std::fs::remove_file(pid_file(config));
+    println!("killed (did not stop within 5 s)");
+    Ok(())
+}
+
+fn status(config: &Config, json: bool) -> Result<()> {
+    let pid = running_pid(config);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "running": pid.is_some(), "pid": pid })
+        );
+    } else {
+        match pid {
+            Some(pid) => println!("running (pid {pid})"),
+            None => println!("not running"),
+        }
+    }
+    if pid.is_none() {
+        std::process::exit(3);
+    }
+    Ok(())
+}
+
+fn token(config: &Config, command: TokenCommand, json: bool) -> Result<()> {
+    let auth = Authority::open(authority_config(config))?;
+    match command {
+        TokenCommand::Bootstrap { stdout, ttl } => {
+            let token = auth.bootstrap(ttl)?;
+            if stdout {
+                println!("{token}");
+            } else {
+                let path = config.data_dir.join("cli.token");
+                secrets::write_secret(&path, token.as_bytes())?;
+                println!("bootstrap token written to {} (mode 0600)", path.display());
+            }
+        }
+        TokenCommand::Generate(args) => {
+            let (token, claims) = auth.issue(TokenRequest {
+                group: args.group,
+                user: args.user,
+                subject: args.subject,
+                actions: args.actions,
+                resources: args.resources,
+                tenants: args.tenants,
+                ttl_secs: args.ttl,
+                issued_by: args.issued_by,
+                write_limit: None,
+                keep_alive: false,
+                not_before: None,
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "token": token, "claims": claims })
+                );
+            } else {
+                println!("{token}");
+            }
+        }
+        TokenCommand::List => {
+            let records = auth.list();
+            if json {
+                println!("{}", serde_json::to_string(&records)?);
+            } else {
+                for r in records {
+                    let state = if r.revoked { "revoked" } else { "active" };
+                    println!(
+                        "{} {state} {}:{} actions={:?} tenants={:?}",
+                        r.jti, r.group, r.user, r.actions, r.tenants
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { token, reason } => {
+            let record = auth.revoke(&token, reason.as_deref())?;
+            println!("revoked {}", record.jti);
+        }
+        TokenCommand::Refresh { token, ttl } => {
+            let (token, _) = auth.refresh(&token, ttl)?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}
