@@ -2,5 +2,8 @@
 mod auth;
 mod config;
 mod control;
+mod correctness;
+mod flows;
 mod support;
 mod tenants;
+mod tenants_control;
