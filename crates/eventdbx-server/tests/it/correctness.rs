@@ -419,3 +419,82 @@ fn exact_prefixes_keep_o1_and_o10_apart() {
     assert_eq!(array(&snapshots).len(), 1);
     assert_eq!(snapshots[0]["aggregate_id"], "o-1");
 }
+
+#[test]
+fn large_requests_need_v2_and_a_refused_one_keeps_the_v1_session() {
+    let server = TestServer::start(|_| {});
+    let mut v1 = server.v1("default");
+    ok(v1.create("item", "big", "made", "{}"));
+    let payload = format!(r#"{{"blob":"{}"}}"#, "b".repeat(70 * 1024));
+    let token = v1.token.clone();
+    let refused = v1.try_call(|p| {
+        let mut w = p.init_append_event();
+        w.set_token(token.as_str());
+        w.set_aggregate_type("item");
+        w.set_aggregate_id("big");
+        w.set_event_type("changed");
+        w.set_payload_json(payload.as_str());
+    });
+    let message = refused.err().expect("refused before sending");
+    assert!(message.contains("request too large"), "{message}");
+    assert_eq!(ok(v1.get("item", "big"))["aggregate"]["version"], 1);
+
+    let mut v2 = server.v2("default");
+    let payload = format!(r#"{{"blob":"{}"}}"#, "b".repeat(200 * 1024));
+    assert_eq!(
+        ok(v2.apply("item", "big", "changed", &payload))["version"],
+        2
+    );
+    let state = &ok(v2.get("item", "big"))["aggregate"]["state"];
+    assert_eq!(state["blob"].as_str().map(str::len), Some(200 * 1024));
+}
+
+#[test]
+fn no_existence_oracle_and_per_request_resources() {
+    let server = TestServer::start(|_| {});
+    let mut admin = server.v2("default");
+    ok(admin.create("person", "p-1", "made", r#"{"name":"a"}"#));
+    ok(admin.create("order", "o-1", "made", "{}"));
+    let snapshot = ok(admin.create_snapshot("person", "p-1", None));
+    let snapshot_id: u64 = snapshot["snapshot_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("id");
+
+    // 78: a read-only token gets the same answer for existing and missing aggregates.
+    let mut reader = server.v2("default");
+    reader.token = server.token(&["aggregate.read"], &[]);
+    for id in ["p-1", "p-404"] {
+        for reply in [
+            reader.apply("person", id, "changed", "{}"),
+            reader.patch(
+                "person",
+                id,
+                "changed",
+                r#"[{"op":"add","path":"/x","value":1}]"#,
+            ),
+            reader.create("person", id, "made", "{}"),
+        ] {
+            assert_eq!(err(reply).pair(), ("unauthorized", "unauthorized"), "{id}");
+        }
+    }
+
+    // 80: resources restrict every listing.
+    let mut orders = server.v2("default");
+    orders.token = server.token_for(&["aggregate.read"], &["aggregate:order:*"], &[]);
+    let listed = ok(orders.list(&ListOpts::default()));
+    let types: Vec<Value> = array(&listed["aggregates"])
+        .iter()
+        .map(|a| a["aggregate_type"].clone())
+        .collect();
+    assert_eq!(types, vec![json!("order")]);
+    let outbox = ok(orders.outbox(None, Some(100)));
+    assert!(array(&outbox["events"])
+        .iter()
+        .all(|e| e["aggregate_type"] == "order"));
+    assert_eq!(array(&outbox["events"]).len(), 1);
+    assert_eq!(ok(orders.list_snapshots(Some("person"), None)), json!([]));
+    assert_eq!(ok(orders.get_snapshot(snapshot_id))["found"], false);
+    assert_eq!(ok(orders.get_snapshot(snapshot_id + 1))["found"], false);
+    assert_eq!(err(orders.get("person", "p-1")).code, "unauthorized");
+}
