@@ -435,7 +435,7 @@ fn large_requests_need_v2_and_a_refused_one_keeps_the_v1_session() {
         w.set_event_type("changed");
         w.set_payload_json(payload.as_str());
     });
-    let message = refused.err().expect("refused before sending");
+    let message = refused.expect_err("refused before sending");
     assert!(message.contains("request too large"), "{message}");
     assert_eq!(ok(v1.get("item", "big"))["aggregate"]["version"], 1);
 
