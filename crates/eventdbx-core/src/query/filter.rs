@@ -304,8 +304,8 @@ impl Parser {
     fn comparison(&mut self) -> Result<Expr> {
         let field = match self.next() {
             Some(Token::Ident(name) | Token::QuotedField(name)) => name,
-            None => return Err(filter_error("unexpected end of filter")),
-            Some(_) => return Err(filter_error("expected field name in comparison")),
+            // `a = 1 AND` ends where a field name must start (04-acceptance scenario 68).
+            _ => return Err(filter_error("expected field name in comparison")),
         };
         let negated = self.eat(&Token::Not);
         let predicate = match self.next() {

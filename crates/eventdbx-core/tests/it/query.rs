@@ -101,7 +101,7 @@ fn filter_error_messages_are_the_spec_ones() {
         ("a = AND", "invalid value literal"),
         ("a = 1.2.3", "invalid number: 1.2.3"),
         ("a = -", "invalid number: -"),
-        ("a = 1 AND", "unexpected end of filter"),
+        ("a = 1 AND", "expected field name in comparison"),
         ("a =", "unexpected end of filter"),
         ("a = 1 b = 2", "unexpected tokens after expression"),
         ("a = 1)", "unexpected tokens after expression"),

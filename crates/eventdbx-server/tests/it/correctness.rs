@@ -352,7 +352,6 @@ fn bad_filters_sorts_and_cursors_have_spec_errors() {
 }
 
 #[test]
-#[ignore = "server bug: `a = 1 AND` answers `unexpected end of filter`, scenario 68 wants `expected field name in comparison`"]
 fn a_dangling_and_expects_a_field_name() {
     let server = TestServer::start(|_| {});
     let mut c = server.v2("default");
