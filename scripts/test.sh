@@ -19,3 +19,10 @@ else
 fi
 echo "== doc tests"
 cargo test --workspace --locked --doc
+echo "== EventDBX's own Rust client (crates.io eventdbx-client) against our server"
+if command -v capnp >/dev/null 2>&1; then
+  cargo test --locked --manifest-path compat/reference-client/Cargo.toml
+else
+  echo "capnp is not installed (scripts/setup.sh installs it with apt-get): compatibility test NOT run"
+  exit 1
+fi

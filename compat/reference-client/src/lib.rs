@@ -1,0 +1,1 @@
+//! Compatibility tests only; see tests/.
