@@ -186,12 +186,8 @@ impl GetAggregate {
             READ,
             Some(&resource(&self.aggregate_type, &self.aggregate_id)),
         )?;
-        let schemas = ctx.schemas();
-        let found = ctx
-            .state
-            .store
-            .get(ctx.tenant, &self.aggregate_type, &self.aggregate_id)?
-            .and_then(|a| ctx.visible(&schemas, a));
+        let found =
+            ctx.visible_aggregate(&ctx.schemas(), &self.aggregate_type, &self.aggregate_id)?;
         Ok(match found {
             Some(aggregate) => {
                 let json = aggregate.to_json(&[]).to_string();
@@ -233,11 +229,8 @@ impl SelectAggregate {
             Some(&resource(&self.aggregate_type, &self.aggregate_id)),
         )?;
         let schemas = ctx.schemas();
-        let Some(aggregate) = ctx
-            .state
-            .store
-            .get(ctx.tenant, &self.aggregate_type, &self.aggregate_id)?
-            .and_then(|a| ctx.visible(&schemas, a))
+        let Some(aggregate) =
+            ctx.visible_aggregate(&schemas, &self.aggregate_type, &self.aggregate_id)?
         else {
             return Ok(Reply::SelectAggregate {
                 selection_json: None,
@@ -334,13 +327,10 @@ impl ListReferrers {
         validate_aggregate_type(&self.aggregate_type)?;
         validate_aggregate_id(&self.aggregate_id)?;
         let schemas = ctx.schemas();
-        let exists = ctx
-            .state
-            .store
-            .get(ctx.tenant, &self.aggregate_type, &self.aggregate_id)?
-            .and_then(|a| ctx.visible(&schemas, a))
-            .is_some();
-        if !exists {
+        if ctx
+            .visible_aggregate(&schemas, &self.aggregate_type, &self.aggregate_id)?
+            .is_none()
+        {
             return Err(CoreError::AggregateNotFound.into());
         }
         // Reference columns (§7) are not stored yet, so no aggregate can refer to another.

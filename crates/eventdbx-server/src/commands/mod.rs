@@ -61,6 +61,21 @@ impl Context<'_> {
             .is_some_and(|schema| schema.hidden)
     }
 
+    /// Looks an aggregate up as a reader may see it (see [`Context::visible`]).
+    pub fn visible_aggregate(
+        &self,
+        schemas: &SchemaMap,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Aggregate>, RequestError> {
+        use eventdbx_store::EventStore as _;
+        Ok(self
+            .state
+            .store
+            .get(self.tenant, aggregate_type, aggregate_id)?
+            .and_then(|aggregate| self.visible(schemas, aggregate)))
+    }
+
     /// The aggregate as a reader may see it: `None` for a hidden type, hidden fields removed.
     pub fn visible(&self, schemas: &SchemaMap, mut aggregate: Aggregate) -> Option<Aggregate> {
         let schema = schemas.get(&aggregate.aggregate_type);
