@@ -1,0 +1,368 @@
+//! A blocking client: the async [`Client`](crate::Client) plus a runtime, with no logic of its
+//! own (after `postgres` over `tokio-postgres`).
+//!
+//! Do not use it from inside an async runtime (blocking there panics); use the async client.
+//!
+//! ```no_run
+//! use eventdbx_client::blocking::Client;
+//! use eventdbx_client::{ClientConfig, ListQuery};
+//!
+//! let client = Client::connect(ClientConfig::from_env()?)?;
+//! for aggregate in client.iter_list(ListQuery::new().take(100)) {
+//!     println!("{}", aggregate?);
+//! }
+//! # Ok::<(), eventdbx_client::Error>(())
+//! ```
+
+use std::collections::VecDeque;
+
+use serde_json::Value;
+use tokio::runtime::Runtime;
+
+use crate::config::ClientConfig;
+use crate::connection::Protocol;
+use crate::error::{Error, Result};
+use crate::types::{
+    AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage, SchemaPublish,
+    SchemaPublishResult, SnapshotQuery, TenantAssignResult, TenantQuotaResult, Write, Written,
+};
+use crate::{AggregatePages, EventPages, Fingerprint};
+
+/// A synchronous EventDBX client. Thread-safe: share it by reference (or in an `Arc`).
+#[derive(Debug)]
+pub struct Client {
+    client: crate::Client,
+    runtime: Runtime,
+}
+
+impl Client {
+    /// Connects and performs the handshake (see [`crate::Client::connect`]).
+    pub fn connect(config: ClientConfig) -> Result<Client> {
+        // One worker thread keeps the connection's reader and writer running between calls.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("eventdbx-client")
+            .enable_all()
+            .build()
+            .map_err(|err| Error::connection(format!("cannot start the runtime: {err}")))?;
+        let client = runtime.block_on(crate::Client::connect(config))?;
+        Ok(Client { client, runtime })
+    }
+
+    /// The async client inside.
+    pub fn get_async(&self) -> &crate::Client {
+        &self.client
+    }
+
+    /// See [`crate::Client::close`].
+    pub fn close(&self) {
+        self.runtime.block_on(self.client.close());
+    }
+
+    /// See [`crate::Client::is_closed`].
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// See [`crate::Client::is_connected`].
+    pub fn is_connected(&self) -> bool {
+        self.runtime.block_on(self.client.is_connected())
+    }
+
+    /// See [`crate::Client::protocol`].
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.runtime.block_on(self.client.protocol())
+    }
+
+    /// See [`crate::Client::server_capabilities`].
+    pub fn server_capabilities(&self) -> Vec<String> {
+        self.runtime.block_on(self.client.server_capabilities())
+    }
+
+    /// See [`crate::Client::server_fingerprint`].
+    pub fn server_fingerprint(&self) -> Option<Fingerprint> {
+        self.runtime.block_on(self.client.server_fingerprint())
+    }
+
+    /// See [`crate::Client::write`].
+    pub fn write(&self, write: Write) -> Result<Written> {
+        self.runtime.block_on(self.client.write(write))
+    }
+
+    /// See [`crate::Client::create`].
+    pub fn create(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        payload_json: &str,
+    ) -> Result<Written> {
+        self.runtime.block_on(self.client.create(
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            payload_json,
+        ))
+    }
+
+    /// See [`crate::Client::apply`].
+    pub fn apply(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        payload_json: &str,
+    ) -> Result<Written> {
+        self.runtime.block_on(self.client.apply(
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            payload_json,
+        ))
+    }
+
+    /// See [`crate::Client::patch`].
+    pub fn patch(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        patch_json: &str,
+    ) -> Result<Written> {
+        self.runtime.block_on(self.client.patch(
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            patch_json,
+        ))
+    }
+
+    /// See [`crate::Client::archive`].
+    pub fn archive(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        note: Option<&str>,
+    ) -> Result<Written> {
+        self.runtime
+            .block_on(self.client.archive(aggregate_type, aggregate_id, note))
+    }
+
+    /// See [`crate::Client::restore`].
+    pub fn restore(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        note: Option<&str>,
+    ) -> Result<Written> {
+        self.runtime
+            .block_on(self.client.restore(aggregate_type, aggregate_id, note))
+    }
+
+    /// See [`crate::Client::create_snapshot`].
+    pub fn create_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        comment: Option<&str>,
+    ) -> Result<Written> {
+        self.runtime.block_on(
+            self.client
+                .create_snapshot(aggregate_type, aggregate_id, comment),
+        )
+    }
+
+    /// See [`crate::Client::get`].
+    pub fn get(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Found> {
+        self.runtime
+            .block_on(self.client.get(aggregate_type, aggregate_id))
+    }
+
+    /// See [`crate::Client::select`].
+    pub fn select(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        fields: &[&str],
+    ) -> Result<Found> {
+        self.runtime
+            .block_on(self.client.select(aggregate_type, aggregate_id, fields))
+    }
+
+    /// See [`crate::Client::list`].
+    pub fn list(&self, query: &ListQuery) -> Result<AggregatesPage> {
+        self.runtime.block_on(self.client.list(query))
+    }
+
+    /// Every aggregate matching `query`, following cursors page by page (`take` is the page
+    /// size). Stops after the first error.
+    pub fn iter_list(&self, query: ListQuery) -> ItemIter<'_, AggregatePages> {
+        ItemIter::new(&self.runtime, self.client.list_pages(query))
+    }
+
+    /// See [`crate::Client::events`].
+    pub fn events(&self, query: &EventsQuery) -> Result<EventsPage> {
+        self.runtime.block_on(self.client.events(query))
+    }
+
+    /// Every event matching `query`, following cursors. Stops after the first error.
+    pub fn iter_events(&self, query: EventsQuery) -> ItemIter<'_, EventPages> {
+        ItemIter::new(&self.runtime, self.client.event_pages(query))
+    }
+
+    /// See [`crate::Client::verify`].
+    pub fn verify(&self, aggregate_type: &str, aggregate_id: &str) -> Result<String> {
+        self.runtime
+            .block_on(self.client.verify(aggregate_type, aggregate_id))
+    }
+
+    /// See [`crate::Client::list_referrers`].
+    pub fn list_referrers(&self, aggregate_type: &str, aggregate_id: &str) -> Result<JsonList> {
+        self.runtime
+            .block_on(self.client.list_referrers(aggregate_type, aggregate_id))
+    }
+
+    /// See [`crate::Client::read_outbox`].
+    pub fn read_outbox(
+        &self,
+        after_event_id: Option<u64>,
+        take: Option<u64>,
+    ) -> Result<OutboxPage> {
+        self.runtime
+            .block_on(self.client.read_outbox(after_event_id, take))
+    }
+
+    /// See [`crate::Client::list_snapshots`].
+    pub fn list_snapshots(&self, query: &SnapshotQuery) -> Result<JsonList> {
+        self.runtime.block_on(self.client.list_snapshots(query))
+    }
+
+    /// See [`crate::Client::get_snapshot`].
+    pub fn get_snapshot(&self, snapshot_id: u64) -> Result<Found> {
+        self.runtime.block_on(self.client.get_snapshot(snapshot_id))
+    }
+
+    /// See [`crate::Client::list_schemas`].
+    pub fn list_schemas(&self) -> Result<String> {
+        self.runtime.block_on(self.client.list_schemas())
+    }
+
+    /// See [`crate::Client::replace_schemas`].
+    pub fn replace_schemas(&self, schemas_json: &str) -> Result<u32> {
+        self.runtime
+            .block_on(self.client.replace_schemas(schemas_json))
+    }
+
+    /// See [`crate::Client::tenant_assign`].
+    pub fn tenant_assign(&self, tenant_id: &str, shard_id: &str) -> Result<TenantAssignResult> {
+        self.runtime
+            .block_on(self.client.tenant_assign(tenant_id, shard_id))
+    }
+
+    /// See [`crate::Client::tenant_unassign`].
+    pub fn tenant_unassign(&self, tenant_id: &str) -> Result<bool> {
+        self.runtime
+            .block_on(self.client.tenant_unassign(tenant_id))
+    }
+
+    /// See [`crate::Client::tenant_quota_set`].
+    pub fn tenant_quota_set(
+        &self,
+        tenant_id: &str,
+        max_storage_mb: u64,
+    ) -> Result<TenantQuotaResult> {
+        self.runtime
+            .block_on(self.client.tenant_quota_set(tenant_id, max_storage_mb))
+    }
+
+    /// See [`crate::Client::tenant_quota_clear`].
+    pub fn tenant_quota_clear(&self, tenant_id: &str) -> Result<bool> {
+        self.runtime
+            .block_on(self.client.tenant_quota_clear(tenant_id))
+    }
+
+    /// See [`crate::Client::tenant_quota_recalc`].
+    pub fn tenant_quota_recalc(&self, tenant_id: &str) -> Result<u64> {
+        self.runtime
+            .block_on(self.client.tenant_quota_recalc(tenant_id))
+    }
+
+    /// See [`crate::Client::tenant_reload`].
+    pub fn tenant_reload(&self, tenant_id: &str) -> Result<bool> {
+        self.runtime.block_on(self.client.tenant_reload(tenant_id))
+    }
+
+    /// See [`crate::Client::tenant_schema_publish`].
+    pub fn tenant_schema_publish(&self, publish: &SchemaPublish) -> Result<SchemaPublishResult> {
+        self.runtime
+            .block_on(self.client.tenant_schema_publish(publish))
+    }
+}
+
+/// Page sources the blocking iterators drive.
+pub trait PageSource {
+    /// Fetches the next page's parsed items, or `None` after the last page.
+    #[doc(hidden)]
+    fn next_items(&mut self, runtime: &Runtime) -> Result<Option<Vec<Value>>>;
+}
+
+impl PageSource for AggregatePages {
+    fn next_items(&mut self, runtime: &Runtime) -> Result<Option<Vec<Value>>> {
+        runtime
+            .block_on(self.next_page())?
+            .map(|page| page.aggregates())
+            .transpose()
+    }
+}
+
+impl PageSource for EventPages {
+    fn next_items(&mut self, runtime: &Runtime) -> Result<Option<Vec<Value>>> {
+        runtime
+            .block_on(self.next_page())?
+            .map(|page| page.events())
+            .transpose()
+    }
+}
+
+/// An iterator over parsed items that fetches pages as it goes.
+#[derive(Debug)]
+pub struct ItemIter<'a, P> {
+    runtime: &'a Runtime,
+    pages: P,
+    buffered: VecDeque<Value>,
+    finished: bool,
+}
+
+impl<'a, P: PageSource> ItemIter<'a, P> {
+    fn new(runtime: &'a Runtime, pages: P) -> Self {
+        ItemIter {
+            runtime,
+            pages,
+            buffered: VecDeque::new(),
+            finished: false,
+        }
+    }
+}
+
+impl<P: PageSource> Iterator for ItemIter<'_, P> {
+    type Item = Result<Value>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.buffered.pop_front() {
+                return Some(Ok(item));
+            }
+            if self.finished {
+                return None;
+            }
+            match self.pages.next_items(self.runtime) {
+                Ok(Some(items)) => self.buffered.extend(items),
+                Ok(None) => self.finished = true,
+                Err(err) => {
+                    self.finished = true;
+                    return Some(Err(err));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,648 @@
+//! One control connection: the handshake, then a reader task and a writer task that own the
+//! socket halves.
+//!
+//! Callers hand a request (id and bytes) to [`Connection::request`], which registers the id in
+//! the pending map, queues the bytes for the writer and waits for the reader to deliver the
+//! response carrying that id. Any transport failure (EOF, reset, undecodable frame, a response
+//! whose id nobody waits for) kills the connection: every waiter gets the error and the client
+//! opens a new connection on its next call. v1 connections let one request in flight at a time,
+//! since the server answers in order; v2 connections any number.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use eventdbx_proto::frame::{
+    self, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
+};
+use eventdbx_proto::hello::{Hello, HelloResponse, MAX_HELLO_BYTES};
+use eventdbx_proto::message::{self, Decoded, StreamMessageReader};
+use eventdbx_proto::negotiate::{self, Attempt, Next, Policy};
+use eventdbx_proto::noise::{self, v1, v2};
+use eventdbx_proto::schema::control_capnp::control_response;
+use eventdbx_proto::ProtoError;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::ClientConfig;
+use crate::error::{Error, ErrorKind, Result};
+
+/// A decoded `ControlResponse`.
+pub(crate) type Response = Decoded<control_response::Owned>;
+
+/// Which session a connection runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Protocol v2: Noise XXpsk3, chunked messages, requests pipelined.
+    V2,
+    /// Protocol v1 under `Noise_NNpsk0`.
+    V1,
+    /// Protocol v1 framing without encryption.
+    Plaintext,
+}
+
+enum Sealing {
+    V2(v2::ChunkSealer),
+    V1(noise::Sealer),
+    Plain,
+}
+
+enum Opening {
+    V2(v2::ChunkOpener),
+    V1(noise::Opener),
+    Plain,
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<Response>>,
+    /// Set by the writer just before the request's first byte goes out.
+    written: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<u64, Pending>,
+    /// Ids whose caller gave up (timeout, cancellation) on v2: their late answers are dropped.
+    abandoned: HashSet<u64>,
+    dead: Option<Error>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the map itself stays consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Fails every waiter and marks the connection dead (first reason wins).
+    fn kill(&self, reason: Error) {
+        let pending = {
+            let mut state = self.lock();
+            if state.dead.is_none() {
+                state.dead = Some(reason.clone());
+            }
+            std::mem::take(&mut state.pending)
+        };
+        for (_, entry) in pending {
+            let _ = entry.reply.send(Err(reason.clone().unsent(!entry.written)));
+        }
+    }
+}
+
+struct Outgoing {
+    id: u64,
+    bytes: Vec<u8>,
+}
+
+/// An established control connection.
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    outgoing: mpsc::Sender<Outgoing>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    /// One request at a time on v1.
+    gate: Option<Semaphore>,
+    protocol: Protocol,
+    capabilities: Vec<String>,
+    max_request: usize,
+    fingerprint: Option<v2::Fingerprint>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("protocol", &self.protocol)
+            .field("capabilities", &self.capabilities)
+            .field("max_request", &self.max_request)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+impl Connection {
+    /// Opens a connection per the configuration's transport, with the v2 → v1 fallback.
+    pub(crate) async fn open(config: &ClientConfig) -> Result<Connection> {
+        let policy = Policy {
+            transport: config.transport.preference(),
+            pinned: config.server_key.is_some(),
+            forbid_fallback: false,
+        };
+        let mut attempt = negotiate::first_attempt(&policy);
+        loop {
+            match tokio::time::timeout(config.connect_timeout, open_attempt(config, attempt)).await
+            {
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "connecting to {}:{} took longer than {:?}",
+                            config.host, config.port, config.connect_timeout
+                        ),
+                    ))
+                }
+                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Err(Opened::Failed(err))) => return Err(err),
+                Ok(Err(Opened::Rejected(message))) => {
+                    match negotiate::after_rejection(&policy, attempt, &message) {
+                        Next::Fallback(next) => {
+                            tracing::warn!(
+                                server = %format!("{}:{}", config.host, config.port),
+                                "server does not speak protocol v2; falling back to protocol v1, \
+                                 which sends the token in clear inside the hello"
+                            );
+                            attempt = next;
+                        }
+                        Next::Fail(message) => return Err(rejection(message)),
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    pub(crate) fn capabilities(&self) -> &[String] {
+        &self.capabilities
+    }
+
+    pub(crate) fn has_capability(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|c| c == name)
+    }
+
+    pub(crate) fn fingerprint(&self) -> Option<v2::Fingerprint> {
+        self.fingerprint
+    }
+
+    pub(crate) fn max_request(&self) -> usize {
+        self.max_request
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.shared.lock().dead.is_none()
+    }
+
+    /// Discards the connection: waiters fail with `reason`, the socket closes.
+    pub(crate) fn kill(&self, reason: Error) {
+        self.shared.kill(reason);
+        self.reader.abort();
+        self.writer.abort();
+    }
+
+    /// Sends one encoded request and waits up to `timeout` for its response.
+    pub(crate) async fn request(
+        &self,
+        id: u64,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Response> {
+        if bytes.len() > self.max_request {
+            return Err(Error::too_large(bytes.len(), self.max_request));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _permit = match &self.gate {
+            Some(gate) => match tokio::time::timeout_at(deadline, gate.acquire()).await {
+                Ok(Ok(permit)) => Some(permit),
+                Ok(Err(_)) => return Err(Error::connection("connection closed").unsent(true)),
+                Err(_) => return Err(timed_out(timeout).unsent(true)),
+            },
+            None => None,
+        };
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut state = self.shared.lock();
+            if let Some(reason) = &state.dead {
+                return Err(reason.clone().unsent(true));
+            }
+            state.pending.insert(
+                id,
+                Pending {
+                    reply,
+                    written: false,
+                },
+            );
+        }
+        // Whatever happens from here on, a late answer for this id must not kill the
+        // connection as an unknown id.
+        let mut guard = AbandonGuard {
+            shared: &self.shared,
+            id,
+            armed: true,
+        };
+        if self.outgoing.send(Outgoing { id, bytes }).await.is_err() {
+            self.shared.lock().pending.remove(&id);
+            guard.armed = false;
+            return Err(Error::connection("connection closed").unsent(true));
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => {
+                guard.armed = false;
+                result
+            }
+            Ok(Err(_)) => {
+                guard.armed = false;
+                Err(Error::connection("connection closed"))
+            }
+            Err(_) => {
+                let unsent = {
+                    let state = self.shared.lock();
+                    state.pending.get(&id).is_some_and(|entry| !entry.written)
+                };
+                let error = timed_out(timeout).unsent(unsent);
+                if self.protocol != Protocol::V2 {
+                    // v1 answers in order: a late reply would be read by the next request.
+                    guard.armed = false;
+                    self.kill(error.clone());
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// On v2, marks a request whose caller stopped waiting so that its late answer is dropped
+/// quietly (it is not an id out of step).
+struct AbandonGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut state = self.shared.lock();
+            if state.pending.remove(&self.id).is_some() {
+                state.abandoned.insert(self.id);
+            }
+        }
+    }
+}
+
+fn timed_out(timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("no response within {timeout:?}"),
+    )
+}
+
+const TOKEN_REJECTIONS: [&str; 3] = [
+    "missing control token",
+    "invalid control token",
+    "token does not grant access to tenant",
+];
+
+fn rejection(message: String) -> Error {
+    let token = TOKEN_REJECTIONS.iter().any(|t| message.starts_with(t));
+    let error = Error::handshake(format!("hello rejected: {message}"));
+    if token {
+        error.with_token_rejected()
+    } else {
+        error
+    }
+}
+
+enum Opened {
+    /// The hello was rejected with this message (a fallback may apply).
+    Rejected(String),
+    Failed(Error),
+}
+
+impl From<Error> for Opened {
+    fn from(err: Error) -> Self {
+        Opened::Failed(err)
+    }
+}
+
+fn proto_handshake(err: ProtoError) -> Error {
+    match err {
+        ProtoError::ServerKeyMismatch { pinned, presented } => Error::handshake(format!(
+            "server key mismatch: pinned {pinned}, server presented {presented}"
+        )),
+        ProtoError::Rejected(reason) => {
+            Error::handshake(format!("session rejected: {reason}")).with_token_rejected()
+        }
+        other => Error::handshake(other.to_string()),
+    }
+}
+
+async fn open_attempt(
+    config: &ClientConfig,
+    attempt: Attempt,
+) -> std::result::Result<Connection, Opened> {
+    let token = config.token.trim();
+    let address = format!("{}:{}", config.host, config.port);
+    let mut socket = TcpStream::connect(&address)
+        .await
+        .map_err(|err| Error::io(&format!("cannot connect to {address}"), &err))?;
+    let _ = socket.set_nodelay(true);
+    let (protocol_version, hello_token, no_noise) = match attempt {
+        Attempt::V2 => (v2::PROTOCOL_VERSION, "", false),
+        Attempt::V1 { no_noise } => (negotiate::V1, token, no_noise),
+    };
+    let hello = Hello {
+        protocol_version,
+        token: hello_token.to_owned(),
+        tenant_id: config.tenant_id.trim().to_owned(),
+        no_noise,
+    }
+    .encode();
+    socket
+        .write_all(&hello)
+        .await
+        .map_err(|err| Error::io("sending the hello", &err))?;
+    let response_bytes = read_hello_response(&mut socket).await?;
+    let response = HelloResponse::decode(&response_bytes)
+        .map_err(|err| Error::handshake(format!("undecodable hello response: {err}")))?;
+    if !response.accepted {
+        return Err(Opened::Rejected(response.message));
+    }
+    let (read_half, mut write_half) = socket.into_split();
+    let mut read_half = read_half;
+    match attempt {
+        Attempt::V2 => {
+            let prologue = v2::prologue(&hello, &response_bytes);
+            let mut initiator = v2::Initiator::new(
+                token,
+                config.server_key,
+                config.max_message_bytes,
+                &prologue,
+            )
+            .map_err(proto_handshake)?;
+            let msg1 = initiator.write_message1().map_err(proto_handshake)?;
+            write_frame(&mut write_half, &msg1, v2::FRAME_LIMIT).await?;
+            let msg2 = read_handshake_frame(&mut read_half, v2::FRAME_LIMIT).await?;
+            let fingerprint = initiator.read_message2(&msg2).map_err(proto_handshake)?;
+            let (msg3, awaiting) = initiator.write_message3().map_err(proto_handshake)?;
+            write_frame(&mut write_half, &msg3, v2::FRAME_LIMIT).await?;
+            let verdict = read_frame(&mut read_half, v2::FRAME_LIMIT)
+                .await
+                .map_err(|_| {
+                    Error::handshake(
+                        "the server closed the connection during the handshake (wrong token or \
+                         incompatible server)",
+                    )
+                    .with_token_rejected()
+                })?;
+            let session = awaiting.read_verdict(&verdict).map_err(proto_handshake)?;
+            let max_request = session.sealer.peer_max().min(config.max_message_bytes);
+            Ok(Connection::start(
+                read_half,
+                write_half,
+                Sealing::V2(session.sealer),
+                Opening::V2(session.opener),
+                Protocol::V2,
+                response.capabilities,
+                max_request,
+                Some(fingerprint),
+            ))
+        }
+        Attempt::V1 { no_noise } => {
+            negotiate::check_plaintext_grant(no_noise, response.no_noise)
+                .map_err(Error::handshake)?;
+            if no_noise {
+                tracing::warn!("plaintext transport requested; intended for testing only");
+                return Ok(Connection::start(
+                    read_half,
+                    write_half,
+                    Sealing::Plain,
+                    Opening::Plain,
+                    Protocol::Plaintext,
+                    response.capabilities,
+                    V1_MAX_PLAINTEXT_FRAME,
+                    None,
+                ));
+            }
+            let mut initiator = v1::Initiator::new(token).map_err(proto_handshake)?;
+            let msg1 = initiator.write_message1().map_err(proto_handshake)?;
+            write_frame(&mut write_half, &msg1, V1_MAX_NOISE_FRAME).await?;
+            let msg2 = read_handshake_frame(&mut read_half, V1_MAX_NOISE_FRAME).await?;
+            let session = initiator.read_message2(&msg2).map_err(proto_handshake)?;
+            Ok(Connection::start(
+                read_half,
+                write_half,
+                Sealing::V1(session.sealer),
+                Opening::V1(session.opener),
+                Protocol::V1,
+                response.capabilities,
+                NOISE_MAX_PLAINTEXT,
+                None,
+            ))
+        }
+    }
+}
+
+async fn read_hello_response(socket: &mut TcpStream) -> Result<Vec<u8>> {
+    let mut reader = StreamMessageReader::new(MAX_HELLO_BYTES);
+    while reader.bytes_needed() > 0 {
+        let mut buf = vec![0u8; reader.bytes_needed()];
+        socket
+            .read_exact(&mut buf)
+            .await
+            .map_err(|err| Error::io("reading the hello response", &err))?;
+        reader
+            .feed(&buf)
+            .map_err(|err| Error::handshake(format!("undecodable hello response: {err}")))?;
+    }
+    reader
+        .into_message()
+        .ok_or_else(|| Error::handshake("incomplete hello response"))
+}
+
+async fn read_handshake_frame(reader: &mut OwnedReadHalf, limit: usize) -> Result<Vec<u8>> {
+    read_frame(reader, limit).await.map_err(|err| {
+        if err.kind() == ErrorKind::Connection {
+            Error::handshake(format!(
+                "the server closed the connection during the handshake (wrong token or \
+                 incompatible server): {}",
+                err.message()
+            ))
+            .with_token_rejected()
+        } else {
+            err
+        }
+    })
+}
+
+async fn write_frame(writer: &mut OwnedWriteHalf, payload: &[u8], limit: usize) -> Result<()> {
+    let framed = frame::encode(payload, limit).map_err(|err| Error::protocol(err.to_string()))?;
+    writer
+        .write_all(&framed)
+        .await
+        .map_err(|err| Error::io("writing a frame", &err))
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, limit: usize) -> Result<Vec<u8>> {
+    let mut header = [0u8; frame::HEADER_LEN];
+    reader
+        .read_exact(&mut header)
+        .await
+        .map_err(|err| Error::io("reading from the server", &err))?;
+    let len = frame::payload_len(header, limit).map_err(|err| Error::protocol(err.to_string()))?;
+    let mut payload = vec![0u8; len];
+    reader
+        .read_exact(&mut payload)
+        .await
+        .map_err(|err| Error::io("reading from the server", &err))?;
+    Ok(payload)
+}
+
+impl Connection {
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        read_half: OwnedReadHalf,
+        write_half: OwnedWriteHalf,
+        sealing: Sealing,
+        opening: Opening,
+        protocol: Protocol,
+        capabilities: Vec<String>,
+        max_request: usize,
+        fingerprint: Option<v2::Fingerprint>,
+    ) -> Connection {
+        let shared = Arc::new(Shared::default());
+        let (outgoing, queue) = mpsc::channel(256);
+        let frame_limit = match protocol {
+            Protocol::V2 => v2::FRAME_LIMIT,
+            Protocol::V1 => V1_MAX_NOISE_FRAME,
+            Protocol::Plaintext => V1_MAX_PLAINTEXT_FRAME,
+        };
+        let writer = tokio::spawn(write_loop(
+            Arc::clone(&shared),
+            write_half,
+            sealing,
+            queue,
+            frame_limit,
+        ));
+        let reader = tokio::spawn(read_loop(
+            Arc::clone(&shared),
+            read_half,
+            opening,
+            frame_limit,
+        ));
+        Connection {
+            shared,
+            outgoing,
+            reader,
+            writer,
+            gate: (protocol != Protocol::V2).then(|| Semaphore::new(1)),
+            protocol,
+            capabilities,
+            max_request,
+            fingerprint,
+        }
+    }
+}
+
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut writer: OwnedWriteHalf,
+    mut sealing: Sealing,
+    mut queue: mpsc::Receiver<Outgoing>,
+    frame_limit: usize,
+) {
+    while let Some(Outgoing { id, bytes }) = queue.recv().await {
+        {
+            let mut state = shared.lock();
+            if state.dead.is_some() {
+                break;
+            }
+            if let Some(entry) = state.pending.get_mut(&id) {
+                entry.written = true;
+            } else {
+                // The caller gave up before its turn: nothing of it goes out, so no answer
+                // will come either.
+                state.abandoned.remove(&id);
+                continue;
+            }
+        }
+        let sealed = match &mut sealing {
+            Sealing::V2(sealer) => sealer.seal_message(&bytes),
+            Sealing::V1(sealer) => sealer
+                .seal(&bytes)
+                .and_then(|sealed| frame::encode(&sealed, frame_limit)),
+            Sealing::Plain => frame::encode(&bytes, frame_limit),
+        };
+        let sealed = match sealed {
+            Ok(sealed) => sealed,
+            Err(err) => {
+                // Refused before encrypting anything: the session is still in step.
+                let entry = shared.lock().pending.remove(&id);
+                if let Some(entry) = entry {
+                    let _ = entry
+                        .reply
+                        .send(Err(Error::new(ErrorKind::RequestTooLarge, err.to_string())));
+                }
+                continue;
+            }
+        };
+        if let Err(err) = writer.write_all(&sealed).await {
+            shared.kill(Error::io("writing to the server", &err));
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn read_loop(
+    shared: Arc<Shared>,
+    mut reader: OwnedReadHalf,
+    mut opening: Opening,
+    frame_limit: usize,
+) {
+    let reason = loop {
+        let payload = match read_frame(&mut reader, frame_limit).await {
+            Ok(payload) => payload,
+            Err(err) => break err,
+        };
+        let message = match &mut opening {
+            Opening::V2(opener) => match opener.open_frame(&payload) {
+                Ok(Some(message)) => message,
+                Ok(None) => continue,
+                Err(err) => break Error::protocol(format!("undecodable reply: {err}")),
+            },
+            Opening::V1(opener) => match opener.open(&payload) {
+                Ok(message) => message,
+                Err(err) => break Error::protocol(format!("undecodable reply: {err}")),
+            },
+            Opening::Plain => payload,
+        };
+        let response = match message::decode_response(&message) {
+            Ok(response) => response,
+            Err(err) => break Error::protocol(format!("undecodable reply: {err}")),
+        };
+        let id = match response.get() {
+            Ok(root) => root.get_id(),
+            Err(err) => break Error::protocol(format!("undecodable reply: {err}")),
+        };
+        let entry = {
+            let mut state = shared.lock();
+            match state.pending.remove(&id) {
+                Some(entry) => Some(entry),
+                None if state.abandoned.remove(&id) => None,
+                None => {
+                    break Error::protocol(format!("response id {id} matches no request in flight"))
+                }
+            }
+        };
+        if let Some(entry) = entry {
+            let _ = entry.reply.send(Ok(response));
+        }
+    };
+    shared.kill(reason);
+}

@@ -1,0 +1,64 @@
+//! The EventDBX client: an async client over the control protocol, and a [`blocking`] wrapper.
+//!
+//! [`Client::connect`] opens a connection and performs the handshake: protocol v2 (Noise XX
+//! with a token-derived PSK, optionally pinned to the server's key) by default, falling back to
+//! protocol v1 (`Noise_NNpsk0`) on a server that does not speak v2, or plaintext when asked and
+//! granted. One client serves any number of tasks; on v2 their requests are in flight together.
+//!
+//! ```no_run
+//! use eventdbx_client::{Client, ClientConfig, EventsQuery, RetryOptions, Write};
+//!
+//! # async fn demo() -> eventdbx_client::Result<()> {
+//! let config = ClientConfig::new("<token>", "default").retry(RetryOptions::attempts(3));
+//! let client = Client::connect(config).await?;
+//! client
+//!     .write(Write::create("person", "p-1", "person_registered", r#"{"name":"Jane"}"#))
+//!     .await?;
+//! client
+//!     .write(Write::apply("person", "p-1", "person_renamed", r#"{"name":"Janet"}"#).expected_version(1))
+//!     .await?;
+//! let person = client.get("person", "p-1").await?.value()?;
+//! let events = client.events(&EventsQuery::new("person", "p-1")).await?.events()?;
+//! assert_eq!(events.len(), 2);
+//! match client.write(Write::create("person", "p-1", "person_registered", "{}")).await {
+//!     Err(err) if err.code() == "aggregate_exists" => {}
+//!     other => panic!("{other:?} {person:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`config`]: [`ClientConfig`], [`RetryOptions`], [`Transport`], `from_env()`.
+//! - `connection`: the handshake, and the reader and writer tasks that own a socket; requests
+//!   are matched to responses by id.
+//! - `client`: [`Client`] — every operation, retries, lazy reconnection, pagination.
+//! - [`types`]: typed arguments ([`Write`], [`ListQuery`], …) and results that keep the raw JSON
+//!   with parsed views.
+//! - [`error`]: the opaque [`Error`] with [`kind`](Error::kind), [`code`](Error::code) and
+//!   predicates.
+//! - [`blocking`]: the same API for synchronous code, holding the async client and a runtime.
+//!
+//! # Retries
+//! Connecting and reads are retried per [`RetryOptions`] after transport failures (connection
+//! loss, timeouts, undecodable replies), each time on a new connection with a full handshake and
+//! a new request id; server errors are never retried. Mutations are retried only when the
+//! request provably never left the client, or it carries an idempotency key: with retries on,
+//! the client adds a random key to `create`, `apply` and `patch` when the server honours keys.
+
+pub mod blocking;
+mod client;
+pub mod config;
+mod connection;
+pub mod error;
+pub mod types;
+
+pub use client::{AggregatePages, Client, EventPages};
+pub use config::{ClientConfig, RetryOptions, Transport};
+pub use connection::Protocol;
+pub use error::{Error, ErrorKind, Result};
+pub use eventdbx_proto::noise::v2::Fingerprint;
+pub use types::{
+    AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage, PublishTarget,
+    SchemaPublish, SchemaPublishResult, SnapshotQuery, TenantAssignResult, TenantQuotaResult,
+    Write, Written,
+};

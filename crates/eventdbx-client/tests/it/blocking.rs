@@ -1,0 +1,72 @@
+//! The blocking client: a smoke test from plain threads.
+
+use eventdbx_client::blocking::Client;
+use eventdbx_client::{EventsQuery, ListQuery, Write};
+
+use crate::harness::TestServer;
+
+#[test]
+fn blocking_client_smoke() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let mut server = runtime.block_on(TestServer::start());
+    let client = Client::connect(server.config()).expect("connect");
+    for n in 0..5 {
+        client
+            .create(
+                "item",
+                &format!("i-{n}"),
+                "item_added",
+                &format!(r#"{{"n":{n}}}"#),
+            )
+            .expect("create");
+    }
+    client
+        .write(Write::apply("item", "i-0", "item_changed", r#"{"n":10}"#).expected_version(1))
+        .expect("apply");
+    let got = client
+        .get("item", "i-0")
+        .expect("get")
+        .value()
+        .expect("json")
+        .expect("found");
+    assert_eq!(got["state"]["n"], 10);
+    let ids: Vec<String> = client
+        .iter_list(ListQuery::new().take(2).sort("aggregate_id:asc"))
+        .map(|item| {
+            item.expect("item")["aggregate_id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["i-0", "i-1", "i-2", "i-3", "i-4"]);
+    let versions: Vec<u64> = client
+        .iter_events(EventsQuery::new("item", "i-0").take(1))
+        .map(|event| event.expect("event")["version"].as_u64().expect("version"))
+        .collect();
+    assert_eq!(versions, [1, 2]);
+
+    // Shared between threads.
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let client = &client;
+            scope.spawn(move || {
+                let id = format!("t-{t}");
+                client
+                    .create("item", &id, "item_added", "{}")
+                    .expect("create");
+                assert!(client.get("item", &id).expect("get").found());
+            });
+        }
+    });
+
+    client.close();
+    let err = client.get("item", "i-0").expect_err("closed");
+    assert!(err.is_closed());
+    drop(client);
+    runtime.block_on(server.stop());
+}

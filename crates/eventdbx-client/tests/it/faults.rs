@@ -1,0 +1,315 @@
+//! Faults with a real server: dropped connections, lost replies, restarts, timeouts, close.
+
+use std::time::{Duration, Instant};
+
+use eventdbx_client::{Client, ErrorKind, EventsQuery, RetryOptions, Transport};
+
+use crate::harness::{Fault, Proxy, TestServer};
+
+fn quick_retries(attempts: u32) -> RetryOptions {
+    RetryOptions {
+        attempts,
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        jitter: false,
+    }
+}
+
+async fn event_count(client: &Client, aggregate_type: &str, aggregate_id: &str) -> usize {
+    client
+        .events(&EventsQuery::new(aggregate_type, aggregate_id))
+        .await
+        .expect("events")
+        .events()
+        .expect("json")
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_then_every_call_fails_immediately() {
+    let server = TestServer::start().await;
+    for transport in [Transport::V2, Transport::V1] {
+        let client = Client::connect(server.config().transport(transport).retry(quick_retries(5)))
+            .await
+            .expect("connect");
+        client.close().await;
+        client.close().await;
+        assert!(client.is_closed());
+        assert!(!client.is_connected().await);
+        let started = Instant::now();
+        let err = client.get("order", "o-1").await.expect_err("closed");
+        assert!(err.is_closed(), "{err}");
+        assert!(!err.is_retriable());
+        assert_eq!(err.kind(), ErrorKind::Closed);
+        let err = client
+            .create("order", "o-1", "e", "{}")
+            .await
+            .expect_err("closed");
+        assert!(err.is_closed(), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_keep_the_connection() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.port, false).await;
+    for transport in [Transport::V2, Transport::V1] {
+        let before = proxy.connection_count();
+        let client = Client::connect(server.config().port(proxy.port).transport(transport))
+            .await
+            .expect("connect");
+        let id = format!("{transport:?}");
+        let err = client
+            .patch("order", &id, "e", r#"[{"op":"add","path":"/a","value":1}]"#)
+            .await
+            .expect_err("unknown aggregate");
+        assert_eq!(err.code(), "aggregate_not_found", "{err}");
+        assert!(!err.is_retriable());
+        client
+            .create("order", &id, "e", "{}")
+            .await
+            .expect("create");
+        let err = client
+            .create("order", &id, "e", "{}")
+            .await
+            .expect_err("exists");
+        assert_eq!(err.code(), "aggregate_exists");
+        client.archive("order", &id, None).await.expect("archive");
+        client.restore("order", &id, None).await.expect("restore");
+        client.get("order", &id).await.expect("get");
+        client.list(&Default::default()).await.expect("list");
+        client
+            .archive("order", &id, None)
+            .await
+            .expect("archive again");
+        let err = client
+            .apply("order", &id, "e", "{}")
+            .await
+            .expect_err("archived");
+        assert_eq!(err.code(), "aggregate_archived");
+        client
+            .restore("order", &id, None)
+            .await
+            .expect("restore again");
+        assert!(client.is_connected().await);
+        assert_eq!(event_count(&client, "order", &id).await, 1);
+        assert_eq!(
+            proxy.connection_count(),
+            before + 1,
+            "{transport:?}: one connection"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_is_retried_after_the_connection_drops() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.port, false).await;
+    for transport in [Transport::V2, Transport::V1] {
+        let before = proxy.connection_count();
+        let client = Client::connect(
+            server
+                .config()
+                .port(proxy.port)
+                .transport(transport)
+                .retry(quick_retries(3)),
+        )
+        .await
+        .expect("connect");
+        client
+            .create("order", &format!("{transport:?}"), "e", "{}")
+            .await
+            .expect("create");
+        proxy.arm(Fault::DropNextRequest);
+        let got = client
+            .get("order", &format!("{transport:?}"))
+            .await
+            .expect("read retried on a new connection");
+        assert!(got.found());
+        assert_eq!(proxy.connection_count(), before + 2, "{transport:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_retries_the_failure_surfaces_and_the_next_call_reconnects() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.port, false).await;
+    let client = Client::connect(server.config().port(proxy.port))
+        .await
+        .expect("connect");
+    proxy.arm(Fault::DropNextRequest);
+    let err = client
+        .get("order", "o-1")
+        .await
+        .expect_err("connection dropped");
+    assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+    assert!(err.is_retriable());
+    assert!(!client
+        .get("order", "o-1")
+        .await
+        .expect("reconnected")
+        .found());
+    assert_eq!(proxy.connection_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_whose_reply_was_lost_is_applied_once() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.port, false).await;
+    for transport in [Transport::V2, Transport::V1] {
+        let id = format!("{transport:?}");
+        let client = Client::connect(
+            server
+                .config()
+                .port(proxy.port)
+                .transport(transport)
+                .retry(quick_retries(3)),
+        )
+        .await
+        .expect("connect");
+        proxy.arm(Fault::DropNextResponse);
+        client
+            .create("order", &id, "order_created", r#"{"n":1}"#)
+            .await
+            .expect("create retried with its idempotency key");
+        proxy.arm(Fault::DropNextResponse);
+        let event = client
+            .apply("order", &id, "order_paid", r#"{"paid":true}"#)
+            .await
+            .expect("apply retried with its idempotency key")
+            .value()
+            .expect("json")
+            .expect("verbose");
+        assert_eq!(event["version"], 2);
+        assert_eq!(event_count(&client, "order", &id).await, 2, "{transport:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_without_retries_is_not_repeated() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.port, false).await;
+    let client = Client::connect(server.config().port(proxy.port))
+        .await
+        .expect("connect");
+    client
+        .create("order", "o-1", "e", "{}")
+        .await
+        .expect("create");
+    proxy.arm(Fault::DropNextResponse);
+    let err = client
+        .apply("order", "o-1", "e", "{}")
+        .await
+        .expect_err("reply lost");
+    assert!(err.is_retriable(), "{err}");
+    assert_eq!(proxy.connection_count(), 1, "no retry happened");
+    // The server did apply it; the client did not apply it twice.
+    assert_eq!(event_count(&client, "order", "o-1").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_survive_a_server_restart() {
+    let mut server = TestServer::start().await;
+    let client = Client::connect(server.config().retry(RetryOptions {
+        attempts: 30,
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(100),
+        jitter: true,
+    }))
+    .await
+    .expect("connect");
+    client
+        .create("order", "o-1", "e", r#"{"n":1}"#)
+        .await
+        .expect("create");
+
+    // Restarted between two calls: the next read finds the connection gone and reconnects.
+    server.restart().await;
+    assert!(client
+        .get("order", "o-1")
+        .await
+        .expect("read after restart")
+        .found());
+
+    // Down while calls are made: connecting is retried until the server is back.
+    server.stop().await;
+    let reader = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("order", "o-1").await }
+    });
+    let writer = tokio::spawn({
+        let client = client.clone();
+        async move { client.apply("order", "o-1", "e", r#"{"n":2}"#).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart().await;
+    assert!(reader.await.expect("task").expect("read retried").found());
+    writer.await.expect("task").expect("write retried");
+    assert_eq!(
+        event_count(&client, "order", "o-1").await,
+        2,
+        "applied exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_timeout_answers_stay_in_step() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.port, false).await;
+    for transport in [Transport::V2, Transport::V1] {
+        let before = proxy.connection_count();
+        let client = Client::connect(
+            server
+                .config()
+                .port(proxy.port)
+                .transport(transport)
+                .request_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .expect("connect");
+        let (a, b) = (format!("{transport:?}-a"), format!("{transport:?}-b"));
+        client
+            .create("order", &a, "e", r#"{"who":"a"}"#)
+            .await
+            .expect("create a");
+        client
+            .create("order", &b, "e", r#"{"who":"b"}"#)
+            .await
+            .expect("create b");
+        proxy.arm(Fault::DelayNextResponse(Duration::from_millis(800)));
+        let err = client.get("order", &a).await.expect_err("times out");
+        assert!(err.is_timeout(), "{err}");
+        assert!(err.is_retriable());
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        for _ in 0..3 {
+            let got = client
+                .get("order", &b)
+                .await
+                .expect("get b")
+                .value()
+                .expect("json")
+                .expect("found");
+            assert_eq!(got["state"]["who"], "b", "{transport:?}");
+            let got = client
+                .get("order", &a)
+                .await
+                .expect("get a")
+                .value()
+                .expect("json")
+                .expect("found");
+            assert_eq!(got["state"]["who"], "a", "{transport:?}");
+        }
+        let expected = match transport {
+            // v2 drops the late answer and keeps the connection.
+            Transport::V2 => before + 1,
+            // v1 discards a connection whose answer is late.
+            _ => before + 2,
+        };
+        assert_eq!(proxy.connection_count(), expected, "{transport:?}");
+    }
+}

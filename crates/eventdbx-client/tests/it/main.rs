@@ -1,0 +1,8 @@
+//! Integration tests of the client against the real server, in process, over real TCP.
+
+mod blocking;
+mod concurrency;
+mod connect;
+mod faults;
+mod harness;
+mod operations;
