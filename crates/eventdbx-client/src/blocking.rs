@@ -15,6 +15,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::runtime::Runtime;
@@ -32,7 +33,7 @@ use crate::{AggregatePages, EventPages, Fingerprint};
 #[derive(Debug)]
 pub struct Client {
     client: crate::Client,
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
 }
 
 impl Client {
@@ -46,7 +47,18 @@ impl Client {
             .build()
             .map_err(|err| Error::connection(format!("cannot start the runtime: {err}")))?;
         let client = runtime.block_on(crate::Client::connect(config))?;
-        Ok(Client { client, runtime })
+        Ok(Client {
+            client,
+            runtime: Arc::new(runtime),
+        })
+    }
+
+    /// A handle on the same connection whose calls use another request timeout.
+    pub fn with_request_timeout(&self, timeout: std::time::Duration) -> Client {
+        Client {
+            client: self.client.with_request_timeout(timeout),
+            runtime: Arc::clone(&self.runtime),
+        }
     }
 
     /// The async client inside.

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use eventdbx_proto::message;
 use eventdbx_proto::noise::v2::Fingerprint;
@@ -22,6 +23,8 @@ type ResponsePayload<'a> = control_response::payload::WhichReader<'a>;
 
 /// Capability token: `idempotencyKey` is honoured.
 const IDEMPOTENCY_KEY: &str = "idempotency_key";
+/// Capability token: `ListEventsRequest.filter` is honoured.
+const EVENTS_FILTER: &str = "events_filter";
 /// Capability token: `expectedVersion` is honoured.
 const EXPECTED_VERSION: &str = "expected_version";
 
@@ -63,6 +66,7 @@ enum Safety {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    request_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -81,6 +85,7 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         config.validate()?;
         let client = Client {
+            request_timeout: config.request_timeout,
             inner: Arc::new(Inner {
                 token: config.token.trim().to_owned(),
                 config,
@@ -108,6 +113,22 @@ impl Client {
     /// The configuration in force.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// A handle on the same connection whose calls use another request timeout.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventdbx_client::Client) -> eventdbx_client::Result<()> {
+    /// use std::time::Duration;
+    /// let patient = client.with_request_timeout(Duration::from_secs(60));
+    /// let root = patient.verify("order", "o-1").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_request_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            request_timeout: timeout,
+        }
     }
 
     /// Closes the connection. Every later call fails at once with
@@ -229,9 +250,7 @@ impl Client {
             build(request.init_payload(), token)
         })
         .map_err(|err| Error::argument(format!("cannot encode the request: {err}")))?;
-        let response = connection
-            .request(id, bytes, self.inner.config.request_timeout)
-            .await?;
+        let response = connection.request(id, bytes, self.request_timeout).await?;
         match read_reply(&response, id, decode) {
             Err(error) if error.is_retriable() => {
                 // An undecodable reply: the session can no longer be trusted.
@@ -575,6 +594,13 @@ impl Client {
     /// One page of an aggregate's events, in version order.
     pub async fn events(&self, query: &EventsQuery) -> Result<EventsPage> {
         require_aggregate(&query.aggregate_type, &query.aggregate_id)?;
+        if query.filter.is_some() {
+            if let Some(connection) = self.live().await {
+                if !connection.has_capability(EVENTS_FILTER) {
+                    tracing::warn!("the server ignores filter expressions for events");
+                }
+            }
+        }
         self.call(
             Safety::Repeatable,
             |payload, token| {
@@ -670,35 +696,44 @@ impl Client {
         after_event_id: Option<u64>,
         take: Option<u64>,
     ) -> Result<OutboxPage> {
-        self.call(
-            Safety::Repeatable,
-            |payload, token| {
-                let mut r = payload.init_read_outbox();
-                r.set_token(token);
-                if let Some(after) = after_event_id {
-                    r.set_after_event_id(after);
-                    r.set_has_after_event_id(true);
-                }
-                if let Some(take) = take {
-                    r.set_take(take);
-                    r.set_has_take(true);
-                }
-                Ok(())
-            },
-            |which| match which {
-                control_response::payload::ReadOutbox(r) => {
-                    let r = r?;
-                    Ok(OutboxPage {
-                        events_json: text(r.get_events_json())?,
-                        next_after_event_id: r
-                            .get_has_next_after_event_id()
-                            .then(|| r.get_next_after_event_id()),
-                    })
-                }
-                other => unexpected(&other),
-            },
-        )
-        .await
+        let page = self
+            .call(
+                Safety::Repeatable,
+                |payload, token| {
+                    let mut r = payload.init_read_outbox();
+                    r.set_token(token);
+                    if let Some(after) = after_event_id {
+                        r.set_after_event_id(after);
+                        r.set_has_after_event_id(true);
+                    }
+                    if let Some(take) = take {
+                        r.set_take(take);
+                        r.set_has_take(true);
+                    }
+                    Ok(())
+                },
+                |which| match which {
+                    control_response::payload::ReadOutbox(r) => {
+                        let r = r?;
+                        Ok(OutboxPage {
+                            events_json: text(r.get_events_json())?,
+                            next_after_event_id: r
+                                .get_has_next_after_event_id()
+                                .then(|| r.get_next_after_event_id()),
+                        })
+                    }
+                    other => unexpected(&other),
+                },
+            )
+            .await;
+        match page {
+            // EventDBX 3.19 does not know the request and answers `serialization`.
+            Err(err) if err.code() == "serialization" => Err(Error::new(
+                crate::ErrorKind::Unsupported,
+                format!("server does not support readOutbox ({})", err.message()),
+            )),
+            other => other,
+        }
     }
 
     /// Snapshots, optionally filtered (not paged).

@@ -1,9 +1,9 @@
-//! One control connection: the handshake, then a reader task and a writer task that own the
-//! socket halves.
+//! One control connection: the handshake, then a reader task that owns the read half of the
+//! socket, and the write half behind an async mutex.
 //!
 //! Callers hand a request (id and bytes) to [`Connection::request`], which registers the id in
-//! the pending map, queues the bytes for the writer and waits for the reader to deliver the
-//! response carrying that id. Any transport failure (EOF, reset, undecodable frame, a response
+//! the pending map, writes the sealed request itself (one write per request, under the mutex) and
+//! waits for the reader to deliver the response carrying that id. Any transport failure (EOF, reset, undecodable frame, a response
 //! whose id nobody waits for) kills the connection: every waiter gets the error and the client
 //! opens a new connection on its next call. v1 connections let one request in flight at a time,
 //! since the server answers in order; v2 connections any number.
@@ -24,7 +24,7 @@ use eventdbx_proto::ProtoError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::ClientConfig;
@@ -98,17 +98,47 @@ impl Shared {
     }
 }
 
-struct Outgoing {
-    id: u64,
-    bytes: Vec<u8>,
+/// The sending side: the write half and the cipher, used by one request at a time.
+struct Writer {
+    half: OwnedWriteHalf,
+    sealing: Sealing,
+    frame_limit: usize,
+}
+
+impl Writer {
+    fn seal(&mut self, bytes: &[u8]) -> std::result::Result<Vec<u8>, ProtoError> {
+        match &mut self.sealing {
+            Sealing::V2(sealer) => sealer.seal_message(bytes),
+            Sealing::V1(sealer) => sealer
+                .seal(bytes)
+                .and_then(|sealed| frame::encode(&sealed, self.frame_limit)),
+            Sealing::Plain => frame::encode(bytes, self.frame_limit),
+        }
+    }
+}
+
+/// Kills the connection when a write is abandoned half way (the caller's future was dropped):
+/// the peer would read the rest of the stream out of step.
+struct WriteInProgress<'a> {
+    shared: &'a Shared,
+    armed: bool,
+}
+
+impl Drop for WriteInProgress<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.kill(Error::connection(
+                "a request was abandoned while being written; connection discarded",
+            ));
+        }
+    }
 }
 
 /// An established control connection.
 pub(crate) struct Connection {
     shared: Arc<Shared>,
-    outgoing: mpsc::Sender<Outgoing>,
+    writer: tokio::sync::Mutex<Writer>,
     reader: JoinHandle<()>,
-    writer: JoinHandle<()>,
     /// One request at a time on v1.
     gate: Option<Semaphore>,
     protocol: Protocol,
@@ -130,7 +160,6 @@ impl std::fmt::Debug for Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.reader.abort();
-        self.writer.abort();
     }
 }
 
@@ -202,7 +231,6 @@ impl Connection {
     pub(crate) fn kill(&self, reason: Error) {
         self.shared.kill(reason);
         self.reader.abort();
-        self.writer.abort();
     }
 
     /// Sends one encoded request and waits up to `timeout` for its response.
@@ -245,19 +273,16 @@ impl Connection {
             id,
             armed: true,
         };
-        if self.outgoing.send(Outgoing { id, bytes }).await.is_err() {
-            self.shared.lock().pending.remove(&id);
-            guard.armed = false;
-            return Err(Error::connection("connection closed").unsent(true));
-        }
-        match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(result)) => {
+        let exchange = async {
+            self.send(id, &bytes).await?;
+            answer
+                .await
+                .unwrap_or_else(|_| Err(Error::connection("connection closed")))
+        };
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(result) => {
                 guard.armed = false;
                 result
-            }
-            Ok(Err(_)) => {
-                guard.armed = false;
-                Err(Error::connection("connection closed"))
             }
             Err(_) => {
                 let unsent = {
@@ -274,10 +299,44 @@ impl Connection {
             }
         }
     }
+
+    /// Seals and writes one request, in one write.
+    async fn send(&self, id: u64, bytes: &[u8]) -> Result<()> {
+        let mut writer = self.writer.lock().await;
+        {
+            let mut state = self.shared.lock();
+            if let Some(reason) = &state.dead {
+                return Err(reason.clone().unsent(true));
+            }
+            match state.pending.get_mut(&id) {
+                Some(entry) => entry.written = true,
+                None => return Err(Error::connection("connection closed").unsent(true)),
+            }
+        }
+        let sealed = match writer.seal(bytes) {
+            Ok(sealed) => sealed,
+            Err(err) => {
+                // Refused before encrypting anything: the session is still in step.
+                self.shared.lock().pending.remove(&id);
+                return Err(Error::new(ErrorKind::RequestTooLarge, err.to_string()));
+            }
+        };
+        let mut in_progress = WriteInProgress {
+            shared: &self.shared,
+            armed: true,
+        };
+        let written = writer.half.write_all(&sealed).await;
+        in_progress.armed = false;
+        written.map_err(|err| {
+            let error = Error::io("writing to the server", &err);
+            self.shared.kill(error.clone());
+            error
+        })
+    }
 }
 
-/// On v2, marks a request whose caller stopped waiting so that its late answer is dropped
-/// quietly (it is not an id out of step).
+/// Marks a request whose caller stopped waiting (timeout, cancellation) so that its late answer
+/// is dropped quietly instead of being taken for an id out of step.
 struct AbandonGuard<'a> {
     shared: &'a Shared,
     id: u64,
@@ -288,7 +347,12 @@ impl Drop for AbandonGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             let mut state = self.shared.lock();
-            if state.pending.remove(&self.id).is_some() {
+            // A request that never went out gets no answer to drop.
+            if state
+                .pending
+                .remove(&self.id)
+                .is_some_and(|entry| entry.written)
+            {
                 state.abandoned.insert(self.id);
             }
         }
@@ -516,19 +580,11 @@ impl Connection {
         fingerprint: Option<v2::Fingerprint>,
     ) -> Connection {
         let shared = Arc::new(Shared::default());
-        let (outgoing, queue) = mpsc::channel(256);
         let frame_limit = match protocol {
             Protocol::V2 => v2::FRAME_LIMIT,
             Protocol::V1 => V1_MAX_NOISE_FRAME,
             Protocol::Plaintext => V1_MAX_PLAINTEXT_FRAME,
         };
-        let writer = tokio::spawn(write_loop(
-            Arc::clone(&shared),
-            write_half,
-            sealing,
-            queue,
-            frame_limit,
-        ));
         let reader = tokio::spawn(read_loop(
             Arc::clone(&shared),
             read_half,
@@ -537,9 +593,12 @@ impl Connection {
         ));
         Connection {
             shared,
-            outgoing,
+            writer: tokio::sync::Mutex::new(Writer {
+                half: write_half,
+                sealing,
+                frame_limit,
+            }),
             reader,
-            writer,
             gate: (protocol != Protocol::V2).then(|| Semaphore::new(1)),
             protocol,
             capabilities,
@@ -547,56 +606,6 @@ impl Connection {
             fingerprint,
         }
     }
-}
-
-async fn write_loop(
-    shared: Arc<Shared>,
-    mut writer: OwnedWriteHalf,
-    mut sealing: Sealing,
-    mut queue: mpsc::Receiver<Outgoing>,
-    frame_limit: usize,
-) {
-    while let Some(Outgoing { id, bytes }) = queue.recv().await {
-        {
-            let mut state = shared.lock();
-            if state.dead.is_some() {
-                break;
-            }
-            if let Some(entry) = state.pending.get_mut(&id) {
-                entry.written = true;
-            } else {
-                // The caller gave up before its turn: nothing of it goes out, so no answer
-                // will come either.
-                state.abandoned.remove(&id);
-                continue;
-            }
-        }
-        let sealed = match &mut sealing {
-            Sealing::V2(sealer) => sealer.seal_message(&bytes),
-            Sealing::V1(sealer) => sealer
-                .seal(&bytes)
-                .and_then(|sealed| frame::encode(&sealed, frame_limit)),
-            Sealing::Plain => frame::encode(&bytes, frame_limit),
-        };
-        let sealed = match sealed {
-            Ok(sealed) => sealed,
-            Err(err) => {
-                // Refused before encrypting anything: the session is still in step.
-                let entry = shared.lock().pending.remove(&id);
-                if let Some(entry) = entry {
-                    let _ = entry
-                        .reply
-                        .send(Err(Error::new(ErrorKind::RequestTooLarge, err.to_string())));
-                }
-                continue;
-            }
-        };
-        if let Err(err) = writer.write_all(&sealed).await {
-            shared.kill(Error::io("writing to the server", &err));
-            break;
-        }
-    }
-    let _ = writer.shutdown().await;
 }
 
 async fn read_loop(

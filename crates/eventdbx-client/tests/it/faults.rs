@@ -313,3 +313,30 @@ async fn after_a_timeout_answers_stay_in_step() {
         assert_eq!(proxy.connection_count(), expected, "{transport:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_call_timeout_overrides_the_default() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.port, false).await;
+    let client = Client::connect(server.config().port(proxy.port))
+        .await
+        .expect("connect");
+    client
+        .create("order", "o-1", "e", "{}")
+        .await
+        .expect("create");
+    proxy.arm(Fault::DelayNextResponse(Duration::from_millis(400)));
+    let started = Instant::now();
+    let err = client
+        .with_request_timeout(Duration::from_millis(100))
+        .get("order", "o-1")
+        .await
+        .expect_err("short timeout");
+    assert!(err.is_timeout(), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(350));
+    assert!(client
+        .get("order", "o-1")
+        .await
+        .expect("default timeout")
+        .found());
+}

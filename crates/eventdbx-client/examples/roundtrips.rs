@@ -1,0 +1,120 @@
+//! Sequential round trips on one connection: requests per second and CPU per request.
+//!
+//! Against a running server when `EVENTDBX_TOKEN` (and `EVENTDBX_PORT`, …) are set; otherwise
+//! against a relaxed-durability server started in this process on its own threads. The client
+//! runs on a current-thread runtime on the main thread, so that thread's CPU time is the
+//! client's CPU per request (its reader and writer tasks included).
+//!
+//! ```text
+//! cargo run --release -p eventdbx-client --example roundtrips [requests] [v1|v2|plaintext]
+//! ```
+
+use std::time::{Duration, Instant};
+
+use eventdbx_client::{Client, ClientConfig, Transport};
+use eventdbx_server::auth::TokenRequest;
+use eventdbx_server::config::Config;
+use eventdbx_server::Server;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// User plus system CPU time of the calling thread (Linux; `None` elsewhere). The client runs
+/// on a current-thread runtime, so this is the client's CPU, its connection tasks included.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn in_process_server(
+    plaintext: bool,
+) -> Result<(ClientConfig, tempfile::TempDir, tokio::runtime::Runtime)> {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::from_toml_str("[storage]\ndurability = \"relaxed\"\n", dir.path())?;
+    config.allow_plaintext = plaintext;
+    let server = Server::open(config)?;
+    let (token, _) = server.auth().issue(TokenRequest {
+        group: "bench".into(),
+        user: "bench".into(),
+        actions: vec!["*".into()],
+        ttl_secs: Some(0),
+        ..TokenRequest::default()
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let port = listener.local_addr()?.port();
+    runtime.spawn(async move {
+        let _ = server.run(listener, std::future::pending::<()>()).await;
+    });
+    Ok((ClientConfig::new(token, "default").port(port), dir, runtime))
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let requests: u32 = args
+        .next()
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(20_000);
+    let transport = match args.next().as_deref() {
+        Some("v1") => Transport::V1,
+        Some("plaintext") => Transport::Plaintext,
+        _ => Transport::V2,
+    };
+    let external = std::env::var("EVENTDBX_TOKEN").is_ok();
+    let (config, _server) = if external {
+        (ClientConfig::from_env()?, None)
+    } else {
+        let (config, dir, runtime) = in_process_server(transport == Transport::Plaintext)?;
+        (config, Some((dir, runtime)))
+    };
+    let config = config.transport(transport);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = Client::connect(config).await?;
+        client
+            .create("bench", "b-1", "created", r#"{"n":1}"#)
+            .await
+            .or_else(|err| {
+                if err.code() == "aggregate_exists" {
+                    Ok(Default::default())
+                } else {
+                    Err(err)
+                }
+            })?;
+        for _ in 0..1000 {
+            client.get("bench", "b-1").await?;
+        }
+        let cpu_before = thread_cpu();
+        let started = Instant::now();
+        for _ in 0..requests {
+            client.get("bench", "b-1").await?;
+        }
+        let elapsed = started.elapsed();
+        let cpu = thread_cpu()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
+        println!(
+            "{requests} sequential gets over {:?}: {:.0} requests/s, {:.1} us per round trip",
+            client.protocol().await,
+            f64::from(requests) / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64() * 1e6 / f64::from(requests)
+        );
+        if let Some(cpu) = cpu {
+            println!(
+                "client CPU: {:.1} us per request",
+                cpu.as_secs_f64() * 1e6 / f64::from(requests)
+            );
+        }
+        client.close().await;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    })
+}
