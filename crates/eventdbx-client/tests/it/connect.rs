@@ -218,3 +218,64 @@ fn retry_delays_double_up_to_the_maximum() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_trimmed_on_both_versions() {
+    let server = TestServer::start().await;
+    for transport in [Transport::V2, Transport::V1] {
+        let mut config = server.config().transport(transport);
+        config.token = format!("  {}\n", server.token);
+        let client = Client::connect(config).await.expect("trimmed token");
+        client
+            .create("order", &format!("{transport:?}"), "e", "{}")
+            .await
+            .expect("per-request token trimmed too");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v2_token_never_crosses_the_wire() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.port, false).await;
+    let client = Client::connect(server.config().port(proxy.port))
+        .await
+        .expect("connect");
+    client
+        .create("order", "o-1", "e", r#"{"a":1}"#)
+        .await
+        .expect("create");
+    assert!(client.get("order", "o-1").await.expect("get").found());
+    client.close().await;
+    let captured = proxy.captured.lock().expect("capture").clone();
+    assert!(captured.len() > 500, "{} bytes captured", captured.len());
+    let contains = |needle: &[u8]| captured.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(server.token.as_bytes()), "token in clear");
+    for segment in server.token.split('.') {
+        assert!(!contains(segment.as_bytes()), "token segment in clear");
+    }
+    let digest = eventdbx_proto::noise::v1::psk(&server.token).expect("sha-256 of the token");
+    assert!(!contains(&digest), "SHA-256 of the token in clear");
+    // The v2 hello carries an explicitly empty token (a one-byte text: just the NUL).
+    let hello = eventdbx_proto::hello::Hello::decode(&captured).expect("hello first");
+    assert_eq!((hello.protocol_version, hello.token.as_str()), (2, ""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_disabled_on_the_server_still_serves_the_default_client() {
+    let server = TestServer::start_with(Options {
+        accept_v1: false,
+        ..Options::default()
+    })
+    .await;
+    let err = Client::connect(server.config().transport(Transport::V1))
+        .await
+        .expect_err("v1 disabled");
+    assert_eq!(err.kind(), ErrorKind::Handshake);
+    assert!(
+        err.message()
+            .contains("protocol version 1 is disabled on this server"),
+        "{err}"
+    );
+    let client = Client::connect(server.config()).await.expect("v2");
+    assert_eq!(client.protocol().await, Some(Protocol::V2));
+}

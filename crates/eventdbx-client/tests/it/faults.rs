@@ -340,3 +340,85 @@ async fn a_per_call_timeout_overrides_the_default() {
         .expect("default timeout")
         .found());
 }
+
+/// A plaintext mock server that answers every request with the id plus one.
+async fn off_by_one_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use eventdbx_proto::frame::{self, V1_MAX_PLAINTEXT_FRAME};
+    use eventdbx_proto::hello::{HelloResponse, MAX_HELLO_BYTES};
+    use eventdbx_proto::message::{self, StreamMessageReader};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut reader = StreamMessageReader::new(MAX_HELLO_BYTES);
+                while reader.bytes_needed() > 0 {
+                    let mut buf = vec![0u8; reader.bytes_needed()];
+                    socket.read_exact(&mut buf).await.expect("hello");
+                    reader.feed(&buf).expect("feed");
+                }
+                socket
+                    .write_all(&HelloResponse::ok(true).encode())
+                    .await
+                    .expect("hello response");
+                loop {
+                    let mut header = [0u8; 4];
+                    if socket.read_exact(&mut header).await.is_err() {
+                        return;
+                    }
+                    let len = frame::payload_len(header, V1_MAX_PLAINTEXT_FRAME).expect("len");
+                    let mut request = vec![0u8; len];
+                    socket.read_exact(&mut request).await.expect("request");
+                    let id = message::decode_request(&request)
+                        .expect("request")
+                        .get()
+                        .expect("root")
+                        .get_id();
+                    let reply = message::encode_response(|mut response| {
+                        response.set_id(id + 1);
+                        response
+                            .init_payload()
+                            .init_get_aggregate()
+                            .set_found(false);
+                        Ok(())
+                    })
+                    .expect("encode");
+                    let framed = frame::encode(&reply, V1_MAX_PLAINTEXT_FRAME).expect("frame");
+                    if socket.write_all(&framed).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatched_response_id_discards_the_connection() {
+    let (port, accepted) = off_by_one_server().await;
+    let client = Client::connect(
+        eventdbx_client::ClientConfig::new("tok", "default")
+            .port(port)
+            .transport(Transport::Plaintext),
+    )
+    .await
+    .expect("connect");
+    for round in 1..=2 {
+        let err = client.get("order", "o-1").await.expect_err("mismatched id");
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+        assert!(err.is_retriable());
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            round,
+            "each call after a protocol error uses a new connection"
+        );
+    }
+}

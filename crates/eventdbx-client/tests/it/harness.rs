@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 pub struct Options {
     pub allow_plaintext: bool,
     pub verbose: bool,
+    pub accept_v1: bool,
 }
 
 impl Default for Options {
@@ -28,6 +29,7 @@ impl Default for Options {
         Options {
             allow_plaintext: false,
             verbose: true,
+            accept_v1: true,
         }
     }
 }
@@ -48,6 +50,7 @@ fn config(dir: &std::path::Path, options: Options) -> Config {
         Config::from_toml_str("[storage]\ndurability = \"relaxed\"\n", dir).expect("config text");
     config.allow_plaintext = options.allow_plaintext;
     config.verbose_responses = options.verbose;
+    config.accept_v1 = options.accept_v1;
     config
 }
 
@@ -151,6 +154,8 @@ pub enum Fault {
 pub struct Proxy {
     pub port: u16,
     pub connections: Arc<AtomicUsize>,
+    /// Every byte relayed, both directions.
+    pub captured: Arc<Mutex<Vec<u8>>>,
     fault: Arc<Mutex<Fault>>,
     task: JoinHandle<()>,
 }
@@ -169,19 +174,23 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let connections = Arc::new(AtomicUsize::new(0));
         let fault = Arc::new(Mutex::new(Fault::None));
+        let captured = Arc::new(Mutex::new(Vec::new()));
         let (count, shared_fault) = (Arc::clone(&connections), Arc::clone(&fault));
+        let shared_capture = Arc::clone(&captured);
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 let fault = Arc::clone(&shared_fault);
+                let capture = Arc::clone(&shared_capture);
                 tokio::spawn(async move {
-                    let _ = relay(socket, upstream, fault, reject_v2).await;
+                    let _ = relay(socket, upstream, fault, capture, reject_v2).await;
                 });
             }
         });
         Proxy {
             port,
             connections,
+            captured,
             fault,
             task,
         }
@@ -209,8 +218,10 @@ async fn relay(
     mut client: TcpStream,
     upstream: u16,
     fault: Arc<Mutex<Fault>>,
+    capture: Arc<Mutex<Vec<u8>>>,
     reject_v2: bool,
 ) -> std::io::Result<()> {
+    let record = |bytes: &[u8]| capture.lock().expect("capture").extend_from_slice(bytes);
     client.set_nodelay(true)?;
     let mut server = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], upstream))).await?;
     server.set_nodelay(true)?;
@@ -230,9 +241,12 @@ async fn relay(
                 format!("unsupported control protocol version {version}"),
                 false,
             );
+            record(&hello);
+            record(&refusal.encode());
             client.write_all(&refusal.encode()).await?;
             return Ok(());
         }
+        record(&hello);
         server.write_all(&hello).await?;
     }
     let (mut to_server, mut to_client) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
@@ -246,6 +260,7 @@ async fn relay(
                 if take_fault(&fault, |f| f == Fault::DropNextRequest).is_some() {
                     return Ok(());
                 }
+                record(&to_server[..n]);
                 server.write_all(&to_server[..n]).await?;
             }
             read = server.read(&mut to_client) => {
@@ -260,6 +275,7 @@ async fn relay(
                     Some(Fault::DelayNextResponse(delay)) => tokio::time::sleep(delay).await,
                     _ => {}
                 }
+                record(&to_client[..n]);
                 client.write_all(&to_client[..n]).await?;
             }
         }

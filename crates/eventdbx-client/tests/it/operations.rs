@@ -486,3 +486,32 @@ async fn request_size_is_checked_before_sending() {
         Some(200 * 1024)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seventeen_mib_is_too_large_for_v2_and_big_responses_fail_cleanly_on_v1() {
+    let server = TestServer::start().await;
+    let v2 = Client::connect(server.config()).await.expect("connect v2");
+    let huge = format!(r#"{{"blob":"{}"}}"#, "z".repeat(17 * 1024 * 1024));
+    let err = v2
+        .create("order", "huge", "order_created", &huge)
+        .await
+        .expect_err("over the 16 MiB maximum");
+    assert_eq!(err.kind(), ErrorKind::RequestTooLarge, "{err}");
+    assert!(!v2.get("order", "huge").await.expect("still usable").found());
+
+    let blob = "b".repeat(100 * 1024);
+    v2.create(
+        "order",
+        "wide",
+        "order_created",
+        &json!({ "blob": blob }).to_string(),
+    )
+    .await
+    .expect("100 KB state over v2");
+    let v1 = Client::connect(server.config().transport(Transport::V1))
+        .await
+        .expect("connect v1");
+    let err = v1.get("order", "wide").await.expect_err("too large for v1");
+    assert_eq!(err.code(), "response_too_large", "{err}");
+    assert!(!v1.get("order", "huge").await.expect("same session").found());
+}
