@@ -76,6 +76,8 @@ struct Inner {
     next_id: AtomicU64,
     closed: AtomicBool,
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// The transport the first connection settled on; reconnects use exactly this one.
+    negotiated: std::sync::OnceLock<Protocol>,
 }
 
 impl Client {
@@ -92,6 +94,7 @@ impl Client {
                 next_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
                 connection: tokio::sync::Mutex::new(None),
+                negotiated: std::sync::OnceLock::new(),
             }),
         };
         let mut retry = 0;
@@ -199,7 +202,9 @@ impl Client {
             return Ok(Arc::clone(connection));
         }
         *slot = None;
-        let connection = Arc::new(Connection::open(&self.inner.config).await?);
+        let negotiated = self.inner.negotiated.get().copied();
+        let connection = Arc::new(Connection::open(&self.inner.config, negotiated).await?);
+        let _ = self.inner.negotiated.set(connection.protocol());
         if self.is_closed() {
             connection.kill(Error::closed());
             return Err(Error::closed());

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, Transport};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A decoded `ControlResponse`.
@@ -164,10 +164,21 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Opens a connection per the configuration's transport, with the v2 → v1 fallback.
-    pub(crate) async fn open(config: &ClientConfig) -> Result<Connection> {
+    /// Opens a connection per the configuration's transport, or exactly `negotiated` when an
+    /// earlier connection of the client settled it (a reconnect never changes the transport,
+    /// so an attacker cannot push a v2 client down to v1).
+    pub(crate) async fn open(
+        config: &ClientConfig,
+        negotiated: Option<Protocol>,
+    ) -> Result<Connection> {
+        let transport = match negotiated {
+            Some(Protocol::V2) => Transport::V2,
+            Some(Protocol::V1) => Transport::V1,
+            Some(Protocol::Plaintext) => Transport::Plaintext,
+            None => config.transport,
+        };
         let policy = Policy {
-            transport: config.transport.preference(),
+            transport: transport.preference(),
             pinned: config.server_key.is_some(),
             forbid_fallback: false,
         };

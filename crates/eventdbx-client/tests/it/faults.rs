@@ -422,3 +422,31 @@ async fn a_mismatched_response_id_discards_the_connection() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_never_downgrades_v2_to_v1() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.port, false).await;
+    let client = Client::connect(server.config().port(proxy.port).retry(quick_retries(3)))
+        .await
+        .expect("connect");
+    assert_eq!(client.protocol().await, Some(eventdbx_client::Protocol::V2));
+    // An attacker now claims the server no longer speaks v2, and cuts the connection.
+    proxy.reject_v2(true);
+    proxy.arm(Fault::DropNextRequest);
+    let err = client.get("order", "o-1").await.expect_err("no downgrade");
+    assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
+    assert!(
+        err.message().contains("does not support protocol v2"),
+        "{err}"
+    );
+    // One connection, plus one v2 attempt that was refused; never a v1 hello.
+    assert_eq!(proxy.connection_count(), 2);
+    let captured = proxy.captured.lock().expect("capture").clone();
+    assert!(
+        !captured
+            .windows(server.token.len())
+            .any(|w| w == server.token.as_bytes()),
+        "the token never went out in a v1 hello"
+    );
+}

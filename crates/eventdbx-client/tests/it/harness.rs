@@ -1,7 +1,7 @@
 //! An in-process `dbx` server on 127.0.0.1 and a small TCP proxy that can misbehave on cue.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -157,6 +157,7 @@ pub struct Proxy {
     /// Every byte relayed, both directions.
     pub captured: Arc<Mutex<Vec<u8>>>,
     fault: Arc<Mutex<Fault>>,
+    reject_v2: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -175,6 +176,8 @@ impl Proxy {
         let connections = Arc::new(AtomicUsize::new(0));
         let fault = Arc::new(Mutex::new(Fault::None));
         let captured = Arc::new(Mutex::new(Vec::new()));
+        let reject = Arc::new(AtomicBool::new(reject_v2));
+        let shared_reject = Arc::clone(&reject);
         let (count, shared_fault) = (Arc::clone(&connections), Arc::clone(&fault));
         let shared_capture = Arc::clone(&captured);
         let task = tokio::spawn(async move {
@@ -182,6 +185,7 @@ impl Proxy {
                 count.fetch_add(1, Ordering::SeqCst);
                 let fault = Arc::clone(&shared_fault);
                 let capture = Arc::clone(&shared_capture);
+                let reject_v2 = shared_reject.load(Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _ = relay(socket, upstream, fault, capture, reject_v2).await;
                 });
@@ -192,12 +196,18 @@ impl Proxy {
             connections,
             captured,
             fault,
+            reject_v2: reject,
             task,
         }
     }
 
     pub fn arm(&self, fault: Fault) {
         *self.fault.lock().expect("fault lock") = fault;
+    }
+
+    /// From now on, answer v2 hellos as a v1-only server would.
+    pub fn reject_v2(&self, reject: bool) {
+        self.reject_v2.store(reject, Ordering::SeqCst);
     }
 
     pub fn connection_count(&self) -> usize {
