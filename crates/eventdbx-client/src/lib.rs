@@ -44,6 +44,15 @@
 //! a new request id; server errors are never retried. Mutations are retried only when the
 //! request provably never left the client, or it carries an idempotency key: with retries on,
 //! the client adds a random key to `create`, `apply` and `patch` when the server honours keys.
+//! A reconnect uses exactly the transport the first connection negotiated: a client that spoke
+//! v2 never falls back to v1 later, whatever a server (or a man in the middle) answers.
+//!
+//! # Timeouts and cancellation
+//! `connect_timeout` bounds connecting plus the handshake, `request_timeout` each call
+//! ([`Client::with_request_timeout`] gives a handle with another one). After a timeout on v2 the
+//! late answer is dropped when it arrives and the connection stays; on v1, where answers come in
+//! order, the connection is discarded. Dropping a call's future is safe in both: a request
+//! abandoned half-written discards the connection, one abandoned later has its answer dropped.
 
 pub mod blocking;
 mod client;
