@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
-# The README's first command: set everything up and run the main job that exists today.
+# The README's first command: set everything up, start a dbx server on an embedded data
+# directory, and run the quickstart against it over real TCP on 127.0.0.1.
 #
-# The server (`dbx`) and the Python SDK are not built yet (see the open issues); what exists is
-# the wire-protocol crate. This script builds it and runs its loopback demo: a v2 handshake
-# (Noise XXpsk3, token-derived PSK, pinned server key) and a 1 MiB chunked round trip over real
-# TCP on 127.0.0.1, then a v1 handshake (Noise NNpsk0, EventDBX's own) on the same machine.
+# The Python SDK is not built yet, so the quickstart is the product README's sequence of calls
+# through the Rust client (crates/eventdbx-client/examples/quickstart.rs): create, apply, patch,
+# archive, restore, get, select, filtered and sorted list with cursors, events, verify, snapshot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-cargo run --quiet --locked -p eventdbx-proto --example loopback_handshake
+cargo build --locked -p eventdbx-cli -p eventdbx-client --example quickstart
+dbx="$PWD/target/debug/dbx"
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then dbx="$CARGO_TARGET_DIR/debug/dbx"; fi
+
+# A workspace of its own, on free ports, so nothing on the machine is disturbed.
+workspace="$PWD/.dbx-run"
+rm -rf "$workspace"
+mkdir -p "$workspace"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+control_port=$(free_port)
+http_port=$(free_port)
+(cd "$workspace" && "$dbx" init)
+sed -i "s/127.0.0.1:6363/127.0.0.1:$control_port/; s/^port = 7070/port = $http_port/" "$workspace/.dbx/config.toml"
+(cd "$workspace" && "$dbx" start)
+trap '(cd "$workspace" && "$dbx" stop) || true' EXIT
+
+curl -fsS "http://127.0.0.1:$http_port/health" && echo
+EVENTDBX_HOST=127.0.0.1 EVENTDBX_PORT=$control_port EVENTDBX_TENANT_ID=default \
+EVENTDBX_TOKEN="$(cat "$workspace/.dbx/cli.token")" \
+  cargo run --locked --quiet -p eventdbx-client --example quickstart

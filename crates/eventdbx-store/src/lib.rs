@@ -263,6 +263,9 @@ pub trait EventStore: Send + Sync {
         note: Option<&str>,
     ) -> Result<Aggregate>;
 
+    /// The distinct aggregate types the tenant holds (active or archived), in byte order.
+    fn aggregate_types(&self, tenant: &str) -> Result<Vec<String>>;
+
     /// An aggregate, active or archived.
     fn get(
         &self,

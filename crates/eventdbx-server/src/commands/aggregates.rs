@@ -61,8 +61,11 @@ impl ListAggregates {
         let config = &ctx.state.config;
         let take = page_size(self.take, config.list_page_size, config.page_limit)?;
         let schemas = ctx.schemas();
-        let known_types: Vec<String> = schemas.iter().map(|(name, _)| name.clone()).collect();
-        let known: BTreeSet<String> = known_types.iter().cloned().collect();
+        // A first path segment that names an aggregate type qualifies a filter field (the
+        // README's `person.archived`): the tenant's types and its schemas' types count.
+        let mut known: BTreeSet<String> = schemas.iter().map(|(name, _)| name.clone()).collect();
+        known.extend(ctx.state.store.aggregate_types(ctx.tenant)?);
+        let known_types: Vec<String> = known.iter().cloned().collect();
         let filter = match self.filter.as_deref().map(str::trim) {
             Some(text) if !text.is_empty() => Some(Filter::parse(text)?),
             _ => None,

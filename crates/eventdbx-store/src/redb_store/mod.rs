@@ -845,6 +845,36 @@ impl EventStore for RedbStore {
         Ok(record.filter(|r| r.version > 0).map(|r| r.aggregate()))
     }
 
+    fn aggregate_types(&self, tenant: &str) -> Result<Vec<String>> {
+        let read = self.read()?;
+        let index = read.open_table(SORT_INDEX).map_err(storage)?;
+        let mut types = Vec::new();
+        // One seek per distinct type in the natural layout (0, type, id).
+        let mut low = String::new();
+        loop {
+            let start = (tenant, IX_NATURAL, 0u64, low.as_str(), HIGH);
+            let bound = if types.is_empty() {
+                Bound::Included((tenant, IX_NATURAL, 0u64, "", ""))
+            } else {
+                Bound::Excluded(start)
+            };
+            let high = (tenant, IX_NATURAL, 0u64, HIGH, HIGH);
+            let next = index
+                .range((bound, Bound::Included(high)))
+                .map_err(storage)?
+                .next()
+                .transpose()
+                .map_err(storage)?;
+            match next {
+                Some((key, _)) => {
+                    low = key.value().3.to_owned();
+                    types.push(low.clone());
+                }
+                None => return Ok(types),
+            }
+        }
+    }
+
     fn list(&self, tenant: &str, query: &ListQuery, visible: Visibility<'_>) -> Result<ListPage> {
         let order = query.plan.order.clone();
         let mut page = ListPage {

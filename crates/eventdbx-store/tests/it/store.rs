@@ -337,6 +337,14 @@ fn tenants_and_exact_ids_are_isolated() {
         .expect("outbox");
     assert_eq!(outbox.events.len(), 1);
     assert_eq!(store.usage("acme").expect("usage").events, 3);
+    assert_eq!(store.aggregate_types("acme").expect("types"), ["order"]);
+    append(&store, "acme", "invoice", "i-1", json!({}));
+    append(&store, "acme", "zebra", "z-1", json!({}));
+    assert_eq!(
+        store.aggregate_types("acme").expect("types"),
+        ["invoice", "order", "zebra"]
+    );
+    assert!(store.aggregate_types("initech").expect("types").is_empty());
     assert_eq!(store.usage("globex").expect("usage").events, 1);
     assert_eq!(
         domain(
