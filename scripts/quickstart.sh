@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-cargo build --locked -p eventdbx-cli -p eventdbx-client --example quickstart
+cargo build --locked -p eventdbx-cli
+cargo build --locked -p eventdbx-client --example quickstart
 dbx="$PWD/target/debug/dbx"
 if [ -n "${CARGO_TARGET_DIR:-}" ]; then dbx="$CARGO_TARGET_DIR/debug/dbx"; fi
 
