@@ -21,7 +21,7 @@ use eventdbx_proto::negotiate::{self, ServerPath};
 use eventdbx_proto::noise::{v1, v2, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, Semaphore};
 use tokio::time::timeout;
 
 use crate::commands::{self, Context};
@@ -337,27 +337,19 @@ async fn v2_loop(
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let v2::ChunkedSession {
-        mut sealer,
-        mut opener,
-        ..
+        sealer, mut opener, ..
     } = session;
     let response_limit = sealer
         .peer_max()
         .min(usize::try_from(state.config.max_message_bytes).unwrap_or(usize::MAX));
-    let (mut reader, mut writer) = socket.into_split();
-    let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(V2_IN_FLIGHT);
-    // The writer owns the sealer: answers go out whole, in the order they are ready.
-    let writer_task = tokio::spawn(async move {
-        while let Some(answer) = to_write.recv().await {
-            let Ok(sealed) = sealer.seal_message(&answer) else {
-                break;
-            };
-            if writer.write_all(&sealed).await.is_err() {
-                break;
-            }
-        }
-        let _ = writer.shutdown().await;
-    });
+    let (mut reader, writer) = socket.into_split();
+    // Whoever finishes a request seals and writes its answer, whole, under this lock: no hop
+    // through a writer task.
+    let outbound = Arc::new(tokio::sync::Mutex::new(Outbound {
+        sealer,
+        writer,
+        broken: false,
+    }));
     let slots = Arc::new(Semaphore::new(V2_IN_FLIGHT));
     loop {
         let payload = tokio::select! {
@@ -375,18 +367,43 @@ async fn v2_loop(
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             break;
         };
-        let (state, info, answers) = (Arc::clone(&state), Arc::clone(&info), answers.clone());
+        let (state, info, outbound) =
+            (Arc::clone(&state), Arc::clone(&info), Arc::clone(&outbound));
         tokio::spawn(async move {
             if let Some(answer) = answer(state, info, message, response_limit).await {
-                let _ = answers.send(answer).await;
+                outbound.lock().await.send(&answer).await;
             }
             drop(permit);
         });
     }
     // Let the requests in flight finish and their answers go out before closing.
     let _ = slots.acquire_many(V2_IN_FLIGHT as u32).await;
-    drop(answers);
-    let _ = writer_task.await;
+    let _ = outbound.lock().await.writer.shutdown().await;
+}
+
+/// The sending side of a v2 session.
+struct Outbound {
+    sealer: v2::ChunkSealer,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    broken: bool,
+}
+
+impl Outbound {
+    /// Seals and writes one answer; after a failure nothing more is sent (the reader side then
+    /// sees the connection end).
+    async fn send(&mut self, answer: &[u8]) {
+        if self.broken {
+            return;
+        }
+        let written = match self.sealer.seal_message(answer) {
+            Ok(sealed) => self.writer.write_all(&sealed).await.is_ok(),
+            Err(_) => false,
+        };
+        if !written {
+            self.broken = true;
+            let _ = self.writer.shutdown().await;
+        }
+    }
 }
 
 /// Runs one request on a blocking thread; `None` when the bytes are not a `ControlRequest`
@@ -397,28 +414,35 @@ async fn answer(
     request: Vec<u8>,
     response_limit: usize,
 ) -> Option<Vec<u8>> {
-    tokio::task::spawn_blocking(move || {
-        let (id, command) = commands::parse(&request).ok()?;
-        let ctx = Context {
-            state: &state,
-            tenant: &session.tenant,
-            hello_token: &session.hello_token,
-            response_limit,
-        };
-        let name = command.as_ref().map_or("unknown", |c| c.name());
-        let result = command.and_then(|c| c.apply(&ctx));
-        Metrics::add(&state.metrics.requests, 1);
-        if let Err(err) = &result {
-            Metrics::add(&state.metrics.request_errors, 1);
-            tracing::debug!(request = name, id, tenant = %session.tenant, code = %err.code, "request failed");
-        } else {
-            tracing::trace!(request = name, id, tenant = %session.tenant, "request answered");
-        }
-        Some(commands::encode(id, result, response_limit))
-    })
-    .await
-    .ok()
-    .flatten()
+    // The store is synchronous. Running the command in place (the runtime moves this worker's
+    // other tasks elsewhere meanwhile) saves the hand-off to a blocking thread and back, which
+    // costs more than a relaxed write itself.
+    tokio::task::block_in_place(|| execute(&state, &session, &request, response_limit))
+}
+
+fn execute(
+    state: &ServerState,
+    session: &SessionInfo,
+    request: &[u8],
+    response_limit: usize,
+) -> Option<Vec<u8>> {
+    let (id, command) = commands::parse(request).ok()?;
+    let ctx = Context {
+        state,
+        tenant: &session.tenant,
+        hello_token: &session.hello_token,
+        response_limit,
+    };
+    let name = command.as_ref().map_or("unknown", |c| c.name());
+    let result = command.and_then(|c| c.apply(&ctx));
+    Metrics::add(&state.metrics.requests, 1);
+    if let Err(err) = &result {
+        Metrics::add(&state.metrics.request_errors, 1);
+        tracing::debug!(request = name, id, tenant = %session.tenant, code = %err.code, "request failed");
+    } else {
+        tracing::trace!(request = name, id, tenant = %session.tenant, "request answered");
+    }
+    Some(commands::encode(id, result, response_limit))
 }
 
 /// Reads a raw stream message (the hello), segment table first, never past its end.
