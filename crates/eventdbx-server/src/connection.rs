@@ -417,7 +417,18 @@ async fn answer(
     // The store is synchronous. Running the command in place (the runtime moves this worker's
     // other tasks elsewhere meanwhile) saves the hand-off to a blocking thread and back, which
     // costs more than a relaxed write itself.
-    tokio::task::block_in_place(|| execute(&state, &session, &request, response_limit))
+    // `block_in_place` needs the multi-thread runtime; on a current-thread runtime (a library
+    // user's choice) the command goes to a blocking thread instead.
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        tokio::task::block_in_place(|| execute(&state, &session, &request, response_limit))
+    } else {
+        tokio::task::spawn_blocking(move || execute(&state, &session, &request, response_limit))
+            .await
+            .ok()
+            .flatten()
+    }
 }
 
 fn execute(
