@@ -17,6 +17,9 @@ pub enum CoreError {
     /// Configuration problems such as an invalid tenant id.
     #[error("configuration error: {0}")]
     Config(String),
+    /// A file-system failure (reference: schema publish without `schemas.json`).
+    #[error("io error: {0}")]
+    Io(String),
     /// Undecodable input such as a bad `schemasJson`.
     #[error("serialization error: {0}")]
     Serialization(String),
@@ -67,6 +70,7 @@ impl CoreError {
             CoreError::InvalidCursor(_) => "invalid_cursor",
             CoreError::Config(_) => "config",
             CoreError::Serialization(_) => "serialization",
+            CoreError::Io(_) => "io",
             CoreError::IntegrityViolation(_) => "integrity_violation",
             CoreError::AggregateNotFound => "aggregate_not_found",
             CoreError::AggregateArchived => "aggregate_archived",

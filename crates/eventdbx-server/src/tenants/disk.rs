@@ -76,10 +76,9 @@ pub(super) fn exists(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
-/// A file-system failure. The domain error has no `io` variant, so these surface as `config`
-/// errors naming the file.
+/// A file-system failure: code `io`, naming the file.
 pub(super) fn io_error(action: &str, path: &Path, err: &io::Error) -> CoreError {
-    CoreError::Config(format!("cannot {action} {}: {err}", path.display()))
+    CoreError::Io(format!("cannot {action} {}: {err}", path.display()))
 }
 
 /// A stored file whose content cannot be decoded.
