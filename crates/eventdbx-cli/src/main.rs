@@ -1,8 +1,12 @@
-//! `dbx`: argument parsing only; the work is done by `eventdbx-server`.
+//! `dbx`: argument parsing only; the work is done by `eventdbx-server` and `eventdbx-client`.
 //!
 //! Commands that act on the data directory itself (`init`, `serve`, `start`/`stop`/`status`,
-//! `token`, `key`, `config`) are here. Commands that read or write aggregates go through the
-//! authenticated control protocol and arrive with the client crate.
+//! `token`, `key`, `config`) are here. Commands that read or write aggregates, schemas and
+//! tenants (`aggregate`, `events`, `snapshots`, `schema`, `tenant`) go through the authenticated
+//! control protocol with the client crate: `remote.rs` and `schema.rs`.
+
+mod remote;
+mod schema;
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -59,6 +63,16 @@ enum Command {
     Key(KeyCommand),
     /// Print the configuration (never secrets).
     Config,
+    /// Create, write, read, verify and archive aggregates (through the running server).
+    Aggregate(remote::AggregateArgs),
+    /// The events of an aggregate (through the running server).
+    Events(remote::EventsArgs),
+    /// List, create and read snapshots (through the running server).
+    Snapshots(remote::SnapshotsArgs),
+    /// Validate schema.dbx (offline); show, apply and publish schemas (through the server).
+    Schema(schema::SchemaArgs),
+    /// Tenant placement, reloads and quotas (through the running server).
+    Tenant(remote::TenantArgs),
 }
 
 #[derive(Subcommand)]
@@ -163,6 +177,11 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", load_config(cli.config.as_deref())?.to_toml());
             Ok(())
         }
+        Command::Aggregate(args) => remote::aggregate(args, cli.config.as_deref(), cli.json),
+        Command::Events(args) => remote::events(args, cli.config.as_deref(), cli.json),
+        Command::Snapshots(args) => remote::snapshots(args, cli.config.as_deref(), cli.json),
+        Command::Schema(args) => schema::schema(args, cli.config.as_deref(), cli.json),
+        Command::Tenant(args) => remote::tenant(args, cli.config.as_deref(), cli.json),
     }
 }
 
