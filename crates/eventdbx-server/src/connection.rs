@@ -275,7 +275,16 @@ async fn serve_v2(
     let Ok(token_id) = responder.read_message1(&msg1) else {
         return;
     };
-    let psk = state.auth.psk_for(&token_id);
+    let mut psk = state.auth.psk_for(&token_id);
+    if psk.is_none() && state.may_reload_tokens() {
+        // A token the CLI issued a moment ago is not known here until the token files are read
+        // again; read them now (rate-limited) rather than refuse it for up to a refresh period.
+        let auth = Arc::clone(&state.auth);
+        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || auth.reload()).await {
+            tracing::warn!(error = %err, "could not refresh tokens");
+        }
+        psk = state.auth.psk_for(&token_id);
+    }
     let Ok(msg2) = responder.write_message2(psk.as_ref()) else {
         return;
     };

@@ -83,9 +83,27 @@ pub struct ServerState {
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) server_key: StaticKeypair,
     pub(crate) metrics: Metrics,
+    /// When an unknown v2 token id last made us re-read the token files (ms since start).
+    pub(crate) last_token_reload: AtomicU64,
+    pub(crate) started: std::time::Instant,
 }
 
+/// Least time between two re-reads of the token files caused by unknown v2 token ids.
+const TOKEN_RELOAD_INTERVAL_MS: u64 = 250;
+
 impl ServerState {
+    /// Whether an unknown v2 token id may trigger a re-read of the token files now (at most
+    /// one every 250 ms, so unknown ids cannot make the server read files in a loop).
+    pub(crate) fn may_reload_tokens(&self) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_token_reload.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= TOKEN_RELOAD_INTERVAL_MS)
+            && self
+                .last_token_reload
+                .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// Names of the configured, enabled plugins. Plugins arrive with the plugin issue; until
     /// then none is configured, so every named publish target is refused before writing.
     pub(crate) fn plugin_names(&self) -> Vec<String> {
@@ -140,6 +158,8 @@ impl Server {
                 tenants: Arc::new(tenants),
                 server_key,
                 metrics: Metrics::default(),
+                last_token_reload: AtomicU64::new(0),
+                started: std::time::Instant::now(),
             }),
         })
     }

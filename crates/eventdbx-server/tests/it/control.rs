@@ -521,3 +521,25 @@ fn verify_is_authorised_with_the_session_token() {
         assert_eq!(err(client.verify("order", "o-1")).code, "unauthorized");
     }
 }
+
+/// A token issued by another process on the same data directory (what `dbx token generate`
+/// does while the server runs) opens a v2 session at once, not after the next token refresh.
+#[test]
+fn a_token_issued_by_another_process_opens_v2_at_once() {
+    let server = TestServer::start(|config| config.revocation_refresh_secs = 3600);
+    let mut config = eventdbx_server::config::Config::defaults(server.data_dir());
+    config.storage.durability = eventdbx_store::Durability::Relaxed;
+    let cli = eventdbx_server::auth::Authority::open(eventdbx_server::authority_config(&config))
+        .expect("a second authority on the same files");
+    let (token, _) = cli
+        .issue(eventdbx_server::auth::TokenRequest {
+            group: "ops".into(),
+            user: "jane".into(),
+            actions: vec!["aggregate.read".into()],
+            ..Default::default()
+        })
+        .expect("token");
+    connect_v2(server.addr, &token, "default", None).expect("the new token is known at once");
+    // A token nobody issued still fails the handshake.
+    assert!(connect_v2(server.addr, "eyJ0eXAiOiJKV1QifQ.e30.c2ln", "default", None).is_err());
+}
