@@ -1,0 +1,631 @@
+//! [`Client`]: the Python-facing handle on one `eventdbx_client::Client`.
+//!
+//! Every operation takes `asynchronous`: `False` blocks the calling thread with the GIL
+//! released and returns the result; `True` returns an awaitable for asyncio. Arguments and
+//! results are plain Python values (strings, tuples, booleans); the Python package turns them
+//! into the README's keyword arguments and result classes.
+
+use std::future::Future;
+use std::time::Duration;
+
+use eventdbx_client::{
+    ClientConfig, EventsQuery, ListQuery, PublishTarget, RetryOptions, SchemaPublish,
+    SnapshotQuery, Transport, Write,
+};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+
+use crate::error::{to_py_err, to_py_err_detached};
+
+/// The runtime every call runs on, shared with pyo3-async-runtimes.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// Runs `call` to completion: blocking without the GIL, or as an awaitable.
+fn run<T, F>(py: Python<'_>, asynchronous: bool, call: F) -> PyResult<Py<PyAny>>
+where
+    F: Future<Output = eventdbx_client::Result<T>> + Send + 'static,
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    if asynchronous {
+        let awaitable = pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            call.await.map_err(|err| to_py_err_detached(&err))
+        })?;
+        return Ok(awaitable.unbind());
+    }
+    match py.detach(|| runtime().block_on(call)) {
+        Ok(value) => value.into_py_any(py),
+        Err(err) => Err(to_py_err(py, &err)),
+    }
+}
+
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    if value.is_nan() || value <= 0.0 {
+        return Err(PyValueError::new_err(format!("{name} must be positive")));
+    }
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| PyValueError::new_err(format!("{name} is out of range")))
+}
+
+/// A publish target as Python passes it: `(plugin, mode, priority)`.
+type TargetTuple = (String, Option<String>, Option<String>);
+
+/// A connection to an EventDBX server (one per token and tenant), shared by any number of
+/// threads and tasks.
+#[pyclass(module = "eventdbx._core", frozen)]
+#[derive(Debug)]
+pub struct Client {
+    client: eventdbx_client::Client,
+}
+
+impl Client {
+    /// The client, with another request timeout when `timeout` is given.
+    fn handle(&self, timeout: Option<f64>) -> PyResult<eventdbx_client::Client> {
+        match timeout {
+            None => Ok(self.client.clone()),
+            Some(timeout) => Ok(self
+                .client
+                .with_request_timeout(seconds("timeout", timeout)?)),
+        }
+    }
+}
+
+#[pymethods]
+impl Client {
+    /// Connects and performs the handshake; returns a `Client` (or an awaitable of one).
+    ///
+    /// `transport` is `auto`, `v1`, `v2` or `plaintext`.
+    #[staticmethod]
+    #[pyo3(signature = (
+        *, host, port, token, tenant_id, transport = "auto", server_key = None,
+        connect_timeout = 5.0, read_timeout = 15.0, attempts = 1, initial_delay_ms = 100,
+        max_delay_ms = 1000, verbose = true, max_message_bytes = 16 * 1024 * 1024,
+        asynchronous = false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn connect(
+        py: Python<'_>,
+        host: String,
+        port: u16,
+        token: String,
+        tenant_id: String,
+        transport: &str,
+        server_key: Option<&str>,
+        connect_timeout: f64,
+        read_timeout: f64,
+        attempts: u32,
+        initial_delay_ms: u64,
+        max_delay_ms: u64,
+        verbose: bool,
+        max_message_bytes: usize,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let transport = match transport {
+            "auto" => Transport::Auto,
+            "v1" => Transport::V1,
+            "v2" => Transport::V2,
+            "plaintext" => Transport::Plaintext,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "transport must be auto, v1, v2 or plaintext, not '{other}'"
+                )))
+            }
+        };
+        let mut config = ClientConfig::new(token, tenant_id)
+            .host(host)
+            .port(port)
+            .transport(transport)
+            .connect_timeout(seconds("connect_timeout", connect_timeout)?)
+            .request_timeout(seconds("read_timeout", read_timeout)?)
+            .retry(RetryOptions {
+                attempts,
+                initial_delay: Duration::from_millis(initial_delay_ms),
+                max_delay: Duration::from_millis(max_delay_ms),
+                jitter: false,
+            })
+            .verbose(verbose)
+            .max_message_bytes(max_message_bytes);
+        if let Some(key) = server_key {
+            let key = key.trim().to_ascii_lowercase();
+            config = config.server_key(key.parse().map_err(|err| {
+                PyValueError::new_err(format!("server_key is not a key fingerprint: {err}"))
+            })?);
+        }
+        run(py, asynchronous, async move {
+            eventdbx_client::Client::connect(config)
+                .await
+                .map(|client| Client { client })
+        })
+    }
+
+    /// Closes the connection; later calls fail at once. Idempotent.
+    #[pyo3(signature = (*, asynchronous = false))]
+    fn close(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        run(py, asynchronous, async move {
+            client.close().await;
+            Ok(())
+        })
+    }
+
+    /// True once `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// True while a live connection is held.
+    #[getter]
+    fn connected(&self, py: Python<'_>) -> bool {
+        let client = self.client.clone();
+        py.detach(|| runtime().block_on(client.is_connected()))
+    }
+
+    /// The transport of the current connection: `v2`, `v1`, `plaintext`, or `None`.
+    #[getter]
+    fn protocol(&self, py: Python<'_>) -> Option<&'static str> {
+        let client = self.client.clone();
+        py.detach(|| runtime().block_on(client.protocol()))
+            .map(|protocol| match protocol {
+                eventdbx_client::Protocol::V2 => "v2",
+                eventdbx_client::Protocol::V1 => "v1",
+                eventdbx_client::Protocol::Plaintext => "plaintext",
+            })
+    }
+
+    /// The capability tokens of the server's hello response.
+    #[getter]
+    fn server_capabilities(&self, py: Python<'_>) -> Vec<String> {
+        let client = self.client.clone();
+        py.detach(|| runtime().block_on(client.server_capabilities()))
+    }
+
+    /// The server key fingerprint (protocol v2 only).
+    #[getter]
+    fn server_fingerprint(&self, py: Python<'_>) -> Option<String> {
+        let client = self.client.clone();
+        py.detach(|| runtime().block_on(client.server_fingerprint()))
+            .map(|fingerprint| fingerprint.to_string())
+    }
+
+    /// `create`, `apply` or `patch`; returns the stored JSON (`""` for an acknowledgement).
+    ///
+    /// `publish_targets` items are `(plugin, mode, priority)`.
+    #[pyo3(signature = (
+        kind, aggregate_type, aggregate_id, event_type, body_json, *, note = None,
+        metadata_json = None, publish_targets = None, expected_version = None,
+        idempotency_key = None, timeout = None, asynchronous = false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        body_json: &str,
+        note: Option<String>,
+        metadata_json: Option<String>,
+        publish_targets: Option<Vec<TargetTuple>>,
+        expected_version: Option<u64>,
+        idempotency_key: Option<String>,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let mut write = match kind {
+            "create" => Write::create(aggregate_type, aggregate_id, event_type, body_json),
+            "apply" => Write::apply(aggregate_type, aggregate_id, event_type, body_json),
+            "patch" => Write::patch(aggregate_type, aggregate_id, event_type, body_json),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "kind must be create, apply or patch, not '{other}'"
+                )))
+            }
+        };
+        if let Some(note) = note {
+            write = write.note(note);
+        }
+        if let Some(metadata_json) = metadata_json {
+            write = write.metadata_json(metadata_json);
+        }
+        if let Some(targets) = publish_targets {
+            write = write.publish_targets(
+                targets
+                    .into_iter()
+                    .map(|(plugin, mode, priority)| PublishTarget {
+                        plugin,
+                        mode,
+                        priority,
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(version) = expected_version {
+            write = write.expected_version(version);
+        }
+        if let Some(key) = idempotency_key {
+            write = write.idempotency_key(key);
+        }
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client.write(write).await.map(|written| written.json)
+        })
+    }
+
+    /// Archives (`archived=True`) or restores an aggregate; returns the stored JSON.
+    #[pyo3(signature = (aggregate_type, aggregate_id, archived, *, note = None, timeout = None, asynchronous = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_archived(
+        &self,
+        py: Python<'_>,
+        aggregate_type: String,
+        aggregate_id: String,
+        archived: bool,
+        note: Option<String>,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            let written = if archived {
+                client
+                    .archive(&aggregate_type, &aggregate_id, note.as_deref())
+                    .await
+            } else {
+                client
+                    .restore(&aggregate_type, &aggregate_id, note.as_deref())
+                    .await
+            };
+            written.map(|written| written.json)
+        })
+    }
+
+    /// Takes a snapshot; returns the snapshot JSON (`""` for an acknowledgement).
+    #[pyo3(signature = (aggregate_type, aggregate_id, *, comment = None, timeout = None, asynchronous = false))]
+    fn create_snapshot(
+        &self,
+        py: Python<'_>,
+        aggregate_type: String,
+        aggregate_id: String,
+        comment: Option<String>,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client
+                .create_snapshot(&aggregate_type, &aggregate_id, comment.as_deref())
+                .await
+                .map(|written| written.json)
+        })
+    }
+
+    /// The aggregate JSON, or `None` when not found.
+    #[pyo3(signature = (aggregate_type, aggregate_id, *, timeout = None, asynchronous = false))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        aggregate_type: String,
+        aggregate_id: String,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client
+                .get(&aggregate_type, &aggregate_id)
+                .await
+                .map(|found| found.json)
+        })
+    }
+
+    /// The selection JSON, or `None` when not found.
+    #[pyo3(signature = (aggregate_type, aggregate_id, fields, *, timeout = None, asynchronous = false))]
+    fn select(
+        &self,
+        py: Python<'_>,
+        aggregate_type: String,
+        aggregate_id: String,
+        fields: Vec<String>,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+            client
+                .select(&aggregate_type, &aggregate_id, &fields)
+                .await
+                .map(|found| found.json)
+        })
+    }
+
+    /// One page of aggregates: `(aggregates_json, next_cursor)`.
+    #[pyo3(signature = (
+        *, cursor = None, take = None, filter_expr = None, sort = None, include_archived = None,
+        archived_only = None, timeout = None, asynchronous = false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn list(
+        &self,
+        py: Python<'_>,
+        cursor: Option<String>,
+        take: Option<u64>,
+        filter_expr: Option<String>,
+        sort: Option<String>,
+        include_archived: Option<bool>,
+        archived_only: Option<bool>,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let query = ListQuery {
+            cursor,
+            take,
+            filter: filter_expr,
+            sort,
+            include_archived,
+            archived_only,
+        };
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client
+                .list(&query)
+                .await
+                .map(|page| (page.aggregates_json, page.next_cursor))
+        })
+    }
+
+    /// One page of events: `(events_json, next_cursor)`.
+    #[pyo3(signature = (
+        aggregate_type, aggregate_id, *, cursor = None, take = None, filter_expr = None,
+        timeout = None, asynchronous = false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn events(
+        &self,
+        py: Python<'_>,
+        aggregate_type: String,
+        aggregate_id: String,
+        cursor: Option<String>,
+        take: Option<u64>,
+        filter_expr: Option<String>,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let query = EventsQuery {
+            aggregate_type,
+            aggregate_id,
+            cursor,
+            take,
+            filter: filter_expr,
+        };
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client
+                .events(&query)
+                .await
+                .map(|page| (page.events_json, page.next_cursor))
+        })
+    }
+
+    /// The Merkle root of an aggregate's events (64 hex digits).
+    #[pyo3(signature = (aggregate_type, aggregate_id, *, timeout = None, asynchronous = false))]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        aggregate_type: String,
+        aggregate_id: String,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client.verify(&aggregate_type, &aggregate_id).await
+        })
+    }
+
+    /// The snapshots JSON array.
+    #[pyo3(signature = (*, aggregate_type = None, aggregate_id = None, version = None, timeout = None, asynchronous = false))]
+    fn list_snapshots(
+        &self,
+        py: Python<'_>,
+        aggregate_type: Option<String>,
+        aggregate_id: Option<String>,
+        version: Option<u64>,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let query = SnapshotQuery {
+            aggregate_type,
+            aggregate_id,
+            version,
+        };
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client.list_snapshots(&query).await.map(|list| list.json)
+        })
+    }
+
+    /// The snapshot JSON, or `None` when not found.
+    #[pyo3(signature = (snapshot_id, *, timeout = None, asynchronous = false))]
+    fn get_snapshot(
+        &self,
+        py: Python<'_>,
+        snapshot_id: u64,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client
+                .get_snapshot(snapshot_id)
+                .await
+                .map(|found| found.json)
+        })
+    }
+
+    /// The schema map JSON.
+    #[pyo3(signature = (*, timeout = None, asynchronous = false))]
+    fn list_schemas(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move { client.list_schemas().await })
+    }
+
+    /// Replaces the schema map; returns how many schemas were replaced.
+    #[pyo3(signature = (schemas_json, *, timeout = None, asynchronous = false))]
+    fn replace_schemas(
+        &self,
+        py: Python<'_>,
+        schemas_json: String,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client.replace_schemas(&schemas_json).await
+        })
+    }
+
+    /// `(changed, shard_id)`.
+    #[pyo3(signature = (tenant_id, shard_id, *, timeout = None, asynchronous = false))]
+    fn tenant_assign(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        shard_id: String,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client
+                .tenant_assign(&tenant_id, &shard_id)
+                .await
+                .map(|result| (result.changed, result.shard_id))
+        })
+    }
+
+    /// Whether the assignment changed.
+    #[pyo3(signature = (tenant_id, *, timeout = None, asynchronous = false))]
+    fn tenant_unassign(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client.tenant_unassign(&tenant_id).await
+        })
+    }
+
+    /// `(changed, quota_mb)`.
+    #[pyo3(signature = (tenant_id, max_storage_mb, *, timeout = None, asynchronous = false))]
+    fn tenant_quota_set(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        max_storage_mb: u64,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client
+                .tenant_quota_set(&tenant_id, max_storage_mb)
+                .await
+                .map(|result| (result.changed, result.quota_mb))
+        })
+    }
+
+    /// Whether a quota was cleared.
+    #[pyo3(signature = (tenant_id, *, timeout = None, asynchronous = false))]
+    fn tenant_quota_clear(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client.tenant_quota_clear(&tenant_id).await
+        })
+    }
+
+    /// The tenant's storage in bytes, recomputed.
+    #[pyo3(signature = (tenant_id, *, timeout = None, asynchronous = false))]
+    fn tenant_quota_recalc(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client.tenant_quota_recalc(&tenant_id).await
+        })
+    }
+
+    /// Whether the tenant was reloaded.
+    #[pyo3(signature = (tenant_id, *, timeout = None, asynchronous = false))]
+    fn tenant_reload(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client.tenant_reload(&tenant_id).await
+        })
+    }
+
+    /// `(version_id, activated, skipped)`.
+    #[pyo3(signature = (
+        tenant_id, *, reason = None, actor = None, labels = Vec::new(), activate = false,
+        force = false, reload = false, timeout = None, asynchronous = false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn tenant_schema_publish(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        reason: Option<String>,
+        actor: Option<String>,
+        labels: Vec<String>,
+        activate: bool,
+        force: bool,
+        reload: bool,
+        timeout: Option<f64>,
+        asynchronous: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let publish = SchemaPublish {
+            tenant_id,
+            reason,
+            actor,
+            labels,
+            activate,
+            force,
+            reload,
+        };
+        let client = self.handle(timeout)?;
+        run(py, asynchronous, async move {
+            client
+                .tenant_schema_publish(&publish)
+                .await
+                .map(|result| (result.version_id, result.activated, result.skipped))
+        })
+    }
+}

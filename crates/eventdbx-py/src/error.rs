@@ -1,0 +1,63 @@
+//! The one mapping from the client's [`Error`] onto the exceptions of `eventdbx.exceptions`.
+
+use eventdbx_client::{Error, ErrorKind};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+/// The exception class (by name in `eventdbx.exceptions`) for an error.
+fn class_name(err: &Error) -> &'static str {
+    match err.kind() {
+        ErrorKind::Connection | ErrorKind::Closed => "EventDBXConnectionError",
+        ErrorKind::Timeout => "EventDBXTimeoutError",
+        ErrorKind::Handshake if err.is_token_rejected() => "EventDBXTokenRejectedError",
+        ErrorKind::Handshake => "EventDBXHandshakeError",
+        ErrorKind::Protocol => "EventDBXProtocolError",
+        ErrorKind::RequestTooLarge => "EventDBXRequestTooLargeError",
+        ErrorKind::Unsupported => "EventDBXUnsupportedError",
+        ErrorKind::InvalidArgument => "EventDBXArgumentError",
+        ErrorKind::Server => match err.code() {
+            "invalid_token" | "token_expired" => "EventDBXAuthenticationError",
+            "unauthorized" => "EventDBXPermissionError",
+            "aggregate_not_found" | "schema_not_found" => "EventDBXNotFoundError",
+            "aggregate_exists" | "schema_exists" => "EventDBXAlreadyExistsError",
+            "version_conflict" | "idempotency_conflict" | "aggregate_archived" => {
+                "EventDBXConflictError"
+            }
+            "invalid_schema" | "schema_violation" | "invalid_cursor" => "EventDBXValidationError",
+            "tenant_quota" | "token_limit_reached" => "EventDBXQuotaError",
+            _ => "EventDBXAPIError",
+        },
+        // A kind added to the client later: the parent class.
+        _ => "EventDBXError",
+    }
+}
+
+/// The Python exception for a client error: the class of `eventdbx.exceptions` that
+/// [`class_name`] names (falling back to `EventDBXError`), with the client's code, message and
+/// retriability.
+pub(crate) fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let module = py.import("eventdbx.exceptions")?;
+        let class = module
+            .getattr(class_name(err))
+            .or_else(|_| module.getattr("EventDBXError"))?;
+        let code = if err.is_token_rejected() {
+            "handshake"
+        } else {
+            err.code()
+        };
+        let instance = class.call1((err.message(), code, err.is_retriable()))?;
+        Ok(PyErr::from_value(instance))
+    };
+    // Only a broken installation (no exceptions module) ends here.
+    build().unwrap_or_else(|import_error| {
+        PyRuntimeError::new_err(format!(
+            "{err} (and eventdbx.exceptions failed: {import_error})"
+        ))
+    })
+}
+
+/// [`to_py_err`] for code that does not hold the GIL (the end of an awaited call).
+pub(crate) fn to_py_err_detached(err: &Error) -> PyErr {
+    Python::attach(|py| to_py_err(py, err))
+}

@@ -1,0 +1,28 @@
+//! The Python extension `eventdbx._core`: the Rust client and an embedded server, for the thin
+//! Python package in `python/eventdbx/`.
+//!
+//! # Layout
+//! - `client`: [`client::Client`], one class whose methods either block (releasing the GIL) or
+//!   return an awaitable, over the one async `eventdbx_client::Client`.
+//! - `error`: the one function that maps the client's errors onto the exceptions of
+//!   `eventdbx/exceptions.py`.
+//! - `server`: [`server::EmbeddedServer`], a real server on `127.0.0.1` for tests and
+//!   `python -m eventdbx.server`.
+//!
+//! Everything runs on one tokio runtime (pyo3-async-runtimes' own), so synchronous and
+//! asynchronous calls share connections, tasks and timers.
+
+use pyo3::prelude::*;
+
+pub mod client;
+mod error;
+pub mod server;
+
+/// The extension module.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<client::Client>()?;
+    m.add_class::<server::EmbeddedServer>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

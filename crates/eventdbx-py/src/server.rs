@@ -1,0 +1,177 @@
+//! [`EmbeddedServer`]: a real `dbx` server in this process, for tests and
+//! `python -m eventdbx.server`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use eventdbx_server::auth::TokenRequest;
+use eventdbx_server::config::Config;
+use eventdbx_server::Server;
+use eventdbx_store::Durability;
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::prelude::*;
+use tokio::sync::oneshot;
+
+/// Every action a control token can grant: the token of [`EmbeddedServer`] is a root token.
+const ALL_ACTIONS: [&str; 7] = [
+    "aggregate.create",
+    "aggregate.append",
+    "aggregate.archive",
+    "aggregate.read",
+    "tenant.manage",
+    "schema.read",
+    "schema.write",
+];
+
+/// A server on `127.0.0.1` running on its own thread and runtime until `stop()`.
+#[pyclass(module = "eventdbx._core", frozen)]
+#[derive(Debug)]
+pub struct EmbeddedServer {
+    server: Server,
+    /// The control port.
+    #[pyo3(get)]
+    port: u16,
+    /// The data directory.
+    #[pyo3(get)]
+    data_dir: PathBuf,
+    /// The v2 server key fingerprint clients pin.
+    #[pyo3(get)]
+    fingerprint: String,
+    running: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+fn os_error(what: &str, err: impl std::fmt::Display) -> PyErr {
+    PyOSError::new_err(format!("{what}: {err}"))
+}
+
+#[pymethods]
+impl EmbeddedServer {
+    /// Opens `data_dir` (created when missing) and serves the control port on
+    /// `127.0.0.1:port` (0 picks a free port).
+    ///
+    /// `durable=False` acknowledges writes before fsync (the server's `relaxed` mode), which
+    /// is what tests want; `allow_plaintext` lets clients ask for `no_noise`.
+    #[staticmethod]
+    #[pyo3(signature = (data_dir, *, port = 0, allow_plaintext = false, durable = false, verbose_responses = true))]
+    fn start(
+        py: Python<'_>,
+        data_dir: PathBuf,
+        port: u16,
+        allow_plaintext: bool,
+        durable: bool,
+        verbose_responses: bool,
+    ) -> PyResult<EmbeddedServer> {
+        py.detach(|| {
+            let mut config = Config::defaults(data_dir.clone());
+            config.storage.durability = if durable {
+                Durability::Fsync
+            } else {
+                Durability::Relaxed
+            };
+            config.allow_plaintext = allow_plaintext;
+            config.verbose_responses = verbose_responses;
+            let server = Server::open(config).map_err(|err| os_error("cannot open server", err))?;
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+                .map_err(|err| os_error("cannot bind the control port", err))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|err| os_error("cannot set up the listener", err))?;
+            let port = listener
+                .local_addr()
+                .map_err(|err| os_error("cannot read the control address", err))?
+                .port();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("eventdbx-server")
+                .enable_all()
+                .build()
+                .map_err(|err| os_error("cannot start the server runtime", err))?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let serving = server.clone();
+            let thread = std::thread::Builder::new()
+                .name("eventdbx-server".into())
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let listener = match tokio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => listener,
+                            Err(err) => {
+                                tracing_error(&err);
+                                return;
+                            }
+                        };
+                        if let Err(err) = serving
+                            .run(listener, async {
+                                let _ = stopped.await;
+                            })
+                            .await
+                        {
+                            tracing_error(&err);
+                        }
+                    });
+                })
+                .map_err(|err| os_error("cannot start the server thread", err))?;
+            Ok(EmbeddedServer {
+                fingerprint: server.fingerprint().to_string(),
+                server,
+                port,
+                data_dir,
+                running: Mutex::new(Some((stop, thread))),
+            })
+        })
+    }
+
+    /// Issues a control token: every action and every tenant unless narrowed.
+    #[pyo3(signature = (*, actions = None, tenants = Vec::new(), ttl_secs = 0))]
+    fn issue_token(
+        &self,
+        actions: Option<Vec<String>>,
+        tenants: Vec<String>,
+        ttl_secs: u64,
+    ) -> PyResult<String> {
+        let actions =
+            actions.unwrap_or_else(|| ALL_ACTIONS.iter().map(|a| (*a).to_owned()).collect());
+        self.server
+            .auth()
+            .issue(TokenRequest {
+                group: "python".into(),
+                user: "embedded".into(),
+                actions,
+                tenants,
+                ttl_secs: Some(ttl_secs),
+                ..TokenRequest::default()
+            })
+            .map(|(token, _)| token)
+            .map_err(|err| PyRuntimeError::new_err(format!("cannot issue a token: {err}")))
+    }
+
+    /// True until `stop()`.
+    #[getter]
+    fn running(&self) -> bool {
+        self.running
+            .lock()
+            .map(|running| running.is_some())
+            .unwrap_or(false)
+    }
+
+    /// Stops accepting, lets open connections finish their requests, and waits for the
+    /// server to close its store. Idempotent.
+    fn stop(&self, py: Python<'_>) {
+        let running = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut running| running.take());
+        if let Some((stop, thread)) = running {
+            let _ = stop.send(());
+            py.detach(|| {
+                let _ = thread.join();
+            });
+        }
+    }
+}
+
+fn tracing_error(err: &dyn std::fmt::Display) {
+    // The server thread has no caller to report to; stderr is where a test runner shows it.
+    eprintln!("eventdbx embedded server stopped: {err}");
+}
