@@ -105,9 +105,7 @@ impl ConnectArgs {
             if err.is_token_rejected() {
                 anyhow!(
                     "the server at {host}:{port} rejected the token ({}); pass a valid --token, \
-                     set EVENTDBX_TOKEN or issue one with `dbx token bootstrap` (a token issued \
-                     while the server runs is accepted over v2 after its next token refresh, \
-                     revocation_refresh_secs; --transport v1 accepts it at once)",
+                     set EVENTDBX_TOKEN or issue one with `dbx token bootstrap`",
                     err.message()
                 )
             } else if matches!(err.kind(), ErrorKind::Connection | ErrorKind::Timeout) {

@@ -532,28 +532,10 @@ fn tenant_commands_and_a_bad_token() {
         .expect("dbx token generate");
     assert!(output.status.success(), "{}", text(&output.stderr));
     let reader = text(&output.stdout).trim().to_owned();
-    // v1: a running server learns the v2 key of a token issued offline only at its next
-    // registry refresh (revocation_refresh_secs), while v1 needs no registry.
-    let got = ws.json(&[
-        "aggregate",
-        "get",
-        "order",
-        "o-1",
-        "--token",
-        &reader,
-        "--transport",
-        "v1",
-    ]);
+    // A token issued while the server runs works at once, over the default v2.
+    let got = ws.json(&["aggregate", "get", "order", "o-1", "--token", &reader]);
     assert_eq!(got["aggregate_id"], "o-1");
-    let err = ws.fails(&[
-        "tenant",
-        "reload",
-        "default",
-        "--token",
-        &reader,
-        "--transport",
-        "v1",
-    ]);
+    let err = ws.fails(&["tenant", "reload", "default", "--token", &reader]);
     assert!(err.contains("unauthorized"), "{err}");
 
     // Nobody listening: a clear message.

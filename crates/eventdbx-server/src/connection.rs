@@ -276,9 +276,10 @@ async fn serve_v2(
         return;
     };
     let mut psk = state.auth.psk_for(&token_id);
-    if psk.is_none() && state.may_reload_tokens() {
+    if psk.is_none() && state.registry_changed() {
         // A token the CLI issued a moment ago is not known here until the token files are read
-        // again; read them now (rate-limited) rather than refuse it for up to a refresh period.
+        // again; read them now (only when the registry file changed) rather than refuse it for
+        // up to a refresh period.
         let auth = Arc::clone(&state.auth);
         if let Ok(Err(err)) = tokio::task::spawn_blocking(move || auth.reload()).await {
             tracing::warn!(error = %err, "could not refresh tokens");

@@ -83,25 +83,25 @@ pub struct ServerState {
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) server_key: StaticKeypair,
     pub(crate) metrics: Metrics,
-    /// When an unknown v2 token id last made us re-read the token files (ms since start).
-    pub(crate) last_token_reload: AtomicU64,
-    pub(crate) started: std::time::Instant,
+    /// Modification time of the token-id registry when it was last read for an unknown id.
+    pub(crate) registry_seen: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
-/// Least time between two re-reads of the token files caused by unknown v2 token ids.
-const TOKEN_RELOAD_INTERVAL_MS: u64 = 250;
-
 impl ServerState {
-    /// Whether an unknown v2 token id may trigger a re-read of the token files now (at most
-    /// one every 250 ms, so unknown ids cannot make the server read files in a loop).
-    pub(crate) fn may_reload_tokens(&self) -> bool {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let last = self.last_token_reload.load(Ordering::Relaxed);
-        (last == 0 || now.saturating_sub(last) >= TOKEN_RELOAD_INTERVAL_MS)
-            && self
-                .last_token_reload
-                .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+    /// Whether the token-id registry changed on disk since it was last read for an unknown id
+    /// (another process, e.g. `dbx token generate`, issued a token). Unknown ids alone never
+    /// make the server read files in a loop: only a changed file does.
+    pub(crate) fn registry_changed(&self) -> bool {
+        let path = self.config.auth_state_dir().join("registry.json");
+        let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
+            return false;
+        };
+        let mut seen = self.registry_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == Some(modified) {
+            return false;
+        }
+        *seen = Some(modified);
+        true
     }
 
     /// Names of the configured, enabled plugins. Plugins arrive with the plugin issue; until
@@ -158,8 +158,7 @@ impl Server {
                 tenants: Arc::new(tenants),
                 server_key,
                 metrics: Metrics::default(),
-                last_token_reload: AtomicU64::new(0),
-                started: std::time::Instant::now(),
+                registry_seen: std::sync::Mutex::new(None),
             }),
         })
     }
