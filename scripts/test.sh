@@ -26,3 +26,6 @@ else
   echo "capnp is not installed (scripts/setup.sh installs it with apt-get): compatibility test NOT run"
   exit 1
 fi
+echo "== Python SDK (crates/eventdbx-py): build the extension into .venv, then pytest"
+VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --quiet -m crates/eventdbx-py/Cargo.toml
+.venv/bin/python -m pytest crates/eventdbx-py/tests -q
