@@ -1,0 +1,179 @@
+"""Type stubs of the Rust extension ``eventdbx._core``."""
+
+from pathlib import Path
+from typing import Any, List, Optional, Tuple, Union
+
+__version__: str
+
+class Client:
+    @staticmethod
+    def connect(
+        *,
+        host: str,
+        port: int,
+        token: str,
+        tenant_id: str,
+        transport: str = "auto",
+        server_key: Optional[str] = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        attempts: int = 1,
+        initial_delay_ms: int = 100,
+        max_delay_ms: int = 1000,
+        verbose: bool = True,
+        max_message_bytes: int = 16777216,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def close(self, *, asynchronous: bool = False) -> Any: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def protocol(self) -> Optional[str]: ...
+    @property
+    def server_capabilities(self) -> List[str]: ...
+    @property
+    def server_fingerprint(self) -> Optional[str]: ...
+    def write(
+        self,
+        kind: str,
+        aggregate_type: str,
+        aggregate_id: str,
+        event_type: str,
+        body_json: str,
+        *,
+        note: Optional[str] = None,
+        metadata_json: Optional[str] = None,
+        publish_targets: Optional[List[Tuple[str, Optional[str], Optional[str]]]] = None,
+        expected_version: Optional[int] = None,
+        idempotency_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def set_archived(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        archived: bool,
+        *,
+        note: Optional[str] = None,
+        timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def create_snapshot(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        *,
+        comment: Optional[str] = None,
+        timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def get(
+        self, aggregate_type: str, aggregate_id: str, *, timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def select(
+        self, aggregate_type: str, aggregate_id: str, fields: List[str], *,
+        timeout: Optional[float] = None, asynchronous: bool = False,
+    ) -> Any: ...
+    def list(
+        self,
+        *,
+        cursor: Optional[str] = None,
+        take: Optional[int] = None,
+        filter_expr: Optional[str] = None,
+        sort: Optional[str] = None,
+        include_archived: Optional[bool] = None,
+        archived_only: Optional[bool] = None,
+        timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def events(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        *,
+        cursor: Optional[str] = None,
+        take: Optional[int] = None,
+        filter_expr: Optional[str] = None,
+        timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def verify(
+        self, aggregate_type: str, aggregate_id: str, *, timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def list_snapshots(
+        self,
+        *,
+        aggregate_type: Optional[str] = None,
+        aggregate_id: Optional[str] = None,
+        version: Optional[int] = None,
+        timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def get_snapshot(
+        self, snapshot_id: int, *, timeout: Optional[float] = None, asynchronous: bool = False
+    ) -> Any: ...
+    def list_schemas(self, *, timeout: Optional[float] = None, asynchronous: bool = False) -> Any: ...
+    def replace_schemas(
+        self, schemas_json: str, *, timeout: Optional[float] = None, asynchronous: bool = False
+    ) -> Any: ...
+    def tenant_assign(
+        self, tenant_id: str, shard_id: str, *, timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def tenant_unassign(
+        self, tenant_id: str, *, timeout: Optional[float] = None, asynchronous: bool = False
+    ) -> Any: ...
+    def tenant_quota_set(
+        self, tenant_id: str, max_storage_mb: int, *, timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+    def tenant_quota_clear(
+        self, tenant_id: str, *, timeout: Optional[float] = None, asynchronous: bool = False
+    ) -> Any: ...
+    def tenant_quota_recalc(
+        self, tenant_id: str, *, timeout: Optional[float] = None, asynchronous: bool = False
+    ) -> Any: ...
+    def tenant_reload(
+        self, tenant_id: str, *, timeout: Optional[float] = None, asynchronous: bool = False
+    ) -> Any: ...
+    def tenant_schema_publish(
+        self,
+        tenant_id: str,
+        *,
+        reason: Optional[str] = None,
+        actor: Optional[str] = None,
+        labels: List[str] = ...,
+        activate: bool = False,
+        force: bool = False,
+        reload: bool = False,
+        timeout: Optional[float] = None,
+        asynchronous: bool = False,
+    ) -> Any: ...
+
+class EmbeddedServer:
+    @staticmethod
+    def start(
+        data_dir: Union[str, Path],
+        *,
+        port: int = 0,
+        allow_plaintext: bool = False,
+        durable: bool = False,
+        verbose_responses: bool = True,
+    ) -> "EmbeddedServer": ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    def issue_token(
+        self, *, actions: Optional[List[str]] = None, tenants: List[str] = ..., ttl_secs: int = 0
+    ) -> str: ...
+    def stop(self) -> None: ...
