@@ -59,6 +59,7 @@ mod client;
 pub mod config;
 mod connection;
 pub mod error;
+mod stream;
 pub mod types;
 
 pub use client::{AggregatePages, Client, EventPages};
@@ -66,6 +67,8 @@ pub use config::{ClientConfig, RetryOptions, Transport};
 pub use connection::Protocol;
 pub use error::{Error, ErrorKind, Result};
 pub use eventdbx_proto::noise::v2::Fingerprint;
+pub use futures_core::Stream;
+pub use stream::ItemStream;
 pub use types::{
     AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage, PublishTarget,
     SchemaPublish, SchemaPublishResult, SnapshotQuery, TenantAssignResult, TenantQuotaResult,

@@ -6,3 +6,4 @@ mod connect;
 mod faults;
 mod harness;
 mod operations;
+mod streams;
