@@ -6,6 +6,8 @@
 //!   return an awaitable, over the one async `eventdbx_client::Client`.
 //! - `error`: the one function that maps the client's errors onto the exceptions of
 //!   `eventdbx/exceptions.py`.
+//! - `logging`: the bridge from the crates' `tracing` events to Python's `logging` (logger
+//!   `eventdbx`).
 //! - `server`: [`server::EmbeddedServer`], a real server on `127.0.0.1` for tests and
 //!   `python -m eventdbx.server`.
 //!
@@ -16,11 +18,13 @@ use pyo3::prelude::*;
 
 pub mod client;
 mod error;
+mod logging;
 pub mod server;
 
 /// The extension module.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logging::install();
     m.add_class::<client::Client>()?;
     m.add_class::<server::EmbeddedServer>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -125,15 +125,17 @@ impl EmbeddedServer {
     #[pyo3(signature = (*, actions = None, tenants = Vec::new(), ttl_secs = 0))]
     fn issue_token(
         &self,
+        py: Python<'_>,
         actions: Option<Vec<String>>,
         tenants: Vec<String>,
         ttl_secs: u64,
     ) -> PyResult<String> {
         let actions =
             actions.unwrap_or_else(|| ALL_ACTIONS.iter().map(|a| (*a).to_owned()).collect());
-        self.server
-            .auth()
-            .issue(TokenRequest {
+        // Without the GIL: the token registry's lock may be held by a server thread that is
+        // waiting for the GIL to log (the `logging` bridge).
+        py.detach(|| {
+            self.server.auth().issue(TokenRequest {
                 group: "python".into(),
                 user: "embedded".into(),
                 actions,
@@ -141,8 +143,9 @@ impl EmbeddedServer {
                 ttl_secs: Some(ttl_secs),
                 ..TokenRequest::default()
             })
-            .map(|(token, _)| token)
-            .map_err(|err| PyRuntimeError::new_err(format!("cannot issue a token: {err}")))
+        })
+        .map(|(token, _)| token)
+        .map_err(|err| PyRuntimeError::new_err(format!("cannot issue a token: {err}")))
     }
 
     /// True until `stop()`.

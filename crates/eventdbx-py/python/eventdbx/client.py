@@ -97,8 +97,8 @@ def _connect_settings(
             raise EventDBXArgumentError(
                 "no_noise cannot be combined with server_key or protocol_version=2"
             )
+        # The Rust client logs it too (logger eventdbx.client.connection) once connected.
         warnings.warn(_PLAINTEXT_WARNING, RuntimeWarning, stacklevel=4)
-        logger.warning(_PLAINTEXT_WARNING)
         transport_name = "plaintext"
     else:
         transport_name = {None: "auto", 1: "v1", 2: "v2"}[protocol_version]
