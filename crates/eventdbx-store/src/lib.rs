@@ -30,6 +30,7 @@ use eventdbx_core::merkle::{Event, IssuedBy};
 use eventdbx_core::query::cursor::{ListOrder, PagePlan};
 use eventdbx_core::query::filter::Filter;
 use eventdbx_core::query::Scope;
+pub use eventdbx_core::schema::reference::{ReferenceLink, Referrer};
 use eventdbx_core::write::{WriteBody, WriteKind};
 use eventdbx_core::CoreError;
 use serde_json::{Map, Value};
@@ -90,6 +91,20 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// event (schema rules live in the server; the store only calls them).
 pub type WriteCheck = Arc<dyn Fn(&Aggregate, &Event) -> Result<(), CoreError> + Send + Sync>;
 
+/// Runs inside the write's critical section on the payload the event will record, before the
+/// event is sealed, with the aggregate as it is before the event: validates the payload (schema
+/// rules, reference integrity) and may rewrite it (canonical reference values). It may read the
+/// store (a reference's target), so it returns a [`StoreError`].
+pub type PayloadCheck = Arc<dyn Fn(&Aggregate, &mut Value) -> Result<()> + Send + Sync>;
+
+/// The references the state of an aggregate holds (`02-server.md` §7), given the aggregate as it
+/// will be after the event. The store keeps its reverse index equal to what this returns.
+pub type ReferenceScan = Arc<dyn Fn(&Aggregate) -> Vec<ReferenceLink> + Send + Sync>;
+
+/// Decides, for one referrer of an aggregate being archived, whether its reference is cleared by
+/// a `_ref_nullify` event (`true`) or blocks the archive (`false`).
+pub type CascadeRule<'a> = &'a dyn Fn(&Referrer) -> bool;
+
 /// An idempotency key and the digest of the request it was first used with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotency {
@@ -130,6 +145,11 @@ pub struct WriteRequest {
     pub quota_bytes: Option<u64>,
     /// Schema validation, run with the resulting aggregate before committing.
     pub check: Option<WriteCheck>,
+    /// Validation and rewriting of the payload before the event is sealed.
+    pub prepare: Option<PayloadCheck>,
+    /// The references of the resulting state; `None` leaves the aggregate's entries in the
+    /// reverse index as they are.
+    pub references: Option<ReferenceScan>,
 }
 
 impl std::fmt::Debug for WriteRequest {
@@ -169,6 +189,8 @@ impl WriteRequest {
             snapshot_threshold: None,
             quota_bytes: None,
             check: None,
+            prepare: None,
+            references: None,
         }
     }
 }
@@ -253,7 +275,8 @@ pub trait EventStore: Send + Sync {
     /// Creates, appends or patches atomically; see `02-server.md` §4.
     fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome>;
 
-    /// Archives (`true`) or restores (`false`) an aggregate; returns it afterwards.
+    /// Archives (`true`) or restores (`false`) an aggregate; returns it afterwards. Archiving
+    /// is refused while any aggregate refers to it (see [`EventStore::archive`]).
     fn set_archived(
         &self,
         tenant: &str,
@@ -262,6 +285,32 @@ pub trait EventStore: Send + Sync {
         archived: bool,
         note: Option<&str>,
     ) -> Result<Aggregate>;
+
+    /// Archives an aggregate after clearing the references to it (`02-server.md` §4.6), in one
+    /// atomic commit.
+    ///
+    /// Every referrer for which `nullify` answers `true` gets a `_ref_nullify` event (no
+    /// `issued_by`, note `auto-nullify due to <type>#<id>`, no schema check) setting its
+    /// referring paths to `null`; any other referrer blocks the archive with `schema_violation`
+    /// naming the first five. The referrers are re-read inside the commit, so a reference added
+    /// concurrently is never left pointing at the archived aggregate.
+    fn archive(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        note: Option<&str>,
+        nullify: CascadeRule<'_>,
+    ) -> Result<Aggregate>;
+
+    /// The aggregates whose current state refers to `aggregate_type#aggregate_id`, ordered by
+    /// (type, id, path). Exact keys: the referrers of `p-1` never include those of `p-10`.
+    fn referrers(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<Referrer>>;
 
     /// The distinct aggregate types the tenant holds (active or archived), in byte order.
     fn aggregate_types(&self, tenant: &str) -> Result<Vec<String>>;

@@ -15,6 +15,7 @@
 //! # Layout
 //! - this module: the model, its (de)serialisation and validation of a set.
 //! - [`dbx`]: the `schema.dbx` authoring format.
+//! - [`reference`]: reference fields, canonical values, the archive cascade (§7, §4.6).
 //! - [`text`]: the text checks shared by validation (formats, RFC 3339, dates, base64).
 //! - [`write`](mod@write): validation of one write against its aggregate's schema.
 
@@ -27,6 +28,7 @@ use serde_json::{Map, Value};
 use crate::error::{CoreError, Result};
 
 pub mod dbx;
+pub mod reference;
 pub mod text;
 pub mod write;
 

@@ -19,6 +19,7 @@ use eventdbx_proto::schema::control_capnp::{
 use eventdbx_store::{EventStore, ListQuery};
 use serde_json::{Map, Value};
 
+use super::resolve::{resolve_depth, Resolver};
 use super::{fit_prefix, page_size, resource, text, texts, Context, Reply};
 use crate::error::RequestError;
 
@@ -34,6 +35,7 @@ pub(crate) struct ListAggregates {
     include_archived: bool,
     archived_only: bool,
     resolve: bool,
+    resolve_depth: Option<u32>,
 }
 
 impl ListAggregates {
@@ -53,6 +55,7 @@ impl ListAggregates {
             include_archived: r.get_include_archived(),
             archived_only: r.get_archived_only(),
             resolve: r.get_resolve(),
+            resolve_depth: r.get_has_resolve_depth().then(|| r.get_resolve_depth()),
         })
     }
 
@@ -126,7 +129,22 @@ impl ListAggregates {
             .iter()
             .map(|a| (a.to_json(&[]).to_string(), a))
             .collect();
-        let resolve = self.resolve;
+        let trees: Option<Vec<String>> = if self.resolve {
+            let resolver = Resolver {
+                ctx,
+                claims: &claims,
+                schemas: &schemas,
+                depth: resolve_depth(ctx, self.resolve_depth),
+            };
+            Some(
+                page.items
+                    .iter()
+                    .map(|a| resolver.tree(a).map(|tree| tree.to_string()))
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            None
+        };
         let build = |prefix: &[(String, &Aggregate)], cursor: bool| {
             let next_cursor = if cursor {
                 prefix
@@ -138,13 +156,9 @@ impl ListAggregates {
             Reply::ListAggregates {
                 aggregates_json: json_array(prefix.iter().map(|(json, _)| json.as_str())),
                 next_cursor,
-                resolved_json: resolve.then(|| {
-                    json_array(
-                        prefix
-                            .iter()
-                            .map(|(json, _)| format!("{{\"aggregate\":{json}}}")),
-                    )
-                }),
+                resolved_json: trees
+                    .as_ref()
+                    .map(|trees| json_array(trees[..prefix.len()].iter())),
             }
         };
         // A full page always carries a cursor; a page cut to fit carries the cursor of the last
@@ -172,6 +186,8 @@ pub(crate) struct GetAggregate {
     token: String,
     aggregate_type: String,
     aggregate_id: String,
+    resolve: bool,
+    resolve_depth: Option<u32>,
 }
 
 impl GetAggregate {
@@ -180,22 +196,36 @@ impl GetAggregate {
             token: text(r.get_token())?,
             aggregate_type: text(r.get_aggregate_type())?,
             aggregate_id: text(r.get_aggregate_id())?,
+            resolve: r.get_resolve(),
+            resolve_depth: r.get_has_resolve_depth().then(|| r.get_resolve_depth()),
         })
     }
 
     pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
-        ctx.authorize(
+        let claims = ctx.authorize(
             &self.token,
             READ,
             Some(&resource(&self.aggregate_type, &self.aggregate_id)),
         )?;
-        let found =
-            ctx.visible_aggregate(&ctx.schemas(), &self.aggregate_type, &self.aggregate_id)?;
+        let schemas = ctx.schemas();
+        let found = ctx.visible_aggregate(&schemas, &self.aggregate_type, &self.aggregate_id)?;
         Ok(match found {
             Some(aggregate) => {
                 let json = aggregate.to_json(&[]).to_string();
+                let resolved = if self.resolve {
+                    Resolver {
+                        ctx,
+                        claims: &claims,
+                        schemas: &schemas,
+                        depth: resolve_depth(ctx, self.resolve_depth),
+                    }
+                    .tree(&aggregate)?
+                    .to_string()
+                } else {
+                    format!("{{\"aggregate\":{json}}}")
+                };
                 Reply::GetAggregate {
-                    resolved_json: Some(format!("{{\"aggregate\":{json}}}")),
+                    resolved_json: Some(resolved),
                     aggregate_json: Some(json),
                 }
             }
@@ -322,7 +352,7 @@ impl ListReferrers {
     }
 
     pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
-        ctx.authorize(
+        let claims = ctx.authorize(
             &self.token,
             READ,
             Some(&resource(&self.aggregate_type, &self.aggregate_id)),
@@ -336,9 +366,28 @@ impl ListReferrers {
         {
             return Err(CoreError::AggregateNotFound.into());
         }
-        // Reference columns (§7) are not stored yet, so no aggregate can refer to another.
+        // Only referrers the token may read and whose type is not hidden are named.
+        let referrers: Vec<Value> = ctx
+            .state
+            .store
+            .referrers(ctx.tenant, &self.aggregate_type, &self.aggregate_id)?
+            .into_iter()
+            .filter(|r| {
+                !ctx.hidden_type(&schemas, &r.aggregate_type)
+                    && claims
+                        .authorize(READ, Some(&resource(&r.aggregate_type, &r.aggregate_id)))
+                        .is_ok()
+            })
+            .map(|r| {
+                serde_json::json!({
+                    "aggregate_type": r.aggregate_type,
+                    "aggregate_id": r.aggregate_id,
+                    "path": r.path,
+                })
+            })
+            .collect();
         Ok(Reply::ListReferrers {
-            referrers_json: "[]".into(),
+            referrers_json: Value::Array(referrers).to_string(),
         })
     }
 }

@@ -6,6 +6,7 @@
 
 mod aggregates;
 mod events;
+mod resolve;
 mod schemas;
 mod snapshots;
 mod tenant;

@@ -3,19 +3,28 @@
 use std::sync::Arc;
 
 use eventdbx_core::merkle::IssuedBy;
+use eventdbx_core::names::MAX_PAYLOAD_BYTES;
 use eventdbx_core::names::{
     normalize_event_type, parse_metadata, parse_payload, validate_aggregate_id,
     validate_aggregate_type, validate_note,
 };
-use eventdbx_core::schema::validate_write;
+use eventdbx_core::schema::reference::{normalize_references, reference_rules, state_references};
+use eventdbx_core::schema::{validate_write, ReferenceCascade, ReferenceIntegrity};
 use eventdbx_core::write::{request_digest, WriteBody, WriteKind};
+use eventdbx_core::CoreError;
 use eventdbx_proto::schema::control_capnp::{
     append_event_request, create_aggregate_request, patch_event_request, publish_target,
     set_aggregate_archive_request,
 };
-use eventdbx_store::{EventStore, Idempotency, WriteRequest};
+use eventdbx_store::{
+    EventStore, Idempotency, PayloadCheck, ReferenceScan, Referrer, StoreError, WriteRequest,
+};
 
 use super::{resource, text, Context, Reply};
+use crate::auth::Claims;
+use eventdbx_core::schema::AggregateSchema;
+
+const READ: &str = "aggregate.read";
 use crate::error::RequestError;
 
 /// One publish target as sent (validated before anything is written).
@@ -208,18 +217,15 @@ impl Write {
         }
         let schemas = ctx.schemas();
         let schema = schemas.get(t).cloned();
-        let mode = ctx.state.config.restrict;
-        let aggregate_type = t.to_owned();
-        let check_event_type = event_type.clone();
-        let check: eventdbx_store::WriteCheck = Arc::new(move |_aggregate, event| {
-            validate_write(
-                mode,
-                &aggregate_type,
-                schema.as_ref(),
-                &check_event_type,
-                &event.payload,
-            )
-        });
+        let prepare = payload_check(ctx, &claims, t, &event_type, schema.clone());
+        let references: ReferenceScan = {
+            let tenant = ctx.tenant.to_owned();
+            Arc::new(move |aggregate| {
+                schema.as_ref().map_or_else(Vec::new, |schema| {
+                    state_references(schema, &aggregate.aggregate_type, &tenant, &aggregate.state)
+                })
+            })
+        };
         let idempotency = self.idempotency_key.as_ref().map(|key| Idempotency {
             key: key.clone(),
             digest: request_digest(
@@ -254,7 +260,9 @@ impl Write {
             idempotency,
             snapshot_threshold: schemas.get(t).and_then(|s| s.snapshot_threshold),
             quota_bytes: ctx.state.tenants.quota_bytes(ctx.tenant),
-            check: Some(check),
+            check: None,
+            prepare: Some(prepare),
+            references: Some(references),
         };
         let outcome = ctx.state.store.write(ctx.tenant, request)?;
         let verbose = ctx.state.config.verbose_responses;
@@ -277,6 +285,72 @@ impl Write {
             },
         })
     }
+}
+
+/// The checks a payload gets inside the write (§4.3 steps 9 and 10): the schema rules of §6.2,
+/// then references normalised to `type#id` and, with `integrity: strong`, their targets checked
+/// in the writer's tenant; the payload size is checked again after normalisation.
+fn payload_check(
+    ctx: &Context<'_>,
+    claims: &Claims,
+    aggregate_type: &str,
+    event_type: &str,
+    schema: Option<AggregateSchema>,
+) -> PayloadCheck {
+    let mode = ctx.state.config.restrict;
+    let store = Arc::clone(&ctx.state.store);
+    let tenant = ctx.tenant.to_owned();
+    let claims = claims.clone();
+    let aggregate_type = aggregate_type.to_owned();
+    let event_type = event_type.to_owned();
+    Arc::new(move |_, payload| {
+        validate_write(mode, &aggregate_type, schema.as_ref(), &event_type, payload)?;
+        let Some(schema) = schema.as_ref() else {
+            return Ok(());
+        };
+        let mut lookup_failure: Option<StoreError> = None;
+        normalize_references(
+            schema,
+            &aggregate_type,
+            &tenant,
+            payload,
+            &mut |path, reference, rules| {
+                if rules.integrity == ReferenceIntegrity::Weak {
+                    return Ok(());
+                }
+                let (t, i) = (&reference.aggregate_type, &reference.aggregate_id);
+                let target = reference.canonical();
+                // Access first: a writer learns nothing about aggregates it cannot read.
+                if claims.authorize(READ, Some(&resource(t, i))).is_err() {
+                    return Err(CoreError::SchemaViolation(format!(
+                        "reference {path} points to an aggregate the caller cannot access \
+                         ({target})"
+                    )));
+                }
+                match store.get(&tenant, t, i) {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(CoreError::SchemaViolation(format!(
+                        "reference {path} points to missing aggregate {target}"
+                    ))),
+                    Err(StoreError::Domain(err)) => Err(err),
+                    Err(err) => {
+                        let message = err.to_string();
+                        lookup_failure = Some(err);
+                        Err(CoreError::Io(message))
+                    }
+                }
+            },
+        )
+        .map_err(|err| lookup_failure.take().unwrap_or(StoreError::Domain(err)))?;
+        let size = serde_json::to_vec(payload).map_or(usize::MAX, |bytes| bytes.len());
+        if size > MAX_PAYLOAD_BYTES {
+            return Err(CoreError::invalid(format!(
+                "payload_json exceeds maximum size of {MAX_PAYLOAD_BYTES} bytes"
+            ))
+            .into());
+        }
+        Ok(())
+    })
 }
 
 /// `setAggregateArchive`.
@@ -307,10 +381,22 @@ impl SetArchive {
         }
         validate_aggregate_type(t)?;
         validate_aggregate_id(i)?;
-        let aggregate =
-            ctx.state
-                .store
-                .set_archived(ctx.tenant, t, i, self.archived, self.note.as_deref())?;
+        let store = &ctx.state.store;
+        let note = self.note.as_deref();
+        let aggregate = if self.archived {
+            // §4.6: referrers whose rule says `nullify` are cleared in the archive's commit;
+            // any other referrer blocks it.
+            let schemas = ctx.schemas();
+            let nullify = |referrer: &Referrer| {
+                schemas
+                    .get(&referrer.aggregate_type)
+                    .and_then(|schema| reference_rules(schema, &referrer.path))
+                    .is_some_and(|rules| rules.cascade == ReferenceCascade::Nullify)
+            };
+            store.archive(ctx.tenant, t, i, note, &nullify)?
+        } else {
+            store.set_archived(ctx.tenant, t, i, false, note)?
+        };
         let aggregate_json = if ctx.state.config.verbose_responses {
             ctx.visible(&ctx.schemas(), aggregate)
                 .map(|a| a.to_json(&[]).to_string())

@@ -12,10 +12,11 @@
 //! once, so concurrent writers share one fsync. Callers are answered only after that commit.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,7 @@ use eventdbx_core::aggregate::{Aggregate, Snapshot};
 use eventdbx_core::merkle::{self, Event, MerkleBuilder};
 use eventdbx_core::query::sort::{SortField, SortKey, SortOrder, SortValue};
 use eventdbx_core::query::EventView;
+use eventdbx_core::schema::reference;
 use eventdbx_core::snowflake::{Next, SnowflakeGenerator};
 use eventdbx_core::time::{format_unix_nanos, parse_unix_millis};
 use eventdbx_core::write::{self, NewEvent, WriteKind};
@@ -39,8 +41,8 @@ mod commit;
 use commit::{Apply, Committer};
 
 use crate::{
-    Durability, EventPage, EventStore, ListPage, ListQuery, OutboxPage, Result, StoreError, Usage,
-    Visibility, WriteOutcome, WriteRequest,
+    CascadeRule, Durability, EventPage, EventStore, ListPage, ListQuery, OutboxPage, ReferenceLink,
+    Referrer, Result, StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
 };
 
 /// (tenant, type, id) → aggregate record (JSON).
@@ -60,6 +62,14 @@ const SNAPSHOTS_BY_AGGREGATE: TableDefinition<(&str, &str, &str, u64), ()> =
 /// (tenant, type, id, key) → idempotency record (JSON).
 const IDEMPOTENCY: TableDefinition<(&str, &str, &str, &str), &[u8]> =
     TableDefinition::new("idempotency");
+/// (tenant, target type, target id, source type, source id, path) → (): the reverse reference
+/// index, always equal to the references in each source's current state.
+const REFERRERS: TableDefinition<(&str, &str, &str, &str, &str, &str), ()> =
+    TableDefinition::new("referrers");
+/// (tenant, source type, source id, path) → (target type, target id): the forward side of
+/// [`REFERRERS`], so a write can find and replace its aggregate's previous entries.
+const REFERENCES: TableDefinition<(&str, &str, &str, &str), (&str, &str)> =
+    TableDefinition::new("references");
 /// tenant → (events, bytes).
 const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
 /// name → value: [`LAST_ID`], at or above every Snowflake id ever issued (see
@@ -80,6 +90,8 @@ pub(crate) struct Tables<'t> {
     snapshots_by_aggregate: Option<redb::Table<'t, EventKey, ()>>,
     idempotency: Option<redb::Table<'t, IdempotencyKey, Bytes>>,
     usage: Option<redb::Table<'t, &'static str, (u64, u64)>>,
+    referrers: Option<redb::Table<'t, ReferrerKey, ()>>,
+    references: Option<redb::Table<'t, IdempotencyKey, (&'static str, &'static str)>>,
     meta: Option<redb::Table<'t, &'static str, u64>>,
 }
 
@@ -91,6 +103,14 @@ type OutboxKey = (&'static str, u64);
 type OutboxValue = (&'static str, &'static str, u64);
 type SnapshotKey = (&'static str, u64);
 type IdempotencyKey = (&'static str, &'static str, &'static str, &'static str);
+type ReferrerKey = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
 
 macro_rules! lazy_table {
     ($name:ident, $definition:expr, $key:ty, $value:ty) => {
@@ -117,6 +137,8 @@ impl<'t> Tables<'t> {
             snapshots_by_aggregate: None,
             idempotency: None,
             usage: None,
+            referrers: None,
+            references: None,
             meta: None,
         }
     }
@@ -129,6 +151,13 @@ impl<'t> Tables<'t> {
     lazy_table!(snapshots_by_aggregate, SNAPSHOTS_BY_AGGREGATE, EventKey, ());
     lazy_table!(idempotency, IDEMPOTENCY, IdempotencyKey, Bytes);
     lazy_table!(usage, USAGE, &'static str, (u64, u64));
+    lazy_table!(referrers, REFERRERS, ReferrerKey, ());
+    lazy_table!(
+        references,
+        REFERENCES,
+        IdempotencyKey,
+        (&'static str, &'static str)
+    );
     lazy_table!(meta, META, &'static str, u64);
 }
 
@@ -143,6 +172,10 @@ const IX_VERSION: u8 = 6; // (version, type, id)
 
 /// Above every character a valid type or id may contain (they are ASCII names).
 const HIGH: &str = "\u{7f}";
+/// Above every string: field paths are not restricted to ASCII.
+const TOP: &str = "\u{10ffff}";
+/// How often an archive is re-planned when its referrers change under it.
+const ARCHIVE_ATTEMPTS: usize = 8;
 const LOCK_STRIPES: usize = 1024;
 
 fn storage(err: impl Into<redb::Error>) -> StoreError {
@@ -387,6 +420,8 @@ impl RedbStore {
             tables.snapshots_by_aggregate()?;
             tables.idempotency()?;
             tables.usage()?;
+            tables.referrers()?;
+            tables.references()?;
             let last = tables
                 .meta()?
                 .get(LAST_ID)
@@ -407,14 +442,37 @@ impl RedbStore {
         })
     }
 
-    fn lock(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> MutexGuard<'_, ()> {
+    fn stripe(tenant: &str, aggregate_type: &str, aggregate_id: &str) -> usize {
         let mut hasher = DefaultHasher::new();
         (tenant, aggregate_type, aggregate_id).hash(&mut hasher);
-        let stripe = (hasher.finish() % LOCK_STRIPES as u64) as usize;
+        (hasher.finish() % LOCK_STRIPES as u64) as usize
+    }
+
+    fn lock(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> MutexGuard<'_, ()> {
         // A poisoned stripe only means another writer panicked; the data it guards is redb's.
-        self.locks[stripe]
+        self.locks[Self::stripe(tenant, aggregate_type, aggregate_id)]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks the stripes of several aggregates, in stripe order so two multi-aggregate writers
+    /// can never deadlock (single-aggregate writers hold one stripe and wait for none).
+    fn lock_all<'s>(
+        &self,
+        tenant: &str,
+        aggregates: impl Iterator<Item = (&'s str, &'s str)>,
+    ) -> Vec<MutexGuard<'_, ()>> {
+        let stripes: BTreeSet<usize> = aggregates
+            .map(|(t, i)| Self::stripe(tenant, t, i))
+            .collect();
+        stripes
+            .into_iter()
+            .map(|stripe| {
+                self.locks[stripe]
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            })
+            .collect()
     }
 
     fn next_id(&self) -> u64 {
@@ -442,6 +500,168 @@ impl RedbStore {
 
     fn read(&self) -> Result<ReadTransaction> {
         self.db.begin_read().map_err(storage)
+    }
+
+    /// One attempt of [`EventStore::archive`]; `Ok(None)` when the referrers changed between
+    /// planning and the commit (the caller plans again).
+    fn try_archive(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        note: Option<&str>,
+        nullify: CascadeRule<'_>,
+    ) -> Result<Option<Aggregate>> {
+        let expected = {
+            let read = self.read()?;
+            let aggregates = read.open_table(AGGREGATES).map_err(storage)?;
+            read_record(&aggregates, tenant, aggregate_type, aggregate_id)?
+                .filter(|record| record.version > 0)
+                .ok_or(CoreError::AggregateNotFound)?;
+            let table = read.open_table(REFERRERS).map_err(storage)?;
+            read_referrers(&table, tenant, aggregate_type, aggregate_id)?
+        };
+        let blocking: Vec<Referrer> = expected.iter().filter(|r| !nullify(r)).cloned().collect();
+        if !blocking.is_empty() {
+            return Err(reference::archive_blocked(
+                tenant,
+                aggregate_type,
+                aggregate_id,
+                &blocking,
+            )
+            .into());
+        }
+        let mut by_source: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for referrer in &expected {
+            by_source
+                .entry((
+                    referrer.aggregate_type.clone(),
+                    referrer.aggregate_id.clone(),
+                ))
+                .or_default()
+                .push(referrer.path.clone());
+        }
+        let _guards = self.lock_all(
+            tenant,
+            std::iter::once((aggregate_type, aggregate_id))
+                .chain(by_source.keys().map(|(t, i)| (t.as_str(), i.as_str()))),
+        );
+        let read = self.read()?;
+        let aggregates = read.open_table(AGGREGATES).map_err(storage)?;
+        let stored_target = read_record(&aggregates, tenant, aggregate_type, aggregate_id)?
+            .filter(|record| record.version > 0)
+            .ok_or(CoreError::AggregateNotFound)?;
+        let note_text = reference::nullify_note(aggregate_type, aggregate_id);
+        let mut updates = Vec::new();
+        let mut max_id = 0;
+        for ((source_type, source_id), paths) in by_source {
+            let Some(old) = read_record(&aggregates, tenant, &source_type, &source_id)?
+                .filter(|record| record.version > 0)
+            else {
+                continue;
+            };
+            let is_target = source_type == aggregate_type && source_id == aggregate_id;
+            let mut aggregate = old.aggregate();
+            let mut merkle = old.merkle()?;
+            let path_refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+            let payload = reference::nullify_payload(&aggregate.state, &path_refs);
+            let event_id = self.next_id();
+            max_id = max_id.max(event_id);
+            let event = write::seal_event(
+                tenant,
+                &mut aggregate,
+                &mut merkle,
+                NewEvent {
+                    event_type: reference::NULLIFY_EVENT_TYPE.to_owned(),
+                    event_type_raw: Some(reference::NULLIFY_EVENT_TYPE.to_owned()),
+                    payload,
+                    extensions: None,
+                    note: Some(note_text.clone()),
+                    issued_by: None,
+                    event_id,
+                    created_at: format_unix_nanos(now_nanos()),
+                },
+            );
+            let mut record = AggregateRecord::from_aggregate(&aggregate, &merkle);
+            record.archived_at.clone_from(&old.archived_at);
+            record.archive_note.clone_from(&old.archive_note);
+            updates.push(NullifyUpdate {
+                record_bytes: serde_json::to_vec(&record).map_err(json_error)?,
+                event_bytes: serde_json::to_vec(&event).map_err(json_error)?,
+                // Archived aggregates have no outbox entries; the target is about to be one.
+                in_outbox: !old.archived && !is_target,
+                event_id,
+                version: event.version,
+                old,
+                record,
+                paths,
+            });
+        }
+        // The target as the table will hold it after its own nullify event, if it refers to
+        // itself.
+        let target_base = updates
+            .iter()
+            .find(|u| {
+                u.record.aggregate_type == aggregate_type && u.record.aggregate_id == aggregate_id
+            })
+            .map_or(stored_target, |u| u.record.clone());
+        let outbox_removals = if target_base.archived {
+            Vec::new()
+        } else {
+            outbox_entries(&read, tenant, aggregate_type, aggregate_id)?
+        };
+        drop(aggregates);
+        drop(read);
+        let now = format_unix_nanos(now_nanos());
+        let mut archived = target_base.clone();
+        archived.archived = true;
+        archived.updated_at = Some(now.clone());
+        archived.archived_at = Some(now);
+        archived.archive_note = note
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        let archived_bytes = serde_json::to_vec(&archived).map_err(json_error)?;
+        let changed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&changed);
+        let tenant_owned = tenant.to_owned();
+        let archived_record = archived.clone();
+        let result = self.commit(
+            max_id,
+            Box::new(move |tables| {
+                let tenant = tenant_owned.as_str();
+                let (t, i) = (
+                    archived_record.aggregate_type.as_str(),
+                    archived_record.aggregate_id.as_str(),
+                );
+                if read_referrers(&*tables.referrers()?, tenant, t, i)? != expected {
+                    flag.store(true, Ordering::Release);
+                    return Err(StoreError::Storage("referrers changed".into()));
+                }
+                for update in &updates {
+                    update.apply(tables, tenant, t, i)?;
+                }
+                put_aggregate(
+                    tables,
+                    tenant,
+                    Some(&target_base),
+                    &archived_record,
+                    &archived_bytes,
+                )?;
+                for (event_id, _) in &outbox_removals {
+                    tables
+                        .outbox()?
+                        .remove((tenant, *event_id))
+                        .map_err(storage)?;
+                }
+                Ok(())
+            }),
+        );
+        match result {
+            Ok(()) => Ok(Some(archived.aggregate())),
+            Err(_) if changed.load(Ordering::Acquire) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     /// Stops accepting writes and makes relaxed commits durable.
@@ -514,6 +734,174 @@ fn put_aggregate(
             .index()?
             .insert((tenant, kind, value, a, b), flag)
             .map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// A `_ref_nullify` event of one referrer, planned by [`RedbStore::try_archive`].
+struct NullifyUpdate {
+    old: AggregateRecord,
+    record: AggregateRecord,
+    record_bytes: Vec<u8>,
+    event_bytes: Vec<u8>,
+    event_id: u64,
+    version: u64,
+    in_outbox: bool,
+    /// The referring paths the event clears.
+    paths: Vec<String>,
+}
+
+impl NullifyUpdate {
+    /// Writes the event and the referrer's new record, and drops its index entries pointing at
+    /// `target_type#target_id`.
+    fn apply(
+        &self,
+        tables: &mut Tables<'_>,
+        tenant: &str,
+        target_type: &str,
+        target_id: &str,
+    ) -> Result<()> {
+        let (t, i) = (
+            self.record.aggregate_type.as_str(),
+            self.record.aggregate_id.as_str(),
+        );
+        put_aggregate(
+            tables,
+            tenant,
+            Some(&self.old),
+            &self.record,
+            &self.record_bytes,
+        )?;
+        tables
+            .events()?
+            .insert((tenant, t, i, self.version), self.event_bytes.as_slice())
+            .map_err(storage)?;
+        if self.in_outbox {
+            tables
+                .outbox()?
+                .insert((tenant, self.event_id), (t, i, self.version))
+                .map_err(storage)?;
+        }
+        for path in &self.paths {
+            tables
+                .references()?
+                .remove((tenant, t, i, path.as_str()))
+                .map_err(storage)?;
+            tables
+                .referrers()?
+                .remove((tenant, target_type, target_id, t, i, path.as_str()))
+                .map_err(storage)?;
+        }
+        add_usage(tables, tenant, 1, self.event_bytes.len() as u64)
+    }
+}
+
+/// (event id, version) of every stored event of an aggregate.
+fn outbox_entries(
+    read: &ReadTransaction,
+    tenant: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<(u64, u64)>> {
+    let events = read.open_table(EVENTS).map_err(storage)?;
+    let low = (tenant, aggregate_type, aggregate_id, 0);
+    let high = (tenant, aggregate_type, aggregate_id, u64::MAX);
+    let mut out = Vec::new();
+    for item in events.range(low..=high).map_err(storage)? {
+        let (key, value) = item.map_err(storage)?;
+        let event: Event = serde_json::from_slice(value.value()).map_err(json_error)?;
+        out.push((event.metadata.event_id, key.value().3));
+    }
+    Ok(out)
+}
+
+/// The referrers of one target, from [`REFERRERS`], in key order.
+fn read_referrers(
+    table: &impl ReadableTable<ReferrerKey, ()>,
+    tenant: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<Referrer>> {
+    let low = (tenant, aggregate_type, aggregate_id, "", "", "");
+    let high = (tenant, aggregate_type, aggregate_id, HIGH, HIGH, TOP);
+    let mut out = Vec::new();
+    for item in table.range(low..=high).map_err(storage)? {
+        let (key, _) = item.map_err(storage)?;
+        let (_, _, _, source_type, source_id, path) = key.value();
+        out.push(Referrer {
+            aggregate_type: source_type.to_owned(),
+            aggregate_id: source_id.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Makes the reference index entries of a source aggregate equal to `links` (the references of
+/// its new state): entries that did not change are left alone.
+fn put_references(
+    tables: &mut Tables<'_>,
+    tenant: &str,
+    source_type: &str,
+    source_id: &str,
+    links: &[ReferenceLink],
+) -> Result<()> {
+    let mut previous: BTreeMap<String, (String, String)> = BTreeMap::new();
+    {
+        let forward = tables.references()?;
+        let range = (tenant, source_type, source_id, "")..=(tenant, source_type, source_id, TOP);
+        for item in forward.range(range).map_err(storage)? {
+            let (key, value) = item.map_err(storage)?;
+            let (target_type, target_id) = value.value();
+            previous.insert(
+                key.value().3.to_owned(),
+                (target_type.to_owned(), target_id.to_owned()),
+            );
+        }
+    }
+    let wanted: BTreeMap<&str, (&str, &str)> = links
+        .iter()
+        .map(|l| {
+            (
+                l.path.as_str(),
+                (l.target_type.as_str(), l.target_id.as_str()),
+            )
+        })
+        .collect();
+    for (path, (target_type, target_id)) in &previous {
+        if wanted.get(path.as_str()) == Some(&(target_type.as_str(), target_id.as_str())) {
+            continue;
+        }
+        tables
+            .references()?
+            .remove((tenant, source_type, source_id, path.as_str()))
+            .map_err(storage)?;
+        let key = (
+            tenant,
+            target_type.as_str(),
+            target_id.as_str(),
+            source_type,
+            source_id,
+            path.as_str(),
+        );
+        tables.referrers()?.remove(key).map_err(storage)?;
+    }
+    for (path, (target_type, target_id)) in wanted {
+        let unchanged = previous
+            .get(path)
+            .is_some_and(|(t, i)| t == target_type && i == target_id);
+        if unchanged {
+            continue;
+        }
+        tables
+            .references()?
+            .insert(
+                (tenant, source_type, source_id, path),
+                (target_type, target_id),
+            )
+            .map_err(storage)?;
+        let key = (tenant, target_type, target_id, source_type, source_id, path);
+        tables.referrers()?.insert(key, ()).map_err(storage)?;
     }
     Ok(())
 }
@@ -640,7 +1028,10 @@ impl EventStore for RedbStore {
             Some(record) if record.version > 0 => (record.aggregate(), record.merkle()?),
             _ => (Aggregate::new(t, i), MerkleBuilder::new()),
         };
-        let payload = write::event_payload(&aggregate.state, &request.body)?;
+        let mut payload = write::event_payload(&aggregate.state, &request.body)?;
+        if let Some(prepare) = &request.prepare {
+            prepare(&aggregate, &mut payload)?;
+        }
         let event_id = self.next_id();
         let created_at = format_unix_nanos(now_nanos());
         let event = write::seal_event(
@@ -661,6 +1052,7 @@ impl EventStore for RedbStore {
         if let Some(check) = &request.check {
             check(&aggregate, &event)?;
         }
+        let links = request.references.as_ref().map(|scan| scan(&aggregate));
         let snapshot = match request.snapshot_threshold {
             Some(n)
                 if n > 0
@@ -741,6 +1133,9 @@ impl EventStore for RedbStore {
                         .insert(idempotency_key, idempotency_bytes.as_slice())
                         .map_err(storage)?;
                 }
+                if let Some(links) = &links {
+                    put_references(tables, tenant, t, i, links)?;
+                }
                 add_usage(tables, tenant, 1, bytes)
             }),
         )?;
@@ -760,6 +1155,9 @@ impl EventStore for RedbStore {
         archived: bool,
         note: Option<&str>,
     ) -> Result<Aggregate> {
+        if archived {
+            return self.archive(tenant, aggregate_type, aggregate_id, note, &|_| false);
+        }
         let _guard = self.lock(tenant, aggregate_type, aggregate_id);
         let read = self.read()?;
         let old = read_record(
@@ -770,36 +1168,19 @@ impl EventStore for RedbStore {
         )?
         .filter(|record| record.version > 0)
         .ok_or(CoreError::AggregateNotFound)?;
-        // Restoring needs the outbox entries back with their original event ids.
-        // Archiving takes the events out of the outbox; restoring puts them back with their
-        // original event ids.
-        let mut outbox_entries: Vec<(u64, u64)> = Vec::new();
-        if archived != old.archived {
-            let events = read.open_table(EVENTS).map_err(storage)?;
-            let low = (tenant, aggregate_type, aggregate_id, 0);
-            let high = (tenant, aggregate_type, aggregate_id, u64::MAX);
-            for item in events.range(low..=high).map_err(storage)? {
-                let (key, value) = item.map_err(storage)?;
-                let event: Event = serde_json::from_slice(value.value()).map_err(json_error)?;
-                outbox_entries.push((event.metadata.event_id, key.value().3));
-            }
-        }
+        // Restoring puts the events back into the outbox with their original event ids.
+        let outbox_entries = if old.archived {
+            outbox_entries(&read, tenant, aggregate_type, aggregate_id)?
+        } else {
+            Vec::new()
+        };
         drop(read);
-        let now = format_unix_nanos(now_nanos());
         let mut record = old.clone();
-        record.archived = archived;
-        record.updated_at = Some(now.clone());
-        if archived {
-            record.archived_at = Some(now);
-            record.archive_note = note
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned);
-        }
+        record.archived = false;
+        record.updated_at = Some(format_unix_nanos(now_nanos()));
         let bytes = serde_json::to_vec(&record).map_err(json_error)?;
         let tenant_owned = tenant.to_owned();
         let new_record = record.clone();
-        let was_archived = old.archived;
         self.commit(
             0,
             Box::new(move |tables| {
@@ -810,23 +1191,46 @@ impl EventStore for RedbStore {
                     new_record.aggregate_id.as_str(),
                 );
                 for (event_id, version) in &outbox_entries {
-                    if archived && !was_archived {
-                        tables
-                            .outbox()?
-                            .remove((tenant, *event_id))
-                            .map_err(storage)?;
-                    } else {
-                        let location = (t, i, *version);
-                        tables
-                            .outbox()?
-                            .insert((tenant, *event_id), location)
-                            .map_err(storage)?;
-                    }
+                    tables
+                        .outbox()?
+                        .insert((tenant, *event_id), (t, i, *version))
+                        .map_err(storage)?;
                 }
                 Ok(())
             }),
         )?;
         Ok(record.aggregate())
+    }
+
+    fn archive(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        note: Option<&str>,
+        nullify: CascadeRule<'_>,
+    ) -> Result<Aggregate> {
+        for _ in 0..ARCHIVE_ATTEMPTS {
+            if let Some(aggregate) =
+                self.try_archive(tenant, aggregate_type, aggregate_id, note, nullify)?
+            {
+                return Ok(aggregate);
+            }
+        }
+        Err(StoreError::Storage(format!(
+            "the referrers of {aggregate_type}:{aggregate_id} kept changing during the archive"
+        )))
+    }
+
+    fn referrers(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<Referrer>> {
+        let read = self.read()?;
+        let table = read.open_table(REFERRERS).map_err(storage)?;
+        read_referrers(&table, tenant, aggregate_type, aggregate_id)
     }
 
     fn get(

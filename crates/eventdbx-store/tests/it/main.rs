@@ -1,4 +1,5 @@
 //! Integration tests of the store.
 
 mod crash;
+mod references;
 mod store;
