@@ -28,4 +28,7 @@ else
 fi
 echo "== Python SDK (crates/eventdbx-py): build the extension into .venv, then pytest"
 VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --quiet -m crates/eventdbx-py/Cargo.toml
+echo "== Python SDK: the _core.pyi stub against the built extension (mypy.stubtest), ruff"
+.venv/bin/python -m mypy.stubtest eventdbx._core
+.venv/bin/ruff check crates/eventdbx-py/python crates/eventdbx-py/tests
 .venv/bin/python -m pytest crates/eventdbx-py/tests -q

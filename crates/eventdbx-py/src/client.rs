@@ -81,7 +81,7 @@ impl Client {
     #[pyo3(signature = (
         *, host, port, token, tenant_id, transport = "auto", server_key = None,
         connect_timeout = 5.0, read_timeout = 15.0, attempts = 1, initial_delay_ms = 100,
-        max_delay_ms = 1000, verbose = true, max_message_bytes = 16 * 1024 * 1024,
+        max_delay_ms = 1000, verbose = true, max_message_bytes = 16777216,
         asynchronous = false
     ))]
     #[allow(clippy::too_many_arguments)]

@@ -149,7 +149,8 @@ def test_schemas_and_tenants(server, uid):
             json.loads(client.list_schemas()), dict)
         schemas = {"person": {"aggregate": "person", "snapshot_threshold": None, "locked": False,
                               "field_locks": [], "hidden": False, "hidden_fields": [],
-                              "column_types": {}, "events": {}, "created_at": "2024-01-01T00:00:00Z",
+                              "column_types": {}, "events": {},
+                              "created_at": "2024-01-01T00:00:00Z",
                               "updated_at": "2024-01-01T00:00:00Z"}}
         try:
             replaced = client.replace_schemas(schemas_json=json.dumps(schemas))

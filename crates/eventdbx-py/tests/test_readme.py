@@ -4,7 +4,6 @@ tokens the decisions allow replacing)."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Dict, List
@@ -119,7 +118,8 @@ def test_retry_sample_constructs_a_connected_client(readme_env):
     code = _samples(_readme())["sample2"]
     code = code.replace('token="control_token"', f'token="{readme_env.token}"')
     # The sample connects to the default port; only the port is supplied by the environment.
-    code = code.replace('tenant_id="tenant-123",', f'tenant_id="tenant-123", port={readme_env.port},')
+    code = code.replace('tenant_id="tenant-123",',
+                        f'tenant_id="tenant-123", port={readme_env.port},')
     namespace = _run(_indent(code), {})
     client = namespace["client"]
     try:

@@ -1,10 +1,13 @@
 """Type stubs of the Rust extension ``eventdbx._core``."""
 
 from pathlib import Path
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union, final
+
+__all__ = ["Client", "EmbeddedServer", "__version__"]
 
 __version__: str
 
+@final
 class Client:
     @staticmethod
     def connect(
@@ -117,7 +120,9 @@ class Client:
     def get_snapshot(
         self, snapshot_id: int, *, timeout: Optional[float] = None, asynchronous: bool = False
     ) -> Any: ...
-    def list_schemas(self, *, timeout: Optional[float] = None, asynchronous: bool = False) -> Any: ...
+    def list_schemas(
+        self, *, timeout: Optional[float] = None, asynchronous: bool = False
+    ) -> Any: ...
     def replace_schemas(
         self, schemas_json: str, *, timeout: Optional[float] = None, asynchronous: bool = False
     ) -> Any: ...
@@ -155,6 +160,7 @@ class Client:
         asynchronous: bool = False,
     ) -> Any: ...
 
+@final
 class EmbeddedServer:
     @staticmethod
     def start(

@@ -366,7 +366,9 @@ class _Operations:
 
     # ---- reads -------------------------------------------------------------------------------
 
-    def get(self, *, aggregate_type: str, aggregate_id: str, timeout: Optional[float] = None) -> Any:
+    def get(
+        self, *, aggregate_type: str, aggregate_id: str, timeout: Optional[float] = None
+    ) -> Any:
         """One aggregate's current state: ``GetAggregateResult``."""
         _require_aggregate(aggregate_type, aggregate_id)
         return self._call(

@@ -56,7 +56,10 @@ class EventDBXError(RuntimeError):
         return f"{self.code}: {self.message}"
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, code={self.code!r}, retriable={self.retriable!r})"
+        return (
+            f"{type(self).__name__}({self.message!r}, code={self.code!r}, "
+            f"retriable={self.retriable!r})"
+        )
 
     def __reduce__(self) -> Any:
         return (type(self), (self.message, self.code, self.retriable))
