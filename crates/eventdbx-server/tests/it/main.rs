@@ -4,6 +4,7 @@ mod config;
 mod control;
 mod correctness;
 mod flows;
+mod references;
 mod runtime_flavor;
 mod support;
 mod tenants;
