@@ -21,12 +21,33 @@ mod error;
 mod logging;
 pub mod server;
 
+/// The encoded `ControlHello` stream message (no length prefix) that opens a v1 connection or
+/// names a v2 one; the caller validates and trims.
+#[pyfunction]
+#[pyo3(signature = (*, protocol_version, token, tenant_id, no_noise = false))]
+fn build_control_hello<'py>(
+    py: Python<'py>,
+    protocol_version: u16,
+    token: String,
+    tenant_id: String,
+    no_noise: bool,
+) -> Bound<'py, pyo3::types::PyBytes> {
+    let hello = eventdbx_proto::hello::Hello {
+        protocol_version,
+        token,
+        tenant_id,
+        no_noise,
+    };
+    pyo3::types::PyBytes::new(py, &hello.encode())
+}
+
 /// The extension module.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install();
     m.add_class::<client::Client>()?;
     m.add_class::<server::EmbeddedServer>()?;
+    m.add_function(wrap_pyfunction!(build_control_hello, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

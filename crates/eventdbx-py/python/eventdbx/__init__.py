@@ -21,6 +21,12 @@ from .exceptions import (
     EventDBXUnsupportedError,
     EventDBXValidationError,
 )
+from .protocol import (
+    DEFAULT_NOISE_PROLOGUE,
+    DEFAULT_NOISE_PROTOCOL,
+    build_control_hello,
+    derive_psk,
+)
 from .types import (
     AggregateSortField,
     AggregateSortOption,
@@ -39,6 +45,10 @@ from .types import (
 
 __all__ = [
     "__version__",
+    "DEFAULT_NOISE_PROTOCOL",
+    "DEFAULT_NOISE_PROLOGUE",
+    "derive_psk",
+    "build_control_hello",
     "EventDBXClient",
     "AsyncEventDBXClient",
     "PublishTarget",

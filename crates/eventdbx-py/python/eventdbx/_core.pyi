@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any, List, Optional, Tuple, Union, final
 
-__all__ = ["Client", "EmbeddedServer", "__version__"]
+__all__ = ["Client", "EmbeddedServer", "__version__", "build_control_hello"]
 
 __version__: str
 
@@ -160,6 +160,9 @@ class Client:
         asynchronous: bool = False,
     ) -> Any: ...
 
+def build_control_hello(
+    *, protocol_version: int, token: str, tenant_id: str, no_noise: bool = False
+) -> bytes: ...
 @final
 class EmbeddedServer:
     @staticmethod

@@ -51,6 +51,8 @@ Sort = Union[str, Sequence[AggregateSortOption], None]
 Targets = Optional[Sequence[Union[PublishTarget, Mapping[str, Any]]]]
 
 _PLAINTEXT_WARNING = "plaintext transport requested; intended for testing only"
+_EVENTS_FILTER = "events_filter"
+_EVENTS_FILTER_WARNING = "the server ignores filter_expr for events"
 
 
 def _env_no_noise() -> bool:
@@ -171,8 +173,25 @@ class _Operations:
 
     _verbose: bool
 
-    def _call(self, method: str, *args: Any, post: Callable[[Any], Any], **kwargs: Any) -> Any:
+    def _call(
+        self,
+        method: str,
+        *args: Any,
+        post: Callable[[Any], Any],
+        before: Optional[Callable[[], None]] = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Runs ``method`` of the core; ``before`` runs once connected, before the request."""
         raise NotImplementedError
+
+    def _live_capabilities(self) -> Optional[frozenset]:
+        """The capabilities of the live connection (``None`` without one)."""
+        raise NotImplementedError
+
+    def _warn_if_events_filter_ignored(self) -> None:
+        capabilities = self._live_capabilities()
+        if capabilities is not None and _EVENTS_FILTER not in capabilities:
+            warnings.warn(_EVENTS_FILTER_WARNING, RuntimeWarning, stacklevel=4)
 
     def _written(self, text: str) -> Union[str, bool]:
         return text if self._verbose else True
@@ -451,6 +470,7 @@ class _Operations:
             filter_expr=filter_expr,
             timeout=timeout,
             post=lambda page: _page(page, ListEventsResult),
+            before=None if filter_expr is None else self._warn_if_events_filter_ignored,
         )
 
     def verify(
@@ -661,8 +681,22 @@ class EventDBXClient(_Operations):
         self.port = int(port)
         self._core: _core.Client = _core.Client.connect(**settings)
 
-    def _call(self, method: str, *args: Any, post: Callable[[Any], Any], **kwargs: Any) -> Any:
+    def _call(
+        self,
+        method: str,
+        *args: Any,
+        post: Callable[[Any], Any],
+        before: Optional[Callable[[], None]] = None,
+        **kwargs: Any,
+    ) -> Any:
+        if before is not None:
+            before()
         return post(getattr(self._core, method)(*args, **kwargs))
+
+    def _live_capabilities(self) -> Optional[frozenset]:
+        if not self._core.connected:
+            return None
+        return frozenset(self._core.server_capabilities)
 
     def close(self) -> None:
         """Closes the connection; later calls raise ``EventDBXConnectionError``. Idempotent."""
@@ -806,14 +840,28 @@ class AsyncEventDBXClient(_Operations):
                 await core.close(asynchronous=True)
         return self
 
-    def _call(self, method: str, *args: Any, post: Callable[[Any], Any], **kwargs: Any) -> Any:
+    def _call(
+        self,
+        method: str,
+        *args: Any,
+        post: Callable[[Any], Any],
+        before: Optional[Callable[[], None]] = None,
+        **kwargs: Any,
+    ) -> Any:
         async def call() -> Any:
             await self.connect()
             core = self._core
             assert core is not None
+            if before is not None:
+                before()
             return post(await getattr(core, method)(*args, asynchronous=True, **kwargs))
 
         return call()
+
+    def _live_capabilities(self) -> Optional[frozenset]:
+        if self._core is None or not self._core.connected:
+            return None
+        return frozenset(self._core.server_capabilities)
 
     async def close(self) -> None:
         """Closes the connection; later calls raise ``EventDBXConnectionError``. Idempotent."""
@@ -825,6 +873,16 @@ class AsyncEventDBXClient(_Operations):
     def connected(self) -> bool:
         """True while a connection is held."""
         return self._core is not None and self._core.connected
+
+    @property
+    def protocol(self) -> Optional[str]:
+        """``"v2"``, ``"v1"`` or ``"plaintext"`` (``None`` when not connected)."""
+        return None if self._core is None else self._core.protocol
+
+    @property
+    def server_capabilities(self) -> frozenset:
+        """The capability tokens of the server's hello response (empty before connecting)."""
+        return frozenset() if self._core is None else frozenset(self._core.server_capabilities)
 
     @property
     def server_fingerprint(self) -> Optional[str]:
