@@ -7,6 +7,7 @@ runs: the synchronous client blocks with the GIL released, the asynchronous one 
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import os
@@ -167,12 +168,13 @@ def _page(result: Tuple[str, Optional[str]], cls: Any) -> Any:
     return cls(text, cursor, cursor is not None)
 
 
-class _Operations:
+class _Operations(abc.ABC):
     """Every method of both clients. ``_call`` runs one method of the core: it returns the
     result (synchronous client) or a coroutine of it (asynchronous client)."""
 
     _verbose: bool
 
+    @abc.abstractmethod
     def _call(
         self,
         method: str,
@@ -182,11 +184,10 @@ class _Operations:
         **kwargs: Any,
     ) -> Any:
         """Runs ``method`` of the core; ``before`` runs once connected, before the request."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _live_capabilities(self) -> Optional[frozenset]:
         """The capabilities of the live connection (``None`` without one)."""
-        raise NotImplementedError
 
     def _warn_if_events_filter_ignored(self) -> None:
         capabilities = self._live_capabilities()
