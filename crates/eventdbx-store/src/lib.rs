@@ -87,10 +87,6 @@ impl StoreError {
 /// Result alias of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A check run inside the write's critical section with the aggregate as it will be after the
-/// event (schema rules live in the server; the store only calls them).
-pub type WriteCheck = Arc<dyn Fn(&Aggregate, &Event) -> Result<(), CoreError> + Send + Sync>;
-
 /// Runs inside the write's critical section on the payload the event will record, before the
 /// event is sealed, with the aggregate as it is before the event: validates the payload (schema
 /// rules, reference integrity) and may rewrite it (canonical reference values). It may read the
@@ -143,8 +139,6 @@ pub struct WriteRequest {
     pub snapshot_threshold: Option<u64>,
     /// The tenant's storage quota in bytes, checked atomically with the commit.
     pub quota_bytes: Option<u64>,
-    /// Schema validation, run with the resulting aggregate before committing.
-    pub check: Option<WriteCheck>,
     /// Validation and rewriting of the payload before the event is sealed.
     pub prepare: Option<PayloadCheck>,
     /// The references of the resulting state; `None` leaves the aggregate's entries in the
@@ -188,7 +182,6 @@ impl WriteRequest {
             idempotency: None,
             snapshot_threshold: None,
             quota_bytes: None,
-            check: None,
             prepare: None,
             references: None,
         }

@@ -260,7 +260,6 @@ impl Write {
             idempotency,
             snapshot_threshold: schemas.get(t).and_then(|s| s.snapshot_threshold),
             quota_bytes: ctx.state.tenants.quota_bytes(ctx.tenant),
-            check: None,
             prepare: Some(prepare),
             references: Some(references),
         };

@@ -1049,9 +1049,6 @@ impl EventStore for RedbStore {
                 created_at: created_at.clone(),
             },
         );
-        if let Some(check) = &request.check {
-            check(&aggregate, &event)?;
-        }
         let links = request.references.as_ref().map(|scan| scan(&aggregate));
         let snapshot = match request.snapshot_threshold {
             Some(n)
