@@ -99,10 +99,10 @@ fn child_writer() {
 }
 
 /// A tiny xorshift64 generator, seeded from the clock: kill moments differ between runs.
-struct XorShift(u64);
+pub(crate) struct XorShift(u64);
 
 impl XorShift {
-    fn from_clock() -> Self {
+    pub(crate) fn from_clock() -> Self {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
@@ -117,7 +117,7 @@ impl XorShift {
     }
 
     /// A value in `low..high`.
-    fn between(&mut self, low: u64, high: u64) -> u64 {
+    pub(crate) fn between(&mut self, low: u64, high: u64) -> u64 {
         low + self.next() % (high - low)
     }
 }

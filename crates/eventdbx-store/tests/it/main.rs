@@ -1,5 +1,6 @@
 //! Integration tests of the store.
 
 mod crash;
+mod crash_cascade;
 mod references;
 mod store;
