@@ -2,6 +2,10 @@
 # Regenerates the committed Cap'n Proto code of eventdbx-proto from its schema.
 #
 # crates/eventdbx-proto/schema/*.capnp  ->  crates/eventdbx-proto/src/schema/*_capnp.rs
+#   control.capnp -> control_capnp.rs   (control protocol)
+#   schema.capnp  -> schema_capnp.rs    (schema and tenant administration)
+#   plugin.capnp  -> plugin_capnp.rs    (process plugins: PluginEnvelope on a child's stdin/stdout)
+# The list of files lives in the schema_drift test (tests/it/schema_drift.rs): add a new schema there.
 #
 # Needs the `capnp` compiler on PATH (Debian/Ubuntu: apt-get install capnproto). The generated files
 # are committed exactly as capnpc writes them (src/schema.rs marks them #[rustfmt::skip]), so the

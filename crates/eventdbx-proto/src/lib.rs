@@ -11,6 +11,8 @@
 //! - [`frame`]: u32 big-endian length frames with typed limit errors.
 //! - [`noise`]: the v1 (`Noise_NNpsk0`) and v2 (`Noise_XXpsk3`) handshake and transport state
 //!   machines, plus v2 chunking of large logical messages.
+//! - [`plugin`]: the `PluginEnvelope` messages on a `process` plugin's stdin and stdout, owned,
+//!   with an incremental decoder.
 //! - [`negotiate`]: which protocol version to try, and whether a rejection allows a fallback.
 
 pub mod error;
@@ -19,6 +21,7 @@ pub mod hello;
 pub mod message;
 pub mod negotiate;
 pub mod noise;
+pub mod plugin;
 pub mod schema;
 
 pub use error::{ProtoError, Result};

@@ -5,5 +5,6 @@ mod golden;
 mod hostile_input;
 mod noise_interop;
 mod noise_v2;
+mod plugin;
 mod roundtrip;
 mod schema_drift;

@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 
 /// The generated files, relative to `src/schema/`.
-const GENERATED: [&str; 2] = ["control_capnp.rs", "schema_capnp.rs"];
+const GENERATED: [&str; 3] = ["control_capnp.rs", "schema_capnp.rs", "plugin_capnp.rs"];
 
-/// Runs `capnpc` on the committed schema, writing `control_capnp.rs` and `schema_capnp.rs` into
-/// `out_dir`, or returns `None` when no `capnp` binary is on `PATH`.
+/// Runs `capnpc` on the committed schema (`control`, `schema` and `plugin`), writing every file of
+/// [`GENERATED`] into `out_dir`, or returns `None` when no `capnp` binary is on `PATH`.
 ///
 /// The schema paths are relative on purpose: `capnp` records them in the generated code, so
 /// absolute paths would make the output depend on where the repository is checked out. Cargo runs
@@ -28,6 +28,7 @@ fn generate(out_dir: &Path) -> Option<()> {
         .src_prefix("schema")
         .file("schema/control.capnp")
         .file("schema/schema.capnp")
+        .file("schema/plugin.capnp")
         .default_parent_module(vec!["schema".into()])
         .output_path(out_dir)
         .run()
