@@ -8,6 +8,7 @@
 //! - [`names`]: names and write inputs, validated with the spec's messages.
 //! - [`merkle`]: the domain-separated event hash and Merkle root.
 //! - [`patch`]: RFC 6902 patches with EventDBX's semantics.
+//! - [`plugin`]: payload modes, priorities, publish-target routing, plugin jobs and retries.
 //! - [`snowflake`]: event and snapshot ids.
 //! - [`time`]: RFC 3339 timestamps without a clock.
 //! - [`write`]: the rules of create, append and patch, and sealing an event.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod merkle;
 pub mod names;
 pub mod patch;
+pub mod plugin;
 pub mod query;
 pub mod schema;
 pub mod snowflake;

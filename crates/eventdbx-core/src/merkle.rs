@@ -510,7 +510,7 @@ pub fn verify(
 }
 
 /// Serde for a u64 written as a decimal string (Snowflake ids exceed JavaScript's safe integers).
-mod decimal_u64 {
+pub(crate) mod decimal_u64 {
     use serde::de::{self, Deserializer, Visitor};
     use serde::Serializer;
     use std::fmt;

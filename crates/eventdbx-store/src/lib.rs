@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
 use eventdbx_core::merkle::{Event, IssuedBy};
+use eventdbx_core::plugin::{JobStatus, PayloadMode, PluginJob, Priority, RetryPolicy};
 use eventdbx_core::query::cursor::{ListOrder, PagePlan};
 use eventdbx_core::query::filter::Filter;
 use eventdbx_core::query::Scope;
@@ -144,6 +145,9 @@ pub struct WriteRequest {
     /// The references of the resulting state; `None` leaves the aggregate's entries in the
     /// reverse index as they are.
     pub references: Option<ReferenceScan>,
+    /// Plugin jobs to queue in the write's own commit (the durable outbox, `02-server.md`
+    /// §14.4): an acknowledged write always has its jobs.
+    pub publish: Vec<JobRoute>,
 }
 
 impl std::fmt::Debug for WriteRequest {
@@ -184,8 +188,61 @@ impl WriteRequest {
             quota_bytes: None,
             prepare: None,
             references: None,
+            publish: Vec::new(),
         }
     }
+}
+
+/// One plugin job a write (or an archive or restore) queues in its commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRoute {
+    /// The plugin identifier.
+    pub plugin: String,
+    /// Payload mode.
+    pub mode: PayloadMode,
+    /// Priority.
+    pub priority: Priority,
+    /// The aggregate's schema JSON, if it has one (kept with the job).
+    pub schema: Option<Value>,
+}
+
+/// What [`EventStore::claim_job`] found at the head of a plugin's queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The job to deliver now; it is `processing` with `attempts + 1` and a deadline.
+    Job(Box<PluginJob>),
+    /// The head job is not due before this time (Unix ms).
+    WaitUntil(u64),
+    /// The head job is being delivered until this deadline (Unix ms).
+    Busy(u64),
+    /// Nothing pending.
+    Empty,
+}
+
+/// Which jobs [`EventStore::list_jobs`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only this plugin.
+    pub plugin: Option<String>,
+    /// Only these statuses (empty = all).
+    pub statuses: Vec<JobStatus>,
+    /// Only jobs of this event id.
+    pub event_id: Option<u64>,
+    /// At most this many (0 = no limit).
+    pub limit: usize,
+}
+
+/// Jobs per status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    /// Pending (including those waiting for a retry).
+    pub pending: u64,
+    /// Being delivered.
+    pub processing: u64,
+    /// Delivered and not yet pruned.
+    pub done: u64,
+    /// Dead-lettered.
+    pub dead: u64,
 }
 
 /// What a committed (or replayed) write produced.
@@ -369,6 +426,68 @@ pub trait EventStore: Send + Sync {
 
     /// The tenant's recorded usage.
     fn usage(&self, tenant: &str) -> Result<Usage>;
+
+    /// [`EventStore::set_archived`] (with `nullify` deciding the referrers of an archive, as in
+    /// [`EventStore::archive`]) that also queues `publish` jobs in the same commit. The jobs
+    /// carry the aggregate after the change and the action (`archive` or `restore`); no event
+    /// is recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn set_archived_publishing(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        archived: bool,
+        note: Option<&str>,
+        nullify: CascadeRule<'_>,
+        publish: &[JobRoute],
+    ) -> Result<Aggregate>;
+
+    /// Claims the head of `plugin`'s queue (priority, then age) at `now_ms`: a due pending job
+    /// becomes `processing` with `attempts + 1` and a deadline `lease_ms` ahead. A head whose
+    /// deadline passed is first recovered as a failure under `policy`.
+    fn claim_job(
+        &self,
+        plugin: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        policy: RetryPolicy,
+    ) -> Result<Claim>;
+
+    /// Marks a processing job delivered.
+    fn complete_job(&self, job_id: u64, now_ms: u64) -> Result<()>;
+
+    /// Records a failed attempt: dead when `policy` says the attempts are exhausted, else
+    /// pending again after the backoff. Returns the new status.
+    fn fail_job(
+        &self,
+        job_id: u64,
+        error: &str,
+        now_ms: u64,
+        policy: RetryPolicy,
+    ) -> Result<JobStatus>;
+
+    /// Puts every `processing` job back to pending, due at `now_ms` (after a restart nothing can
+    /// still be delivering them). Returns how many.
+    fn recover_jobs(&self, now_ms: u64) -> Result<u64>;
+
+    /// Dead jobs matching `filter` (its statuses are ignored) go back to pending with no
+    /// attempts, due at `now_ms`. Returns how many, and the plugins they belong to.
+    fn retry_jobs(&self, filter: &JobFilter, now_ms: u64) -> Result<Vec<String>>;
+
+    /// Removes jobs matching `filter` whose status is in `filter.statuses` (dead or done; pending
+    /// and processing jobs are never removed). Returns how many.
+    fn clear_jobs(&self, filter: &JobFilter) -> Result<u64>;
+
+    /// Removes done jobs finished before `done_before_ms`, then the oldest beyond
+    /// `max_done` (when set). Returns how many.
+    fn prune_jobs(&self, done_before_ms: u64, max_done: Option<u64>) -> Result<u64>;
+
+    /// Jobs matching `filter`, by id.
+    fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<PluginJob>>;
+
+    /// Jobs per status.
+    fn job_counts(&self) -> Result<JobCounts>;
 
     /// Recounts the tenant's usage from what is stored and records it.
     fn recalc_usage(&self, tenant: &str) -> Result<Usage>;

@@ -2,5 +2,6 @@
 
 mod merkle;
 mod patch;
+mod plugin;
 mod query;
 mod schema;

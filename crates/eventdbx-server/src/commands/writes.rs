@@ -262,6 +262,7 @@ impl Write {
             quota_bytes: ctx.state.tenants.quota_bytes(ctx.tenant),
             prepare: Some(prepare),
             references: Some(references),
+            publish: Vec::new(),
         };
         let outcome = ctx.state.store.write(ctx.tenant, request)?;
         let verbose = ctx.state.config.verbose_responses;

@@ -37,13 +37,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod commit;
+mod jobs;
 
 use commit::{Apply, Committer};
+use jobs::{queue_jobs, QueueKey, JOBS, JOB_DEAD, JOB_DONE, JOB_QUEUE};
 
 use crate::{
-    CascadeRule, Durability, EventPage, EventStore, ListPage, ListQuery, OutboxPage, ReferenceLink,
-    Referrer, Result, StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
+    CascadeRule, Claim, Durability, EventPage, EventStore, JobCounts, JobFilter, JobRoute,
+    ListPage, ListQuery, OutboxPage, ReferenceLink, Referrer, Result, StoreError, Usage,
+    Visibility, WriteOutcome, WriteRequest,
 };
+use eventdbx_core::plugin::{JobAction, JobStatus, PluginJob, RetryPolicy};
 
 /// (tenant, type, id) → aggregate record (JSON).
 const AGGREGATES: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("aggregates");
@@ -93,6 +97,10 @@ pub(crate) struct Tables<'t> {
     referrers: Option<redb::Table<'t, ReferrerKey, ()>>,
     references: Option<redb::Table<'t, IdempotencyKey, (&'static str, &'static str)>>,
     meta: Option<redb::Table<'t, &'static str, u64>>,
+    jobs: Option<redb::Table<'t, u64, Bytes>>,
+    job_queue: Option<redb::Table<'t, QueueKey, u8>>,
+    job_done: Option<redb::Table<'t, (u64, u64), ()>>,
+    job_dead: Option<redb::Table<'t, u64, ()>>,
 }
 
 type Bytes = &'static [u8];
@@ -140,6 +148,10 @@ impl<'t> Tables<'t> {
             referrers: None,
             references: None,
             meta: None,
+            jobs: None,
+            job_queue: None,
+            job_done: None,
+            job_dead: None,
         }
     }
 
@@ -159,6 +171,10 @@ impl<'t> Tables<'t> {
         (&'static str, &'static str)
     );
     lazy_table!(meta, META, &'static str, u64);
+    lazy_table!(jobs, JOBS, u64, Bytes);
+    lazy_table!(job_queue, JOB_QUEUE, QueueKey, u8);
+    lazy_table!(job_done, JOB_DONE, (u64, u64), ());
+    lazy_table!(job_dead, JOB_DEAD, u64, ());
 }
 
 /// Sort layouts kept in [`SORT_INDEX`]: `(value, a, b)` per aggregate.
@@ -422,6 +438,10 @@ impl RedbStore {
             tables.usage()?;
             tables.referrers()?;
             tables.references()?;
+            tables.jobs()?;
+            tables.job_queue()?;
+            tables.job_done()?;
+            tables.job_dead()?;
             let last = tables
                 .meta()?
                 .get(LAST_ID)
@@ -511,6 +531,7 @@ impl RedbStore {
         aggregate_id: &str,
         note: Option<&str>,
         nullify: CascadeRule<'_>,
+        publish: &[JobRoute],
     ) -> Result<Option<Aggregate>> {
         let expected = {
             let read = self.read()?;
@@ -622,6 +643,20 @@ impl RedbStore {
             .filter(|n| !n.is_empty())
             .map(str::to_owned);
         let archived_bytes = serde_json::to_vec(&archived).map_err(json_error)?;
+        let change_id = if publish.is_empty() {
+            0
+        } else {
+            self.next_id()
+        };
+        let jobs = plugin_jobs(
+            tenant,
+            publish,
+            JobAction::Archive,
+            change_id,
+            None,
+            &archived.aggregate(),
+        );
+        let max_id = max_id.max(change_id);
         let changed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&changed);
         let tenant_owned = tenant.to_owned();
@@ -654,7 +689,7 @@ impl RedbStore {
                         .remove((tenant, *event_id))
                         .map_err(storage)?;
                 }
-                Ok(())
+                queue_jobs(tables, &jobs)
             }),
         );
         match result {
@@ -674,6 +709,46 @@ impl Drop for RedbStore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The jobs of one write or state change, one per route (ids are assigned in the commit).
+fn plugin_jobs(
+    tenant: &str,
+    publish: &[JobRoute],
+    action: JobAction,
+    event_id: u64,
+    event: Option<&Event>,
+    aggregate: &Aggregate,
+) -> Vec<PluginJob> {
+    if publish.is_empty() {
+        return Vec::new();
+    }
+    let now_ms = now_nanos() / 1_000_000;
+    let aggregate_json = aggregate.to_json(&[]);
+    publish
+        .iter()
+        .map(|route| PluginJob {
+            id: 0,
+            plugin: route.plugin.clone(),
+            tenant: tenant.to_owned(),
+            mode: route.mode,
+            priority: route.priority,
+            status: JobStatus::Pending,
+            attempts: 0,
+            next_retry_at_ms: now_ms,
+            deadline_ms: None,
+            last_error: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            event_id,
+            action,
+            event: event.cloned(),
+            aggregate_type: aggregate.aggregate_type.clone(),
+            aggregate_id: aggregate.aggregate_id.clone(),
+            aggregate: aggregate_json.clone(),
+            schema: route.schema.clone(),
+        })
+        .collect()
 }
 
 fn now_nanos() -> u64 {
@@ -1090,6 +1165,14 @@ impl EventStore for RedbStore {
             })
             .transpose()
             .map_err(json_error)?;
+        let jobs = plugin_jobs(
+            tenant,
+            &request.publish,
+            JobAction::Event,
+            event_id,
+            Some(&event),
+            &aggregate,
+        );
         let tenant_owned = tenant.to_owned();
         let key = request.idempotency.as_ref().map(|idem| idem.key.clone());
         let quota = request.quota_bytes;
@@ -1133,6 +1216,7 @@ impl EventStore for RedbStore {
                 if let Some(links) = &links {
                     put_references(tables, tenant, t, i, links)?;
                 }
+                queue_jobs(tables, &jobs)?;
                 add_usage(tables, tenant, 1, bytes)
             }),
         )?;
@@ -1152,8 +1236,39 @@ impl EventStore for RedbStore {
         archived: bool,
         note: Option<&str>,
     ) -> Result<Aggregate> {
+        self.set_archived_publishing(
+            tenant,
+            aggregate_type,
+            aggregate_id,
+            archived,
+            note,
+            &|_| false,
+            &[],
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn set_archived_publishing(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        archived: bool,
+        note: Option<&str>,
+        nullify: CascadeRule<'_>,
+        publish: &[JobRoute],
+    ) -> Result<Aggregate> {
         if archived {
-            return self.archive(tenant, aggregate_type, aggregate_id, note, &|_| false);
+            for _ in 0..ARCHIVE_ATTEMPTS {
+                if let Some(aggregate) =
+                    self.try_archive(tenant, aggregate_type, aggregate_id, note, nullify, publish)?
+                {
+                    return Ok(aggregate);
+                }
+            }
+            return Err(StoreError::Storage(format!(
+                "the referrers of {aggregate_type}:{aggregate_id} kept changing during the archive"
+            )));
         }
         let _guard = self.lock(tenant, aggregate_type, aggregate_id);
         let read = self.read()?;
@@ -1176,10 +1291,23 @@ impl EventStore for RedbStore {
         record.archived = false;
         record.updated_at = Some(format_unix_nanos(now_nanos()));
         let bytes = serde_json::to_vec(&record).map_err(json_error)?;
+        let change_id = if publish.is_empty() {
+            0
+        } else {
+            self.next_id()
+        };
+        let jobs = plugin_jobs(
+            tenant,
+            publish,
+            JobAction::Restore,
+            change_id,
+            None,
+            &record.aggregate(),
+        );
         let tenant_owned = tenant.to_owned();
         let new_record = record.clone();
         self.commit(
-            0,
+            change_id,
             Box::new(move |tables| {
                 let tenant = tenant_owned.as_str();
                 put_aggregate(tables, tenant, Some(&old), &new_record, &bytes)?;
@@ -1193,7 +1321,7 @@ impl EventStore for RedbStore {
                         .insert((tenant, *event_id), (t, i, *version))
                         .map_err(storage)?;
                 }
-                Ok(())
+                queue_jobs(tables, &jobs)
             }),
         )?;
         Ok(record.aggregate())
@@ -1207,16 +1335,15 @@ impl EventStore for RedbStore {
         note: Option<&str>,
         nullify: CascadeRule<'_>,
     ) -> Result<Aggregate> {
-        for _ in 0..ARCHIVE_ATTEMPTS {
-            if let Some(aggregate) =
-                self.try_archive(tenant, aggregate_type, aggregate_id, note, nullify)?
-            {
-                return Ok(aggregate);
-            }
-        }
-        Err(StoreError::Storage(format!(
-            "the referrers of {aggregate_type}:{aggregate_id} kept changing during the archive"
-        )))
+        self.set_archived_publishing(
+            tenant,
+            aggregate_type,
+            aggregate_id,
+            true,
+            note,
+            nullify,
+            &[],
+        )
     }
 
     fn referrers(
@@ -1594,6 +1721,54 @@ impl EventStore for RedbStore {
             .map_err(storage)?
             .map_or((0, 0), |v| v.value());
         Ok(Usage { events, bytes })
+    }
+
+    fn claim_job(
+        &self,
+        plugin: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        policy: RetryPolicy,
+    ) -> Result<Claim> {
+        self.claim_job_impl(plugin, now_ms, lease_ms, policy)
+    }
+
+    fn complete_job(&self, job_id: u64, now_ms: u64) -> Result<()> {
+        self.complete_job_impl(job_id, now_ms)
+    }
+
+    fn fail_job(
+        &self,
+        job_id: u64,
+        error: &str,
+        now_ms: u64,
+        policy: RetryPolicy,
+    ) -> Result<JobStatus> {
+        self.fail_job_impl(job_id, error, now_ms, policy)
+    }
+
+    fn recover_jobs(&self, now_ms: u64) -> Result<u64> {
+        self.recover_jobs_impl(now_ms)
+    }
+
+    fn retry_jobs(&self, filter: &JobFilter, now_ms: u64) -> Result<Vec<String>> {
+        self.retry_jobs_impl(filter, now_ms)
+    }
+
+    fn clear_jobs(&self, filter: &JobFilter) -> Result<u64> {
+        self.clear_jobs_impl(filter)
+    }
+
+    fn prune_jobs(&self, done_before_ms: u64, max_done: Option<u64>) -> Result<u64> {
+        self.prune_jobs_impl(done_before_ms, max_done)
+    }
+
+    fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<PluginJob>> {
+        self.list_jobs_impl(filter)
+    }
+
+    fn job_counts(&self) -> Result<JobCounts> {
+        self.job_counts_impl()
     }
 
     fn recalc_usage(&self, tenant: &str) -> Result<Usage> {

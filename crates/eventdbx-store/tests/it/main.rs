@@ -2,5 +2,6 @@
 
 mod crash;
 mod crash_cascade;
+mod jobs;
 mod references;
 mod store;
