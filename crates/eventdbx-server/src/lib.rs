@@ -9,6 +9,8 @@
 //!   health and metrics) and [`run`].
 //! - `connection`: the hello, the v1/v2 handshakes and the session loops.
 //! - `commands`: one type per control request: parse, authorise, apply, encode.
+//! - [`process_plugin`]: the `process` plugin kind: one long-lived child per plugin, fed
+//!   `PluginEnvelope` messages and acknowledging each; binaries from the local plugin registry.
 
 mod commands;
 mod connection;
@@ -18,6 +20,8 @@ mod server;
 
 pub mod auth;
 pub mod config;
+// Public for its integration tests; the plugin registry's delivery workers call it.
+pub mod process_plugin;
 pub mod tenants;
 
 pub use server::{
