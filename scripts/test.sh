@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, every Rust test (nextest), doc tests.
+# The whole test suite: formatting, lints, every Rust test (nextest), doc tests, the Python SDK.
 # This is the README's second command and exactly what .ci/run runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +26,12 @@ else
   echo "capnp is not installed (scripts/setup.sh installs it with apt-get): compatibility test NOT run"
   exit 1
 fi
-echo "== Python SDK (crates/eventdbx-py): build the extension into .venv, then pytest"
-VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --quiet -m crates/eventdbx-py/Cargo.toml
+echo "== Python SDK (crates/eventdbx-py): pip install -e '.[dev]' into .venv, as the README's"
+echo "   development steps do (maturin builds the extension; the dev profile reuses the build above)"
+MATURIN_PEP517_ARGS="--profile dev" .venv/bin/python -m pip install --quiet \
+  --disable-pip-version-check -e ".[dev]" -c scripts/requirements-test.txt
 echo "== Python SDK: the _core.pyi stub against the built extension (mypy.stubtest), ruff"
 .venv/bin/python -m mypy.stubtest eventdbx._core
-.venv/bin/ruff check crates/eventdbx-py/python crates/eventdbx-py/tests
-.venv/bin/python -m pytest crates/eventdbx-py/tests -q
+.venv/bin/ruff check
+echo "== Python SDK: pytest (testpaths in pyproject.toml: crates/eventdbx-py/tests)"
+.venv/bin/python -m pytest -q
