@@ -48,6 +48,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_class::<server::EmbeddedServer>()?;
     m.add_function(wrap_pyfunction!(build_control_hello, m)?)?;
+    m.add_function(wrap_pyfunction!(server::issue_token, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

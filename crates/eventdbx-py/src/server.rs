@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
-use eventdbx_server::auth::TokenRequest;
+use eventdbx_server::auth::{Authority, TokenRequest};
 use eventdbx_server::config::Config;
-use eventdbx_server::Server;
+use eventdbx_server::{authority_config, Server};
 use eventdbx_store::Durability;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
@@ -38,6 +38,9 @@ pub struct EmbeddedServer {
     /// The v2 server key fingerprint clients pin.
     #[pyo3(get)]
     fingerprint: String,
+    /// The port of the HTTP `/health` and `/metrics` endpoint, when one was asked for.
+    #[pyo3(get)]
+    http_port: Option<u16>,
     running: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
@@ -51,9 +54,11 @@ impl EmbeddedServer {
     /// `127.0.0.1:port` (0 picks a free port).
     ///
     /// `durable=False` acknowledges writes before fsync (the server's `relaxed` mode), which
-    /// is what tests want; `allow_plaintext` lets clients ask for `no_noise`.
+    /// is what tests want; `allow_plaintext` lets clients ask for `no_noise`. With `http_port`
+    /// (0 picks a free port) the server also serves `/health` and `/metrics` over HTTP on
+    /// `127.0.0.1`.
     #[staticmethod]
-    #[pyo3(signature = (data_dir, *, port = 0, allow_plaintext = false, durable = false, verbose_responses = true))]
+    #[pyo3(signature = (data_dir, *, port = 0, allow_plaintext = false, durable = false, verbose_responses = true, http_port = None))]
     fn start(
         py: Python<'_>,
         data_dir: PathBuf,
@@ -61,6 +66,7 @@ impl EmbeddedServer {
         allow_plaintext: bool,
         durable: bool,
         verbose_responses: bool,
+        http_port: Option<u16>,
     ) -> PyResult<EmbeddedServer> {
         py.detach(|| {
             let mut config = Config::defaults(data_dir.clone());
@@ -81,6 +87,24 @@ impl EmbeddedServer {
                 .local_addr()
                 .map_err(|err| os_error("cannot read the control address", err))?
                 .port();
+            let http = match http_port {
+                Some(http_port) => {
+                    let http = std::net::TcpListener::bind(("127.0.0.1", http_port))
+                        .map_err(|err| os_error("cannot bind the HTTP port", err))?;
+                    http.set_nonblocking(true)
+                        .map_err(|err| os_error("cannot set up the HTTP listener", err))?;
+                    Some(http)
+                }
+                None => None,
+            };
+            let http_port = match &http {
+                Some(http) => Some(
+                    http.local_addr()
+                        .map_err(|err| os_error("cannot read the HTTP address", err))?
+                        .port(),
+                ),
+                None => None,
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .thread_name("eventdbx-server")
@@ -93,6 +117,29 @@ impl EmbeddedServer {
                 .name("eventdbx-server".into())
                 .spawn(move || {
                     runtime.block_on(async move {
+                        // The HTTP endpoint stops with the control port (its shutdown future
+                        // completes when this sender is dropped, after `run` returns).
+                        let (http_stop, http_stopped) = oneshot::channel::<()>();
+                        let http_task = http.and_then(|http| {
+                            let http = match tokio::net::TcpListener::from_std(http) {
+                                Ok(http) => http,
+                                Err(err) => {
+                                    tracing_error(&err);
+                                    return None;
+                                }
+                            };
+                            let serving = serving.clone();
+                            Some(tokio::spawn(async move {
+                                if let Err(err) = serving
+                                    .serve_http(http, async {
+                                        let _ = http_stopped.await;
+                                    })
+                                    .await
+                                {
+                                    tracing_error(&err);
+                                }
+                            }))
+                        });
                         let listener = match tokio::net::TcpListener::from_std(listener) {
                             Ok(listener) => listener,
                             Err(err) => {
@@ -108,6 +155,10 @@ impl EmbeddedServer {
                         {
                             tracing_error(&err);
                         }
+                        drop(http_stop);
+                        if let Some(http_task) = http_task {
+                            let _ = http_task.await;
+                        }
                     });
                 })
                 .map_err(|err| os_error("cannot start the server thread", err))?;
@@ -115,6 +166,7 @@ impl EmbeddedServer {
                 fingerprint: server.fingerprint().to_string(),
                 server,
                 port,
+                http_port,
                 data_dir,
                 running: Mutex::new(Some((stop, thread))),
             })
@@ -130,22 +182,9 @@ impl EmbeddedServer {
         tenants: Vec<String>,
         ttl_secs: u64,
     ) -> PyResult<String> {
-        let actions =
-            actions.unwrap_or_else(|| ALL_ACTIONS.iter().map(|a| (*a).to_owned()).collect());
         // Without the GIL: the token registry's lock may be held by a server thread that is
         // waiting for the GIL to log (the `logging` bridge).
-        py.detach(|| {
-            self.server.auth().issue(TokenRequest {
-                group: "python".into(),
-                user: "embedded".into(),
-                actions,
-                tenants,
-                ttl_secs: Some(ttl_secs),
-                ..TokenRequest::default()
-            })
-        })
-        .map(|(token, _)| token)
-        .map_err(|err| PyRuntimeError::new_err(format!("cannot issue a token: {err}")))
+        py.detach(|| issue(self.server.auth(), actions, tenants, ttl_secs))
     }
 
     /// True until `stop()`.
@@ -172,6 +211,45 @@ impl EmbeddedServer {
             });
         }
     }
+}
+
+/// Issues a control token in the data directory of a server running in another process (as
+/// `dbx token generate` does): every action and every tenant unless narrowed. The server
+/// accepts it at once (it re-reads its token files for an unknown token id).
+#[pyfunction]
+#[pyo3(signature = (data_dir, *, actions = None, tenants = Vec::new(), ttl_secs = 0))]
+pub fn issue_token(
+    py: Python<'_>,
+    data_dir: PathBuf,
+    actions: Option<Vec<String>>,
+    tenants: Vec<String>,
+    ttl_secs: u64,
+) -> PyResult<String> {
+    py.detach(|| {
+        let authority = Authority::open(authority_config(&Config::defaults(data_dir)))
+            .map_err(|err| os_error("cannot open the token authority", err))?;
+        issue(&authority, actions, tenants, ttl_secs)
+    })
+}
+
+fn issue(
+    authority: &Authority,
+    actions: Option<Vec<String>>,
+    tenants: Vec<String>,
+    ttl_secs: u64,
+) -> PyResult<String> {
+    let actions = actions.unwrap_or_else(|| ALL_ACTIONS.iter().map(|a| (*a).to_owned()).collect());
+    authority
+        .issue(TokenRequest {
+            group: "python".into(),
+            user: "embedded".into(),
+            actions,
+            tenants,
+            ttl_secs: Some(ttl_secs),
+            ..TokenRequest::default()
+        })
+        .map(|(token, _)| token)
+        .map_err(|err| PyRuntimeError::new_err(format!("cannot issue a token: {err}")))
 }
 
 fn tracing_error(err: &dyn std::fmt::Display) {

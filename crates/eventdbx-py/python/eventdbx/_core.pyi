@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any, List, Optional, Tuple, Union, final
 
-__all__ = ["Client", "EmbeddedServer", "__version__", "build_control_hello"]
+__all__ = ["Client", "EmbeddedServer", "__version__", "build_control_hello", "issue_token"]
 
 __version__: str
 
@@ -173,9 +173,12 @@ class EmbeddedServer:
         allow_plaintext: bool = False,
         durable: bool = False,
         verbose_responses: bool = True,
+        http_port: Optional[int] = None,
     ) -> "EmbeddedServer": ...
     @property
     def port(self) -> int: ...
+    @property
+    def http_port(self) -> Optional[int]: ...
     @property
     def data_dir(self) -> Path: ...
     @property
@@ -186,3 +189,11 @@ class EmbeddedServer:
         self, *, actions: Optional[List[str]] = None, tenants: List[str] = ..., ttl_secs: int = 0
     ) -> str: ...
     def stop(self) -> None: ...
+
+def issue_token(
+    data_dir: Union[str, Path],
+    *,
+    actions: Optional[List[str]] = None,
+    tenants: List[str] = ...,
+    ttl_secs: int = 0,
+) -> str: ...

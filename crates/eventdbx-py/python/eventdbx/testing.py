@@ -1,5 +1,7 @@
-"""A real EventDBX server for tests: ``EventDBXServer`` starts one in this process on
-``127.0.0.1`` in a temporary data directory and hands out a root token.
+"""A real EventDBX server for tests: ``EventDBXServer`` starts one on ``127.0.0.1`` in a
+temporary data directory and hands out a root token, in this process (the default) or as a
+child process (``in_process=False``: ``python -m eventdbx.server`` run by this interpreter, so
+nothing outside the installed package is needed).
 
     from eventdbx.testing import EventDBXServer
 
@@ -11,18 +13,121 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import signal
+import subprocess
+import sys
 import tempfile
-from typing import Any, List, Optional
+import threading
+import time
+import weakref
+from typing import IO, Any, Dict, List, Optional
 
 from . import _core
 from .client import AsyncEventDBXClient, EventDBXClient
 
 __all__ = ["EventDBXServer"]
 
+#: How long a child server may take to print its ``ready`` line.
+START_TIMEOUT = 30.0
+#: How long a child server has to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+
+class _Child:
+    """A server in a child process: ``python -m eventdbx.server`` with this interpreter."""
+
+    def __init__(self, data_dir: str, port: int, options: Dict[str, bool]) -> None:
+        command = [sys.executable, "-m", "eventdbx.server", "--data-dir", data_dir,
+                   "--port", str(port), "--http-port", "0", "--print-token"]
+        if options["allow_plaintext"]:
+            command.append("--allow-plaintext")
+        if not options["durable"]:
+            command.append("--relaxed")
+        if not options["verbose_responses"]:
+            command.append("--terse")
+        self._stderr = tempfile.TemporaryFile(mode="w+b")
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
+            text=True, bufsize=1,
+        )
+        # Kills the child if its owner is collected without stop() (never a stray server).
+        self._finalizer = weakref.finalize(self, _Child._kill, self.process)
+        self.values: Dict[str, str] = {}
+        try:
+            self._read_banner()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _read_banner(self) -> None:
+        assert self.process.stdout is not None
+        lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        stdout: IO[str] = self.process.stdout
+
+        def read() -> None:
+            for line in stdout:
+                lines.put(line)
+                if line.strip() == "ready":
+                    return
+            lines.put(None)
+
+        threading.Thread(target=read, name="eventdbx-child-banner", daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(
+                    f"the child server printed no 'ready' line in {START_TIMEOUT} s") from None
+            if line is None:
+                self.process.wait(timeout=STOP_TIMEOUT)
+                raise RuntimeError(
+                    f"the child server exited with status {self.process.returncode}: "
+                    f"{self._errors()}")
+            line = line.strip()
+            if line == "ready":
+                return
+            for key in ("listening on", "http on", "server key", "token"):
+                if line.startswith(key + " "):
+                    self.values[key] = line[len(key) + 1:]
+
+    def _errors(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace").strip()
+
+    @staticmethod
+    def _kill(process: "subprocess.Popen[str]") -> None:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM (the server drains its connections and closes its store), then SIGKILL
+        after ``STOP_TIMEOUT``; always reaps the child."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._finalizer.detach()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._stderr.close()
+
 
 class EventDBXServer:
-    """A server in this process. Attributes: ``host``, ``port``, ``token`` (a root token),
-    ``tenant_id``, ``fingerprint``, ``data_dir``."""
+    """A real server on ``127.0.0.1``: in this process, or with ``in_process=False`` in a child
+    process. Attributes: ``host``, ``port``, ``http_port`` (``/health`` and ``/metrics``),
+    ``token`` (a root token), ``tenant_id``, ``fingerprint``, ``data_dir``, ``pid`` (the
+    process serving), ``in_process``."""
 
     host = "127.0.0.1"
 
@@ -35,6 +140,7 @@ class EventDBXServer:
         allow_plaintext: bool = False,
         durable: bool = False,
         verbose_responses: bool = True,
+        in_process: bool = True,
     ) -> None:
         self._tempdir: Optional[tempfile.TemporaryDirectory] = None
         if data_dir is None:
@@ -45,28 +151,51 @@ class EventDBXServer:
         self._options = dict(
             allow_plaintext=allow_plaintext, durable=durable, verbose_responses=verbose_responses
         )
+        self.in_process = in_process
         self._requested_port = port
         self._server: Optional[_core.EmbeddedServer] = None
+        self._child: Optional[_Child] = None
         self.token = ""
         self.port = 0
+        self.http_port = 0
         self.fingerprint = ""
-        self.start()
+        self.pid = 0
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def start(self) -> None:
         """Starts the server (again, on the same port and data directory after ``stop()``)."""
-        if self._server is not None and self._server.running:
+        if self.running:
             return
         port = self.port or self._requested_port
-        self._server = _core.EmbeddedServer.start(self.data_dir, port=port, **self._options)
-        self.port = self._server.port
-        self.fingerprint = self._server.fingerprint
+        if self.in_process:
+            self._server = _core.EmbeddedServer.start(
+                self.data_dir, port=port, http_port=0, **self._options)
+            self.port = self._server.port
+            self.http_port = self._server.http_port or 0
+            self.fingerprint = self._server.fingerprint
+            self.pid = os.getpid()
+            if not self.token:
+                self.token = self._server.issue_token()
+            return
+        self._child = _Child(self.data_dir, port, self._options)
+        self.port = int(self._child.values["listening on"].rsplit(":", 1)[1])
+        self.http_port = int(self._child.values["http on"].rsplit(":", 1)[1])
+        self.fingerprint = self._child.values["server key"]
+        self.pid = self._child.process.pid
         if not self.token:
-            self.token = self._server.issue_token()
+            self.token = self._child.values["token"]
 
     def stop(self) -> None:
-        """Stops the server, letting open connections finish their requests."""
+        """Stops the server, letting open connections finish their requests (a child process
+        gets SIGTERM, then SIGKILL if it has not exited in ``STOP_TIMEOUT``, and is reaped)."""
         if self._server is not None:
             self._server.stop()
+        if self._child is not None:
+            self._child.stop()
 
     def close(self) -> None:
         """Stops the server and removes its temporary data directory."""
@@ -78,7 +207,9 @@ class EventDBXServer:
     @property
     def running(self) -> bool:
         """True while the server accepts connections."""
-        return self._server is not None and self._server.running
+        if self.in_process:
+            return self._server is not None and self._server.running
+        return self._child is not None and self._child.running
 
     def issue_token(
         self, *, actions: Optional[List[str]] = None, tenants: Optional[List[str]] = None,
@@ -86,9 +217,13 @@ class EventDBXServer:
     ) -> str:
         """A control token for ``actions`` (default: every action) and ``tenants`` (default:
         every tenant); ``ttl_secs=0`` never expires."""
-        assert self._server is not None
-        return self._server.issue_token(actions=actions, tenants=list(tenants or []),
-                                        ttl_secs=ttl_secs)
+        if self.in_process:
+            assert self._server is not None
+            return self._server.issue_token(actions=actions, tenants=list(tenants or []),
+                                            ttl_secs=ttl_secs)
+        # The child server accepts a token issued in its data directory at once.
+        return _core.issue_token(self.data_dir, actions=actions, tenants=list(tenants or []),
+                                 ttl_secs=ttl_secs)
 
     def _client_kwargs(self, kwargs: Any) -> Any:
         options = dict(token=self.token, tenant_id=self.tenant_id, host=self.host, port=self.port)
