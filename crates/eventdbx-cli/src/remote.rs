@@ -664,6 +664,38 @@ pub fn snapshots(args: SnapshotsArgs, config: Option<&Path>, json: bool) -> Resu
 // ---------------------------------------------------------------------------------------------
 // tenant
 
+/// `dbx tenant list` as a table.
+fn print_tenants(tenants: &[Value]) {
+    if tenants.is_empty() {
+        println!("no tenants");
+        return;
+    }
+    println!(
+        "{:<24} {:<11} {:>10} {:>12} {:>14}  active schema",
+        "tenant", "shard", "quota MB", "events", "bytes"
+    );
+    for t in tenants {
+        let shard = format!(
+            "{}{}",
+            t["shard_id"].as_str().unwrap_or("?"),
+            if t["assigned"] == true { "" } else { "*" }
+        );
+        let quota = t["quota_mb"]
+            .as_u64()
+            .map_or_else(|| "-".to_owned(), |q| q.to_string());
+        println!(
+            "{:<24} {:<11} {:>10} {:>12} {:>14}  {}",
+            t["tenant_id"].as_str().unwrap_or("?"),
+            shard,
+            quota,
+            t["events"],
+            t["storage_bytes"],
+            t["active_version"].as_str().unwrap_or("-")
+        );
+    }
+    println!("(* = default shard, not explicitly assigned)");
+}
+
 /// `dbx tenant …`
 #[derive(Args, Debug)]
 pub struct TenantArgs {
@@ -675,6 +707,8 @@ pub struct TenantArgs {
 
 #[derive(Subcommand, Debug)]
 enum TenantCommand {
+    /// List the tenants this token may manage, with placement, quota and usage.
+    List,
     /// Place a tenant on a shard (`3` or `shard-0003`).
     Assign { tenant_id: String, shard_id: String },
     /// Remove a tenant's explicit shard placement.
@@ -702,6 +736,14 @@ enum QuotaCommand {
 pub fn tenant(args: TenantArgs, config: Option<&Path>, json: bool) -> Result<()> {
     let client = args.connect.connect(config)?;
     match args.command {
+        TenantCommand::List => {
+            let tenants = client.tenant_list().map_err(failed("list tenants"))?;
+            if json {
+                print_value(&Value::Array(tenants), true);
+            } else {
+                print_tenants(&tenants);
+            }
+        }
         TenantCommand::Assign {
             tenant_id,
             shard_id,

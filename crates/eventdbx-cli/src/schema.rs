@@ -1,5 +1,5 @@
-//! `dbx schema`: `validate` works offline on a `schema.dbx` file; `show`, `apply` and `publish`
-//! act on the running server through the control protocol.
+//! `dbx schema`: `validate` works offline on a `schema.dbx` file; `show`, `apply`, `publish`,
+//! `history` and `activate` act on the running server through the control protocol.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,6 +51,16 @@ enum SchemaCommand {
         /// Reload the tenant afterwards.
         #[arg(long)]
         reload: bool,
+    },
+    /// List the tenant's published schema versions and the audit log.
+    History,
+    /// Make a published version the active schema set again (a rollback when it is older).
+    Activate {
+        version_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
     },
 }
 
@@ -158,6 +168,101 @@ pub fn schema(args: SchemaArgs, config: Option<&Path>, json: bool) -> Result<()>
             }
             Ok(())
         }
+        SchemaCommand::History => {
+            let client = args.connect.connect(config)?;
+            let tenant = &args.connect.tenant;
+            let manifest = client
+                .tenant_schema_history(tenant)
+                .map_err(|err| anyhow!("schema history of tenant {tenant}: {err}"))?;
+            if json {
+                print_value(&manifest, true);
+            } else {
+                print_history(tenant, &manifest);
+            }
+            Ok(())
+        }
+        SchemaCommand::Activate {
+            version_id,
+            reason,
+            actor,
+        } => {
+            let client = args.connect.connect(config)?;
+            let tenant = &args.connect.tenant;
+            let result = client
+                .tenant_schema_activate(tenant, &version_id, reason.as_deref(), actor.as_deref())
+                .map_err(|err| anyhow!("activate schema version {version_id}: {err}"))?;
+            if json {
+                print_value(
+                    &json!({
+                        "tenant_id": tenant,
+                        "version_id": result.version_id,
+                        "activated": result.activated,
+                        "action": result.action,
+                    }),
+                    true,
+                );
+            } else if result.activated {
+                println!(
+                    "{} {}: version {} is active",
+                    result.action, tenant, result.version_id
+                );
+            } else {
+                println!(
+                    "version {} is already active; nothing changed",
+                    result.version_id
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The manifest as a table of versions (the active one marked) and the audit log.
+fn print_history(tenant: &str, manifest: &Value) {
+    let active = manifest["active_version"].as_str();
+    let versions = manifest["versions"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if versions.is_empty() {
+        println!("tenant {tenant}: no published schema version");
+        return;
+    }
+    println!("tenant {tenant}: {} version(s)", versions.len());
+    for version in versions {
+        let id = version["id"].as_str().unwrap_or("?");
+        let marker = if Some(id) == active { "*" } else { " " };
+        let mut line = format!(
+            "{marker} {id}  {}",
+            version["created_at"].as_str().unwrap_or("")
+        );
+        for (key, label) in [("author", "by"), ("reason", "reason")] {
+            if let Some(value) = version[key].as_str() {
+                line.push_str(&format!("  {label}: {value}"));
+            }
+        }
+        if let Some(labels) = version["labels"].as_array().filter(|l| !l.is_empty()) {
+            let labels: Vec<&str> = labels.iter().filter_map(Value::as_str).collect();
+            line.push_str(&format!("  labels: {}", labels.join(",")));
+        }
+        println!("{line}");
+    }
+    println!("audit log:");
+    for entry in manifest["audit_log"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+    {
+        let mut line = format!(
+            "  {}  {:<8} {}",
+            entry["timestamp"].as_str().unwrap_or(""),
+            entry["action"].as_str().unwrap_or("?"),
+            entry["version"].as_str().unwrap_or("?")
+        );
+        for key in ["actor", "reason", "details"] {
+            if let Some(value) = entry[key].as_str() {
+                line.push_str(&format!("  {key}: {value}"));
+            }
+        }
+        println!("{line}");
     }
 }
 

@@ -445,6 +445,47 @@ fn schema_dbx_is_validated_offline_and_applied_live() {
     assert_eq!(published["skipped"], false, "{published}");
     let again = ws.json(&["schema", "publish"]);
     assert_eq!(again["skipped"], true, "{again}");
+
+    // A second version without order_shipped, then history and a rollback to the first.
+    let first = published["version_id"].as_str().expect("id").to_owned();
+    map["order"]["events"]
+        .as_object_mut()
+        .expect("events")
+        .remove("order_shipped");
+    std::fs::write(&json_path, map.to_string()).expect("schemas.json");
+    ws.json(&["schema", "apply", "--file", "schemas.json"]);
+    let second = ws.json(&[
+        "schema",
+        "publish",
+        "--activate",
+        "--reason",
+        "drop shipped",
+    ]);
+    let second = second["version_id"].as_str().expect("id").to_owned();
+    let history = ws.json(&["schema", "history"]);
+    assert_eq!(history["active_version"], second.as_str(), "{history}");
+    assert_eq!(history["versions"].as_array().map(Vec::len), Some(2));
+    let output = ws.dbx(&["schema", "history"]);
+    let table = text(&output.stdout);
+    assert!(
+        table.contains(&format!("* {second}")) && table.contains(&format!("  {first}")),
+        "{table}"
+    );
+    assert!(table.contains("reason: drop shipped"), "{table}");
+    let rolled = ws.json(&["schema", "activate", &first, "--reason", "back"]);
+    assert_eq!(
+        rolled,
+        json!({"tenant_id": "default", "version_id": first, "activated": true, "action": "rollback"})
+    );
+    let shown = ws.json(&["schema", "show", "order"]);
+    assert!(shown["events"]["order_shipped"].is_object(), "{shown}");
+    let output = ws.dbx(&["schema", "activate", &first]);
+    assert_eq!(
+        text(&output.stdout),
+        format!("version {first} is already active; nothing changed\n")
+    );
+    let err = ws.fails(&["schema", "activate", "v19990101T000000000Z"]);
+    assert!(err.contains("is not published"), "{err}");
 }
 
 #[test]
@@ -494,6 +535,20 @@ fn tenant_commands_and_a_bad_token() {
     assert_eq!(cleared["changed"], true);
     let reloaded = ws.json(&["tenant", "reload", "default"]);
     assert!(reloaded["reloaded"].is_boolean(), "{reloaded}");
+
+    // The tenant list: default holds the order; acme was assigned (and unassigned) only.
+    let listed = ws.json(&["tenant", "list"]);
+    let default = listed
+        .as_array()
+        .and_then(|all| all.iter().find(|t| t["tenant_id"] == "default"))
+        .unwrap_or_else(|| panic!("default not listed: {listed}"));
+    assert_eq!(default["events"], 1, "{listed}");
+    let output = ws.dbx(&["tenant", "list"]);
+    let table = text(&output.stdout);
+    assert!(
+        table.starts_with("tenant ") && table.lines().any(|l| l.starts_with("default ")),
+        "{table}"
+    );
 
     // Human output.
     let output = ws.dbx(&["tenant", "quota", "clear", "default"]);

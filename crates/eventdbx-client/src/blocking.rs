@@ -24,8 +24,9 @@ use crate::config::ClientConfig;
 use crate::connection::Protocol;
 use crate::error::{Error, Result};
 use crate::types::{
-    AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage, SchemaPublish,
-    SchemaPublishResult, SnapshotQuery, TenantAssignResult, TenantQuotaResult, Write, Written,
+    AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage,
+    SchemaActivateResult, SchemaPublish, SchemaPublishResult, SnapshotQuery, TenantAssignResult,
+    TenantQuotaResult, Write, Written,
 };
 use crate::{AggregatePages, EventPages, Fingerprint};
 
@@ -308,6 +309,31 @@ impl Client {
     pub fn tenant_schema_publish(&self, publish: &SchemaPublish) -> Result<SchemaPublishResult> {
         self.runtime
             .block_on(self.client.tenant_schema_publish(publish))
+    }
+
+    /// See [`crate::Client::tenant_list`].
+    pub fn tenant_list(&self) -> Result<Vec<serde_json::Value>> {
+        self.runtime.block_on(self.client.tenant_list())
+    }
+
+    /// See [`crate::Client::tenant_schema_history`].
+    pub fn tenant_schema_history(&self, tenant_id: &str) -> Result<serde_json::Value> {
+        self.runtime
+            .block_on(self.client.tenant_schema_history(tenant_id))
+    }
+
+    /// See [`crate::Client::tenant_schema_activate`].
+    pub fn tenant_schema_activate(
+        &self,
+        tenant_id: &str,
+        version_id: &str,
+        reason: Option<&str>,
+        actor: Option<&str>,
+    ) -> Result<SchemaActivateResult> {
+        self.runtime.block_on(
+            self.client
+                .tenant_schema_activate(tenant_id, version_id, reason, actor),
+        )
     }
 }
 

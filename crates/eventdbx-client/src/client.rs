@@ -13,9 +13,9 @@ use crate::config::ClientConfig;
 use crate::connection::{Connection, Protocol, Response};
 use crate::error::{Error, Result};
 use crate::types::{
-    AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage, SchemaPublish,
-    SchemaPublishResult, SnapshotQuery, TenantAssignResult, TenantQuotaResult, Write, WriteKind,
-    Written,
+    AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage,
+    SchemaActivateResult, SchemaPublish, SchemaPublishResult, SnapshotQuery, TenantAssignResult,
+    TenantQuotaResult, Write, WriteKind, Written,
 };
 
 type RequestPayload<'a> = control_request::payload::Builder<'a>;
@@ -1017,6 +1017,98 @@ impl Client {
         )
         .await
     }
+
+    /// Every tenant known to the server that the token may administer, as JSON objects
+    /// `{tenant_id, shard_id, assigned, quota_mb, events, storage_bytes, active_version,
+    /// versions}` (ours; needs `tenant.manage`).
+    pub async fn tenant_list(&self) -> Result<Vec<serde_json::Value>> {
+        let json = self
+            .call(
+                Safety::Repeatable,
+                |payload, token| {
+                    payload.init_tenant_list().set_token(token);
+                    Ok(())
+                },
+                |which| match which {
+                    control_response::payload::TenantList(r) => text(r?.get_tenants_json()),
+                    other => unexpected(&other),
+                },
+            )
+            .await?;
+        serde_json::from_str(&json)
+            .map_err(|err| Error::protocol(format!("tenantList returned invalid JSON: {err}")))
+    }
+
+    /// The tenant's schema-version manifest: `{manifest_version, active_version, versions,
+    /// audit_log}` (ours; needs `tenant.manage`).
+    pub async fn tenant_schema_history(&self, tenant_id: &str) -> Result<serde_json::Value> {
+        require_tenant(tenant_id)?;
+        let json = self
+            .call(
+                Safety::Repeatable,
+                |payload, token| {
+                    let mut r = payload.init_tenant_schema_history();
+                    r.set_token(token);
+                    r.set_tenant_id(tenant_id);
+                    Ok(())
+                },
+                |which| match which {
+                    control_response::payload::TenantSchemaHistory(r) => {
+                        text(r?.get_manifest_json())
+                    }
+                    other => unexpected(&other),
+                },
+            )
+            .await?;
+        serde_json::from_str(&json).map_err(|err| {
+            Error::protocol(format!("tenantSchemaHistory returned invalid JSON: {err}"))
+        })
+    }
+
+    /// Makes a published schema version the tenant's active schema set again (ours).
+    /// Activating the active version again changes nothing, so the call is safe to retry.
+    pub async fn tenant_schema_activate(
+        &self,
+        tenant_id: &str,
+        version_id: &str,
+        reason: Option<&str>,
+        actor: Option<&str>,
+    ) -> Result<SchemaActivateResult> {
+        require_tenant(tenant_id)?;
+        if version_id.trim().is_empty() {
+            return Err(Error::argument("version_id must be provided"));
+        }
+        self.call(
+            Safety::Repeatable,
+            |payload, token| {
+                let mut r = payload.init_tenant_schema_activate();
+                r.set_token(token);
+                r.set_tenant_id(tenant_id);
+                r.set_version_id(version_id);
+                if let Some(reason) = reason {
+                    r.set_reason(reason);
+                    r.set_has_reason(true);
+                }
+                if let Some(actor) = actor {
+                    r.set_actor(actor);
+                    r.set_has_actor(true);
+                }
+                Ok(())
+            },
+            |which| match which {
+                control_response::payload::TenantSchemaActivate(r) => {
+                    let r = r?;
+                    Ok(SchemaActivateResult {
+                        version_id: text(r.get_version_id())?,
+                        activated: r.get_activated(),
+                        action: text(r.get_action())?,
+                    })
+                }
+                other => unexpected(&other),
+            },
+        )
+        .await
+    }
 }
 
 /// Pages of aggregates (see [`Client::list_pages`]).
@@ -1201,6 +1293,9 @@ fn unexpected<T>(which: &ResponsePayload<'_>) -> Result<T> {
         control_response::payload::GetSnapshot(_) => "getSnapshot",
         control_response::payload::ListReferrers(_) => "listReferrers",
         control_response::payload::ReadOutbox(_) => "readOutbox",
+        control_response::payload::TenantList(_) => "tenantList",
+        control_response::payload::TenantSchemaHistory(_) => "tenantSchemaHistory",
+        control_response::payload::TenantSchemaActivate(_) => "tenantSchemaActivate",
     };
     Err(Error::protocol(format!(
         "unexpected reply member '{member}'"

@@ -71,6 +71,6 @@ pub use futures_core::Stream;
 pub use stream::ItemStream;
 pub use types::{
     AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage, PublishTarget,
-    SchemaPublish, SchemaPublishResult, SnapshotQuery, TenantAssignResult, TenantQuotaResult,
-    Write, Written,
+    SchemaActivateResult, SchemaPublish, SchemaPublishResult, SnapshotQuery, TenantAssignResult,
+    TenantQuotaResult, Write, Written,
 };

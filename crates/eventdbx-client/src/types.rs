@@ -533,3 +533,15 @@ pub struct SchemaPublishResult {
     /// Nothing was published (identical to the latest version).
     pub skipped: bool,
 }
+
+/// Result of `tenant_schema_activate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaActivateResult {
+    /// The version asked for.
+    pub version_id: String,
+    /// False when it was already the active, installed schema set (nothing changed).
+    pub activated: bool,
+    /// The audit action recorded: `activate`, or `rollback` for a version older than the
+    /// active one.
+    pub action: String,
+}

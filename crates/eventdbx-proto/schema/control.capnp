@@ -84,6 +84,10 @@ struct ControlRequest {
     getSnapshot @21 :GetSnapshotRequest;
     listReferrers @22 :ListReferrersRequest;
     readOutbox @23 :ReadOutboxRequest;
+    # Ours (see schema.capnp): tenant listing and schema-version history/activation.
+    tenantList @24 :Schema.TenantListRequest;
+    tenantSchemaHistory @25 :Schema.TenantSchemaHistoryRequest;
+    tenantSchemaActivate @26 :Schema.TenantSchemaActivateRequest;
   }
 }
 
@@ -114,6 +118,9 @@ struct ControlResponse {
     getSnapshot @21 :GetSnapshotResponse;
     listReferrers @22 :ListReferrersResponse;
     readOutbox @23 :ReadOutboxResponse;
+    tenantList @24 :Schema.TenantListResponse;
+    tenantSchemaHistory @25 :Schema.TenantSchemaHistoryResponse;
+    tenantSchemaActivate @26 :Schema.TenantSchemaActivateResponse;
   }
 }
 

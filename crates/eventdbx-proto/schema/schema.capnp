@@ -100,3 +100,45 @@ struct TenantSchemaPublishResponse {
   activated @1 :Bool;
   skipped @2 :Bool;
 }
+
+# Ours (not in EventDBX): tenant listing and schema-version history/activation, so that the CLI's
+# `tenant list`, `schema history` and `schema activate` go through the control protocol. Old
+# servers answer these members with an unknown-request error.
+
+struct TenantListRequest {
+  token @0 :Text;
+}
+
+struct TenantListResponse {
+  # JSON array of {tenant_id, shard_id, assigned, quota_mb?, events, storage_bytes,
+  # active_version?, versions}, sorted by tenant id; only tenants the token's claim allows.
+  tenantsJson @0 :Text;
+}
+
+struct TenantSchemaHistoryRequest {
+  token @0 :Text;
+  tenantId @1 :Text;
+}
+
+struct TenantSchemaHistoryResponse {
+  # The tenant's manifest: {manifest_version, active_version, versions, audit_log}.
+  manifestJson @0 :Text;
+}
+
+struct TenantSchemaActivateRequest {
+  token @0 :Text;
+  tenantId @1 :Text;
+  versionId @2 :Text;
+  reason @3 :Text;
+  hasReason @4 :Bool;
+  actor @5 :Text;
+  hasActor @6 :Bool;
+}
+
+struct TenantSchemaActivateResponse {
+  versionId @0 :Text;
+  # False when the version was already the active one (nothing changed).
+  activated @1 :Bool;
+  # The audit action recorded: "activate", or "rollback" for a version older than the active one.
+  action @2 :Text;
+}

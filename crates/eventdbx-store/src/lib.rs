@@ -491,4 +491,7 @@ pub trait EventStore: Send + Sync {
 
     /// Recounts the tenant's usage from what is stored and records it.
     fn recalc_usage(&self, tenant: &str) -> Result<Usage>;
+
+    /// The tenants that hold any stored data (events or snapshots), in byte order of their ids.
+    fn tenants(&self) -> Result<Vec<String>>;
 }

@@ -1599,7 +1599,7 @@ pub mod control_request {
     }
 
     pub mod payload {
-        pub use self::Which::{ListAggregates,GetAggregate,ListEvents,AppendEvent,VerifyAggregate,PatchEvent,SelectAggregate,CreateAggregate,SetAggregateArchive,ListSchemas,ReplaceSchemas,TenantAssign,TenantUnassign,TenantQuotaSet,TenantQuotaClear,TenantQuotaRecalc,TenantReload,TenantSchemaPublish,CreateSnapshot,ListSnapshots,GetSnapshot,ListReferrers,ReadOutbox};
+        pub use self::Which::{ListAggregates,GetAggregate,ListEvents,AppendEvent,VerifyAggregate,PatchEvent,SelectAggregate,CreateAggregate,SetAggregateArchive,ListSchemas,ReplaceSchemas,TenantAssign,TenantUnassign,TenantQuotaSet,TenantQuotaClear,TenantQuotaRecalc,TenantReload,TenantSchemaPublish,CreateSnapshot,ListSnapshots,GetSnapshot,ListReferrers,ReadOutbox,TenantList,TenantSchemaHistory,TenantSchemaActivate};
 
         #[derive(Copy, Clone)]
         pub struct Owned(());
@@ -1777,6 +1777,21 @@ pub mod control_request {
                 !self.reader.get_pointer_field(0).is_null()
             }
             #[inline]
+            pub fn has_tenant_list(&self) -> bool {
+                if self.reader.get_data_field::<u16>(4) != 23 { return false; }
+                !self.reader.get_pointer_field(0).is_null()
+            }
+            #[inline]
+            pub fn has_tenant_schema_history(&self) -> bool {
+                if self.reader.get_data_field::<u16>(4) != 24 { return false; }
+                !self.reader.get_pointer_field(0).is_null()
+            }
+            #[inline]
+            pub fn has_tenant_schema_activate(&self) -> bool {
+                if self.reader.get_data_field::<u16>(4) != 25 { return false; }
+                !self.reader.get_pointer_field(0).is_null()
+            }
+            #[inline]
             pub fn which(self) -> ::core::result::Result<WhichReader<'a,>, ::capnp::NotInSchema> {
                 match self.reader.get_data_field::<u16>(4) {
                     0 => {
@@ -1891,6 +1906,21 @@ pub mod control_request {
                     }
                     22 => {
                         ::core::result::Result::Ok(ReadOutbox(
+                            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    23 => {
+                        ::core::result::Result::Ok(TenantList(
+                            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    24 => {
+                        ::core::result::Result::Ok(TenantSchemaHistory(
+                            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    25 => {
+                        ::core::result::Result::Ok(TenantSchemaActivate(
                             ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
                         ))
                     }
@@ -2297,6 +2327,51 @@ pub mod control_request {
                 !self.builder.is_pointer_field_null(0)
             }
             #[inline]
+            pub fn set_tenant_list(&mut self, value: crate::schema::schema_capnp::tenant_list_request::Reader<'_>) -> ::capnp::Result<()> {
+                self.builder.set_data_field::<u16>(4, 23);
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false)
+            }
+            #[inline]
+            pub fn init_tenant_list(self, ) -> crate::schema::schema_capnp::tenant_list_request::Builder<'a> {
+                self.builder.set_data_field::<u16>(4, 23);
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(0), 0)
+            }
+            #[inline]
+            pub fn has_tenant_list(&self) -> bool {
+                if self.builder.get_data_field::<u16>(4) != 23 { return false; }
+                !self.builder.is_pointer_field_null(0)
+            }
+            #[inline]
+            pub fn set_tenant_schema_history(&mut self, value: crate::schema::schema_capnp::tenant_schema_history_request::Reader<'_>) -> ::capnp::Result<()> {
+                self.builder.set_data_field::<u16>(4, 24);
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false)
+            }
+            #[inline]
+            pub fn init_tenant_schema_history(self, ) -> crate::schema::schema_capnp::tenant_schema_history_request::Builder<'a> {
+                self.builder.set_data_field::<u16>(4, 24);
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(0), 0)
+            }
+            #[inline]
+            pub fn has_tenant_schema_history(&self) -> bool {
+                if self.builder.get_data_field::<u16>(4) != 24 { return false; }
+                !self.builder.is_pointer_field_null(0)
+            }
+            #[inline]
+            pub fn set_tenant_schema_activate(&mut self, value: crate::schema::schema_capnp::tenant_schema_activate_request::Reader<'_>) -> ::capnp::Result<()> {
+                self.builder.set_data_field::<u16>(4, 25);
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false)
+            }
+            #[inline]
+            pub fn init_tenant_schema_activate(self, ) -> crate::schema::schema_capnp::tenant_schema_activate_request::Builder<'a> {
+                self.builder.set_data_field::<u16>(4, 25);
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(0), 0)
+            }
+            #[inline]
+            pub fn has_tenant_schema_activate(&self) -> bool {
+                if self.builder.get_data_field::<u16>(4) != 25 { return false; }
+                !self.builder.is_pointer_field_null(0)
+            }
+            #[inline]
             pub fn which(self) -> ::core::result::Result<WhichBuilder<'a,>, ::capnp::NotInSchema> {
                 match self.builder.get_data_field::<u16>(4) {
                     0 => {
@@ -2414,6 +2489,21 @@ pub mod control_request {
                             ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
                         ))
                     }
+                    23 => {
+                        ::core::result::Result::Ok(TenantList(
+                            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    24 => {
+                        ::core::result::Result::Ok(TenantSchemaHistory(
+                            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    25 => {
+                        ::core::result::Result::Ok(TenantSchemaActivate(
+                            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
                     x => ::core::result::Result::Err(::capnp::NotInSchema(x))
                 }
             }
@@ -2428,17 +2518,17 @@ pub mod control_request {
         impl Pipeline  {
         }
         mod _private {
-            pub(crate) static ENCODED_NODE: [::capnp::Word; 390] = [
+            pub(crate) static ENCODED_NODE: [::capnp::Word; 440] = [
                 ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
                 ::capnp::word(33, 232, 229, 132, 111, 161, 228, 199),
                 ::capnp::word(29, 0, 0, 0, 1, 0, 2, 0),
                 ::capnp::word(228, 38, 23, 228, 228, 51, 218, 143),
-                ::capnp::word(1, 0, 7, 0, 1, 0, 23, 0),
+                ::capnp::word(1, 0, 7, 0, 1, 0, 26, 0),
                 ::capnp::word(4, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 42, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(29, 0, 0, 0, 15, 5, 0, 0),
+                ::capnp::word(29, 0, 0, 0, 183, 5, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(99, 111, 110, 116, 114, 111, 108, 46),
@@ -2446,168 +2536,189 @@ pub mod control_request {
                 ::capnp::word(110, 116, 114, 111, 108, 82, 101, 113),
                 ::capnp::word(117, 101, 115, 116, 46, 112, 97, 121),
                 ::capnp::word(108, 111, 97, 100, 0, 0, 0, 0),
-                ::capnp::word(92, 0, 0, 0, 3, 0, 4, 0),
+                ::capnp::word(104, 0, 0, 0, 3, 0, 4, 0),
                 ::capnp::word(0, 0, 255, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(117, 2, 0, 0, 122, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(116, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(128, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(1, 0, 254, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 2, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(125, 2, 0, 0, 106, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(124, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(136, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(2, 0, 253, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 3, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(133, 2, 0, 0, 90, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(132, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(144, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(3, 0, 252, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 4, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(141, 2, 0, 0, 98, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(140, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(152, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(4, 0, 251, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 5, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(149, 2, 0, 0, 130, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(148, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(160, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(5, 0, 250, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(157, 2, 0, 0, 90, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(156, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(168, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(6, 0, 249, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(165, 2, 0, 0, 130, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(164, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(176, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(7, 0, 248, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(173, 2, 0, 0, 130, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(172, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(184, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(8, 0, 247, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(181, 2, 0, 0, 162, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(184, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(196, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(9, 0, 246, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 10, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(193, 2, 0, 0, 98, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(192, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(204, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(10, 0, 245, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 11, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(201, 2, 0, 0, 122, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(200, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(212, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(11, 0, 244, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 12, 0, 0, 0),
+                ::capnp::word(1, 0, 254, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 2, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(209, 2, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(208, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(220, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(12, 0, 243, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 13, 0, 0, 0),
+                ::capnp::word(2, 0, 253, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 3, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(217, 2, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(217, 2, 0, 0, 90, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(216, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(228, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(13, 0, 242, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 14, 0, 0, 0),
+                ::capnp::word(3, 0, 252, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 4, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(225, 2, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(225, 2, 0, 0, 98, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(224, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(236, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(14, 0, 241, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 15, 0, 0, 0),
+                ::capnp::word(4, 0, 251, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 5, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(233, 2, 0, 0, 138, 0, 0, 0),
+                ::capnp::word(233, 2, 0, 0, 130, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(236, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(248, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(15, 0, 240, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 16, 0, 0, 0),
+                ::capnp::word(232, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(244, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(5, 0, 250, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(245, 2, 0, 0, 146, 0, 0, 0),
+                ::capnp::word(241, 2, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(240, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(252, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(6, 0, 249, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(249, 2, 0, 0, 130, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(248, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(4, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(16, 0, 239, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 17, 0, 0, 0),
+                ::capnp::word(7, 0, 248, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(1, 3, 0, 0, 106, 0, 0, 0),
+                ::capnp::word(1, 3, 0, 0, 130, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(12, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(17, 0, 238, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 18, 0, 0, 0),
+                ::capnp::word(8, 0, 247, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(9, 3, 0, 0, 162, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(12, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(24, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(18, 0, 237, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 19, 0, 0, 0),
+                ::capnp::word(9, 0, 246, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 10, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(21, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(21, 3, 0, 0, 98, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(20, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(32, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(19, 0, 236, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 20, 0, 0, 0),
+                ::capnp::word(10, 0, 245, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 11, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(29, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(29, 3, 0, 0, 122, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(28, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(40, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(20, 0, 235, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 21, 0, 0, 0),
+                ::capnp::word(11, 0, 244, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 12, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(37, 3, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(37, 3, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(36, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(48, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(21, 0, 234, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 22, 0, 0, 0),
+                ::capnp::word(12, 0, 243, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 13, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(45, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(45, 3, 0, 0, 122, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(44, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(56, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(22, 0, 233, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 23, 0, 0, 0),
+                ::capnp::word(13, 0, 242, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 14, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(53, 3, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(53, 3, 0, 0, 122, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(52, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(64, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(14, 0, 241, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 15, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(61, 3, 0, 0, 138, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(64, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(76, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(15, 0, 240, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 16, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(73, 3, 0, 0, 146, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(76, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(88, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(16, 0, 239, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 17, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(85, 3, 0, 0, 106, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(84, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(96, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(17, 0, 238, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 18, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(93, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(96, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(108, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(18, 0, 237, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 19, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(105, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(104, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(116, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(19, 0, 236, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 20, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(113, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(112, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(124, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(20, 0, 235, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 21, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(121, 3, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(120, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(132, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(21, 0, 234, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 22, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(129, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(128, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(140, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(22, 0, 233, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 23, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(137, 3, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(136, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(148, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(23, 0, 232, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 24, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(145, 3, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(144, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(156, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(24, 0, 231, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 25, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(153, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(156, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(168, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(25, 0, 230, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 26, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(165, 3, 0, 0, 170, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(168, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(180, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(108, 105, 115, 116, 65, 103, 103, 114),
                 ::capnp::word(101, 103, 97, 116, 101, 115, 0, 0),
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
@@ -2819,6 +2930,35 @@ pub mod control_request {
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(116, 101, 110, 97, 110, 116, 76, 105),
+                ::capnp::word(115, 116, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(148, 187, 106, 106, 196, 168, 10, 208),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(116, 101, 110, 97, 110, 116, 83, 99),
+                ::capnp::word(104, 101, 109, 97, 72, 105, 115, 116),
+                ::capnp::word(111, 114, 121, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(236, 212, 75, 33, 230, 22, 187, 173),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(116, 101, 110, 97, 110, 116, 83, 99),
+                ::capnp::word(104, 101, 109, 97, 65, 99, 116, 105),
+                ::capnp::word(118, 97, 116, 101, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(105, 158, 208, 255, 169, 123, 4, 245),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ];
             pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
                 match index {
@@ -2845,6 +2985,9 @@ pub mod control_request {
                     20 => <crate::schema::control_capnp::get_snapshot_request::Owned as ::capnp::introspect::Introspect>::introspect(),
                     21 => <crate::schema::control_capnp::list_referrers_request::Owned as ::capnp::introspect::Introspect>::introspect(),
                     22 => <crate::schema::control_capnp::read_outbox_request::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    23 => <crate::schema::schema_capnp::tenant_list_request::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    24 => <crate::schema::schema_capnp::tenant_schema_history_request::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    25 => <crate::schema::schema_capnp::tenant_schema_activate_request::Owned as ::capnp::introspect::Introspect>::introspect(),
                     _ => ::capnp::introspect::panic_invalid_field_index(index),
                 }
             }
@@ -2859,11 +3002,11 @@ pub mod control_request {
                 MEMBERS_BY_NAME
             );
             pub(crate) static NONUNION_MEMBERS : &[u16] = &[];
-            pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22];
-            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[3,7,18,1,20,0,2,21,9,19,5,22,10,6,8,11,14,15,13,16,17,12,4];
+            pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25];
+            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[3,7,18,1,20,0,2,21,9,19,5,22,10,6,8,11,23,14,15,13,16,25,24,17,12,4];
             pub(crate) const TYPE_ID: u64 = 0xc7e4_a16f_84e5_e821;
         }
-        pub enum Which<A0,A1,A2,A3,A4,A5,A6,A7,A8,A9,A10,A11,A12,A13,A14,A15,A16,A17,A18,A19,A20,A21,A22> {
+        pub enum Which<A0,A1,A2,A3,A4,A5,A6,A7,A8,A9,A10,A11,A12,A13,A14,A15,A16,A17,A18,A19,A20,A21,A22,A23,A24,A25> {
             ListAggregates(A0),
             GetAggregate(A1),
             ListEvents(A2),
@@ -2887,9 +3030,12 @@ pub mod control_request {
             GetSnapshot(A20),
             ListReferrers(A21),
             ReadOutbox(A22),
+            TenantList(A23),
+            TenantSchemaHistory(A24),
+            TenantSchemaActivate(A25),
         }
-        pub type WhichReader<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::patch_event_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_request::Reader<'a>>>;
-        pub type WhichBuilder<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::patch_event_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_request::Builder<'a>>>;
+        pub type WhichReader<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::patch_event_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_request::Reader<'a>>>;
+        pub type WhichBuilder<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::patch_event_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_request::Builder<'a>>>;
     }
 }
 
@@ -3115,7 +3261,7 @@ pub mod control_response {
     }
 
     pub mod payload {
-        pub use self::Which::{ListAggregates,GetAggregate,ListEvents,AppendEvent,VerifyAggregate,SelectAggregate,Error,CreateAggregate,SetAggregateArchive,ListSchemas,ReplaceSchemas,TenantAssign,TenantUnassign,TenantQuotaSet,TenantQuotaClear,TenantQuotaRecalc,TenantReload,TenantSchemaPublish,CreateSnapshot,ListSnapshots,GetSnapshot,ListReferrers,ReadOutbox};
+        pub use self::Which::{ListAggregates,GetAggregate,ListEvents,AppendEvent,VerifyAggregate,SelectAggregate,Error,CreateAggregate,SetAggregateArchive,ListSchemas,ReplaceSchemas,TenantAssign,TenantUnassign,TenantQuotaSet,TenantQuotaClear,TenantQuotaRecalc,TenantReload,TenantSchemaPublish,CreateSnapshot,ListSnapshots,GetSnapshot,ListReferrers,ReadOutbox,TenantList,TenantSchemaHistory,TenantSchemaActivate};
 
         #[derive(Copy, Clone)]
         pub struct Owned(());
@@ -3293,6 +3439,21 @@ pub mod control_response {
                 !self.reader.get_pointer_field(0).is_null()
             }
             #[inline]
+            pub fn has_tenant_list(&self) -> bool {
+                if self.reader.get_data_field::<u16>(4) != 23 { return false; }
+                !self.reader.get_pointer_field(0).is_null()
+            }
+            #[inline]
+            pub fn has_tenant_schema_history(&self) -> bool {
+                if self.reader.get_data_field::<u16>(4) != 24 { return false; }
+                !self.reader.get_pointer_field(0).is_null()
+            }
+            #[inline]
+            pub fn has_tenant_schema_activate(&self) -> bool {
+                if self.reader.get_data_field::<u16>(4) != 25 { return false; }
+                !self.reader.get_pointer_field(0).is_null()
+            }
+            #[inline]
             pub fn which(self) -> ::core::result::Result<WhichReader<'a,>, ::capnp::NotInSchema> {
                 match self.reader.get_data_field::<u16>(4) {
                     0 => {
@@ -3407,6 +3568,21 @@ pub mod control_response {
                     }
                     22 => {
                         ::core::result::Result::Ok(ReadOutbox(
+                            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    23 => {
+                        ::core::result::Result::Ok(TenantList(
+                            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    24 => {
+                        ::core::result::Result::Ok(TenantSchemaHistory(
+                            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    25 => {
+                        ::core::result::Result::Ok(TenantSchemaActivate(
                             ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
                         ))
                     }
@@ -3813,6 +3989,51 @@ pub mod control_response {
                 !self.builder.is_pointer_field_null(0)
             }
             #[inline]
+            pub fn set_tenant_list(&mut self, value: crate::schema::schema_capnp::tenant_list_response::Reader<'_>) -> ::capnp::Result<()> {
+                self.builder.set_data_field::<u16>(4, 23);
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false)
+            }
+            #[inline]
+            pub fn init_tenant_list(self, ) -> crate::schema::schema_capnp::tenant_list_response::Builder<'a> {
+                self.builder.set_data_field::<u16>(4, 23);
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(0), 0)
+            }
+            #[inline]
+            pub fn has_tenant_list(&self) -> bool {
+                if self.builder.get_data_field::<u16>(4) != 23 { return false; }
+                !self.builder.is_pointer_field_null(0)
+            }
+            #[inline]
+            pub fn set_tenant_schema_history(&mut self, value: crate::schema::schema_capnp::tenant_schema_history_response::Reader<'_>) -> ::capnp::Result<()> {
+                self.builder.set_data_field::<u16>(4, 24);
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false)
+            }
+            #[inline]
+            pub fn init_tenant_schema_history(self, ) -> crate::schema::schema_capnp::tenant_schema_history_response::Builder<'a> {
+                self.builder.set_data_field::<u16>(4, 24);
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(0), 0)
+            }
+            #[inline]
+            pub fn has_tenant_schema_history(&self) -> bool {
+                if self.builder.get_data_field::<u16>(4) != 24 { return false; }
+                !self.builder.is_pointer_field_null(0)
+            }
+            #[inline]
+            pub fn set_tenant_schema_activate(&mut self, value: crate::schema::schema_capnp::tenant_schema_activate_response::Reader<'_>) -> ::capnp::Result<()> {
+                self.builder.set_data_field::<u16>(4, 25);
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false)
+            }
+            #[inline]
+            pub fn init_tenant_schema_activate(self, ) -> crate::schema::schema_capnp::tenant_schema_activate_response::Builder<'a> {
+                self.builder.set_data_field::<u16>(4, 25);
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(0), 0)
+            }
+            #[inline]
+            pub fn has_tenant_schema_activate(&self) -> bool {
+                if self.builder.get_data_field::<u16>(4) != 25 { return false; }
+                !self.builder.is_pointer_field_null(0)
+            }
+            #[inline]
             pub fn which(self) -> ::core::result::Result<WhichBuilder<'a,>, ::capnp::NotInSchema> {
                 match self.builder.get_data_field::<u16>(4) {
                     0 => {
@@ -3930,6 +4151,21 @@ pub mod control_response {
                             ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
                         ))
                     }
+                    23 => {
+                        ::core::result::Result::Ok(TenantList(
+                            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    24 => {
+                        ::core::result::Result::Ok(TenantSchemaHistory(
+                            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    25 => {
+                        ::core::result::Result::Ok(TenantSchemaActivate(
+                            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
                     x => ::core::result::Result::Err(::capnp::NotInSchema(x))
                 }
             }
@@ -3944,17 +4180,17 @@ pub mod control_response {
         impl Pipeline  {
         }
         mod _private {
-            pub(crate) static ENCODED_NODE: [::capnp::Word; 389] = [
+            pub(crate) static ENCODED_NODE: [::capnp::Word; 439] = [
                 ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
                 ::capnp::word(228, 9, 193, 66, 119, 185, 202, 179),
                 ::capnp::word(30, 0, 0, 0, 1, 0, 2, 0),
                 ::capnp::word(130, 232, 19, 25, 146, 187, 76, 209),
-                ::capnp::word(1, 0, 7, 0, 1, 0, 23, 0),
+                ::capnp::word(1, 0, 7, 0, 1, 0, 26, 0),
                 ::capnp::word(4, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 50, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(29, 0, 0, 0, 15, 5, 0, 0),
+                ::capnp::word(29, 0, 0, 0, 183, 5, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(99, 111, 110, 116, 114, 111, 108, 46),
@@ -3962,168 +4198,189 @@ pub mod control_response {
                 ::capnp::word(110, 116, 114, 111, 108, 82, 101, 115),
                 ::capnp::word(112, 111, 110, 115, 101, 46, 112, 97),
                 ::capnp::word(121, 108, 111, 97, 100, 0, 0, 0),
-                ::capnp::word(92, 0, 0, 0, 3, 0, 4, 0),
+                ::capnp::word(104, 0, 0, 0, 3, 0, 4, 0),
                 ::capnp::word(0, 0, 255, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(117, 2, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(201, 2, 0, 0, 122, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(116, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(128, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(200, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(212, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(1, 0, 254, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 2, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(125, 2, 0, 0, 106, 0, 0, 0),
+                ::capnp::word(209, 2, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(124, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(136, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(208, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(220, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(2, 0, 253, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 3, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(133, 2, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(217, 2, 0, 0, 90, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(132, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(144, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(216, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(228, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(3, 0, 252, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 4, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(141, 2, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(225, 2, 0, 0, 98, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(140, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(152, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(224, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(236, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(4, 0, 251, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 5, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(149, 2, 0, 0, 130, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(148, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(160, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(5, 0, 250, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(157, 2, 0, 0, 130, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(156, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(168, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(6, 0, 249, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(165, 2, 0, 0, 50, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(160, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(172, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(7, 0, 248, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(169, 2, 0, 0, 130, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(168, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(180, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(8, 0, 247, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(177, 2, 0, 0, 162, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(180, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(192, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(9, 0, 246, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 10, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(189, 2, 0, 0, 98, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(188, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(200, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(10, 0, 245, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 11, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(197, 2, 0, 0, 122, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(196, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(208, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(11, 0, 244, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 12, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(205, 2, 0, 0, 106, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(204, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(216, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(12, 0, 243, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 13, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(213, 2, 0, 0, 122, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(212, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(224, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(13, 0, 242, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 14, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(221, 2, 0, 0, 122, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(220, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(232, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(14, 0, 241, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 15, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(229, 2, 0, 0, 138, 0, 0, 0),
+                ::capnp::word(233, 2, 0, 0, 130, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(232, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(244, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(15, 0, 240, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 16, 0, 0, 0),
+                ::capnp::word(5, 0, 250, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(241, 2, 0, 0, 146, 0, 0, 0),
+                ::capnp::word(241, 2, 0, 0, 130, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(240, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(252, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(6, 0, 249, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(249, 2, 0, 0, 50, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(244, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(0, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(16, 0, 239, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 17, 0, 0, 0),
+                ::capnp::word(7, 0, 248, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(253, 2, 0, 0, 106, 0, 0, 0),
+                ::capnp::word(253, 2, 0, 0, 130, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(252, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(8, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(17, 0, 238, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 18, 0, 0, 0),
+                ::capnp::word(8, 0, 247, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(5, 3, 0, 0, 162, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(8, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(20, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(18, 0, 237, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 19, 0, 0, 0),
+                ::capnp::word(9, 0, 246, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 10, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(17, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(17, 3, 0, 0, 98, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(16, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(28, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(19, 0, 236, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 20, 0, 0, 0),
+                ::capnp::word(10, 0, 245, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 11, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(25, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(25, 3, 0, 0, 122, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(24, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(36, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(20, 0, 235, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 21, 0, 0, 0),
+                ::capnp::word(11, 0, 244, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 12, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(33, 3, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(33, 3, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(32, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(44, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(21, 0, 234, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 22, 0, 0, 0),
+                ::capnp::word(12, 0, 243, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 13, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(41, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(41, 3, 0, 0, 122, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(40, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(52, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(22, 0, 233, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 23, 0, 0, 0),
+                ::capnp::word(13, 0, 242, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 14, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(49, 3, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(49, 3, 0, 0, 122, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(48, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(60, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(14, 0, 241, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 15, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(57, 3, 0, 0, 138, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(60, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(72, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(15, 0, 240, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 16, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(69, 3, 0, 0, 146, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(72, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(84, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(16, 0, 239, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 17, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(81, 3, 0, 0, 106, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(80, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(92, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(17, 0, 238, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 18, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(89, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(92, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(104, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(18, 0, 237, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 19, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(101, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(100, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(112, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(19, 0, 236, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 20, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(109, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(108, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(120, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(20, 0, 235, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 21, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(117, 3, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(116, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(128, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(21, 0, 234, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 22, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(125, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(124, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(136, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(22, 0, 233, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 23, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(133, 3, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(132, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(144, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(23, 0, 232, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 24, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(141, 3, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(140, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(152, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(24, 0, 231, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 25, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(149, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(152, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(164, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(25, 0, 230, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 26, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(161, 3, 0, 0, 170, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(164, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(176, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(108, 105, 115, 116, 65, 103, 103, 114),
                 ::capnp::word(101, 103, 97, 116, 101, 115, 0, 0),
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
@@ -4334,6 +4591,35 @@ pub mod control_response {
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(116, 101, 110, 97, 110, 116, 76, 105),
+                ::capnp::word(115, 116, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(114, 63, 244, 62, 148, 229, 53, 135),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(116, 101, 110, 97, 110, 116, 83, 99),
+                ::capnp::word(104, 101, 109, 97, 72, 105, 115, 116),
+                ::capnp::word(111, 114, 121, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(127, 243, 77, 64, 170, 219, 108, 183),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(116, 101, 110, 97, 110, 116, 83, 99),
+                ::capnp::word(104, 101, 109, 97, 65, 99, 116, 105),
+                ::capnp::word(118, 97, 116, 101, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(98, 20, 176, 226, 157, 93, 188, 200),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ];
             pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
                 match index {
@@ -4360,6 +4646,9 @@ pub mod control_response {
                     20 => <crate::schema::control_capnp::get_snapshot_response::Owned as ::capnp::introspect::Introspect>::introspect(),
                     21 => <crate::schema::control_capnp::list_referrers_response::Owned as ::capnp::introspect::Introspect>::introspect(),
                     22 => <crate::schema::control_capnp::read_outbox_response::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    23 => <crate::schema::schema_capnp::tenant_list_response::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    24 => <crate::schema::schema_capnp::tenant_schema_history_response::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    25 => <crate::schema::schema_capnp::tenant_schema_activate_response::Owned as ::capnp::introspect::Introspect>::introspect(),
                     _ => ::capnp::introspect::panic_invalid_field_index(index),
                 }
             }
@@ -4374,11 +4663,11 @@ pub mod control_response {
                 MEMBERS_BY_NAME
             );
             pub(crate) static NONUNION_MEMBERS : &[u16] = &[];
-            pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22];
-            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[3,7,18,6,1,20,0,2,21,9,19,22,10,5,8,11,14,15,13,16,17,12,4];
+            pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25];
+            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[3,7,18,6,1,20,0,2,21,9,19,22,10,5,8,11,23,14,15,13,16,25,24,17,12,4];
             pub(crate) const TYPE_ID: u64 = 0xb3ca_b977_42c1_09e4;
         }
-        pub enum Which<A0,A1,A2,A3,A4,A5,A6,A7,A8,A9,A10,A11,A12,A13,A14,A15,A16,A17,A18,A19,A20,A21,A22> {
+        pub enum Which<A0,A1,A2,A3,A4,A5,A6,A7,A8,A9,A10,A11,A12,A13,A14,A15,A16,A17,A18,A19,A20,A21,A22,A23,A24,A25> {
             ListAggregates(A0),
             GetAggregate(A1),
             ListEvents(A2),
@@ -4402,9 +4691,12 @@ pub mod control_response {
             GetSnapshot(A20),
             ListReferrers(A21),
             ReadOutbox(A22),
+            TenantList(A23),
+            TenantSchemaHistory(A24),
+            TenantSchemaActivate(A25),
         }
-        pub type WhichReader<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::control_error::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_response::Reader<'a>>>;
-        pub type WhichBuilder<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::control_error::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_response::Builder<'a>>>;
+        pub type WhichReader<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::control_error::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_response::Reader<'a>>>;
+        pub type WhichBuilder<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::control_error::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_response::Builder<'a>>>;
     }
 }
 

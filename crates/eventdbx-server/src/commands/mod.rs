@@ -129,6 +129,7 @@ pub(crate) enum Command {
     CreateSnapshot(snapshots::CreateSnapshot),
     ListSnapshots(snapshots::ListSnapshots),
     GetSnapshot(snapshots::GetSnapshot),
+    TenantList(tenant::TenantList),
 }
 
 /// A reply, encoded into the matching `ControlResponse` member.
@@ -208,6 +209,17 @@ pub(crate) enum Reply {
     GetSnapshot {
         snapshot_json: Option<String>,
     },
+    TenantList {
+        tenants_json: String,
+    },
+    TenantSchemaHistory {
+        manifest_json: String,
+    },
+    TenantSchemaActivate {
+        version_id: String,
+        activated: bool,
+        action: &'static str,
+    },
 }
 
 /// Parses a request message. `Err` means the bytes are not a `ControlRequest` at all (the
@@ -260,6 +272,11 @@ fn parse_payload(request: control_request::Reader<'_>) -> Result<Command, Reques
         Which::CreateSnapshot(r) => Command::CreateSnapshot(snapshots::CreateSnapshot::parse(r?)?),
         Which::ListSnapshots(r) => Command::ListSnapshots(snapshots::ListSnapshots::parse(r?)?),
         Which::GetSnapshot(r) => Command::GetSnapshot(snapshots::GetSnapshot::parse(r?)?),
+        Which::TenantList(r) => Command::TenantList(tenant::TenantList::parse(r?)?),
+        Which::TenantSchemaHistory(r) => Command::Tenant(tenant::TenantCommand::parse_history(r?)?),
+        Which::TenantSchemaActivate(r) => {
+            Command::Tenant(tenant::TenantCommand::parse_activate(r?)?)
+        }
     })
 }
 
@@ -282,6 +299,7 @@ impl Command {
             Command::CreateSnapshot(_) => "createSnapshot",
             Command::ListSnapshots(_) => "listSnapshots",
             Command::GetSnapshot(_) => "getSnapshot",
+            Command::TenantList(_) => "tenantList",
         }
     }
 
@@ -303,6 +321,7 @@ impl Command {
             Command::CreateSnapshot(c) => c.apply(ctx),
             Command::ListSnapshots(c) => c.apply(ctx),
             Command::GetSnapshot(c) => c.apply(ctx),
+            Command::TenantList(c) => c.apply(ctx),
         }
     }
 }
@@ -481,6 +500,26 @@ fn fill(payload: control_response::payload::Builder<'_>, reply: &Reply) {
             let mut r = payload.init_get_snapshot();
             r.set_found(snapshot_json.is_some());
             r.set_snapshot_json(snapshot_json.as_deref().unwrap_or(""));
+        }
+        Reply::TenantList { tenants_json } => {
+            payload
+                .init_tenant_list()
+                .set_tenants_json(tenants_json.as_str());
+        }
+        Reply::TenantSchemaHistory { manifest_json } => {
+            payload
+                .init_tenant_schema_history()
+                .set_manifest_json(manifest_json.as_str());
+        }
+        Reply::TenantSchemaActivate {
+            version_id,
+            activated,
+            action,
+        } => {
+            let mut r = payload.init_tenant_schema_activate();
+            r.set_version_id(version_id.as_str());
+            r.set_activated(*activated);
+            r.set_action(*action);
         }
     }
 }

@@ -85,6 +85,26 @@ pub struct PublishOutcome {
     pub skipped: bool,
 }
 
+/// Who activates a schema version and why (recorded in the audit log).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivateRequest {
+    /// Why; recorded in the audit entry.
+    pub reason: Option<String>,
+    /// Who; recorded as the audit entry's `actor`.
+    pub actor: Option<String>,
+}
+
+/// What [`Tenants::activate_version`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivateOutcome {
+    /// The version asked for.
+    pub version_id: String,
+    /// False when it already was the active, installed set.
+    pub activated: bool,
+    /// The audit action recorded (`activate` or `rollback`); `activate` when nothing changed.
+    pub action: AuditAction,
+}
+
 /// Tenant metadata shared by every connection of a server (`Send + Sync`, held in an `Arc`).
 #[derive(Debug)]
 pub struct Tenants {
@@ -149,6 +169,11 @@ impl Tenants {
         self.shards
             .get(tenant)
             .unwrap_or_else(|| Self::default_shard(tenant, self.shard_count))
+    }
+
+    /// The tenant's explicitly assigned shard, if any.
+    pub fn assigned_shard(&self, tenant: &str) -> Option<String> {
+        self.shards.get(tenant)
     }
 
     /// `tenantAssign`: stores the tenant's shard and returns whether the stored shard changed and
@@ -359,6 +384,86 @@ impl Tenants {
         files.manifest = Arc::new(manifest);
         files.stored = true;
         Ok(())
+    }
+
+    /// Makes a published version the tenant's schema set again (`dbx schema activate`): its
+    /// stored content is checked against the manifest's checksum, parsed, and installed
+    /// atomically as `schemas.json`; `active_version` is set and an audit entry added —
+    /// `rollback` when the version is older than the active one, else `activate`.
+    ///
+    /// Nothing changes (`activated = false`) when the version is already active and the
+    /// current set equals its content. An unknown version is a `config` error naming it; a
+    /// version file that fails its checksum or does not parse is a `config` error too, and
+    /// leaves the schema set as it was.
+    pub fn activate_version(
+        &self,
+        tenant: &str,
+        version_id: &str,
+        request: &ActivateRequest,
+    ) -> Result<ActivateOutcome, CoreError> {
+        check_tenant(tenant)?;
+        let state = self.state_or_insert(tenant);
+        let _writer = lock(&state.writer);
+        let (current, mut manifest) = {
+            let files = read(&state.files);
+            (Arc::clone(&files.schemas), Manifest::clone(&files.manifest))
+        };
+        let Some(position) = manifest.versions.iter().position(|v| v.id == version_id) else {
+            return Err(CoreError::Config(format!(
+                "schema version '{version_id}' is not published for tenant '{tenant}'"
+            )));
+        };
+        let version = manifest.versions[position].clone();
+        let path = self.tenant_dir(tenant).join(&version.file);
+        let content = disk::read_optional(&path)?.ok_or_else(|| {
+            CoreError::Config(format!(
+                "schema version '{version_id}' has no content file ({})",
+                version.file
+            ))
+        })?;
+        if sha256_checksum(content.as_bytes()) != version.checksum {
+            return Err(CoreError::Config(format!(
+                "schema version '{version_id}' does not match its checksum; not activated"
+            )));
+        }
+        let schemas = SchemaMap::from_json(&content).map_err(|err| disk::corrupt(&path, &err))?;
+        let already_active = manifest.active_version.as_deref() == Some(version_id);
+        if already_active && pretty(&*current)? == content {
+            return Ok(ActivateOutcome {
+                version_id: version_id.to_owned(),
+                activated: false,
+                action: AuditAction::Activate,
+            });
+        }
+        let active_position = manifest
+            .active_version
+            .as_deref()
+            .and_then(|active| manifest.versions.iter().position(|v| v.id == active));
+        let action = match active_position {
+            Some(active) if position < active => AuditAction::Rollback,
+            _ => AuditAction::Activate,
+        };
+        let timestamp = format_unix_nanos(now_nanos());
+        manifest.active_version = Some(version_id.to_owned());
+        manifest.audit_log.push(AuditEntry {
+            timestamp,
+            actor: request.actor.clone(),
+            action,
+            version: version_id.to_owned(),
+            reason: request.reason.clone(),
+            details: None,
+        });
+        disk::write_atomic(&self.schemas_path(tenant), content.as_bytes())?;
+        disk::write_atomic(&self.manifest_path(tenant), pretty(&manifest)?.as_bytes())?;
+        let mut files = write(&state.files);
+        files.schemas = Arc::new(schemas);
+        files.manifest = Arc::new(manifest);
+        files.stored = true;
+        Ok(ActivateOutcome {
+            version_id: version_id.to_owned(),
+            activated: true,
+            action,
+        })
     }
 
     /// The tenant's schema-version manifest (an empty one when nothing was published).

@@ -881,6 +881,37 @@ impl Client {
         })
     }
 
+    /// `tenantList` (ours) → the array of tenants.
+    pub fn tenant_list(&mut self) -> Reply {
+        let token = self.token.clone();
+        self.request(|p| p.init_tenant_list().set_token(token.as_str()))
+    }
+
+    /// `tenantSchemaHistory` (ours) → the manifest.
+    pub fn schema_history(&mut self, tenant: &str) -> Reply {
+        let token = self.token.clone();
+        self.request(|p| {
+            let mut r = p.init_tenant_schema_history();
+            r.set_token(token.as_str());
+            r.set_tenant_id(tenant);
+        })
+    }
+
+    /// `tenantSchemaActivate` (ours) → `{version_id, activated, action}`.
+    pub fn schema_activate(&mut self, tenant: &str, version: &str, reason: Option<&str>) -> Reply {
+        let token = self.token.clone();
+        self.request(|p| {
+            let mut r = p.init_tenant_schema_activate();
+            r.set_token(token.as_str());
+            r.set_tenant_id(tenant);
+            r.set_version_id(version);
+            if let Some(reason) = reason {
+                r.set_reason(reason);
+                r.set_has_reason(true);
+            }
+        })
+    }
+
     /// `tenantSchemaPublish` → `{version_id, activated, skipped}`.
     pub fn schema_publish(
         &mut self,
@@ -1003,6 +1034,13 @@ pub fn decode(bytes: &[u8]) -> Reply {
                 Value::Null
             };
             json!({"events": parse(r.get_events_json()), "next_after_event_id": next})
+        }
+        Which::TenantList(r) => parse(r.expect("member").get_tenants_json()),
+        Which::TenantSchemaHistory(r) => parse(r.expect("member").get_manifest_json()),
+        Which::TenantSchemaActivate(r) => {
+            let r = r.expect("member");
+            json!({"version_id": text(r.get_version_id()), "activated": r.get_activated(),
+                   "action": text(r.get_action())})
         }
     })
 }

@@ -177,6 +177,189 @@ fn schema_publish_is_versioned_and_skips_identical_sets() {
 }
 
 #[test]
+fn schema_history_and_activation_roll_back_to_a_published_set() {
+    let server = TestServer::start(|_| {});
+    let mut c = server.v2("default");
+    ok(c.replace_schemas(ORDER_SCHEMA));
+    let v1 = ok(c.schema_publish("default", Some("first"), true, false))["version_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // A second set (order plus person), published and activated.
+    let mut both: Value = serde_json::from_str(ORDER_SCHEMA).expect("order schema");
+    let person: Value = serde_json::from_str(&person_schema(false)).expect("person schema");
+    both["person"] = person["person"].clone();
+    ok(c.replace_schemas(&both.to_string()));
+    let v2 = ok(c.schema_publish("default", Some("second"), true, false))["version_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_ne!(v1, v2);
+    assert!(ok(c.list_schemas())["person"].is_object());
+
+    let history = ok(c.schema_history("default"));
+    assert_eq!(history["active_version"], v2.as_str());
+    let ids: Vec<&str> = history["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| v["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [v1.as_str(), v2.as_str()]);
+    assert_eq!(history["versions"][1]["parent"], v1.as_str());
+
+    // Back to the first set: a rollback, and the person schema is gone at once.
+    let rolled = ok(c.schema_activate("default", &v1, Some("oops")));
+    assert_eq!(
+        rolled,
+        json!({"version_id": v1, "activated": true, "action": "rollback"})
+    );
+    let schemas = ok(c.list_schemas());
+    assert!(schemas["order"].is_object());
+    assert!(schemas.get("person").is_none(), "{schemas}");
+    // Again: nothing to do.
+    assert_eq!(
+        ok(c.schema_activate("default", &v1, None))["activated"],
+        false
+    );
+    // Forward again.
+    assert_eq!(
+        ok(c.schema_activate("default", &v2, None))["action"],
+        "activate"
+    );
+    assert!(ok(c.list_schemas())["person"].is_object());
+    let history = ok(c.schema_history("default"));
+    let actions: Vec<(&str, &str)> = history["audit_log"]
+        .as_array()
+        .expect("audit log")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().expect("action"),
+                e["version"].as_str().expect("version"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("publish", v1.as_str()),
+            ("activate", v1.as_str()),
+            ("publish", v2.as_str()),
+            ("activate", v2.as_str()),
+            ("rollback", v1.as_str()),
+            ("activate", v2.as_str()),
+        ]
+    );
+    assert_eq!(history["audit_log"][4]["reason"], "oops");
+
+    // Unknown versions, unauthorised tokens and other tenants are refused; nothing changes.
+    assert_eq!(
+        err(c.schema_activate("default", "v20000101T000000000Z", None)).pair(),
+        (
+            "config",
+            "configuration error: schema version 'v20000101T000000000Z' is not published for \
+             tenant 'default'"
+        )
+    );
+    c.token = server.token(&["aggregate.read"], &[]);
+    assert_eq!(
+        err(c.schema_activate("default", &v1, None)).code,
+        "unauthorized"
+    );
+    assert_eq!(err(c.schema_history("default")).code, "unauthorized");
+    c.token = server.token(&["tenant.manage"], &["acme"]);
+    assert_eq!(
+        err(c.schema_activate("default", &v1, None)).code,
+        "unauthorized"
+    );
+    assert_eq!(
+        ok(server.v2("default").schema_history("default"))["active_version"],
+        v2.as_str()
+    );
+}
+
+#[test]
+fn schema_activation_refuses_a_tampered_version() {
+    let server = TestServer::start(|_| {});
+    let data_dir = server.data_dir();
+    let mut c = server.v2("default");
+    ok(c.replace_schemas(ORDER_SCHEMA));
+    let v1 = ok(c.schema_publish("default", None, true, false))["version_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    ok(c.replace_schemas("{}"));
+    let file = data_dir
+        .join("tenants/default/schemas/versions")
+        .join(format!("{v1}.json"));
+    let text = std::fs::read_to_string(&file).expect("version file");
+    std::fs::write(&file, text.replace("order_created", "order_kreated")).expect("tamper");
+    let refused = err(c.schema_activate("default", &v1, None));
+    assert_eq!(refused.code, "config");
+    assert!(
+        refused.message.contains("does not match its checksum"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(ok(c.list_schemas()), json!({}));
+}
+
+#[test]
+fn tenant_list_shows_the_tenants_a_token_may_manage() {
+    let server = TestServer::start(|_| {});
+    let mut default = server.v2("default");
+    ok(default.create("order", "o-1", "order_created", "{}"));
+    let mut acme = server.v2("acme");
+    ok(acme.create("order", "o-1", "order_created", "{}"));
+    ok(acme.create("order", "o-2", "order_created", "{}"));
+    ok(default.tenant_assign("quiet", "5"));
+    ok(default.quota_set("quiet", 7));
+
+    let list = ok(default.tenant_list());
+    let by_id = |id: &str| -> Value {
+        list.as_array()
+            .expect("array")
+            .iter()
+            .find(|t| t["tenant_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not in {list}"))
+    };
+    assert_eq!(by_id("acme")["events"], 2);
+    assert_eq!(by_id("default")["events"], 1);
+    assert!(by_id("acme")["storage_bytes"].as_u64().expect("bytes") > 0);
+    let quiet = by_id("quiet");
+    assert_eq!(
+        (
+            &quiet["shard_id"],
+            &quiet["assigned"],
+            &quiet["quota_mb"],
+            &quiet["events"]
+        ),
+        (&json!("shard-0005"), &json!(true), &json!(7), &json!(0))
+    );
+    assert_eq!(by_id("acme")["assigned"], false);
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|t| t["tenant_id"].as_str().expect("id"))
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted);
+
+    // A token limited to acme sees acme only; one without tenant.manage sees nothing.
+    let acme_admin = server.token(&["tenant.manage"], &["acme"]);
+    let mut scoped = connect_v2(server.addr, &acme_admin, "acme", None).expect("acme session");
+    let scoped_list = ok(scoped.tenant_list());
+    assert_eq!(scoped_list.as_array().map(Vec::len), Some(1));
+    assert_eq!(scoped_list[0]["tenant_id"], "acme");
+    default.token = server.token(&["aggregate.read"], &[]);
+    assert_eq!(err(default.tenant_list()).code, "unauthorized");
+}
+
+#[test]
 fn replace_schemas_is_validated_and_takes_effect() {
     let server = TestServer::start(|_| {});
     let mut c = server.v2("default");

@@ -1771,6 +1771,19 @@ impl EventStore for RedbStore {
         self.job_counts_impl()
     }
 
+    fn tenants(&self) -> Result<Vec<String>> {
+        let read = self.read()?;
+        let usage = read.open_table(USAGE).map_err(storage)?;
+        let mut tenants = Vec::new();
+        for row in usage.iter().map_err(storage)? {
+            let (tenant, counts) = row.map_err(storage)?;
+            if counts.value() != (0, 0) {
+                tenants.push(tenant.value().to_owned());
+            }
+        }
+        Ok(tenants)
+    }
+
     fn recalc_usage(&self, tenant: &str) -> Result<Usage> {
         let tenant_owned = tenant.to_owned();
         let counted = Arc::new(Mutex::new(Usage::default()));
