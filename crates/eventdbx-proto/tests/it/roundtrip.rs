@@ -10,7 +10,7 @@ use capnp::introspect::TypeVariant;
 use eventdbx_proto::message::{self, decode_request, decode_response};
 
 /// Request union members in ordinal order (§10): tag = index = ordinal - 1.
-const REQUEST_MEMBERS: [&str; 23] = [
+const REQUEST_MEMBERS: [&str; 26] = [
     "listAggregates",
     "getAggregate",
     "listEvents",
@@ -34,10 +34,13 @@ const REQUEST_MEMBERS: [&str; 23] = [
     "getSnapshot",
     "listReferrers",
     "readOutbox",
+    "tenantList",
+    "tenantSchemaHistory",
+    "tenantSchemaActivate",
 ];
 
 /// Response union members in ordinal order (§10): note `selectAggregate` @6 and `error` @7.
-const RESPONSE_MEMBERS: [&str; 23] = [
+const RESPONSE_MEMBERS: [&str; 26] = [
     "listAggregates",
     "getAggregate",
     "listEvents",
@@ -61,10 +64,13 @@ const RESPONSE_MEMBERS: [&str; 23] = [
     "getSnapshot",
     "listReferrers",
     "readOutbox",
+    "tenantList",
+    "tenantSchemaHistory",
+    "tenantSchemaActivate",
 ];
 
 /// (data bytes, pointers) of each request member's struct, from §11 (with §12.1 for writes).
-const REQUEST_SIZES: [(usize, usize); 23] = [
+const REQUEST_SIZES: [(usize, usize); 26] = [
     (16, 4),
     (8, 3),
     (16, 5),
@@ -88,10 +94,14 @@ const REQUEST_SIZES: [(usize, usize); 23] = [
     (8, 1),
     (0, 3),
     (24, 1),
+    // Ours: tenantList, tenantSchemaHistory, tenantSchemaActivate.
+    (0, 1),
+    (0, 2),
+    (8, 5),
 ];
 
 /// (data bytes, pointers) of each response member's struct, from §11.
-const RESPONSE_SIZES: [(usize, usize); 23] = [
+const RESPONSE_SIZES: [(usize, usize); 26] = [
     (8, 3),
     (8, 2),
     (8, 2),
@@ -115,6 +125,10 @@ const RESPONSE_SIZES: [(usize, usize); 23] = [
     (8, 1),
     (0, 1),
     (16, 1),
+    // Ours: tenantList, tenantSchemaHistory, tenantSchemaActivate.
+    (0, 1),
+    (0, 1),
+    (8, 2),
 ];
 
 // ---------------------------------------------------------------------------------------------
