@@ -19,9 +19,6 @@ use eventdbx_server::auth::{Authority, TokenRequest};
 use eventdbx_server::config::{init_workspace, secrets, Config, InitOutcome};
 use eventdbx_server::{authority_config, read_server_key, Server};
 
-/// Bootstrap token lifetime written by `dbx init` (§10.5).
-const INIT_TOKEN_TTL_SECS: u64 = 86_400;
-
 #[derive(Parser)]
 #[command(
     name = "dbx",
@@ -43,12 +40,17 @@ struct Cli {
 enum Command {
     /// Create ./.dbx (config, keys, a bootstrap token in cli.token). Idempotent.
     Init {
-        /// Bootstrap token lifetime in seconds (0 = no expiry).
-        #[arg(long, default_value_t = INIT_TOKEN_TTL_SECS)]
+        /// Bootstrap token lifetime: seconds, or a number with s, m, h, d or w (10m, 24h, 10d,
+        /// 2w); 0 = no expiry.
+        #[arg(long, default_value = "86400", value_parser = parse_ttl)]
         ttl: u64,
     },
-    /// Run the server in the foreground until Ctrl-C or SIGTERM.
-    Serve,
+    /// Run the server in the foreground until Ctrl-C or SIGTERM (`serve start|stop|status|
+    /// restart|destroy` manage a background server and the workspace).
+    Serve {
+        #[command(subcommand)]
+        action: Option<ServeAction>,
+    },
     /// Run the server in the background (writes eventdbx.pid in the data directory).
     Start,
     /// Stop the background server (SIGTERM, then SIGKILL after 5 s).
@@ -76,14 +78,35 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ServeAction {
+    /// Start the server in the background (or in the foreground with --foreground).
+    Start {
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Stop the background server (SIGTERM, then SIGKILL after 5 s).
+    Stop,
+    /// Whether the background server is running.
+    Status,
+    /// Stop the background server if it runs, then start it again.
+    Restart,
+    /// Remove the `.dbx` directory (config, keys, tokens, and the data when it lives inside);
+    /// a data directory outside `.dbx` is kept. Asks to type `destroy` unless --yes.
+    Destroy {
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenCommand {
     /// Issue a bootstrap token (all actions, all tenants).
     Bootstrap {
         /// Print it instead of writing cli.token.
         #[arg(long)]
         stdout: bool,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 7_200)]
+        /// Lifetime: seconds, or 10m, 24h, 10d, 2w.
+        #[arg(long, default_value = "7200", value_parser = parse_ttl)]
         ttl: u64,
     },
     /// Issue a token.
@@ -103,8 +126,8 @@ enum TokenCommand {
         /// The token to refresh.
         #[arg(long)]
         token: String,
-        /// New lifetime in seconds.
-        #[arg(long)]
+        /// New lifetime: seconds, or 10m, 24h, 10d, 2w.
+        #[arg(long, value_parser = parse_ttl)]
         ttl: Option<u64>,
     },
 }
@@ -126,8 +149,8 @@ struct GenerateArgs {
     tenants: Vec<String>,
     #[arg(long)]
     subject: Option<String>,
-    /// Lifetime in seconds (0 = no expiry).
-    #[arg(long)]
+    /// Lifetime: seconds, or 10m, 24h, 10d, 2w (0 = no expiry).
+    #[arg(long, value_parser = parse_ttl)]
     ttl: Option<u64>,
     #[arg(long)]
     issued_by: Option<String>,
@@ -158,7 +181,28 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init { ttl } => init(ttl, cli.json),
-        Command::Serve => serve(&load_config(cli.config.as_deref())?),
+        Command::Serve { action: None }
+        | Command::Serve {
+            action: Some(ServeAction::Start { foreground: true }),
+        } => serve(&load_config(cli.config.as_deref())?),
+        Command::Serve {
+            action: Some(ServeAction::Start { foreground: false }),
+        } => start(cli.config.as_deref()),
+        Command::Serve {
+            action: Some(ServeAction::Stop),
+        } => stop(&load_config(cli.config.as_deref())?),
+        Command::Serve {
+            action: Some(ServeAction::Status),
+        } => status(&load_config(cli.config.as_deref())?, cli.json),
+        Command::Serve {
+            action: Some(ServeAction::Restart),
+        } => {
+            stop(&load_config(cli.config.as_deref())?)?;
+            start(cli.config.as_deref())
+        }
+        Command::Serve {
+            action: Some(ServeAction::Destroy { yes }),
+        } => destroy(cli.config.as_deref(), yes, cli.json),
         Command::Start => start(cli.config.as_deref()),
         Command::Stop => stop(&load_config(cli.config.as_deref())?),
         Command::Status => status(&load_config(cli.config.as_deref())?, cli.json),
@@ -195,7 +239,7 @@ fn load_config(explicit: Option<&Path>) -> Result<Config> {
                 Some(path) => path,
                 None if auto_init() => init_workspace(&cwd)?.config_path().to_path_buf(),
                 None => bail!(
-                    "no .dbx/config.toml in {} or above; run `dbx init` first",
+                    "no .dbx/config.toml in {} or above. Run `dbx init` to create a workspace",
                     cwd.display()
                 ),
             }
@@ -291,6 +335,96 @@ fn serve(config: &Config) -> Result<()> {
         let _ = http_task.await;
         anyhow::Ok(())
     })
+}
+
+/// A token lifetime: plain seconds, or a whole number followed by `s`, `m`, `h`, `d` or `w`.
+fn parse_ttl(raw: &str) -> Result<u64, String> {
+    let text = raw.trim();
+    let (digits, unit) = match text.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => (&text[..at], c.to_ascii_lowercase()),
+        _ => (text, 's'),
+    };
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        'w' => 604_800,
+        _ => {
+            return Err(format!(
+                "invalid ttl '{raw}': use seconds or 10m, 24h, 10d, 2w"
+            ))
+        }
+    };
+    let value: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid ttl '{raw}': use seconds or 10m, 24h, 10d, 2w"))?;
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("ttl '{raw}' is too large"))
+}
+
+/// `dbx serve destroy`: removes the workspace's `.dbx` directory once the server is stopped.
+fn destroy(explicit: Option<&Path>, yes: bool, json: bool) -> Result<()> {
+    let config_path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let cwd = std::env::current_dir()?;
+            Config::discover(&cwd).with_context(|| {
+                format!(
+                    "no .dbx/config.toml in {} or above; nothing to destroy",
+                    cwd.display()
+                )
+            })?
+        }
+    };
+    let config =
+        Config::load(&config_path).with_context(|| format!("loading {}", config_path.display()))?;
+    let workspace = config_path
+        .parent()
+        .filter(|dir| dir.file_name().is_some_and(|name| name == ".dbx"))
+        .with_context(|| {
+            format!(
+                "{} is not inside a .dbx directory; destroy removes only .dbx workspaces",
+                config_path.display()
+            )
+        })?
+        .to_path_buf();
+    if let Some(pid) = running_pid(&config) {
+        bail!("the server is running (pid {pid}); stop it first with `dbx serve stop`");
+    }
+    if !yes {
+        eprint!(
+            "This removes {} (config, keys, tokens{}). Type `destroy` to confirm: ",
+            workspace.display(),
+            if config.data_dir.starts_with(&workspace) {
+                ", data"
+            } else {
+                ""
+            }
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != "destroy" {
+            bail!("not confirmed; nothing removed");
+        }
+    }
+    std::fs::remove_dir_all(&workspace)
+        .with_context(|| format!("removing {}", workspace.display()))?;
+    let kept = (!config.data_dir.starts_with(&workspace)).then_some(&config.data_dir);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"removed": workspace, "data_dir_kept": kept})
+        );
+    } else {
+        println!("removed {}", workspace.display());
+        if let Some(data_dir) = kept {
+            println!("kept the data directory {}", data_dir.display());
+        }
+    }
+    Ok(())
 }
 
 fn pid_file(config: &Config) -> PathBuf {
@@ -435,8 +569,8 @@ fn token(config: &Config, command: TokenCommand, json: bool) -> Result<()> {
                 for r in records {
                     let state = if r.revoked { "revoked" } else { "active" };
                     println!(
-                        "{} {state} {}:{} actions={:?} tenants={:?}",
-                        r.jti, r.group, r.user, r.actions, r.tenants
+                        "{} {state} subject={} {}:{} actions={:?} tenants={:?}",
+                        r.jti, r.subject, r.group, r.user, r.actions, r.tenants
                     );
                 }
             }

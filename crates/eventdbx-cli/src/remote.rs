@@ -283,6 +283,9 @@ enum AggregateCommand {
     Get {
         aggregate_type: String,
         aggregate_id: String,
+        /// Also print every event: `{"aggregate": …, "events": […]}`.
+        #[arg(long)]
+        include_events: bool,
     },
     /// Print some fields of an aggregate's state.
     Select {
@@ -408,14 +411,25 @@ pub fn aggregate(args: AggregateArgs, config: Option<&Path>, json: bool) -> Resu
         AggregateCommand::Get {
             aggregate_type,
             aggregate_id,
+            include_events,
         } => {
             let what = format!("{aggregate_type}/{aggregate_id}");
             let found = client
                 .get(&aggregate_type, &aggregate_id)
                 .map_err(failed(&format!("get {what}")))?;
-            match found.json {
-                Some(text) => print_json_text(&text, json),
-                None => bail!("aggregate {what} not found"),
+            let Some(text) = found.json else {
+                bail!("aggregate {what} not found");
+            };
+            if include_events {
+                let aggregate: Value =
+                    serde_json::from_str(&text).context("the server sent invalid JSON")?;
+                let events = client
+                    .iter_events(EventsQuery::new(&aggregate_type, &aggregate_id))
+                    .collect::<Result<Vec<Value>, _>>()
+                    .map_err(failed(&format!("events of {what}")))?;
+                print_value(&json!({"aggregate": aggregate, "events": events}), json);
+            } else {
+                print_json_text(&text, json);
             }
         }
         AggregateCommand::Select {
@@ -545,13 +559,18 @@ fn print_page(name: &str, items: Vec<Value>, next_cursor: Option<String>, json: 
 // ---------------------------------------------------------------------------------------------
 // events
 
-/// `dbx events <type> <id>`
+/// `dbx events [<type> [<id>]] | --event <id>`
 #[derive(Args, Debug)]
 pub struct EventsArgs {
     #[command(flatten)]
     connect: ConnectArgs,
-    aggregate_type: String,
-    aggregate_id: String,
+    /// Only events of this aggregate type (without an id: from the global event feed).
+    aggregate_type: Option<String>,
+    /// Only events of this aggregate (paged with cursors).
+    aggregate_id: Option<String>,
+    /// One event by its id (from the global event feed of active aggregates).
+    #[arg(long = "event", conflicts_with_all = ["aggregate_type", "aggregate_id"])]
+    event_id: Option<u64>,
     /// Resume after this cursor.
     #[arg(long)]
     cursor: Option<String>,
@@ -568,11 +587,30 @@ pub struct EventsArgs {
 
 pub fn events(args: EventsArgs, config: Option<&Path>, json: bool) -> Result<()> {
     let client = args.connect.connect(config)?;
-    let mut query = EventsQuery::new(&args.aggregate_type, &args.aggregate_id);
+    if let Some(event_id) = args.event_id {
+        let page = client
+            .read_outbox(Some(event_id.saturating_sub(1)), Some(1))
+            .map_err(failed(&format!("event {event_id}")))?;
+        let event = page
+            .events()
+            .map_err(failed(&format!("event {event_id}")))?
+            .into_iter()
+            .find(|e| event_id_of(e) == Some(event_id));
+        match event {
+            Some(event) => print_value(&event, json),
+            None => bail!("event {event_id} not found (or its aggregate is archived)"),
+        }
+        return Ok(());
+    }
+    let (Some(aggregate_type), Some(aggregate_id)) = (&args.aggregate_type, &args.aggregate_id)
+    else {
+        return feed_events(&client, &args, json);
+    };
+    let mut query = EventsQuery::new(aggregate_type, aggregate_id);
     query.cursor = args.cursor;
     query.take = args.take;
     query.filter = args.filter;
-    let what = format!("events of {}/{}", args.aggregate_type, args.aggregate_id);
+    let what = format!("events of {aggregate_type}/{aggregate_id}");
     let (items, next_cursor) = if args.all {
         let items = client
             .iter_events(query)
@@ -584,6 +622,62 @@ pub fn events(args: EventsArgs, config: Option<&Path>, json: bool) -> Result<()>
         (page.events().map_err(failed(&what))?, page.next_cursor)
     };
     print_page("events", items, next_cursor, json);
+    Ok(())
+}
+
+/// An event's id: `metadata.event_id`, a decimal string.
+fn event_id_of(event: &Value) -> Option<u64> {
+    event["metadata"]["event_id"].as_str()?.parse().ok()
+}
+
+/// `dbx events [<type>]`: the global feed of active events in id order, optionally of one type.
+/// `--cursor` is an event id to start after; `--take` bounds the events printed.
+fn feed_events(client: &Client, args: &EventsArgs, json: bool) -> Result<()> {
+    if args.filter.is_some() {
+        bail!("--filter needs an aggregate type and id");
+    }
+    let mut after = match &args.cursor {
+        Some(cursor) => Some(
+            cursor
+                .parse::<u64>()
+                .with_context(|| format!("--cursor must be an event id here, not '{cursor}'"))?,
+        ),
+        None => None,
+    };
+    let limit = args.take.map_or(usize::MAX, |take| {
+        usize::try_from(take).unwrap_or(usize::MAX)
+    });
+    let mut items = Vec::new();
+    let mut next_cursor = None;
+    loop {
+        let page = client
+            .read_outbox(after, Some(100))
+            .map_err(failed("read the event feed"))?;
+        let events = page.events().map_err(failed("read the event feed"))?;
+        for event in events {
+            if args
+                .aggregate_type
+                .as_deref()
+                .is_some_and(|t| event["aggregate_type"] != t)
+            {
+                continue;
+            }
+            if items.len() == limit {
+                break;
+            }
+            next_cursor = event_id_of(&event).map(|id| id.to_string());
+            items.push(event);
+        }
+        match page.next_after_event_id {
+            Some(next) if items.len() < limit && Some(next) != after => after = Some(next),
+            _ => break,
+        }
+    }
+    if !args.all && items.len() == limit {
+        print_page("events", items, next_cursor, json);
+    } else {
+        print_page("events", items, None, json);
+    }
     Ok(())
 }
 

@@ -126,3 +126,210 @@ fn init_then_serve_gives_a_working_server() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("\"durability\":\"fsync\""), "{body}");
 }
+
+fn output_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The bootstrap token's lifetime as recorded by `dbx token list --json`.
+fn bootstrap_ttl(dir: &std::path::Path) -> u64 {
+    let listed = dbx(dir)
+        .args(["token", "list", "--json"])
+        .output()
+        .expect("dbx token list");
+    assert!(listed.status.success(), "{}", output_text(&listed.stderr));
+    let records: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json list");
+    let bootstrap = records
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["subject"] == "cli:bootstrap"))
+        .unwrap_or_else(|| panic!("no cli:bootstrap token in {records}"));
+    let issued = bootstrap["issued_at"].as_u64().expect("issued_at");
+    let expires = bootstrap["expires_at"].as_u64().expect("expires_at");
+    expires - issued
+}
+
+/// 04-acceptance 97: init, init again, `--ttl 10d`, discovery from nested directories, and
+/// the error outside any workspace.
+#[test]
+fn workspace_init_ttl_and_discovery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let init = dbx(dir.path()).arg("init").output().expect("dbx init");
+    assert!(init.status.success(), "{}", output_text(&init.stderr));
+    for file in [".dbx", ".dbx/config.toml", ".dbx/cli.token"] {
+        assert!(dir.path().join(file).exists(), "{file} missing");
+    }
+    assert_eq!(bootstrap_ttl(dir.path()), 86_400);
+    let again = dbx(dir.path()).arg("init").output().expect("init again");
+    assert!(output_text(&again.stdout).contains("already initialized"));
+
+    let other = tempfile::tempdir().expect("tempdir");
+    let init = dbx(other.path())
+        .args(["init", "--ttl", "10d"])
+        .output()
+        .expect("dbx init --ttl 10d");
+    assert!(init.status.success(), "{}", output_text(&init.stderr));
+    assert_eq!(bootstrap_ttl(other.path()), 864_000);
+    let bad = dbx(other.path())
+        .args(["token", "bootstrap", "--stdout", "--ttl", "ten days"])
+        .output()
+        .expect("bad ttl");
+    assert!(!bad.status.success());
+    assert!(
+        output_text(&bad.stderr).contains("invalid ttl"),
+        "{}",
+        output_text(&bad.stderr)
+    );
+
+    // Discovery upwards from a nested directory.
+    let nested = dir.path().join("a/b/c");
+    std::fs::create_dir_all(&nested).expect("nested dirs");
+    let config = dbx(&nested).arg("config").output().expect("dbx config");
+    assert!(config.status.success(), "{}", output_text(&config.stderr));
+    assert!(output_text(&config.stdout).contains("bind_addr"));
+
+    // Outside any workspace: a clear error naming the fix, for local and remote commands.
+    let outside = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["config"][..],
+        &["aggregate", "list"][..],
+        &["token", "list"][..],
+    ] {
+        let out = dbx(outside.path())
+            .args(args)
+            .env_remove("EVENTDBX_TOKEN")
+            .env_remove("EVENTDBX_AUTO_INIT")
+            .output()
+            .expect("dbx outside");
+        assert!(!out.status.success(), "{args:?}");
+        let err = output_text(&out.stderr);
+        assert!(err.contains("Run `dbx init`"), "{args:?}: {err}");
+    }
+}
+
+/// 04-acceptance 98: the bootstrap token is listed with its subject; a generated token's JSON
+/// carries its claims.
+#[test]
+fn token_list_and_generate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(dbx(dir.path())
+        .arg("init")
+        .status()
+        .expect("init")
+        .success());
+    let listed = dbx(dir.path())
+        .args(["token", "list"])
+        .output()
+        .expect("list");
+    assert!(
+        output_text(&listed.stdout).contains("subject=cli:bootstrap"),
+        "{}",
+        output_text(&listed.stdout)
+    );
+    let generated = dbx(dir.path())
+        .args([
+            "token",
+            "generate",
+            "--group",
+            "g",
+            "--user",
+            "u",
+            "--action",
+            "aggregate.read",
+            "--json",
+        ])
+        .output()
+        .expect("generate");
+    assert!(
+        generated.status.success(),
+        "{}",
+        output_text(&generated.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&generated.stdout).expect("json");
+    let claims = &value["claims"];
+    assert_eq!(
+        (
+            &claims["group"],
+            &claims["user"],
+            &claims["actions"],
+            &claims["tenants"]
+        ),
+        (
+            &serde_json::json!("g"),
+            &serde_json::json!("u"),
+            &serde_json::json!(["aggregate.read"]),
+            &serde_json::json!([])
+        ),
+        "{value}"
+    );
+    assert_eq!(
+        value["token"].as_str().map(|t| t.split('.').count()),
+        Some(3)
+    );
+}
+
+/// 04-acceptance 100: `dbx serve destroy` removes `.dbx` only (an external data directory
+/// stays), asks for confirmation without `--yes`, and later commands say to run `dbx init`.
+#[test]
+fn serve_destroy_removes_the_workspace_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(dbx(dir.path())
+        .arg("init")
+        .status()
+        .expect("init")
+        .success());
+    let external = tempfile::tempdir().expect("external data dir");
+    std::fs::write(external.path().join("keep.me"), b"data").expect("marker");
+    let config_path = dir.path().join(".dbx/config.toml");
+    let config = std::fs::read_to_string(&config_path)
+        .expect("config")
+        .replace(
+            "data_dir = \".\"",
+            &format!("data_dir = {:?}", external.path().display().to_string()),
+        );
+    assert!(config.contains(&external.path().display().to_string()));
+    std::fs::write(&config_path, config).expect("config");
+
+    // Without --yes, anything but `destroy` keeps everything.
+    let mut refused = dbx(dir.path())
+        .args(["serve", "destroy"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("destroy");
+    refused
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"no\n")
+        .expect("answer");
+    let refused = refused.wait_with_output().expect("destroy exits");
+    assert!(!refused.status.success());
+    assert!(output_text(&refused.stderr).contains("not confirmed"));
+    assert!(dir.path().join(".dbx/config.toml").exists());
+
+    let destroyed = dbx(dir.path())
+        .args(["serve", "destroy", "--yes", "--json"])
+        .output()
+        .expect("destroy --yes");
+    assert!(
+        destroyed.status.success(),
+        "{}",
+        output_text(&destroyed.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&destroyed.stdout).expect("json");
+    assert_eq!(
+        report["data_dir_kept"]
+            .as_str()
+            .map(std::path::PathBuf::from),
+        Some(external.path().to_path_buf()),
+        "{report}"
+    );
+    assert!(!dir.path().join(".dbx").exists());
+    assert!(external.path().join("keep.me").exists());
+    let after = dbx(dir.path())
+        .arg("config")
+        .output()
+        .expect("config after");
+    assert!(output_text(&after.stderr).contains("Run `dbx init`"));
+}

@@ -48,33 +48,21 @@ impl Workspace {
         assert_eq!(config.matches("127.0.0.1:0").count(), 2, "{config}");
         std::fs::write(&config_path, config).expect("write config");
 
-        let mut child = dbx_in(dir.path())
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbx serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let serving = Serving(child);
-        let mut banner = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut banner)
-            .expect("serve prints its addresses");
-        let control = banner
-            .split("control ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("control address in the banner: {banner}"));
-        let port = control
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("control port in {control}"));
+        let (serving, port, _, _) = serve(dir.path(), "warn");
         Workspace {
             dir,
             port,
             _serving: serving,
         }
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same workspace.
+    fn kill_and_restart(&mut self) {
+        self._serving.0.kill().expect("SIGKILL dbx serve");
+        self._serving.0.wait().expect("reap dbx serve");
+        let (serving, port, _, _) = serve(self.dir.path(), "warn");
+        self._serving = serving;
+        self.port = port;
     }
 
     /// `dbx <args> --port <port>`: the config's bind address is :0, so the port is passed.
@@ -112,6 +100,53 @@ impl Workspace {
         );
         text(&output.stderr)
     }
+}
+
+/// Starts `dbx serve` in `dir` with `EVENTDBX_LOG=log`; returns it, its control port, its
+/// banner (stdout) and, when `log` is `info`, its startup log (stderr) up to "server opened".
+fn serve(dir: &Path, log: &str) -> (Serving, u16, String, String) {
+    let mut child = dbx_in(dir)
+        .env("EVENTDBX_LOG", log)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(if log == "info" {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("dbx serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take();
+    let serving = Serving(child);
+    let mut banner = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut banner)
+        .expect("serve prints its addresses");
+    let control = banner
+        .split("control ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("control address in the banner: {banner}"));
+    let port = control
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("control port in {control}"));
+    let mut log_lines = String::new();
+    if let Some(stderr) = stderr {
+        let mut reader = BufReader::new(stderr);
+        let mut line = String::new();
+        // The startup lines are written before the banner.
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            log_lines.push_str(&line);
+            if line.contains("server opened") {
+                break;
+            }
+            line.clear();
+        }
+    }
+    (serving, port, banner, log_lines)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -604,4 +639,180 @@ fn tenant_commands_and_a_bad_token() {
         "{}",
         text(&output.stderr)
     );
+}
+
+/// 04-acceptance 99: the CLI data round trip.
+#[test]
+fn cli_data_round_trip() {
+    let ws = Workspace::start();
+    let created = ws.json(&[
+        "aggregate",
+        "create",
+        "invoice",
+        "inv-1",
+        "--event",
+        "invoice_created",
+        "--field",
+        "status=open",
+    ]);
+    assert_eq!(created["version"], 1, "{created}");
+    let applied = ws.json(&[
+        "aggregate",
+        "apply",
+        "invoice",
+        "inv-1",
+        "invoice_paid",
+        "--field",
+        "status=paid",
+    ]);
+    assert_eq!(applied["version"], 2, "{applied}");
+    let listed = ws.json(&["aggregate", "list"]);
+    assert_eq!(listed["aggregates"][0]["aggregate_id"], "inv-1", "{listed}");
+    let got = ws.json(&["aggregate", "get", "invoice", "inv-1", "--include-events"]);
+    assert_eq!(got["aggregate"]["state"]["status"], "paid", "{got}");
+    let events = got["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2);
+    let listed_events = ws.json(&["events", "invoice", "inv-1"]);
+    assert_eq!(listed_events["events"].as_array().map(Vec::len), Some(2));
+    let event_id = events[1]["metadata"]["event_id"]
+        .as_str()
+        .expect("event id")
+        .to_owned();
+    let one = ws.json(&["events", "--event", &event_id]);
+    assert_eq!(one["event_type"], "invoice_paid", "{one}");
+    assert_eq!(one["metadata"]["event_id"], event_id.as_str());
+    // The feed of one type, and of everything.
+    let typed = ws.json(&["events", "invoice"]);
+    assert_eq!(typed["events"].as_array().map(Vec::len), Some(2), "{typed}");
+    let none = ws.json(&["events", "order"]);
+    assert_eq!(none["events"], json!([]), "{none}");
+    let missing = ws.fails(&["events", "--event", "12345"]);
+    assert!(missing.contains("event 12345 not found"), "{missing}");
+    let verified = ws.json(&["aggregate", "verify", "invoice", "inv-1"]);
+    let root = verified["merkle_root"].as_str().expect("merkle root");
+    assert_eq!(root.len(), 64, "{verified}");
+}
+
+/// 04-acceptance 94: 1,000 concurrent `apply` calls; SIGKILL right after the last
+/// acknowledgement; after a restart every acknowledged event is there, versions gap-free. Then,
+/// with `durability = "relaxed"`, the startup log and `/health` say so.
+#[test]
+fn acknowledged_writes_survive_sigkill_of_the_server() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use eventdbx_client::{Client, ClientConfig};
+
+    const AGGREGATES: usize = 20;
+    const APPLIES: usize = 1_000;
+    let mut ws = Workspace::start();
+    let token = std::fs::read_to_string(ws.dir.path().join(".dbx/cli.token"))
+        .expect("cli.token")
+        .trim()
+        .to_owned();
+    let config = |port: u16| {
+        ClientConfig::new(token.clone(), "default")
+            .port(port)
+            .request_timeout(std::time::Duration::from_secs(30))
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let acked: BTreeMap<String, u64> = runtime.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(Arc::new(
+                Client::connect(config(ws.port)).await.expect("connect"),
+            ));
+        }
+        for n in 0..AGGREGATES {
+            clients[0]
+                .create("account", &format!("acct-{n}"), "opened", "{}")
+                .await
+                .expect("create");
+        }
+        let mut tasks = Vec::new();
+        for i in 0..APPLIES {
+            let client = Arc::clone(&clients[i % clients.len()]);
+            tasks.push(tokio::spawn(async move {
+                let id = format!("acct-{}", i % AGGREGATES);
+                let written = client
+                    .apply("account", &id, "deposited", &format!("{{\"n\": {i}}}"))
+                    .await
+                    .expect("apply");
+                let event = written.value().expect("json").expect("verbose event");
+                (id, event["version"].as_u64().expect("version"))
+            }));
+        }
+        let mut acked = BTreeMap::new();
+        for task in tasks {
+            let (id, version) = task.await.expect("task");
+            let highest = acked.entry(id).or_insert(0);
+            *highest = (*highest).max(version);
+        }
+        acked
+    });
+    ws.kill_and_restart();
+    let total: u64 = runtime.block_on(async {
+        let client = Client::connect(config(ws.port)).await.expect("reconnect");
+        let mut total = 0;
+        for (id, acked_version) in &acked {
+            let found = client.get("account", id).await.expect("get");
+            let aggregate: Value =
+                serde_json::from_str(found.json.as_deref().expect("exists")).expect("json");
+            let version = aggregate["version"].as_u64().expect("version");
+            assert!(
+                version >= *acked_version,
+                "{id}: {version} < acked {acked_version}"
+            );
+            let mut query = eventdbx_client::EventsQuery::new("account", id);
+            query.take = Some(1_000);
+            let page = client.events(&query).await.expect("events");
+            let versions: Vec<u64> = page
+                .events()
+                .expect("events json")
+                .iter()
+                .map(|e| e["version"].as_u64().expect("version"))
+                .collect();
+            assert_eq!(versions, (1..=version).collect::<Vec<_>>(), "{id}");
+            total += version - 1;
+        }
+        total
+    });
+    assert_eq!(
+        total, APPLIES as u64,
+        "every acknowledged apply is stored once"
+    );
+
+    // Relaxed: the startup log and /health report it.
+    drop(ws._serving);
+    let config_path = ws.dir.path().join(".dbx/config.toml");
+    let config_text = std::fs::read_to_string(&config_path).expect("config");
+    assert!(
+        config_text.contains("durability = \"fsync\""),
+        "{config_text}"
+    );
+    let relaxed = config_text.replace("durability = \"fsync\"", "durability = \"relaxed\"");
+    std::fs::write(&config_path, relaxed).expect("config");
+    let (serving, _port, banner, log) = serve(ws.dir.path(), "info");
+    ws._serving = serving;
+    assert!(banner.contains("durability relaxed"), "banner: {banner}");
+    assert!(
+        log.contains("relaxed") && log.contains("durability"),
+        "startup log: {log}"
+    );
+    let http = banner
+        .split("http ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("http address in the banner")
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&http).expect("connect to the HTTP port");
+    std::io::Write::write_all(&mut stream, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut body).expect("response");
+    assert!(body.contains("\"durability\":\"relaxed\""), "{body}");
 }

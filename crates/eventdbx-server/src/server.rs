@@ -150,6 +150,12 @@ impl Server {
             fingerprint = %server_key.fingerprint(),
             "server opened"
         );
+        if store.durability() == eventdbx_store::Durability::Relaxed {
+            tracing::warn!(
+                "durability is relaxed: writes are acknowledged before they reach the disk \
+                 (flushed within 50 ms); a crash or power loss can lose the latest ones"
+            );
+        }
         Ok(Server {
             state: Arc::new(ServerState {
                 config,
