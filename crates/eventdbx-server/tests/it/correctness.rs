@@ -55,6 +55,68 @@ fn racing_creates_have_one_winner() {
     assert_eq!(array(&events["events"]).len(), 1);
 }
 
+/// 04-acceptance 95: 16 durable writers on 16 aggregates and on one aggregate. Every write is
+/// acknowledged, and each aggregate's versions are exactly 1..=N with every writer's events
+/// present once. (That different aggregates are not serialised behind one lock is measured by
+/// the store and server benchmarks, not timed here.)
+#[test]
+fn parallel_writers_keep_versions_gap_free() {
+    use eventdbx_store::Durability;
+    const WRITERS: usize = 16;
+    const EACH: usize = 25;
+    let server = TestServer::start(|config| config.storage.durability = Durability::Fsync);
+    let mut setup = server.v2("default");
+    ok(setup.create("ledger", "shared", "opened", "{}"));
+    for w in 0..WRITERS {
+        ok(setup.create("ledger", &format!("own-{w}"), "opened", "{}"));
+    }
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    std::thread::scope(|scope| {
+        for w in 0..WRITERS {
+            let barrier = Arc::clone(&barrier);
+            let mut client = server.v2("default");
+            scope.spawn(move || {
+                barrier.wait();
+                for n in 0..EACH {
+                    let body = format!(r#"{{"writer":{w},"n":{n}}}"#);
+                    ok(client.apply("ledger", "shared", "posted", &body));
+                    ok(client.apply("ledger", &format!("own-{w}"), "posted", &body));
+                }
+            });
+        }
+    });
+    let mut c = server.v2("default");
+    let check = |c: &mut Client, id: &str, expected: usize| {
+        let take = u64::try_from(expected + 10).expect("fits");
+        let events = array(&ok(c.events("ledger", id, Some(take), None, None))["events"]);
+        let versions: Vec<u64> = events
+            .iter()
+            .map(|e| e["version"].as_u64().expect("version"))
+            .collect();
+        let want: Vec<u64> = (1..=u64::try_from(expected).expect("fits")).collect();
+        assert_eq!(versions, want, "{id}");
+        let distinct: HashSet<(u64, u64)> = events
+            .iter()
+            .skip(1)
+            .map(|e| {
+                (
+                    e["payload"]["writer"].as_u64().expect("writer"),
+                    e["payload"]["n"].as_u64().expect("n"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            distinct.len(),
+            expected - 1,
+            "{id}: a write is missing or doubled"
+        );
+    };
+    check(&mut c, "shared", 1 + WRITERS * EACH);
+    for w in 0..WRITERS {
+        check(&mut c, &format!("own-{w}"), 1 + EACH);
+    }
+}
+
 #[test]
 fn expected_version_is_optimistic_concurrency() {
     let server = TestServer::start(|_| {});
