@@ -245,6 +245,11 @@ impl Client {
             .block_on(self.client.read_outbox(after_event_id, take))
     }
 
+    /// See [`crate::Client::admin`].
+    pub fn admin(&self, action: &str, args: &serde_json::Value) -> Result<serde_json::Value> {
+        self.runtime.block_on(self.client.admin(action, args))
+    }
+
     /// See [`crate::Client::list_snapshots`].
     pub fn list_snapshots(&self, query: &SnapshotQuery) -> Result<JsonList> {
         self.runtime.block_on(self.client.list_snapshots(query))

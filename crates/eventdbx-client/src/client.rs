@@ -695,6 +695,43 @@ impl Client {
         .await
     }
 
+    /// Plugin and queue administration (ours, request `admin` @24): `action` such as
+    /// `plugin.list`, `plugin.add`, `queue.list`, `queue.retry`; `args` a JSON object. Needs a
+    /// root/admin token. Returns the action's JSON result.
+    pub async fn admin(&self, action: &str, args: &serde_json::Value) -> Result<serde_json::Value> {
+        let args = args.to_string();
+        let safety = if action.ends_with(".list") {
+            Safety::Repeatable
+        } else {
+            Safety::Mutation { keyed: false }
+        };
+        let result = self
+            .call(
+                safety,
+                |payload, token| {
+                    let mut r = payload.init_admin();
+                    r.set_token(token);
+                    r.set_action(action);
+                    r.set_args_json(args.as_str());
+                    Ok(())
+                },
+                |which| match which {
+                    control_response::payload::Admin(r) => text(r?.get_result_json()),
+                    other => unexpected(&other),
+                },
+            )
+            .await;
+        match result {
+            Ok(json) => serde_json::from_str(&json)
+                .map_err(|err| Error::protocol(format!("admin reply is not JSON: {err}"))),
+            Err(err) if err.code() == "serialization" => Err(Error::new(
+                crate::ErrorKind::Unsupported,
+                format!("server does not support admin ({})", err.message()),
+            )),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Events of the tenant's outbox after `after_event_id`, in event id order.
     pub async fn read_outbox(
         &self,
@@ -1296,6 +1333,7 @@ fn unexpected<T>(which: &ResponsePayload<'_>) -> Result<T> {
         control_response::payload::TenantList(_) => "tenantList",
         control_response::payload::TenantSchemaHistory(_) => "tenantSchemaHistory",
         control_response::payload::TenantSchemaActivate(_) => "tenantSchemaActivate",
+        control_response::payload::Admin(_) => "admin",
     };
     Err(Error::protocol(format!(
         "unexpected reply member '{member}'"

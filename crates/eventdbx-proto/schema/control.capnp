@@ -88,6 +88,7 @@ struct ControlRequest {
     tenantList @24 :Schema.TenantListRequest;
     tenantSchemaHistory @25 :Schema.TenantSchemaHistoryRequest;
     tenantSchemaActivate @26 :Schema.TenantSchemaActivateRequest;
+    admin @27 :AdminRequest;
   }
 }
 
@@ -121,6 +122,7 @@ struct ControlResponse {
     tenantList @24 :Schema.TenantListResponse;
     tenantSchemaHistory @25 :Schema.TenantSchemaHistoryResponse;
     tenantSchemaActivate @26 :Schema.TenantSchemaActivateResponse;
+    admin @27 :AdminResponse;
   }
 }
 
@@ -315,6 +317,24 @@ struct SetAggregateArchiveRequest {
   archived @3 :Bool;
   note @4 :Text;
   hasNote @5 :Bool;
+  # Ours: publish targets of the archive or restore (old servers ignore them). Read only when the
+  # flag is set; false or an empty list = broadcast, as for writes. The jobs carry the aggregate
+  # after the change and `"action": "archive"|"restore"` (no event is recorded).
+  publishTargets @6 :List(PublishTarget);
+  hasPublishTargets @7 :Bool;
+}
+
+# Ours: plugin and queue administration (`dbx plugin …`, `dbx queue …`). Root/admin tokens only.
+# `action` names the operation (e.g. `plugin.list`, `queue.retry`); `argsJson` is a JSON object of
+# its arguments (blank = `{}`). The reply is the operation's JSON result.
+struct AdminRequest {
+  token @0 :Text;
+  action @1 :Text;
+  argsJson @2 :Text;
+}
+
+struct AdminResponse {
+  resultJson @0 :Text;
 }
 
 struct SetAggregateArchiveResponse {

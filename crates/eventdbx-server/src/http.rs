@@ -118,6 +118,46 @@ fn metrics(state: &ServerState) -> String {
             "counter",
             m.request_errors.load(Ordering::Relaxed),
         ),
+        plugin_metrics(state, &gauge),
+    ]
+    .concat()
+}
+
+/// The plugin queue: jobs per status (from the store) and this process's delivery counters.
+fn plugin_metrics(state: &ServerState, gauge: &dyn Fn(&str, &str, &str, u64) -> String) -> String {
+    let counts = state.store.job_counts().unwrap_or_default();
+    let p = &state.plugins.metrics;
+    [
+        gauge(
+            "eventdbx_plugin_jobs_pending",
+            "Plugin jobs waiting for delivery (including retries).",
+            "gauge",
+            counts.pending + counts.processing,
+        ),
+        gauge(
+            "eventdbx_plugin_jobs_dead",
+            "Plugin jobs dead-lettered.",
+            "gauge",
+            counts.dead,
+        ),
+        gauge(
+            "eventdbx_plugin_jobs_delivered_total",
+            "Plugin jobs delivered by this process.",
+            "counter",
+            p.delivered.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_plugin_jobs_retried_total",
+            "Failed plugin deliveries scheduled for a retry by this process.",
+            "counter",
+            p.retried.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_plugin_jobs_dead_lettered_total",
+            "Plugin jobs dead-lettered by this process.",
+            "counter",
+            p.dead.load(Ordering::Relaxed),
+        ),
     ]
     .concat()
 }

@@ -11,11 +11,13 @@
 //! - `commands`: one type per control request: parse, authorise, apply, encode.
 //! - [`process_plugin`]: the `process` plugin kind: one long-lived child per plugin, fed
 //!   `PluginEnvelope` messages and acknowledging each; binaries from the local plugin registry.
+//! - [`plugins`]: the plugin registry, publish-target routing and the delivery workers.
 
 mod commands;
 mod connection;
 pub mod error;
 mod http;
+pub mod plugins;
 mod server;
 
 pub mod auth;

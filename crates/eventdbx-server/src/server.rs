@@ -40,6 +40,9 @@ pub enum StartError {
     /// The token authority could not start (key file, ledger).
     #[error("cannot start token authority: {0}")]
     Auth(#[from] crate::auth::AuthError),
+    /// The plugins file could not be read.
+    #[error("cannot load plugins: {0}")]
+    Plugins(eventdbx_core::CoreError),
     /// Tenant metadata could not be read.
     #[error("cannot read tenant metadata: {0}")]
     Tenants(eventdbx_core::CoreError),
@@ -83,6 +86,7 @@ pub struct ServerState {
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) server_key: StaticKeypair,
     pub(crate) metrics: Metrics,
+    pub(crate) plugins: Arc<crate::plugins::Plugins>,
     /// Modification time of the token-id registry when it was last read for an unknown id.
     pub(crate) registry_seen: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
@@ -102,12 +106,6 @@ impl ServerState {
         }
         *seen = Some(modified);
         true
-    }
-
-    /// Names of the configured, enabled plugins. Plugins arrive with the plugin issue; until
-    /// then none is configured, so every named publish target is refused before writing.
-    pub(crate) fn plugin_names(&self) -> Vec<String> {
-        Vec::new()
     }
 }
 
@@ -145,6 +143,14 @@ impl Server {
         )
         .map_err(StartError::Tenants)?;
         let server_key = load_or_create_server_key(&config)?;
+        let plugins = crate::plugins::Plugins::open(
+            &config.data_dir,
+            eventdbx_core::plugin::RetryPolicy {
+                max_attempts: config.plugin_max_attempts,
+                backoff_unit_ms: config.plugin_queue.backoff_unit_ms,
+            },
+        )
+        .map_err(StartError::Plugins)?;
         tracing::info!(
             durability = store.durability().as_str(),
             fingerprint = %server_key.fingerprint(),
@@ -164,6 +170,7 @@ impl Server {
                 tenants: Arc::new(tenants),
                 server_key,
                 metrics: Metrics::default(),
+                plugins: Arc::new(plugins),
                 registry_seen: std::sync::Mutex::new(None),
             }),
         })
@@ -197,6 +204,10 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let plugin_tasks = self.state.plugins.start(
+            Arc::clone(&self.state.store),
+            self.state.config.plugin_queue.prune.clone(),
+        );
         // Tokens issued and revoked by the CLI (another process) reach this server here.
         let refresher = {
             let auth = Arc::clone(&self.state.auth);
@@ -252,6 +263,10 @@ impl Server {
             });
         }
         refresher.abort();
+        for task in plugin_tasks {
+            task.abort();
+        }
+        self.state.plugins.stop();
         drop(notify_shutdown);
         drop(drained);
         let _ = all_drained.recv().await;

@@ -1599,7 +1599,7 @@ pub mod control_request {
     }
 
     pub mod payload {
-        pub use self::Which::{ListAggregates,GetAggregate,ListEvents,AppendEvent,VerifyAggregate,PatchEvent,SelectAggregate,CreateAggregate,SetAggregateArchive,ListSchemas,ReplaceSchemas,TenantAssign,TenantUnassign,TenantQuotaSet,TenantQuotaClear,TenantQuotaRecalc,TenantReload,TenantSchemaPublish,CreateSnapshot,ListSnapshots,GetSnapshot,ListReferrers,ReadOutbox,TenantList,TenantSchemaHistory,TenantSchemaActivate};
+        pub use self::Which::{ListAggregates,GetAggregate,ListEvents,AppendEvent,VerifyAggregate,PatchEvent,SelectAggregate,CreateAggregate,SetAggregateArchive,ListSchemas,ReplaceSchemas,TenantAssign,TenantUnassign,TenantQuotaSet,TenantQuotaClear,TenantQuotaRecalc,TenantReload,TenantSchemaPublish,CreateSnapshot,ListSnapshots,GetSnapshot,ListReferrers,ReadOutbox,TenantList,TenantSchemaHistory,TenantSchemaActivate,Admin};
 
         #[derive(Copy, Clone)]
         pub struct Owned(());
@@ -1792,6 +1792,11 @@ pub mod control_request {
                 !self.reader.get_pointer_field(0).is_null()
             }
             #[inline]
+            pub fn has_admin(&self) -> bool {
+                if self.reader.get_data_field::<u16>(4) != 26 { return false; }
+                !self.reader.get_pointer_field(0).is_null()
+            }
+            #[inline]
             pub fn which(self) -> ::core::result::Result<WhichReader<'a,>, ::capnp::NotInSchema> {
                 match self.reader.get_data_field::<u16>(4) {
                     0 => {
@@ -1921,6 +1926,11 @@ pub mod control_request {
                     }
                     25 => {
                         ::core::result::Result::Ok(TenantSchemaActivate(
+                            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    26 => {
+                        ::core::result::Result::Ok(Admin(
                             ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
                         ))
                     }
@@ -2372,6 +2382,21 @@ pub mod control_request {
                 !self.builder.is_pointer_field_null(0)
             }
             #[inline]
+            pub fn set_admin(&mut self, value: crate::schema::control_capnp::admin_request::Reader<'_>) -> ::capnp::Result<()> {
+                self.builder.set_data_field::<u16>(4, 26);
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false)
+            }
+            #[inline]
+            pub fn init_admin(self, ) -> crate::schema::control_capnp::admin_request::Builder<'a> {
+                self.builder.set_data_field::<u16>(4, 26);
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(0), 0)
+            }
+            #[inline]
+            pub fn has_admin(&self) -> bool {
+                if self.builder.get_data_field::<u16>(4) != 26 { return false; }
+                !self.builder.is_pointer_field_null(0)
+            }
+            #[inline]
             pub fn which(self) -> ::core::result::Result<WhichBuilder<'a,>, ::capnp::NotInSchema> {
                 match self.builder.get_data_field::<u16>(4) {
                     0 => {
@@ -2504,6 +2529,11 @@ pub mod control_request {
                             ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
                         ))
                     }
+                    26 => {
+                        ::core::result::Result::Ok(Admin(
+                            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
                     x => ::core::result::Result::Err(::capnp::NotInSchema(x))
                 }
             }
@@ -2518,17 +2548,17 @@ pub mod control_request {
         impl Pipeline  {
         }
         mod _private {
-            pub(crate) static ENCODED_NODE: [::capnp::Word; 440] = [
+            pub(crate) static ENCODED_NODE: [::capnp::Word; 455] = [
                 ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
                 ::capnp::word(33, 232, 229, 132, 111, 161, 228, 199),
                 ::capnp::word(29, 0, 0, 0, 1, 0, 2, 0),
                 ::capnp::word(228, 38, 23, 228, 228, 51, 218, 143),
-                ::capnp::word(1, 0, 7, 0, 1, 0, 26, 0),
+                ::capnp::word(1, 0, 7, 0, 1, 0, 27, 0),
                 ::capnp::word(4, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 42, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(29, 0, 0, 0, 183, 5, 0, 0),
+                ::capnp::word(29, 0, 0, 0, 239, 5, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(99, 111, 110, 116, 114, 111, 108, 46),
@@ -2536,189 +2566,196 @@ pub mod control_request {
                 ::capnp::word(110, 116, 114, 111, 108, 82, 101, 113),
                 ::capnp::word(117, 101, 115, 116, 46, 112, 97, 121),
                 ::capnp::word(108, 111, 97, 100, 0, 0, 0, 0),
-                ::capnp::word(104, 0, 0, 0, 3, 0, 4, 0),
+                ::capnp::word(108, 0, 0, 0, 3, 0, 4, 0),
                 ::capnp::word(0, 0, 255, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(201, 2, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(229, 2, 0, 0, 122, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(200, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(212, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(228, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(240, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(1, 0, 254, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 2, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(209, 2, 0, 0, 106, 0, 0, 0),
+                ::capnp::word(237, 2, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(208, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(220, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(236, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(248, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(2, 0, 253, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 3, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(217, 2, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(245, 2, 0, 0, 90, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(216, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(228, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(244, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(0, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(3, 0, 252, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 4, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(225, 2, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(253, 2, 0, 0, 98, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(224, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(236, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(252, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(8, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(4, 0, 251, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 5, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(233, 2, 0, 0, 130, 0, 0, 0),
+                ::capnp::word(5, 3, 0, 0, 130, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(232, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(244, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(4, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(16, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(5, 0, 250, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(241, 2, 0, 0, 90, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(240, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(252, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(6, 0, 249, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(249, 2, 0, 0, 130, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(248, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(4, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(7, 0, 248, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(1, 3, 0, 0, 130, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(0, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(12, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(8, 0, 247, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(9, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(13, 3, 0, 0, 90, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(12, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(24, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(9, 0, 246, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 10, 0, 0, 0),
+                ::capnp::word(6, 0, 249, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(21, 3, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(21, 3, 0, 0, 130, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(20, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(32, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(10, 0, 245, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 11, 0, 0, 0),
+                ::capnp::word(7, 0, 248, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(29, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(29, 3, 0, 0, 130, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(28, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(40, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(8, 0, 247, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(37, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(40, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(52, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(9, 0, 246, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 10, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(49, 3, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(48, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(60, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(10, 0, 245, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 11, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(57, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(56, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(68, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(11, 0, 244, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 12, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(37, 3, 0, 0, 106, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(36, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(48, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(12, 0, 243, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 13, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(45, 3, 0, 0, 122, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(44, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(56, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(13, 0, 242, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 14, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(53, 3, 0, 0, 122, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(52, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(64, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(14, 0, 241, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 15, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(61, 3, 0, 0, 138, 0, 0, 0),
+                ::capnp::word(65, 3, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(64, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(76, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(12, 0, 243, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 13, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(73, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(72, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(84, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(13, 0, 242, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 14, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(81, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(80, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(92, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(14, 0, 241, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 15, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(89, 3, 0, 0, 138, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(92, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(104, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(15, 0, 240, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 16, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(73, 3, 0, 0, 146, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(76, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(88, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(16, 0, 239, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 17, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(85, 3, 0, 0, 106, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(84, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(96, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(17, 0, 238, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 18, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(93, 3, 0, 0, 162, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(96, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(108, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(18, 0, 237, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 19, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(105, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(101, 3, 0, 0, 146, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(104, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(116, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(19, 0, 236, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 20, 0, 0, 0),
+                ::capnp::word(16, 0, 239, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 17, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(113, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(113, 3, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(112, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(124, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(17, 0, 238, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 18, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(121, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(124, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(136, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(18, 0, 237, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 19, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(133, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(132, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(144, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(19, 0, 236, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 20, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(141, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(140, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(152, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(20, 0, 235, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 21, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(121, 3, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(149, 3, 0, 0, 98, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(120, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(132, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(148, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(160, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(21, 0, 234, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 22, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(129, 3, 0, 0, 114, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(128, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(140, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(22, 0, 233, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 23, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(137, 3, 0, 0, 90, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(136, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(148, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(23, 0, 232, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 24, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(145, 3, 0, 0, 90, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(144, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(156, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(24, 0, 231, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 25, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(153, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(157, 3, 0, 0, 114, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(156, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(168, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(22, 0, 233, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 23, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(165, 3, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(164, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(176, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(23, 0, 232, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 24, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(173, 3, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(172, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(184, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(24, 0, 231, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 25, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(181, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(184, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(196, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(25, 0, 230, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 26, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(165, 3, 0, 0, 170, 0, 0, 0),
+                ::capnp::word(193, 3, 0, 0, 170, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(168, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(180, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(196, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(208, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(26, 0, 229, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 27, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(205, 3, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(200, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(212, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(108, 105, 115, 116, 65, 103, 103, 114),
                 ::capnp::word(101, 103, 97, 116, 101, 115, 0, 0),
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
@@ -2959,6 +2996,14 @@ pub mod control_request {
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(97, 100, 109, 105, 110, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(1, 232, 39, 130, 214, 99, 255, 143),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ];
             pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
                 match index {
@@ -2988,6 +3033,7 @@ pub mod control_request {
                     23 => <crate::schema::schema_capnp::tenant_list_request::Owned as ::capnp::introspect::Introspect>::introspect(),
                     24 => <crate::schema::schema_capnp::tenant_schema_history_request::Owned as ::capnp::introspect::Introspect>::introspect(),
                     25 => <crate::schema::schema_capnp::tenant_schema_activate_request::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    26 => <crate::schema::control_capnp::admin_request::Owned as ::capnp::introspect::Introspect>::introspect(),
                     _ => ::capnp::introspect::panic_invalid_field_index(index),
                 }
             }
@@ -3002,11 +3048,11 @@ pub mod control_request {
                 MEMBERS_BY_NAME
             );
             pub(crate) static NONUNION_MEMBERS : &[u16] = &[];
-            pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25];
-            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[3,7,18,1,20,0,2,21,9,19,5,22,10,6,8,11,23,14,15,13,16,25,24,17,12,4];
+            pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26];
+            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[26,3,7,18,1,20,0,2,21,9,19,5,22,10,6,8,11,23,14,15,13,16,25,24,17,12,4];
             pub(crate) const TYPE_ID: u64 = 0xc7e4_a16f_84e5_e821;
         }
-        pub enum Which<A0,A1,A2,A3,A4,A5,A6,A7,A8,A9,A10,A11,A12,A13,A14,A15,A16,A17,A18,A19,A20,A21,A22,A23,A24,A25> {
+        pub enum Which<A0,A1,A2,A3,A4,A5,A6,A7,A8,A9,A10,A11,A12,A13,A14,A15,A16,A17,A18,A19,A20,A21,A22,A23,A24,A25,A26> {
             ListAggregates(A0),
             GetAggregate(A1),
             ListEvents(A2),
@@ -3033,9 +3079,10 @@ pub mod control_request {
             TenantList(A23),
             TenantSchemaHistory(A24),
             TenantSchemaActivate(A25),
+            Admin(A26),
         }
-        pub type WhichReader<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::patch_event_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_request::Reader<'a>>>;
-        pub type WhichBuilder<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::patch_event_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_request::Builder<'a>>>;
+        pub type WhichReader<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::patch_event_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_request::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_request::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::admin_request::Reader<'a>>>;
+        pub type WhichBuilder<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::patch_event_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_request::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_request::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::admin_request::Builder<'a>>>;
     }
 }
 
@@ -3261,7 +3308,7 @@ pub mod control_response {
     }
 
     pub mod payload {
-        pub use self::Which::{ListAggregates,GetAggregate,ListEvents,AppendEvent,VerifyAggregate,SelectAggregate,Error,CreateAggregate,SetAggregateArchive,ListSchemas,ReplaceSchemas,TenantAssign,TenantUnassign,TenantQuotaSet,TenantQuotaClear,TenantQuotaRecalc,TenantReload,TenantSchemaPublish,CreateSnapshot,ListSnapshots,GetSnapshot,ListReferrers,ReadOutbox,TenantList,TenantSchemaHistory,TenantSchemaActivate};
+        pub use self::Which::{ListAggregates,GetAggregate,ListEvents,AppendEvent,VerifyAggregate,SelectAggregate,Error,CreateAggregate,SetAggregateArchive,ListSchemas,ReplaceSchemas,TenantAssign,TenantUnassign,TenantQuotaSet,TenantQuotaClear,TenantQuotaRecalc,TenantReload,TenantSchemaPublish,CreateSnapshot,ListSnapshots,GetSnapshot,ListReferrers,ReadOutbox,TenantList,TenantSchemaHistory,TenantSchemaActivate,Admin};
 
         #[derive(Copy, Clone)]
         pub struct Owned(());
@@ -3454,6 +3501,11 @@ pub mod control_response {
                 !self.reader.get_pointer_field(0).is_null()
             }
             #[inline]
+            pub fn has_admin(&self) -> bool {
+                if self.reader.get_data_field::<u16>(4) != 26 { return false; }
+                !self.reader.get_pointer_field(0).is_null()
+            }
+            #[inline]
             pub fn which(self) -> ::core::result::Result<WhichReader<'a,>, ::capnp::NotInSchema> {
                 match self.reader.get_data_field::<u16>(4) {
                     0 => {
@@ -3583,6 +3635,11 @@ pub mod control_response {
                     }
                     25 => {
                         ::core::result::Result::Ok(TenantSchemaActivate(
+                            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
+                    26 => {
+                        ::core::result::Result::Ok(Admin(
                             ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
                         ))
                     }
@@ -4034,6 +4091,21 @@ pub mod control_response {
                 !self.builder.is_pointer_field_null(0)
             }
             #[inline]
+            pub fn set_admin(&mut self, value: crate::schema::control_capnp::admin_response::Reader<'_>) -> ::capnp::Result<()> {
+                self.builder.set_data_field::<u16>(4, 26);
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false)
+            }
+            #[inline]
+            pub fn init_admin(self, ) -> crate::schema::control_capnp::admin_response::Builder<'a> {
+                self.builder.set_data_field::<u16>(4, 26);
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(0), 0)
+            }
+            #[inline]
+            pub fn has_admin(&self) -> bool {
+                if self.builder.get_data_field::<u16>(4) != 26 { return false; }
+                !self.builder.is_pointer_field_null(0)
+            }
+            #[inline]
             pub fn which(self) -> ::core::result::Result<WhichBuilder<'a,>, ::capnp::NotInSchema> {
                 match self.builder.get_data_field::<u16>(4) {
                     0 => {
@@ -4166,6 +4238,11 @@ pub mod control_response {
                             ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
                         ))
                     }
+                    26 => {
+                        ::core::result::Result::Ok(Admin(
+                            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+                        ))
+                    }
                     x => ::core::result::Result::Err(::capnp::NotInSchema(x))
                 }
             }
@@ -4180,17 +4257,17 @@ pub mod control_response {
         impl Pipeline  {
         }
         mod _private {
-            pub(crate) static ENCODED_NODE: [::capnp::Word; 439] = [
+            pub(crate) static ENCODED_NODE: [::capnp::Word; 454] = [
                 ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
                 ::capnp::word(228, 9, 193, 66, 119, 185, 202, 179),
                 ::capnp::word(30, 0, 0, 0, 1, 0, 2, 0),
                 ::capnp::word(130, 232, 19, 25, 146, 187, 76, 209),
-                ::capnp::word(1, 0, 7, 0, 1, 0, 26, 0),
+                ::capnp::word(1, 0, 7, 0, 1, 0, 27, 0),
                 ::capnp::word(4, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 50, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(29, 0, 0, 0, 183, 5, 0, 0),
+                ::capnp::word(29, 0, 0, 0, 239, 5, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(99, 111, 110, 116, 114, 111, 108, 46),
@@ -4198,189 +4275,196 @@ pub mod control_response {
                 ::capnp::word(110, 116, 114, 111, 108, 82, 101, 115),
                 ::capnp::word(112, 111, 110, 115, 101, 46, 112, 97),
                 ::capnp::word(121, 108, 111, 97, 100, 0, 0, 0),
-                ::capnp::word(104, 0, 0, 0, 3, 0, 4, 0),
+                ::capnp::word(108, 0, 0, 0, 3, 0, 4, 0),
                 ::capnp::word(0, 0, 255, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(201, 2, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(229, 2, 0, 0, 122, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(200, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(212, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(228, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(240, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(1, 0, 254, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 2, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(209, 2, 0, 0, 106, 0, 0, 0),
+                ::capnp::word(237, 2, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(208, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(220, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(236, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(248, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(2, 0, 253, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 3, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(217, 2, 0, 0, 90, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(216, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(228, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(3, 0, 252, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 4, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(225, 2, 0, 0, 98, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(224, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(236, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(4, 0, 251, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 5, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(233, 2, 0, 0, 130, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(232, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(244, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(5, 0, 250, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(241, 2, 0, 0, 130, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(240, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(252, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(6, 0, 249, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(249, 2, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(245, 2, 0, 0, 90, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(244, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(0, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(7, 0, 248, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
+                ::capnp::word(3, 0, 252, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 4, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(253, 2, 0, 0, 130, 0, 0, 0),
+                ::capnp::word(253, 2, 0, 0, 98, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(252, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(8, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(8, 0, 247, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
+                ::capnp::word(4, 0, 251, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 5, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(5, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(5, 3, 0, 0, 130, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(8, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(20, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(9, 0, 246, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 10, 0, 0, 0),
+                ::capnp::word(4, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(16, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(5, 0, 250, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(17, 3, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(13, 3, 0, 0, 130, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(12, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(24, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(6, 0, 249, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(21, 3, 0, 0, 50, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(16, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(28, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(10, 0, 245, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 11, 0, 0, 0),
+                ::capnp::word(7, 0, 248, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(25, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(25, 3, 0, 0, 130, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(24, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(36, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(8, 0, 247, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(33, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(36, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(48, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(9, 0, 246, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 10, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(45, 3, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(44, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(56, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(10, 0, 245, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 11, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(53, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(52, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(64, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(11, 0, 244, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 12, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(33, 3, 0, 0, 106, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(32, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(44, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(12, 0, 243, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 13, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(41, 3, 0, 0, 122, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(40, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(52, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(13, 0, 242, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 14, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(49, 3, 0, 0, 122, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(48, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(60, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(14, 0, 241, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 15, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(57, 3, 0, 0, 138, 0, 0, 0),
+                ::capnp::word(61, 3, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(60, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(72, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(12, 0, 243, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 13, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(69, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(68, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(80, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(13, 0, 242, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 14, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(77, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(76, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(88, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(14, 0, 241, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 15, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(85, 3, 0, 0, 138, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(88, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(100, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(15, 0, 240, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 16, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(69, 3, 0, 0, 146, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(72, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(84, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(16, 0, 239, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 17, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(81, 3, 0, 0, 106, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(80, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(92, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(17, 0, 238, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 18, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(89, 3, 0, 0, 162, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(92, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(104, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(18, 0, 237, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 19, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(101, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(97, 3, 0, 0, 146, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(100, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(112, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(19, 0, 236, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 20, 0, 0, 0),
+                ::capnp::word(16, 0, 239, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 17, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(109, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(109, 3, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(108, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(120, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(17, 0, 238, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 18, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(117, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(120, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(132, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(18, 0, 237, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 19, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(129, 3, 0, 0, 122, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(128, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(140, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(19, 0, 236, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 20, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(137, 3, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(136, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(148, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(20, 0, 235, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 21, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(117, 3, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(145, 3, 0, 0, 98, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(116, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(128, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(144, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(156, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(21, 0, 234, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 22, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(125, 3, 0, 0, 114, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(124, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(136, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(22, 0, 233, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 23, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(133, 3, 0, 0, 90, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(132, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(144, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(23, 0, 232, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 24, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(141, 3, 0, 0, 90, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(140, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(152, 3, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(24, 0, 231, 255, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 25, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(149, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(153, 3, 0, 0, 114, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(152, 3, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(164, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(22, 0, 233, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 23, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(161, 3, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(160, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(172, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(23, 0, 232, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 24, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(169, 3, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(168, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(180, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(24, 0, 231, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 25, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(177, 3, 0, 0, 162, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(180, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(192, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(25, 0, 230, 255, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 26, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(161, 3, 0, 0, 170, 0, 0, 0),
+                ::capnp::word(189, 3, 0, 0, 170, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(164, 3, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(176, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(192, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(204, 3, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(26, 0, 229, 255, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 27, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(201, 3, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(196, 3, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(208, 3, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(108, 105, 115, 116, 65, 103, 103, 114),
                 ::capnp::word(101, 103, 97, 116, 101, 115, 0, 0),
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
@@ -4620,6 +4704,14 @@ pub mod control_response {
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(97, 100, 109, 105, 110, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(63, 13, 51, 235, 10, 79, 74, 147),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ];
             pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
                 match index {
@@ -4649,6 +4741,7 @@ pub mod control_response {
                     23 => <crate::schema::schema_capnp::tenant_list_response::Owned as ::capnp::introspect::Introspect>::introspect(),
                     24 => <crate::schema::schema_capnp::tenant_schema_history_response::Owned as ::capnp::introspect::Introspect>::introspect(),
                     25 => <crate::schema::schema_capnp::tenant_schema_activate_response::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    26 => <crate::schema::control_capnp::admin_response::Owned as ::capnp::introspect::Introspect>::introspect(),
                     _ => ::capnp::introspect::panic_invalid_field_index(index),
                 }
             }
@@ -4663,11 +4756,11 @@ pub mod control_response {
                 MEMBERS_BY_NAME
             );
             pub(crate) static NONUNION_MEMBERS : &[u16] = &[];
-            pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25];
-            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[3,7,18,6,1,20,0,2,21,9,19,22,10,5,8,11,23,14,15,13,16,25,24,17,12,4];
+            pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26];
+            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[26,3,7,18,6,1,20,0,2,21,9,19,22,10,5,8,11,23,14,15,13,16,25,24,17,12,4];
             pub(crate) const TYPE_ID: u64 = 0xb3ca_b977_42c1_09e4;
         }
-        pub enum Which<A0,A1,A2,A3,A4,A5,A6,A7,A8,A9,A10,A11,A12,A13,A14,A15,A16,A17,A18,A19,A20,A21,A22,A23,A24,A25> {
+        pub enum Which<A0,A1,A2,A3,A4,A5,A6,A7,A8,A9,A10,A11,A12,A13,A14,A15,A16,A17,A18,A19,A20,A21,A22,A23,A24,A25,A26> {
             ListAggregates(A0),
             GetAggregate(A1),
             ListEvents(A2),
@@ -4694,9 +4787,10 @@ pub mod control_response {
             TenantList(A23),
             TenantSchemaHistory(A24),
             TenantSchemaActivate(A25),
+            Admin(A26),
         }
-        pub type WhichReader<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::control_error::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_response::Reader<'a>>>;
-        pub type WhichBuilder<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::control_error::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_response::Builder<'a>>>;
+        pub type WhichReader<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::control_error::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_response::Reader<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_response::Reader<'a>>,::capnp::Result<crate::schema::control_capnp::admin_response::Reader<'a>>>;
+        pub type WhichBuilder<'a,> = Which<::capnp::Result<crate::schema::control_capnp::list_aggregates_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_events_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::append_event_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::verify_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::select_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::control_error::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_aggregate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::set_aggregate_archive_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::list_schemas_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::replace_schemas_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_assign_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_unassign_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_set_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_clear_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_quota_recalc_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_reload_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_publish_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::create_snapshot_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_snapshots_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::get_snapshot_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::list_referrers_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::read_outbox_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_list_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_history_response::Builder<'a>>,::capnp::Result<crate::schema::schema_capnp::tenant_schema_activate_response::Builder<'a>>,::capnp::Result<crate::schema::control_capnp::admin_response::Builder<'a>>>;
     }
 }
 
@@ -12413,11 +12507,23 @@ pub mod set_aggregate_archive_request {
         pub fn get_has_note(self) -> bool {
             self.reader.get_bool_field(1)
         }
+        #[inline]
+        pub fn get_publish_targets(self) -> ::capnp::Result<::capnp::struct_list::Reader<'a,crate::schema::control_capnp::publish_target::Owned>> {
+            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(4), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn has_publish_targets(&self) -> bool {
+            !self.reader.get_pointer_field(4).is_null()
+        }
+        #[inline]
+        pub fn get_has_publish_targets(self) -> bool {
+            self.reader.get_bool_field(2)
+        }
     }
 
     pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
     impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-        const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 1, pointers: 4 };
+        const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 1, pointers: 5 };
     }
     impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
         const TYPE_ID: u64 = _private::TYPE_ID;
@@ -12547,6 +12653,30 @@ pub mod set_aggregate_archive_request {
         pub fn set_has_note(&mut self, value: bool)  {
             self.builder.set_bool_field(1, value);
         }
+        #[inline]
+        pub fn get_publish_targets(self) -> ::capnp::Result<::capnp::struct_list::Builder<'a,crate::schema::control_capnp::publish_target::Owned>> {
+            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(4), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn set_publish_targets(&mut self, value: ::capnp::struct_list::Reader<'_,crate::schema::control_capnp::publish_target::Owned>) -> ::capnp::Result<()> {
+            ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(4), value, false)
+        }
+        #[inline]
+        pub fn init_publish_targets(self, size: u32) -> ::capnp::struct_list::Builder<'a,crate::schema::control_capnp::publish_target::Owned> {
+            ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(4), size)
+        }
+        #[inline]
+        pub fn has_publish_targets(&self) -> bool {
+            !self.builder.is_pointer_field_null(4)
+        }
+        #[inline]
+        pub fn get_has_publish_targets(self) -> bool {
+            self.builder.get_bool_field(2)
+        }
+        #[inline]
+        pub fn set_has_publish_targets(&mut self, value: bool)  {
+            self.builder.set_bool_field(2, value);
+        }
     }
 
     pub struct Pipeline { _typeless: ::capnp::any_pointer::Pipeline }
@@ -12558,17 +12688,17 @@ pub mod set_aggregate_archive_request {
     impl Pipeline  {
     }
     mod _private {
-        pub(crate) static ENCODED_NODE: [::capnp::Word; 113] = [
+        pub(crate) static ENCODED_NODE: [::capnp::Word; 150] = [
             ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
             ::capnp::word(182, 152, 82, 58, 20, 20, 6, 154),
             ::capnp::word(14, 0, 0, 0, 1, 0, 1, 0),
             ::capnp::word(38, 91, 63, 30, 42, 236, 209, 195),
-            ::capnp::word(4, 0, 7, 0, 0, 0, 0, 0),
+            ::capnp::word(5, 0, 7, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(21, 0, 0, 0, 74, 1, 0, 0),
             ::capnp::word(41, 0, 0, 0, 7, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(37, 0, 0, 0, 87, 1, 0, 0),
+            ::capnp::word(37, 0, 0, 0, 199, 1, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(99, 111, 110, 116, 114, 111, 108, 46),
@@ -12578,49 +12708,63 @@ pub mod set_aggregate_archive_request {
             ::capnp::word(101, 82, 101, 113, 117, 101, 115, 116),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
-            ::capnp::word(24, 0, 0, 0, 3, 0, 4, 0),
+            ::capnp::word(32, 0, 0, 0, 3, 0, 4, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 1, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(153, 0, 0, 0, 50, 0, 0, 0),
+            ::capnp::word(209, 0, 0, 0, 50, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(148, 0, 0, 0, 3, 0, 1, 0),
-            ::capnp::word(160, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(204, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(216, 0, 0, 0, 2, 0, 1, 0),
             ::capnp::word(1, 0, 0, 0, 1, 0, 0, 0),
             ::capnp::word(0, 0, 1, 0, 1, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(157, 0, 0, 0, 114, 0, 0, 0),
+            ::capnp::word(213, 0, 0, 0, 114, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(156, 0, 0, 0, 3, 0, 1, 0),
-            ::capnp::word(168, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(212, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(224, 0, 0, 0, 2, 0, 1, 0),
             ::capnp::word(2, 0, 0, 0, 2, 0, 0, 0),
             ::capnp::word(0, 0, 1, 0, 2, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(165, 0, 0, 0, 98, 0, 0, 0),
+            ::capnp::word(221, 0, 0, 0, 98, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(164, 0, 0, 0, 3, 0, 1, 0),
-            ::capnp::word(176, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(220, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(232, 0, 0, 0, 2, 0, 1, 0),
             ::capnp::word(3, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 1, 0, 3, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(173, 0, 0, 0, 74, 0, 0, 0),
+            ::capnp::word(229, 0, 0, 0, 74, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(172, 0, 0, 0, 3, 0, 1, 0),
-            ::capnp::word(184, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(228, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(240, 0, 0, 0, 2, 0, 1, 0),
             ::capnp::word(4, 0, 0, 0, 3, 0, 0, 0),
             ::capnp::word(0, 0, 1, 0, 4, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(181, 0, 0, 0, 42, 0, 0, 0),
+            ::capnp::word(237, 0, 0, 0, 42, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(176, 0, 0, 0, 3, 0, 1, 0),
-            ::capnp::word(188, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(232, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(244, 0, 0, 0, 2, 0, 1, 0),
             ::capnp::word(5, 0, 0, 0, 1, 0, 0, 0),
             ::capnp::word(0, 0, 1, 0, 5, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(185, 0, 0, 0, 66, 0, 0, 0),
+            ::capnp::word(241, 0, 0, 0, 66, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-            ::capnp::word(180, 0, 0, 0, 3, 0, 1, 0),
-            ::capnp::word(192, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(236, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(248, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(6, 0, 0, 0, 4, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(245, 0, 0, 0, 122, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(244, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(16, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(7, 0, 0, 0, 2, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(13, 1, 0, 0, 146, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(16, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(28, 1, 0, 0, 2, 0, 1, 0),
             ::capnp::word(116, 111, 107, 101, 110, 0, 0, 0),
             ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -12672,6 +12816,29 @@ pub mod set_aggregate_archive_request {
             ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(112, 117, 98, 108, 105, 115, 104, 84),
+            ::capnp::word(97, 114, 103, 101, 116, 115, 0, 0),
+            ::capnp::word(14, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(151, 75, 9, 8, 150, 125, 192, 210),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(14, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(104, 97, 115, 80, 117, 98, 108, 105),
+            ::capnp::word(115, 104, 84, 97, 114, 103, 101, 116),
+            ::capnp::word(115, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
         ];
         pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
             match index {
@@ -12681,6 +12848,8 @@ pub mod set_aggregate_archive_request {
                 3 => <bool as ::capnp::introspect::Introspect>::introspect(),
                 4 => <::capnp::text::Owned as ::capnp::introspect::Introspect>::introspect(),
                 5 => <bool as ::capnp::introspect::Introspect>::introspect(),
+                6 => <::capnp::struct_list::Owned<crate::schema::control_capnp::publish_target::Owned> as ::capnp::introspect::Introspect>::introspect(),
+                7 => <bool as ::capnp::introspect::Introspect>::introspect(),
                 _ => ::capnp::introspect::panic_invalid_field_index(index),
             }
         }
@@ -12694,10 +12863,508 @@ pub mod set_aggregate_archive_request {
             MEMBERS_BY_DISCRIMINANT,
             MEMBERS_BY_NAME
         );
-        pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2,3,4,5];
+        pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2,3,4,5,6,7];
         pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[];
-        pub(crate) static MEMBERS_BY_NAME : &[u16] = &[2,1,3,5,4,0];
+        pub(crate) static MEMBERS_BY_NAME : &[u16] = &[2,1,3,5,7,4,6,0];
         pub(crate) const TYPE_ID: u64 = 0x9a06_1414_3a52_98b6;
+    }
+}
+
+pub mod admin_request {
+    #[derive(Copy, Clone)]
+    pub struct Owned(());
+    impl ::capnp::introspect::Introspect for Owned { fn introspect() -> ::capnp::introspect::Type { ::capnp::introspect::TypeVariant::Struct(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types, annotation_types: _private::get_annotation_types, type_id: ::core::any::TypeId::of::<Owned>() }).into() } }
+    impl ::capnp::traits::Owned for Owned { type Reader<'a> = Reader<'a>; type Builder<'a> = Builder<'a>; }
+    impl ::capnp::traits::OwnedStruct for Owned { type Reader<'a> = Reader<'a>; type Builder<'a> = Builder<'a>; }
+    impl ::capnp::traits::Pipelined for Owned { type Pipeline = Pipeline; }
+
+    pub struct Reader<'a> { reader: ::capnp::private::layout::StructReader<'a> }
+    impl <> ::core::marker::Copy for Reader<'_,>  {}
+    impl <> ::core::clone::Clone for Reader<'_,>  {
+        fn clone(&self) -> Self { *self }
+    }
+
+    impl <> ::capnp::traits::HasTypeId for Reader<'_,>  {
+        const TYPE_ID: u64 = _private::TYPE_ID;
+    }
+    impl <'a,> ::core::convert::From<::capnp::private::layout::StructReader<'a>> for Reader<'a,>  {
+        fn from(reader: ::capnp::private::layout::StructReader<'a>) -> Self {
+            Self { reader,  }
+        }
+    }
+
+    impl <'a,> ::core::convert::From<Reader<'a,>> for ::capnp::dynamic_value::Reader<'a>  {
+        fn from(reader: Reader<'a,>) -> Self {
+            Self::Struct(::capnp::dynamic_struct::Reader::new(reader.reader, ::capnp::schema::StructSchema::new(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types::<>, annotation_types: _private::get_annotation_types::<>, type_id: ::core::any::TypeId::of::<Owned<>>()})))
+        }
+    }
+
+    impl <> ::core::fmt::Debug for Reader<'_,>  {
+        fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::result::Result<(), ::core::fmt::Error> {
+            core::fmt::Debug::fmt(&::core::convert::Into::<::capnp::dynamic_value::Reader<'_>>::into(*self), f)
+        }
+    }
+
+    impl <'a,> ::capnp::traits::FromPointerReader<'a> for Reader<'a,>  {
+        fn get_from_pointer(reader: &::capnp::private::layout::PointerReader<'a>, default: ::core::option::Option<&'a [::capnp::Word]>) -> ::capnp::Result<Self> {
+            ::core::result::Result::Ok(reader.get_struct(default)?.into())
+        }
+    }
+
+    impl <'a,> ::capnp::traits::IntoInternalStructReader<'a> for Reader<'a,>  {
+        fn into_internal_struct_reader(self) -> ::capnp::private::layout::StructReader<'a> {
+            self.reader
+        }
+    }
+
+    impl <'a,> ::capnp::traits::Imbue<'a> for Reader<'a,>  {
+        fn imbue(&mut self, cap_table: &'a ::capnp::private::layout::CapTable) {
+            self.reader.imbue(::capnp::private::layout::CapTableReader::from_ref(cap_table))
+        }
+    }
+
+    impl <'a,> Reader<'a,>  {
+        pub fn reborrow(&self) -> Reader<'_,> {
+            Self { .. *self }
+        }
+
+        pub fn total_size(&self) -> ::capnp::Result<::capnp::MessageSize> {
+            self.reader.total_size()
+        }
+        #[inline]
+        pub fn get_token(self) -> ::capnp::Result<::capnp::text::Reader<'a>> {
+            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn has_token(&self) -> bool {
+            !self.reader.get_pointer_field(0).is_null()
+        }
+        #[inline]
+        pub fn get_action(self) -> ::capnp::Result<::capnp::text::Reader<'a>> {
+            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(1), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn has_action(&self) -> bool {
+            !self.reader.get_pointer_field(1).is_null()
+        }
+        #[inline]
+        pub fn get_args_json(self) -> ::capnp::Result<::capnp::text::Reader<'a>> {
+            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(2), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn has_args_json(&self) -> bool {
+            !self.reader.get_pointer_field(2).is_null()
+        }
+    }
+
+    pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
+    impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
+        const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 0, pointers: 3 };
+    }
+    impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
+        const TYPE_ID: u64 = _private::TYPE_ID;
+    }
+    impl <'a,> ::core::convert::From<::capnp::private::layout::StructBuilder<'a>> for Builder<'a,>  {
+        fn from(builder: ::capnp::private::layout::StructBuilder<'a>) -> Self {
+            Self { builder,  }
+        }
+    }
+
+    impl <'a,> ::core::convert::From<Builder<'a,>> for ::capnp::dynamic_value::Builder<'a>  {
+        fn from(builder: Builder<'a,>) -> Self {
+            Self::Struct(::capnp::dynamic_struct::Builder::new(builder.builder, ::capnp::schema::StructSchema::new(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types::<>, annotation_types: _private::get_annotation_types::<>, type_id: ::core::any::TypeId::of::<Owned<>>()})))
+        }
+    }
+
+    impl <'a,> ::capnp::traits::ImbueMut<'a> for Builder<'a,>  {
+        fn imbue_mut(&mut self, cap_table: &'a mut ::capnp::private::layout::CapTable) {
+            self.builder.imbue(::capnp::private::layout::CapTableBuilder::from_ref(cap_table))
+        }
+    }
+
+    impl <'a,> ::capnp::traits::FromPointerBuilder<'a> for Builder<'a,>  {
+        fn init_pointer(builder: ::capnp::private::layout::PointerBuilder<'a>, _size: u32) -> Self {
+            builder.init_struct(<Self as ::capnp::traits::HasStructSize>::STRUCT_SIZE).into()
+        }
+        fn get_from_pointer(builder: ::capnp::private::layout::PointerBuilder<'a>, default: ::core::option::Option<&'a [::capnp::Word]>) -> ::capnp::Result<Self> {
+            ::core::result::Result::Ok(builder.get_struct(<Self as ::capnp::traits::HasStructSize>::STRUCT_SIZE, default)?.into())
+        }
+    }
+
+    impl <> ::capnp::traits::SetterInput<Owned<>> for Reader<'_,>  {
+        fn set_pointer_builder(mut pointer: ::capnp::private::layout::PointerBuilder<'_>, value: Self, canonicalize: bool) -> ::capnp::Result<()> { pointer.set_struct(&value.reader, canonicalize) }
+    }
+
+    impl <'a,> Builder<'a,>  {
+        pub fn into_reader(self) -> Reader<'a,> {
+            self.builder.into_reader().into()
+        }
+        pub fn reborrow(&mut self) -> Builder<'_,> {
+            Builder { builder: self.builder.reborrow() }
+        }
+        pub fn reborrow_as_reader(&self) -> Reader<'_,> {
+            self.builder.as_reader().into()
+        }
+
+        pub fn total_size(&self) -> ::capnp::Result<::capnp::MessageSize> {
+            self.builder.as_reader().total_size()
+        }
+        #[inline]
+        pub fn get_token(self) -> ::capnp::Result<::capnp::text::Builder<'a>> {
+            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn set_token(&mut self, value: impl ::capnp::traits::SetterInput<::capnp::text::Owned>)  {
+            ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false).unwrap()
+        }
+        #[inline]
+        pub fn init_token(self, size: u32) -> ::capnp::text::Builder<'a> {
+            self.builder.get_pointer_field(0).init_text(size)
+        }
+        #[inline]
+        pub fn has_token(&self) -> bool {
+            !self.builder.is_pointer_field_null(0)
+        }
+        #[inline]
+        pub fn get_action(self) -> ::capnp::Result<::capnp::text::Builder<'a>> {
+            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(1), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn set_action(&mut self, value: impl ::capnp::traits::SetterInput<::capnp::text::Owned>)  {
+            ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(1), value, false).unwrap()
+        }
+        #[inline]
+        pub fn init_action(self, size: u32) -> ::capnp::text::Builder<'a> {
+            self.builder.get_pointer_field(1).init_text(size)
+        }
+        #[inline]
+        pub fn has_action(&self) -> bool {
+            !self.builder.is_pointer_field_null(1)
+        }
+        #[inline]
+        pub fn get_args_json(self) -> ::capnp::Result<::capnp::text::Builder<'a>> {
+            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(2), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn set_args_json(&mut self, value: impl ::capnp::traits::SetterInput<::capnp::text::Owned>)  {
+            ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(2), value, false).unwrap()
+        }
+        #[inline]
+        pub fn init_args_json(self, size: u32) -> ::capnp::text::Builder<'a> {
+            self.builder.get_pointer_field(2).init_text(size)
+        }
+        #[inline]
+        pub fn has_args_json(&self) -> bool {
+            !self.builder.is_pointer_field_null(2)
+        }
+    }
+
+    pub struct Pipeline { _typeless: ::capnp::any_pointer::Pipeline }
+    impl ::capnp::capability::FromTypelessPipeline for Pipeline {
+        fn new(typeless: ::capnp::any_pointer::Pipeline) -> Self {
+            Self { _typeless: typeless,  }
+        }
+    }
+    impl Pipeline  {
+    }
+    mod _private {
+        pub(crate) static ENCODED_NODE: [::capnp::Word; 64] = [
+            ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
+            ::capnp::word(1, 232, 39, 130, 214, 99, 255, 143),
+            ::capnp::word(14, 0, 0, 0, 1, 0, 0, 0),
+            ::capnp::word(38, 91, 63, 30, 42, 236, 209, 195),
+            ::capnp::word(3, 0, 7, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(21, 0, 0, 0, 218, 0, 0, 0),
+            ::capnp::word(33, 0, 0, 0, 7, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(29, 0, 0, 0, 175, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(99, 111, 110, 116, 114, 111, 108, 46),
+            ::capnp::word(99, 97, 112, 110, 112, 58, 65, 100),
+            ::capnp::word(109, 105, 110, 82, 101, 113, 117, 101),
+            ::capnp::word(115, 116, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
+            ::capnp::word(12, 0, 0, 0, 3, 0, 4, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(69, 0, 0, 0, 50, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(64, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(76, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(1, 0, 0, 0, 1, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 1, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(73, 0, 0, 0, 58, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(68, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(80, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(2, 0, 0, 0, 2, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 2, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(77, 0, 0, 0, 74, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(76, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(88, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(116, 111, 107, 101, 110, 0, 0, 0),
+            ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(97, 99, 116, 105, 111, 110, 0, 0),
+            ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(97, 114, 103, 115, 74, 115, 111, 110),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+        ];
+        pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
+            match index {
+                0 => <::capnp::text::Owned as ::capnp::introspect::Introspect>::introspect(),
+                1 => <::capnp::text::Owned as ::capnp::introspect::Introspect>::introspect(),
+                2 => <::capnp::text::Owned as ::capnp::introspect::Introspect>::introspect(),
+                _ => ::capnp::introspect::panic_invalid_field_index(index),
+            }
+        }
+        pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
+            ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)
+        }
+        pub(crate) static ARENA: ::capnp::private::arena::GeneratedCodeArena = ::capnp::private::arena::GeneratedCodeArena::new(&ENCODED_NODE);
+        pub(crate) static RAW_SCHEMA: ::capnp::introspect::RawStructSchema = ::capnp::introspect::RawStructSchema::new(
+            &ARENA,
+            NONUNION_MEMBERS,
+            MEMBERS_BY_DISCRIMINANT,
+            MEMBERS_BY_NAME
+        );
+        pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2];
+        pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[];
+        pub(crate) static MEMBERS_BY_NAME : &[u16] = &[1,2,0];
+        pub(crate) const TYPE_ID: u64 = 0x8fff_63d6_8227_e801;
+    }
+}
+
+pub mod admin_response {
+    #[derive(Copy, Clone)]
+    pub struct Owned(());
+    impl ::capnp::introspect::Introspect for Owned { fn introspect() -> ::capnp::introspect::Type { ::capnp::introspect::TypeVariant::Struct(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types, annotation_types: _private::get_annotation_types, type_id: ::core::any::TypeId::of::<Owned>() }).into() } }
+    impl ::capnp::traits::Owned for Owned { type Reader<'a> = Reader<'a>; type Builder<'a> = Builder<'a>; }
+    impl ::capnp::traits::OwnedStruct for Owned { type Reader<'a> = Reader<'a>; type Builder<'a> = Builder<'a>; }
+    impl ::capnp::traits::Pipelined for Owned { type Pipeline = Pipeline; }
+
+    pub struct Reader<'a> { reader: ::capnp::private::layout::StructReader<'a> }
+    impl <> ::core::marker::Copy for Reader<'_,>  {}
+    impl <> ::core::clone::Clone for Reader<'_,>  {
+        fn clone(&self) -> Self { *self }
+    }
+
+    impl <> ::capnp::traits::HasTypeId for Reader<'_,>  {
+        const TYPE_ID: u64 = _private::TYPE_ID;
+    }
+    impl <'a,> ::core::convert::From<::capnp::private::layout::StructReader<'a>> for Reader<'a,>  {
+        fn from(reader: ::capnp::private::layout::StructReader<'a>) -> Self {
+            Self { reader,  }
+        }
+    }
+
+    impl <'a,> ::core::convert::From<Reader<'a,>> for ::capnp::dynamic_value::Reader<'a>  {
+        fn from(reader: Reader<'a,>) -> Self {
+            Self::Struct(::capnp::dynamic_struct::Reader::new(reader.reader, ::capnp::schema::StructSchema::new(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types::<>, annotation_types: _private::get_annotation_types::<>, type_id: ::core::any::TypeId::of::<Owned<>>()})))
+        }
+    }
+
+    impl <> ::core::fmt::Debug for Reader<'_,>  {
+        fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::result::Result<(), ::core::fmt::Error> {
+            core::fmt::Debug::fmt(&::core::convert::Into::<::capnp::dynamic_value::Reader<'_>>::into(*self), f)
+        }
+    }
+
+    impl <'a,> ::capnp::traits::FromPointerReader<'a> for Reader<'a,>  {
+        fn get_from_pointer(reader: &::capnp::private::layout::PointerReader<'a>, default: ::core::option::Option<&'a [::capnp::Word]>) -> ::capnp::Result<Self> {
+            ::core::result::Result::Ok(reader.get_struct(default)?.into())
+        }
+    }
+
+    impl <'a,> ::capnp::traits::IntoInternalStructReader<'a> for Reader<'a,>  {
+        fn into_internal_struct_reader(self) -> ::capnp::private::layout::StructReader<'a> {
+            self.reader
+        }
+    }
+
+    impl <'a,> ::capnp::traits::Imbue<'a> for Reader<'a,>  {
+        fn imbue(&mut self, cap_table: &'a ::capnp::private::layout::CapTable) {
+            self.reader.imbue(::capnp::private::layout::CapTableReader::from_ref(cap_table))
+        }
+    }
+
+    impl <'a,> Reader<'a,>  {
+        pub fn reborrow(&self) -> Reader<'_,> {
+            Self { .. *self }
+        }
+
+        pub fn total_size(&self) -> ::capnp::Result<::capnp::MessageSize> {
+            self.reader.total_size()
+        }
+        #[inline]
+        pub fn get_result_json(self) -> ::capnp::Result<::capnp::text::Reader<'a>> {
+            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn has_result_json(&self) -> bool {
+            !self.reader.get_pointer_field(0).is_null()
+        }
+    }
+
+    pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
+    impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
+        const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 0, pointers: 1 };
+    }
+    impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
+        const TYPE_ID: u64 = _private::TYPE_ID;
+    }
+    impl <'a,> ::core::convert::From<::capnp::private::layout::StructBuilder<'a>> for Builder<'a,>  {
+        fn from(builder: ::capnp::private::layout::StructBuilder<'a>) -> Self {
+            Self { builder,  }
+        }
+    }
+
+    impl <'a,> ::core::convert::From<Builder<'a,>> for ::capnp::dynamic_value::Builder<'a>  {
+        fn from(builder: Builder<'a,>) -> Self {
+            Self::Struct(::capnp::dynamic_struct::Builder::new(builder.builder, ::capnp::schema::StructSchema::new(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types::<>, annotation_types: _private::get_annotation_types::<>, type_id: ::core::any::TypeId::of::<Owned<>>()})))
+        }
+    }
+
+    impl <'a,> ::capnp::traits::ImbueMut<'a> for Builder<'a,>  {
+        fn imbue_mut(&mut self, cap_table: &'a mut ::capnp::private::layout::CapTable) {
+            self.builder.imbue(::capnp::private::layout::CapTableBuilder::from_ref(cap_table))
+        }
+    }
+
+    impl <'a,> ::capnp::traits::FromPointerBuilder<'a> for Builder<'a,>  {
+        fn init_pointer(builder: ::capnp::private::layout::PointerBuilder<'a>, _size: u32) -> Self {
+            builder.init_struct(<Self as ::capnp::traits::HasStructSize>::STRUCT_SIZE).into()
+        }
+        fn get_from_pointer(builder: ::capnp::private::layout::PointerBuilder<'a>, default: ::core::option::Option<&'a [::capnp::Word]>) -> ::capnp::Result<Self> {
+            ::core::result::Result::Ok(builder.get_struct(<Self as ::capnp::traits::HasStructSize>::STRUCT_SIZE, default)?.into())
+        }
+    }
+
+    impl <> ::capnp::traits::SetterInput<Owned<>> for Reader<'_,>  {
+        fn set_pointer_builder(mut pointer: ::capnp::private::layout::PointerBuilder<'_>, value: Self, canonicalize: bool) -> ::capnp::Result<()> { pointer.set_struct(&value.reader, canonicalize) }
+    }
+
+    impl <'a,> Builder<'a,>  {
+        pub fn into_reader(self) -> Reader<'a,> {
+            self.builder.into_reader().into()
+        }
+        pub fn reborrow(&mut self) -> Builder<'_,> {
+            Builder { builder: self.builder.reborrow() }
+        }
+        pub fn reborrow_as_reader(&self) -> Reader<'_,> {
+            self.builder.as_reader().into()
+        }
+
+        pub fn total_size(&self) -> ::capnp::Result<::capnp::MessageSize> {
+            self.builder.as_reader().total_size()
+        }
+        #[inline]
+        pub fn get_result_json(self) -> ::capnp::Result<::capnp::text::Builder<'a>> {
+            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn set_result_json(&mut self, value: impl ::capnp::traits::SetterInput<::capnp::text::Owned>)  {
+            ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false).unwrap()
+        }
+        #[inline]
+        pub fn init_result_json(self, size: u32) -> ::capnp::text::Builder<'a> {
+            self.builder.get_pointer_field(0).init_text(size)
+        }
+        #[inline]
+        pub fn has_result_json(&self) -> bool {
+            !self.builder.is_pointer_field_null(0)
+        }
+    }
+
+    pub struct Pipeline { _typeless: ::capnp::any_pointer::Pipeline }
+    impl ::capnp::capability::FromTypelessPipeline for Pipeline {
+        fn new(typeless: ::capnp::any_pointer::Pipeline) -> Self {
+            Self { _typeless: typeless,  }
+        }
+    }
+    impl Pipeline  {
+    }
+    mod _private {
+        pub(crate) static ENCODED_NODE: [::capnp::Word; 34] = [
+            ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
+            ::capnp::word(63, 13, 51, 235, 10, 79, 74, 147),
+            ::capnp::word(14, 0, 0, 0, 1, 0, 0, 0),
+            ::capnp::word(38, 91, 63, 30, 42, 236, 209, 195),
+            ::capnp::word(1, 0, 7, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(21, 0, 0, 0, 226, 0, 0, 0),
+            ::capnp::word(33, 0, 0, 0, 7, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(29, 0, 0, 0, 63, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(99, 111, 110, 116, 114, 111, 108, 46),
+            ::capnp::word(99, 97, 112, 110, 112, 58, 65, 100),
+            ::capnp::word(109, 105, 110, 82, 101, 115, 112, 111),
+            ::capnp::word(110, 115, 101, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
+            ::capnp::word(4, 0, 0, 0, 3, 0, 4, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(13, 0, 0, 0, 90, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(12, 0, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(24, 0, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(114, 101, 115, 117, 108, 116, 74, 115),
+            ::capnp::word(111, 110, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+        ];
+        pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
+            match index {
+                0 => <::capnp::text::Owned as ::capnp::introspect::Introspect>::introspect(),
+                _ => ::capnp::introspect::panic_invalid_field_index(index),
+            }
+        }
+        pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
+            ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)
+        }
+        pub(crate) static ARENA: ::capnp::private::arena::GeneratedCodeArena = ::capnp::private::arena::GeneratedCodeArena::new(&ENCODED_NODE);
+        pub(crate) static RAW_SCHEMA: ::capnp::introspect::RawStructSchema = ::capnp::introspect::RawStructSchema::new(
+            &ARENA,
+            NONUNION_MEMBERS,
+            MEMBERS_BY_DISCRIMINANT,
+            MEMBERS_BY_NAME
+        );
+        pub(crate) static NONUNION_MEMBERS : &[u16] = &[0];
+        pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[];
+        pub(crate) static MEMBERS_BY_NAME : &[u16] = &[0];
+        pub(crate) const TYPE_ID: u64 = 0x934a_4f0a_eb33_0d3f;
     }
 }
 

@@ -10,7 +10,7 @@ use capnp::introspect::TypeVariant;
 use eventdbx_proto::message::{self, decode_request, decode_response};
 
 /// Request union members in ordinal order (§10): tag = index = ordinal - 1.
-const REQUEST_MEMBERS: [&str; 26] = [
+const REQUEST_MEMBERS: [&str; 27] = [
     "listAggregates",
     "getAggregate",
     "listEvents",
@@ -37,10 +37,11 @@ const REQUEST_MEMBERS: [&str; 26] = [
     "tenantList",
     "tenantSchemaHistory",
     "tenantSchemaActivate",
+    "admin",
 ];
 
 /// Response union members in ordinal order (§10): note `selectAggregate` @6 and `error` @7.
-const RESPONSE_MEMBERS: [&str; 26] = [
+const RESPONSE_MEMBERS: [&str; 27] = [
     "listAggregates",
     "getAggregate",
     "listEvents",
@@ -67,10 +68,11 @@ const RESPONSE_MEMBERS: [&str; 26] = [
     "tenantList",
     "tenantSchemaHistory",
     "tenantSchemaActivate",
+    "admin",
 ];
 
 /// (data bytes, pointers) of each request member's struct, from §11 (with §12.1 for writes).
-const REQUEST_SIZES: [(usize, usize); 26] = [
+const REQUEST_SIZES: [(usize, usize); 27] = [
     (16, 4),
     (8, 3),
     (16, 5),
@@ -79,7 +81,7 @@ const REQUEST_SIZES: [(usize, usize); 26] = [
     (16, 9),
     (0, 4),
     (16, 9),
-    (8, 4),
+    (8, 5),
     (0, 1),
     (0, 2),
     (0, 3),
@@ -98,10 +100,12 @@ const REQUEST_SIZES: [(usize, usize); 26] = [
     (0, 1),
     (0, 2),
     (8, 5),
+    // Ours: admin.
+    (0, 3),
 ];
 
 /// (data bytes, pointers) of each response member's struct, from §11.
-const RESPONSE_SIZES: [(usize, usize); 26] = [
+const RESPONSE_SIZES: [(usize, usize); 27] = [
     (8, 3),
     (8, 2),
     (8, 2),
@@ -129,6 +133,8 @@ const RESPONSE_SIZES: [(usize, usize); 26] = [
     (0, 1),
     (0, 1),
     (8, 2),
+    // Ours: admin.
+    (0, 1),
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 //! Every command authorises first (token, tenant, action, resource), then validates, then looks
 //! things up, so an unauthorised caller learns nothing (`00-decisions.md`).
 
+mod admin;
 mod aggregates;
 mod events;
 mod resolve;
@@ -130,6 +131,7 @@ pub(crate) enum Command {
     ListSnapshots(snapshots::ListSnapshots),
     GetSnapshot(snapshots::GetSnapshot),
     TenantList(tenant::TenantList),
+    Admin(admin::Admin),
 }
 
 /// A reply, encoded into the matching `ControlResponse` member.
@@ -159,6 +161,9 @@ pub(crate) enum Reply {
     ReadOutbox {
         events_json: String,
         next_after_event_id: Option<u64>,
+    },
+    Admin {
+        result_json: String,
     },
     AppendEvent {
         event_json: String,
@@ -277,6 +282,7 @@ fn parse_payload(request: control_request::Reader<'_>) -> Result<Command, Reques
         Which::TenantSchemaActivate(r) => {
             Command::Tenant(tenant::TenantCommand::parse_activate(r?)?)
         }
+        Which::Admin(r) => Command::Admin(admin::Admin::parse(r?)?),
     })
 }
 
@@ -300,6 +306,7 @@ impl Command {
             Command::ListSnapshots(_) => "listSnapshots",
             Command::GetSnapshot(_) => "getSnapshot",
             Command::TenantList(_) => "tenantList",
+            Command::Admin(_) => "admin",
         }
     }
 
@@ -322,6 +329,7 @@ impl Command {
             Command::ListSnapshots(c) => c.apply(ctx),
             Command::GetSnapshot(c) => c.apply(ctx),
             Command::TenantList(c) => c.apply(ctx),
+            Command::Admin(c) => c.apply(ctx),
         }
     }
 }
@@ -431,6 +439,9 @@ fn fill(payload: control_response::payload::Builder<'_>, reply: &Reply) {
                 r.set_next_after_event_id(*next);
                 r.set_has_next_after_event_id(true);
             }
+        }
+        Reply::Admin { result_json } => {
+            payload.init_admin().set_result_json(result_json.as_str());
         }
         Reply::AppendEvent { event_json } => {
             payload

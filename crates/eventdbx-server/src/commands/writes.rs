@@ -8,6 +8,7 @@ use eventdbx_core::names::{
     normalize_event_type, parse_metadata, parse_payload, validate_aggregate_id,
     validate_aggregate_type, validate_note,
 };
+use eventdbx_core::plugin::PublishTarget;
 use eventdbx_core::schema::reference::{normalize_references, reference_rules, state_references};
 use eventdbx_core::schema::{validate_write, ReferenceCascade, ReferenceIntegrity};
 use eventdbx_core::write::{request_digest, WriteBody, WriteKind};
@@ -27,24 +28,17 @@ use eventdbx_core::schema::AggregateSchema;
 const READ: &str = "aggregate.read";
 use crate::error::RequestError;
 
-/// One publish target as sent (validated before anything is written).
-pub(crate) struct Target {
-    plugin: String,
-    mode: Option<String>,
-    priority: Option<String>,
-}
-
 fn parse_targets(
     has: bool,
     list: capnp::Result<capnp::struct_list::Reader<'_, publish_target::Owned>>,
-) -> Result<Vec<Target>, RequestError> {
+) -> Result<Vec<PublishTarget>, RequestError> {
     if !has {
         return Ok(Vec::new());
     }
     list?
         .iter()
         .map(|t| {
-            Ok(Target {
+            Ok(PublishTarget {
                 plugin: text(t.get_plugin())?,
                 mode: t.get_has_mode().then(|| text(t.get_mode())).transpose()?,
                 priority: t
@@ -54,51 +48,6 @@ fn parse_targets(
             })
         })
         .collect()
-}
-
-const MODES: [&str; 7] = [
-    "all",
-    "event-only",
-    "state-only",
-    "schema-only",
-    "event-and-schema",
-    "extensions-only",
-    "async",
-];
-const PRIORITIES: [&str; 3] = ["low", "normal", "high"];
-
-/// Decodes publish targets (§14.3): blank names, unknown modes and priorities, and names no
-/// enabled plugin answers to are all refused before anything is written.
-fn check_targets(targets: &[Target], plugins: &[String]) -> Result<(), RequestError> {
-    for target in targets {
-        let plugin = target.plugin.trim();
-        if plugin.is_empty() {
-            return Err(RequestError::invalid(
-                "publish target plugin cannot be empty",
-            ));
-        }
-        if let Some(mode) = &target.mode {
-            let lower = mode.trim().to_ascii_lowercase();
-            if !MODES.contains(&lower.as_str()) {
-                return Err(RequestError::invalid(format!(
-                    "invalid publish mode '{lower}'"
-                )));
-            }
-        }
-        if let Some(priority) = &target.priority {
-            if !PRIORITIES.contains(&priority.trim().to_ascii_lowercase().as_str()) {
-                return Err(RequestError::invalid(format!(
-                    "invalid publish priority '{priority}'"
-                )));
-            }
-        }
-        if !plugins.iter().any(|name| name.eq_ignore_ascii_case(plugin)) {
-            return Err(RequestError::invalid(format!(
-                "plugin '{plugin}' is not configured"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Create, append or patch.
@@ -111,7 +60,7 @@ pub(crate) struct Write {
     body: String,
     note: Option<String>,
     metadata: Option<String>,
-    targets: Vec<Target>,
+    targets: Vec<PublishTarget>,
     expected_version: Option<u64>,
     idempotency_key: Option<String>,
 }
@@ -200,7 +149,12 @@ impl Write {
             Some(metadata) => parse_metadata(metadata)?,
             None => None,
         };
-        check_targets(&self.targets, &ctx.state.plugin_names())?;
+        // Publish targets (§14.3): refused before anything is written.
+        let schemas = ctx.schemas();
+        let publish = ctx
+            .state
+            .plugins
+            .routes(Some(&self.targets), schemas.get(t))?;
         if let Some(key) = &self.idempotency_key {
             if key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
                 return Err(RequestError::invalid(
@@ -215,7 +169,6 @@ impl Write {
         if let Some(note) = &self.note {
             validate_note(note)?;
         }
-        let schemas = ctx.schemas();
         let schema = schemas.get(t).cloned();
         let prepare = payload_check(ctx, &claims, t, &event_type, schema.clone());
         let references: ReferenceScan = {
@@ -239,6 +192,7 @@ impl Write {
                 self.expected_version,
             ),
         });
+        let routed: Vec<String> = publish.iter().map(|r| r.plugin.clone()).collect();
         let request = WriteRequest {
             kind: self.kind,
             aggregate_type: t.to_owned(),
@@ -262,9 +216,12 @@ impl Write {
             quota_bytes: ctx.state.tenants.quota_bytes(ctx.tenant),
             prepare: Some(prepare),
             references: Some(references),
-            publish: Vec::new(),
+            publish,
         };
         let outcome = ctx.state.store.write(ctx.tenant, request)?;
+        if !outcome.replayed {
+            ctx.state.plugins.wake(routed.iter().map(String::as_str));
+        }
         let verbose = ctx.state.config.verbose_responses;
         Ok(match self.kind {
             WriteKind::Create => Reply::CreateAggregate {
@@ -360,6 +317,7 @@ pub(crate) struct SetArchive {
     aggregate_id: String,
     archived: bool,
     note: Option<String>,
+    targets: Vec<PublishTarget>,
 }
 
 impl SetArchive {
@@ -370,6 +328,7 @@ impl SetArchive {
             aggregate_id: text(r.get_aggregate_id())?,
             archived: r.get_archived(),
             note: r.get_has_note().then(|| text(r.get_note())).transpose()?,
+            targets: parse_targets(r.get_has_publish_targets(), r.get_publish_targets())?,
         })
     }
 
@@ -379,24 +338,35 @@ impl SetArchive {
         if !claims.can_write() {
             return Err(RequestError::unauthorized());
         }
+        let schemas = ctx.schemas();
+        let publish = ctx
+            .state
+            .plugins
+            .routes(Some(&self.targets), schemas.get(t))?;
         validate_aggregate_type(t)?;
         validate_aggregate_id(i)?;
         let store = &ctx.state.store;
         let note = self.note.as_deref();
-        let aggregate = if self.archived {
-            // §4.6: referrers whose rule says `nullify` are cleared in the archive's commit;
-            // any other referrer blocks it.
-            let schemas = ctx.schemas();
-            let nullify = |referrer: &Referrer| {
-                schemas
-                    .get(&referrer.aggregate_type)
-                    .and_then(|schema| reference_rules(schema, &referrer.path))
-                    .is_some_and(|rules| rules.cascade == ReferenceCascade::Nullify)
-            };
-            store.archive(ctx.tenant, t, i, note, &nullify)?
-        } else {
-            store.set_archived(ctx.tenant, t, i, false, note)?
+        // §4.6: referrers whose rule says `nullify` are cleared in the archive's commit; any
+        // other referrer blocks it.
+        let nullify = |referrer: &Referrer| {
+            schemas
+                .get(&referrer.aggregate_type)
+                .and_then(|schema| reference_rules(schema, &referrer.path))
+                .is_some_and(|rules| rules.cascade == ReferenceCascade::Nullify)
         };
+        let aggregate = store.set_archived_publishing(
+            ctx.tenant,
+            t,
+            i,
+            self.archived,
+            note,
+            &nullify,
+            &publish,
+        )?;
+        ctx.state
+            .plugins
+            .wake(publish.iter().map(|r| r.plugin.as_str()));
         let aggregate_json = if ctx.state.config.verbose_responses {
             ctx.visible(&ctx.schemas(), aggregate)
                 .map(|a| a.to_json(&[]).to_string())

@@ -143,10 +143,22 @@ pub struct StorageConfig {
 }
 
 /// `[plugin_queue]`: the plugin delivery outbox.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginQueueConfig {
     /// `[plugin_queue.prune]`: removal of delivered jobs.
     pub prune: PruneConfig,
+    /// `[plugin_queue] backoff_unit_ms` (ours): the retry backoff unit; the default 1,000 gives
+    /// the spec's 1 s, 2 s, 4 s, 10 s. Only tests should lower it.
+    pub backoff_unit_ms: u64,
+}
+
+impl Default for PluginQueueConfig {
+    fn default() -> Self {
+        PluginQueueConfig {
+            prune: PruneConfig::default(),
+            backoff_unit_ms: 1000,
+        }
+    }
 }
 
 /// `[plugin_queue.prune]`: removal of delivered jobs.
@@ -416,6 +428,15 @@ impl Config {
         ];
         if let Some(max) = prune.max_done_jobs {
             prune_entries.push(("max_done_jobs", max.to_string()));
+        }
+        if self.plugin_queue.backoff_unit_ms != 1000 {
+            section(
+                "plugin_queue",
+                vec![(
+                    "backoff_unit_ms",
+                    self.plugin_queue.backoff_unit_ms.to_string(),
+                )],
+            );
         }
         section("plugin_queue.prune", prune_entries);
         out
@@ -790,6 +811,10 @@ fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Config, ConfigErro
         storage.finish();
     }
     if let Some(mut queue) = root.section("plugin_queue")? {
+        set(
+            &mut config.plugin_queue.backoff_unit_ms,
+            queue.u64("backoff_unit_ms")?,
+        );
         if let Some(mut prune) = queue.section("prune")? {
             let target = &mut config.plugin_queue.prune;
             set(&mut target.done_ttl_secs, prune.u64("done_ttl_secs")?);

@@ -4,6 +4,7 @@ mod config;
 mod control;
 mod correctness;
 mod flows;
+mod plugins;
 mod process_plugin;
 mod references;
 mod runtime_flavor;

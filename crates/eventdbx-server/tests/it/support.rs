@@ -744,6 +744,55 @@ impl Client {
         })
     }
 
+    /// `setAggregateArchive` with publish targets (ours, @6/@7).
+    pub fn set_archived_with(
+        &mut self,
+        t: &str,
+        i: &str,
+        archived: bool,
+        targets: &[Target<'_>],
+    ) -> Reply {
+        let token = self.token.clone();
+        self.request(|p| {
+            let mut r = p.init_set_aggregate_archive();
+            r.set_token(token.as_str());
+            r.set_aggregate_type(t);
+            r.set_aggregate_id(i);
+            r.set_archived(archived);
+            r.set_has_publish_targets(true);
+            let mut list = r.init_publish_targets(targets.len() as u32);
+            for (n, (plugin, mode, priority)) in targets.iter().enumerate() {
+                let mut target = list.reborrow().get(n as u32);
+                target.set_plugin(*plugin);
+                if let Some(mode) = mode {
+                    target.set_mode(*mode);
+                    target.set_has_mode(true);
+                }
+                if let Some(priority) = priority {
+                    target.set_priority(*priority);
+                    target.set_has_priority(true);
+                }
+            }
+        })
+    }
+
+    /// `admin` (ours, @24) with a token of this session's choosing.
+    pub fn admin_as(&mut self, token: &str, action: &str, args: Value) -> Reply {
+        let args = args.to_string();
+        self.request(|p| {
+            let mut r = p.init_admin();
+            r.set_token(token);
+            r.set_action(action);
+            r.set_args_json(args.as_str());
+        })
+    }
+
+    /// `admin` with the session's token.
+    pub fn admin(&mut self, action: &str, args: Value) -> Reply {
+        let token = self.token.clone();
+        self.admin_as(&token, action, args)
+    }
+
     /// `createSnapshot` → the snapshot.
     pub fn create_snapshot(&mut self, t: &str, i: &str, comment: Option<&str>) -> Reply {
         let token = self.token.clone();
@@ -1026,6 +1075,7 @@ pub fn decode(bytes: &[u8]) -> Reply {
             json!({"found": r.get_found(), "snapshot": parse(r.get_snapshot_json())})
         }
         Which::ListReferrers(r) => parse(r.expect("member").get_referrers_json()),
+        Which::Admin(r) => parse(r.expect("member").get_result_json()),
         Which::ReadOutbox(r) => {
             let r = r.expect("member");
             let next = if r.get_has_next_after_event_id() {

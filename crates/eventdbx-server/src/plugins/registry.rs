@@ -1,0 +1,209 @@
+//! Plugin definitions (`02-server.md` §14.1): `<data_dir>/plugins.json`, a JSON array, read
+//! once at start and again only when the file changes (or an admin request changes it); writes
+//! never read it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use eventdbx_core::plugin::{PayloadMode, RoutablePlugin};
+use eventdbx_core::CoreError;
+use serde::{Deserialize, Serialize};
+
+/// One plugin definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginDef {
+    /// Disabled plugins are not loaded (and count as not configured for routing).
+    pub enabled: bool,
+    /// `false`: never receives broadcasts and cannot be named as a target.
+    #[serde(default = "yes")]
+    pub emit_events: bool,
+    /// Routing identifier; the kind when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Default payload mode.
+    #[serde(default)]
+    pub payload_mode: PayloadMode,
+    /// Kind-specific settings, tagged by `type`.
+    pub config: KindConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The kind of a plugin and its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum KindConfig {
+    /// `POST` of the JSON body to an endpoint.
+    Http {
+        /// `host:port/path` or `http://host:port/path`.
+        endpoint: String,
+        /// Extra request headers (values are never logged).
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Add `https://` to an endpoint without a scheme (https is not supported: refused).
+        #[serde(default)]
+        https: bool,
+    },
+    /// One JSON line per job on a kept-alive connection.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// A line on the `eventdbx.plugin.log` tracing target.
+    Log {
+        /// `trace`, `debug`, `info` (default), `warn`, `error`.
+        #[serde(default = "info")]
+        level: String,
+        /// `{aggregate}`, `{id}` and `{event}` are substituted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<String>,
+        /// `summary` (default) or `full`.
+        #[serde(default = "summary")]
+        detail: String,
+    },
+    /// A child process fed Cap'n Proto envelopes on stdin.
+    Process {
+        /// Binary name in the local plugin registry.
+        name: String,
+        /// Binary version.
+        version: String,
+        /// Arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Extra environment.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        /// Working directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        working_dir: Option<String>,
+    },
+}
+
+fn info() -> String {
+    "info".into()
+}
+
+fn summary() -> String {
+    "summary".into()
+}
+
+impl KindConfig {
+    /// `http`, `tcp`, `log` or `process`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KindConfig::Http { .. } => "http",
+            KindConfig::Tcp { .. } => "tcp",
+            KindConfig::Log { .. } => "log",
+            KindConfig::Process { .. } => "process",
+        }
+    }
+}
+
+impl PluginDef {
+    /// The routing identifier: the name, or the kind.
+    pub fn id(&self) -> String {
+        self.name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| self.config.kind().to_owned(), str::to_owned)
+    }
+
+    /// The queue label: `"<kind> (<name>)"`, or `"<kind>"` without a name.
+    pub fn label(&self) -> String {
+        match self
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            Some(name) => format!("{} ({name})", self.config.kind()),
+            None => self.config.kind().to_owned(),
+        }
+    }
+
+    /// Checks the settings; the messages are `config` errors.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        match &self.config {
+            KindConfig::Http {
+                endpoint, https, ..
+            } => {
+                super::kinds::HttpTarget::parse(endpoint, *https)?;
+            }
+            KindConfig::Tcp { host, port } => {
+                if host.trim().is_empty() || *port == 0 {
+                    return Err(CoreError::Config(
+                        "tcp plugin needs a host and a non-zero port".into(),
+                    ));
+                }
+            }
+            KindConfig::Log { level, detail, .. } => {
+                if !["trace", "debug", "info", "warn", "error"]
+                    .contains(&level.to_ascii_lowercase().as_str())
+                {
+                    return Err(CoreError::Config(format!("invalid log level '{level}'")));
+                }
+                if !["summary", "full"].contains(&detail.to_ascii_lowercase().as_str()) {
+                    return Err(CoreError::Config(format!("invalid log detail '{detail}'")));
+                }
+            }
+            KindConfig::Process { name, version, .. } => {
+                if name.trim().is_empty() || version.trim().is_empty() {
+                    return Err(CoreError::Config(
+                        "process plugin needs a name and a version".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Routing's view.
+    pub fn routable(&self) -> RoutablePlugin {
+        RoutablePlugin {
+            id: self.id(),
+            enabled: self.enabled,
+            emit_events: self.emit_events,
+            mode: self.payload_mode,
+        }
+    }
+}
+
+/// The plugins file of a data directory.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("plugins.json")
+}
+
+/// Reads the definitions (a missing file is an empty list) and the file's modification time.
+pub fn load(path: &Path) -> Result<(Vec<PluginDef>, Option<SystemTime>), CoreError> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
+        Err(err) => return Err(CoreError::Io(format!("{}: {err}", path.display()))),
+    };
+    if text.trim().is_empty() {
+        return Ok((Vec::new(), modified));
+    }
+    let defs: Vec<PluginDef> = serde_json::from_str(&text)
+        .map_err(|err| CoreError::Config(format!("{}: {err}", path.display())))?;
+    Ok((defs, modified))
+}
+
+/// Writes the definitions atomically (temporary file, then rename).
+pub fn save(path: &Path, defs: &[PluginDef]) -> Result<(), CoreError> {
+    let text = serde_json::to_string_pretty(defs)
+        .map_err(|err| CoreError::Serialization(err.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    let io = |err: std::io::Error| CoreError::Io(format!("{}: {err}", path.display()));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(&tmp, text + "\n").map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
