@@ -5,6 +5,7 @@
 //! tenants (`aggregate`, `events`, `snapshots`, `schema`, `tenant`) go through the authenticated
 //! control protocol with the client crate: `remote.rs` and `schema.rs`.
 
+mod plugin;
 mod remote;
 mod schema;
 
@@ -75,6 +76,10 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Tenant placement, reloads and quotas (through the running server).
     Tenant(remote::TenantArgs),
+    /// Plugin definitions: list, add, config, enable, disable, remove, test (root/admin token).
+    Plugin(plugin::PluginArgs),
+    /// The plugin delivery queue: list, retry, clear, clear-done (root/admin token).
+    Queue(plugin::QueueArgs),
 }
 
 #[derive(Subcommand)]
@@ -226,6 +231,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Snapshots(args) => remote::snapshots(args, cli.config.as_deref(), cli.json),
         Command::Schema(args) => schema::schema(args, cli.config.as_deref(), cli.json),
         Command::Tenant(args) => remote::tenant(args, cli.config.as_deref(), cli.json),
+        Command::Plugin(args) => plugin::plugin(args, cli.config.as_deref(), cli.json),
+        Command::Queue(args) => plugin::queue(args, cli.config.as_deref(), cli.json),
     }
 }
 

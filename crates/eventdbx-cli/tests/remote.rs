@@ -6,6 +6,9 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
+#[path = "cli_plugins/mod.rs"]
+mod cli_plugins;
+
 struct Serving(Child);
 
 impl Drop for Serving {
