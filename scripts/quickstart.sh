@@ -26,6 +26,13 @@ sed -i "s/127.0.0.1:6363/127.0.0.1:$control_port/; s/^port = 7070/port = $http_p
 (cd "$workspace" && "$dbx" start)
 trap '(cd "$workspace" && "$dbx" stop) || true' EXIT
 
+# The README's publish targets name these plugins; `log` plugins need no external service
+# (their lines go to the server log, target eventdbx.plugin.log).
+for plugin in webhook analytics-engine fraud-worker; do
+  (cd "$workspace" && "$dbx" plugin add "$plugin" --kind log --template "$plugin {aggregate} {id} {event}" >/dev/null)
+done
+(cd "$workspace" && "$dbx" plugin list)
+
 curl -fsS "http://127.0.0.1:$http_port/health" && echo
 EVENTDBX_HOST=127.0.0.1 EVENTDBX_PORT=$control_port EVENTDBX_TENANT_ID=default \
 EVENTDBX_TOKEN="$(cat "$workspace/.dbx/cli.token")" \

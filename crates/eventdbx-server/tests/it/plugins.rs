@@ -567,3 +567,146 @@ fn a_hundred_writes_during_an_outage_all_arrive_in_priority_order() {
     assert_eq!(order, wanted, "high, normal, low, then oldest first");
     eprintln!("100 writes during the outage in {total:?} (slowest {slowest:?})");
 }
+
+/// Reads the echo plugin's JSON lines.
+fn echoed(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn wait_echoed(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = echoed(path);
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} events echoed",
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_process_plugin_gets_every_mode_and_survives_a_killed_child() {
+    use eventdbx_server::process_plugin::current_target;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let out = scratch.path().join("echo.jsonl");
+    let defs = vec![json!({"enabled": true, "emit_events": true, "name": "echo",
+        "payload_mode": "all",
+        "config": {"type": "process", "name": "echo", "version": "1.0.0", "args": [],
+                   "env": {"EVENTDBX_ECHO_PLUGIN_OUT": out.display().to_string()}}})];
+    let server = TestServer::start(|config| {
+        write_plugins(&config.data_dir, &defs);
+        let bin = config
+            .data_dir
+            .join("plugins/echo/1.0.0")
+            .join(current_target());
+        std::fs::create_dir_all(&bin).expect("registry");
+        std::fs::copy(env!("CARGO_BIN_EXE_eventdbx-echo-plugin"), bin.join("echo"))
+            .expect("install echo plugin");
+        config.plugin_queue.backoff_unit_ms = 100;
+    });
+    let mut c = server.v2("default");
+    ok(c.replace_schemas(crate::support::ORDER_SCHEMA));
+    ok(c.create("order", "o-1", "order_created", r#"{"status":"new"}"#));
+    let modes = [
+        "all",
+        "event-only",
+        "state-only",
+        "schema-only",
+        "event-and-schema",
+        "extensions-only",
+    ];
+    let mut ids = Vec::new();
+    for mode in modes {
+        let reply = ok(c.apply_with(
+            "order",
+            "o-1",
+            "order_status_updated",
+            &format!(r#"{{"mode":"{mode}"}}"#),
+            &WriteOpts {
+                metadata: Some(r#"{"@trace": 7}"#),
+                targets: Some(vec![("echo", Some(mode), None)]),
+                ..WriteOpts::default()
+            },
+        ));
+        ids.push(event_id_of(&reply));
+    }
+    let lines = wait_echoed(&out, 1 + modes.len());
+    let by_id = |id: &str| -> Value {
+        lines
+            .iter()
+            .find(|l| l["event_id"].as_str() == Some(id))
+            .cloned()
+            .unwrap_or_else(|| panic!("event {id} not echoed"))
+    };
+    for (mode, id) in modes.iter().zip(&ids) {
+        let line = by_id(id);
+        let payload = line["payload_json"].as_str().expect("payload_json");
+        let state = line["state_entries"].as_array().expect("entries");
+        let schema = line["schema_json"].as_str().expect("schema_json");
+        let (has_payload, has_state, has_schema) = match *mode {
+            "all" => (true, true, true),
+            "event-only" => (true, false, false),
+            "state-only" => (false, true, false),
+            "schema-only" => (false, false, true),
+            "event-and-schema" => (true, false, true),
+            _ => (false, false, false),
+        };
+        assert_eq!(payload != "null", has_payload, "{mode}: {line}");
+        assert_eq!(!state.is_empty(), has_state, "{mode}: {line}");
+        assert_eq!(schema != "null", has_schema, "{mode}: {line}");
+        if *mode == "extensions-only" {
+            assert!(line["extensions_json"]
+                .as_str()
+                .expect("ext")
+                .contains("@trace"));
+        }
+    }
+    // Kill the child: the server starts another and loses no job.
+    let pid = lines[0]["pid"].as_u64().expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut after = Vec::new();
+    for n in 0..3 {
+        let reply = ok(c.apply_with(
+            "order",
+            "o-1",
+            "order_status_updated",
+            &format!(r#"{{"after":{n}}}"#),
+            &targets(&[("echo", None, None)]),
+        ));
+        after.push(event_id_of(&reply));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = echoed(&out);
+        let seen: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l["event_id"].as_str())
+            .collect();
+        if after.iter().all(|id| seen.contains(&id.as_str())) {
+            let new_pid = lines
+                .iter()
+                .find(|l| l["event_id"].as_str() == Some(after[0].as_str()))
+                .and_then(|l| l["pid"].as_u64());
+            assert_ne!(new_pid, Some(pid), "a new child delivered after the kill");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs lost after the child was killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
