@@ -1,7 +1,8 @@
 //! The bridge from Rust's `tracing` events to Python's `logging`, under the logger `eventdbx`.
 //!
 //! A `tracing` event of target `eventdbx_client::connection` becomes a record of the logger
-//! `eventdbx.client.connection` (any other crate: `eventdbx.deps.<crate>...`), so
+//! `eventdbx.client.connection` (any other crate: `eventdbx.deps.<crate>...`; the server's
+//! plugin targets such as `eventdbx.plugin.log` keep their names), so
 //! `logging.getLogger("eventdbx")` sees everything the client and the embedded server say.
 //! Python decides what is shown: a record below the logger's effective level is dropped there.
 //!
@@ -25,6 +26,8 @@ pub(crate) fn install() {
         .with_target("eventdbx_server", LevelFilter::DEBUG)
         .with_target("eventdbx_store", LevelFilter::DEBUG)
         .with_target("eventdbx_proto", LevelFilter::DEBUG)
+        // The server's plugin output (`eventdbx.plugin.log`, `eventdbx.plugin.process`).
+        .with_target("eventdbx.", LevelFilter::DEBUG)
         .with_default(LevelFilter::WARN);
     let subscriber = tracing_subscriber::registry()
         .with(PythonLogging)
@@ -73,9 +76,13 @@ fn python_level(level: Level) -> u8 {
 }
 
 /// `eventdbx_client::connection` → `eventdbx.client.connection`; `snow::x` →
-/// `eventdbx.deps.snow.x`.
+/// `eventdbx.deps.snow.x`; a target already under `eventdbx.` (the server's plugin output,
+/// `eventdbx.plugin.log`) keeps its name.
 fn logger_name(target: &str) -> String {
     let dotted = target.replace("::", ".");
+    if dotted.starts_with("eventdbx.") {
+        return dotted;
+    }
     match dotted.strip_prefix("eventdbx_") {
         Some(rest) => format!("eventdbx.{rest}"),
         None => format!("eventdbx.deps.{dotted}"),

@@ -217,16 +217,20 @@ def test_idempotency_key_applies_once(client, uid):
 
 def test_publish_targets_reach_the_server(client, uid):
     with pytest.raises(exc.EventDBXValidationError,
-                       match="plugin 'webhook' is not configured"):
+                       match="plugin 'no-such-plugin' is not configured"):
         client.apply(aggregate_type="person", aggregate_id=f"pt-{uid}", event_type="e",
-                     payload_json="{}", publish_targets=[{"plugin": "webhook", "mode": "all"}])
+                     payload_json="{}",
+                     publish_targets=[{"plugin": "no-such-plugin", "mode": "all"}])
     assert not client.get(aggregate_type="person", aggregate_id=f"pt-{uid}").found
+    # eventdbx.testing registers the README's plugins: `webhook` is a configured target.
+    assert client.apply(aggregate_type="person", aggregate_id=f"pt-{uid}", event_type="e",
+                        payload_json="{}", publish_targets=[{"plugin": "webhook", "mode": "all"}])
     with pytest.raises(TypeError, match="PublishTarget or mapping"):
         client.apply(aggregate_type="person", aggregate_id=f"pt-{uid}", event_type="e",
                      payload_json="{}", publish_targets=["webhook"])
     with pytest.raises(ValueError, match="publish target plugin must be provided"):
         PublishTarget(plugin="")
-    # An empty list fans out to every enabled plugin (none here): the write succeeds.
+    # An empty list fans out to every enabled plugin: the write succeeds.
     assert client.apply(aggregate_type="person", aggregate_id=f"pt-{uid}", event_type="e",
                         payload_json="{}", publish_targets=[])
 

@@ -4,14 +4,15 @@ tokens the decisions allow replacing)."""
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
 from eventdbx import EventDBXClient
-from eventdbx.exceptions import EventDBXValidationError
 
 README_NAME = "000_756f5e89e70a6b9f.txt"
 
@@ -100,18 +101,32 @@ def test_readme_has_the_expected_samples():
     assert len(samples) == 5, list(samples.values())
 
 
-def test_quickstart_sample_reaches_the_server_and_names_the_missing_plugin(readme_env):
+def test_quickstart_sample_publishes_to_the_webhook_plugin(readme_env, caplog):
     code = _indent(_samples(_readme())["sample1"])
     assert "PublishTarget(plugin=\"webhook\", mode=\"async\")" in code
-    # Plugins are not built yet: the server refuses a target naming an unconfigured plugin
-    # before writing anything (00-decisions: the README set-up will register `webhook`).
-    with pytest.raises(EventDBXValidationError) as raised:
+    # eventdbx.testing registers the README's plugins (webhook, analytics-engine, fraud-worker)
+    # as log plugins: the sample runs unchanged and its write is delivered to `webhook`.
+    with caplog.at_level(logging.DEBUG, logger="eventdbx.plugin"):
         _run(code, {})
-    assert raised.value.code == "invalid_schema"
-    assert "plugin 'webhook' is not configured" in raised.value.message
-    with EventDBXClient(token=readme_env.token, tenant_id="tenant-123",
-                        port=readme_env.port) as client:
-        assert not client.get(aggregate_type="orders", aggregate_id="ord_123").found
+        with EventDBXClient(token=readme_env.token, tenant_id="tenant-123",
+                            port=readme_env.port) as client:
+            found = client.get(aggregate_type="orders", aggregate_id="ord_123")
+            assert found.found and found.aggregate["version"] >= 1
+        _wait_for_delivery(caplog, "webhook", "ord_123")
+
+
+def _wait_for_delivery(caplog, plugin: str, aggregate_id: str) -> None:
+    """Plugin jobs are delivered in the background: wait for the log plugin's line."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for record in caplog.records:
+            text = record.getMessage()
+            if record.name == "eventdbx.plugin.log" and \
+                    re.search(rf'plugin="?{re.escape(plugin)}\b', text) and aggregate_id in text:
+                return
+        time.sleep(0.05)
+    seen = [record.getMessage() for record in caplog.records]
+    raise AssertionError(f"no delivery to {plugin} logged: {seen}")
 
 
 def test_retry_sample_constructs_a_connected_client(readme_env):
@@ -128,13 +143,17 @@ def test_retry_sample_constructs_a_connected_client(readme_env):
         client.close()
 
 
-def test_publish_targets_sample_names_the_missing_plugins(readme_env):
+def test_publish_targets_sample_publishes_to_its_plugins(readme_env, caplog):
     code = _indent(_samples(_readme())["sample3"])
     code = code.replace('token="<token>"', f'token="{readme_env.token}"')
     code = code.replace('tenant_id="<tenant>")', f'tenant_id="tenant-123", port={readme_env.port})')
-    with pytest.raises(EventDBXValidationError) as raised:
-        _run(code, {})
-    assert "plugin 'analytics-engine' is not configured" in raised.value.message
+    with caplog.at_level(logging.DEBUG, logger="eventdbx.plugin"):
+        namespace = _run(code, {})
+        ids = re.findall(r'aggregate_id="([^"]+)"', code)
+        assert ids
+        for plugin in ("analytics-engine", "fraud-worker"):
+            _wait_for_delivery(caplog, plugin, ids[-1])
+    assert not namespace["client"].connected  # the sample's `with` block closed it
 
 
 def test_write_and_read_samples_run_as_written(readme_env):

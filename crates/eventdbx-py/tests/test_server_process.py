@@ -16,7 +16,7 @@ from typing import Dict, List
 
 import pytest
 
-from eventdbx import EventDBXClient, testing
+from eventdbx import EventDBXClient, PublishTarget, testing
 from eventdbx import exceptions as exc
 from eventdbx.testing import EventDBXServer
 
@@ -191,3 +191,35 @@ def test_the_server_command_line_without_http_and_usage(tmp_path):
     usage = subprocess.run([sys.executable, "-m", "eventdbx"], capture_output=True, text=True,
                            timeout=60)
     assert usage.returncode == 2 and "python -m eventdbx serve" in usage.stderr
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_the_test_servers_register_the_readme_plugins(in_process, tmp_path):
+    targets = [PublishTarget(plugin="analytics-engine", mode="event-only"),
+               PublishTarget(plugin="fraud-worker", mode="all", priority="high"),
+               PublishTarget(plugin="webhook", mode="async")]
+    with EventDBXServer(in_process=in_process) as server:
+        assert [p["name"] for p in json.loads(
+            open(os.path.join(server.data_dir, "plugins.json")).read())] == \
+            ["webhook", "analytics-engine", "fraud-worker"]
+        with server.client() as client:
+            written = json.loads(client.apply(aggregate_type="invoice", aggregate_id="inv-1",
+                                              event_type="paid", payload_json="{}",
+                                              publish_targets=targets))
+            assert written["version"] == 1
+    # plugins=[]: none configured; a target is refused before anything is written.
+    with EventDBXServer(in_process=in_process, plugins=[]) as server, server.client() as client:
+        with pytest.raises(exc.EventDBXValidationError, match="plugin 'webhook' is not"):
+            client.apply(aggregate_type="invoice", aggregate_id="inv-1", event_type="paid",
+                         payload_json="{}", publish_targets=targets[2:])
+        assert not client.get(aggregate_type="invoice", aggregate_id="inv-1").found
+    # A data directory's own definitions are kept.
+    own = [{"enabled": True, "name": "mine", "config": {"type": "log"}}]
+    (tmp_path / "plugins.json").write_text(json.dumps(own))
+    with EventDBXServer(data_dir=str(tmp_path), in_process=in_process) as server, \
+            server.client() as client:
+        assert client.apply(aggregate_type="invoice", aggregate_id="inv-2", event_type="paid",
+                            payload_json="{}", publish_targets=[PublishTarget(plugin="mine")])
+        with pytest.raises(exc.EventDBXValidationError, match="plugin 'webhook' is not"):
+            client.apply(aggregate_type="invoice", aggregate_id="inv-2", event_type="paid",
+                         payload_json="{}", publish_targets=targets[2:])

@@ -13,6 +13,7 @@ nothing outside the installed package is needed).
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -27,7 +28,15 @@ from typing import IO, Any, Dict, List, Optional
 from . import _core
 from .client import AsyncEventDBXClient, EventDBXClient
 
-__all__ = ["EventDBXServer"]
+__all__ = ["EventDBXServer", "README_PLUGINS"]
+
+#: The plugins the product README's samples publish to (log plugins: each job becomes a debug
+#: line at ``eventdbx.plugin.log``), registered in a data directory without ``plugins.json``.
+README_PLUGINS: List[Dict[str, Any]] = [
+    {"enabled": True, "name": name, "payload_mode": "all",
+     "config": {"type": "log", "level": "debug"}}
+    for name in ("webhook", "analytics-engine", "fraud-worker")
+]
 
 #: How long a child server may take to print its ``ready`` line.
 START_TIMEOUT = 30.0
@@ -123,11 +132,28 @@ class _Child:
         self._stderr.close()
 
 
+def _register_plugins(data_dir: str, plugins: Optional[List[Dict[str, Any]]]) -> None:
+    """Writes the plugin definitions (``<data_dir>/plugins.json``): ``plugins`` when given,
+    else ``README_PLUGINS`` unless the data directory already has definitions."""
+    path = os.path.join(data_dir, "plugins.json")
+    if plugins is None:
+        if os.path.exists(path):
+            return
+        plugins = README_PLUGINS
+    os.makedirs(data_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(plugins, f, indent=2)
+
+
 class EventDBXServer:
     """A real server on ``127.0.0.1``: in this process, or with ``in_process=False`` in a child
     process. Attributes: ``host``, ``port``, ``http_port`` (``/health`` and ``/metrics``),
     ``token`` (a root token), ``tenant_id``, ``fingerprint``, ``data_dir``, ``pid`` (the
-    process serving), ``in_process``."""
+    process serving), ``in_process``.
+
+    ``plugins``: plugin definitions for ``<data_dir>/plugins.json`` (the server's format,
+    ``02-server.md`` §14.1); by default the README's ``webhook``, ``analytics-engine`` and
+    ``fraud-worker`` as log plugins, unless the data directory already has definitions."""
 
     host = "127.0.0.1"
 
@@ -141,12 +167,14 @@ class EventDBXServer:
         durable: bool = False,
         verbose_responses: bool = True,
         in_process: bool = True,
+        plugins: Optional[List[Dict[str, Any]]] = None,
     ) -> None:
         self._tempdir: Optional[tempfile.TemporaryDirectory] = None
         if data_dir is None:
             self._tempdir = tempfile.TemporaryDirectory(prefix="eventdbx-")
             data_dir = self._tempdir.name
         self.data_dir = str(data_dir)
+        _register_plugins(self.data_dir, plugins)
         self.tenant_id = tenant_id
         self._options = dict(
             allow_plaintext=allow_plaintext, durable=durable, verbose_responses=verbose_responses
