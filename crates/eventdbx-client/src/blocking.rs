@@ -162,6 +162,38 @@ impl Client {
     }
 
     /// See [`crate::Client::restore`].
+    /// See [`crate::Client::archive_with`].
+    pub fn archive_with(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        note: Option<&str>,
+        publish_targets: &[crate::PublishTarget],
+    ) -> Result<Written> {
+        self.runtime.block_on(self.client.archive_with(
+            aggregate_type,
+            aggregate_id,
+            note,
+            publish_targets,
+        ))
+    }
+
+    /// See [`crate::Client::restore_with`].
+    pub fn restore_with(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        note: Option<&str>,
+        publish_targets: &[crate::PublishTarget],
+    ) -> Result<Written> {
+        self.runtime.block_on(self.client.restore_with(
+            aggregate_type,
+            aggregate_id,
+            note,
+            publish_targets,
+        ))
+    }
+
     pub fn restore(
         &self,
         aggregate_type: &str,

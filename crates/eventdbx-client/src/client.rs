@@ -13,7 +13,7 @@ use crate::config::ClientConfig;
 use crate::connection::{Connection, Protocol, Response};
 use crate::error::{Error, Result};
 use crate::types::{
-    AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage,
+    AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage, PublishTarget,
     SchemaActivateResult, SchemaPublish, SchemaPublishResult, SnapshotQuery, TenantAssignResult,
     TenantQuotaResult, Write, WriteKind, Written,
 };
@@ -398,8 +398,46 @@ impl Client {
         aggregate_id: &str,
         note: Option<&str>,
     ) -> Result<Written> {
-        self.set_archived(aggregate_type, aggregate_id, true, note)
+        self.set_archived(aggregate_type, aggregate_id, true, note, None)
             .await
+    }
+
+    /// [`Client::archive`] with publish targets (ours; EventDBX ignores them): the plugins get
+    /// the aggregate after the archive and `"action": "archive"`. An empty list broadcasts, as
+    /// for writes.
+    pub async fn archive_with(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        note: Option<&str>,
+        publish_targets: &[PublishTarget],
+    ) -> Result<Written> {
+        self.set_archived(
+            aggregate_type,
+            aggregate_id,
+            true,
+            note,
+            Some(publish_targets),
+        )
+        .await
+    }
+
+    /// [`Client::restore`] with publish targets (ours); see [`Client::archive_with`].
+    pub async fn restore_with(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        note: Option<&str>,
+        publish_targets: &[PublishTarget],
+    ) -> Result<Written> {
+        self.set_archived(
+            aggregate_type,
+            aggregate_id,
+            false,
+            note,
+            Some(publish_targets),
+        )
+        .await
     }
 
     /// Restores an archived aggregate. Returns the aggregate.
@@ -409,7 +447,7 @@ impl Client {
         aggregate_id: &str,
         note: Option<&str>,
     ) -> Result<Written> {
-        self.set_archived(aggregate_type, aggregate_id, false, note)
+        self.set_archived(aggregate_type, aggregate_id, false, note, None)
             .await
     }
 
@@ -419,8 +457,14 @@ impl Client {
         aggregate_id: &str,
         archived: bool,
         note: Option<&str>,
+        publish_targets: Option<&[PublishTarget]>,
     ) -> Result<Written> {
         require_aggregate(aggregate_type, aggregate_id)?;
+        for target in publish_targets.unwrap_or_default() {
+            if target.plugin.trim().is_empty() {
+                return Err(Error::argument("publish target plugin cannot be empty"));
+            }
+        }
         let json = self
             .call(
                 Safety::Repeatable,
@@ -433,6 +477,25 @@ impl Client {
                     if let Some(note) = note {
                         r.set_note(note);
                         r.set_has_note(true);
+                    }
+                    if let Some(targets) = publish_targets {
+                        r.set_has_publish_targets(true);
+                        let count = u32::try_from(targets.len()).map_err(|_| {
+                            ProtoError::InvalidUse("too many publish targets".into())
+                        })?;
+                        let mut list = r.reborrow().init_publish_targets(count);
+                        for (index, target) in (0..count).zip(targets) {
+                            let mut entry = list.reborrow().get(index);
+                            entry.set_plugin(target.plugin.as_str());
+                            if let Some(mode) = &target.mode {
+                                entry.set_mode(mode.as_str());
+                                entry.set_has_mode(true);
+                            }
+                            if let Some(priority) = &target.priority {
+                                entry.set_priority(priority.as_str());
+                                entry.set_has_priority(true);
+                            }
+                        }
                     }
                     Ok(())
                 },

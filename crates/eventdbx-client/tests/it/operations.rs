@@ -313,6 +313,30 @@ async fn exercise(client: &Client) {
             .expect("found")["version"],
         1
     );
+    // ... and so are an archive's and a restore's targets (ours); the aggregate stays active.
+    let err = client
+        .archive_with("order", "o-2", None, &[PublishTarget::new("nope")])
+        .await
+        .expect_err("unknown plugin on archive");
+    assert_eq!(
+        err.message(),
+        "invalid schema: plugin 'nope' is not configured",
+        "{err}"
+    );
+    let err = client
+        .restore_with("order", "o-2", None, &[PublishTarget::new("nope")])
+        .await
+        .expect_err("unknown plugin on restore");
+    assert_eq!(err.code(), "invalid_schema", "{err}");
+    // With no plugin configured, an empty list (broadcast) archives and restores as usual.
+    client
+        .archive_with("order", "o-2", None, &[])
+        .await
+        .expect("archive with broadcast");
+    client
+        .restore_with("order", "o-2", None, &[])
+        .await
+        .expect("restore with broadcast");
 
     // schemas
     let schemas: Value =
