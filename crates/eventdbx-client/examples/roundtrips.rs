@@ -6,7 +6,7 @@
 //! client's CPU per request (its reader and writer tasks included).
 //!
 //! ```text
-//! cargo run --release -p eventdbx-client --example roundtrips [requests] [v1|v2|plaintext]
+//! cargo run --release -p eventdbx-client --example roundtrips [requests] [v1|v2|plaintext] [get|apply] [async|blocking]
 //! ```
 
 use std::time::{Duration, Instant};
@@ -55,6 +55,20 @@ fn in_process_server(
     Ok((ClientConfig::new(token, "default").port(port), dir, runtime))
 }
 
+fn report(requests: u32, what: &str, elapsed: Duration, cpu: Option<Duration>) {
+    println!(
+        "{requests} sequential {what}: {:.0} requests/s, {:.1} us per round trip",
+        f64::from(requests) / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e6 / f64::from(requests)
+    );
+    if let Some(cpu) = cpu {
+        println!(
+            "client CPU: {:.1} us per request",
+            cpu.as_secs_f64() * 1e6 / f64::from(requests)
+        );
+    }
+}
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let requests: u32 = args
@@ -67,6 +81,8 @@ fn main() -> Result<()> {
         Some("plaintext") => Transport::Plaintext,
         _ => Transport::V2,
     };
+    let apply = args.next().as_deref() == Some("apply");
+    let blocking = args.next().as_deref() == Some("blocking");
     let external = std::env::var("EVENTDBX_TOKEN").is_ok();
     let (config, _server) = if external {
         (ClientConfig::from_env()?, None)
@@ -75,6 +91,37 @@ fn main() -> Result<()> {
         (config, Some((dir, runtime)))
     };
     let config = config.transport(transport);
+    let what = if apply { "applies" } else { "gets" };
+    if blocking {
+        // The blocking client, as a synchronous caller (the Python SDK's sync methods) uses it.
+        let client = eventdbx_client::blocking::Client::connect(config)?;
+        let _ = client.create("bench", "b-1", "created", r#"{"n":1}"#);
+        let call = |client: &eventdbx_client::blocking::Client| {
+            if apply {
+                client
+                    .apply("bench", "b-1", "ticked", r#"{"n":2}"#)
+                    .map(|_| ())
+            } else {
+                client.get("bench", "b-1").map(|_| ())
+            }
+        };
+        for _ in 0..1000 {
+            call(&client)?;
+        }
+        let cpu_before = thread_cpu();
+        let started = Instant::now();
+        for _ in 0..requests {
+            call(&client)?;
+        }
+        let elapsed = started.elapsed();
+        let cpu = thread_cpu()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
+        let what = format!("{what} (blocking client) over {:?}", client.protocol());
+        report(requests, &what, elapsed, cpu);
+        client.close();
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -91,29 +138,27 @@ fn main() -> Result<()> {
                 }
             })?;
         for _ in 0..1000 {
-            client.get("bench", "b-1").await?;
+            if apply {
+                client.apply("bench", "b-1", "ticked", r#"{"n":2}"#).await?;
+            } else {
+                client.get("bench", "b-1").await?;
+            }
         }
         let cpu_before = thread_cpu();
         let started = Instant::now();
         for _ in 0..requests {
-            client.get("bench", "b-1").await?;
+            if apply {
+                client.apply("bench", "b-1", "ticked", r#"{"n":2}"#).await?;
+            } else {
+                client.get("bench", "b-1").await?;
+            }
         }
         let elapsed = started.elapsed();
         let cpu = thread_cpu()
             .zip(cpu_before)
             .map(|(after, before)| after - before);
-        println!(
-            "{requests} sequential gets over {:?}: {:.0} requests/s, {:.1} us per round trip",
-            client.protocol().await,
-            f64::from(requests) / elapsed.as_secs_f64(),
-            elapsed.as_secs_f64() * 1e6 / f64::from(requests)
-        );
-        if let Some(cpu) = cpu {
-            println!(
-                "client CPU: {:.1} us per request",
-                cpu.as_secs_f64() * 1e6 / f64::from(requests)
-            );
-        }
+        let what = format!("{what} over {:?}", client.protocol().await);
+        report(requests, &what, elapsed, cpu);
         client.close().await;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     })

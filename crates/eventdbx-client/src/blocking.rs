@@ -40,10 +40,13 @@ pub struct Client {
 impl Client {
     /// Connects and performs the handshake (see [`crate::Client::connect`]).
     pub fn connect(config: ClientConfig) -> Result<Client> {
-        // One worker thread keeps the connection's reader and writer running between calls.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("eventdbx-client")
+        // A current-thread runtime: each call runs on the calling thread, which also waits for
+        // the socket itself, so a round trip costs no wake-up of another thread (a worker
+        // thread would add two per call: the worker woken by the response, then the caller).
+        // The connection's reader task runs while a call waits; a connection the server closed
+        // between calls is noticed before the next request (see `Connection::is_alive`).
+        // Threads sharing the client take turns driving the runtime.
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|err| Error::connection(format!("cannot start the runtime: {err}")))?;

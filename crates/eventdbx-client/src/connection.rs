@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use eventdbx_proto::frame::{
-    self, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
+    self, FrameBuffer, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
 };
 use eventdbx_proto::hello::{Hello, HelloResponse, MAX_HELLO_BYTES};
 use eventdbx_proto::message::{self, Decoded, StreamMessageReader};
@@ -145,6 +145,8 @@ pub(crate) struct Connection {
     capabilities: Vec<String>,
     max_request: usize,
     fingerprint: Option<v2::Fingerprint>,
+    /// A second handle on the socket, only ever peeked (see [`Connection::is_alive`]).
+    watch: std::net::TcpStream,
 }
 
 impl std::fmt::Debug for Connection {
@@ -235,7 +237,29 @@ impl Connection {
     }
 
     pub(crate) fn is_alive(&self) -> bool {
-        self.shared.lock().dead.is_none()
+        self.shared.lock().dead.is_none() && !self.closed_while_idle()
+    }
+
+    /// On a current-thread runtime (the blocking client's) the reader task only runs while a
+    /// caller waits, so a connection the server closed between calls may not be known dead yet.
+    /// A non-blocking peek tells, without consuming anything; the connection is then killed, so
+    /// the next request goes out on a new one instead of into a dead socket.
+    fn closed_while_idle(&self) -> bool {
+        let current_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        });
+        if !current_thread {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let closed = match self.watch.peek(&mut byte) {
+            Ok(0) => Error::connection("the server closed the connection"),
+            Ok(_) => return false,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(err) => Error::io("reading from the server", &err),
+        };
+        self.kill(closed);
+        true
     }
 
     /// Discards the connection: waiters fail with `reason`, the socket closes.
@@ -448,6 +472,7 @@ async fn open_attempt(
     if !response.accepted {
         return Err(Opened::Rejected(response.message));
     }
+    let (socket, watch) = watch_handle(socket)?;
     let (read_half, mut write_half) = socket.into_split();
     let mut read_half = read_half;
     match attempt {
@@ -480,6 +505,7 @@ async fn open_attempt(
             Ok(Connection::start(
                 read_half,
                 write_half,
+                watch,
                 Sealing::V2(session.sealer),
                 Opening::V2(session.opener),
                 Protocol::V2,
@@ -496,6 +522,7 @@ async fn open_attempt(
                 return Ok(Connection::start(
                     read_half,
                     write_half,
+                    watch,
                     Sealing::Plain,
                     Opening::Plain,
                     Protocol::Plaintext,
@@ -512,6 +539,7 @@ async fn open_attempt(
             Ok(Connection::start(
                 read_half,
                 write_half,
+                watch,
                 Sealing::V1(session.sealer),
                 Opening::V1(session.opener),
                 Protocol::V1,
@@ -521,6 +549,15 @@ async fn open_attempt(
             ))
         }
     }
+}
+
+/// The socket and a duplicate of its descriptor, for [`Connection::is_alive`] to peek at.
+fn watch_handle(socket: TcpStream) -> Result<(TcpStream, std::net::TcpStream)> {
+    let failed = |err: std::io::Error| Error::io("setting up the connection", &err);
+    // `into_std` keeps the descriptor non-blocking, and so is the duplicate.
+    let socket = socket.into_std().map_err(failed)?;
+    let watch = socket.try_clone().map_err(failed)?;
+    Ok((TcpStream::from_std(socket).map_err(failed)?, watch))
 }
 
 async fn read_hello_response(socket: &mut TcpStream) -> Result<Vec<u8>> {
@@ -583,6 +620,7 @@ impl Connection {
     fn start(
         read_half: OwnedReadHalf,
         write_half: OwnedWriteHalf,
+        watch: std::net::TcpStream,
         sealing: Sealing,
         opening: Opening,
         protocol: Protocol,
@@ -615,6 +653,7 @@ impl Connection {
             capabilities,
             max_request,
             fingerprint,
+            watch,
         }
     }
 }
@@ -625,22 +664,42 @@ async fn read_loop(
     mut opening: Opening,
     frame_limit: usize,
 ) {
+    // Each read takes whatever the socket holds: a response that arrived whole costs one
+    // `recv`, not one for its header and one for its payload.
+    let mut buffer = FrameBuffer::new(frame_limit);
     let reason = loop {
-        let payload = match read_frame(&mut reader, frame_limit).await {
-            Ok(payload) => payload,
-            Err(err) => break err,
+        let payload = match buffer.has_frame() {
+            Ok(true) => match buffer.next_frame() {
+                Ok(Some(payload)) => payload,
+                Ok(None) => continue,
+                Err(err) => break Error::protocol(err.to_string()),
+            },
+            Ok(false) => {
+                match reader.read(buffer.read_space()).await {
+                    Ok(0) => {
+                        break Error::io(
+                            "reading from the server",
+                            &std::io::ErrorKind::UnexpectedEof.into(),
+                        )
+                    }
+                    Ok(read) => buffer.filled(read),
+                    Err(err) => break Error::io("reading from the server", &err),
+                }
+                continue;
+            }
+            Err(err) => break Error::protocol(err.to_string()),
         };
         let message = match &mut opening {
-            Opening::V2(opener) => match opener.open_frame(&payload) {
+            Opening::V2(opener) => match opener.open_frame(payload) {
                 Ok(Some(message)) => message,
                 Ok(None) => continue,
                 Err(err) => break Error::protocol(format!("undecodable reply: {err}")),
             },
-            Opening::V1(opener) => match opener.open(&payload) {
+            Opening::V1(opener) => match opener.open(payload) {
                 Ok(message) => message,
                 Err(err) => break Error::protocol(format!("undecodable reply: {err}")),
             },
-            Opening::Plain => payload,
+            Opening::Plain => payload.to_vec(),
         };
         let response = match message::decode_response(&message) {
             Ok(response) => response,

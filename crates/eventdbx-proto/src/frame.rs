@@ -83,6 +83,93 @@ pub fn decode_exact(buf: &[u8], limit: usize) -> Result<&[u8]> {
     }
 }
 
+/// A receive buffer that reads frames in as few reads as the peer's writes allow.
+///
+/// Reading a frame with two exact reads (header, then payload) costs two `recv` calls per
+/// frame; reading into this buffer costs one for a frame that arrived whole, and a frame that
+/// came together with the next one costs none. Sans-IO: the caller reads into
+/// [`FrameBuffer::read_space`], reports the count with [`FrameBuffer::filled`], and takes whole
+/// frames with [`FrameBuffer::next_frame`].
+#[derive(Debug)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    limit: usize,
+}
+
+/// The initial capacity of a [`FrameBuffer`]; it grows up to one whole frame when needed.
+const FRAME_BUFFER_INITIAL: usize = 8 * 1024;
+
+impl FrameBuffer {
+    /// An empty buffer for frames whose payload is at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        FrameBuffer {
+            buf: vec![0; FRAME_BUFFER_INITIAL.min(HEADER_LEN + limit)],
+            start: 0,
+            end: 0,
+            limit,
+        }
+    }
+
+    /// Bytes received but not yet taken as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether a complete frame is buffered (an announced length over the limit is an error).
+    pub fn has_frame(&self) -> Result<bool> {
+        Ok(split(&self.buf[self.start..self.end], self.limit)?.is_some())
+    }
+
+    /// Takes the next complete frame and returns its payload, or `Ok(None)` when more bytes
+    /// are needed. An announced length over the limit is refused at once.
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>> {
+        match split(&self.buf[self.start..self.end], self.limit)? {
+            None => Ok(None),
+            Some((_, consumed)) => {
+                let payload = self.start + HEADER_LEN..self.start + consumed;
+                // The payload stays in place until the next `read_space`.
+                self.start += consumed;
+                Ok(Some(&self.buf[payload]))
+            }
+        }
+    }
+
+    /// Room to read into, large enough for the rest of the frame that has begun (or for a
+    /// header). Invalidates any payload returned before.
+    pub fn read_space(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let pending = &self.buf[self.start..self.end];
+        let needed = match pending.get(..HEADER_LEN) {
+            Some(header) => {
+                let mut raw = [0u8; HEADER_LEN];
+                raw.copy_from_slice(header);
+                // An oversized length is reported by `next_frame`; ask for no more than a frame.
+                HEADER_LEN + (u32::from_be_bytes(raw) as usize).min(self.limit)
+            }
+            None => HEADER_LEN,
+        };
+        if self.buf.len() - self.start < needed {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() < needed {
+                self.buf.resize(needed, 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were read into [`FrameBuffer::read_space`].
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +189,61 @@ mod tests {
         }
         let (payload, consumed) = split(&framed, 100).expect("ok").expect("complete");
         assert_eq!((payload, consumed), (&b"hello"[..], 9));
+    }
+
+    fn feed(buffer: &mut FrameBuffer, mut bytes: &[u8], step: usize) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        loop {
+            while let Some(payload) = buffer.next_frame().expect("valid frames") {
+                frames.push(payload.to_vec());
+            }
+            if bytes.is_empty() {
+                return frames;
+            }
+            let space = buffer.read_space();
+            assert!(!space.is_empty(), "always room for the frame under way");
+            let n = space.len().min(step).min(bytes.len());
+            space[..n].copy_from_slice(&bytes[..n]);
+            buffer.filled(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    #[test]
+    fn frame_buffer_reassembles_frames_whatever_the_read_sizes() {
+        let payloads: Vec<Vec<u8>> = [0usize, 1, 5, 300, 9_000, 20_000, 3]
+            .iter()
+            .enumerate()
+            .map(|(i, len)| (0..*len).map(|b| (b * 7 + i) as u8).collect())
+            .collect();
+        let mut wire = Vec::new();
+        for payload in &payloads {
+            encode_into(payload, 65_535, &mut wire).expect("fits");
+        }
+        for step in [1, 3, 4, 7, 100, 4_096, 65_536, usize::MAX] {
+            let mut buffer = FrameBuffer::new(65_535);
+            assert_eq!(feed(&mut buffer, &wire, step), payloads, "read size {step}");
+            assert_eq!(buffer.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn frame_buffer_keeps_a_partial_frame_and_refuses_an_oversized_one() {
+        let mut buffer = FrameBuffer::new(100);
+        let wire = encode(b"abcdef", 100).expect("fits");
+        assert!(feed(&mut buffer, &wire[..7], 64).is_empty());
+        assert_eq!(buffer.buffered(), 7);
+        assert_eq!(feed(&mut buffer, &wire[7..], 64), vec![b"abcdef".to_vec()]);
+        let mut buffer = FrameBuffer::new(100);
+        let space = buffer.read_space();
+        space[..4].copy_from_slice(&101u32.to_be_bytes());
+        buffer.filled(4);
+        assert!(matches!(
+            buffer.next_frame(),
+            Err(ProtoError::FrameTooLarge {
+                len: 101,
+                limit: 100
+            })
+        ));
     }
 }

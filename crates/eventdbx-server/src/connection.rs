@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use eventdbx_core::names::normalize_tenant_id;
 use eventdbx_proto::frame::{
-    self, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
+    self, FrameBuffer, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
 };
 use eventdbx_proto::hello::{
     classify_first_message, cli_rejection, FirstMessage, HelloResponse, ReceivedHello,
@@ -19,12 +19,14 @@ use eventdbx_proto::hello::{
 use eventdbx_proto::message::StreamMessageReader;
 use eventdbx_proto::negotiate::{self, ServerPath};
 use eventdbx_proto::noise::{v1, v2, Session};
+use eventdbx_store::{Durability, EventStore};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::time::timeout;
 
-use crate::commands::{self, Context};
+use crate::commands::{self, Command, Context};
+use crate::error::RequestError;
 use crate::server::{Metrics, ServerState, IDLE_TIMEOUT};
 
 /// Time allowed for the hello and each handshake message.
@@ -195,7 +197,7 @@ async fn serve_v1(
 
 async fn v1_loop(
     state: Arc<ServerState>,
-    mut socket: TcpStream,
+    socket: TcpStream,
     session: Arc<SessionInfo>,
     mut noise: Option<&mut Session>,
     mut shutdown: broadcast::Receiver<()>,
@@ -204,30 +206,41 @@ async fn v1_loop(
         Some(_) => (V1_MAX_NOISE_FRAME, NOISE_MAX_PLAINTEXT),
         None => (V1_MAX_PLAINTEXT_FRAME, V1_MAX_PLAINTEXT_FRAME),
     };
+    let (reader, mut writer) = socket.into_split();
+    let mut reader = FrameReader::new(reader, frame_limit);
     loop {
         let payload = tokio::select! {
             _ = shutdown.recv() => return,
-            read = timeout(IDLE_TIMEOUT, read_frame(&mut socket, frame_limit)) => match read {
+            read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
                 Ok(Ok(Some(payload))) => payload,
                 // EOF, a reset, an oversize or truncated frame, or idleness: close quietly.
                 _ => return,
             },
         };
         let request = match noise.as_deref_mut() {
-            Some(session) => match session.opener.open(&payload) {
+            Some(session) => match session.opener.open(payload) {
                 Ok(plain) => plain,
                 Err(_) => return,
             },
-            None => payload,
+            None => payload.to_vec(),
         };
-        let Some(response) = answer(
-            Arc::clone(&state),
-            Arc::clone(&session),
-            request,
-            response_limit,
-        )
-        .await
-        else {
+        // One request at a time: nothing else of this session can be waiting for its turn.
+        let Ok((id, command)) = commands::parse(&request) else {
+            return;
+        };
+        let response = if runs_inline(&state, &command) {
+            execute(&state, &session, id, command, response_limit)
+        } else {
+            answer_apart(
+                Arc::clone(&state),
+                Arc::clone(&session),
+                id,
+                command,
+                response_limit,
+            )
+            .await
+        };
+        let Some(response) = response else {
             return;
         };
         let bytes = match noise.as_deref_mut() {
@@ -240,7 +253,7 @@ async fn v1_loop(
         let Ok(framed) = frame::encode(&bytes, frame_limit) else {
             return;
         };
-        if socket.write_all(&framed).await.is_err() {
+        if writer.write_all(&framed).await.is_err() {
             return;
         }
     }
@@ -352,7 +365,8 @@ async fn v2_loop(
     let response_limit = sealer
         .peer_max()
         .min(usize::try_from(state.config.max_message_bytes).unwrap_or(usize::MAX));
-    let (mut reader, writer) = socket.into_split();
+    let (reader, writer) = socket.into_split();
+    let mut reader = FrameReader::new(reader, v2::FRAME_LIMIT);
     // Whoever finishes a request seals and writes its answer, whole, under this lock: no hop
     // through a writer task.
     let outbound = Arc::new(tokio::sync::Mutex::new(Outbound {
@@ -364,23 +378,39 @@ async fn v2_loop(
     loop {
         let payload = tokio::select! {
             _ = shutdown.recv() => break,
-            read = timeout(IDLE_TIMEOUT, read_frame(&mut reader, v2::FRAME_LIMIT)) => match read {
+            read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
                 Ok(Ok(Some(payload))) => payload,
                 _ => break,
             },
         };
-        let message = match opener.open_frame(&payload) {
+        let message = match opener.open_frame(payload) {
             Ok(Some(message)) => message,
             Ok(None) => continue,
             Err(_) => break,
         };
+        // Not a `ControlRequest` at all: no id to answer, so no answer.
+        let Ok((id, command)) = commands::parse(&message) else {
+            continue;
+        };
+        // A lone request (none in flight, no other one already received) runs right here and
+        // its answer goes out at once: a sequential client then costs no task hand-off per
+        // request. A pipelining client, and every request that may block (a durable write, a
+        // verify, file I/O), gets its own task, so they run side by side and durable writes
+        // share a commit.
+        let lone = slots.available_permits() == V2_IN_FLIGHT && reader.buffered() == 0;
+        if lone && runs_inline(&state, &command) {
+            if let Some(answer) = execute(&state, &info, id, command, response_limit) {
+                outbound.lock().await.send(&answer).await;
+            }
+            continue;
+        }
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             break;
         };
         let (state, info, outbound) =
             (Arc::clone(&state), Arc::clone(&info), Arc::clone(&outbound));
         tokio::spawn(async move {
-            if let Some(answer) = answer(state, info, message, response_limit).await {
+            if let Some(answer) = answer_apart(state, info, id, command, response_limit).await {
                 outbound.lock().await.send(&answer).await;
             }
             drop(permit);
@@ -416,38 +446,70 @@ impl Outbound {
     }
 }
 
-/// Runs one request on a blocking thread; `None` when the bytes are not a `ControlRequest`
-/// (the connection is then closed without a reply, as the reference does).
-async fn answer(
+/// Whether a request runs on the session's own task, without leaving the runtime's thread:
+/// the reads that answer from an index or one aggregate, and writes when the store does not
+/// flush before acknowledging. These take tens of microseconds, less than handing them to
+/// another thread and back. Durable writes wait for a flush (and share it with concurrent
+/// ones), verify reads a whole aggregate, and the schema and tenant commands touch files: those
+/// run apart ([`answer_apart`]), and so do the tenant listing and plugin administration.
+fn runs_inline(state: &ServerState, command: &Result<Command, RequestError>) -> bool {
+    let relaxed = state.store.durability() == Durability::Relaxed;
+    match command {
+        // An unknown member or unreadable field: the answer is an error, at once.
+        Err(_) => true,
+        Ok(
+            Command::ListAggregates(_)
+            | Command::GetAggregate(_)
+            | Command::SelectAggregate(_)
+            | Command::ListReferrers(_)
+            | Command::ListEvents(_)
+            | Command::ReadOutbox(_)
+            | Command::ListSchemas(_)
+            | Command::ListSnapshots(_)
+            | Command::GetSnapshot(_),
+        ) => true,
+        Ok(Command::Write(_) | Command::SetArchive(_) | Command::CreateSnapshot(_)) => relaxed,
+        Ok(
+            Command::VerifyAggregate(_)
+            | Command::ReplaceSchemas(_)
+            | Command::Tenant(_)
+            | Command::TenantList(_)
+            | Command::Admin(_),
+        ) => false,
+    }
+}
+
+/// Runs one request off the runtime's scheduling: `block_in_place` on the multi-thread runtime
+/// (the runtime moves this worker's other tasks elsewhere meanwhile, cheaper than a hop to a
+/// blocking thread and back), a blocking thread on a current-thread runtime (a library user's
+/// choice), where `block_in_place` is not available.
+async fn answer_apart(
     state: Arc<ServerState>,
     session: Arc<SessionInfo>,
-    request: Vec<u8>,
+    id: u64,
+    command: Result<Command, RequestError>,
     response_limit: usize,
 ) -> Option<Vec<u8>> {
-    // The store is synchronous. Running the command in place (the runtime moves this worker's
-    // other tasks elsewhere meanwhile) saves the hand-off to a blocking thread and back, which
-    // costs more than a relaxed write itself.
-    // `block_in_place` needs the multi-thread runtime; on a current-thread runtime (a library
-    // user's choice) the command goes to a blocking thread instead.
     if tokio::runtime::Handle::current().runtime_flavor()
         == tokio::runtime::RuntimeFlavor::MultiThread
     {
-        tokio::task::block_in_place(|| execute(&state, &session, &request, response_limit))
+        tokio::task::block_in_place(|| execute(&state, &session, id, command, response_limit))
     } else {
-        tokio::task::spawn_blocking(move || execute(&state, &session, &request, response_limit))
+        tokio::task::spawn_blocking(move || execute(&state, &session, id, command, response_limit))
             .await
             .ok()
             .flatten()
     }
 }
 
+/// Runs a parsed request and encodes its answer.
 fn execute(
     state: &ServerState,
     session: &SessionInfo,
-    request: &[u8],
+    id: u64,
+    command: Result<Command, RequestError>,
     response_limit: usize,
 ) -> Option<Vec<u8>> {
-    let (id, command) = commands::parse(request).ok()?;
     let ctx = Context {
         state,
         tenant: &session.tenant,
@@ -464,6 +526,50 @@ fn execute(
         tracing::trace!(request = name, id, tenant = %session.tenant, "request answered");
     }
     Some(commands::encode(id, result, response_limit))
+}
+
+/// The read side of a session: frames come out of a buffer that each read fills with as much
+/// as the socket holds, so a frame usually costs one `recv`, not one for its header and one for
+/// its payload.
+struct FrameReader<R> {
+    io: R,
+    buffer: FrameBuffer,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(io: R, limit: usize) -> Self {
+        FrameReader {
+            io,
+            buffer: FrameBuffer::new(limit),
+        }
+    }
+
+    /// Bytes received past the frames taken so far (the start of the next request, if any).
+    fn buffered(&self) -> usize {
+        self.buffer.buffered()
+    }
+
+    /// The next frame's payload; `Ok(None)` on a clean EOF between frames. Cancel-safe: bytes
+    /// read stay in the buffer.
+    async fn next(&mut self) -> io::Result<Option<&[u8]>> {
+        let invalid = |err: eventdbx_proto::ProtoError| {
+            io::Error::new(io::ErrorKind::InvalidData, err.to_string())
+        };
+        loop {
+            if self.buffer.has_frame().map_err(invalid)? {
+                return self.buffer.next_frame().map_err(invalid);
+            }
+            let read = self.io.read(self.buffer.read_space()).await?;
+            if read == 0 {
+                return if self.buffer.buffered() == 0 {
+                    Ok(None)
+                } else {
+                    Err(io::ErrorKind::UnexpectedEof.into())
+                };
+            }
+            self.buffer.filled(read);
+        }
+    }
 }
 
 /// Reads a raw stream message (the hello), segment table first, never past its end.

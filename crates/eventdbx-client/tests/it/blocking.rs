@@ -70,3 +70,38 @@ fn blocking_client_smoke() {
     drop(client);
     runtime.block_on(server.stop());
 }
+
+/// The blocking client runs its connection only while a call waits: a connection the server
+/// closed between two calls must be noticed before the next request is written, so that even
+/// a mutation without retries goes out on a new connection instead of failing.
+#[test]
+fn blocking_client_notices_a_connection_closed_between_calls() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let mut server = runtime.block_on(TestServer::start());
+    // `attempts: 1` is the default: a failed mutation would surface.
+    let client = Client::connect(server.config()).expect("connect");
+    client
+        .create("item", "i-1", "item_added", r#"{"n":1}"#)
+        .expect("create");
+    for n in 2..5 {
+        runtime.block_on(server.restart());
+        client
+            .apply("item", "i-1", "item_changed", &format!(r#"{{"n":{n}}}"#))
+            .expect("apply on a fresh connection after the server closed the old one");
+    }
+    let got = client
+        .get("item", "i-1")
+        .expect("get")
+        .value()
+        .expect("json")
+        .expect("found");
+    assert_eq!(got["version"], 4);
+    assert_eq!(got["state"]["n"], 4);
+    client.close();
+    drop(client);
+    runtime.block_on(server.stop());
+}
