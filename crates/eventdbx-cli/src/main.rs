@@ -76,7 +76,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Tenant placement, reloads and quotas (through the running server).
     Tenant(remote::TenantArgs),
-    /// Plugin definitions: list, add, config, enable, disable, remove, test (root/admin token).
+    /// Plugin definitions: list, add, config, enable, disable, remove, test, replay (root/admin
+    /// token).
     Plugin(plugin::PluginArgs),
     /// The plugin delivery queue: list, retry, clear, clear-done (root/admin token).
     Queue(plugin::QueueArgs),

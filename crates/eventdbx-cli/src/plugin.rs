@@ -105,6 +105,12 @@ enum PluginCommand {
     Remove { name: String },
     /// Deliver a synthetic job to a plugin once, outside the queue.
     Test { name: String },
+    /// Deliver a plugin's delivered (and dead) jobs again, or one event's with --event-id.
+    Replay {
+        name: String,
+        #[arg(long)]
+        event_id: Option<u64>,
+    },
 }
 
 /// `dbx queue …`
@@ -275,6 +281,13 @@ pub fn plugin(args: PluginArgs, config: Option<&Path>, json: bool) -> Result<()>
         PluginCommand::Disable { name } => ("plugin.disable", json!({ "name": name })),
         PluginCommand::Remove { name } => ("plugin.remove", json!({ "name": name })),
         PluginCommand::Test { name } => ("plugin.test", json!({ "name": name })),
+        PluginCommand::Replay { name, event_id } => {
+            let mut body = json!({ "name": name });
+            if let Some(id) = event_id {
+                body["event_id"] = Value::from(id.to_string());
+            }
+            ("plugin.replay", body)
+        }
     };
     let result = admin(&args.connect, config, action, body)?;
     if action == "plugin.test" && result["ok"] != Value::Bool(true) {

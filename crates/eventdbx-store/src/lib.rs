@@ -471,8 +471,9 @@ pub trait EventStore: Send + Sync {
     /// still be delivering them). Returns how many.
     fn recover_jobs(&self, now_ms: u64) -> Result<u64>;
 
-    /// Dead jobs matching `filter` (its statuses are ignored) go back to pending with no
-    /// attempts, due at `now_ms`. Returns how many, and the plugins they belong to.
+    /// Dead jobs matching `filter` go back to pending with no attempts, due at `now_ms`; with
+    /// [`JobStatus::Done`] in `filter.statuses`, done jobs too (a replay; `Dead` must then be
+    /// listed to include dead ones). Returns the plugin of each job requeued.
     fn retry_jobs(&self, filter: &JobFilter, now_ms: u64) -> Result<Vec<String>>;
 
     /// Removes jobs matching `filter` whose status is in `filter.statuses` (dead or done; pending

@@ -155,6 +155,23 @@ fn plugin_and_queue_commands_and_jobs_survive_sigkill() {
         assert!(Instant::now() < deadline, "job not marked done: {done}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A replay through the CLI delivers it again.
+    let before = bodies.lock().expect("bodies").len();
+    let replayed = ws.json(&["plugin", "replay", "hook", "--event-id", &event_id]);
+    assert_eq!(replayed["replayed"], 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bodies.lock().expect("bodies").len() <= before {
+        assert!(Instant::now() < deadline, "replay not delivered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ws.json(&["queue", "list", "--status", "done"])["jobs"]
+        .as_array()
+        .is_none_or(|j| j.len() != 1)
+    {
+        assert!(Instant::now() < deadline, "replayed job not done");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(ws.json(&["queue", "clear-done"])["removed"], 1);
     assert_eq!(ws.json(&["plugin", "disable", "hook"])["enabled"], false);
     assert_eq!(ws.json(&["plugin", "remove", "hook"])["removed"], true);

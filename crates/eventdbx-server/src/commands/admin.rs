@@ -1,4 +1,4 @@
-//! `admin` (ours, request @24): plugin and queue administration for `dbx plugin …` and
+//! `admin` (ours, request @27): plugin and queue administration for `dbx plugin …` and
 //! `dbx queue …`. Authorised before anything else: the token must allow the action
 //! `plugin.manage` (root tokens with `*.*` do) and every tenant (an empty `tenants` claim).
 
@@ -186,6 +186,18 @@ impl Admin {
                 let def = defs[find(&defs, &name)?].clone();
                 let outcome = run_async(plugins, def);
                 json!({"name": name, "ok": outcome.is_ok(), "error": outcome.err()})
+            }
+            "plugin.replay" => {
+                // Delivered (and dead) jobs of the plugin delivered again.
+                let name = name_arg(&args)?;
+                let defs = plugins.defs();
+                let id = defs[find(&defs, &name)?].id();
+                let mut filter = job_filter(&args)?;
+                filter.plugin = Some(id);
+                filter.statuses = vec![JobStatus::Done, JobStatus::Dead];
+                let replayed = store.retry_jobs(&filter, now_ms())?;
+                plugins.wake(replayed.iter().map(String::as_str));
+                json!({"name": name, "replayed": replayed.len()})
             }
             "queue.list" => {
                 let filter = job_filter(&args)?;

@@ -511,10 +511,30 @@ fn failing_endpoint_retries_with_backoff_dead_letters_and_admin_retry_redelivers
         assert!(Instant::now() < deadline, "job never done");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A replay delivers the done job again (same event id).
+    let replayed = ok(c.admin_as(
+        &admin,
+        "plugin.replay",
+        json!({"name": "hook", "event_id": dead["event_id"]}),
+    ));
+    assert_eq!(replayed["replayed"], json!(1));
+    let got = rx.wait_for("hook", 2);
+    assert_eq!(
+        got[1].body["event"]["metadata"]["event_id"],
+        dead["event_id"]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok(c.admin_as(&admin, "queue.list", json!({"status": "done"})))["jobs"]
+        .as_array()
+        .is_none_or(|j| j.len() != 1)
+    {
+        assert!(Instant::now() < deadline, "replayed job never done");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Prometheus counters on /metrics.
     let metrics = scrape_metrics(&server);
     for line in [
-        "eventdbx_plugin_jobs_delivered_total 1",
+        "eventdbx_plugin_jobs_delivered_total 2",
         "eventdbx_plugin_jobs_retried_total 2",
         "eventdbx_plugin_jobs_dead_lettered_total 1",
         "eventdbx_plugin_jobs_dead 0",
@@ -522,6 +542,43 @@ fn failing_endpoint_retries_with_backoff_dead_letters_and_admin_retry_redelivers
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
+    // The plugins file is reloaded when it changes (no restart, no admin request).
+    let refused = err(c.apply_with(
+        "order",
+        "o-1",
+        "order_updated",
+        "{}",
+        &targets(&[("late", None, None)]),
+    ));
+    assert_eq!(
+        refused.message,
+        "invalid schema: plugin 'late' is not configured"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let mut more = defs.clone();
+    more.push(http_plugin(&rx, "late", "event-only", true));
+    write_plugins(&server.data_dir(), &more);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let late = loop {
+        match c.apply_with(
+            "order",
+            "o-1",
+            "order_updated",
+            r#"{"late":true}"#,
+            &targets(&[("late", None, None)]),
+        ) {
+            Ok(reply) => break reply,
+            Err(e) => {
+                assert_eq!(e.code, "invalid_schema");
+                assert!(
+                    Instant::now() < deadline,
+                    "plugins.json change not picked up"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    rx.wait_event("late", &event_id_of(&late));
     // Admin requests need a root/admin token: the session's tenant-wide token is refused.
     let refused = err(c.admin("queue.list", json!({})));
     assert_eq!(refused.code, "unauthorized");

@@ -284,16 +284,24 @@ impl RedbStore {
     pub(crate) fn retry_jobs_impl(&self, filter: &JobFilter, now_ms: u64) -> Result<Vec<String>> {
         let filter = filter.clone();
         self.queue_commit(move |tables| {
-            let ids: Vec<u64> = {
+            // (done-at key, id): done jobs only when asked for (a replay).
+            let mut ids: Vec<(Option<u64>, u64)> = Vec::new();
+            if filter.statuses.is_empty() || filter.statuses.contains(&JobStatus::Dead) {
                 let dead = tables.job_dead()?;
-                let mut ids = Vec::new();
                 for item in dead.iter().map_err(storage)? {
-                    ids.push(item.map_err(storage)?.0.value());
+                    ids.push((None, item.map_err(storage)?.0.value()));
                 }
-                ids
-            };
+            }
+            if filter.statuses.contains(&JobStatus::Done) {
+                let done = tables.job_done()?;
+                for item in done.iter().map_err(storage)? {
+                    let (at, id) = item.map_err(storage)?.0.value();
+                    ids.push((Some(at), id));
+                }
+            }
+            ids.sort_by_key(|(_, id)| *id);
             let mut plugins = Vec::new();
-            for id in ids {
+            for (done_at, id) in ids {
                 let Some(mut job) = get_job(tables, id)? else {
                     continue;
                 };
@@ -303,7 +311,14 @@ impl RedbStore {
                 if filter.limit > 0 && plugins.len() >= filter.limit {
                     break;
                 }
-                tables.job_dead()?.remove(id).map_err(storage)?;
+                match done_at {
+                    Some(at) => {
+                        tables.job_done()?.remove((at, id)).map_err(storage)?;
+                    }
+                    None => {
+                        tables.job_dead()?.remove(id).map_err(storage)?;
+                    }
+                }
                 job.status = JobStatus::Pending;
                 job.attempts = 0;
                 job.next_retry_at_ms = now_ms;

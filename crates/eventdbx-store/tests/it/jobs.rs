@@ -215,6 +215,15 @@ fn failures_back_off_then_dead_letter_and_retry_redelivers() {
     store.complete_job(job.id, at2).expect("complete");
     let counts = store.job_counts().expect("counts");
     assert_eq!((counts.pending, counts.dead, counts.done), (0, 0, 1));
+    // A replay puts done jobs back too.
+    let replay = JobFilter {
+        plugin: Some("A".into()),
+        statuses: vec![JobStatus::Done],
+        ..JobFilter::default()
+    };
+    assert_eq!(store.retry_jobs(&replay, at2).expect("replay"), ["a"]);
+    let job = claimed(&store, "a", at2);
+    assert_eq!((job.attempts, job.event_id), (1, event_id));
 }
 
 #[test]
