@@ -811,3 +811,85 @@ fn scrape_metrics(server: &TestServer) -> String {
     thread.join().expect("http thread");
     response
 }
+
+#[test]
+fn a_tcp_plugin_writes_json_lines_on_a_kept_alive_connection_and_reconnects() {
+    use std::io::BufRead;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp receiver");
+    let port = listener.local_addr().expect("addr").port();
+    // Each accepted connection's lines, in order.
+    let connections: Arc<Mutex<Vec<Vec<Value>>>> = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&connections);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let index = {
+                let mut all = seen.lock().expect("lines");
+                all.push(Vec::new());
+                all.len() - 1
+            };
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut line = String::new();
+                // The second connection is closed by the receiver after one line.
+                while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let value: Value = serde_json::from_str(line.trim()).expect("json line");
+                    seen.lock().expect("lines")[index].push(value);
+                    line.clear();
+                    if index == 0 && seen.lock().expect("lines")[0].len() == 3 {
+                        return; // drop the first connection after three jobs
+                    }
+                }
+            });
+        }
+    });
+    let defs = vec![
+        json!({"enabled": true, "name": "stream", "payload_mode": "event-only",
+        "config": {"type": "tcp", "host": "127.0.0.1", "port": port}}),
+    ];
+    let server = TestServer::start(|config| {
+        write_plugins(&config.data_dir, &defs);
+        config.plugin_queue.backoff_unit_ms = 50;
+    });
+    let mut c = server.v2("default");
+    ok(c.create("order", "o-1", "order_created", r#"{"n":0}"#));
+    for n in 1..3 {
+        ok(c.apply("order", "o-1", "order_updated", &format!(r#"{{"n":{n}}}"#)));
+    }
+    let wait = |total: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let all = connections.lock().expect("lines").clone();
+            if all.iter().map(Vec::len).sum::<usize>() >= total {
+                return all;
+            }
+            assert!(Instant::now() < deadline, "tcp lines missing: {all:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let all = wait(3);
+    assert_eq!(all.len(), 1, "one kept-alive connection for the first jobs");
+    let ns: Vec<u64> = all[0]
+        .iter()
+        .map(|v| v["event"]["payload"]["n"].as_u64().expect("n"))
+        .collect();
+    assert_eq!(ns, [0, 1, 2]);
+    assert_eq!(all[0][0]["tenant"], json!("default"));
+    assert!(all[0][0].get("state").is_none(), "event-only");
+    // The receiver dropped that connection: later jobs arrive on a new one (a write into the
+    // dead socket may be lost by TCP, which at-least-once turns into a retry only on error; so
+    // send until one arrives on a new connection).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 3;
+    loop {
+        ok(c.apply("order", "o-1", "order_updated", &format!(r#"{{"n":{n}}}"#)));
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        let all = connections.lock().expect("lines").clone();
+        if all.len() >= 2 && !all[1].is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reconnect: {all:?}");
+    }
+}
