@@ -356,13 +356,9 @@ struct WorkerContext {
 impl WorkerContext {
     async fn run(self) {
         let id = self.def.id();
-        let mut sink = match Sink::new(&self.def, &self.plugins_dir) {
-            Ok(sink) => sink,
-            Err(err) => {
-                tracing::warn!(plugin = %id, error = %err, "plugin not started");
-                return;
-            }
-        };
+        // A sink that cannot be built (say, a process binary not installed yet) fails each job
+        // with the reason, so jobs follow the retry schedule and the sink is tried again.
+        let mut sink: Option<Sink> = None;
         tracing::debug!(plugin = %id, label = %self.def.label(), "plugin worker started");
         loop {
             if self.stop.load(Ordering::Acquire) {
@@ -377,7 +373,20 @@ impl WorkerContext {
             };
             let wait_until = match claim {
                 Ok(Ok(Claim::Job(job))) => {
-                    let result = sink.deliver(&job).await;
+                    let mut not_ready = None;
+                    if sink.is_none() {
+                        match Sink::new(&self.def, &self.plugins_dir) {
+                            Ok(built) => sink = Some(built),
+                            Err(err) => {
+                                tracing::warn!(plugin = %id, error = %err, "plugin cannot deliver");
+                                not_ready = Some(err.to_string());
+                            }
+                        }
+                    }
+                    let result = match (sink.as_mut(), not_ready) {
+                        (Some(sink), _) => sink.deliver(&job).await,
+                        (None, reason) => Err(reason.unwrap_or_else(|| "plugin not ready".into())),
+                    };
                     let (store, policy) = (Arc::clone(&self.store), self.policy);
                     let job_id = job.id;
                     let recorded = tokio::task::spawn_blocking(move || match result {

@@ -893,3 +893,48 @@ fn a_tcp_plugin_writes_json_lines_on_a_kept_alive_connection_and_reconnects() {
         assert!(Instant::now() < deadline, "no reconnect: {all:?}");
     }
 }
+
+#[test]
+fn a_process_plugin_installed_late_gets_the_jobs_that_waited() {
+    use eventdbx_server::process_plugin::current_target;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let out = scratch.path().join("late.jsonl");
+    let defs = vec![
+        json!({"enabled": true, "name": "late", "payload_mode": "event-only",
+        "config": {"type": "process", "name": "late", "version": "2.0.0",
+                   "env": {"EVENTDBX_ECHO_PLUGIN_OUT": out.display().to_string()}}}),
+    ];
+    let server = TestServer::start(|config| {
+        write_plugins(&config.data_dir, &defs);
+        config.plugin_queue.backoff_unit_ms = 50;
+        config.plugin_max_attempts = 1000;
+    });
+    let mut c = server.v2("default");
+    let admin = server.token(&["*.*"], &[]);
+    ok(c.create("order", "o-1", "order_created", "{}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = ok(c.admin_as(&admin, "queue.list", json!({"plugin": "late"})));
+        let error = listed["jobs"][0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if error.contains("is not installed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no install error recorded: {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Installing the binary is enough: the waiting job is delivered on its next retry.
+    let bin = server
+        .data_dir()
+        .join("plugins/late/2.0.0")
+        .join(current_target());
+    std::fs::create_dir_all(&bin).expect("registry");
+    std::fs::copy(env!("CARGO_BIN_EXE_eventdbx-echo-plugin"), bin.join("late")).expect("install");
+    let lines = wait_echoed(&out, 1);
+    assert_eq!(lines[0]["aggregate_id"], json!("o-1"));
+}
