@@ -394,9 +394,9 @@ async fn v2_loop(
         };
         // A lone request (none in flight, no other one already received) runs right here and
         // its answer goes out at once: a sequential client then costs no task hand-off per
-        // request. A pipelining client, and every request that may block (a durable write, a
-        // verify, file I/O), gets its own task, so they run side by side and durable writes
-        // share a commit.
+        // request. A pipelining client, and every request that may block or take long (a
+        // durable write, a list, a verify, file I/O), gets its own task, so they run side by
+        // side and durable writes share a commit.
         let lone = slots.available_permits() == V2_IN_FLIGHT && reader.buffered() == 0;
         if lone && runs_inline(&state, &command) {
             if let Some(answer) = execute(&state, &info, id, command, response_limit) {
@@ -447,30 +447,33 @@ impl Outbound {
 }
 
 /// Whether a request runs on the session's own task, without leaving the runtime's thread:
-/// the reads that answer from an index or one aggregate, and writes when the store does not
-/// flush before acknowledging. These take tens of microseconds, less than handing them to
-/// another thread and back. Durable writes wait for a flush (and share it with concurrent
-/// ones), verify reads a whole aggregate, and the schema and tenant commands touch files: those
-/// run apart ([`answer_apart`]), and so do the tenant listing and plugin administration.
+/// the reads of one aggregate, one snapshot, the schemas or one outbox page, and writes to one
+/// aggregate when the store does not flush before acknowledging. These take tens of
+/// microseconds, less than handing them to another thread and back. The rest run apart
+/// ([`answer_apart`]), so that they never hold up the other tasks of this runtime thread:
+/// durable writes wait for a flush (and share it with concurrent ones), lists may scan many
+/// entries to fill a filtered page, verify reads a whole aggregate, an archive may cascade to
+/// its referrers, and the schema, tenant and plugin administration commands touch files.
 fn runs_inline(state: &ServerState, command: &Result<Command, RequestError>) -> bool {
     let relaxed = state.store.durability() == Durability::Relaxed;
     match command {
         // An unknown member or unreadable field: the answer is an error, at once.
         Err(_) => true,
         Ok(
-            Command::ListAggregates(_)
-            | Command::GetAggregate(_)
+            Command::GetAggregate(_)
             | Command::SelectAggregate(_)
-            | Command::ListReferrers(_)
-            | Command::ListEvents(_)
             | Command::ReadOutbox(_)
             | Command::ListSchemas(_)
-            | Command::ListSnapshots(_)
             | Command::GetSnapshot(_),
         ) => true,
-        Ok(Command::Write(_) | Command::SetArchive(_) | Command::CreateSnapshot(_)) => relaxed,
+        Ok(Command::Write(_) | Command::CreateSnapshot(_)) => relaxed,
         Ok(
-            Command::VerifyAggregate(_)
+            Command::ListAggregates(_)
+            | Command::ListEvents(_)
+            | Command::ListReferrers(_)
+            | Command::ListSnapshots(_)
+            | Command::VerifyAggregate(_)
+            | Command::SetArchive(_)
             | Command::ReplaceSchemas(_)
             | Command::Tenant(_)
             | Command::TenantList(_)
