@@ -1,11 +1,13 @@
-"""Sequential ``apply`` round trips from one Python client, and the client's CPU per request.
+"""Sequential ``apply`` (or ``get``) round trips from one Python client, and the client's CPU
+per request.
 
     python crates/eventdbx-py/bench/bench_apply.py [--requests 20000] [--warmup 2000]
 
 By default the server is ``eventdbx.testing.EventDBXServer(in_process=False)``: a child process
-(``python -m eventdbx.server --relaxed``), so it shares neither this interpreter's GIL nor its CPU
-accounting. ``--in-process`` runs it on this process's threads instead (then the CPU figure
-includes the server's). ``--host/--port/--token/--server-key`` measure against a running server.
+(``python -m eventdbx.server --relaxed``, no plugins), so it shares neither this interpreter's
+GIL nor its CPU accounting. ``--in-process`` runs it on this process's threads instead (then
+the CPU figure includes the server's). ``--host/--port/--token/--server-key`` measure against
+a running server.
 
 Client CPU per request is this process's CPU time (``time.process_time()``: every thread, the
 Rust runtime's included) over the measured requests. Build in release first
@@ -29,21 +31,29 @@ from eventdbx import EventDBXClient
 from eventdbx.testing import EventDBXServer
 
 
-def measure(client: EventDBXClient, requests: int, warmup: int, rounds: int) -> Dict[str, Any]:
+def measure(client: EventDBXClient, op: str, requests: int, warmup: int,
+            rounds: int) -> Dict[str, Any]:
     aggregate_id = f"bench-{uuid.uuid4().hex[:8]}"
     client.create(aggregate_type="bench", aggregate_id=aggregate_id, event_type="created",
                   payload_json='{"n": 0}')
     payloads = [json.dumps({"n": n}) for n in range(requests)]
+
+    def apply(payload: str) -> Any:
+        return client.apply(aggregate_type="bench", aggregate_id=aggregate_id,
+                            event_type="tick", payload_json=payload)
+
+    def get(payload: str) -> Any:
+        return client.get(aggregate_type="bench", aggregate_id=aggregate_id)
+
+    call = apply if op == "apply" else get
     for n in range(warmup):
-        client.apply(aggregate_type="bench", aggregate_id=aggregate_id, event_type="tick",
-                     payload_json=payloads[n % requests])
+        call(payloads[n % requests])
     rates: List[float] = []
     cpu: List[float] = []
     for _ in range(rounds):
         wall0, cpu0 = time.perf_counter(), time.process_time()
         for payload in payloads:
-            client.apply(aggregate_type="bench", aggregate_id=aggregate_id, event_type="tick",
-                         payload_json=payload)
+            call(payload)
         wall, used = time.perf_counter() - wall0, time.process_time() - cpu0
         rates.append(requests / wall)
         cpu.append(used / requests * 1e6)
@@ -63,6 +73,9 @@ def main(argv: Any = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--op", choices=["apply", "get"], default="apply",
+                        help="the request measured (get: to compare with the Rust client's "
+                             "roundtrips example)")
     parser.add_argument("--in-process", action="store_true",
                         help="run the server on this process's threads")
     parser.add_argument("--host", default="127.0.0.1")
@@ -75,7 +88,8 @@ def main(argv: Any = None) -> int:
 
     server = None
     if args.port is None:
-        server = EventDBXServer(in_process=args.in_process)
+        # No plugins: every apply is one write, with no plugin jobs fanned out.
+        server = EventDBXServer(in_process=args.in_process, plugins=[])
         host, port, token, key = server.host, server.port, server.token, server.fingerprint
         where = "in-process" if args.in_process else f"child process pid {server.pid}"
     else:
@@ -87,7 +101,7 @@ def main(argv: Any = None) -> int:
             with EventDBXClient(token=token, tenant_id=args.tenant, host=host, port=port,
                                 server_key=key, verbose=verbose) as client:
                 results["verbose" if verbose else "terse"] = measure(
-                    client, args.requests, args.warmup, args.rounds)
+                    client, args.op, args.requests, args.warmup, args.rounds)
                 protocol = client.protocol
     finally:
         if server is not None:
@@ -109,7 +123,7 @@ def main(argv: Any = None) -> int:
     for name, result in results.items():
         rates = ", ".join(f"{r:,.0f}" for r in result["rate_per_s"])
         cpus = ", ".join(f"{c:.1f}" for c in result["client_cpu_us_per_request"])
-        print(f"apply ({name}): {result['median_rate_per_s']:,.0f}/s median of "
+        print(f"{args.op} ({name}): {result['median_rate_per_s']:,.0f}/s median of "
               f"{result['rounds']} x {result['requests_per_round']} [{rates}]; client CPU "
               f"{result['median_client_cpu_us']:.1f} us/request [{cpus}]")
     return 0
