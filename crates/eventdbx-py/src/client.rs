@@ -1,18 +1,20 @@
 //! [`Client`]: the Python-facing handle on one `eventdbx_client::Client`.
 //!
 //! Every operation takes `asynchronous`: `False` blocks the calling thread with the GIL
-//! released and returns the result; `True` returns an awaitable for asyncio. Arguments and
+//! released and returns the result; `True` returns an awaitable for asyncio. A client connected
+//! with `asynchronous=False` has its own current-thread runtime (see [`Home`]). Arguments and
 //! results are plain Python values (strings, tuples, booleans); the Python package turns them
 //! into the README's keyword arguments and result classes.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventdbx_client::{
     ClientConfig, EventsQuery, ListQuery, PublishTarget, RetryOptions, SchemaPublish,
     SnapshotQuery, Transport, Write,
 };
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 
@@ -23,21 +25,63 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     pyo3_async_runtimes::tokio::get_runtime()
 }
 
-/// Runs `call` to completion: blocking without the GIL, or as an awaitable.
-fn run<T, F>(py: Python<'_>, asynchronous: bool, call: F) -> PyResult<Py<PyAny>>
-where
-    F: Future<Output = eventdbx_client::Result<T>> + Send + 'static,
-    T: for<'py> IntoPyObject<'py> + Send + 'static,
-{
-    if asynchronous {
-        let awaitable = pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            call.await.map_err(|err| to_py_err_detached(&err))
-        })?;
-        return Ok(awaitable.unbind());
+/// Where a client's calls run.
+#[derive(Debug, Clone)]
+enum Home {
+    /// Connected for synchronous use (`EventDBXClient`): the client's own current-thread
+    /// runtime. A call runs on the calling thread (GIL released), which writes the request and
+    /// waits for the answer in `epoll` itself: no other thread is woken per round trip. Threads
+    /// sharing the client take turns driving the runtime (as `eventdbx_client::blocking`).
+    Own(Arc<tokio::runtime::Runtime>),
+    /// Connected for asyncio (`AsyncEventDBXClient`): the shared multi-thread runtime of
+    /// pyo3-async-runtimes.
+    Shared,
+}
+
+impl Home {
+    /// Runs `call` to completion: blocking without the GIL, or as an awaitable.
+    fn run<T, F>(&self, py: Python<'_>, asynchronous: bool, call: F) -> PyResult<Py<PyAny>>
+    where
+        F: Future<Output = eventdbx_client::Result<T>> + Send + 'static,
+        T: for<'py> IntoPyObject<'py> + Send + 'static,
+    {
+        if asynchronous {
+            let awaitable = match self {
+                Home::Shared => pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                    call.await.map_err(|err| to_py_err_detached(&err))
+                })?,
+                // Awaited on a client of the synchronous kind: its runtime is driven by a
+                // blocking thread of the shared one.
+                Home::Own(own) => {
+                    let own = Arc::clone(own);
+                    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                        match tokio::task::spawn_blocking(move || own.block_on(call)).await {
+                            Ok(result) => result.map_err(|err| to_py_err_detached(&err)),
+                            Err(err) => Err(PyRuntimeError::new_err(format!(
+                                "the call did not complete: {err}"
+                            ))),
+                        }
+                    })?
+                }
+            };
+            return Ok(awaitable.unbind());
+        }
+        match self.block_on(py, call) {
+            Ok(value) => value.into_py_any(py),
+            Err(err) => Err(to_py_err(py, &err)),
+        }
     }
-    match py.detach(|| runtime().block_on(call)) {
-        Ok(value) => value.into_py_any(py),
-        Err(err) => Err(to_py_err(py, &err)),
+
+    /// Runs `future` to completion on this thread with the GIL released.
+    fn block_on<F>(&self, py: Python<'_>, future: F) -> F::Output
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        match self {
+            Home::Own(own) => py.detach(|| own.block_on(future)),
+            Home::Shared => py.detach(|| runtime().block_on(future)),
+        }
     }
 }
 
@@ -58,6 +102,7 @@ type TargetTuple = (String, Option<String>, Option<String>);
 #[derive(Debug)]
 pub struct Client {
     client: eventdbx_client::Client,
+    home: Home,
 }
 
 impl Client {
@@ -133,18 +178,32 @@ impl Client {
                 PyValueError::new_err(format!("server_key is not a key fingerprint: {err}"))
             })?);
         }
-        run(py, asynchronous, async move {
-            eventdbx_client::Client::connect(config)
-                .await
-                .map(|client| Client { client })
-        })
+        if asynchronous {
+            return Home::Shared.run(py, true, async move {
+                eventdbx_client::Client::connect(config)
+                    .await
+                    .map(|client| Client {
+                        client,
+                        home: Home::Shared,
+                    })
+            });
+        }
+        let own = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| PyRuntimeError::new_err(format!("cannot start the runtime: {err}")))?;
+        let home = Home::Own(Arc::new(own));
+        let client = home
+            .block_on(py, eventdbx_client::Client::connect(config))
+            .map_err(|err| to_py_err(py, &err))?;
+        Client { client, home }.into_py_any(py)
     }
 
     /// Closes the connection; later calls fail at once. Idempotent.
     #[pyo3(signature = (*, asynchronous = false))]
     fn close(&self, py: Python<'_>, asynchronous: bool) -> PyResult<Py<PyAny>> {
         let client = self.client.clone();
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client.close().await;
             Ok(())
         })
@@ -160,14 +219,14 @@ impl Client {
     #[getter]
     fn connected(&self, py: Python<'_>) -> bool {
         let client = self.client.clone();
-        py.detach(|| runtime().block_on(client.is_connected()))
+        self.home.block_on(py, client.is_connected())
     }
 
     /// The transport of the current connection: `v2`, `v1`, `plaintext`, or `None`.
     #[getter]
     fn protocol(&self, py: Python<'_>) -> Option<&'static str> {
         let client = self.client.clone();
-        py.detach(|| runtime().block_on(client.protocol()))
+        self.home.block_on(py, client.protocol())
             .map(|protocol| match protocol {
                 eventdbx_client::Protocol::V2 => "v2",
                 eventdbx_client::Protocol::V1 => "v1",
@@ -179,14 +238,14 @@ impl Client {
     #[getter]
     fn server_capabilities(&self, py: Python<'_>) -> Vec<String> {
         let client = self.client.clone();
-        py.detach(|| runtime().block_on(client.server_capabilities()))
+        self.home.block_on(py, client.server_capabilities())
     }
 
     /// The server key fingerprint (protocol v2 only).
     #[getter]
     fn server_fingerprint(&self, py: Python<'_>) -> Option<String> {
         let client = self.client.clone();
-        py.detach(|| runtime().block_on(client.server_fingerprint()))
+        self.home.block_on(py, client.server_fingerprint())
             .map(|fingerprint| fingerprint.to_string())
     }
 
@@ -250,7 +309,7 @@ impl Client {
             write = write.idempotency_key(key);
         }
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client.write(write).await.map(|written| written.json)
         })
     }
@@ -269,7 +328,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             let written = if archived {
                 client
                     .archive(&aggregate_type, &aggregate_id, note.as_deref())
@@ -295,7 +354,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client
                 .create_snapshot(&aggregate_type, &aggregate_id, comment.as_deref())
                 .await
@@ -314,7 +373,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client
                 .get(&aggregate_type, &aggregate_id)
                 .await
@@ -334,7 +393,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
             client
                 .select(&aggregate_type, &aggregate_id, &fields)
@@ -370,7 +429,7 @@ impl Client {
             archived_only,
         };
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client
                 .list(&query)
                 .await
@@ -403,7 +462,7 @@ impl Client {
             filter: filter_expr,
         };
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client
                 .events(&query)
                 .await
@@ -422,7 +481,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client.verify(&aggregate_type, &aggregate_id).await
         })
     }
@@ -444,7 +503,7 @@ impl Client {
             version,
         };
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client.list_snapshots(&query).await.map(|list| list.json)
         })
     }
@@ -459,7 +518,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client
                 .get_snapshot(snapshot_id)
                 .await
@@ -476,7 +535,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move { client.list_schemas().await })
+        self.home.run(py, asynchronous, async move { client.list_schemas().await })
     }
 
     /// Replaces the schema map; returns how many schemas were replaced.
@@ -489,7 +548,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client.replace_schemas(&schemas_json).await
         })
     }
@@ -505,7 +564,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client
                 .tenant_assign(&tenant_id, &shard_id)
                 .await
@@ -523,7 +582,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client.tenant_unassign(&tenant_id).await
         })
     }
@@ -539,7 +598,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client
                 .tenant_quota_set(&tenant_id, max_storage_mb)
                 .await
@@ -557,7 +616,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client.tenant_quota_clear(&tenant_id).await
         })
     }
@@ -572,7 +631,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client.tenant_quota_recalc(&tenant_id).await
         })
     }
@@ -587,7 +646,7 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client.tenant_reload(&tenant_id).await
         })
     }
@@ -621,7 +680,7 @@ impl Client {
             reload,
         };
         let client = self.handle(timeout)?;
-        run(py, asynchronous, async move {
+        self.home.run(py, asynchronous, async move {
             client
                 .tenant_schema_publish(&publish)
                 .await

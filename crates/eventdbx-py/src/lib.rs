@@ -11,8 +11,11 @@
 //! - `server`: [`server::EmbeddedServer`], a real server on `127.0.0.1` for tests and
 //!   `python -m eventdbx.server`.
 //!
-//! Everything runs on one tokio runtime (pyo3-async-runtimes' own), so synchronous and
-//! asynchronous calls share connections, tasks and timers.
+//! A synchronous client (`EventDBXClient`) owns a current-thread tokio runtime: its calls run
+//! on the calling thread with the GIL released, and that thread waits for the socket itself, so
+//! a round trip wakes no other thread. An asynchronous client (`AsyncEventDBXClient`) runs on
+//! pyo3-async-runtimes' shared multi-thread runtime. Both call the one async
+//! `eventdbx_client::Client`.
 
 use pyo3::prelude::*;
 
