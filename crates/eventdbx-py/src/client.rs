@@ -226,7 +226,8 @@ impl Client {
     #[getter]
     fn protocol(&self, py: Python<'_>) -> Option<&'static str> {
         let client = self.client.clone();
-        self.home.block_on(py, client.protocol())
+        self.home
+            .block_on(py, client.protocol())
             .map(|protocol| match protocol {
                 eventdbx_client::Protocol::V2 => "v2",
                 eventdbx_client::Protocol::V1 => "v1",
@@ -245,7 +246,8 @@ impl Client {
     #[getter]
     fn server_fingerprint(&self, py: Python<'_>) -> Option<String> {
         let client = self.client.clone();
-        self.home.block_on(py, client.server_fingerprint())
+        self.home
+            .block_on(py, client.server_fingerprint())
             .map(|fingerprint| fingerprint.to_string())
     }
 
@@ -535,7 +537,8 @@ impl Client {
         asynchronous: bool,
     ) -> PyResult<Py<PyAny>> {
         let client = self.handle(timeout)?;
-        self.home.run(py, asynchronous, async move { client.list_schemas().await })
+        self.home
+            .run(py, asynchronous, async move { client.list_schemas().await })
     }
 
     /// Replaces the schema map; returns how many schemas were replaced.
