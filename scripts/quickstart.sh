@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The README's first command: set everything up, start a dbx server on an embedded data
-# directory, and run the quickstart against it over real TCP on 127.0.0.1.
-#
-# The Python SDK is not built yet, so the quickstart is the product README's sequence of calls
-# through the Rust client (crates/eventdbx-client/examples/quickstart.rs): create, apply, patch,
-# archive, restore, get, select, filtered and sorted list with cursors, events, verify, snapshot.
+# directory, and run the product README's quickstart against it over real TCP on 127.0.0.1:
+# the Python SDK (crates/eventdbx-py/examples/quickstart.py: the README's calls as written,
+# publish targets included) and the same flow through the Rust client
+# (crates/eventdbx-client/examples/quickstart.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 cargo build --locked -p eventdbx-cli
 cargo build --locked -p eventdbx-client --example quickstart
+# The Python SDK into .venv, as the README's development steps do (dev profile: the same build
+# as above).
+MATURIN_PEP517_ARGS="--profile dev" .venv/bin/python -m pip install --quiet \
+  --disable-pip-version-check -e ".[dev]" -c scripts/requirements-test.txt
 dbx="$PWD/target/debug/dbx"
 if [ -n "${CARGO_TARGET_DIR:-}" ]; then dbx="$CARGO_TARGET_DIR/debug/dbx"; fi
 
@@ -34,6 +37,19 @@ done
 (cd "$workspace" && "$dbx" plugin list)
 
 curl -fsS "http://127.0.0.1:$http_port/health" && echo
-EVENTDBX_HOST=127.0.0.1 EVENTDBX_PORT=$control_port EVENTDBX_TENANT_ID=default \
-EVENTDBX_TOKEN="$(cat "$workspace/.dbx/cli.token")" \
-  cargo run --locked --quiet -p eventdbx-client --example quickstart
+export EVENTDBX_HOST=127.0.0.1 EVENTDBX_PORT=$control_port EVENTDBX_TENANT_ID=default
+EVENTDBX_TOKEN="$(cat "$workspace/.dbx/cli.token")"
+export EVENTDBX_TOKEN
+echo "== the product README's quickstart through the Python SDK"
+.venv/bin/python crates/eventdbx-py/examples/quickstart.py
+echo "== the same flow through the Rust client"
+cargo run --locked --quiet -p eventdbx-client --example quickstart
+# The plugins' deliveries (background, from the durable outbox): wait until none is pending.
+for _ in $(seq 50); do
+  pending=$(cd "$workspace" && "$dbx" queue list --json | .venv/bin/python -c \
+    'import json,sys; c=json.load(sys.stdin)["counts"]; print(c["pending"]+c["processing"])' 2>/dev/null || echo 1)
+  [ "$pending" = 0 ] && break
+  sleep 0.1
+done
+echo "== plugin jobs"
+(cd "$workspace" && "$dbx" queue list)
