@@ -195,15 +195,41 @@ pub fn load(path: &Path) -> Result<(Vec<PluginDef>, Option<SystemTime>), CoreErr
     Ok((defs, modified))
 }
 
-/// Writes the definitions atomically (temporary file, then rename).
+/// Writes the definitions atomically (temporary file, fsync, rename, directory fsync) with mode
+/// 0600: http headers and process environments may carry credentials.
 pub fn save(path: &Path, defs: &[PluginDef]) -> Result<(), CoreError> {
     let text = serde_json::to_string_pretty(defs)
         .map_err(|err| CoreError::Serialization(err.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    let io = |err: std::io::Error| CoreError::Io(format!("{}: {err}", path.display()));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
+    crate::config::secrets::write_atomic(path, (text + "\n").as_bytes(), PLUGINS_FILE_MODE)
+        .map_err(|err| CoreError::Io(format!("{}: {err}", path.display())))
+}
+
+/// `plugins.json` is readable by its owner only.
+pub const PLUGINS_FILE_MODE: u32 = 0o600;
+
+#[cfg(test)]
+mod file_mode_tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn saved_definitions_are_owner_only_and_load_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("plugins.json");
+        let defs: Vec<PluginDef> = serde_json::from_str(
+            r#"[{"enabled": true, "name": "hook", "config": {"type": "http",
+                 "endpoint": "127.0.0.1:9/x", "headers": {"Authorization": "Bearer s3cret"}}}]"#,
+        )
+        .expect("definitions");
+        save(&path, &defs).expect("save");
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        let (loaded, _) = load(&path).expect("load");
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].id(), "hook");
     }
-    std::fs::write(&tmp, text + "\n").map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }
