@@ -432,3 +432,4 @@ def test_every_exception_pickles():
         assert type(clone) is cls
         assert (clone.message, clone.code, clone.retriable) == ("boom", "some_code", True)
         assert str(clone) == "some_code: boom"
+

@@ -223,3 +223,21 @@ def test_the_test_servers_register_the_readme_plugins(in_process, tmp_path):
         with pytest.raises(exc.EventDBXValidationError, match="plugin 'webhook' is not"):
             client.apply(aggregate_type="invoice", aggregate_id="inv-2", event_type="paid",
                          payload_json="{}", publish_targets=targets[2:])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_synchronous_client_runs_on_the_calling_thread():
+    # Its own current-thread runtime: connecting and calling start no thread in this process
+    # (the answer is read by the thread that waits for it). The server is a child process, so
+    # its threads are not counted.
+    def threads() -> set:
+        return set(os.listdir("/proc/self/task"))
+
+    with EventDBXServer(in_process=False) as server:
+        before = threads()
+        with server.client() as client:
+            for n in range(20):
+                client.create(aggregate_type="person", aggregate_id=f"ct-{n}", event_type="e",
+                              payload_json="{}")
+                assert client.get(aggregate_type="person", aggregate_id=f"ct-{n}").found
+            assert not threads() - before  # (threads of earlier tests may have ended)

@@ -82,7 +82,8 @@ class _Child:
                     return
             lines.put(None)
 
-        threading.Thread(target=read, name="eventdbx-child-banner", daemon=True).start()
+        reader = threading.Thread(target=read, name="eventdbx-child-banner", daemon=True)
+        reader.start()
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -97,6 +98,7 @@ class _Child:
                     f"{self._errors()}")
             line = line.strip()
             if line == "ready":
+                reader.join()  # it stops after the ready line
                 return
             for key in ("listening on", "http on", "server key", "token"):
                 if line.startswith(key + " "):
