@@ -286,6 +286,9 @@ enum AggregateCommand {
         /// Also print every event: `{"aggregate": …, "events": […]}`.
         #[arg(long)]
         include_events: bool,
+        /// The aggregate as it was after event N (rebuilt from its first N events).
+        #[arg(long)]
+        version: Option<u64>,
     },
     /// Print some fields of an aggregate's state.
     Select {
@@ -412,6 +415,7 @@ pub fn aggregate(args: AggregateArgs, config: Option<&Path>, json: bool) -> Resu
             aggregate_type,
             aggregate_id,
             include_events,
+            version,
         } => {
             let what = format!("{aggregate_type}/{aggregate_id}");
             let found = client
@@ -420,7 +424,15 @@ pub fn aggregate(args: AggregateArgs, config: Option<&Path>, json: bool) -> Resu
             let Some(text) = found.json else {
                 bail!("aggregate {what} not found");
             };
-            if include_events {
+            if let Some(version) = version {
+                let (aggregate, events) =
+                    aggregate_at(&client, &aggregate_type, &aggregate_id, version, &text)?;
+                if include_events {
+                    print_value(&json!({"aggregate": aggregate, "events": events}), json);
+                } else {
+                    print_value(&aggregate, json);
+                }
+            } else if include_events {
                 let aggregate: Value =
                     serde_json::from_str(&text).context("the server sent invalid JSON")?;
                 let events = client
@@ -623,6 +635,39 @@ pub fn events(args: EventsArgs, config: Option<&Path>, json: bool) -> Result<()>
     };
     print_page("events", items, next_cursor, json);
     Ok(())
+}
+
+/// The aggregate after its first `version` events, rebuilt by folding them as the server does
+/// (`current` is the aggregate now, to check the version exists), with those events.
+fn aggregate_at(
+    client: &Client,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    version: u64,
+    current: &str,
+) -> Result<(Value, Vec<Value>)> {
+    let what = format!("{aggregate_type}/{aggregate_id}");
+    let current: Value = serde_json::from_str(current).context("the server sent invalid JSON")?;
+    let latest = current["version"].as_u64().unwrap_or(0);
+    if version == 0 || version > latest {
+        bail!("{what} has versions 1 to {latest}; there is no version {version}");
+    }
+    let mut events = Vec::new();
+    for event in client.iter_events(EventsQuery::new(aggregate_type, aggregate_id)) {
+        let event = event.map_err(failed(&format!("events of {what}")))?;
+        if event["version"].as_u64().is_some_and(|v| v > version) {
+            break;
+        }
+        events.push(event);
+    }
+    let typed: Vec<eventdbx_core::merkle::Event> = events
+        .iter()
+        .map(|e| serde_json::from_value(e.clone()))
+        .collect::<Result<_, _>>()
+        .context("the server sent an event this CLI cannot read")?;
+    let aggregate =
+        eventdbx_core::aggregate::Aggregate::from_events(aggregate_type, aggregate_id, &typed);
+    Ok((aggregate.to_json(&[]), events))
 }
 
 /// An event's id: `metadata.event_id`, a decimal string.

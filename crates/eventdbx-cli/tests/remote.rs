@@ -675,6 +675,17 @@ fn cli_data_round_trip() {
     assert_eq!(got["aggregate"]["state"]["status"], "paid", "{got}");
     let events = got["events"].as_array().expect("events");
     assert_eq!(events.len(), 2);
+    // The aggregate as it was: rebuilt from its first events; the latest equals `get`.
+    let at_one = ws.json(&["aggregate", "get", "invoice", "inv-1", "--version", "1"]);
+    assert_eq!(
+        (&at_one["version"], &at_one["state"]["status"]),
+        (&json!(1), &json!("open")),
+        "{at_one}"
+    );
+    let at_two = ws.json(&["aggregate", "get", "invoice", "inv-1", "--version", "2"]);
+    assert_eq!(at_two, ws.json(&["aggregate", "get", "invoice", "inv-1"]));
+    let err = ws.fails(&["aggregate", "get", "invoice", "inv-1", "--version", "3"]);
+    assert!(err.contains("there is no version 3"), "{err}");
     let listed_events = ws.json(&["events", "invoice", "inv-1"]);
     assert_eq!(listed_events["events"].as_array().map(Vec::len), Some(2));
     let event_id = events[1]["metadata"]["event_id"]
