@@ -131,6 +131,14 @@ fn output_text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A fresh directory after `dbx init`.
+fn initialized() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let init = dbx(dir.path()).arg("init").output().expect("dbx init");
+    assert!(init.status.success(), "{}", output_text(&init.stderr));
+    dir
+}
+
 /// The bootstrap token's lifetime as recorded by `dbx token list --json`.
 fn bootstrap_ttl(dir: &std::path::Path) -> u64 {
     let listed = dbx(dir)
@@ -210,12 +218,7 @@ fn workspace_init_ttl_and_discovery() {
 /// carries its claims.
 #[test]
 fn token_list_and_generate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    assert!(dbx(dir.path())
-        .arg("init")
-        .status()
-        .expect("init")
-        .success());
+    let dir = initialized();
     let listed = dbx(dir.path())
         .args(["token", "list"])
         .output()
@@ -271,12 +274,7 @@ fn token_list_and_generate() {
 /// stays), asks for confirmation without `--yes`, and later commands say to run `dbx init`.
 #[test]
 fn serve_destroy_removes_the_workspace_only() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    assert!(dbx(dir.path())
-        .arg("init")
-        .status()
-        .expect("init")
-        .success());
+    let dir = initialized();
     let external = tempfile::tempdir().expect("external data dir");
     std::fs::write(external.path().join("keep.me"), b"data").expect("marker");
     let config_path = dir.path().join(".dbx/config.toml");

@@ -7,42 +7,22 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use eventdbx_core::write::{WriteBody, WriteKind};
-use eventdbx_store::{
-    Durability, EventStore, RedbStore, ReferenceLink, ReferenceScan, Referrer, WriteRequest,
-};
+use eventdbx_store::{Durability, EventStore, RedbStore, Referrer, WriteRequest};
 use serde_json::{json, Value};
 
 use crate::crash::XorShift;
+use crate::references::scan;
 
 const DATA_ENV: &str = "EVENTDBX_CASCADE_CRASH_DATA";
 const TENANT: &str = "default";
 /// Referrers per target: enough that the archive commit is a large write a kill can interrupt.
 const REFERRERS: usize = 150;
 const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The references of a state: top-level strings `type#id` (the server's schema-driven scan does
-/// the same for declared reference fields).
-fn scan() -> ReferenceScan {
-    Arc::new(|aggregate| {
-        aggregate
-            .state
-            .iter()
-            .filter_map(|(path, value)| {
-                let (t, i) = value.as_str()?.split_once('#')?;
-                Some(ReferenceLink {
-                    path: path.clone(),
-                    target_type: t.to_owned(),
-                    target_id: i.to_owned(),
-                })
-            })
-            .collect()
-    })
-}
 
 fn target_id(round: u64) -> String {
     format!("p-{round}")

@@ -20,7 +20,7 @@ fn open(dir: &tempfile::TempDir) -> RedbStore {
 
 /// The references of a state: every top-level string of the form `type#id` (a stand-in for
 /// the server's schema-driven scan).
-fn scan() -> ReferenceScan {
+pub(crate) fn scan() -> ReferenceScan {
     Arc::new(|aggregate| {
         aggregate
             .state
