@@ -388,9 +388,10 @@ async fn v2_loop(
             Ok(None) => continue,
             Err(_) => break,
         };
-        // Not a `ControlRequest` at all: no id to answer, so no answer.
+        // Not a Cap'n Proto message at all: no id to answer; the session ends without a reply
+        // (01-wire-protocol.md §9), as v1 sessions do.
         let Ok((id, command)) = commands::parse(&message) else {
-            continue;
+            break;
         };
         // A lone request (none in flight, no other one already received) runs right here and
         // its answer goes out at once: a sequential client then costs no task hand-off per

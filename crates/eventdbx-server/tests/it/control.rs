@@ -485,6 +485,13 @@ fn garbage_and_oversize_frames_close_only_that_connection() {
         .write(&frame::encode(&[0x11; 80], frame::NOISE_MAX_MESSAGE).expect("frame"))
         .expect("write");
     assert!(v2.wire.closed_by_peer());
+    // v2 and v1 Noise: a message that decrypts but is no Cap'n Proto message.
+    for mut session in [server.v2("default"), server.v1("default")] {
+        session
+            .send_message(&[0xff; 24])
+            .expect("send sealed garbage");
+        assert!(session.wire.closed_by_peer(), "v2: {}", session.is_v2());
+    }
     // A raw hello of garbage: closed without a reply.
     let result = raw_exchange(server.addr, &[0xff; 64]);
     assert!(result.is_err(), "no reply to garbage");
