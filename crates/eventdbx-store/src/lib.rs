@@ -334,7 +334,17 @@ pub trait EventStore: Send + Sync {
         aggregate_id: &str,
         archived: bool,
         note: Option<&str>,
-    ) -> Result<Aggregate>;
+    ) -> Result<Aggregate> {
+        self.set_archived_publishing(
+            tenant,
+            aggregate_type,
+            aggregate_id,
+            archived,
+            note,
+            &|_| false,
+            &[],
+        )
+    }
 
     /// Archives an aggregate after clearing the references to it (`02-server.md` §4.6), in one
     /// atomic commit.
@@ -351,7 +361,17 @@ pub trait EventStore: Send + Sync {
         aggregate_id: &str,
         note: Option<&str>,
         nullify: CascadeRule<'_>,
-    ) -> Result<Aggregate>;
+    ) -> Result<Aggregate> {
+        self.set_archived_publishing(
+            tenant,
+            aggregate_type,
+            aggregate_id,
+            true,
+            note,
+            nullify,
+            &[],
+        )
+    }
 
     /// The aggregates whose current state refers to `aggregate_type#aggregate_id`, ordered by
     /// (type, id, path). Exact keys: the referrers of `p-1` never include those of `p-10`.

@@ -1228,25 +1228,6 @@ impl EventStore for RedbStore {
         })
     }
 
-    fn set_archived(
-        &self,
-        tenant: &str,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        archived: bool,
-        note: Option<&str>,
-    ) -> Result<Aggregate> {
-        self.set_archived_publishing(
-            tenant,
-            aggregate_type,
-            aggregate_id,
-            archived,
-            note,
-            &|_| false,
-            &[],
-        )
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn set_archived_publishing(
         &self,
@@ -1325,25 +1306,6 @@ impl EventStore for RedbStore {
             }),
         )?;
         Ok(record.aggregate())
-    }
-
-    fn archive(
-        &self,
-        tenant: &str,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        note: Option<&str>,
-        nullify: CascadeRule<'_>,
-    ) -> Result<Aggregate> {
-        self.set_archived_publishing(
-            tenant,
-            aggregate_type,
-            aggregate_id,
-            true,
-            note,
-            nullify,
-            &[],
-        )
     }
 
     fn referrers(
