@@ -1,15 +1,31 @@
-//! Group commit without a writer thread: leader/follower.
+//! Group commit without a writer thread: leader/follower (durable mode), and one open
+//! transaction shared by consecutive writes (relaxed mode).
 //!
-//! A writer queues its inserts. If no commit is running it becomes the *leader*: it takes every
-//! queued job, runs them in one redb transaction and commits once, answering each job. If more
-//! jobs queued up meanwhile, it hands leadership to the first of them and returns; otherwise it
-//! steps down. A lone writer therefore commits on its own thread with no hand-off at all, and
-//! concurrent writers share one commit (one fsync) per round, each waiting at most for the
-//! commit in progress and its own.
+//! **Durable.** A writer queues its inserts. If no commit is running it becomes the *leader*: it
+//! takes every queued job, runs them in one redb transaction and commits once, answering each
+//! job. If more jobs queued up meanwhile, it hands leadership to the first of them and returns;
+//! otherwise it steps down. A lone writer therefore commits on its own thread with no hand-off at
+//! all, and concurrent writers share one commit (one fsync) per round, each waiting at most for
+//! the commit in progress and its own.
 //!
-//! In relaxed mode commits are not made durable by the writer; a flusher thread makes the
-//! latest commit durable within [`RELAXED_FLUSH_INTERVAL`] (redb keeps non-durable commits
-//! only until the next durable one, so without it a process kill would lose them).
+//! **Relaxed.** A commit costs redb far more than the inserts of one write (every touched
+//! table's root and page checksums are written back), and relaxed mode does not make a write
+//! durable when it is acknowledged anyway. So relaxed writes run their inserts in one *open*
+//! write transaction and are answered at once; the transaction is committed
+//! - before any read transaction starts ([`Committer::settle`], called by every read path), so an
+//!   acknowledged write is visible to every later read;
+//! - after [`MAX_OPEN_WRITES`] writes, to bound its memory;
+//! - durably by the flusher thread within [`RELAXED_FLUSH_INTERVAL`] (redb keeps non-durable
+//!   commits only until the next durable one), and when the store closes.
+//!
+//! A write's own reads (its aggregate's record, an idempotency key) go through the open
+//! transaction ([`Committer::read_latest`]), which sees the writes before it. A crash loses what
+//! it lost before: the writes since the last durable commit, at most one flush interval.
+//!
+//! A job that fails must not have changed anything, unless the engine itself failed
+//! ([`StoreError::Storage`]): in durable mode the leader then aborts the transaction and runs
+//! the batch again without the failing job; in relaxed mode the open transaction is discarded,
+//! losing the writes acknowledged since the last commit as a crash would.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
@@ -17,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::Database;
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use super::{storage, Tables, LAST_ID};
 use crate::{Durability, Result, StoreError};
@@ -47,6 +63,9 @@ struct Job {
 /// generator starts above the reservation: at worst it waits out the 100 ms.
 const ID_RESERVATION: u64 = 100 << 22;
 
+/// How many relaxed writes share one open transaction before it is committed.
+pub(crate) const MAX_OPEN_WRITES: usize = 256;
+
 #[derive(Default)]
 struct Queue {
     jobs: Vec<Job>,
@@ -54,13 +73,106 @@ struct Queue {
     closed: bool,
 }
 
-pub(crate) struct Committer {
+/// The open transaction of relaxed mode.
+struct Open {
+    txn: WriteTransaction,
+    /// Writes acknowledged in it.
+    writes: usize,
+    /// The id reservation written in it (0 for none); it counts once the commit succeeds.
+    reservation: u64,
+}
+
+/// What relaxed writers, readers and the flusher share.
+struct Shared {
     db: Arc<Database>,
+    /// Every id at or below this is covered by a committed reservation.
+    reserved: AtomicU64,
+    open: Mutex<Option<Open>>,
+    /// Whether `open` may hold a transaction: readers skip the lock when it does not.
+    any_open: AtomicBool,
+    /// Whether something was committed (or opened) since the last durable commit.
+    dirty: AtomicBool,
+}
+
+impl Shared {
+    fn open(&self) -> MutexGuard<'_, Option<Open>> {
+        match self.open.lock() {
+            Ok(slot) => slot,
+            Err(poisoned) => {
+                // A writer panicked in the middle of its inserts: like an engine failure, the
+                // open transaction cannot be trusted and is discarded.
+                let mut slot = poisoned.into_inner();
+                *slot = None;
+                self.any_open.store(false, Ordering::Release);
+                self.open.clear_poison();
+                slot
+            }
+        }
+    }
+
+    /// Commits the open transaction, if any (`durable` makes it, and every earlier commit,
+    /// durable). The caller holds the lock.
+    fn commit_open(&self, slot: &mut Option<Open>, durable: bool) -> Result<bool> {
+        let Some(mut open) = slot.take() else {
+            return Ok(false);
+        };
+        let committed = if open.writes == 0 && !durable {
+            // Opened for a write's reads only; nothing to keep.
+            Ok(false)
+        } else {
+            let durability = if durable {
+                open.txn
+                    .set_durability(redb::Durability::Immediate)
+                    .map_err(|err| StoreError::Storage(err.to_string()))
+            } else {
+                Ok(())
+            };
+            durability
+                .and_then(|()| open.txn.commit().map_err(storage))
+                .map(|()| true)
+        };
+        if committed.is_ok() && open.reservation > 0 {
+            self.reserved.fetch_max(open.reservation, Ordering::AcqRel);
+        }
+        // Only now: a reader that skips the lock because nothing is open must find the writes
+        // committed, not in a commit still running.
+        self.any_open.store(false, Ordering::Release);
+        committed
+    }
+
+    /// Makes every relaxed write so far durable: commits the open transaction durably, or makes
+    /// an empty durable commit when earlier non-durable commits are pending.
+    fn make_durable(&self) -> Result<()> {
+        let mut slot = self.open();
+        if !self.dirty.swap(false, Ordering::AcqRel) && slot.is_none() {
+            return Ok(());
+        }
+        let result = match self.commit_open(&mut slot, true) {
+            Ok(true) => Ok(()),
+            Ok(false) => flush(&self.db),
+            Err(err) => Err(err),
+        };
+        if result.is_err() {
+            // Left to the next flush.
+            self.dirty.store(true, Ordering::Release);
+        }
+        result
+    }
+}
+
+/// Where a write reads the latest state of its aggregate.
+pub(crate) enum Latest<'a> {
+    /// Durable mode: a read transaction (every acknowledged write is committed).
+    Committed(ReadTransaction),
+    /// Relaxed mode: the open transaction, which holds the writes not yet committed.
+    Open(&'a WriteTransaction),
+}
+
+pub(crate) struct Committer {
     durability: Durability,
     queue: Mutex<Queue>,
-    dirty: Arc<AtomicBool>,
-    /// Every id at or below this is covered by the durable (or pending) reservation.
-    reserved: AtomicU64,
+    shared: Arc<Shared>,
+    closed: AtomicBool,
     flusher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
 
@@ -70,12 +182,18 @@ fn closed() -> StoreError {
 
 impl Committer {
     pub(crate) fn new(db: Arc<Database>, durability: Durability, reserved: u64) -> Result<Self> {
-        let dirty = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            db,
+            reserved: AtomicU64::new(reserved),
+            open: Mutex::new(None),
+            any_open: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+        });
         let flusher = match durability {
             Durability::Fsync => None,
             Durability::Relaxed => {
                 let (stop, stopped) = mpsc::channel::<()>();
-                let (db, dirty) = (Arc::clone(&db), Arc::clone(&dirty));
+                let shared = Arc::clone(&shared);
                 let handle = std::thread::Builder::new()
                     .name("eventdbx-store-flusher".into())
                     .spawn(move || loop {
@@ -83,12 +201,8 @@ impl Committer {
                             stopped.recv_timeout(RELAXED_FLUSH_INTERVAL),
                             Err(RecvTimeoutError::Timeout)
                         );
-                        if dirty.swap(false, Ordering::AcqRel) {
-                            // A failed flush leaves the commits to the next one.
-                            if flush(&db).is_err() {
-                                dirty.store(true, Ordering::Release);
-                            }
-                        }
+                        // A failed flush leaves the commits to the next one.
+                        let _ = shared.make_durable();
                         if last {
                             return;
                         }
@@ -100,11 +214,10 @@ impl Committer {
             }
         };
         Ok(Committer {
-            db,
             durability,
             queue: Mutex::new(Queue::default()),
-            dirty,
-            reserved: AtomicU64::new(reserved),
+            shared,
+            closed: AtomicBool::new(false),
             flusher: Mutex::new(flusher),
         })
     }
@@ -115,8 +228,12 @@ impl Committer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Commits `apply` (with whatever else is queued) and returns once it is committed.
+    /// Commits `apply` (with whatever else is queued) and returns once it is committed, or,
+    /// in relaxed mode, once it is in the open transaction.
     pub(crate) fn commit(&self, max_id: u64, apply: Apply) -> Result<()> {
+        if self.durability == Durability::Relaxed {
+            return self.commit_relaxed(max_id, &apply);
+        }
         let (reply, answer) = mpsc::sync_channel(2);
         let lead_now = {
             let mut queue = self.queue();
@@ -142,13 +259,89 @@ impl Committer {
         }
     }
 
+    /// Runs `apply` in the open transaction (opening one if needed).
+    fn commit_relaxed(&self, max_id: u64, apply: &Apply) -> Result<()> {
+        let shared = &*self.shared;
+        let mut slot = shared.open();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let open = ensure_open(&mut slot, &shared.db)?;
+        let covered = shared
+            .reserved
+            .load(Ordering::Acquire)
+            .max(open.reservation);
+        let reservation = (max_id > covered).then(|| max_id.saturating_add(ID_RESERVATION));
+        let result = {
+            let mut tables = Tables::new(&open.txn);
+            apply(&mut tables).and_then(|()| match reservation {
+                Some(new) => tables
+                    .meta()
+                    .and_then(|meta| meta.insert(LAST_ID, new).map_err(storage))
+                    .map(drop),
+                None => Ok(()),
+            })
+        };
+        match result {
+            Ok(()) => {
+                open.writes += 1;
+                if let Some(new) = reservation {
+                    open.reservation = new;
+                }
+                let full = open.writes >= MAX_OPEN_WRITES;
+                shared.dirty.store(true, Ordering::Release);
+                if full {
+                    // The write is in; a failed commit here is the engine failing, which
+                    // loses what a crash would.
+                    shared.commit_open(&mut slot, false)?;
+                } else {
+                    shared.any_open.store(true, Ordering::Release);
+                }
+                Ok(())
+            }
+            Err(err @ StoreError::Domain(_)) => Err(err),
+            Err(err) => {
+                // The engine failed part-way: nothing of the open transaction can be trusted.
+                *slot = None;
+                shared.any_open.store(false, Ordering::Release);
+                Err(err)
+            }
+        }
+    }
+
+    /// Commits the open relaxed transaction, so a read transaction started after this sees
+    /// every acknowledged write. Cheap when there is none.
+    pub(crate) fn settle(&self) -> Result<()> {
+        if !self.shared.any_open.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut slot = self.shared.open();
+        self.shared.commit_open(&mut slot, false).map(drop)
+    }
+
+    /// Runs `read` against the latest state a write must see: the open transaction in relaxed
+    /// mode (opened if needed, so the write's inserts join it), a read transaction otherwise.
+    /// `read` must not call back into the store.
+    pub(crate) fn read_latest<T>(&self, read: impl FnOnce(Latest<'_>) -> Result<T>) -> Result<T> {
+        if self.durability == Durability::Fsync {
+            return read(Latest::Committed(
+                self.shared.db.begin_read().map_err(storage)?,
+            ));
+        }
+        let shared = &*self.shared;
+        let mut slot = shared.open();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let open = ensure_open(&mut slot, &shared.db)?;
+        shared.any_open.store(true, Ordering::Release);
+        read(Latest::Open(&open.txn))
+    }
+
     /// One round as leader: commit everything queued, then pass leadership on or step down.
     fn lead(&self) {
         let batch = std::mem::take(&mut self.queue().jobs);
-        commit_batch(&self.db, self.durability, &self.reserved, batch);
-        if self.durability == Durability::Relaxed {
-            self.dirty.store(true, Ordering::Release);
-        }
+        commit_batch(&self.shared.db, &self.shared.reserved, batch);
         let mut queue = self.queue();
         match queue.jobs.first() {
             // The next writer is blocked on its answer channel, which has room for this.
@@ -162,6 +355,7 @@ impl Committer {
     /// Refuses new writes and makes relaxed commits durable. Writes already queued finish.
     pub(crate) fn close(&self) {
         self.queue().closed = true;
+        self.closed.store(true, Ordering::Release);
         let flusher = self
             .flusher
             .lock()
@@ -169,12 +363,33 @@ impl Committer {
             .take();
         if let Some((stop, handle)) = flusher {
             drop(stop);
-            // A flusher that panicked leaves the final flush to us.
-            if handle.join().is_err() && self.dirty.swap(false, Ordering::AcqRel) {
-                let _ = flush(&self.db);
+            // The flusher's last round makes everything durable; one that panicked leaves it
+            // to us.
+            if handle.join().is_err() {
+                let _ = self.shared.make_durable();
             }
         }
     }
+}
+
+/// The open transaction for relaxed writes, begun if there is none.
+fn ensure_open<'s>(slot: &'s mut Option<Open>, db: &Database) -> Result<&'s mut Open> {
+    if slot.is_none() {
+        *slot = Some(begin_open(db)?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| StoreError::Storage("no open transaction".into()))
+}
+
+fn begin_open(db: &Database) -> Result<Open> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(redb::Durability::None)
+        .map_err(|err| StoreError::Storage(err.to_string()))?;
+    Ok(Open {
+        txn,
+        writes: 0,
+        reservation: 0,
+    })
 }
 
 /// An empty durable commit: makes every earlier non-durable commit durable.
@@ -185,17 +400,14 @@ fn flush(db: &Database) -> Result<()> {
     txn.commit().map_err(storage)
 }
 
-fn commit_batch(db: &Database, durability: Durability, reserved: &AtomicU64, mut batch: Vec<Job>) {
+/// One durable group commit of `batch`.
+fn commit_batch(db: &Database, reserved: &AtomicU64, mut batch: Vec<Job>) {
     while !batch.is_empty() {
         let mut txn = match db.begin_write() {
             Ok(txn) => txn,
             Err(err) => return reply_all(batch, &Err(storage(err))),
         };
-        let level = match durability {
-            Durability::Fsync => redb::Durability::Immediate,
-            Durability::Relaxed => redb::Durability::None,
-        };
-        if let Err(err) = txn.set_durability(level) {
+        if let Err(err) = txn.set_durability(redb::Durability::Immediate) {
             return reply_all(batch, &Err(StoreError::Storage(err.to_string())));
         }
         let mut tables = Tables::new(&txn);

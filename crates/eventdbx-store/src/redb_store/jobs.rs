@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use eventdbx_core::plugin::{JobStatus, PluginJob, RetryPolicy};
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{json_error, storage, RedbStore, Tables};
 use crate::{Claim, JobCounts, JobFilter, Result, StoreError};
@@ -241,14 +241,18 @@ impl RedbStore {
         policy: RetryPolicy,
     ) -> Result<JobStatus> {
         let error = error.to_owned();
+        // An unknown job is reported after the commit: a job fails only before it changes
+        // anything, and only with a domain error (see `commit`).
         self.queue_commit(move |tables| {
-            let job = get_job(tables, job_id)?
-                .ok_or_else(|| StoreError::Storage(format!("plugin job {job_id} not found")))?;
+            let Some(job) = get_job(tables, job_id)? else {
+                return Ok(None);
+            };
             if job.status != JobStatus::Processing {
-                return Ok(job.status);
+                return Ok(Some(job.status));
             }
-            fail(tables, job, &error, now_ms, policy)
-        })
+            fail(tables, job, &error, now_ms, policy).map(Some)
+        })?
+        .ok_or_else(|| StoreError::Storage(format!("plugin job {job_id} not found")))
     }
 
     pub(crate) fn recover_jobs_impl(&self, now_ms: u64) -> Result<u64> {
@@ -414,7 +418,7 @@ impl RedbStore {
     }
 
     pub(crate) fn list_jobs_impl(&self, filter: &JobFilter) -> Result<Vec<PluginJob>> {
-        let read = self.db.begin_read().map_err(storage)?;
+        let read = self.read()?;
         let jobs = read.open_table(JOBS).map_err(storage)?;
         let mut out = Vec::new();
         for item in jobs.iter().map_err(storage)? {
@@ -433,7 +437,7 @@ impl RedbStore {
     }
 
     pub(crate) fn job_counts_impl(&self) -> Result<JobCounts> {
-        let read = self.db.begin_read().map_err(storage)?;
+        let read = self.read()?;
         let queue = read.open_table(JOB_QUEUE).map_err(storage)?;
         let mut counts = JobCounts {
             done: read

@@ -10,6 +10,9 @@
 //! it. The *commit* half is a closure of inserts queued for group commit ([`commit`]): one
 //! writer at a time leads, running every queued job in a single redb transaction committed
 //! once, so concurrent writers share one fsync. Callers are answered only after that commit.
+//! In relaxed mode the commit half runs in one open transaction shared by consecutive writes,
+//! committed before any read starts (see [`commit`]); a write's own reads then go through that
+//! transaction.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,7 +42,7 @@ use serde_json::{Map, Value};
 mod commit;
 mod jobs;
 
-use commit::{Apply, Committer};
+use commit::{Apply, Committer, Latest};
 use jobs::{queue_jobs, QueueKey, JOBS, JOB_DEAD, JOB_DONE, JOB_QUEUE};
 
 use crate::{
@@ -518,7 +521,10 @@ impl RedbStore {
         self.committer.commit(max_id, apply)
     }
 
-    fn read(&self) -> Result<ReadTransaction> {
+    /// A read transaction that sees every acknowledged write (relaxed mode commits its open
+    /// transaction first).
+    pub(crate) fn read(&self) -> Result<ReadTransaction> {
+        self.committer.settle()?;
         self.db.begin_read().map_err(storage)
     }
 
@@ -671,7 +677,8 @@ impl RedbStore {
                 );
                 if read_referrers(&*tables.referrers()?, tenant, t, i)? != expected {
                     flag.store(true, Ordering::Release);
-                    return Err(StoreError::Storage("referrers changed".into()));
+                    // A domain error: the job changed nothing (the flag says what happened).
+                    return Err(CoreError::IntegrityViolation("referrers changed".into()).into());
                 }
                 for update in &updates {
                     update.apply(tables, tenant, t, i)?;
@@ -755,6 +762,28 @@ fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// What a write reads before it prepares: the first result of its idempotency key (if it has
+/// one and it was used) and its aggregate's record.
+fn read_for_write(
+    idempotency: &impl ReadableTable<IdempotencyKey, Bytes>,
+    aggregates: &impl ReadableTable<AggregateKey, Bytes>,
+    (tenant, aggregate_type, aggregate_id): (&str, &str, &str),
+    idempotency_key: Option<&str>,
+) -> Result<(Option<IdempotencyRecord>, Option<AggregateRecord>)> {
+    if let Some(key) = idempotency_key {
+        if let Some(bytes) = idempotency
+            .get((tenant, aggregate_type, aggregate_id, key))
+            .map_err(storage)?
+        {
+            let record: IdempotencyRecord =
+                serde_json::from_slice(bytes.value()).map_err(json_error)?;
+            return Ok((Some(record), None));
+        }
+    }
+    let old = read_record(aggregates, tenant, aggregate_type, aggregate_id)?;
+    Ok((None, old))
 }
 
 fn read_record(
@@ -1069,28 +1098,32 @@ impl EventStore for RedbStore {
             request.aggregate_id.as_str(),
         );
         let _guard = self.lock(tenant, t, i);
-        let read = self.read()?;
-        if let Some(idempotency) = &request.idempotency {
-            let table = read.open_table(IDEMPOTENCY).map_err(storage)?;
-            if let Some(bytes) = table
-                .get((tenant, t, i, idempotency.key.as_str()))
-                .map_err(storage)?
-            {
-                let record: IdempotencyRecord =
-                    serde_json::from_slice(bytes.value()).map_err(json_error)?;
-                if record.digest != merkle::to_hex(&idempotency.digest) {
-                    return Err(CoreError::IdempotencyConflict(idempotency.key.clone()).into());
-                }
-                return Ok(WriteOutcome {
-                    event: record.event,
-                    aggregate: record.aggregate.aggregate(),
-                    snapshot: None,
-                    replayed: true,
-                });
+        let idempotency_key = request.idempotency.as_ref().map(|idem| idem.key.as_str());
+        let (replay, old) = self.committer.read_latest(|latest| match latest {
+            Latest::Committed(read) => read_for_write(
+                &read.open_table(IDEMPOTENCY).map_err(storage)?,
+                &read.open_table(AGGREGATES).map_err(storage)?,
+                (tenant, t, i),
+                idempotency_key,
+            ),
+            Latest::Open(txn) => read_for_write(
+                &txn.open_table(IDEMPOTENCY).map_err(storage)?,
+                &txn.open_table(AGGREGATES).map_err(storage)?,
+                (tenant, t, i),
+                idempotency_key,
+            ),
+        })?;
+        if let (Some(record), Some(idempotency)) = (replay, &request.idempotency) {
+            if record.digest != merkle::to_hex(&idempotency.digest) {
+                return Err(CoreError::IdempotencyConflict(idempotency.key.clone()).into());
             }
+            return Ok(WriteOutcome {
+                event: record.event,
+                aggregate: record.aggregate.aggregate(),
+                snapshot: None,
+                replayed: true,
+            });
         }
-        let old = read_record(&read.open_table(AGGREGATES).map_err(storage)?, tenant, t, i)?;
-        drop(read);
         let current = old.as_ref().map(AggregateRecord::aggregate);
         write::check_write(
             request.kind,

@@ -4,4 +4,5 @@ mod crash;
 mod crash_cascade;
 mod jobs;
 mod references;
+mod relaxed;
 mod store;
