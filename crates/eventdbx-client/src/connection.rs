@@ -7,13 +7,16 @@
 //! whose id nobody waits for) kills the connection: every waiter gets the error and the client
 //! opens a new connection on its next call. v1 connections let one request in flight at a time,
 //! since the server answers in order; v2 connections any number.
+//!
+//! On a current-thread runtime the reader polls the socket for a moment after each request
+//! goes out, before it parks ([`ClientConfig::busy_poll`], [`AnswerPoll`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use eventdbx_proto::frame::{
-    self, FrameBuffer, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
+    self, FrameBuffer, Polled, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
 };
 use eventdbx_proto::hello::{Hello, HelloResponse, MAX_HELLO_BYTES};
 use eventdbx_proto::message::{self, Decoded, StreamMessageReader};
@@ -24,7 +27,7 @@ use eventdbx_proto::ProtoError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{ClientConfig, Transport};
@@ -65,6 +68,8 @@ struct Pending {
 #[derive(Default)]
 struct Shared {
     state: Mutex<State>,
+    /// Tells a polling reader that a request went out (see [`AnswerPoll`]).
+    sent: Notify,
 }
 
 #[derive(Default)]
@@ -147,6 +152,8 @@ pub(crate) struct Connection {
     fingerprint: Option<v2::Fingerprint>,
     /// A second handle on the socket, only ever peeked (see [`Connection::is_alive`]).
     watch: std::net::TcpStream,
+    /// Whether the reader polls for answers (then each request sent is signalled to it).
+    polls: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -362,6 +369,9 @@ impl Connection {
         };
         let written = writer.half.write_all(&sealed).await;
         in_progress.armed = false;
+        if self.polls && written.is_ok() {
+            self.shared.sent.notify_one();
+        }
         written.map_err(|err| {
             let error = Error::io("writing to the server", &err);
             self.shared.kill(error.clone());
@@ -512,6 +522,7 @@ async fn open_attempt(
                 response.capabilities,
                 max_request,
                 Some(fingerprint),
+                config.busy_poll,
             ))
         }
         Attempt::V1 { no_noise } => {
@@ -529,6 +540,7 @@ async fn open_attempt(
                     response.capabilities,
                     V1_MAX_PLAINTEXT_FRAME,
                     None,
+                    config.busy_poll,
                 ));
             }
             let mut initiator = v1::Initiator::new(token).map_err(proto_handshake)?;
@@ -546,6 +558,7 @@ async fn open_attempt(
                 response.capabilities,
                 NOISE_MAX_PLAINTEXT,
                 None,
+                config.busy_poll,
             ))
         }
     }
@@ -627,8 +640,19 @@ impl Connection {
         capabilities: Vec<String>,
         max_request: usize,
         fingerprint: Option<v2::Fingerprint>,
+        busy_poll: Duration,
     ) -> Connection {
         let shared = Arc::new(Shared::default());
+        // Only where the caller's thread drives the runtime: there, polling replaces that very
+        // thread's sleep in `epoll_wait`. A multi-thread runtime's reader would hold a worker.
+        let current_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        });
+        let busy_poll = if current_thread {
+            busy_poll
+        } else {
+            Duration::ZERO
+        };
         let frame_limit = match protocol {
             Protocol::V2 => v2::FRAME_LIMIT,
             Protocol::V1 => V1_MAX_NOISE_FRAME,
@@ -639,6 +663,7 @@ impl Connection {
             read_half,
             opening,
             frame_limit,
+            busy_poll,
         ));
         Connection {
             shared,
@@ -654,8 +679,55 @@ impl Connection {
             max_request,
             fingerprint,
             watch,
+            polls: !busy_poll.is_zero(),
         }
     }
+}
+
+/// When the reader polls for an answer (see [`ClientConfig::busy_poll`]): once per request
+/// sent, unless recent polls ended with no answer; after `n` such polls in a row (up to 6) it
+/// lets 2^n requests go by unpolled before it tries again.
+#[derive(Debug)]
+struct AnswerPoll {
+    budget: Duration,
+    /// Polls in a row that ended with no answer (at most 6).
+    misses: u32,
+    /// Requests still to let go by without polling.
+    skip: u32,
+}
+
+impl AnswerPoll {
+    fn new(budget: Duration) -> Self {
+        AnswerPoll {
+            budget,
+            misses: 0,
+            skip: 0,
+        }
+    }
+
+    /// A request went out: whether to poll for its answer.
+    fn due(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn polled(&mut self, outcome: Polled) {
+        if outcome == Polled::TimedOut {
+            self.misses = (self.misses + 1).min(6);
+            self.skip = 1 << self.misses;
+        } else {
+            self.misses = 0;
+        }
+    }
+}
+
+/// What woke the reader.
+enum Woken {
+    Read(std::io::Result<usize>),
+    Sent,
 }
 
 async fn read_loop(
@@ -663,10 +735,12 @@ async fn read_loop(
     mut reader: OwnedReadHalf,
     mut opening: Opening,
     frame_limit: usize,
+    busy_poll: Duration,
 ) {
     // Each read takes whatever the socket holds: a response that arrived whole costs one
     // `recv`, not one for its header and one for its payload.
     let mut buffer = FrameBuffer::new(frame_limit);
+    let mut poll = AnswerPoll::new(busy_poll);
     let reason = loop {
         let payload = match buffer.has_frame() {
             Ok(true) => match buffer.next_frame() {
@@ -675,7 +749,31 @@ async fn read_loop(
                 Err(err) => break Error::protocol(err.to_string()),
             },
             Ok(false) => {
-                match reader.read(buffer.read_space()).await {
+                let woken = if poll.budget.is_zero() {
+                    Woken::Read(reader.read(buffer.read_space()).await)
+                } else {
+                    tokio::select! {
+                        biased;
+                        read = reader.read(buffer.read_space()) => Woken::Read(read),
+                        () = shared.sent.notified() => Woken::Sent,
+                    }
+                };
+                let read = match woken {
+                    Woken::Read(read) => read,
+                    Woken::Sent => {
+                        // A request went out and the caller now waits for its answer: read
+                        // the socket behind tokio's back until it is here (bytes land in the
+                        // same buffer; see the server's `FrameReader::poll_for_frame` on why
+                        // this is sound with tokio's edge-triggered reactor).
+                        let waiting = !shared.lock().pending.is_empty();
+                        if waiting && poll.due() {
+                            let socket = socket2::SockRef::from(reader.as_ref());
+                            poll.polled(buffer.poll_from(&*socket, poll.budget));
+                        }
+                        continue;
+                    }
+                };
+                match read {
                     Ok(0) => {
                         break Error::io(
                             "reading from the server",

@@ -4,6 +4,9 @@
 //! The decoder is sans-IO: hand it the bytes read so far and it says whether a whole frame is
 //! there, how long it is, or why the input can never become a valid frame.
 
+use std::io::{ErrorKind, Read};
+use std::time::{Duration, Instant};
+
 use crate::error::{ProtoError, Result};
 
 /// Length of the frame header.
@@ -168,6 +171,44 @@ impl FrameBuffer {
     pub fn filled(&mut self, n: usize) {
         self.end = (self.end + n).min(self.buf.len());
     }
+
+    /// Busy-polls a non-blocking `source` (a socket read behind its async runtime's back) for
+    /// up to `budget`, until a whole frame is buffered: reads that would block are retried at
+    /// once, whatever arrives goes into this buffer as with [`FrameBuffer::read_space`]. Reads
+    /// once even with a zero budget.
+    pub fn poll_from<R: Read>(&mut self, mut source: R, budget: Duration) -> Polled {
+        let deadline = Instant::now() + budget;
+        loop {
+            if !matches!(self.has_frame(), Ok(false)) {
+                return Polled::Frame;
+            }
+            match source.read(self.read_space()) {
+                Ok(0) => return Polled::Ended,
+                Ok(read) => {
+                    self.filled(read);
+                    continue;
+                }
+                Err(err)
+                    if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(_) => return Polled::Ended,
+            }
+            if Instant::now() >= deadline {
+                return Polled::TimedOut;
+            }
+        }
+    }
+}
+
+/// How [`FrameBuffer::poll_from`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Polled {
+    /// A whole frame is buffered (or a header announcing one over the limit, which
+    /// [`FrameBuffer::next_frame`] refuses).
+    Frame,
+    /// The source ended or failed; the caller's own next read sees the end or the error.
+    Ended,
+    /// The budget ran out first; what arrived stays buffered.
+    TimedOut,
 }
 
 #[cfg(test)]
@@ -225,6 +266,89 @@ mod tests {
             assert_eq!(feed(&mut buffer, &wire, step), payloads, "read size {step}");
             assert_eq!(buffer.buffered(), 0);
         }
+    }
+
+    /// A non-blocking source: each step is bytes, "would block" (`None`) or the end (empty).
+    struct Steps(std::collections::VecDeque<Option<Vec<u8>>>, usize);
+
+    impl Read for Steps {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1 += 1;
+            match self.0.pop_front() {
+                None => Err(ErrorKind::WouldBlock.into()),
+                Some(None) => Err(ErrorKind::WouldBlock.into()),
+                Some(Some(bytes)) => {
+                    let n = bytes.len().min(buf.len());
+                    buf[..n].copy_from_slice(&bytes[..n]);
+                    if n < bytes.len() {
+                        self.0.push_front(Some(bytes[n..].to_vec()));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn poll_from_reassembles_a_frame_across_would_block_reads() {
+        let wire = encode(b"request", 100).expect("fits");
+        let mut source = Steps(
+            [
+                None,
+                Some(wire[..3].to_vec()),
+                None,
+                None,
+                Some(wire[3..9].to_vec()),
+                None,
+                Some(wire[9..].to_vec()),
+                Some(b"next".to_vec()),
+            ]
+            .into_iter()
+            .collect(),
+            0,
+        );
+        let mut buffer = FrameBuffer::new(100);
+        let polled = buffer.poll_from(&mut source, Duration::from_secs(5));
+        assert_eq!(polled, Polled::Frame);
+        // Stopped as soon as the frame was whole: the next one's bytes are still at the source.
+        assert_eq!(source.0.len(), 1, "read no further than the frame");
+        assert_eq!(buffer.next_frame().expect("valid"), Some(&b"request"[..]));
+        assert_eq!(buffer.buffered(), 0);
+    }
+
+    #[test]
+    fn poll_from_keeps_a_partial_frame_when_the_budget_runs_out() {
+        let wire = encode(b"request", 100).expect("fits");
+        let mut source = Steps([Some(wire[..5].to_vec())].into_iter().collect(), 0);
+        let mut buffer = FrameBuffer::new(100);
+        let started = Instant::now();
+        let polled = buffer.poll_from(&mut source, Duration::from_millis(2));
+        assert_eq!(polled, Polled::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(2));
+        assert!(source.1 > 2, "kept reading while the budget lasted");
+        assert_eq!(buffer.buffered(), 5);
+        // The rest, read later by the ordinary path, completes the same frame.
+        let space = buffer.read_space();
+        space[..wire.len() - 5].copy_from_slice(&wire[5..]);
+        buffer.filled(wire.len() - 5);
+        assert_eq!(buffer.next_frame().expect("valid"), Some(&b"request"[..]));
+    }
+
+    #[test]
+    fn poll_from_reports_the_end_and_a_zero_budget_reads_once() {
+        let mut ended = Steps([Some(Vec::new())].into_iter().collect(), 0);
+        // An empty step is a read of 0 bytes: the end of the stream.
+        let mut buffer = FrameBuffer::new(100);
+        assert_eq!(
+            buffer.poll_from(&mut ended, Duration::from_secs(5)),
+            Polled::Ended
+        );
+        let mut idle = Steps(std::collections::VecDeque::new(), 0);
+        assert_eq!(
+            buffer.poll_from(&mut idle, Duration::ZERO),
+            Polled::TimedOut
+        );
+        assert_eq!(idle.1, 1);
     }
 
     #[test]

@@ -3,14 +3,18 @@
 //! v1 sessions answer one request at a time, in order, as EventDBX does. v2 sessions read
 //! requests as they come, run up to [`V2_IN_FLIGHT`] at once and write each answer when it is
 //! ready (answers carry the request id).
+//!
+//! After answering, a session whose conversation is hot polls its socket for a moment before
+//! it parks ([`BusyPoll`], `[socket] busy_poll_us`).
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventdbx_core::names::normalize_tenant_id;
 use eventdbx_proto::frame::{
-    self, FrameBuffer, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
+    self, FrameBuffer, Polled, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
 };
 use eventdbx_proto::hello::{
     classify_first_message, cli_rejection, FirstMessage, HelloResponse, ReceivedHello,
@@ -21,6 +25,7 @@ use eventdbx_proto::negotiate::{self, ServerPath};
 use eventdbx_proto::noise::{v1, v2, Session};
 use eventdbx_store::{Durability, EventStore};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::time::timeout;
@@ -208,7 +213,10 @@ async fn v1_loop(
     };
     let (reader, mut writer) = socket.into_split();
     let mut reader = FrameReader::new(reader, frame_limit);
+    let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
     loop {
+        // One request at a time: between two, nothing is in flight.
+        poll_before_waiting(&state, &mut busy, &mut reader, true);
         let payload = tokio::select! {
             _ = shutdown.recv() => return,
             read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
@@ -217,6 +225,7 @@ async fn v1_loop(
                 _ => return,
             },
         };
+        busy.arrived();
         let request = match noise.as_deref_mut() {
             Some(session) => match session.opener.open(payload) {
                 Ok(plain) => plain,
@@ -375,7 +384,10 @@ async fn v2_loop(
         broken: false,
     }));
     let slots = Arc::new(Semaphore::new(V2_IN_FLIGHT));
+    let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
     loop {
+        let idle = slots.available_permits() == V2_IN_FLIGHT;
+        poll_before_waiting(&state, &mut busy, &mut reader, idle);
         let payload = tokio::select! {
             _ = shutdown.recv() => break,
             read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
@@ -383,6 +395,7 @@ async fn v2_loop(
                 _ => break,
             },
         };
+        busy.arrived();
         let message = match opener.open_frame(payload) {
             Ok(Some(message)) => message,
             Ok(None) => continue,
@@ -532,6 +545,143 @@ fn execute(
     Some(commands::encode(id, result, response_limit))
 }
 
+/// A session whose next request comes later than this after its answer (wake-ups included) is
+/// idle: it does not poll before the request after.
+const HOT_GAP: Duration = Duration::from_millis(1);
+/// Exponent of the longest back-off: after polls that end with no request, the session lets up
+/// to 2^6 = 64 waits pass without polling before it tries again.
+const MAX_BACKOFF_SHIFT: u32 = 6;
+
+/// When a session polls its socket before parking (`[socket] busy_poll_us`).
+///
+/// A sequential client sends its next request a few microseconds after reading an answer. If
+/// the session has parked by then, the runtime thread sleeps in `epoll_wait`; on a VM whose
+/// idle vCPUs halt, waking it costs tens of microseconds per request. Reading the socket with
+/// non-blocking `recv`s for a moment first catches the request on a running CPU. Polling is
+/// adaptive: only when the previous request came within [`HOT_GAP`] of the answer before it
+/// (an idle connection never polls), and after polls that end with no request the session
+/// backs off (polls once every 2, 4, … 64 waits) until one catches a request again.
+#[derive(Debug)]
+struct BusyPoll {
+    budget: Duration,
+    /// When the session last began to wait with nothing in flight.
+    waiting_since: Option<Instant>,
+    /// The previous request came within [`HOT_GAP`] of the answer before it.
+    hot: bool,
+    /// Polls in a row that ended with no request (at most [`MAX_BACKOFF_SHIFT`]).
+    misses: u32,
+    /// Waits still to let pass without polling.
+    skip: u32,
+}
+
+impl BusyPoll {
+    fn new(micros: u64) -> Self {
+        BusyPoll {
+            budget: Duration::from_micros(micros),
+            waiting_since: None,
+            hot: false,
+            misses: 0,
+            skip: 0,
+        }
+    }
+
+    /// The session is about to wait for a request; `idle`: nothing in flight, nothing buffered.
+    /// Whether it should poll first.
+    fn before_wait(&mut self, idle: bool) -> bool {
+        if self.budget.is_zero() {
+            return false;
+        }
+        if !idle {
+            // Requests are running: the gap to the next one says nothing about the client.
+            self.waiting_since = None;
+            return false;
+        }
+        self.waiting_since = Some(Instant::now());
+        if !self.hot {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// A poll ended: `hit` when a request (or the end of the stream) came within the budget.
+    fn polled(&mut self, hit: bool) {
+        if hit {
+            self.misses = 0;
+        } else {
+            self.misses = (self.misses + 1).min(MAX_BACKOFF_SHIFT);
+            self.skip = 1 << self.misses;
+        }
+    }
+
+    /// A frame arrived.
+    fn arrived(&mut self) {
+        if let Some(since) = self.waiting_since.take() {
+            self.hot = since.elapsed() <= HOT_GAP;
+        }
+    }
+}
+
+/// A session's turn to busy-poll, counted in [`Metrics::busy_polling`]; given back when dropped.
+#[derive(Debug)]
+struct PollSlot<'a>(&'a AtomicU64);
+
+impl<'a> PollSlot<'a> {
+    /// A slot if fewer than `cap` sessions poll now.
+    fn take(metrics: &'a Metrics, cap: u64) -> Option<Self> {
+        let before = metrics
+            .busy_polling
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
+        metrics
+            .busy_polling_peak
+            .fetch_max(before + 1, Ordering::Relaxed);
+        Some(PollSlot(&metrics.busy_polling))
+    }
+}
+
+impl Drop for PollSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How many sessions may poll at once: one per runtime worker but one, at least one, so that
+/// polling sessions never take every worker.
+fn poll_cap() -> u64 {
+    let workers = tokio::runtime::Handle::try_current()
+        .map(|handle| handle.metrics().num_workers())
+        .unwrap_or(1);
+    u64::try_from(workers.saturating_sub(1).max(1)).unwrap_or(1)
+}
+
+/// Polls the socket before the session parks, when [`BusyPoll`] says so and a slot is free (a
+/// session without one just waits). `idle`: no request of the session in flight.
+fn poll_before_waiting(
+    state: &ServerState,
+    busy: &mut BusyPoll,
+    reader: &mut FrameReader<OwnedReadHalf>,
+    idle: bool,
+) {
+    if !busy.before_wait(idle && reader.buffered() == 0) {
+        return;
+    }
+    let Some(_slot) = PollSlot::take(&state.metrics, poll_cap()) else {
+        return;
+    };
+    Metrics::add(&state.metrics.busy_polls, 1);
+    let hit = reader.poll_for_frame(busy.budget);
+    if hit {
+        Metrics::add(&state.metrics.busy_poll_hits, 1);
+    }
+    busy.polled(hit);
+}
+
 /// The read side of a session: frames come out of a buffer that each read fills with as much
 /// as the socket holds, so a frame usually costs one `recv`, not one for its header and one for
 /// its payload.
@@ -573,6 +723,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             self.buffer.filled(read);
         }
+    }
+}
+
+impl FrameReader<OwnedReadHalf> {
+    /// Reads the socket with non-blocking `recv`s (tokio's sockets are non-blocking) for up to
+    /// `budget`, until a whole frame is buffered. The bytes go into the buffer
+    /// [`FrameReader::next`] takes frames from, so framing and decryption are unchanged; a
+    /// frame that is not whole in time is completed by `next`. Reading behind tokio's back is
+    /// sound with its edge-triggered reactor: a stale readiness costs one `recv` that finds
+    /// nothing, and every later arrival raises a new event. `true` when a frame came in time
+    /// (or the end of the stream or an error, which `next` then reports).
+    fn poll_for_frame(&mut self, budget: Duration) -> bool {
+        let socket = socket2::SockRef::from(self.io.as_ref());
+        self.buffer.poll_from(&*socket, budget) != Polled::TimedOut
     }
 }
 

@@ -118,6 +118,30 @@ fn metrics(state: &ServerState) -> String {
             "counter",
             m.request_errors.load(Ordering::Relaxed),
         ),
+        gauge(
+            "eventdbx_busy_polls_total",
+            "Busy-polls of an idle session's socket after an answer (socket.busy_poll_us).",
+            "counter",
+            m.busy_polls.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_busy_poll_hits_total",
+            "Busy-polls during which the next request arrived.",
+            "counter",
+            m.busy_poll_hits.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_busy_polling_sessions",
+            "Sessions busy-polling their socket now.",
+            "gauge",
+            m.busy_polling.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_busy_polling_sessions_peak",
+            "The most sessions busy-polling at once since the server started.",
+            "gauge",
+            m.busy_polling_peak.load(Ordering::Relaxed),
+        ),
         plugin_metrics(state, &gauge),
     ]
     .concat()

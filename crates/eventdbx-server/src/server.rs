@@ -69,6 +69,14 @@ pub struct Metrics {
     pub requests: AtomicU64,
     /// Requests answered with an error.
     pub request_errors: AtomicU64,
+    /// Busy-polls of a session's socket (`[socket] busy_poll_us`) started.
+    pub busy_polls: AtomicU64,
+    /// Busy-polls during which the next request arrived.
+    pub busy_poll_hits: AtomicU64,
+    /// Sessions polling their socket right now (never above the cap; see `busy_poll_us`).
+    pub busy_polling: AtomicU64,
+    /// The most sessions ever seen polling at once.
+    pub busy_polling_peak: AtomicU64,
 }
 
 impl Metrics {
@@ -184,6 +192,11 @@ impl Server {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.state.config
+    }
+
+    /// The counters `/metrics` shows.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
     }
 
     /// The v2 server static key.

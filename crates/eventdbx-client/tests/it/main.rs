@@ -1,6 +1,7 @@
 //! Integration tests of the client against the real server, in process, over real TCP.
 
 mod blocking;
+mod busy_poll;
 mod concurrency;
 mod connect;
 mod faults;

@@ -1,5 +1,6 @@
 //! Integration tests of the server.
 mod auth;
+mod busy_poll;
 mod config;
 mod control;
 mod correctness;

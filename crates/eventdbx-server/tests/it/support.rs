@@ -473,7 +473,13 @@ impl Client {
 
     /// Encrypts (or not) and writes one logical message.
     pub fn send_message(&mut self, message: &[u8]) -> Result<(), String> {
-        let bytes = match &mut self.transport {
+        let bytes = self.seal(message)?;
+        self.wire.write(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// One logical message as it goes on the wire: framed, and encrypted unless plaintext.
+    pub fn seal(&mut self, message: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(match &mut self.transport {
             Transport::Plain => {
                 frame::encode(message, frame::V1_MAX_PLAINTEXT_FRAME).map_err(|e| e.to_string())?
             }
@@ -485,8 +491,7 @@ impl Client {
                 .sealer
                 .seal_message(message)
                 .map_err(|e| e.to_string())?,
-        };
-        self.wire.write(&bytes).map_err(|e| e.to_string())
+        })
     }
 
     /// Reads and decrypts one logical message.
@@ -515,6 +520,36 @@ impl Client {
         &mut self,
         build: impl for<'a> FnOnce(control_request::payload::Builder<'a>),
     ) -> Result<u64, String> {
+        let (id, message) = self.encode(build)?;
+        self.send_message(&message)?;
+        Ok(id)
+    }
+
+    /// Sends a request like [`Client::send`], its wire bytes cut into `pieces` writes with
+    /// `pause` between two; returns the id.
+    pub fn send_in_pieces(
+        &mut self,
+        build: impl for<'a> FnOnce(control_request::payload::Builder<'a>),
+        pieces: usize,
+        pause: Duration,
+    ) -> Result<u64, String> {
+        let (id, message) = self.encode(build)?;
+        let bytes = self.seal(&message)?;
+        let size = bytes.len().div_ceil(pieces.max(1));
+        for (n, piece) in bytes.chunks(size).enumerate() {
+            if n > 0 {
+                std::thread::sleep(pause);
+            }
+            self.wire.write(piece).map_err(|e| e.to_string())?;
+        }
+        Ok(id)
+    }
+
+    /// A request with a fresh id: `(id, unframed bytes)`.
+    fn encode(
+        &mut self,
+        build: impl for<'a> FnOnce(control_request::payload::Builder<'a>),
+    ) -> Result<(u64, Vec<u8>), String> {
         let id = self.next_id;
         self.next_id += 1;
         let message = message::encode_request(|mut request| {
@@ -523,8 +558,7 @@ impl Client {
             Ok(())
         })
         .map_err(|e| e.to_string())?;
-        self.send_message(&message)?;
-        Ok(id)
+        Ok((id, message))
     }
 
     /// Reads one response: `(id, raw bytes)`.

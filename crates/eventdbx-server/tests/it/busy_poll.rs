@@ -1,0 +1,159 @@
+//! Busy-polling a hot session's socket after an answer (`[socket] busy_poll_us`): requests are
+//! read whole whatever their timing, a zero budget never polls, and no more sessions poll at
+//! once than the cap allows (one per runtime worker but one; the test server has two).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use eventdbx_server::Metrics;
+
+use crate::support::{connect_v1, ok, Client, TestServer};
+
+fn poll_counts(metrics: &Metrics) -> (u64, u64) {
+    (
+        metrics.busy_polls.load(Ordering::SeqCst),
+        metrics.busy_poll_hits.load(Ordering::SeqCst),
+    )
+}
+
+/// A `getAggregate` request for `id`, sent in `pieces` writes `pause` apart; checks the answer.
+fn get_in_pieces(session: &mut Client, id: &str, pieces: usize, pause: Duration) {
+    let token = session.token.clone();
+    let sent = session
+        .send_in_pieces(
+            |p| {
+                let mut r = p.init_get_aggregate();
+                r.set_token(token.as_str());
+                r.set_aggregate_type("order");
+                r.set_aggregate_id(id);
+            },
+            pieces,
+            pause,
+        )
+        .expect("request written");
+    let (got, bytes) = session.recv().expect("answer");
+    assert_eq!(got, sent);
+    let answer = ok(crate::support::decode(&bytes));
+    assert_eq!(answer["aggregate"]["aggregate_id"], id, "{answer}");
+}
+
+#[test]
+fn a_polling_session_reads_a_request_written_in_pieces_slower_than_the_poll() {
+    let server = TestServer::start(|config| {
+        config.socket.busy_poll_us = 1000;
+        config.allow_plaintext = true;
+    });
+    let token = server.admin_token();
+    let sessions = [
+        (
+            "plaintext",
+            connect_v1(server.addr, &token, "default", true),
+        ),
+        ("v1", connect_v1(server.addr, &token, "default", false)),
+        ("v2", Ok(server.v2("default"))),
+    ];
+    for (name, session) in sessions {
+        let mut session = session.expect("session");
+        ok(session.create("order", name, "created", r#"{"n":1}"#));
+        let metrics = server.server().metrics();
+        let (polls_before, hits_before) = poll_counts(metrics);
+        // A poll that ends with only part of a request must leave it for the ordinary read to
+        // complete. The first piece comes at once (inside the poll, when the session is hot),
+        // the others 5 ms apart, well after the 1 ms poll ended. Quick calls first make the
+        // conversation hot; on a loaded machine they may not, hence the retries.
+        let mut missed = false;
+        for _ in 0..20 {
+            for _ in 0..20 {
+                ok(session.get("order", name));
+            }
+            let (polls, hits) = poll_counts(metrics);
+            get_in_pieces(&mut session, name, 3, Duration::from_millis(5));
+            let (polls_after, hits_after) = poll_counts(metrics);
+            if polls_after - polls > hits_after - hits {
+                missed = true;
+                break;
+            }
+        }
+        assert!(missed, "{name}: no poll ended with part of a request");
+        let (polls_after, hits_after) = poll_counts(metrics);
+        assert!(
+            hits_after > hits_before && polls_after > polls_before,
+            "{name}: the quick calls were caught by polls"
+        );
+    }
+}
+
+#[test]
+fn a_zero_budget_never_polls_and_the_default_does() {
+    for (micros, polled) in [(0, false), (50, true)] {
+        let server = TestServer::start(|config| {
+            if micros == 0 {
+                config.socket.busy_poll_us = 0;
+            }
+        });
+        assert_eq!(server.server().config().socket.busy_poll_us, micros);
+        let mut session = server.v2("default");
+        ok(session.create("order", "o-1", "created", r#"{"n":1}"#));
+        for n in 2..=200u64 {
+            let event = ok(session.apply("order", "o-1", "changed", &format!(r#"{{"n":{n}}}"#)));
+            assert_eq!(event["version"], n, "{event}");
+            let got = ok(session.get("order", "o-1"));
+            assert_eq!(got["aggregate"]["state"]["n"], n, "{got}");
+        }
+        let (polls, hits) = poll_counts(server.server().metrics());
+        assert_eq!(polls > 0, polled, "busy_poll_us = {micros}: {polls} polls");
+        assert!(hits <= polls);
+    }
+}
+
+#[test]
+fn polling_sessions_stay_under_the_cap_and_give_their_slots_back() {
+    let server = TestServer::start(|config| {
+        config.socket.busy_poll_us = 1000;
+        config.allow_plaintext = true;
+    });
+    let token = server.admin_token();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let token = token.as_str();
+            let addr = server.addr;
+            scope.spawn(move || {
+                let mut session = connect_v1(addr, token, "default", true).expect("session");
+                let id = format!("o-{t}");
+                ok(session.create("order", &id, "created", r#"{"n":1}"#));
+                for _ in 0..300 {
+                    let got = ok(session.get("order", &id));
+                    assert_eq!(got["aggregate"]["aggregate_id"], id.as_str());
+                }
+                match t {
+                    // Half a frame header, then the connection goes (likely mid-poll).
+                    0 => {
+                        let _ = session.wire.write(&[0, 0]);
+                    }
+                    // A frame that is no Cap'n Proto message: the server ends the session.
+                    1 => {
+                        let _ = session
+                            .wire
+                            .write(&[0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]);
+                        assert!(session.wire.closed_by_peer());
+                    }
+                    _ => {}
+                }
+            });
+        }
+    });
+    let metrics = server.server().metrics();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.connections_open.load(Ordering::SeqCst) > 0 {
+        assert!(Instant::now() < deadline, "sessions still open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (polls, hits) = poll_counts(metrics);
+    assert!(polls > 0 && hits > 0, "{polls} polls, {hits} hits");
+    assert_eq!(
+        metrics.busy_polling_peak.load(Ordering::SeqCst),
+        1,
+        "two runtime workers: one session polls at a time"
+    );
+    assert_eq!(metrics.busy_polling.load(Ordering::SeqCst), 0);
+}
