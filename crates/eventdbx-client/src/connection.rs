@@ -8,11 +8,12 @@
 //! opens a new connection on its next call. v1 connections let one request in flight at a time,
 //! since the server answers in order; v2 connections any number.
 //!
-//! On a current-thread runtime the reader polls the socket for a moment after each request
-//! goes out, before it parks ([`ClientConfig::busy_poll`], [`AnswerPoll`]).
+//! After a request goes out the reader polls the socket for a moment before it parks
+//! ([`ClientConfig::busy_poll`], [`AnswerPoll`], [`PollSlot`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use eventdbx_proto::frame::{
@@ -643,16 +644,6 @@ impl Connection {
         busy_poll: Duration,
     ) -> Connection {
         let shared = Arc::new(Shared::default());
-        // Only where the caller's thread drives the runtime: there, polling replaces that very
-        // thread's sleep in `epoll_wait`. A multi-thread runtime's reader would hold a worker.
-        let current_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
-            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
-        });
-        let busy_poll = if current_thread {
-            busy_poll
-        } else {
-            Duration::ZERO
-        };
         let frame_limit = match protocol {
             Protocol::V2 => v2::FRAME_LIMIT,
             Protocol::V1 => V1_MAX_NOISE_FRAME,
@@ -724,6 +715,42 @@ impl AnswerPoll {
     }
 }
 
+/// Readers of this process polling right now (see [`PollSlot`]).
+static POLLING_READERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A reader's turn to poll, given back when dropped. At most one reader per CPU but one (at
+/// least one) polls at a time in the process, and on a multi-thread runtime at most one per
+/// worker but one, so that polling readers never hold every worker or every CPU; a reader
+/// without a turn just waits for readiness.
+#[derive(Debug)]
+struct PollSlot;
+
+impl PollSlot {
+    fn take() -> Option<PollSlot> {
+        static CPUS: OnceLock<usize> = OnceLock::new();
+        let cpus =
+            *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let handle = tokio::runtime::Handle::current();
+        let threads = match handle.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => cpus,
+            _ => handle.metrics().num_workers().min(cpus),
+        };
+        let cap = threads.saturating_sub(1).max(1);
+        POLLING_READERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PollSlot)
+    }
+}
+
+impl Drop for PollSlot {
+    fn drop(&mut self) {
+        POLLING_READERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What woke the reader.
 enum Woken {
     Read(std::io::Result<usize>),
@@ -767,8 +794,10 @@ async fn read_loop(
                         // this is sound with tokio's edge-triggered reactor).
                         let waiting = !shared.lock().pending.is_empty();
                         if waiting && poll.due() {
-                            let socket = socket2::SockRef::from(reader.as_ref());
-                            poll.polled(buffer.poll_from(&*socket, poll.budget));
+                            if let Some(_slot) = PollSlot::take() {
+                                let socket = socket2::SockRef::from(reader.as_ref());
+                                poll.polled(buffer.poll_from(&*socket, poll.budget));
+                            }
                         }
                         continue;
                     }
@@ -822,4 +851,27 @@ async fn read_loop(
         }
     };
     shared.kill(reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_turns_stop_at_the_cap_and_come_back_when_dropped() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            // Two workers (or one CPU): one reader polls at a time.
+            let first = PollSlot::take().expect("a free turn");
+            assert!(PollSlot::take().is_none(), "a second turn is over the cap");
+            drop(first);
+            let again = PollSlot::take().expect("the turn came back");
+            assert_eq!(POLLING_READERS.load(Ordering::SeqCst), 1);
+            drop(again);
+        });
+        assert_eq!(POLLING_READERS.load(Ordering::SeqCst), 0);
+    }
 }

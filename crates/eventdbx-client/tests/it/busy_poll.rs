@@ -1,7 +1,7 @@
-//! Polling for answers (`ClientConfig::busy_poll`): on a current-thread runtime the reader
-//! reads the socket for a moment after each request goes out. Answers stay their requests'
-//! whatever their timing: shared by threads, pipelined, slower than the poll, or with polling
-//! off.
+//! Polling for answers (`ClientConfig::busy_poll`): the reader reads the socket for a moment
+//! after each request goes out. Answers stay their requests' whatever their timing: shared by
+//! threads, pipelined on a current-thread or a multi-thread runtime, slower than the poll, or
+//! with polling off.
 
 use std::time::Duration;
 
@@ -86,24 +86,38 @@ fn threads_sharing_a_polling_blocking_client_get_their_own_answers() {
     runtime.block_on(server.stop());
 }
 
-/// 32 tasks pipeline their calls on one v2 connection driven by a current-thread runtime (the
-/// reader polls there): each answer is its own request's.
+/// 32 tasks pipeline their calls on one v2 connection whose reader polls, on a current-thread
+/// and on a multi-thread runtime: each answer is its own request's.
 #[test]
-fn pipelined_calls_on_a_current_thread_runtime_get_their_own_answers() {
+fn pipelined_calls_with_polling_get_their_own_answers() {
     let server_runtime = server_runtime();
     let mut server = server_runtime.block_on(TestServer::start());
     let config = server.config().busy_poll(Duration::from_millis(1));
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let current_thread = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("client runtime");
+        .expect("current-thread runtime");
+    let multi_thread = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("multi-thread runtime");
+    for runtime in [current_thread, multi_thread] {
+        pipelined(&runtime, config.clone());
+    }
+    server_runtime.block_on(server.stop());
+}
+
+fn pipelined(runtime: &tokio::runtime::Runtime, config: eventdbx_client::ClientConfig) {
+    let flavor = format!("{:?}", runtime.handle().runtime_flavor());
     runtime.block_on(async {
         let client = Client::connect(config).await.expect("connect");
         let mut tasks = Vec::new();
         for n in 0..32u64 {
             let client = client.clone();
+            let flavor = flavor.clone();
             tasks.push(tokio::spawn(async move {
-                let id = format!("p-{n}");
+                let id = format!("p-{flavor}-{n}");
                 client
                     .create("piped", &id, "started", &json!({ "n": n }).to_string())
                     .await
@@ -140,7 +154,6 @@ fn pipelined_calls_on_a_current_thread_runtime_get_their_own_answers() {
         }
         client.close().await;
     });
-    server_runtime.block_on(server.stop());
 }
 
 /// Answers held back far longer than the poll lasts still arrive (after the poll gives up, the
