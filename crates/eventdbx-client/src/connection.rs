@@ -720,8 +720,8 @@ static POLLING_READERS: AtomicUsize = AtomicUsize::new(0);
 
 /// A reader's turn to poll, given back when dropped. At most one reader per CPU but one (at
 /// least one) polls at a time in the process, and on a multi-thread runtime at most one per
-/// worker but one, so that polling readers never hold every worker or every CPU; a reader
-/// without a turn just waits for readiness.
+/// worker but one, so that polling readers never hold every worker or every CPU; none polls on
+/// a single CPU. A reader without a turn just waits for readiness.
 #[derive(Debug)]
 struct PollSlot;
 
@@ -735,7 +735,12 @@ impl PollSlot {
             tokio::runtime::RuntimeFlavor::CurrentThread => cpus,
             _ => handle.metrics().num_workers().min(cpus),
         };
-        let cap = threads.saturating_sub(1).max(1);
+        // On a single CPU a polling reader would only keep the server from answering.
+        let cap = if cpus < 2 {
+            0
+        } else {
+            threads.saturating_sub(1).max(1)
+        };
         POLLING_READERS
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < cap).then_some(n + 1)
@@ -863,8 +868,13 @@ mod tests {
             .worker_threads(2)
             .build()
             .expect("runtime");
+        let single_cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) < 2;
         runtime.block_on(async {
-            // Two workers (or one CPU): one reader polls at a time.
+            if single_cpu {
+                assert!(PollSlot::take().is_none(), "no reader polls on one CPU");
+                return;
+            }
+            // Two workers: one reader polls at a time.
             let first = PollSlot::take().expect("a free turn");
             assert!(PollSlot::take().is_none(), "a second turn is over the cap");
             drop(first);

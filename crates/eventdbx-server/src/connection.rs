@@ -9,7 +9,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use eventdbx_core::names::normalize_tenant_id;
@@ -652,8 +652,14 @@ impl Drop for PollSlot<'_> {
 }
 
 /// How many sessions may poll at once: one per runtime worker but one, at least one, so that
-/// polling sessions never take every worker.
+/// polling sessions never take every worker; none on a single CPU, where a polling session
+/// would only keep the client from sending.
 fn poll_cap() -> u64 {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    let cpus = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if cpus < 2 {
+        return 0;
+    }
     let workers = tokio::runtime::Handle::try_current()
         .map(|handle| handle.metrics().num_workers())
         .unwrap_or(1);

@@ -106,7 +106,7 @@ pub struct SocketConfig {
     /// buffered, and its previous request came within a millisecond of the previous answer;
     /// after polls that end with no request it polls less often (every 2nd, 4th, … up to every
     /// 64th answer). At most one session per runtime worker but one (at least one) polls at a
-    /// time. Polling time is CPU time. `0` disables it; at most 1000.
+    /// time, none on a single CPU. Polling time is CPU time. `0` disables it; at most 1000.
     pub busy_poll_us: u64,
 }
 
