@@ -1,10 +1,12 @@
 //! Server throughput over loopback through the Rust client (issue 4's targets):
-//! - sequential relaxed `apply` from one connection: target >= 15,000/s;
+//! - sequential relaxed `apply` from one connection: target >= 15,000/s (also shown with the
+//!   client on a current-thread runtime, as a sequential caller usually runs it);
 //! - durable `apply` from 16 connections: target >= 4,000/s.
 //!
-//! The server runs in this process on its own runtime (2 worker threads); each measurement uses
-//! a fresh data directory under /tmp (a real disk). `cargo bench -p eventdbx-client --bench
-//! server_throughput` (set `EVENTDBX_BENCH_QUICK=1` for a shorter run).
+//! The server runs in this process on its own runtime (2 worker threads), the client on another
+//! (2 workers unless said otherwise); each measurement uses a fresh data directory under /tmp (a
+//! real disk). `cargo bench -p eventdbx-client --bench server_throughput` (set
+//! `EVENTDBX_BENCH_QUICK=1` for a shorter run).
 
 use std::time::{Duration, Instant};
 
@@ -86,22 +88,36 @@ fn report(name: &str, rate: f64, target: f64) {
 fn main() -> Result<()> {
     let quick = std::env::var_os("EVENTDBX_BENCH_QUICK").is_some_and(|v| v != "0");
     let duration = Duration::from_secs(if quick { 1 } else { 3 });
-    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+    let multi_thread = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // A sequential caller's usual runtime (the blocking client's, the Python SDK's synchronous
+    // client's): the calling thread drives the connection itself.
+    let current_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     println!("server throughput over loopback through the Rust client ({duration:?} per run, median of 3)");
-    for (name, durability, connections, target) in [
+    for (name, durability, connections, client_runtime, target) in [
         (
             "sequential relaxed apply, 1 connection (v2)",
             Durability::Relaxed,
             1,
+            &multi_thread,
+            15_000.0,
+        ),
+        (
+            "  the same, client on a current-thread runtime",
+            Durability::Relaxed,
+            1,
+            &current_thread,
             15_000.0,
         ),
         (
             "durable apply, 16 connections (v2)",
             Durability::Fsync,
             16,
+            &multi_thread,
             4_000.0,
         ),
     ] {
