@@ -136,15 +136,16 @@ pub struct ClientConfig {
     pub verbose: bool,
     /// Largest request and response on v2 (default 16 MiB).
     pub max_message_bytes: usize,
-    /// How long the connection's reader polls the socket for an answer, with non-blocking
-    /// reads, after a request goes out, before it parks (default [`DEFAULT_BUSY_POLL`], 100 µs;
-    /// zero disables it). A sequential caller then gets a quick answer on a running CPU instead
-    /// of one that slept in `epoll_wait` and must be woken (tens of microseconds on a VM whose
-    /// idle vCPUs halt). The poll runs on the runtime's thread: on a current-thread runtime
-    /// (the [`blocking`](crate::blocking) client's, the Python SDK's synchronous client's) that
-    /// runtime runs nothing else meanwhile; on a multi-thread runtime it holds one worker. At
-    /// most one reader per CPU but one, and one per worker but one, polls at a time in the
-    /// process; none on a single CPU. Adaptive: after polls that end with no answer, the
+    /// How long a caller polls the socket for its answer, with non-blocking reads, after its
+    /// request goes out, before it waits for the connection's reader task (default
+    /// [`DEFAULT_BUSY_POLL`], 100 µs; zero disables it). A sequential caller then gets a quick
+    /// answer on a running CPU, decoded on its own thread, instead of one that slept in
+    /// `epoll_wait` and must be woken, and handed over by another task (tens of microseconds
+    /// on a VM whose idle vCPUs halt). The poll runs on the caller's thread: on a
+    /// current-thread runtime (the [`blocking`](crate::blocking) client's, the Python SDK's
+    /// synchronous client's) that runtime runs nothing else meanwhile; on a multi-thread
+    /// runtime it holds one worker. At most one caller per CPU but one, and one per worker but
+    /// one, polls at a time in the process; none on a single CPU. Adaptive: after polls that end with no answer, the
     /// connection polls once every 2, 4, … 64 requests until one catches an answer again.
     /// Polling time is CPU time.
     pub busy_poll: Duration,

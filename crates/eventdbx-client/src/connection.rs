@@ -1,5 +1,5 @@
-//! One control connection: the handshake, then a reader task that owns the read half of the
-//! socket, and the write half behind an async mutex.
+//! One control connection: the handshake, then a reader task on the read half of the socket,
+//! and the write half behind an async mutex.
 //!
 //! Callers hand a request (id and bytes) to [`Connection::request`], which registers the id in
 //! the pending map, writes the sealed request itself (one write per request, under the mutex) and
@@ -8,8 +8,12 @@
 //! opens a new connection on its next call. v1 connections let one request in flight at a time,
 //! since the server answers in order; v2 connections any number.
 //!
-//! After a request goes out the reader polls the socket for a moment before it parks
-//! ([`ClientConfig::busy_poll`], [`AnswerPoll`], [`PollSlot`]).
+//! The received bytes and the opening cipher ([`ReadSide`]) are shared: after a request goes
+//! out, its caller polls the socket for a moment for the answer itself
+//! ([`ClientConfig::busy_poll`], [`AnswerPoll`], [`PollSlot`]), decoding whatever arrives and
+//! handing each answer to its waiter; the reader task reads only what the caller did not wait
+//! for. So a sequential caller whose answer comes within the poll gets it on its own thread,
+//! with no task wake-up in between, on any runtime flavour.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +32,7 @@ use eventdbx_proto::ProtoError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{ClientConfig, Transport};
@@ -66,11 +70,18 @@ struct Pending {
     written: bool,
 }
 
-#[derive(Default)]
 struct Shared {
     state: Mutex<State>,
-    /// Tells a polling reader that a request went out (see [`AnswerPoll`]).
-    sent: Notify,
+    /// What was received and not yet decoded, and the cipher that opens it. Locked only for a
+    /// read and the decoding after it, never across an `.await`.
+    read: Mutex<ReadSide>,
+    /// When callers poll for their answers.
+    poll: Mutex<AnswerPoll>,
+}
+
+struct ReadSide {
+    buffer: FrameBuffer,
+    opening: Opening,
 }
 
 #[derive(Default)]
@@ -82,6 +93,63 @@ struct State {
 }
 
 impl Shared {
+    fn read_side(&self) -> MutexGuard<'_, ReadSide> {
+        // A panic while decoding leaves at worst a connection out of step, which the next
+        // decoding error kills.
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Decodes every whole frame received and hands each answer to its waiter. An error means
+    /// the connection is out of step and must die.
+    fn deliver(&self, side: &mut ReadSide) -> std::result::Result<(), Error> {
+        loop {
+            let payload = match side.buffer.has_frame() {
+                Ok(true) => match side.buffer.next_frame() {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) => continue,
+                    Err(err) => return Err(Error::protocol(err.to_string())),
+                },
+                Ok(false) => return Ok(()),
+                Err(err) => return Err(Error::protocol(err.to_string())),
+            };
+            let message = match &mut side.opening {
+                Opening::V2(opener) => match opener.open_frame(payload) {
+                    Ok(Some(message)) => message,
+                    Ok(None) => continue,
+                    Err(err) => return Err(Error::protocol(format!("undecodable reply: {err}"))),
+                },
+                Opening::V1(opener) => match opener.open(payload) {
+                    Ok(message) => message,
+                    Err(err) => return Err(Error::protocol(format!("undecodable reply: {err}"))),
+                },
+                Opening::Plain => payload.to_vec(),
+            };
+            let response = message::decode_response(&message)
+                .map_err(|err| Error::protocol(format!("undecodable reply: {err}")))?;
+            let id = match response.get() {
+                Ok(root) => root.get_id(),
+                Err(err) => return Err(Error::protocol(format!("undecodable reply: {err}"))),
+            };
+            let entry = {
+                let mut state = self.lock();
+                match state.pending.remove(&id) {
+                    Some(entry) => Some(entry),
+                    None if state.abandoned.remove(&id) => None,
+                    None => {
+                        return Err(Error::protocol(format!(
+                            "response id {id} matches no request in flight"
+                        )))
+                    }
+                }
+            };
+            if let Some(entry) = entry {
+                let _ = entry.reply.send(Ok(response));
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means a panic elsewhere; the map itself stays consistent.
         self.state
@@ -153,7 +221,7 @@ pub(crate) struct Connection {
     fingerprint: Option<v2::Fingerprint>,
     /// A second handle on the socket, only ever peeked (see [`Connection::is_alive`]).
     watch: std::net::TcpStream,
-    /// Whether the reader polls for answers (then each request sent is signalled to it).
+    /// Whether callers poll for their answers ([`Connection::poll_for_answer`]).
     polls: bool,
 }
 
@@ -316,8 +384,12 @@ impl Connection {
             id,
             armed: true,
         };
+        let mut answer = answer;
         let exchange = async {
             self.send(id, &bytes).await?;
+            if let Some(result) = self.poll_for_answer(&mut answer) {
+                return result;
+            }
             answer
                 .await
                 .unwrap_or_else(|_| Err(Error::connection("connection closed")))
@@ -370,14 +442,83 @@ impl Connection {
         };
         let written = writer.half.write_all(&sealed).await;
         in_progress.armed = false;
-        if self.polls && written.is_ok() {
-            self.shared.sent.notify_one();
-        }
         written.map_err(|err| {
             let error = Error::io("writing to the server", &err);
             self.shared.kill(error.clone());
             error
         })
+    }
+
+    /// Reads the socket for the answer for up to the poll budget, on the caller's thread (see
+    /// [`ClientConfig::busy_poll`]): `None` when it did not come in time (or polling is off, or
+    /// not this request's turn), and the caller then waits for the reader task as usual.
+    /// Bytes read here go through the same buffer and cipher as the reader's, under the same
+    /// lock, so whoever reads next continues the stream in step; reading behind tokio's back
+    /// is sound with its edge-triggered reactor (a stale readiness costs one empty read).
+    fn poll_for_answer(
+        &self,
+        answer: &mut oneshot::Receiver<Result<Response>>,
+    ) -> Option<Result<Response>> {
+        if !self.polls {
+            return None;
+        }
+        let budget = {
+            let mut poll = self
+                .shared
+                .poll
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !poll.due() {
+                return None;
+            }
+            poll.budget
+        };
+        let _slot = PollSlot::take()?;
+        let socket = socket2::SockRef::from(&self.watch);
+        let started = std::time::Instant::now();
+        let outcome = loop {
+            match answer.try_recv() {
+                Ok(result) => break Some(result),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    break Some(Err(Error::connection("connection closed")))
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            if started.elapsed() >= budget {
+                break None;
+            }
+            // The reader task may be decoding right now; then just look again.
+            let Ok(mut side) = self.shared.read.try_lock() else {
+                continue;
+            };
+            match std::io::Read::read(&mut &*socket, side.buffer.read_space()) {
+                Ok(0) => break None, // the reader task sees the end and kills the connection
+                Ok(read) => side.buffer.filled(read),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(_) => break None, // likewise
+            }
+            if let Err(err) = self.shared.deliver(&mut side) {
+                drop(side);
+                self.kill(err);
+            }
+        };
+        self.shared
+            .poll
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .polled(if outcome.is_some() {
+                Polled::Frame
+            } else {
+                Polled::TimedOut
+            });
+        outcome
     }
 }
 
@@ -643,19 +784,20 @@ impl Connection {
         fingerprint: Option<v2::Fingerprint>,
         busy_poll: Duration,
     ) -> Connection {
-        let shared = Arc::new(Shared::default());
         let frame_limit = match protocol {
             Protocol::V2 => v2::FRAME_LIMIT,
             Protocol::V1 => V1_MAX_NOISE_FRAME,
             Protocol::Plaintext => V1_MAX_PLAINTEXT_FRAME,
         };
-        let reader = tokio::spawn(read_loop(
-            Arc::clone(&shared),
-            read_half,
-            opening,
-            frame_limit,
-            busy_poll,
-        ));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            read: Mutex::new(ReadSide {
+                buffer: FrameBuffer::new(frame_limit),
+                opening,
+            }),
+            poll: Mutex::new(AnswerPoll::new(busy_poll)),
+        });
+        let reader = tokio::spawn(read_loop(Arc::clone(&shared), read_half));
         Connection {
             shared,
             writer: tokio::sync::Mutex::new(Writer {
@@ -756,103 +898,40 @@ impl Drop for PollSlot {
     }
 }
 
-/// What woke the reader.
-enum Woken {
-    Read(std::io::Result<usize>),
-    Sent,
-}
-
-async fn read_loop(
-    shared: Arc<Shared>,
-    mut reader: OwnedReadHalf,
-    mut opening: Opening,
-    frame_limit: usize,
-    busy_poll: Duration,
-) {
-    // Each read takes whatever the socket holds: a response that arrived whole costs one
-    // `recv`, not one for its header and one for its payload.
-    let mut buffer = FrameBuffer::new(frame_limit);
-    let mut poll = AnswerPoll::new(busy_poll);
+/// The reader task: reads what arrives when no caller is polling for it and delivers it.
+async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
     let reason = loop {
-        let payload = match buffer.has_frame() {
-            Ok(true) => match buffer.next_frame() {
-                Ok(Some(payload)) => payload,
-                Ok(None) => continue,
-                Err(err) => break Error::protocol(err.to_string()),
-            },
-            Ok(false) => {
-                let woken = if poll.budget.is_zero() {
-                    Woken::Read(reader.read(buffer.read_space()).await)
-                } else {
-                    tokio::select! {
-                        biased;
-                        read = reader.read(buffer.read_space()) => Woken::Read(read),
-                        () = shared.sent.notified() => Woken::Sent,
-                    }
-                };
-                let read = match woken {
-                    Woken::Read(read) => read,
-                    Woken::Sent => {
-                        // A request went out and the caller now waits for its answer: read
-                        // the socket behind tokio's back until it is here (bytes land in the
-                        // same buffer; see the server's `FrameReader::poll_for_frame` on why
-                        // this is sound with tokio's edge-triggered reactor).
-                        let waiting = !shared.lock().pending.is_empty();
-                        if waiting && poll.due() {
-                            if let Some(_slot) = PollSlot::take() {
-                                let socket = socket2::SockRef::from(reader.as_ref());
-                                poll.polled(buffer.poll_from(&*socket, poll.budget));
-                            }
-                        }
-                        continue;
-                    }
-                };
-                match read {
-                    Ok(0) => {
-                        break Error::io(
-                            "reading from the server",
-                            &std::io::ErrorKind::UnexpectedEof.into(),
-                        )
-                    }
-                    Ok(read) => buffer.filled(read),
-                    Err(err) => break Error::io("reading from the server", &err),
+        if let Err(err) = {
+            let mut side = shared.read_side();
+            shared.deliver(&mut side)
+        } {
+            break err;
+        }
+        if let Err(err) = reader.readable().await {
+            break Error::io("reading from the server", &err);
+        }
+        let read = {
+            let mut side = shared.read_side();
+            // Each read takes whatever the socket holds: a response that arrived whole costs
+            // one `recv`, not one for its header and one for its payload.
+            match reader.try_read(side.buffer.read_space()) {
+                Ok(read) => {
+                    side.buffer.filled(read);
+                    Ok(read)
                 }
-                continue;
-            }
-            Err(err) => break Error::protocol(err.to_string()),
-        };
-        let message = match &mut opening {
-            Opening::V2(opener) => match opener.open_frame(payload) {
-                Ok(Some(message)) => message,
-                Ok(None) => continue,
-                Err(err) => break Error::protocol(format!("undecodable reply: {err}")),
-            },
-            Opening::V1(opener) => match opener.open(payload) {
-                Ok(message) => message,
-                Err(err) => break Error::protocol(format!("undecodable reply: {err}")),
-            },
-            Opening::Plain => payload.to_vec(),
-        };
-        let response = match message::decode_response(&message) {
-            Ok(response) => response,
-            Err(err) => break Error::protocol(format!("undecodable reply: {err}")),
-        };
-        let id = match response.get() {
-            Ok(root) => root.get_id(),
-            Err(err) => break Error::protocol(format!("undecodable reply: {err}")),
-        };
-        let entry = {
-            let mut state = shared.lock();
-            match state.pending.remove(&id) {
-                Some(entry) => Some(entry),
-                None if state.abandoned.remove(&id) => None,
-                None => {
-                    break Error::protocol(format!("response id {id} matches no request in flight"))
-                }
+                Err(err) => Err(err),
             }
         };
-        if let Some(entry) = entry {
-            let _ = entry.reply.send(Ok(response));
+        match read {
+            Ok(0) => {
+                break Error::io(
+                    "reading from the server",
+                    &std::io::ErrorKind::UnexpectedEof.into(),
+                )
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) => break Error::io("reading from the server", &err),
         }
     };
     shared.kill(reason);

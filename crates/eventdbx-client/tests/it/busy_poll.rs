@@ -1,5 +1,5 @@
-//! Polling for answers (`ClientConfig::busy_poll`): the reader reads the socket for a moment
-//! after each request goes out. Answers stay their requests' whatever their timing: shared by
+//! Polling for answers (`ClientConfig::busy_poll`): a caller reads the socket for a moment
+//! after its request goes out, decoding whatever arrives (its answer or others'). Answers stay their requests' whatever their timing: shared by
 //! threads, pipelined on a current-thread or a multi-thread runtime, slower than the poll, or
 //! with polling off.
 
@@ -86,8 +86,9 @@ fn threads_sharing_a_polling_blocking_client_get_their_own_answers() {
     runtime.block_on(server.stop());
 }
 
-/// 32 tasks pipeline their calls on one v2 connection whose reader polls, on a current-thread
-/// and on a multi-thread runtime: each answer is its own request's.
+/// 32 tasks pipeline their calls on one v2 connection whose callers poll (and so decode each
+/// other's answers), on a current-thread and on a multi-thread runtime: each answer is its own
+/// request's.
 #[test]
 fn pipelined_calls_with_polling_get_their_own_answers() {
     let server_runtime = server_runtime();
