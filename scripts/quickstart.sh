@@ -14,6 +14,7 @@ cargo build --locked -p eventdbx-client --example quickstart
 # as above).
 MATURIN_PEP517_ARGS="--profile dev" .venv/bin/python -m pip install --quiet \
   --disable-pip-version-check -e ".[dev]" -c scripts/requirements-test.txt
+python="$PWD/.venv/bin/python"
 dbx="$PWD/target/debug/dbx"
 if [ -n "${CARGO_TARGET_DIR:-}" ]; then dbx="$CARGO_TARGET_DIR/debug/dbx"; fi
 
@@ -46,7 +47,7 @@ echo "== the same flow through the Rust client"
 cargo run --locked --quiet -p eventdbx-client --example quickstart
 # The plugins' deliveries (background, from the durable outbox): wait until none is pending.
 for _ in $(seq 50); do
-  pending=$(cd "$workspace" && "$dbx" queue list --json | .venv/bin/python -c \
+  pending=$(cd "$workspace" && "$dbx" queue list --json | "$python" -c \
     'import json,sys; c=json.load(sys.stdin)["counts"]; print(c["pending"]+c["processing"])' 2>/dev/null || echo 1)
   [ "$pending" = 0 ] && break
   sleep 0.1

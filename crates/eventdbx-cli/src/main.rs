@@ -5,6 +5,26 @@
 //! tenants (`aggregate`, `events`, `snapshots`, `schema`, `tenant`) go through the authenticated
 //! control protocol with the client crate: `remote.rs` and `schema.rs`.
 
+/// `println!` for command output: when stdout is gone (`dbx … | head`) the process ends
+/// quietly with the status a shell shows for SIGPIPE, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(err) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(&err);
+        }
+    }};
+}
+
+/// Ends the process after a failed write to stdout (see `out!`).
+fn stdout_failed(err: &std::io::Error) -> ! {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("error: cannot write to stdout: {err}");
+    std::process::exit(1)
+}
+
 mod plugin;
 mod remote;
 mod schema;
@@ -220,11 +240,17 @@ fn run(cli: Cli) -> Result<()> {
                 // First use: create it the way the server would.
                 None => Server::open(config.clone())?.fingerprint_key(),
             };
-            println!("{}", key.fingerprint());
+            out!("{}", key.fingerprint());
             Ok(())
         }
         Command::Config => {
-            print!("{}", load_config(cli.config.as_deref())?.to_toml());
+            {
+                use std::io::Write as _;
+                let text = load_config(cli.config.as_deref())?.to_toml();
+                if let Err(err) = write!(std::io::stdout().lock(), "{text}") {
+                    stdout_failed(&err);
+                }
+            }
             Ok(())
         }
         Command::Aggregate(args) => remote::aggregate(args, cli.config.as_deref(), cli.json),
@@ -273,7 +299,7 @@ fn init(ttl: u64, json: bool) -> Result<()> {
         secrets::write_secret(&token_file, token.as_bytes())?;
     }
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "initialized": created,
@@ -288,9 +314,9 @@ fn init(ttl: u64, json: bool) -> Result<()> {
         } else {
             "already initialized"
         };
-        println!("{verb}: {}", outcome.config_path().display());
-        println!("bootstrap token: {} (mode 0600)", token_file.display());
-        println!("server key fingerprint: {}", server.fingerprint());
+        out!("{verb}: {}", outcome.config_path().display());
+        out!("bootstrap token: {} (mode 0600)", token_file.display());
+        out!("server key fingerprint: {}", server.fingerprint());
     }
     Ok(())
 }
@@ -308,7 +334,7 @@ fn serve(config: &Config) -> Result<()> {
         let http = tokio::net::TcpListener::bind(&http_addr)
             .await
             .with_context(|| format!("binding HTTP port {http_addr}"))?;
-        println!(
+        out!(
             "dbx listening: control {} (protocol v2{}), http {}; durability {}; server key {}",
             control.local_addr()?,
             if config.accept_v1 { " and v1" } else { "" },
@@ -422,14 +448,14 @@ fn destroy(explicit: Option<&Path>, yes: bool, json: bool) -> Result<()> {
         .with_context(|| format!("removing {}", workspace.display()))?;
     let kept = (!config.data_dir.starts_with(&workspace)).then_some(&config.data_dir);
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({"removed": workspace, "data_dir_kept": kept})
         );
     } else {
-        println!("removed {}", workspace.display());
+        out!("removed {}", workspace.display());
         if let Some(data_dir) = kept {
-            println!("kept the data directory {}", data_dir.display());
+            out!("kept the data directory {}", data_dir.display());
         }
     }
     Ok(())
@@ -474,7 +500,7 @@ fn start(explicit: Option<&Path>) -> Result<()> {
     // Wait until the control port answers, or the child dies.
     for _ in 0..100 {
         if std::net::TcpStream::connect(&config.socket.bind_addr).is_ok() {
-            println!("started (pid {})", child.id());
+            out!("started (pid {})", child.id());
             return Ok(());
         }
         if running_pid(&config).is_none() {
@@ -490,7 +516,7 @@ fn start(explicit: Option<&Path>) -> Result<()> {
 
 fn stop(config: &Config) -> Result<()> {
     let Some(pid) = running_pid(config) else {
-        println!("not running");
+        out!("not running");
         return Ok(());
     };
     let _ = Process::new("kill")
@@ -500,7 +526,7 @@ fn stop(config: &Config) -> Result<()> {
     for _ in 0..50 {
         if running_pid(config).is_none() {
             let _ = std::fs::remove_file(pid_file(config));
-            println!("stopped");
+            out!("stopped");
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -510,21 +536,21 @@ fn stop(config: &Config) -> Result<()> {
         .arg(pid.to_string())
         .status();
     let _ = std::fs::remove_file(pid_file(config));
-    println!("killed (did not stop within 5 s)");
+    out!("killed (did not stop within 5 s)");
     Ok(())
 }
 
 fn status(config: &Config, json: bool) -> Result<()> {
     let pid = running_pid(config);
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({ "running": pid.is_some(), "pid": pid })
         );
     } else {
         match pid {
-            Some(pid) => println!("running (pid {pid})"),
-            None => println!("not running"),
+            Some(pid) => out!("running (pid {pid})"),
+            None => out!("not running"),
         }
     }
     if pid.is_none() {
@@ -539,11 +565,11 @@ fn token(config: &Config, command: TokenCommand, json: bool) -> Result<()> {
         TokenCommand::Bootstrap { stdout, ttl } => {
             let token = auth.bootstrap(ttl)?;
             if stdout {
-                println!("{token}");
+                out!("{token}");
             } else {
                 let path = config.data_dir.join("cli.token");
                 secrets::write_secret(&path, token.as_bytes())?;
-                println!("bootstrap token written to {} (mode 0600)", path.display());
+                out!("bootstrap token written to {} (mode 0600)", path.display());
             }
         }
         TokenCommand::Generate(args) => {
@@ -561,35 +587,40 @@ fn token(config: &Config, command: TokenCommand, json: bool) -> Result<()> {
                 not_before: None,
             })?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({ "token": token, "claims": claims })
                 );
             } else {
-                println!("{token}");
+                out!("{token}");
             }
         }
         TokenCommand::List => {
             let records = auth.list();
             if json {
-                println!("{}", serde_json::to_string(&records)?);
+                out!("{}", serde_json::to_string(&records)?);
             } else {
                 for r in records {
                     let state = if r.revoked { "revoked" } else { "active" };
-                    println!(
+                    out!(
                         "{} {state} subject={} {}:{} actions={:?} tenants={:?}",
-                        r.jti, r.subject, r.group, r.user, r.actions, r.tenants
+                        r.jti,
+                        r.subject,
+                        r.group,
+                        r.user,
+                        r.actions,
+                        r.tenants
                     );
                 }
             }
         }
         TokenCommand::Revoke { token, reason } => {
             let record = auth.revoke(&token, reason.as_deref())?;
-            println!("revoked {}", record.jti);
+            out!("revoked {}", record.jti);
         }
         TokenCommand::Refresh { token, ttl } => {
             let (token, _) = auth.refresh(&token, ttl)?;
-            println!("{token}");
+            out!("{token}");
         }
     }
     Ok(())

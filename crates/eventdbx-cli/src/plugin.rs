@@ -304,10 +304,10 @@ pub fn plugin(args: PluginArgs, config: Option<&Path>, json: bool) -> Result<()>
     } else if action == "plugin.list" {
         let plugins = result.as_array().cloned().unwrap_or_default();
         if plugins.is_empty() {
-            println!("no plugins configured");
+            out!("no plugins configured");
         }
         for p in plugins {
-            println!(
+            out!(
                 "{:<24} {:<8} {:<9} emit_events={:<5} mode={}",
                 p["name"].as_str().unwrap_or(""),
                 p["kind"].as_str().unwrap_or(""),
@@ -357,12 +357,15 @@ pub fn queue(args: QueueArgs, config: Option<&Path>, json: bool) -> Result<()> {
     match action {
         "queue.list" => {
             let c = &result["counts"];
-            println!(
+            out!(
                 "pending {}  processing {}  done {}  dead {}",
-                c["pending"], c["processing"], c["done"], c["dead"]
+                c["pending"],
+                c["processing"],
+                c["done"],
+                c["dead"]
             );
             for job in result["jobs"].as_array().cloned().unwrap_or_default() {
-                println!(
+                out!(
                     "#{:<6} {:<20} {:<10} {:<6} event {} {}/{} attempts {}{}",
                     job["id"],
                     job["plugin"].as_str().unwrap_or(""),
@@ -379,8 +382,8 @@ pub fn queue(args: QueueArgs, config: Option<&Path>, json: bool) -> Result<()> {
                 );
             }
         }
-        "queue.retry" => println!("{} job(s) queued again", result["retried"]),
-        _ => println!("{} job(s) removed", result["removed"]),
+        "queue.retry" => out!("{} job(s) queued again", result["retried"]),
+        _ => out!("{} job(s) removed", result["removed"]),
     }
     Ok(())
 }

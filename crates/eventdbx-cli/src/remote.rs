@@ -143,21 +143,21 @@ fn failed(what: &str) -> impl FnOnce(eventdbx_client::Error) -> anyhow::Error + 
 /// Prints a JSON text from the server: as sent with `--json`, pretty otherwise.
 pub fn print_json_text(text: &str, json: bool) {
     if json {
-        println!("{}", text.trim());
+        out!("{}", text.trim());
         return;
     }
     match serde_json::from_str::<Value>(text) {
         Ok(value) => print_value(&value, false),
-        Err(_) => println!("{text}"),
+        Err(_) => out!("{text}"),
     }
 }
 
 /// Prints a value: compact with `--json`, pretty otherwise.
 pub fn print_value(value: &Value, json: bool) {
     if json {
-        println!("{value}");
+        out!("{value}");
     } else {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
         );
@@ -168,9 +168,9 @@ fn print_written(written: &Written, json: bool) {
     if written.is_ack() {
         // The server runs with verbose_responses = false: an acknowledgement only.
         if json {
-            println!("null");
+            out!("null");
         } else {
-            println!("ok");
+            out!("ok");
         }
     } else {
         print_json_text(&written.json, json);
@@ -510,7 +510,7 @@ pub fn aggregate(args: AggregateArgs, config: Option<&Path>, json: bool) -> Resu
                     true,
                 );
             } else {
-                println!("{aggregate_type}/{aggregate_id}: verified, merkle root {root}");
+                out!("{aggregate_type}/{aggregate_id}: verified, merkle root {root}");
             }
         }
         AggregateCommand::Archive {
@@ -554,17 +554,17 @@ fn print_page(name: &str, items: Vec<Value>, next_cursor: Option<String>, json: 
         let mut object = Map::new();
         object.insert(name.to_owned(), Value::Array(items));
         object.insert("next_cursor".to_owned(), json!(next_cursor));
-        println!("{}", Value::Object(object));
+        out!("{}", Value::Object(object));
         return;
     }
     if items.is_empty() {
-        println!("no {name}");
+        out!("no {name}");
     }
     for item in &items {
-        println!("{item}");
+        out!("{item}");
     }
     if let Some(cursor) = next_cursor {
-        println!("next cursor: {cursor}");
+        out!("next cursor: {cursor}");
     }
 }
 
@@ -806,12 +806,16 @@ pub fn snapshots(args: SnapshotsArgs, config: Option<&Path>, json: bool) -> Resu
 /// `dbx tenant list` as a table.
 fn print_tenants(tenants: &[Value]) {
     if tenants.is_empty() {
-        println!("no tenants");
+        out!("no tenants");
         return;
     }
-    println!(
+    out!(
         "{:<24} {:<11} {:>10} {:>12} {:>14}  active schema",
-        "tenant", "shard", "quota MB", "events", "bytes"
+        "tenant",
+        "shard",
+        "quota MB",
+        "events",
+        "bytes"
     );
     for t in tenants {
         let shard = format!(
@@ -822,7 +826,7 @@ fn print_tenants(tenants: &[Value]) {
         let quota = t["quota_mb"]
             .as_u64()
             .map_or_else(|| "-".to_owned(), |q| q.to_string());
-        println!(
+        out!(
             "{:<24} {:<11} {:>10} {:>12} {:>14}  {}",
             t["tenant_id"].as_str().unwrap_or("?"),
             shard,
@@ -832,7 +836,7 @@ fn print_tenants(tenants: &[Value]) {
             t["active_version"].as_str().unwrap_or("-")
         );
     }
-    println!("(* = default shard, not explicitly assigned)");
+    out!("(* = default shard, not explicitly assigned)");
 }
 
 /// `dbx tenant …`
@@ -896,9 +900,9 @@ pub fn tenant(args: TenantArgs, config: Option<&Path>, json: bool) -> Result<()>
                     true,
                 );
             } else if result.changed {
-                println!("tenant {tenant_id} assigned to {}", result.shard_id);
+                out!("tenant {tenant_id} assigned to {}", result.shard_id);
             } else {
-                println!("tenant {tenant_id} already on {}", result.shard_id);
+                out!("tenant {tenant_id} already on {}", result.shard_id);
             }
         }
         TenantCommand::Unassign { tenant_id } => {
@@ -908,9 +912,9 @@ pub fn tenant(args: TenantArgs, config: Option<&Path>, json: bool) -> Result<()>
             if json {
                 print_value(&json!({"tenant_id": tenant_id, "changed": changed}), true);
             } else if changed {
-                println!("tenant {tenant_id} unassigned");
+                out!("tenant {tenant_id} unassigned");
             } else {
-                println!("tenant {tenant_id} had no explicit shard");
+                out!("tenant {tenant_id} had no explicit shard");
             }
         }
         TenantCommand::Reload { tenant_id } => {
@@ -920,9 +924,9 @@ pub fn tenant(args: TenantArgs, config: Option<&Path>, json: bool) -> Result<()>
             if json {
                 print_value(&json!({"tenant_id": tenant_id, "reloaded": reloaded}), true);
             } else if reloaded {
-                println!("tenant {tenant_id} reloaded");
+                out!("tenant {tenant_id} reloaded");
             } else {
-                println!("tenant {tenant_id} was not loaded");
+                out!("tenant {tenant_id} was not loaded");
             }
         }
         TenantCommand::Quota(QuotaCommand::Set {
@@ -938,7 +942,7 @@ pub fn tenant(args: TenantArgs, config: Option<&Path>, json: bool) -> Result<()>
                     true,
                 );
             } else {
-                println!("tenant {tenant_id}: quota {max_storage_mb} MB");
+                out!("tenant {tenant_id}: quota {max_storage_mb} MB");
             }
         }
         TenantCommand::Quota(QuotaCommand::Clear { tenant_id }) => {
@@ -948,9 +952,9 @@ pub fn tenant(args: TenantArgs, config: Option<&Path>, json: bool) -> Result<()>
             if json {
                 print_value(&json!({"tenant_id": tenant_id, "changed": changed}), true);
             } else if changed {
-                println!("tenant {tenant_id}: quota cleared");
+                out!("tenant {tenant_id}: quota cleared");
             } else {
-                println!("tenant {tenant_id} had no quota");
+                out!("tenant {tenant_id} had no quota");
             }
         }
         TenantCommand::Quota(QuotaCommand::Recalc { tenant_id }) => {
@@ -968,7 +972,7 @@ pub fn tenant(args: TenantArgs, config: Option<&Path>, json: bool) -> Result<()>
                     true,
                 );
             } else {
-                println!("tenant {tenant_id}: {bytes} bytes stored");
+                out!("tenant {tenant_id}: {bytes} bytes stored");
             }
         }
     }

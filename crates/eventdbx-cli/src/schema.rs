@@ -111,7 +111,7 @@ pub fn schema(args: SchemaArgs, config: Option<&Path>, json: bool) -> Result<()>
             if json {
                 print_value(&json!({"applied": count, "aggregates": names}), true);
             } else {
-                println!(
+                out!(
                     "applied {count} schema(s) from {}: {}",
                     path.display(),
                     names
@@ -155,12 +155,12 @@ pub fn schema(args: SchemaArgs, config: Option<&Path>, json: bool) -> Result<()>
                     true,
                 );
             } else if result.skipped {
-                println!(
+                out!(
                     "unchanged since version {}; nothing published",
                     result.version_id
                 );
             } else {
-                println!(
+                out!(
                     "published version {}{}",
                     result.version_id,
                     if result.activated { " (active)" } else { "" }
@@ -202,12 +202,14 @@ pub fn schema(args: SchemaArgs, config: Option<&Path>, json: bool) -> Result<()>
                     true,
                 );
             } else if result.activated {
-                println!(
+                out!(
                     "{} {}: version {} is active",
-                    result.action, tenant, result.version_id
+                    result.action,
+                    tenant,
+                    result.version_id
                 );
             } else {
-                println!(
+                out!(
                     "version {} is already active; nothing changed",
                     result.version_id
                 );
@@ -224,10 +226,10 @@ fn print_history(tenant: &str, manifest: &Value) {
         .as_array()
         .map_or(&[][..], Vec::as_slice);
     if versions.is_empty() {
-        println!("tenant {tenant}: no published schema version");
+        out!("tenant {tenant}: no published schema version");
         return;
     }
-    println!("tenant {tenant}: {} version(s)", versions.len());
+    out!("tenant {tenant}: {} version(s)", versions.len());
     for version in versions {
         let id = version["id"].as_str().unwrap_or("?");
         let marker = if Some(id) == active { "*" } else { " " };
@@ -244,9 +246,9 @@ fn print_history(tenant: &str, manifest: &Value) {
             let labels: Vec<&str> = labels.iter().filter_map(Value::as_str).collect();
             line.push_str(&format!("  labels: {}", labels.join(",")));
         }
-        println!("{line}");
+        out!("{line}");
     }
-    println!("audit log:");
+    out!("audit log:");
     for entry in manifest["audit_log"]
         .as_array()
         .map_or(&[][..], Vec::as_slice)
@@ -262,7 +264,7 @@ fn print_history(tenant: &str, manifest: &Value) {
                 line.push_str(&format!("  {key}: {value}"));
             }
         }
-        println!("{line}");
+        out!("{line}");
     }
 }
 
@@ -282,7 +284,7 @@ fn validate(file: Option<PathBuf>, json: bool) -> Result<()> {
                     true,
                 );
             } else {
-                println!(
+                out!(
                     "{}: valid, {} aggregate(s): {}",
                     path.display(),
                     map.len(),

@@ -331,3 +331,25 @@ fn serve_destroy_removes_the_workspace_only() {
         .expect("config after");
     assert!(output_text(&after.stderr).contains("Run `dbx init`"));
 }
+
+/// `dbx … | head`: a reader that goes away ends the command quietly with the status a shell
+/// shows for SIGPIPE, not with a panic and a backtrace.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let dir = initialized();
+    for args in [&["config"][..], &["token", "list", "--json"][..]] {
+        let mut child = dbx(dir.path())
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn dbx");
+        // Close the read end before the command writes anything.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait");
+        let stderr = output_text(&output.stderr);
+        assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
