@@ -101,6 +101,12 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn answer_poll(&self) -> MutexGuard<'_, AnswerPoll> {
+        self.poll
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Decodes every whole frame received and hands each answer to its waiter. An error means
     /// the connection is out of step and must die.
     fn deliver(&self, side: &mut ReadSide) -> std::result::Result<(), Error> {
@@ -463,11 +469,7 @@ impl Connection {
             return None;
         }
         let budget = {
-            let mut poll = self
-                .shared
-                .poll
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut poll = self.shared.answer_poll();
             if !poll.due() {
                 return None;
             }
@@ -509,15 +511,11 @@ impl Connection {
                 self.kill(err);
             }
         };
-        self.shared
-            .poll
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .polled(if outcome.is_some() {
-                Polled::Frame
-            } else {
-                Polled::TimedOut
-            });
+        self.shared.answer_poll().polled(if outcome.is_some() {
+            Polled::Frame
+        } else {
+            Polled::TimedOut
+        });
         outcome
     }
 }

@@ -262,10 +262,7 @@ impl Committer {
     /// Runs `apply` in the open transaction (opening one if needed).
     fn commit_relaxed(&self, max_id: u64, apply: &Apply) -> Result<()> {
         let shared = &*self.shared;
-        let mut slot = shared.open();
-        if self.closed.load(Ordering::Acquire) {
-            return Err(closed());
-        }
+        let mut slot = self.open_slot()?;
         let open = ensure_open(&mut slot, &shared.db)?;
         let covered = shared
             .reserved
@@ -309,6 +306,15 @@ impl Committer {
         }
     }
 
+    /// The open-transaction slot, locked, for a relaxed write (refused once the store closes).
+    fn open_slot(&self) -> Result<MutexGuard<'_, Option<Open>>> {
+        let slot = self.shared.open();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        Ok(slot)
+    }
+
     /// Commits the open relaxed transaction, so a read transaction started after this sees
     /// every acknowledged write. Cheap when there is none.
     pub(crate) fn settle(&self) -> Result<()> {
@@ -329,10 +335,7 @@ impl Committer {
             ));
         }
         let shared = &*self.shared;
-        let mut slot = shared.open();
-        if self.closed.load(Ordering::Acquire) {
-            return Err(closed());
-        }
+        let mut slot = self.open_slot()?;
         let open = ensure_open(&mut slot, &shared.db)?;
         shared.any_open.store(true, Ordering::Release);
         read(Latest::Open(&open.txn))

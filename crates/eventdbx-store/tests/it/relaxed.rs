@@ -6,24 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use eventdbx_core::write::{request_digest, WriteBody, WriteKind};
-use eventdbx_store::{Durability, EventStore, Idempotency, RedbStore, WriteRequest};
+use eventdbx_core::write::{request_digest, WriteKind};
+use eventdbx_store::{EventStore, Idempotency, RedbStore, WriteRequest};
 use serde_json::{json, Value};
 
-const T: &str = "default";
-
-fn relaxed(dir: &tempfile::TempDir) -> RedbStore {
-    RedbStore::open(dir.path().join("data.redb"), Durability::Relaxed).expect("open store")
-}
+use crate::store::{append_until_refused, relaxed, request, T};
 
 fn append(t: &str, id: &str, payload: Value) -> WriteRequest {
-    WriteRequest::new(
-        WriteKind::Append,
-        t,
-        id,
-        "thing.changed",
-        WriteBody::Payload(payload),
-    )
+    request(WriteKind::Append, t, id, payload)
 }
 
 fn version(store: &RedbStore, id: &str) -> u64 {
@@ -171,17 +161,7 @@ fn refused_writes_lose_nothing_of_the_open_transaction() {
         "version_conflict"
     );
 
-    let quota = 4000;
-    let mut accepted = 0u64;
-    let refused = loop {
-        let mut write = append("thing", "q", json!({"blob": "x".repeat(300)}));
-        write.quota_bytes = Some(quota);
-        match store.write(T, write) {
-            Ok(_) => accepted += 1,
-            Err(err) => break err,
-        }
-        assert!(accepted < 100, "quota never enforced");
-    };
+    let (accepted, refused) = append_until_refused(&store, "thing", "q", 300, 4000);
     assert_eq!(refused.code(), "tenant_quota");
     // A write after the refusals joins the same transaction.
     store

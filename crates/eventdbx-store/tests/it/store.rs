@@ -19,17 +19,17 @@ use eventdbx_store::{
 use redb::ReadableTable as _;
 use serde_json::{json, Value};
 
-const T: &str = "default";
+pub(crate) const T: &str = "default";
 
 fn open(dir: &tempfile::TempDir) -> RedbStore {
     RedbStore::open(dir.path().join("data.redb"), Durability::Fsync).expect("open store")
 }
 
-fn relaxed(dir: &tempfile::TempDir) -> RedbStore {
+pub(crate) fn relaxed(dir: &tempfile::TempDir) -> RedbStore {
     RedbStore::open(dir.path().join("data.redb"), Durability::Relaxed).expect("open store")
 }
 
-fn request(kind: WriteKind, t: &str, id: &str, payload: Value) -> WriteRequest {
+pub(crate) fn request(kind: WriteKind, t: &str, id: &str, payload: Value) -> WriteRequest {
     WriteRequest::new(kind, t, id, "thing.changed", WriteBody::Payload(payload))
 }
 
@@ -527,26 +527,38 @@ fn outbox_is_the_global_event_order() {
         .is_empty());
 }
 
+/// Appends `blob_len`-byte payloads to one aggregate under a tenant quota of `quota` bytes
+/// until a write is refused: the writes accepted and the refusal.
+pub(crate) fn append_until_refused(
+    store: &RedbStore,
+    t: &str,
+    id: &str,
+    blob_len: usize,
+    quota: u64,
+) -> (u64, StoreError) {
+    let mut accepted = 0;
+    loop {
+        let mut write = request(
+            WriteKind::Append,
+            t,
+            id,
+            json!({"blob": "x".repeat(blob_len)}),
+        );
+        write.quota_bytes = Some(quota);
+        match store.write(T, write) {
+            Ok(_) => accepted += 1,
+            Err(err) => return (accepted, err),
+        }
+        assert!(accepted < 100, "quota never enforced");
+    }
+}
+
 #[test]
 fn quota_is_enforced_and_usage_recounts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
     let quota = 1500;
-    let mut accepted = 0;
-    let err = loop {
-        let mut write = request(
-            WriteKind::Append,
-            "order",
-            "o-1",
-            json!({"blob": "x".repeat(200)}),
-        );
-        write.quota_bytes = Some(quota);
-        match store.write(T, write) {
-            Ok(_) => accepted += 1,
-            Err(err) => break err,
-        }
-        assert!(accepted < 100, "quota never enforced");
-    };
+    let (accepted, err) = append_until_refused(&store, "order", "o-1", 200, quota);
     assert_eq!(err.code(), "tenant_quota");
     assert!(accepted >= 2);
     let usage = store.usage(T).expect("usage");
