@@ -338,16 +338,16 @@ fn serve_destroy_removes_the_workspace_only() {
 fn a_closed_stdout_ends_the_command_quietly() {
     let dir = initialized();
     for args in [&["config"][..], &["token", "list", "--json"][..]] {
-        let mut child = dbx(dir.path())
+        // A pipe whose read end is closed before the command starts: its first write fails.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = dbx(dir.path())
             .args(args)
             .env("RUST_BACKTRACE", "1")
-            .stdout(Stdio::piped())
+            .stdout(writer)
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn dbx");
-        // Close the read end before the command writes anything.
-        drop(child.stdout.take());
-        let output = child.wait_with_output().expect("wait");
+            .output()
+            .expect("run dbx");
         let stderr = output_text(&output.stderr);
         assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
