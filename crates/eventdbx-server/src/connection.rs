@@ -32,7 +32,7 @@ use tokio::time::timeout;
 
 use crate::commands::{self, Command, Context};
 use crate::error::RequestError;
-use crate::server::{Metrics, ServerState, IDLE_TIMEOUT};
+use crate::state::{Metrics, ServerState, IDLE_TIMEOUT};
 
 /// Time allowed for the hello and each handshake message.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

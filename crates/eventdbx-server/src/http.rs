@@ -12,7 +12,7 @@ use eventdbx_store::EventStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 const MAX_REQUEST: usize = 8 * 1024;
 

@@ -1,17 +1,24 @@
 //! The `dbx` server as a library.
 //!
 //! # Layout
+//! Modules import one another in one direction (checked by `tests/it/architecture.rs`; the map
+//! is in `docs/architecture.md`, "Server modules"):
 //! - [`config`]: `.dbx/config.toml`, discovery, secrets in 0600 files, workspace init.
+//! - [`fs`]: the one atomic file write and the one owner-only secret reader every file the server
+//!   writes or every secret it reads goes through.
 //! - [`auth`]: Ed25519 JWT tokens: issue, verify (cached), authorise, revoke; the v2 token-id
 //!   registry.
 //! - [`tenants`]: tenant placement (shards), quotas, schema sets and their published versions.
+//! - [`plugins`]: the plugin registry, publish-target routing, the delivery workers and the
+//!   [`plugins::process`] kind (one long-lived child per plugin, fed `PluginEnvelope` messages
+//!   and acknowledging each; binaries from the local plugin registry).
+//! - `state`: [`ServerState`] and [`Metrics`], what every connection shares; imports none of
+//!   the modules below.
 //! - `server`: [`Server`] (open a data directory, [`Server::run`] the control port, serve HTTP
 //!   health and metrics) and [`run`].
 //! - `connection`: the hello, the v1/v2 handshakes and the session loops.
 //! - `commands`: one type per control request: parse, authorise, apply, encode.
-//! - [`process_plugin`]: the `process` plugin kind: one long-lived child per plugin, fed
-//!   `PluginEnvelope` messages and acknowledging each; binaries from the local plugin registry.
-//! - [`plugins`]: the plugin registry, publish-target routing and the delivery workers.
+//! - `http`: `/health` and `/metrics`.
 
 mod commands;
 mod connection;
@@ -19,14 +26,11 @@ pub mod error;
 mod http;
 pub mod plugins;
 mod server;
+mod state;
 
 pub mod auth;
 pub mod config;
-// Public for its integration tests; the plugin registry's delivery workers call it.
-pub mod process_plugin;
 pub mod tenants;
 
-pub use server::{
-    authority_config, read_server_key, run, Metrics, Server, ServerState, StartError, IDLE_TIMEOUT,
-    MAX_CONNECTIONS,
-};
+pub use server::{authority_config, read_server_key, run, Server, StartError, MAX_CONNECTIONS};
+pub use state::{Metrics, ServerState, IDLE_TIMEOUT};

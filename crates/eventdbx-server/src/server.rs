@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +18,11 @@ use tokio::sync::{broadcast, mpsc, Semaphore};
 use crate::auth::{AuthConfig, Authority, KeyOverrides};
 use crate::config::{secrets, Config};
 use crate::connection;
+use crate::state::{Metrics, ServerState};
 use crate::tenants::Tenants;
 
 /// Most concurrent control connections; further ones wait for a slot.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// A control session with no request for this long is closed (clients reconnect lazily).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,67 +53,6 @@ pub enum StartError {
         /// Why.
         message: String,
     },
-}
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Connections accepted.
-    pub connections_accepted: AtomicU64,
-    /// Connections currently open.
-    pub connections_open: AtomicU64,
-    /// Hellos rejected or handshakes that failed.
-    pub handshake_failures: AtomicU64,
-    /// Requests answered.
-    pub requests: AtomicU64,
-    /// Requests answered with an error.
-    pub request_errors: AtomicU64,
-    /// Busy-polls of a session's socket (`[socket] busy_poll_us`) started.
-    pub busy_polls: AtomicU64,
-    /// Busy-polls during which the next request arrived.
-    pub busy_poll_hits: AtomicU64,
-    /// Sessions polling their socket right now (never above the cap; see `busy_poll_us`).
-    pub busy_polling: AtomicU64,
-    /// The most sessions ever seen polling at once.
-    pub busy_polling_peak: AtomicU64,
-}
-
-impl Metrics {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-/// Everything a connection needs, shared by all of them.
-#[derive(Debug)]
-pub struct ServerState {
-    pub(crate) config: Config,
-    pub(crate) store: Arc<RedbStore>,
-    pub(crate) auth: Arc<Authority>,
-    pub(crate) tenants: Arc<Tenants>,
-    pub(crate) server_key: StaticKeypair,
-    pub(crate) metrics: Metrics,
-    pub(crate) plugins: Arc<crate::plugins::Plugins>,
-    /// Modification time of the token-id registry when it was last read for an unknown id.
-    pub(crate) registry_seen: std::sync::Mutex<Option<std::time::SystemTime>>,
-}
-
-impl ServerState {
-    /// Whether the token-id registry changed on disk since it was last read for an unknown id
-    /// (another process, e.g. `dbx token generate`, issued a token). Unknown ids alone never
-    /// make the server read files in a loop: only a changed file does.
-    pub(crate) fn registry_changed(&self) -> bool {
-        let path = self.config.auth_state_dir().join("registry.json");
-        let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
-            return false;
-        };
-        let mut seen = self.registry_seen.lock().unwrap_or_else(|p| p.into_inner());
-        if *seen == Some(modified) {
-            return false;
-        }
-        *seen = Some(modified);
-        true
-    }
 }
 
 /// An opened server: store, token authority, tenants and the v2 key, ready to serve.

@@ -23,7 +23,7 @@ use eventdbx_proto::schema::control_capnp::{control_request, control_response};
 
 use crate::auth::Claims;
 use crate::error::RequestError;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 /// What a request runs with: the server, the session's tenant and hello token, and the largest
 /// response the transport can carry.

@@ -7,6 +7,7 @@
 //! checked for changes once a second (a `stat`, never a read unless it changed) and on every
 //! admin request; writes only read the in-memory copy.
 
+pub mod endpoint;
 pub mod kinds;
 pub mod process;
 pub mod registry;

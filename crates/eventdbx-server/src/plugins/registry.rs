@@ -133,7 +133,7 @@ impl PluginDef {
             KindConfig::Http {
                 endpoint, https, ..
             } => {
-                super::kinds::HttpTarget::parse(endpoint, *https)?;
+                super::endpoint::HttpTarget::parse(endpoint, *https)?;
             }
             KindConfig::Tcp { host, port } => {
                 if host.trim().is_empty() || *port == 0 {

@@ -1,4 +1,5 @@
 //! Integration tests of the server.
+mod architecture;
 mod auth;
 mod busy_poll;
 mod config;

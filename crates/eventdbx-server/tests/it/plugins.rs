@@ -663,7 +663,7 @@ fn wait_echoed(path: &std::path::Path, n: usize) -> Vec<Value> {
 
 #[test]
 fn a_process_plugin_gets_every_mode_and_survives_a_killed_child() {
-    use eventdbx_server::process_plugin::current_target;
+    use eventdbx_server::plugins::process::current_target;
     let scratch = tempfile::tempdir().expect("scratch");
     let out = scratch.path().join("echo.jsonl");
     let defs = vec![json!({"enabled": true, "emit_events": true, "name": "echo",
@@ -896,7 +896,7 @@ fn a_tcp_plugin_writes_json_lines_on_a_kept_alive_connection_and_reconnects() {
 
 #[test]
 fn a_process_plugin_installed_late_gets_the_jobs_that_waited() {
-    use eventdbx_server::process_plugin::current_target;
+    use eventdbx_server::plugins::process::current_target;
     let scratch = tempfile::tempdir().expect("scratch");
     let out = scratch.path().join("late.jsonl");
     let defs = vec![

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use eventdbx_proto::plugin::{PluginEvent, NULL_JSON};
-use eventdbx_server::process_plugin::{current_target, resolve_binary, ProcessPlugin, ProcessSpec};
+use eventdbx_server::plugins::process::{
+    current_target, resolve_binary, ProcessPlugin, ProcessSpec,
+};
 use serde_json::Value;
 use tempfile::TempDir;
 

@@ -1,6 +1,8 @@
 //! The `process` kind: a job becomes a [`PluginEvent`] (§14.5, ours: every job is sent, parts
-//! the mode excludes are empty) delivered by the long-lived child runner of
-//! [`crate::process_plugin`] (spawn, init, ack, restart with backoff).
+//! the mode excludes are empty) delivered by the long-lived child [`runner`] (spawn, init, ack,
+//! restart with backoff), which holds no plugin-registry knowledge of its own.
+
+pub mod runner;
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use eventdbx_proto::plugin::{PluginEvent, NULL_JSON};
 use serde_json::Value;
 
 use super::registry::{KindConfig, PluginDef};
-use crate::process_plugin::{resolve_binary, ProcessPlugin, ProcessSpec};
+pub use runner::{current_target, resolve_binary, ProcessPlugin, ProcessSpec};
 
 /// How long a child may take to acknowledge one event.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
