@@ -37,7 +37,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use eventdbx_server::auth::{Authority, TokenRequest};
-use eventdbx_server::config::{init_workspace, secrets, Config, InitOutcome};
+use eventdbx_server::config::{init_workspace, Config, InitOutcome};
+use eventdbx_server::fs::{write_atomic, write_secret, STATE_FILE_MODE};
 use eventdbx_server::{authority_config, read_server_key, Server};
 
 #[derive(Parser)]
@@ -296,7 +297,7 @@ fn init(ttl: u64, json: bool) -> Result<()> {
     let created = matches!(outcome, InitOutcome::Created(_));
     if created || !token_file.exists() {
         let token = server.auth().bootstrap(ttl)?;
-        secrets::write_secret(&token_file, token.as_bytes())?;
+        write_secret(&token_file, token.as_bytes())?;
     }
     if json {
         out!(
@@ -496,7 +497,11 @@ fn start(explicit: Option<&Path>) -> Result<()> {
         .stderr(log)
         .spawn()
         .context("starting the server")?;
-    secrets::write_atomic(&pid_file(&config), child.id().to_string().as_bytes(), 0o644)?;
+    write_atomic(
+        &pid_file(&config),
+        child.id().to_string().as_bytes(),
+        STATE_FILE_MODE,
+    )?;
     // Wait until the control port answers, or the child dies.
     for _ in 0..100 {
         if std::net::TcpStream::connect(&config.socket.bind_addr).is_ok() {
@@ -568,7 +573,7 @@ fn token(config: &Config, command: TokenCommand, json: bool) -> Result<()> {
                 out!("{token}");
             } else {
                 let path = config.data_dir.join("cli.token");
-                secrets::write_secret(&path, token.as_bytes())?;
+                write_secret(&path, token.as_bytes())?;
                 out!("bootstrap token written to {} (mode 0600)", path.display());
             }
         }

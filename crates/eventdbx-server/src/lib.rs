@@ -30,6 +30,8 @@ mod state;
 
 pub mod auth;
 pub mod config;
+pub mod fs;
+mod random_id;
 pub mod tenants;
 
 pub use server::{authority_config, read_server_key, run, Server, StartError, MAX_CONNECTIONS};

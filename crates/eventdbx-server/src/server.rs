@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
 use crate::auth::{AuthConfig, Authority, KeyOverrides};
-use crate::config::{secrets, Config};
+use crate::config::Config;
 use crate::connection;
 use crate::state::{Metrics, ServerState};
 use crate::tenants::Tenants;
@@ -275,7 +275,7 @@ fn load_or_create_server_key(config: &Config) -> Result<StaticKeypair, StartErro
         message,
     };
     if path.exists() {
-        let bytes = secrets::read_secret(&path).map_err(|err| error(err.to_string()))?;
+        let bytes = crate::fs::read_secret(&path).map_err(|err| error(err.to_string()))?;
         let private: [u8; 32] = bytes
             .as_slice()
             .try_into()
@@ -283,6 +283,6 @@ fn load_or_create_server_key(config: &Config) -> Result<StaticKeypair, StartErro
         return Ok(StaticKeypair::from_private(private));
     }
     let key = StaticKeypair::generate().map_err(|err| error(err.to_string()))?;
-    secrets::write_secret(&path, key.private_bytes()).map_err(|err| error(err.to_string()))?;
+    crate::fs::write_secret(&path, key.private_bytes()).map_err(|err| error(err.to_string()))?;
     Ok(key)
 }

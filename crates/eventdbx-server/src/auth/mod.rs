@@ -537,7 +537,8 @@ impl Authority {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub,
-            jti: new_uuid_v4()?,
+            jti: crate::random_id::uuid_v4()
+                .map_err(|e| AuthError::Storage(format!("random source unavailable: {e}")))?,
             iat: now,
             exp: ttl.map(|ttl| now.saturating_add(ttl)),
             nbf: request.not_before,
@@ -821,24 +822,6 @@ fn trimmed_list(items: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// A random UUID v4 in its hyphenated lower-case form.
-fn new_uuid_v4() -> Result<String, AuthError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| AuthError::Storage(format!("random source unavailable: {e}")))?;
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
-}
-
 /// The key id persisted beside the key file, created on first use.
 fn persisted_key_id(signing_key_file: &Path) -> Result<String, AuthError> {
     let path = signing_key_file.with_extension("kid");
@@ -870,19 +853,6 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uuid_v4_shape() {
-        let id = new_uuid_v4().expect("uuid");
-        assert_eq!(id.len(), 36);
-        let parts: Vec<&str> = id.split('-').collect();
-        assert_eq!(
-            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-            [8, 4, 4, 4, 12]
-        );
-        assert!(parts[2].starts_with('4'));
-        assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
-    }
 
     #[test]
     fn cache_is_bounded() {

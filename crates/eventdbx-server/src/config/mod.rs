@@ -20,8 +20,6 @@
 //! - [`secrets`]: 0600 files for keys, atomic writes for state files.
 //! - [`init_workspace`]: `dbx init` without the keys and tokens (the auth module makes those).
 
-pub mod secrets;
-
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -465,12 +463,11 @@ impl Config {
 
     /// Writes [`Config::to_toml`] to `path` atomically (mode 0644).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        secrets::write_atomic(path, self.to_toml().as_bytes(), 0o644).map_err(|source| {
-            ConfigError::Io {
+        crate::fs::write_atomic(path, self.to_toml().as_bytes(), crate::fs::STATE_FILE_MODE)
+            .map_err(|source| ConfigError::Io {
                 path: path.to_path_buf(),
                 source,
-            }
-        })
+            })
     }
 
     /// The directory of secret files: `<data_dir>/secrets`.
@@ -557,9 +554,10 @@ pub fn init_workspace(dir: &Path) -> Result<InitOutcome, ConfigError> {
     };
     std::fs::create_dir_all(&workspace).map_err(io_error(&workspace))?;
     let secrets_dir = workspace.join("secrets");
-    secrets::create_dirs(&secrets_dir, secrets::SECRET_DIR_MODE).map_err(io_error(&secrets_dir))?;
+    crate::fs::create_dirs(&secrets_dir, crate::fs::SECRET_DIR_MODE)
+        .map_err(io_error(&secrets_dir))?;
     // A secrets directory left by an earlier, interrupted init may have a wider mode.
-    secrets::set_path_mode(&secrets_dir, secrets::SECRET_DIR_MODE)
+    crate::fs::set_path_mode(&secrets_dir, crate::fs::SECRET_DIR_MODE)
         .map_err(io_error(&secrets_dir))?;
 
     let mut config = Config::defaults(PathBuf::from("."));
@@ -571,7 +569,8 @@ pub fn init_workspace(dir: &Path) -> Result<InitOutcome, ConfigError> {
          # file's directory. Keys live in files of mode 0600 under secrets/, never here.\n{}",
         config.to_toml()
     );
-    secrets::write_atomic(&config_path, text.as_bytes(), 0o644).map_err(io_error(&config_path))?;
+    crate::fs::write_atomic(&config_path, text.as_bytes(), crate::fs::STATE_FILE_MODE)
+        .map_err(io_error(&config_path))?;
     Ok(InitOutcome::Created(config_path))
 }
 

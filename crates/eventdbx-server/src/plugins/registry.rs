@@ -200,7 +200,7 @@ pub fn load(path: &Path) -> Result<(Vec<PluginDef>, Option<SystemTime>), CoreErr
 pub fn save(path: &Path, defs: &[PluginDef]) -> Result<(), CoreError> {
     let text = serde_json::to_string_pretty(defs)
         .map_err(|err| CoreError::Serialization(err.to_string()))?;
-    crate::config::secrets::write_atomic(path, (text + "\n").as_bytes(), PLUGINS_FILE_MODE)
+    crate::fs::write_atomic(path, (text + "\n").as_bytes(), PLUGINS_FILE_MODE)
         .map_err(|err| CoreError::Io(format!("{}: {err}", path.display())))
 }
 

@@ -1,65 +1,18 @@
-//! The files behind tenant metadata: JSON replaced atomically, and read back.
-//!
-//! A replace writes a temporary file beside the target, flushes it to disk, renames it over the
-//! target and flushes the directory, so a reader or a crash sees either the old or the new
-//! content, never a torn file.
+//! The files behind tenant metadata: JSON replaced atomically (through [`crate::fs`], so a
+//! reader or a crash sees either the old or the new content, never a torn file), and read back,
+//! with failures in the tenants' error type.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use eventdbx_core::CoreError;
 
-/// Distinguishes the temporary files of concurrent writers in one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+use crate::fs::{write_atomic as write_file_atomic, STATE_FILE_MODE};
 
 /// Replaces `path` with `bytes` atomically and durably, creating its directory if needed.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
-    write_atomic_io(path, bytes).map_err(|err| io_error("write", path, &err))
-}
-
-fn write_atomic_io(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no directory"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    fs::create_dir_all(dir)?;
-    let temp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if let Err(err) = written {
-        // Best effort: the temporary file is garbage either way.
-        let _ = fs::remove_file(&temp);
-        return Err(err);
-    }
-    // The new content is already visible; a failed directory flush only weakens durability
-    // across a crash, so memory must follow the file rather than report a failure.
-    if let Err(err) = sync_dir(dir) {
-        tracing::warn!(path = %path.display(), error = %err, "cannot flush directory after replace");
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
+    write_file_atomic(path, bytes, STATE_FILE_MODE).map_err(|err| io_error("write", path, &err))
 }
 
 /// The file's text, or `None` when it does not exist.

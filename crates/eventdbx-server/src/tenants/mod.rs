@@ -584,7 +584,9 @@ fn new_version_id(manifest: &Manifest, tenant_dir: &Path, nanos: u64) -> Result<
             return Ok(candidate);
         }
     }
-    Ok(format!("{base}-{}", random_uuid()?))
+    let uuid = crate::random_id::uuid_v4()
+        .map_err(|err| CoreError::Config(format!("cannot draw a random version id: {err}")))?;
+    Ok(format!("{base}-{uuid}"))
 }
 
 /// `v` + the UTC time as `%Y%m%dT%H%M%S%3fZ`, e.g. `v20260324T101530123Z`.
@@ -597,24 +599,6 @@ fn version_stamp(nanos: u64) -> String {
         .collect();
     let millis = (nanos % 1_000_000_000) / 1_000_000;
     format!("v{compact}{millis:03}Z")
-}
-
-/// A random (version 4) UUID in its hyphenated form.
-fn random_uuid() -> Result<String, CoreError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)
-        .map_err(|err| CoreError::Config(format!("cannot draw a random version id: {err}")))?;
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex = hex_string(&bytes);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
 }
 
 fn sha256_checksum(bytes: &[u8]) -> String {
@@ -824,14 +808,6 @@ mod tests {
             new_version_id(&manifest, &dir, nanos).expect("id"),
             "v20260324T101530123Z-02"
         );
-    }
-
-    #[test]
-    fn random_uuids_are_version_4() {
-        let uuid = random_uuid().expect("uuid");
-        assert_eq!(uuid.len(), 36);
-        assert_eq!(uuid.as_bytes()[14], b'4');
-        assert!(matches!(uuid.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use eventdbx_core::schema::RestrictMode;
-use eventdbx_server::config::secrets::{self, SecretError};
 use eventdbx_server::config::{self, Config, ConfigError, InitOutcome};
+use eventdbx_server::fs::{self as secrets, SecretError};
 use eventdbx_store::Durability;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
