@@ -67,14 +67,20 @@ impl ConnectArgs {
             None => {
                 let config = config.as_ref().context("no token: pass --token")?;
                 let path = config.data_dir.join("cli.token");
-                std::fs::read_to_string(&path)
-                    .with_context(|| {
-                        format!(
+                // A token is a secret: a file others may read is refused, as the server's keys are.
+                let bytes = match eventdbx_server::fs::read_secret(&path) {
+                    Ok(bytes) => bytes,
+                    Err(eventdbx_server::fs::SecretError::Io { source, .. }) => {
+                        return Err(anyhow::Error::new(source).context(format!(
                             "no token: pass --token, set EVENTDBX_TOKEN or create {} \
                              (dbx token bootstrap)",
                             path.display()
-                        )
-                    })?
+                        )))
+                    }
+                    Err(refused) => return Err(refused.into()),
+                };
+                String::from_utf8(bytes)
+                    .with_context(|| format!("{} is not text", path.display()))?
                     .trim()
                     .to_owned()
             }

@@ -12,9 +12,12 @@ use eventdbx_store::EventStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::state::ServerState;
+use crate::state::{ServerState, ACCEPT_RETRY_DELAY};
 
+/// Largest request head read; a longer one is dropped unanswered.
 const MAX_REQUEST: usize = 8 * 1024;
+/// A client gets this long to send its request and read the answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn serve(
     state: Arc<ServerState>,
@@ -28,14 +31,14 @@ pub(crate) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
                     continue;
                 }
             },
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), respond(&state, socket)).await;
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(&state, socket)).await;
         });
     }
 }

@@ -18,6 +18,9 @@ use crate::tenants::Tenants;
 
 /// A control session with no request for this long is closed (clients reconnect lazily).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a listener (control or HTTP) waits after a failed accept: such failures (too many
+/// open files) are transient, and retrying at once would spin.
+pub(crate) const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
