@@ -4,10 +4,10 @@
 //! the target and fsyncs the directory, so a reader or a crash sees either the old file or the
 //! new one, never a torn one; a failed write removes its temporary file.
 //!
-//! Secrets (token signing key, server static key, token files) never live in `config.toml`
-//! (`docs/configuration.md`): each one is a file of mode 0600 in a directory of mode 0700
-//! ([`write_secret`]), and [`read_secret`] refuses one that group or others may read or write,
-//! or that is not a regular file.
+//! Secrets (token signing key, server static key, token files) never live in `config.toml`:
+//! each one is a file of mode 0600 in a directory of mode 0700 ([`write_secret`]), and
+//! [`read_secret`] refuses one that group or others may read or write, or that is not a regular
+//! file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

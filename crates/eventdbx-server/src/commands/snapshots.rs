@@ -57,7 +57,7 @@ impl CreateSnapshot {
             if ctx.state.store.usage(ctx.tenant)?.bytes >= quota {
                 return Err(CoreError::TenantQuota {
                     tenant: ctx.tenant.to_owned(),
-                    quota_mb: quota / (1024 * 1024),
+                    quota_mb: quota / crate::tenants::BYTES_PER_MB,
                 }
                 .into());
             }

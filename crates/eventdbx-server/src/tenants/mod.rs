@@ -52,8 +52,8 @@ pub use manifest::{AuditAction, AuditEntry, Manifest, SchemaVersion};
 use meta_file::MetaFile;
 pub use publish::{ActivateOutcome, ActivateRequest, PublishOutcome, PublishRequest};
 
-/// Bytes in one quota megabyte.
-const BYTES_PER_MB: u64 = 1_048_576;
+/// Bytes in one quota megabyte (quotas are set in MB, usage is counted in bytes).
+pub const BYTES_PER_MB: u64 = 1_048_576;
 
 /// Tenant metadata shared by every connection of a server (`Send + Sync`, held in an `Arc`).
 #[derive(Debug)]

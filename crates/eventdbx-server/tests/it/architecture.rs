@@ -89,7 +89,7 @@ fn submodules_of_each_directory_module_do_not_import_each_other_in_a_cycle() {
 #[test]
 fn the_reader_sees_a_cycle_through_crate_and_super_paths() {
     let source =
-        "use crate::b::Thing;\nmod tests {\n    use super::*;\n    fn f() { let _ = '{'; }\n}\n\
+        "use crate::b::Thing;\nmod tests {\n    use super::*;\n    fn f<'a>() { let _ = ('{', '\\'', \"}\"); }\n}\n\
                   // crate::c::Ignored\nconst S: &str = \"crate::c::Ignored\";\n";
     let mut references = Vec::new();
     collect_references(source, &["a".to_owned()], "a.rs", &mut references);
@@ -268,7 +268,8 @@ fn tokens(source: &str) -> Vec<(String, usize)> {
         } else if c == '\'' {
             // A character literal ('x', '\n', '\u{..}') or a lifetime ('a), which has no closing quote.
             if next == Some('\\') {
-                let end = (i + 2..chars.len())
+                // The escaped character may itself be a quote ('\''): the closing one is after it.
+                let end = (i + 3..chars.len())
                     .find(|&j| chars[j] == '\'')
                     .unwrap_or(chars.len());
                 advance_to(&mut i, &mut line, end + 1);
@@ -316,7 +317,7 @@ fn collect_references(source: &str, module: &[String], file: &str, out: &mut Vec
     let text = |k: usize| tokens.get(k).map_or("", |(t, _)| t.as_str());
     // Inline modules open at a brace depth; `super` inside them is relative to them.
     let mut inline: Vec<(String, usize)> = Vec::new();
-    let mut depth = 0;
+    let mut depth: usize = 0;
     let mut k = 0;
     while k < tokens.len() {
         let current: Vec<String> = module
@@ -327,7 +328,8 @@ fn collect_references(source: &str, module: &[String], file: &str, out: &mut Vec
         match text(k) {
             "{" => depth += 1,
             "}" => {
-                depth -= 1;
+                // Unbalanced text (a brace the tokenizer misread) must not underflow.
+                depth = depth.saturating_sub(1);
                 if inline.last().is_some_and(|&(_, open)| open == depth) {
                     inline.pop();
                 }
