@@ -128,7 +128,8 @@ impl Authority {
     }
 
     /// Issues the bootstrap token of §10.5 (subject `cli:bootstrap`, every action and
-    /// resource) for `ttl_secs` ([`BOOTSTRAP_TTL_SECS`] by default in the CLI; 0 = no expiry).
+    /// resource) for `ttl_secs` ([`BOOTSTRAP_TTL_SECS`](super::BOOTSTRAP_TTL_SECS) by default
+    /// in the CLI; 0 = no expiry).
     pub fn bootstrap(&self, ttl_secs: u64) -> Result<String, AuthError> {
         let (token, _) = self.issue(TokenRequest {
             group: "cli".to_owned(),
