@@ -13,7 +13,7 @@ use eventdbx_core::plugin::{JobStatus, PluginJob, RetryPolicy};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{json_error, storage, RedbStore, Tables};
-use crate::{Claim, JobCounts, JobFilter, Result, StoreError};
+use crate::{Claim, JobCounts, JobFilter, JobQueue, Result, StoreError};
 
 /// job id → job record (JSON).
 pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("plugin_jobs");
@@ -84,7 +84,7 @@ fn get_job(tables: &mut Tables<'_>, id: u64) -> Result<Option<PluginJob>> {
     }
 }
 
-/// Records a failed attempt of a processing job; see [`crate::EventStore::fail_job`].
+/// Records a failed attempt of a processing job; see [`JobQueue::fail_job`].
 fn fail(
     tables: &mut Tables<'_>,
     mut job: PluginJob,
@@ -136,10 +136,12 @@ impl RedbStore {
             }),
         )?;
         let value = out.lock().unwrap_or_else(|p| p.into_inner()).take();
-        value.ok_or_else(|| StoreError::Storage("the queue commit produced nothing".into()))
+        value.ok_or_else(|| StoreError::engine("the queue commit produced nothing"))
     }
+}
 
-    pub(crate) fn claim_job_impl(
+impl JobQueue for RedbStore {
+    fn claim_job(
         &self,
         plugin: &str,
         now_ms: u64,
@@ -208,7 +210,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn complete_job_impl(&self, job_id: u64, now_ms: u64) -> Result<()> {
+    fn complete_job(&self, job_id: u64, now_ms: u64) -> Result<()> {
         self.queue_commit(move |tables| {
             let Some(mut job) = get_job(tables, job_id)? else {
                 return Ok(());
@@ -233,7 +235,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn fail_job_impl(
+    fn fail_job(
         &self,
         job_id: u64,
         error: &str,
@@ -252,10 +254,10 @@ impl RedbStore {
             }
             fail(tables, job, &error, now_ms, policy).map(Some)
         })?
-        .ok_or_else(|| StoreError::Storage(format!("plugin job {job_id} not found")))
+        .ok_or_else(|| StoreError::engine(format!("plugin job {job_id} not found")))
     }
 
-    pub(crate) fn recover_jobs_impl(&self, now_ms: u64) -> Result<u64> {
+    fn recover_jobs(&self, now_ms: u64) -> Result<u64> {
         self.queue_commit(move |tables| {
             let ids: Vec<u64> = {
                 let queue = tables.job_queue()?;
@@ -285,7 +287,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn retry_jobs_impl(&self, filter: &JobFilter, now_ms: u64) -> Result<Vec<String>> {
+    fn retry_jobs(&self, filter: &JobFilter, now_ms: u64) -> Result<Vec<String>> {
         let filter = filter.clone();
         self.queue_commit(move |tables| {
             // (done-at key, id): done jobs only when asked for (a replay).
@@ -339,7 +341,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn clear_jobs_impl(&self, filter: &JobFilter) -> Result<u64> {
+    fn clear_jobs(&self, filter: &JobFilter) -> Result<u64> {
         let filter = filter.clone();
         self.queue_commit(move |tables| {
             let mut removed = 0;
@@ -388,11 +390,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn prune_jobs_impl(
-        &self,
-        done_before_ms: u64,
-        max_done: Option<u64>,
-    ) -> Result<u64> {
+    fn prune_jobs(&self, done_before_ms: u64, max_done: Option<u64>) -> Result<u64> {
         self.queue_commit(move |tables| {
             let keys: Vec<(u64, u64)> = {
                 let done = tables.job_done()?;
@@ -417,7 +415,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn list_jobs_impl(&self, filter: &JobFilter) -> Result<Vec<PluginJob>> {
+    fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<PluginJob>> {
         let read = self.read()?;
         let jobs = read.open_table(JOBS).map_err(storage)?;
         let mut out = Vec::new();
@@ -436,7 +434,7 @@ impl RedbStore {
         Ok(out)
     }
 
-    pub(crate) fn job_counts_impl(&self) -> Result<JobCounts> {
+    fn job_counts(&self) -> Result<JobCounts> {
         let read = self.read()?;
         let queue = read.open_table(JOB_QUEUE).map_err(storage)?;
         let mut counts = JobCounts {

@@ -46,11 +46,10 @@ use commit::{Apply, Committer, Latest};
 use jobs::{queue_jobs, QueueKey, JOBS, JOB_DEAD, JOB_DONE, JOB_QUEUE};
 
 use crate::{
-    CascadeRule, Claim, Durability, EventPage, EventStore, JobCounts, JobFilter, JobRoute,
-    ListPage, ListQuery, OutboxPage, ReferenceLink, Referrer, Result, StoreError, Usage,
-    Visibility, WriteOutcome, WriteRequest,
+    CascadeRule, Durability, EventPage, EventStore, JobRoute, ListPage, ListQuery, OutboxPage,
+    ReferenceLink, Referrer, Result, StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
 };
-use eventdbx_core::plugin::{JobAction, JobStatus, PluginJob, RetryPolicy};
+use eventdbx_core::plugin::{JobAction, JobStatus, PluginJob};
 
 /// (tenant, type, id) → aggregate record (JSON).
 const AGGREGATES: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("aggregates");
@@ -131,7 +130,7 @@ macro_rules! lazy_table {
             }
             self.$name
                 .as_mut()
-                .ok_or_else(|| StoreError::Storage("table vanished".into()))
+                .ok_or_else(|| StoreError::engine("table vanished"))
         }
     };
 }
@@ -198,11 +197,11 @@ const ARCHIVE_ATTEMPTS: usize = 8;
 const LOCK_STRIPES: usize = 1024;
 
 fn storage(err: impl Into<redb::Error>) -> StoreError {
-    StoreError::Storage(err.into().to_string())
+    StoreError::storage("", err.into())
 }
 
 fn json_error(err: serde_json::Error) -> StoreError {
-    StoreError::Storage(format!("stored record is not valid JSON: {err}"))
+    StoreError::storage("stored record is not valid JSON", err)
 }
 
 /// The stored form of an aggregate: the domain fields plus the Merkle frontier and archive
@@ -292,7 +291,7 @@ fn timestamp_value(text: Option<&str>) -> u64 {
 }
 
 fn digest_from_hex(hex: &str) -> Result<merkle::Digest> {
-    let bad = || StoreError::Storage("stored merkle frontier is not hex".into());
+    let bad = || StoreError::engine("stored merkle frontier is not hex");
     if hex.len() != 64 {
         return Err(bad());
     }
@@ -705,16 +704,11 @@ impl RedbStore {
             Err(err) => Err(err),
         }
     }
-
-    /// Stops accepting writes and makes relaxed commits durable.
-    pub fn close(&self) {
-        self.committer.close();
-    }
 }
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
-        self.close();
+        self.committer.close();
     }
 }
 
@@ -904,7 +898,7 @@ fn verify_in_two_stages(
         drop(batches);
         let roots = root_stage
             .join()
-            .map_err(|_| StoreError::Storage("the verify thread panicked".into()))?;
+            .map_err(|_| StoreError::engine("the verify thread panicked"))?;
         let roots = roots?;
         decoded.map(|()| roots)
     })
@@ -1216,6 +1210,10 @@ impl EventStore for RedbStore {
         self.durability
     }
 
+    fn close(&self) {
+        self.committer.close();
+    }
+
     fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome> {
         let (t, i) = (
             request.aggregate_type.as_str(),
@@ -1404,7 +1402,7 @@ impl EventStore for RedbStore {
                     return Ok(aggregate);
                 }
             }
-            return Err(StoreError::Storage(format!(
+            return Err(StoreError::engine(format!(
                 "the referrers of {aggregate_type}:{aggregate_id} kept changing during the archive"
             )));
         }
@@ -1820,54 +1818,6 @@ impl EventStore for RedbStore {
             .map_err(storage)?
             .map_or((0, 0), |v| v.value());
         Ok(Usage { events, bytes })
-    }
-
-    fn claim_job(
-        &self,
-        plugin: &str,
-        now_ms: u64,
-        lease_ms: u64,
-        policy: RetryPolicy,
-    ) -> Result<Claim> {
-        self.claim_job_impl(plugin, now_ms, lease_ms, policy)
-    }
-
-    fn complete_job(&self, job_id: u64, now_ms: u64) -> Result<()> {
-        self.complete_job_impl(job_id, now_ms)
-    }
-
-    fn fail_job(
-        &self,
-        job_id: u64,
-        error: &str,
-        now_ms: u64,
-        policy: RetryPolicy,
-    ) -> Result<JobStatus> {
-        self.fail_job_impl(job_id, error, now_ms, policy)
-    }
-
-    fn recover_jobs(&self, now_ms: u64) -> Result<u64> {
-        self.recover_jobs_impl(now_ms)
-    }
-
-    fn retry_jobs(&self, filter: &JobFilter, now_ms: u64) -> Result<Vec<String>> {
-        self.retry_jobs_impl(filter, now_ms)
-    }
-
-    fn clear_jobs(&self, filter: &JobFilter) -> Result<u64> {
-        self.clear_jobs_impl(filter)
-    }
-
-    fn prune_jobs(&self, done_before_ms: u64, max_done: Option<u64>) -> Result<u64> {
-        self.prune_jobs_impl(done_before_ms, max_done)
-    }
-
-    fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<PluginJob>> {
-        self.list_jobs_impl(filter)
-    }
-
-    fn job_counts(&self) -> Result<JobCounts> {
-        self.job_counts_impl()
     }
 
     fn tenants(&self) -> Result<Vec<String>> {

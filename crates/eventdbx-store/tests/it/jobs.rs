@@ -4,7 +4,9 @@
 
 use eventdbx_core::plugin::{JobAction, JobStatus, PayloadMode, Priority, RetryPolicy};
 use eventdbx_core::write::{WriteBody, WriteKind};
-use eventdbx_store::{Claim, Durability, EventStore, JobFilter, JobRoute, RedbStore, WriteRequest};
+use eventdbx_store::{
+    Claim, Durability, EventStore, JobFilter, JobQueue, JobRoute, RedbStore, WriteRequest,
+};
 use serde_json::json;
 
 const T: &str = "default";
