@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
-use super::{storage, Tables, LAST_ID};
+use super::tables::{storage, Tables, LAST_ID};
 use crate::{Durability, Result, StoreError};
 
 /// How long a relaxed commit may stay non-durable.
