@@ -353,6 +353,15 @@ impl Committer {
         }
     }
 
+    /// Makes every write acknowledged so far durable (relaxed mode); durable mode has nothing
+    /// to do.
+    pub(crate) fn flush(&self) -> Result<()> {
+        match self.durability {
+            Durability::Fsync => Ok(()),
+            Durability::Relaxed => self.shared.make_durable(),
+        }
+    }
+
     /// Refuses new writes and makes relaxed commits durable. Writes already queued finish.
     pub(crate) fn close(&self) {
         self.queue().closed = true;
