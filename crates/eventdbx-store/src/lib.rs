@@ -75,33 +75,51 @@ impl Durability {
 /// A storage failure, or a domain rule the write broke.
 ///
 /// `Clone` because one group commit answers every writer in it with the same result; the
-/// engine's error is therefore shared behind an `Arc`.
-#[derive(Debug, Clone, thiserror::Error)]
+/// engine's error is therefore shared behind an `Arc` (and [`std::error::Error::source`] hands
+/// out the engine's error itself, so callers can downcast it).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A domain rule (not found, archived, exists, version conflict, quota, validation, ...).
-    #[error(transparent)]
-    Domain(#[from] CoreError),
+    Domain(CoreError),
     /// The engine failed (I/O, corruption, a closed database). The text says what the store
     /// was doing and repeats the engine's message, since the server sends only the text.
-    #[error("storage error: {}", storage_message(context, source.as_deref()))]
     Storage {
         /// What the store was doing.
         context: Cow<'static, str>,
         /// The engine's error, when one caused this.
-        #[source]
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
 }
 
-fn storage_message(
-    context: &str,
-    source: Option<&(dyn std::error::Error + Send + Sync + 'static)>,
-) -> String {
-    match source {
-        Some(source) if context.is_empty() => source.to_string(),
-        Some(source) => format!("{context}: {source}"),
-        None => context.to_owned(),
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Domain(err) => err.fmt(f),
+            StoreError::Storage { context, source } => match source {
+                Some(source) if context.is_empty() => write!(f, "storage error: {source}"),
+                Some(source) => write!(f, "storage error: {context}: {source}"),
+                None => write!(f, "storage error: {context}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Transparent, as the domain error's own text is this error's text.
+            StoreError::Domain(err) => err.source(),
+            StoreError::Storage { source, .. } => source
+                .as_deref()
+                .map(|err| err as &(dyn std::error::Error + 'static)),
+        }
+    }
+}
+
+impl From<CoreError> for StoreError {
+    fn from(err: CoreError) -> Self {
+        StoreError::Domain(err)
     }
 }
 
@@ -599,4 +617,38 @@ pub fn open_embedded(
         events: Arc::clone(&engine) as Arc<dyn EventStore>,
         jobs: engine,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_storage_error_keeps_its_source_and_says_what_failed() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "read-only disk");
+        let err = StoreError::storage("cannot create the data directory", io);
+        assert_eq!(err.code(), "storage");
+        assert_eq!(
+            err.to_string(),
+            "storage error: cannot create the data directory: read-only disk"
+        );
+        let source = err.source().expect("the engine's error is the source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the source is the io::Error itself");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        // One group commit answers all its writers with clones of one error.
+        let copy = err.clone();
+        assert!(copy.source().is_some());
+    }
+
+    #[test]
+    fn an_engine_error_without_a_cause_has_no_source() {
+        let err = StoreError::engine("the store is closed");
+        assert_eq!(err.to_string(), "storage error: the store is closed");
+        assert!(err.source().is_none());
+        assert_eq!(err.code(), "storage");
+    }
 }
