@@ -537,7 +537,7 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     fn tenants(&self) -> Result<Vec<String>>;
 
     /// Stops accepting writes and makes every acknowledged write durable (the final flush of
-    /// relaxed writes). Later calls fail with [`StoreError::Storage`]; closing twice is harmless.
+    /// relaxed writes). Later writes fail with [`StoreError::Storage`]; closing twice is harmless.
     fn close(&self);
 }
 

@@ -48,7 +48,7 @@ use tables::{read_record, storage, Tables, AGGREGATES, LAST_ID};
 
 use crate::{
     CascadeRule, Durability, EventPage, EventStore, JobRoute, ListPage, ListQuery, OutboxPage,
-    Referrer, Result, Usage, Visibility, WriteOutcome, WriteRequest,
+    Referrer, Result, StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
 };
 
 const LOCK_STRIPES: usize = 1024;
@@ -83,7 +83,8 @@ impl RedbStore {
         durability: Durability,
         worker_id: u16,
     ) -> Result<Self> {
-        let db = Database::create(path).map_err(storage)?;
+        let db = Database::create(path)
+            .map_err(|err| StoreError::storage("cannot open the database file", err))?;
         let txn = db.begin_write().map_err(storage)?;
         let last_id = {
             let mut tables = Tables::new(&txn);
