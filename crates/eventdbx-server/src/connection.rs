@@ -23,7 +23,7 @@ use eventdbx_proto::hello::{
 use eventdbx_proto::message::StreamMessageReader;
 use eventdbx_proto::negotiate::{self, ServerPath};
 use eventdbx_proto::noise::{v1, v2, Session};
-use eventdbx_store::{Durability, EventStore};
+use eventdbx_store::Durability;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;

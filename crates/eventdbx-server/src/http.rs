@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventdbx_store::EventStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -152,7 +151,7 @@ fn metrics(state: &ServerState) -> String {
 
 /// The plugin queue: jobs per status (from the store) and this process's delivery counters.
 fn plugin_metrics(state: &ServerState, gauge: &dyn Fn(&str, &str, &str, u64) -> String) -> String {
-    let counts = state.store.job_counts().unwrap_or_default();
+    let counts = state.jobs.job_counts().unwrap_or_default();
     let p = &state.plugins.metrics;
     [
         gauge(

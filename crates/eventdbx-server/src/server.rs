@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventdbx_proto::noise::v2::{Fingerprint, StaticKeypair};
-use eventdbx_store::{EventStore, RedbStore};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
@@ -69,10 +68,13 @@ impl Server {
         if let Some(parent) = store_path.parent() {
             std::fs::create_dir_all(parent).map_err(|err| StartError::Store {
                 path: store_path.display().to_string(),
-                source: eventdbx_store::StoreError::Storage(err.to_string()),
+                source: eventdbx_store::StoreError::storage(
+                    "cannot create the data directory",
+                    err,
+                ),
             })?;
         }
-        let store = RedbStore::open_with_worker(
+        let storage = eventdbx_store::open_embedded(
             &store_path,
             config.storage.durability,
             config.snowflake_worker_id,
@@ -98,11 +100,11 @@ impl Server {
         )
         .map_err(StartError::Plugins)?;
         tracing::info!(
-            durability = store.durability().as_str(),
+            durability = storage.events.durability().as_str(),
             fingerprint = %server_key.fingerprint(),
             "server opened"
         );
-        if store.durability() == eventdbx_store::Durability::Relaxed {
+        if storage.events.durability() == eventdbx_store::Durability::Relaxed {
             tracing::warn!(
                 "durability is relaxed: writes are acknowledged before they reach the disk \
                  (flushed within 50 ms); a crash or power loss can lose the latest ones"
@@ -111,7 +113,8 @@ impl Server {
         Ok(Server {
             state: Arc::new(ServerState {
                 config,
-                store: Arc::new(store),
+                store: storage.events,
+                jobs: storage.jobs,
                 auth: Arc::new(auth),
                 tenants: Arc::new(tenants),
                 server_key,
@@ -156,7 +159,7 @@ impl Server {
     ) -> io::Result<()> {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let plugin_tasks = self.state.plugins.start(
-            Arc::clone(&self.state.store),
+            Arc::clone(&self.state.jobs),
             self.state.config.plugin_queue.prune.clone(),
         );
         // Tokens issued and revoked by the CLI (another process) reach this server here.

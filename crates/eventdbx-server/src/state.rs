@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventdbx_proto::noise::v2::StaticKeypair;
-use eventdbx_store::RedbStore;
+use eventdbx_store::{EventStore, JobQueue};
 
 use crate::auth::Authority;
 use crate::config::Config;
@@ -55,7 +55,9 @@ impl Metrics {
 #[derive(Debug)]
 pub struct ServerState {
     pub(crate) config: Config,
-    pub(crate) store: Arc<RedbStore>,
+    pub(crate) store: Arc<dyn EventStore>,
+    /// The plugin outbox, in the same engine as `store`.
+    pub(crate) jobs: Arc<dyn JobQueue>,
     pub(crate) auth: Arc<Authority>,
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) server_key: StaticKeypair,

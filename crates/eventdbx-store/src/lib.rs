@@ -1,28 +1,37 @@
-//! Storage for EventDBX: the [`EventStore`] trait and its embedded engine, [`RedbStore`].
+//! Storage for EventDBX: the [`EventStore`] and [`JobQueue`] traits and their embedded engine,
+//! [`RedbStore`].
 //!
-//! The trait speaks only domain types (`eventdbx-core`): no engine type appears in a signature,
-//! so a PostgreSQL engine can implement it without changing callers. Every method takes the
-//! (already normalised) tenant id first; every key the engine writes starts with it.
+//! The traits speak only domain types (`eventdbx-core`): no engine type appears in a signature,
+//! so a PostgreSQL engine can implement them without changing callers, who hold
+//! `Arc<dyn EventStore>` and `Arc<dyn JobQueue>` from [`open_embedded`]. Every event method takes
+//! the (already normalised) tenant id first; every key the engine writes starts with it.
 //!
 //! ```
-//! use eventdbx_store::{Durability, EventStore, RedbStore, WriteRequest};
+//! use eventdbx_store::{Durability, WriteRequest};
 //! use eventdbx_core::write::{WriteBody, WriteKind};
 //!
 //! let dir = tempfile::tempdir().unwrap();
-//! let store = RedbStore::open(dir.path().join("data.redb"), Durability::Fsync).unwrap();
+//! let storage = eventdbx_store::open_embedded(dir.path().join("data.redb"), Durability::Fsync, 0)
+//!     .unwrap();
 //! let request = WriteRequest::new(
 //!     WriteKind::Create, "order", "o-1", "order_created",
 //!     WriteBody::Payload(serde_json::json!({"status": "new"})),
 //! );
-//! let outcome = store.write("default", request).unwrap();
+//! let outcome = storage.events.write("default", request).unwrap();
 //! assert_eq!(outcome.event.version, 1);
-//! assert_eq!(store.verify("default", "order", "o-1").unwrap(), outcome.aggregate.merkle_root);
+//! let root = storage.events.verify("default", "order", "o-1").unwrap();
+//! assert_eq!(root, outcome.aggregate.merkle_root);
+//! storage.events.close();
 //! ```
 //!
 //! # Layout
-//! - `lib.rs`: the trait, its request and result types, the error.
+//! - `lib.rs`: the traits, their request and result types, the error, [`open_embedded`].
 //! - [`redb_store`]: the embedded engine: key layout, group commit, paging.
+//!
+//! Every engine passes the conformance suite in `tests/it/conformance` (see `docs/storage.md`).
 
+use std::borrow::Cow;
+use std::path::Path;
 use std::sync::Arc;
 
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
@@ -64,15 +73,54 @@ impl Durability {
 }
 
 /// A storage failure, or a domain rule the write broke.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// `Clone` because one group commit answers every writer in it with the same result; the
+/// engine's error is therefore shared behind an `Arc` (and [`std::error::Error::source`] hands
+/// out the engine's error itself, so callers can downcast it).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A domain rule (not found, archived, exists, version conflict, quota, validation, ...).
-    #[error(transparent)]
-    Domain(#[from] CoreError),
-    /// The engine failed (I/O, corruption, a closed database).
-    #[error("storage error: {0}")]
-    Storage(String),
+    Domain(CoreError),
+    /// The engine failed (I/O, corruption, a closed database). The text says what the store
+    /// was doing and repeats the engine's message, since the server sends only the text.
+    Storage {
+        /// What the store was doing.
+        context: Cow<'static, str>,
+        /// The engine's error, when one caused this.
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Domain(err) => err.fmt(f),
+            StoreError::Storage { context, source } => match source {
+                Some(source) if context.is_empty() => write!(f, "storage error: {source}"),
+                Some(source) => write!(f, "storage error: {context}: {source}"),
+                None => write!(f, "storage error: {context}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Transparent, as the domain error's own text is this error's text.
+            StoreError::Domain(err) => err.source(),
+            StoreError::Storage { source, .. } => source
+                .as_deref()
+                .map(|err| err as &(dyn std::error::Error + 'static)),
+        }
+    }
+}
+
+impl From<CoreError> for StoreError {
+    fn from(err: CoreError) -> Self {
+        StoreError::Domain(err)
+    }
 }
 
 impl StoreError {
@@ -80,7 +128,26 @@ impl StoreError {
     pub fn code(&self) -> &'static str {
         match self {
             StoreError::Domain(err) => err.code(),
-            StoreError::Storage(_) => "storage",
+            StoreError::Storage { .. } => "storage",
+        }
+    }
+
+    /// An engine failure caused by `source` while the store was doing `context`.
+    pub fn storage(
+        context: impl Into<Cow<'static, str>>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Storage {
+            context: context.into(),
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// An engine failure with no underlying error (a closed store, a broken invariant).
+    pub fn engine(context: impl Into<Cow<'static, str>>) -> Self {
+        StoreError::Storage {
+            context: context.into(),
+            source: None,
         }
     }
 }
@@ -206,7 +273,7 @@ pub struct JobRoute {
     pub schema: Option<Value>,
 }
 
-/// What [`EventStore::claim_job`] found at the head of a plugin's queue.
+/// What [`JobQueue::claim_job`] found at the head of a plugin's queue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// The job to deliver now; it is `processing` with `attempts + 1` and a deadline.
@@ -219,7 +286,7 @@ pub enum Claim {
     Empty,
 }
 
-/// Which jobs [`EventStore::list_jobs`] returns.
+/// Which jobs [`JobQueue::list_jobs`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
     /// Only this plugin.
@@ -318,7 +385,7 @@ pub struct OutboxPage {
 }
 
 /// The storage engine interface.
-pub trait EventStore: Send + Sync {
+pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// How writes are made durable.
     fn durability(&self) -> Durability;
 
@@ -463,6 +530,22 @@ pub trait EventStore: Send + Sync {
         publish: &[JobRoute],
     ) -> Result<Aggregate>;
 
+    /// Recounts the tenant's usage from what is stored and records it.
+    fn recalc_usage(&self, tenant: &str) -> Result<Usage>;
+
+    /// The tenants that hold any stored data (events or snapshots), in byte order of their ids.
+    fn tenants(&self) -> Result<Vec<String>>;
+
+    /// Stops accepting writes and makes every acknowledged write durable (the final flush of
+    /// relaxed writes). Later writes fail with [`StoreError::Storage`]; closing twice is harmless.
+    fn close(&self);
+}
+
+/// The durable plugin outbox (`02-server.md` §14.4): the jobs writes queue in their own commit,
+/// claimed and settled by the delivery workers. A separate trait from [`EventStore`] because
+/// only the plugin workers and the admin commands need it; an engine implements both over one
+/// database so a write and its jobs commit together.
+pub trait JobQueue: Send + Sync + std::fmt::Debug {
     /// Claims the head of `plugin`'s queue (priority, then age) at `now_ms`: a due pending job
     /// becomes `processing` with `attempts + 1` and a deadline `lease_ms` ahead. A head whose
     /// deadline passed is first recovered as a failure under `policy`.
@@ -509,10 +592,63 @@ pub trait EventStore: Send + Sync {
 
     /// Jobs per status.
     fn job_counts(&self) -> Result<JobCounts>;
+}
 
-    /// Recounts the tenant's usage from what is stored and records it.
-    fn recalc_usage(&self, tenant: &str) -> Result<Usage>;
+/// The two views of one opened engine: the same database behind both, so a write queues its
+/// jobs atomically. Callers hold these and never name the engine.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// Aggregates, events, snapshots, references, usage.
+    pub events: Arc<dyn EventStore>,
+    /// The plugin outbox.
+    pub jobs: Arc<dyn JobQueue>,
+}
 
-    /// The tenants that hold any stored data (events or snapshots), in byte order of their ids.
-    fn tenants(&self) -> Result<Vec<String>>;
+/// Opens (or creates) the embedded engine's database file at `path`; `worker_id` is the
+/// Snowflake worker id (0–1023). The engine is closed when [`EventStore::close`] is called or
+/// when the last handle of both views is dropped.
+pub fn open_embedded(
+    path: impl AsRef<Path>,
+    durability: Durability,
+    worker_id: u16,
+) -> Result<Storage> {
+    let engine = Arc::new(RedbStore::open_with_worker(path, durability, worker_id)?);
+    Ok(Storage {
+        events: Arc::clone(&engine) as Arc<dyn EventStore>,
+        jobs: engine,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_storage_error_keeps_its_source_and_says_what_failed() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "read-only disk");
+        let err = StoreError::storage("cannot create the data directory", io);
+        assert_eq!(err.code(), "storage");
+        assert_eq!(
+            err.to_string(),
+            "storage error: cannot create the data directory: read-only disk"
+        );
+        let source = err.source().expect("the engine's error is the source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the source is the io::Error itself");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        // One group commit answers all its writers with clones of one error.
+        let copy = err.clone();
+        assert!(copy.source().is_some());
+    }
+
+    #[test]
+    fn an_engine_error_without_a_cause_has_no_source() {
+        let err = StoreError::engine("the store is closed");
+        assert_eq!(err.to_string(), "storage error: the store is closed");
+        assert!(err.source().is_none());
+        assert_eq!(err.code(), "storage");
+    }
 }

@@ -5,7 +5,7 @@
 use eventdbx_core::plugin::{JobStatus, PayloadMode};
 use eventdbx_core::CoreError;
 use eventdbx_proto::schema::control_capnp::admin_request;
-use eventdbx_store::{EventStore, JobFilter};
+use eventdbx_store::JobFilter;
 use serde_json::{json, Map, Value};
 
 use super::{text, Context, Reply};
@@ -114,7 +114,7 @@ impl Admin {
                 .map_err(|err| RequestError::invalid(format!("invalid admin arguments: {err}")))?
         };
         let plugins = &ctx.state.plugins;
-        let store = &ctx.state.store;
+        let queue = &ctx.state.jobs;
         // Pick up edits of the plugins file made since the last check.
         plugins.reload_if_changed()?;
         let result = match self.action.as_str() {
@@ -195,14 +195,14 @@ impl Admin {
                 let mut filter = job_filter(&args)?;
                 filter.plugin = Some(id);
                 filter.statuses = vec![JobStatus::Done, JobStatus::Dead];
-                let replayed = store.retry_jobs(&filter, now_ms())?;
+                let replayed = queue.retry_jobs(&filter, now_ms())?;
                 plugins.wake(replayed.iter().map(String::as_str));
                 json!({"name": name, "replayed": replayed.len()})
             }
             "queue.list" => {
                 let filter = job_filter(&args)?;
-                let counts = store.job_counts()?;
-                let jobs: Vec<Value> = store
+                let counts = queue.job_counts()?;
+                let jobs: Vec<Value> = queue
                     .list_jobs(&filter)?
                     .iter()
                     .map(|job| {
@@ -232,7 +232,7 @@ impl Admin {
             }
             "queue.retry" => {
                 let filter = job_filter(&args)?;
-                let retried = store.retry_jobs(&filter, now_ms())?;
+                let retried = queue.retry_jobs(&filter, now_ms())?;
                 plugins.wake(retried.iter().map(String::as_str));
                 json!({"retried": retried.len()})
             }
@@ -243,7 +243,7 @@ impl Admin {
                 } else {
                     JobStatus::Done
                 }];
-                json!({"removed": store.clear_jobs(&filter)?})
+                json!({"removed": queue.clear_jobs(&filter)?})
             }
             other => {
                 return Err(RequestError::invalid(format!(

@@ -16,7 +16,7 @@ use eventdbx_proto::schema::control_capnp::{
     get_aggregate_request, list_aggregates_request, list_referrers_request,
     select_aggregate_request, verify_aggregate_request,
 };
-use eventdbx_store::{EventStore, ListQuery};
+use eventdbx_store::ListQuery;
 use serde_json::{Map, Value};
 
 use super::resolve::{resolve_depth, Resolver};

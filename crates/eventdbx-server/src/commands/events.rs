@@ -4,7 +4,6 @@ use eventdbx_core::query::cursor::EventCursor;
 use eventdbx_core::query::filter::Filter;
 use eventdbx_core::CoreError;
 use eventdbx_proto::schema::control_capnp::{list_events_request, read_outbox_request};
-use eventdbx_store::EventStore;
 
 use super::aggregates::json_array;
 use super::{fit_prefix, page_size, resource, text, Context, Reply};

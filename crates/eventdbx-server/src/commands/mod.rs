@@ -70,7 +70,6 @@ impl Context<'_> {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Option<Aggregate>, RequestError> {
-        use eventdbx_store::EventStore as _;
         Ok(self
             .state
             .store

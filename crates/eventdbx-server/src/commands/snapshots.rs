@@ -7,7 +7,6 @@ use eventdbx_core::CoreError;
 use eventdbx_proto::schema::control_capnp::{
     create_snapshot_request, get_snapshot_request, list_snapshots_request,
 };
-use eventdbx_store::EventStore;
 
 use super::aggregates::json_array;
 use super::{resource, text, Context, Reply};

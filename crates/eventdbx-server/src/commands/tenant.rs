@@ -11,7 +11,6 @@ use eventdbx_proto::schema::schema_capnp::{
     tenant_schema_activate_request, tenant_schema_history_request, tenant_schema_publish_request,
     tenant_unassign_request,
 };
-use eventdbx_store::EventStore;
 
 use super::{text, texts, Context, Reply};
 use crate::error::RequestError;

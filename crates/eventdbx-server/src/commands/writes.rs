@@ -18,7 +18,7 @@ use eventdbx_proto::schema::control_capnp::{
     set_aggregate_archive_request,
 };
 use eventdbx_store::{
-    EventStore, Idempotency, PayloadCheck, ReferenceScan, Referrer, StoreError, WriteRequest,
+    Idempotency, PayloadCheck, ReferenceScan, Referrer, StoreError, WriteRequest,
 };
 
 use super::{resource, text, Context, Reply};

@@ -23,7 +23,7 @@ use eventdbx_core::plugin::{
 };
 use eventdbx_core::schema::AggregateSchema;
 use eventdbx_core::CoreError;
-use eventdbx_store::{Claim, EventStore, JobRoute, RedbStore};
+use eventdbx_store::{Claim, JobQueue, JobRoute};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -64,7 +64,7 @@ pub struct Plugins {
     /// One per plugin id, kept across worker restarts so no wake-up is lost.
     notifies: Mutex<HashMap<String, Arc<Notify>>>,
     workers: Mutex<HashMap<String, Worker>>,
-    running: Mutex<Option<(tokio::runtime::Handle, Arc<RedbStore>)>>,
+    running: Mutex<Option<(tokio::runtime::Handle, Arc<dyn JobQueue>)>>,
     /// Delivery counters.
     pub metrics: Arc<PluginMetrics>,
 }
@@ -210,7 +210,7 @@ impl Plugins {
     /// runtime; abort the returned tasks (and call [`Plugins::stop`]) at shutdown.
     pub fn start(
         self: &Arc<Self>,
-        store: Arc<RedbStore>,
+        store: Arc<dyn JobQueue>,
         prune: crate::config::PruneConfig,
     ) -> Vec<JoinHandle<()>> {
         match store.recover_jobs(now_ms()) {
@@ -346,7 +346,7 @@ impl Plugins {
 
 struct WorkerContext {
     def: PluginDef,
-    store: Arc<RedbStore>,
+    store: Arc<dyn JobQueue>,
     notify: Arc<Notify>,
     stop: Arc<AtomicBool>,
     policy: RetryPolicy,

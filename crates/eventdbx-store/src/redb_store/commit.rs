@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
-use super::{storage, Tables, LAST_ID};
+use super::tables::{storage, Tables, LAST_ID};
 use crate::{Durability, Result, StoreError};
 
 /// How long a relaxed commit may stay non-durable.
@@ -123,7 +123,7 @@ impl Shared {
             let durability = if durable {
                 open.txn
                     .set_durability(redb::Durability::Immediate)
-                    .map_err(|err| StoreError::Storage(err.to_string()))
+                    .map_err(|err| StoreError::storage("", err))
             } else {
                 Ok(())
             };
@@ -177,7 +177,7 @@ pub(crate) struct Committer {
 }
 
 fn closed() -> StoreError {
-    StoreError::Storage("the store is closed".into())
+    StoreError::engine("the store is closed")
 }
 
 impl Committer {
@@ -207,9 +207,7 @@ impl Committer {
                             return;
                         }
                     })
-                    .map_err(|err| {
-                        StoreError::Storage(format!("cannot start the flusher: {err}"))
-                    })?;
+                    .map_err(|err| StoreError::storage("cannot start the flusher", err))?;
                 Some((stop, handle))
             }
         };
@@ -355,6 +353,15 @@ impl Committer {
         }
     }
 
+    /// Makes every write acknowledged so far durable (relaxed mode); durable mode has nothing
+    /// to do.
+    pub(crate) fn flush(&self) -> Result<()> {
+        match self.durability {
+            Durability::Fsync => Ok(()),
+            Durability::Relaxed => self.shared.make_durable(),
+        }
+    }
+
     /// Refuses new writes and makes relaxed commits durable. Writes already queued finish.
     pub(crate) fn close(&self) {
         self.queue().closed = true;
@@ -381,13 +388,13 @@ fn ensure_open<'s>(slot: &'s mut Option<Open>, db: &Database) -> Result<&'s mut 
         *slot = Some(begin_open(db)?);
     }
     slot.as_mut()
-        .ok_or_else(|| StoreError::Storage("no open transaction".into()))
+        .ok_or_else(|| StoreError::engine("no open transaction"))
 }
 
 fn begin_open(db: &Database) -> Result<Open> {
     let mut txn = db.begin_write().map_err(storage)?;
     txn.set_durability(redb::Durability::None)
-        .map_err(|err| StoreError::Storage(err.to_string()))?;
+        .map_err(|err| StoreError::storage("", err))?;
     Ok(Open {
         txn,
         writes: 0,
@@ -399,7 +406,7 @@ fn begin_open(db: &Database) -> Result<Open> {
 fn flush(db: &Database) -> Result<()> {
     let mut txn = db.begin_write().map_err(storage)?;
     txn.set_durability(redb::Durability::Immediate)
-        .map_err(|err| StoreError::Storage(err.to_string()))?;
+        .map_err(|err| StoreError::storage("", err))?;
     txn.commit().map_err(storage)
 }
 
@@ -411,7 +418,7 @@ fn commit_batch(db: &Database, reserved: &AtomicU64, mut batch: Vec<Job>) {
             Err(err) => return reply_all(batch, &Err(storage(err))),
         };
         if let Err(err) = txn.set_durability(redb::Durability::Immediate) {
-            return reply_all(batch, &Err(StoreError::Storage(err.to_string())));
+            return reply_all(batch, &Err(StoreError::storage("", err)));
         }
         let mut tables = Tables::new(&txn);
         let failed = batch

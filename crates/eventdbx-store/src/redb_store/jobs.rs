@@ -9,11 +9,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use eventdbx_core::plugin::{JobStatus, PluginJob, RetryPolicy};
+use eventdbx_core::aggregate::Aggregate;
+use eventdbx_core::merkle::Event;
+use eventdbx_core::plugin::{JobAction, JobStatus, PluginJob, RetryPolicy};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{json_error, storage, RedbStore, Tables};
-use crate::{Claim, JobCounts, JobFilter, Result, StoreError};
+use super::tables::{json_error, storage, Tables};
+use super::{now_nanos, RedbStore};
+use crate::{Claim, JobCounts, JobFilter, JobQueue, JobRoute, Result, StoreError};
 
 /// job id → job record (JSON).
 pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("plugin_jobs");
@@ -84,7 +87,7 @@ fn get_job(tables: &mut Tables<'_>, id: u64) -> Result<Option<PluginJob>> {
     }
 }
 
-/// Records a failed attempt of a processing job; see [`crate::EventStore::fail_job`].
+/// Records a failed attempt of a processing job; see [`JobQueue::fail_job`].
 fn fail(
     tables: &mut Tables<'_>,
     mut job: PluginJob,
@@ -136,10 +139,12 @@ impl RedbStore {
             }),
         )?;
         let value = out.lock().unwrap_or_else(|p| p.into_inner()).take();
-        value.ok_or_else(|| StoreError::Storage("the queue commit produced nothing".into()))
+        value.ok_or_else(|| StoreError::engine("the queue commit produced nothing"))
     }
+}
 
-    pub(crate) fn claim_job_impl(
+impl JobQueue for RedbStore {
+    fn claim_job(
         &self,
         plugin: &str,
         now_ms: u64,
@@ -208,7 +213,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn complete_job_impl(&self, job_id: u64, now_ms: u64) -> Result<()> {
+    fn complete_job(&self, job_id: u64, now_ms: u64) -> Result<()> {
         self.queue_commit(move |tables| {
             let Some(mut job) = get_job(tables, job_id)? else {
                 return Ok(());
@@ -233,7 +238,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn fail_job_impl(
+    fn fail_job(
         &self,
         job_id: u64,
         error: &str,
@@ -252,10 +257,10 @@ impl RedbStore {
             }
             fail(tables, job, &error, now_ms, policy).map(Some)
         })?
-        .ok_or_else(|| StoreError::Storage(format!("plugin job {job_id} not found")))
+        .ok_or_else(|| StoreError::engine(format!("plugin job {job_id} not found")))
     }
 
-    pub(crate) fn recover_jobs_impl(&self, now_ms: u64) -> Result<u64> {
+    fn recover_jobs(&self, now_ms: u64) -> Result<u64> {
         self.queue_commit(move |tables| {
             let ids: Vec<u64> = {
                 let queue = tables.job_queue()?;
@@ -285,7 +290,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn retry_jobs_impl(&self, filter: &JobFilter, now_ms: u64) -> Result<Vec<String>> {
+    fn retry_jobs(&self, filter: &JobFilter, now_ms: u64) -> Result<Vec<String>> {
         let filter = filter.clone();
         self.queue_commit(move |tables| {
             // (done-at key, id): done jobs only when asked for (a replay).
@@ -339,7 +344,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn clear_jobs_impl(&self, filter: &JobFilter) -> Result<u64> {
+    fn clear_jobs(&self, filter: &JobFilter) -> Result<u64> {
         let filter = filter.clone();
         self.queue_commit(move |tables| {
             let mut removed = 0;
@@ -388,11 +393,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn prune_jobs_impl(
-        &self,
-        done_before_ms: u64,
-        max_done: Option<u64>,
-    ) -> Result<u64> {
+    fn prune_jobs(&self, done_before_ms: u64, max_done: Option<u64>) -> Result<u64> {
         self.queue_commit(move |tables| {
             let keys: Vec<(u64, u64)> = {
                 let done = tables.job_done()?;
@@ -417,7 +418,7 @@ impl RedbStore {
         })
     }
 
-    pub(crate) fn list_jobs_impl(&self, filter: &JobFilter) -> Result<Vec<PluginJob>> {
+    fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<PluginJob>> {
         let read = self.read()?;
         let jobs = read.open_table(JOBS).map_err(storage)?;
         let mut out = Vec::new();
@@ -436,7 +437,7 @@ impl RedbStore {
         Ok(out)
     }
 
-    pub(crate) fn job_counts_impl(&self) -> Result<JobCounts> {
+    fn job_counts(&self) -> Result<JobCounts> {
         let read = self.read()?;
         let queue = read.open_table(JOB_QUEUE).map_err(storage)?;
         let mut counts = JobCounts {
@@ -461,4 +462,44 @@ impl RedbStore {
         }
         Ok(counts)
     }
+}
+
+/// The jobs of one write or state change, one per route (ids are assigned in the commit).
+pub(super) fn plugin_jobs(
+    tenant: &str,
+    publish: &[JobRoute],
+    action: JobAction,
+    event_id: u64,
+    event: Option<&Event>,
+    aggregate: &Aggregate,
+) -> Vec<PluginJob> {
+    if publish.is_empty() {
+        return Vec::new();
+    }
+    let now_ms = now_nanos() / 1_000_000;
+    let aggregate_json = aggregate.to_json(&[]);
+    publish
+        .iter()
+        .map(|route| PluginJob {
+            id: 0,
+            plugin: route.plugin.clone(),
+            tenant: tenant.to_owned(),
+            mode: route.mode,
+            priority: route.priority,
+            status: JobStatus::Pending,
+            attempts: 0,
+            next_retry_at_ms: now_ms,
+            deadline_ms: None,
+            last_error: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            event_id,
+            action,
+            event: event.cloned(),
+            aggregate_type: aggregate.aggregate_type.clone(),
+            aggregate_id: aggregate.aggregate_id.clone(),
+            aggregate: aggregate_json.clone(),
+            schema: route.schema.clone(),
+        })
+        .collect()
 }

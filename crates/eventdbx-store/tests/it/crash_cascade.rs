@@ -15,8 +15,8 @@ use eventdbx_core::write::{WriteBody, WriteKind};
 use eventdbx_store::{Durability, EventStore, RedbStore, Referrer, WriteRequest};
 use serde_json::{json, Value};
 
+use crate::conformance::references::scan;
 use crate::crash::XorShift;
-use crate::references::scan;
 
 const DATA_ENV: &str = "EVENTDBX_CASCADE_CRASH_DATA";
 const TENANT: &str = "default";

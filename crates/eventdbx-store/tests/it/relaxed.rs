@@ -7,10 +7,15 @@ use std::sync::Arc;
 use std::thread;
 
 use eventdbx_core::write::{request_digest, WriteKind};
-use eventdbx_store::{EventStore, Idempotency, RedbStore, WriteRequest};
+use eventdbx_store::{Durability, EventStore, Idempotency, RedbStore, WriteRequest};
 use serde_json::{json, Value};
 
-use crate::store::{append_until_refused, relaxed, request, T};
+use crate::conformance::{append_until_refused, request, T};
+
+/// The engine itself: these tests reach behind the traits (open transaction, close).
+fn relaxed(dir: &tempfile::TempDir) -> RedbStore {
+    RedbStore::open(dir.path().join("data.redb"), Durability::Relaxed).expect("open store")
+}
 
 fn append(t: &str, id: &str, payload: Value) -> WriteRequest {
     request(WriteKind::Append, t, id, payload)

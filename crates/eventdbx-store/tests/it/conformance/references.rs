@@ -7,16 +7,11 @@ use std::sync::Arc;
 use eventdbx_core::write::{WriteBody, WriteKind};
 use eventdbx_core::CoreError;
 use eventdbx_store::{
-    Durability, EventStore, RedbStore, ReferenceLink, ReferenceScan, Referrer, StoreError,
-    WriteRequest,
+    EventStore, ReferenceLink, ReferenceScan, Referrer, StoreError, WriteRequest,
 };
 use serde_json::{json, Value};
 
-const T: &str = "default";
-
-fn open(dir: &tempfile::TempDir) -> RedbStore {
-    RedbStore::open(dir.path().join("data.redb"), Durability::Fsync).expect("open store")
-}
+use super::{open, T};
 
 /// The references of a state: every top-level string of the form `type#id` (a stand-in for
 /// the server's schema-driven scan).
@@ -37,7 +32,7 @@ pub(crate) fn scan() -> ReferenceScan {
     })
 }
 
-fn write(store: &RedbStore, tenant: &str, t: &str, id: &str, payload: Value) {
+fn write(store: &dyn EventStore, tenant: &str, t: &str, id: &str, payload: Value) {
     let mut request = WriteRequest::new(
         WriteKind::Append,
         t,
@@ -57,7 +52,7 @@ fn referrer(t: &str, id: &str, path: &str) -> Referrer {
     }
 }
 
-fn referrers(store: &RedbStore, tenant: &str, t: &str, id: &str) -> Vec<Referrer> {
+fn referrers(store: &dyn EventStore, tenant: &str, t: &str, id: &str) -> Vec<Referrer> {
     store.referrers(tenant, t, id).expect("referrers")
 }
 
@@ -65,24 +60,24 @@ fn referrers(store: &RedbStore, tenant: &str, t: &str, id: &str) -> Vec<Referrer
 fn index_follows_the_current_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
-    write(&store, T, "person", "p-1", json!({"name": "Ada"}));
-    write(&store, T, "person", "p-10", json!({"name": "Bob"}));
+    write(&*store, T, "person", "p-1", json!({"name": "Ada"}));
+    write(&*store, T, "person", "p-10", json!({"name": "Bob"}));
     write(
-        &store,
+        &*store,
         T,
         "invoice",
         "i-1",
         json!({"customer": "person#p-1"}),
     );
     write(
-        &store,
+        &*store,
         T,
         "invoice",
         "i-2",
         json!({"customer": "person#p-10", "payer": "person#p-1"}),
     );
     assert_eq!(
-        referrers(&store, T, "person", "p-1"),
+        referrers(&*store, T, "person", "p-1"),
         [
             referrer("invoice", "i-1", "customer"),
             referrer("invoice", "i-2", "payer")
@@ -90,24 +85,24 @@ fn index_follows_the_current_state() {
     );
     // Exact keys: p-1 never sees p-10's referrers.
     assert_eq!(
-        referrers(&store, T, "person", "p-10"),
+        referrers(&*store, T, "person", "p-10"),
         [referrer("invoice", "i-2", "customer")]
     );
     // A later event that does not mention the field keeps it.
-    write(&store, T, "invoice", "i-1", json!({"total": 3}));
-    assert_eq!(referrers(&store, T, "person", "p-1").len(), 2);
+    write(&*store, T, "invoice", "i-1", json!({"total": 3}));
+    assert_eq!(referrers(&*store, T, "person", "p-1").len(), 2);
     // A changed value moves it; null removes it.
     write(
-        &store,
+        &*store,
         T,
         "invoice",
         "i-1",
         json!({"customer": "person#p-10"}),
     );
-    write(&store, T, "invoice", "i-2", json!({"payer": null}));
-    assert!(referrers(&store, T, "person", "p-1").is_empty());
+    write(&*store, T, "invoice", "i-2", json!({"payer": null}));
+    assert!(referrers(&*store, T, "person", "p-1").is_empty());
     assert_eq!(
-        referrers(&store, T, "person", "p-10"),
+        referrers(&*store, T, "person", "p-10"),
         [
             referrer("invoice", "i-1", "customer"),
             referrer("invoice", "i-2", "customer")
@@ -122,9 +117,9 @@ fn index_follows_the_current_state() {
         WriteBody::Payload(json!({"customer": "person#p-1"})),
     );
     store.write(T, plain).expect("plain write");
-    assert_eq!(referrers(&store, T, "person", "p-10").len(), 2);
+    assert_eq!(referrers(&*store, T, "person", "p-10").len(), 2);
     // Unknown targets have no referrers.
-    assert!(referrers(&store, T, "person", "nope").is_empty());
+    assert!(referrers(&*store, T, "person", "nope").is_empty());
 }
 
 #[test]
@@ -133,14 +128,14 @@ fn index_is_per_tenant_and_survives_reopen() {
     {
         let store = open(&dir);
         write(
-            &store,
+            &*store,
             "a",
             "invoice",
             "i-1",
             json!({"customer": "person#p-1"}),
         );
         write(
-            &store,
+            &*store,
             "b",
             "invoice",
             "i-9",
@@ -149,14 +144,14 @@ fn index_is_per_tenant_and_survives_reopen() {
     }
     let store = open(&dir);
     assert_eq!(
-        referrers(&store, "a", "person", "p-1"),
+        referrers(&*store, "a", "person", "p-1"),
         [referrer("invoice", "i-1", "customer")]
     );
     assert_eq!(
-        referrers(&store, "b", "person", "p-1"),
+        referrers(&*store, "b", "person", "p-1"),
         [referrer("invoice", "i-9", "customer")]
     );
-    assert!(referrers(&store, "c", "person", "p-1").is_empty());
+    assert!(referrers(&*store, "c", "person", "p-1").is_empty());
 }
 
 #[test]
@@ -203,9 +198,9 @@ fn prepare_rewrites_the_payload_before_sealing() {
 fn archive_is_blocked_by_referrers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
-    write(&store, T, "person", "p-1", json!({"name": "Ada"}));
+    write(&*store, T, "person", "p-1", json!({"name": "Ada"}));
     write(
-        &store,
+        &*store,
         T,
         "invoice",
         "i-1",
@@ -251,28 +246,28 @@ fn nullify_cascade_commits_with_the_archive() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
     write(
-        &store,
+        &*store,
         T,
         "person",
         "p-1",
         json!({"name": "Ada", "self": "person#p-1"}),
     );
     write(
-        &store,
+        &*store,
         T,
         "invoice",
         "i-1",
         json!({"customer": "person#p-1", "n": 1}),
     );
     write(
-        &store,
+        &*store,
         T,
         "invoice",
         "i-2",
         json!({"customer": "person#p-1", "payer": "person#p-1"}),
     );
     write(
-        &store,
+        &*store,
         T,
         "invoice",
         "i-3",
@@ -283,7 +278,7 @@ fn nullify_cascade_commits_with_the_archive() {
         .expect("archive");
     assert!(archived.archived);
     assert_eq!(archived.state.get("self"), Some(&Value::Null));
-    assert!(referrers(&store, T, "person", "p-1").is_empty());
+    assert!(referrers(&*store, T, "person", "p-1").is_empty());
     for (id, version) in [("i-1", 2), ("i-2", 2)] {
         let invoice = store.get(T, "invoice", id).expect("get").expect("exists");
         assert_eq!(invoice.version, version);
@@ -313,7 +308,7 @@ fn nullify_cascade_commits_with_the_archive() {
     assert_eq!(i1.state.get("n"), Some(&json!(1)));
     // Unrelated references stay.
     assert_eq!(
-        referrers(&store, T, "person", "p-2"),
+        referrers(&*store, T, "person", "p-2"),
         [referrer("invoice", "i-3", "customer")]
     );
     store.verify(T, "person", "p-1").expect("target verifies");

@@ -1,0 +1,395 @@
+//! The engine's tables and the records stored in them: the key layout of `docs/storage.md`
+//! ("Tables and keys"), the stored forms of aggregates, snapshots and idempotency results, and
+//! the writes that keep an aggregate's sort index entries equal to its record.
+
+use eventdbx_core::aggregate::{Aggregate, Snapshot};
+use eventdbx_core::merkle::{self, Event, MerkleBuilder};
+use eventdbx_core::time::parse_unix_millis;
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::jobs::{QueueKey, JOBS, JOB_DEAD, JOB_DONE, JOB_QUEUE};
+use crate::{Result, StoreError};
+
+/// (tenant, type, id) → aggregate record (JSON).
+pub(super) const AGGREGATES: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("aggregates");
+
+/// (tenant, type, id, version) → event (JSON, the §14.2 shape).
+pub(super) const EVENTS: TableDefinition<(&str, &str, &str, u64), &[u8]> =
+    TableDefinition::new("events");
+
+/// (tenant, event id) → (type, id, version): the global event order the outbox reads.
+pub(super) const OUTBOX: TableDefinition<(&str, u64), (&str, &str, u64)> =
+    TableDefinition::new("outbox");
+
+/// (tenant, index kind, value, a, b) → archived flag: one entry per aggregate per sort layout.
+pub(super) const SORT_INDEX: TableDefinition<(&str, u8, u64, &str, &str), u8> =
+    TableDefinition::new("sort_index");
+
+/// (tenant, snapshot id) → snapshot record (JSON).
+pub(super) const SNAPSHOTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("snapshots");
+
+/// (tenant, type, id, snapshot id) → (): snapshots of one aggregate, in creation order.
+pub(super) const SNAPSHOTS_BY_AGGREGATE: TableDefinition<(&str, &str, &str, u64), ()> =
+    TableDefinition::new("snapshots_by_aggregate");
+
+/// (tenant, type, id, key) → idempotency record (JSON).
+pub(super) const IDEMPOTENCY: TableDefinition<(&str, &str, &str, &str), &[u8]> =
+    TableDefinition::new("idempotency");
+
+/// (tenant, target type, target id, source type, source id, path) → (): the reverse reference
+/// index, always equal to the references in each source's current state.
+pub(super) const REFERRERS: TableDefinition<(&str, &str, &str, &str, &str, &str), ()> =
+    TableDefinition::new("referrers");
+
+/// (tenant, source type, source id, path) → (target type, target id): the forward side of
+/// [`REFERRERS`], so a write can find and replace its aggregate's previous entries.
+pub(super) const REFERENCES: TableDefinition<(&str, &str, &str, &str), (&str, &str)> =
+    TableDefinition::new("references");
+
+/// tenant → (events, bytes).
+pub(super) const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
+
+/// name → value: [`LAST_ID`], at or above every Snowflake id ever issued (see
+/// `commit::reserve_ids`).
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The [`META`] key of the id reservation.
+pub(super) const LAST_ID: &str = "last_id";
+
+/// The tables of one batch transaction, each opened on first use and then shared by the jobs
+/// of the batch (opening a table and writing back its root are a large part of a small commit).
+pub(crate) struct Tables<'t> {
+    txn: &'t WriteTransaction,
+    aggregates: Option<redb::Table<'t, AggregateKey, Bytes>>,
+    events: Option<redb::Table<'t, EventKey, Bytes>>,
+    outbox: Option<redb::Table<'t, OutboxKey, OutboxValue>>,
+    index: Option<redb::Table<'t, IndexKey, u8>>,
+    snapshots: Option<redb::Table<'t, SnapshotKey, Bytes>>,
+    snapshots_by_aggregate: Option<redb::Table<'t, EventKey, ()>>,
+    idempotency: Option<redb::Table<'t, IdempotencyKey, Bytes>>,
+    usage: Option<redb::Table<'t, &'static str, (u64, u64)>>,
+    referrers: Option<redb::Table<'t, ReferrerKey, ()>>,
+    references: Option<redb::Table<'t, IdempotencyKey, (&'static str, &'static str)>>,
+    meta: Option<redb::Table<'t, &'static str, u64>>,
+    jobs: Option<redb::Table<'t, u64, Bytes>>,
+    job_queue: Option<redb::Table<'t, QueueKey, u8>>,
+    job_done: Option<redb::Table<'t, (u64, u64), ()>>,
+    job_dead: Option<redb::Table<'t, u64, ()>>,
+}
+
+pub(super) type Bytes = &'static [u8];
+
+pub(super) type AggregateKey = (&'static str, &'static str, &'static str);
+
+/// (tenant, type, id, number): events by version, snapshots of an aggregate by id.
+pub(super) type EventKey = (&'static str, &'static str, &'static str, u64);
+
+pub(super) type OutboxKey = (&'static str, u64);
+
+pub(super) type OutboxValue = (&'static str, &'static str, u64);
+
+pub(super) type SnapshotKey = (&'static str, u64);
+
+pub(super) type IdempotencyKey = (&'static str, &'static str, &'static str, &'static str);
+
+pub(super) type ReferrerKey = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+pub(super) type IndexKey = (&'static str, u8, u64, &'static str, &'static str);
+
+macro_rules! lazy_table {
+    ($name:ident, $definition:expr, $key:ty, $value:ty) => {
+        pub(crate) fn $name(&mut self) -> Result<&mut redb::Table<'t, $key, $value>> {
+            if self.$name.is_none() {
+                self.$name = Some(self.txn.open_table($definition).map_err(storage)?);
+            }
+            self.$name
+                .as_mut()
+                .ok_or_else(|| StoreError::engine("table vanished"))
+        }
+    };
+}
+
+impl<'t> Tables<'t> {
+    pub(crate) fn new(txn: &'t WriteTransaction) -> Self {
+        Tables {
+            txn,
+            aggregates: None,
+            events: None,
+            outbox: None,
+            index: None,
+            snapshots: None,
+            snapshots_by_aggregate: None,
+            idempotency: None,
+            usage: None,
+            referrers: None,
+            references: None,
+            meta: None,
+            jobs: None,
+            job_queue: None,
+            job_done: None,
+            job_dead: None,
+        }
+    }
+
+    lazy_table!(aggregates, AGGREGATES, AggregateKey, Bytes);
+    lazy_table!(events, EVENTS, EventKey, Bytes);
+    lazy_table!(outbox, OUTBOX, OutboxKey, OutboxValue);
+    lazy_table!(index, SORT_INDEX, IndexKey, u8);
+    lazy_table!(snapshots, SNAPSHOTS, SnapshotKey, Bytes);
+    lazy_table!(snapshots_by_aggregate, SNAPSHOTS_BY_AGGREGATE, EventKey, ());
+    lazy_table!(idempotency, IDEMPOTENCY, IdempotencyKey, Bytes);
+    lazy_table!(usage, USAGE, &'static str, (u64, u64));
+    lazy_table!(referrers, REFERRERS, ReferrerKey, ());
+    lazy_table!(
+        references,
+        REFERENCES,
+        IdempotencyKey,
+        (&'static str, &'static str)
+    );
+    lazy_table!(meta, META, &'static str, u64);
+    lazy_table!(jobs, JOBS, u64, Bytes);
+    lazy_table!(job_queue, JOB_QUEUE, QueueKey, u8);
+    lazy_table!(job_done, JOB_DONE, (u64, u64), ());
+    lazy_table!(job_dead, JOB_DEAD, u64, ());
+}
+
+/// Sort layouts kept in [`SORT_INDEX`]: `(value, a, b)` per aggregate.
+pub(super) const IX_NATURAL: u8 = 0; // (0, type, id)
+pub(super) const IX_ID: u8 = 1; // (0, id, type)
+pub(super) const IX_CREATED: u8 = 2; // (created, type, id)
+pub(super) const IX_CREATED_ID: u8 = 3; // (created, id, type)
+pub(super) const IX_UPDATED: u8 = 4; // (updated, type, id)
+pub(super) const IX_UPDATED_ID: u8 = 5; // (updated, id, type)
+pub(super) const IX_VERSION: u8 = 6; // (version, type, id)
+
+/// Above every character a valid type or id may contain (they are ASCII names).
+pub(super) const HIGH: &str = "\u{7f}";
+
+/// Above every string: field paths are not restricted to ASCII.
+pub(super) const TOP: &str = "\u{10ffff}";
+
+/// An engine failure with redb's error as its source.
+pub(super) fn storage(err: impl Into<redb::Error>) -> StoreError {
+    StoreError::storage("", err.into())
+}
+
+/// A stored record that no longer decodes.
+pub(super) fn json_error(err: serde_json::Error) -> StoreError {
+    StoreError::storage("stored record is not valid JSON", err)
+}
+
+/// The stored form of an aggregate: the domain fields plus the Merkle frontier and archive
+/// bookkeeping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct AggregateRecord {
+    pub(super) aggregate_type: String,
+    pub(super) aggregate_id: String,
+    pub(super) version: u64,
+    pub(super) state: Map<String, Value>,
+    pub(super) extensions: Map<String, Value>,
+    pub(super) merkle_root: String,
+    pub(super) created_at: Option<String>,
+    pub(super) updated_at: Option<String>,
+    pub(super) archived: bool,
+    /// The Merkle frontier as (leaf count, hex digest), largest subtree first.
+    pub(super) frontier: Vec<(u64, String)>,
+    pub(super) archived_at: Option<String>,
+    pub(super) archive_note: Option<String>,
+}
+
+impl AggregateRecord {
+    pub(super) fn from_aggregate(aggregate: &Aggregate, merkle: &MerkleBuilder) -> Self {
+        AggregateRecord {
+            aggregate_type: aggregate.aggregate_type.clone(),
+            aggregate_id: aggregate.aggregate_id.clone(),
+            version: aggregate.version,
+            state: aggregate.state.clone(),
+            extensions: aggregate.extensions.clone(),
+            merkle_root: aggregate.merkle_root.clone(),
+            created_at: aggregate.created_at.clone(),
+            updated_at: aggregate.updated_at.clone(),
+            archived: aggregate.archived,
+            frontier: merkle
+                .frontier()
+                .iter()
+                .map(|(n, d)| (*n, merkle::to_hex(d)))
+                .collect(),
+            archived_at: None,
+            archive_note: None,
+        }
+    }
+
+    pub(super) fn aggregate(&self) -> Aggregate {
+        Aggregate {
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            version: self.version,
+            state: self.state.clone(),
+            extensions: self.extensions.clone(),
+            merkle_root: self.merkle_root.clone(),
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+            archived: self.archived,
+        }
+    }
+
+    pub(super) fn merkle(&self) -> Result<MerkleBuilder> {
+        let frontier = self
+            .frontier
+            .iter()
+            .map(|(n, hex)| Ok((*n, digest_from_hex(hex)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MerkleBuilder::from_frontier(frontier)?)
+    }
+
+    /// The entries this aggregate has in [`SORT_INDEX`].
+    pub(super) fn index_entries(&self) -> [(u8, u64, &str, &str); 7] {
+        let (t, i) = (self.aggregate_type.as_str(), self.aggregate_id.as_str());
+        let created = timestamp_value(self.created_at.as_deref());
+        let updated = timestamp_value(self.updated_at.as_deref());
+        [
+            (IX_NATURAL, 0, t, i),
+            (IX_ID, 0, i, t),
+            (IX_CREATED, created, t, i),
+            (IX_CREATED_ID, created, i, t),
+            (IX_UPDATED, updated, t, i),
+            (IX_UPDATED_ID, updated, i, t),
+            (IX_VERSION, self.version, t, i),
+        ]
+    }
+}
+
+/// Index value of a timestamp: 0 when absent (sorts first), else epoch ms + 1.
+pub(super) fn timestamp_value(text: Option<&str>) -> u64 {
+    text.and_then(parse_unix_millis).map_or(0, |ms| ms + 1)
+}
+
+/// A Merkle digest from its stored hex form.
+pub(super) fn digest_from_hex(hex: &str) -> Result<merkle::Digest> {
+    let bad = || StoreError::engine("stored merkle frontier is not hex");
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct SnapshotRecord {
+    pub(super) snapshot_id: u64,
+    pub(super) aggregate_type: String,
+    pub(super) aggregate_id: String,
+    pub(super) version: u64,
+    pub(super) state: Map<String, Value>,
+    pub(super) merkle_root: String,
+    pub(super) created_at: String,
+    pub(super) comment: Option<String>,
+}
+
+impl From<&Snapshot> for SnapshotRecord {
+    fn from(s: &Snapshot) -> Self {
+        SnapshotRecord {
+            snapshot_id: s.snapshot_id,
+            aggregate_type: s.aggregate_type.clone(),
+            aggregate_id: s.aggregate_id.clone(),
+            version: s.version,
+            state: s.state.clone(),
+            merkle_root: s.merkle_root.clone(),
+            created_at: s.created_at.clone(),
+            comment: s.comment.clone(),
+        }
+    }
+}
+
+impl From<SnapshotRecord> for Snapshot {
+    fn from(s: SnapshotRecord) -> Self {
+        Snapshot {
+            snapshot_id: s.snapshot_id,
+            aggregate_type: s.aggregate_type,
+            aggregate_id: s.aggregate_id,
+            version: s.version,
+            state: s.state,
+            merkle_root: s.merkle_root,
+            created_at: s.created_at,
+            comment: s.comment,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct IdempotencyRecord {
+    pub(super) digest: String,
+    pub(super) event: Event,
+    pub(super) aggregate: AggregateRecord,
+}
+
+/// An aggregate's stored record, if there is one.
+pub(super) fn read_record(
+    table: &impl ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+    tenant: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Option<AggregateRecord>> {
+    match table
+        .get((tenant, aggregate_type, aggregate_id))
+        .map_err(storage)?
+    {
+        Some(bytes) => serde_json::from_slice(bytes.value())
+            .map(Some)
+            .map_err(json_error),
+        None => Ok(None),
+    }
+}
+
+/// Replaces an aggregate's record and its index entries (`old` is what the table holds now);
+/// entries that did not change are left alone, so an append touches only the updated-at and
+/// version layouts.
+pub(super) fn put_aggregate(
+    tables: &mut Tables<'_>,
+    tenant: &str,
+    old: Option<&AggregateRecord>,
+    new: &AggregateRecord,
+    bytes: &[u8],
+) -> Result<()> {
+    let key = (
+        tenant,
+        new.aggregate_type.as_str(),
+        new.aggregate_id.as_str(),
+    );
+    tables.aggregates()?.insert(key, bytes).map_err(storage)?;
+    let flag_changed = old.is_some_and(|old| old.archived != new.archived);
+    let old_entries = old.map(AggregateRecord::index_entries);
+    for (n, entry) in new.index_entries().into_iter().enumerate() {
+        let previous = old_entries.as_ref().map(|entries| entries[n]);
+        if previous == Some(entry) && !flag_changed {
+            continue;
+        }
+        if let Some((kind, value, a, b)) = previous {
+            tables
+                .index()?
+                .remove((tenant, kind, value, a, b))
+                .map_err(storage)?;
+        }
+        let (kind, value, a, b) = entry;
+        let flag = u8::from(new.archived);
+        tables
+            .index()?
+            .insert((tenant, kind, value, a, b), flag)
+            .map_err(storage)?;
+    }
+    Ok(())
+}
