@@ -76,8 +76,10 @@ pub use writes::{
 ///
 /// `appendEvent`, `patchEvent` and `createAggregate` share one layout on the wire and one type
 /// here, [`WriteRequest`]; the member says which write it is.
+///
+/// Deliberately exhaustive: a new request must be handled by the server's dispatch, which then
+/// fails to compile until it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Request {
     ListAggregates(ListAggregatesRequest),
     GetAggregate(GetAggregateRequest),
@@ -113,7 +115,6 @@ pub enum Request {
 ///
 /// There is no `patchEvent` reply: a patch is answered with [`Reply::AppendEvent`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Reply {
     ListAggregates(ListAggregatesResponse),
     GetAggregate(GetAggregateResponse),
