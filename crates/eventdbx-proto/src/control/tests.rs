@@ -430,6 +430,53 @@ fn empty_labels_are_not_sent() {
 }
 
 #[test]
+fn a_full_write_is_byte_identical_to_the_hand_built_one() {
+    let typed = Request::PatchEvent(WriteRequest {
+        token: "t".into(),
+        aggregate_type: "order".into(),
+        aggregate_id: "o-1".into(),
+        event_type: "order_patched".into(),
+        body_json: "[]".into(),
+        note: Some("n".into()),
+        metadata_json: Some("{}".into()),
+        publish_targets: Some(vec![PublishTarget {
+            plugin: "search".into(),
+            mode: None,
+            priority: Some("high".into()),
+        }]),
+        expected_version: Some(3),
+        idempotency_key: Some("k".into()),
+    })
+    .encode(2)
+    .expect("encode");
+    // The order and the fields the client set by hand before the typed messages existed.
+    let by_hand = message::encode_request(|mut request| {
+        request.set_id(2);
+        let mut r = request.init_payload().init_patch_event();
+        r.set_token("t");
+        r.set_aggregate_type("order");
+        r.set_aggregate_id("o-1");
+        r.set_event_type("order_patched");
+        r.set_patch_json("[]");
+        r.set_note("n");
+        r.set_has_note(true);
+        r.set_metadata_json("{}");
+        r.set_has_metadata(true);
+        r.set_expected_version(3);
+        r.set_has_expected_version(true);
+        r.set_idempotency_key("k");
+        r.set_has_publish_targets(true);
+        let mut target = r.init_publish_targets(1).get(0);
+        target.set_plugin("search");
+        target.set_priority("high");
+        target.set_has_priority(true);
+        Ok(())
+    })
+    .expect("encode");
+    assert_eq!(typed, by_hand);
+}
+
+#[test]
 fn replies_keep_the_reference_defaults() {
     // No next page: an empty cursor text is still sent, with the flag off.
     let typed = Reply::ListEvents(ListEventsResponse {
