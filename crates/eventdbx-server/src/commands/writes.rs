@@ -24,10 +24,10 @@ use eventdbx_store::{
 
 use super::{resource, Apply, Context, Reply};
 use crate::auth::Claims;
+use crate::error::RequestError;
 use eventdbx_core::schema::AggregateSchema;
 
 const READ: &str = "aggregate.read";
-use crate::error::RequestError;
 
 /// Create, append or patch: the one typed write request and which member carried it.
 pub(crate) struct Write {
@@ -61,7 +61,7 @@ impl Write {
         }
     }
 
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+    pub fn apply(mut self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         let (t, i) = (
             self.request.aggregate_type.as_str(),
             self.request.aggregate_id.as_str(),
@@ -104,7 +104,7 @@ impl Write {
             None => None,
         };
         // Publish targets (§14.3): refused before anything is written.
-        let targets = targets(self.request.publish_targets.clone());
+        let targets = targets(self.request.publish_targets.take());
         let schemas = ctx.schemas();
         let publish = ctx.state.plugins.routes(Some(&targets), schemas.get(t))?;
         if let Some(key) = &self.request.idempotency_key {
@@ -268,7 +268,7 @@ fn payload_check(
 
 /// `setAggregateArchive`.
 impl Apply for SetAggregateArchiveRequest {
-    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+    fn apply(mut self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         let (t, i) = (self.aggregate_type.as_str(), self.aggregate_id.as_str());
         let claims = ctx.authorize(&self.token, "aggregate.archive", Some(&resource(t, i)))?;
         if !claims.can_write() {
@@ -278,7 +278,7 @@ impl Apply for SetAggregateArchiveRequest {
         let publish = ctx
             .state
             .plugins
-            .routes(Some(&targets(self.publish_targets.clone())), schemas.get(t))?;
+            .routes(Some(&targets(self.publish_targets.take())), schemas.get(t))?;
         validate_aggregate_type(t)?;
         validate_aggregate_id(i)?;
         let store = &ctx.state.store;
