@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`schema`]: the Cap'n Proto messages (committed generated code; see `schema/*.capnp`).
+//! - [`control`]: one typed request and reply per member of the control unions, shared by the
+//!   server and the client.
 //! - [`message`]: encoding and decoding of whole stream messages with reader limits.
 //! - [`hello`]: the `ControlHello` / `ControlHelloResponse` codec (raw stream messages, no prefix).
 //! - [`frame`]: u32 big-endian length frames with typed limit errors.
@@ -15,6 +17,7 @@
 //!   with an incremental decoder.
 //! - [`negotiate`]: which protocol version to try, and whether a rejection allows a fallback.
 
+pub mod control;
 pub mod error;
 pub mod frame;
 pub mod hello;

@@ -4,23 +4,17 @@
 
 use eventdbx_core::plugin::{JobStatus, PayloadMode};
 use eventdbx_core::CoreError;
-use eventdbx_proto::schema::control_capnp::admin_request;
+use eventdbx_proto::control::{AdminRequest, AdminResponse};
 use eventdbx_store::JobFilter;
 use serde_json::{json, Map, Value};
 
-use super::{text, Context, Reply};
+use super::{Apply, Context, Reply};
 use crate::error::RequestError;
 use crate::plugins::registry::{KindConfig, PluginDef};
 use crate::plugins::{now_ms, Plugins};
 
 /// The action an admin token must allow.
 pub(crate) const ADMIN_ACTION: &str = "plugin.manage";
-
-pub(crate) struct Admin {
-    token: String,
-    action: String,
-    args: String,
-}
 
 fn config_error(detail: impl Into<String>) -> RequestError {
     CoreError::Config(detail.into()).into()
@@ -91,26 +85,19 @@ fn job_filter(args: &Map<String, Value>) -> Result<JobFilter, RequestError> {
     })
 }
 
-impl Admin {
-    pub fn parse(r: admin_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(Admin {
-            token: text(r.get_token())?,
-            action: text(r.get_action())?,
-            args: text(r.get_args_json())?,
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+/// `admin` (ours): one plugin or queue operation, named by `action`.
+impl Apply for AdminRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         // 1. Authorisation, before anything is parsed or looked up.
         let claims = ctx.state.auth.verify(&self.token)?;
         claims.authorize(ADMIN_ACTION, None)?;
         if !claims.tenants.is_empty() {
             return Err(RequestError::unauthorized());
         }
-        let args: Map<String, Value> = if self.args.trim().is_empty() {
+        let args: Map<String, Value> = if self.args_json.trim().is_empty() {
             Map::new()
         } else {
-            serde_json::from_str(&self.args)
+            serde_json::from_str(&self.args_json)
                 .map_err(|err| RequestError::invalid(format!("invalid admin arguments: {err}")))?
         };
         let plugins = &ctx.state.plugins;
@@ -251,9 +238,9 @@ impl Admin {
                 )))
             }
         };
-        Ok(Reply::Admin {
+        Ok(Reply::Admin(AdminResponse {
             result_json: result.to_string(),
-        })
+        }))
     }
 }
 

@@ -12,54 +12,23 @@ use eventdbx_core::query::filter::Filter;
 use eventdbx_core::query::sort::SortSpec;
 use eventdbx_core::query::Scope;
 use eventdbx_core::CoreError;
-use eventdbx_proto::schema::control_capnp::{
-    get_aggregate_request, list_aggregates_request, list_referrers_request,
-    select_aggregate_request, verify_aggregate_request,
+use eventdbx_proto::control::{
+    GetAggregateRequest, GetAggregateResponse, ListAggregatesRequest, ListAggregatesResponse,
+    ListReferrersRequest, ListReferrersResponse, SelectAggregateRequest, SelectAggregateResponse,
+    VerifyAggregateRequest, VerifyAggregateResponse,
 };
 use eventdbx_store::ListQuery;
 use serde_json::{Map, Value};
 
 use super::resolve::{resolve_depth, Resolver};
-use super::{fit_prefix, page_size, resource, text, texts, Context, Reply};
+use super::{fit_prefix, page_size, resource, Apply, Context, Reply};
 use crate::error::RequestError;
 
 const READ: &str = "aggregate.read";
 
 /// `listAggregates`.
-pub(crate) struct ListAggregates {
-    token: String,
-    cursor: Option<String>,
-    take: Option<u64>,
-    filter: Option<String>,
-    sort: Option<String>,
-    include_archived: bool,
-    archived_only: bool,
-    resolve: bool,
-    resolve_depth: Option<u32>,
-}
-
-impl ListAggregates {
-    pub fn parse(r: list_aggregates_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(ListAggregates {
-            token: text(r.get_token())?,
-            cursor: r
-                .get_has_cursor()
-                .then(|| text(r.get_cursor()))
-                .transpose()?,
-            take: r.get_has_take().then(|| r.get_take()),
-            filter: r
-                .get_has_filter()
-                .then(|| text(r.get_filter()))
-                .transpose()?,
-            sort: r.get_has_sort().then(|| text(r.get_sort())).transpose()?,
-            include_archived: r.get_include_archived(),
-            archived_only: r.get_archived_only(),
-            resolve: r.get_resolve(),
-            resolve_depth: r.get_has_resolve_depth().then(|| r.get_resolve_depth()),
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for ListAggregatesRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         let claims = ctx.authorize(&self.token, READ, None)?;
         let config = &ctx.state.config;
         let take = page_size(self.take, config.list_page_size, config.page_limit)?;
@@ -84,11 +53,11 @@ impl ListAggregates {
             Scope::Active
         };
         if take == 0 {
-            return Ok(Reply::ListAggregates {
+            return Ok(Reply::ListAggregates(ListAggregatesResponse {
                 aggregates_json: "[]".into(),
                 next_cursor: None,
                 resolved_json: self.resolve.then(|| "[]".to_owned()),
-            });
+            }));
         }
         let cursor = match self.cursor.as_deref() {
             Some(text) => AggregateCursor::parse(text)?,
@@ -153,13 +122,13 @@ impl ListAggregates {
             } else {
                 None
             };
-            Reply::ListAggregates {
+            Reply::ListAggregates(ListAggregatesResponse {
                 aggregates_json: json_array(prefix.iter().map(|(json, _)| json.as_str())),
                 next_cursor,
                 resolved_json: trees
                     .as_ref()
                     .map(|trees| json_array(trees[..prefix.len()].iter())),
-            }
+            })
         };
         // A full page always carries a cursor; a page cut to fit carries the cursor of the last
         // item sent, so nothing is ever skipped.
@@ -182,26 +151,8 @@ pub(crate) fn json_array<S: AsRef<str>>(items: impl Iterator<Item = S>) -> Strin
 }
 
 /// `getAggregate`.
-pub(crate) struct GetAggregate {
-    token: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    resolve: bool,
-    resolve_depth: Option<u32>,
-}
-
-impl GetAggregate {
-    pub fn parse(r: get_aggregate_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(GetAggregate {
-            token: text(r.get_token())?,
-            aggregate_type: text(r.get_aggregate_type())?,
-            aggregate_id: text(r.get_aggregate_id())?,
-            resolve: r.get_resolve(),
-            resolve_depth: r.get_has_resolve_depth().then(|| r.get_resolve_depth()),
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for GetAggregateRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         let claims = ctx.authorize(
             &self.token,
             READ,
@@ -224,38 +175,22 @@ impl GetAggregate {
                 } else {
                     format!("{{\"aggregate\":{json}}}")
                 };
-                Reply::GetAggregate {
+                Reply::GetAggregate(GetAggregateResponse {
                     resolved_json: Some(resolved),
                     aggregate_json: Some(json),
-                }
+                })
             }
-            None => Reply::GetAggregate {
+            None => Reply::GetAggregate(GetAggregateResponse {
                 aggregate_json: None,
                 resolved_json: None,
-            },
+            }),
         })
     }
 }
 
 /// `selectAggregate`.
-pub(crate) struct SelectAggregate {
-    token: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    fields: Vec<String>,
-}
-
-impl SelectAggregate {
-    pub fn parse(r: select_aggregate_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(SelectAggregate {
-            token: text(r.get_token())?,
-            aggregate_type: text(r.get_aggregate_type())?,
-            aggregate_id: text(r.get_aggregate_id())?,
-            fields: texts(r.get_fields())?,
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for SelectAggregateRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         ctx.authorize(
             &self.token,
             READ,
@@ -265,9 +200,9 @@ impl SelectAggregate {
         let Some(aggregate) =
             ctx.visible_aggregate(&schemas, &self.aggregate_type, &self.aggregate_id)?
         else {
-            return Ok(Reply::SelectAggregate {
+            return Ok(Reply::SelectAggregate(SelectAggregateResponse {
                 selection_json: None,
-            });
+            }));
         };
         let mut selection = Map::new();
         for field in self
@@ -279,9 +214,9 @@ impl SelectAggregate {
             let value = select(&aggregate, field).cloned().unwrap_or(Value::Null);
             selection.insert(field.to_owned(), value);
         }
-        Ok(Reply::SelectAggregate {
+        Ok(Reply::SelectAggregate(SelectAggregateResponse {
             selection_json: Some(Value::Object(selection).to_string()),
-        })
+        }))
     }
 }
 
@@ -305,20 +240,8 @@ fn select<'a>(aggregate: &'a Aggregate, path: &str) -> Option<&'a Value> {
 }
 
 /// `verifyAggregate`: authorised with the session's hello token (the request has none).
-pub(crate) struct VerifyAggregate {
-    aggregate_type: String,
-    aggregate_id: String,
-}
-
-impl VerifyAggregate {
-    pub fn parse(r: verify_aggregate_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(VerifyAggregate {
-            aggregate_type: text(r.get_aggregate_type())?,
-            aggregate_id: text(r.get_aggregate_id())?,
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for VerifyAggregateRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         ctx.authorize(
             ctx.hello_token,
             READ,
@@ -331,27 +254,15 @@ impl VerifyAggregate {
             ctx.state
                 .store
                 .verify(ctx.tenant, &self.aggregate_type, &self.aggregate_id)?;
-        Ok(Reply::VerifyAggregate { merkle_root })
+        Ok(Reply::VerifyAggregate(VerifyAggregateResponse {
+            merkle_root,
+        }))
     }
 }
 
 /// `listReferrers`.
-pub(crate) struct ListReferrers {
-    token: String,
-    aggregate_type: String,
-    aggregate_id: String,
-}
-
-impl ListReferrers {
-    pub fn parse(r: list_referrers_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(ListReferrers {
-            token: text(r.get_token())?,
-            aggregate_type: text(r.get_aggregate_type())?,
-            aggregate_id: text(r.get_aggregate_id())?,
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for ListReferrersRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         let claims = ctx.authorize(
             &self.token,
             READ,
@@ -386,8 +297,8 @@ impl ListReferrers {
                 })
             })
             .collect();
-        Ok(Reply::ListReferrers {
+        Ok(Reply::ListReferrers(ListReferrersResponse {
             referrers_json: Value::Array(referrers).to_string(),
-        })
+        }))
     }
 }

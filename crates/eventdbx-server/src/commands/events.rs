@@ -3,10 +3,12 @@
 use eventdbx_core::query::cursor::EventCursor;
 use eventdbx_core::query::filter::Filter;
 use eventdbx_core::CoreError;
-use eventdbx_proto::schema::control_capnp::{list_events_request, read_outbox_request};
+use eventdbx_proto::control::{
+    ListEventsRequest, ListEventsResponse, ReadOutboxRequest, ReadOutboxResponse,
+};
 
 use super::aggregates::json_array;
-use super::{fit_prefix, page_size, resource, text, Context, Reply};
+use super::{fit_prefix, page_size, resource, Apply, Context, Reply};
 use crate::error::RequestError;
 
 const READ: &str = "aggregate.read";
@@ -16,34 +18,8 @@ fn event_json(event: &eventdbx_core::merkle::Event) -> Result<String, RequestErr
 }
 
 /// `listEvents`.
-pub(crate) struct ListEvents {
-    token: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    cursor: Option<String>,
-    take: Option<u64>,
-    filter: Option<String>,
-}
-
-impl ListEvents {
-    pub fn parse(r: list_events_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(ListEvents {
-            token: text(r.get_token())?,
-            aggregate_type: text(r.get_aggregate_type())?,
-            aggregate_id: text(r.get_aggregate_id())?,
-            cursor: r
-                .get_has_cursor()
-                .then(|| text(r.get_cursor()))
-                .transpose()?,
-            take: r.get_has_take().then(|| r.get_take()),
-            filter: r
-                .get_has_filter()
-                .then(|| text(r.get_filter()))
-                .transpose()?,
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for ListEventsRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         let (t, i) = (self.aggregate_type.as_str(), self.aggregate_id.as_str());
         ctx.authorize(&self.token, READ, Some(&resource(t, i)))?;
         if ctx.hidden_type(&ctx.schemas(), t) {
@@ -77,15 +53,17 @@ impl ListEvents {
             .iter()
             .map(|event| Ok((event_json(event)?, event.version)))
             .collect::<Result<Vec<_>, RequestError>>()?;
-        let build = |prefix: &[(String, u64)], cursor: bool| Reply::ListEvents {
-            events_json: json_array(prefix.iter().map(|(json, _)| json.as_str())),
-            next_cursor: cursor
-                .then(|| {
-                    prefix
-                        .last()
-                        .map(|(_, v)| EventCursor::after(t, i, false, *v).to_string())
-                })
-                .flatten(),
+        let build = |prefix: &[(String, u64)], cursor: bool| {
+            Reply::ListEvents(ListEventsResponse {
+                events_json: json_array(prefix.iter().map(|(json, _)| json.as_str())),
+                next_cursor: cursor
+                    .then(|| {
+                        prefix
+                            .last()
+                            .map(|(_, v)| EventCursor::after(t, i, false, *v).to_string())
+                    })
+                    .flatten(),
+            })
         };
         let sent = fit_prefix(&items, ctx.response_limit, |prefix| build(prefix, true))?;
         Ok(build(&items[..sent], page.full || sent < items.len()))
@@ -93,26 +71,8 @@ impl ListEvents {
 }
 
 /// `readOutbox`.
-pub(crate) struct ReadOutbox {
-    token: String,
-    after_event_id: u64,
-    take: Option<u64>,
-}
-
-impl ReadOutbox {
-    pub fn parse(r: read_outbox_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(ReadOutbox {
-            token: text(r.get_token())?,
-            after_event_id: if r.get_has_after_event_id() {
-                r.get_after_event_id()
-            } else {
-                0
-            },
-            take: r.get_has_take().then(|| r.get_take()),
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for ReadOutboxRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         let claims = ctx.authorize(&self.token, READ, None)?;
         let config = &ctx.state.config;
         let take = page_size(self.take, config.list_page_size, config.page_limit)?;
@@ -120,18 +80,20 @@ impl ReadOutbox {
         let visible = |t: &str, i: &str| {
             !ctx.hidden_type(&schemas, t) && claims.allows_resource(&resource(t, i))
         };
-        let page = ctx
-            .state
-            .store
-            .outbox(ctx.tenant, self.after_event_id, take, &visible)?;
+        let page =
+            ctx.state
+                .store
+                .outbox(ctx.tenant, self.after_event_id.unwrap_or(0), take, &visible)?;
         let items = page
             .events
             .iter()
             .map(|event| Ok((event_json(event)?, event.metadata.event_id)))
             .collect::<Result<Vec<_>, RequestError>>()?;
-        let build = |prefix: &[(String, u64)], next: Option<u64>| Reply::ReadOutbox {
-            events_json: json_array(prefix.iter().map(|(json, _)| json.as_str())),
-            next_after_event_id: next,
+        let build = |prefix: &[(String, u64)], next: Option<u64>| {
+            Reply::ReadOutbox(ReadOutboxResponse {
+                events_json: json_array(prefix.iter().map(|(json, _)| json.as_str())),
+                next_after_event_id: next,
+            })
         };
         let sent = fit_prefix(&items, ctx.response_limit, |prefix| {
             build(prefix, prefix.last().map(|(_, id)| *id))

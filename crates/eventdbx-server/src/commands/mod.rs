@@ -1,5 +1,6 @@
-//! One type per control request: `parse` turns the Cap'n Proto request into an owned command,
-//! `apply` runs it against the server state, and the reply is encoded back (mini-redis style).
+//! One file per request family: each typed request of `eventdbx_proto::control` gets an
+//! [`Apply`] that runs it against the server state and returns the typed reply, which [`encode`]
+//! turns back into bytes (mini-redis style, with the parsing in the protocol crate).
 //!
 //! Every command authorises first (token, tenant, action, resource), then validates, then looks
 //! things up, so an unauthorised caller learns nothing (`00-decisions.md`).
@@ -15,15 +16,22 @@ mod writes;
 
 use std::sync::Arc;
 
-use capnp::text_list;
 use eventdbx_core::aggregate::Aggregate;
 use eventdbx_core::schema::SchemaMap;
-use eventdbx_proto::message;
-use eventdbx_proto::schema::control_capnp::{control_request, control_response};
+use eventdbx_core::write::WriteKind;
+use eventdbx_proto::control::{
+    self, AdminRequest, CreateSnapshotRequest, ErrorResponse, GetAggregateRequest,
+    GetSnapshotRequest, ListAggregatesRequest, ListEventsRequest, ListReferrersRequest,
+    ListSchemasRequest, ListSnapshotsRequest, ReadOutboxRequest, ReplaceSchemasRequest, Request,
+    SelectAggregateRequest, SetAggregateArchiveRequest, TenantListRequest, VerifyAggregateRequest,
+};
 
 use crate::auth::Claims;
 use crate::error::RequestError;
 use crate::state::ServerState;
+
+/// Replies are the protocol crate's typed replies, encoded by [`encode`].
+pub(crate) use eventdbx_proto::control::Reply;
 
 /// What a request runs with: the server, the session's tenant and hello token, and the largest
 /// response the transport can carry.
@@ -97,133 +105,32 @@ pub(crate) fn resource(aggregate_type: &str, aggregate_id: &str) -> String {
     format!("aggregate:{aggregate_type}:{aggregate_id}")
 }
 
-/// Reads a text field, turning unreadable text into a `serialization` error.
-pub(crate) fn text(field: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, RequestError> {
-    Ok(field?.to_str()?.to_owned())
+/// What every typed request of the protocol crate does on the server: run against the state.
+pub(crate) trait Apply {
+    /// Runs the request (blocking: call from a blocking thread).
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError>;
 }
 
-/// Reads a list of texts.
-pub(crate) fn texts(
-    field: capnp::Result<text_list::Reader<'_>>,
-) -> Result<Vec<String>, RequestError> {
-    field?
-        .iter()
-        .map(|item| Ok(item?.to_str()?.to_owned()))
-        .collect()
-}
-
-/// A parsed request.
+/// A decoded request, grouped the way the connection schedules it (reads inline, writes on the
+/// committer, the rest on a blocking thread).
 pub(crate) enum Command {
-    ListAggregates(aggregates::ListAggregates),
-    GetAggregate(aggregates::GetAggregate),
-    SelectAggregate(aggregates::SelectAggregate),
-    VerifyAggregate(aggregates::VerifyAggregate),
-    ListReferrers(aggregates::ListReferrers),
-    ListEvents(events::ListEvents),
-    ReadOutbox(events::ReadOutbox),
+    ListAggregates(ListAggregatesRequest),
+    GetAggregate(GetAggregateRequest),
+    SelectAggregate(SelectAggregateRequest),
+    VerifyAggregate(VerifyAggregateRequest),
+    ListReferrers(ListReferrersRequest),
+    ListEvents(ListEventsRequest),
+    ReadOutbox(ReadOutboxRequest),
     Write(writes::Write),
-    SetArchive(writes::SetArchive),
-    ListSchemas(schemas::ListSchemas),
-    ReplaceSchemas(schemas::ReplaceSchemas),
+    SetArchive(SetAggregateArchiveRequest),
+    ListSchemas(ListSchemasRequest),
+    ReplaceSchemas(ReplaceSchemasRequest),
     Tenant(tenant::TenantCommand),
-    CreateSnapshot(snapshots::CreateSnapshot),
-    ListSnapshots(snapshots::ListSnapshots),
-    GetSnapshot(snapshots::GetSnapshot),
-    TenantList(tenant::TenantList),
-    Admin(admin::Admin),
-}
-
-/// A reply, encoded into the matching `ControlResponse` member.
-pub(crate) enum Reply {
-    ListAggregates {
-        aggregates_json: String,
-        next_cursor: Option<String>,
-        resolved_json: Option<String>,
-    },
-    GetAggregate {
-        aggregate_json: Option<String>,
-        resolved_json: Option<String>,
-    },
-    SelectAggregate {
-        selection_json: Option<String>,
-    },
-    VerifyAggregate {
-        merkle_root: String,
-    },
-    ListReferrers {
-        referrers_json: String,
-    },
-    ListEvents {
-        events_json: String,
-        next_cursor: Option<String>,
-    },
-    ReadOutbox {
-        events_json: String,
-        next_after_event_id: Option<u64>,
-    },
-    Admin {
-        result_json: String,
-    },
-    AppendEvent {
-        event_json: String,
-    },
-    CreateAggregate {
-        aggregate_json: String,
-    },
-    SetArchive {
-        aggregate_json: String,
-    },
-    ListSchemas {
-        schemas_json: String,
-    },
-    ReplaceSchemas {
-        replaced: u32,
-    },
-    TenantAssign {
-        changed: bool,
-        shard_id: String,
-    },
-    TenantUnassign {
-        changed: bool,
-    },
-    TenantQuotaSet {
-        changed: bool,
-        quota_mb: u64,
-    },
-    TenantQuotaClear {
-        changed: bool,
-    },
-    TenantQuotaRecalc {
-        storage_bytes: u64,
-    },
-    TenantReload {
-        reloaded: bool,
-    },
-    TenantSchemaPublish {
-        version_id: String,
-        activated: bool,
-        skipped: bool,
-    },
-    CreateSnapshot {
-        snapshot_json: String,
-    },
-    ListSnapshots {
-        snapshots_json: String,
-    },
-    GetSnapshot {
-        snapshot_json: Option<String>,
-    },
-    TenantList {
-        tenants_json: String,
-    },
-    TenantSchemaHistory {
-        manifest_json: String,
-    },
-    TenantSchemaActivate {
-        version_id: String,
-        activated: bool,
-        action: &'static str,
-    },
+    CreateSnapshot(CreateSnapshotRequest),
+    ListSnapshots(ListSnapshotsRequest),
+    GetSnapshot(GetSnapshotRequest),
+    TenantList(TenantListRequest),
+    Admin(AdminRequest),
 }
 
 /// Parses a request message. `Err` means the bytes are not a `ControlRequest` at all (the
@@ -232,57 +139,48 @@ pub(crate) enum Reply {
 pub(crate) fn parse(
     bytes: &[u8],
 ) -> Result<(u64, Result<Command, RequestError>), eventdbx_proto::ProtoError> {
-    let decoded = message::decode_request(bytes)?;
-    let request = decoded.get()?;
-    let id = request.get_id();
-    Ok((id, parse_payload(request)))
+    let (id, request) = control::decode_request(bytes)?;
+    let command = request.map(Command::from).map_err(|err| match err {
+        // The detail of an unreadable request, without the crate's "malformed" prefix.
+        eventdbx_proto::ProtoError::Malformed(detail) => RequestError::serialization(detail),
+        other => RequestError::serialization(other),
+    });
+    Ok((id, command))
 }
 
-fn parse_payload(request: control_request::Reader<'_>) -> Result<Command, RequestError> {
-    use control_request::payload::Which;
-    let which = request
-        .get_payload()
-        .which()
-        .map_err(|err| RequestError::serialization(format!("unknown request: {err}")))?;
-    Ok(match which {
-        Which::ListAggregates(r) => Command::ListAggregates(aggregates::ListAggregates::parse(r?)?),
-        Which::GetAggregate(r) => Command::GetAggregate(aggregates::GetAggregate::parse(r?)?),
-        Which::SelectAggregate(r) => {
-            Command::SelectAggregate(aggregates::SelectAggregate::parse(r?)?)
+impl From<Request> for Command {
+    fn from(request: Request) -> Self {
+        use tenant::TenantCommand;
+        match request {
+            Request::ListAggregates(r) => Command::ListAggregates(r),
+            Request::GetAggregate(r) => Command::GetAggregate(r),
+            Request::SelectAggregate(r) => Command::SelectAggregate(r),
+            Request::VerifyAggregate(r) => Command::VerifyAggregate(r),
+            Request::ListReferrers(r) => Command::ListReferrers(r),
+            Request::ListEvents(r) => Command::ListEvents(r),
+            Request::ReadOutbox(r) => Command::ReadOutbox(r),
+            Request::AppendEvent(r) => Command::Write(writes::Write::new(WriteKind::Append, r)),
+            Request::PatchEvent(r) => Command::Write(writes::Write::new(WriteKind::Patch, r)),
+            Request::CreateAggregate(r) => Command::Write(writes::Write::new(WriteKind::Create, r)),
+            Request::SetAggregateArchive(r) => Command::SetArchive(r),
+            Request::ListSchemas(r) => Command::ListSchemas(r),
+            Request::ReplaceSchemas(r) => Command::ReplaceSchemas(r),
+            Request::TenantAssign(r) => Command::Tenant(TenantCommand::assign(r)),
+            Request::TenantUnassign(r) => Command::Tenant(TenantCommand::unassign(r)),
+            Request::TenantQuotaSet(r) => Command::Tenant(TenantCommand::quota_set(r)),
+            Request::TenantQuotaClear(r) => Command::Tenant(TenantCommand::quota_clear(r)),
+            Request::TenantQuotaRecalc(r) => Command::Tenant(TenantCommand::quota_recalc(r)),
+            Request::TenantReload(r) => Command::Tenant(TenantCommand::reload(r)),
+            Request::TenantSchemaPublish(r) => Command::Tenant(TenantCommand::publish(r)),
+            Request::TenantSchemaHistory(r) => Command::Tenant(TenantCommand::history(r)),
+            Request::TenantSchemaActivate(r) => Command::Tenant(TenantCommand::activate(r)),
+            Request::CreateSnapshot(r) => Command::CreateSnapshot(r),
+            Request::ListSnapshots(r) => Command::ListSnapshots(r),
+            Request::GetSnapshot(r) => Command::GetSnapshot(r),
+            Request::TenantList(r) => Command::TenantList(r),
+            Request::Admin(r) => Command::Admin(r),
         }
-        Which::VerifyAggregate(r) => {
-            Command::VerifyAggregate(aggregates::VerifyAggregate::parse(r?)?)
-        }
-        Which::ListReferrers(r) => Command::ListReferrers(aggregates::ListReferrers::parse(r?)?),
-        Which::ListEvents(r) => Command::ListEvents(events::ListEvents::parse(r?)?),
-        Which::ReadOutbox(r) => Command::ReadOutbox(events::ReadOutbox::parse(r?)?),
-        Which::AppendEvent(r) => Command::Write(writes::Write::parse_append(r?)?),
-        Which::PatchEvent(r) => Command::Write(writes::Write::parse_patch(r?)?),
-        Which::CreateAggregate(r) => Command::Write(writes::Write::parse_create(r?)?),
-        Which::SetAggregateArchive(r) => Command::SetArchive(writes::SetArchive::parse(r?)?),
-        Which::ListSchemas(r) => Command::ListSchemas(schemas::ListSchemas::parse(r?)?),
-        Which::ReplaceSchemas(r) => Command::ReplaceSchemas(schemas::ReplaceSchemas::parse(r?)?),
-        Which::TenantAssign(r) => Command::Tenant(tenant::TenantCommand::parse_assign(r?)?),
-        Which::TenantUnassign(r) => Command::Tenant(tenant::TenantCommand::parse_unassign(r?)?),
-        Which::TenantQuotaSet(r) => Command::Tenant(tenant::TenantCommand::parse_quota_set(r?)?),
-        Which::TenantQuotaClear(r) => {
-            Command::Tenant(tenant::TenantCommand::parse_quota_clear(r?)?)
-        }
-        Which::TenantQuotaRecalc(r) => {
-            Command::Tenant(tenant::TenantCommand::parse_quota_recalc(r?)?)
-        }
-        Which::TenantReload(r) => Command::Tenant(tenant::TenantCommand::parse_reload(r?)?),
-        Which::TenantSchemaPublish(r) => Command::Tenant(tenant::TenantCommand::parse_publish(r?)?),
-        Which::CreateSnapshot(r) => Command::CreateSnapshot(snapshots::CreateSnapshot::parse(r?)?),
-        Which::ListSnapshots(r) => Command::ListSnapshots(snapshots::ListSnapshots::parse(r?)?),
-        Which::GetSnapshot(r) => Command::GetSnapshot(snapshots::GetSnapshot::parse(r?)?),
-        Which::TenantList(r) => Command::TenantList(tenant::TenantList::parse(r?)?),
-        Which::TenantSchemaHistory(r) => Command::Tenant(tenant::TenantCommand::parse_history(r?)?),
-        Which::TenantSchemaActivate(r) => {
-            Command::Tenant(tenant::TenantCommand::parse_activate(r?)?)
-        }
-        Which::Admin(r) => Command::Admin(admin::Admin::parse(r?)?),
-    })
+    }
 }
 
 impl Command {
@@ -336,202 +234,30 @@ impl Command {
 /// Encodes a response; an encoded reply over `limit` becomes a `response_too_large` error.
 pub(crate) fn encode(id: u64, result: Result<Reply, RequestError>, limit: usize) -> Vec<u8> {
     let encoded = match &result {
-        Ok(reply) => encode_reply(id, reply),
-        Err(err) => encode_error(id, err),
+        Ok(reply) => reply.encode(id),
+        Err(err) => error_reply(err).encode(id),
     };
     match encoded {
         Ok(bytes) if bytes.len() <= limit => bytes,
-        Ok(bytes) => {
-            encode_error(id, &RequestError::too_large(bytes.len(), limit)).unwrap_or_default()
-        }
-        Err(err) => encode_error(id, &RequestError::serialization(err)).unwrap_or_default(),
+        Ok(bytes) => error_reply(&RequestError::too_large(bytes.len(), limit))
+            .encode(id)
+            .unwrap_or_default(),
+        Err(err) => error_reply(&RequestError::serialization(err))
+            .encode(id)
+            .unwrap_or_default(),
     }
 }
 
-fn encode_error(id: u64, err: &RequestError) -> Result<Vec<u8>, eventdbx_proto::ProtoError> {
-    message::encode_response(|mut response| {
-        response.set_id(id);
-        let mut error = response.init_payload().init_error();
-        error.set_code(err.code.as_str());
-        error.set_message(err.message.as_str());
-        Ok(())
+fn error_reply(err: &RequestError) -> Reply {
+    Reply::Error(ErrorResponse {
+        code: err.code.clone(),
+        message: err.message.clone(),
     })
 }
 
 /// The encoded size of a reply (used to cut list pages to fit).
 pub(crate) fn encoded_len(reply: &Reply) -> usize {
-    encode_reply(0, reply).map_or(usize::MAX, |bytes| bytes.len())
-}
-
-fn encode_reply(id: u64, reply: &Reply) -> Result<Vec<u8>, eventdbx_proto::ProtoError> {
-    message::encode_response(|mut response| {
-        response.set_id(id);
-        let payload = response.init_payload();
-        fill(payload, reply);
-        Ok(())
-    })
-}
-
-fn fill(payload: control_response::payload::Builder<'_>, reply: &Reply) {
-    match reply {
-        Reply::ListAggregates {
-            aggregates_json,
-            next_cursor,
-            resolved_json,
-        } => {
-            let mut r = payload.init_list_aggregates();
-            r.set_aggregates_json(aggregates_json.as_str());
-            if let Some(cursor) = next_cursor {
-                r.set_next_cursor(cursor.as_str());
-                r.set_has_next_cursor(true);
-            } else {
-                r.set_next_cursor("");
-            }
-            if let Some(resolved) = resolved_json {
-                r.set_resolved_json(resolved.as_str());
-                r.set_has_resolved_json(true);
-            }
-        }
-        Reply::GetAggregate {
-            aggregate_json,
-            resolved_json,
-        } => {
-            let mut r = payload.init_get_aggregate();
-            r.set_found(aggregate_json.is_some());
-            r.set_aggregate_json(aggregate_json.as_deref().unwrap_or(""));
-            if let Some(resolved) = resolved_json {
-                r.set_resolved_json(resolved.as_str());
-                r.set_has_resolved_json(true);
-            }
-        }
-        Reply::SelectAggregate { selection_json } => {
-            let mut r = payload.init_select_aggregate();
-            r.set_found(selection_json.is_some());
-            r.set_selection_json(selection_json.as_deref().unwrap_or(""));
-        }
-        Reply::VerifyAggregate { merkle_root } => {
-            payload
-                .init_verify_aggregate()
-                .set_merkle_root(merkle_root.as_str());
-        }
-        Reply::ListReferrers { referrers_json } => {
-            payload
-                .init_list_referrers()
-                .set_referrers_json(referrers_json.as_str());
-        }
-        Reply::ListEvents {
-            events_json,
-            next_cursor,
-        } => {
-            let mut r = payload.init_list_events();
-            r.set_events_json(events_json.as_str());
-            r.set_next_cursor(next_cursor.as_deref().unwrap_or(""));
-            r.set_has_next_cursor(next_cursor.is_some());
-        }
-        Reply::ReadOutbox {
-            events_json,
-            next_after_event_id,
-        } => {
-            let mut r = payload.init_read_outbox();
-            r.set_events_json(events_json.as_str());
-            if let Some(next) = next_after_event_id {
-                r.set_next_after_event_id(*next);
-                r.set_has_next_after_event_id(true);
-            }
-        }
-        Reply::Admin { result_json } => {
-            payload.init_admin().set_result_json(result_json.as_str());
-        }
-        Reply::AppendEvent { event_json } => {
-            payload
-                .init_append_event()
-                .set_event_json(event_json.as_str());
-        }
-        Reply::CreateAggregate { aggregate_json } => {
-            payload
-                .init_create_aggregate()
-                .set_aggregate_json(aggregate_json.as_str());
-        }
-        Reply::SetArchive { aggregate_json } => {
-            payload
-                .init_set_aggregate_archive()
-                .set_aggregate_json(aggregate_json.as_str());
-        }
-        Reply::ListSchemas { schemas_json } => {
-            payload
-                .init_list_schemas()
-                .set_schemas_json(schemas_json.as_str());
-        }
-        Reply::ReplaceSchemas { replaced } => {
-            payload.init_replace_schemas().set_replaced(*replaced);
-        }
-        Reply::TenantAssign { changed, shard_id } => {
-            let mut r = payload.init_tenant_assign();
-            r.set_changed(*changed);
-            r.set_shard_id(shard_id.as_str());
-        }
-        Reply::TenantUnassign { changed } => payload.init_tenant_unassign().set_changed(*changed),
-        Reply::TenantQuotaSet { changed, quota_mb } => {
-            let mut r = payload.init_tenant_quota_set();
-            r.set_changed(*changed);
-            r.set_quota_mb(*quota_mb);
-            r.set_has_quota(true);
-        }
-        Reply::TenantQuotaClear { changed } => {
-            payload.init_tenant_quota_clear().set_changed(*changed);
-        }
-        Reply::TenantQuotaRecalc { storage_bytes } => {
-            payload
-                .init_tenant_quota_recalc()
-                .set_storage_bytes(*storage_bytes);
-        }
-        Reply::TenantReload { reloaded } => payload.init_tenant_reload().set_reloaded(*reloaded),
-        Reply::TenantSchemaPublish {
-            version_id,
-            activated,
-            skipped,
-        } => {
-            let mut r = payload.init_tenant_schema_publish();
-            r.set_version_id(version_id.as_str());
-            r.set_activated(*activated);
-            r.set_skipped(*skipped);
-        }
-        Reply::CreateSnapshot { snapshot_json } => {
-            payload
-                .init_create_snapshot()
-                .set_snapshot_json(snapshot_json.as_str());
-        }
-        Reply::ListSnapshots { snapshots_json } => {
-            payload
-                .init_list_snapshots()
-                .set_snapshots_json(snapshots_json.as_str());
-        }
-        Reply::GetSnapshot { snapshot_json } => {
-            let mut r = payload.init_get_snapshot();
-            r.set_found(snapshot_json.is_some());
-            r.set_snapshot_json(snapshot_json.as_deref().unwrap_or(""));
-        }
-        Reply::TenantList { tenants_json } => {
-            payload
-                .init_tenant_list()
-                .set_tenants_json(tenants_json.as_str());
-        }
-        Reply::TenantSchemaHistory { manifest_json } => {
-            payload
-                .init_tenant_schema_history()
-                .set_manifest_json(manifest_json.as_str());
-        }
-        Reply::TenantSchemaActivate {
-            version_id,
-            activated,
-            action,
-        } => {
-            let mut r = payload.init_tenant_schema_activate();
-            r.set_version_id(version_id.as_str());
-            r.set_activated(*activated);
-            r.set_action(*action);
-        }
-    }
+    reply.encode(0).map_or(usize::MAX, |bytes| bytes.len())
 }
 
 /// Resolves `take` with the spec's defaults and cap; a take too large for the platform is

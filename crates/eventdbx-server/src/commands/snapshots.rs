@@ -4,12 +4,13 @@ use eventdbx_core::aggregate::Snapshot;
 use eventdbx_core::names::{validate_aggregate_id, validate_aggregate_type};
 use eventdbx_core::schema::SchemaMap;
 use eventdbx_core::CoreError;
-use eventdbx_proto::schema::control_capnp::{
-    create_snapshot_request, get_snapshot_request, list_snapshots_request,
+use eventdbx_proto::control::{
+    CreateSnapshotRequest, CreateSnapshotResponse, GetSnapshotRequest, GetSnapshotResponse,
+    ListSnapshotsRequest, ListSnapshotsResponse,
 };
 
 use super::aggregates::json_array;
-use super::{resource, text, Context, Reply};
+use super::{resource, Apply, Context, Reply};
 use crate::error::RequestError;
 
 /// The snapshot JSON a reader may see (hidden fields removed), or `None` for a hidden type.
@@ -23,27 +24,8 @@ fn visible_json(schemas: &SchemaMap, snapshot: &Snapshot) -> Option<String> {
 }
 
 /// `createSnapshot`.
-pub(crate) struct CreateSnapshot {
-    token: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    comment: Option<String>,
-}
-
-impl CreateSnapshot {
-    pub fn parse(r: create_snapshot_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(CreateSnapshot {
-            token: text(r.get_token())?,
-            aggregate_type: text(r.get_aggregate_type())?,
-            aggregate_id: text(r.get_aggregate_id())?,
-            comment: r
-                .get_has_comment()
-                .then(|| text(r.get_comment()))
-                .transpose()?,
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for CreateSnapshotRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         let (t, i) = (self.aggregate_type.as_str(), self.aggregate_id.as_str());
         ctx.authorize(&self.token, "aggregate.append", Some(&resource(t, i)))?;
         validate_aggregate_type(t)?;
@@ -65,33 +47,18 @@ impl CreateSnapshot {
             ctx.state
                 .store
                 .create_snapshot(ctx.tenant, t, i, self.comment.as_deref())?;
-        Ok(Reply::CreateSnapshot {
+        Ok(Reply::CreateSnapshot(CreateSnapshotResponse {
             snapshot_json: visible_json(&schemas, &snapshot).unwrap_or_default(),
-        })
+        }))
     }
 }
 
 /// `listSnapshots`.
-pub(crate) struct ListSnapshots {
-    token: String,
-    aggregate_type: Option<String>,
-    aggregate_id: Option<String>,
-    version: Option<u64>,
-}
-
-impl ListSnapshots {
-    pub fn parse(r: list_snapshots_request::Reader<'_>) -> Result<Self, RequestError> {
+impl Apply for ListSnapshotsRequest {
+    fn apply(mut self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         // Empty strings count as absent.
-        let present = |has: bool, value: String| Some(value).filter(|v| has && !v.is_empty());
-        Ok(ListSnapshots {
-            token: text(r.get_token())?,
-            aggregate_type: present(r.get_has_aggregate_type(), text(r.get_aggregate_type())?),
-            aggregate_id: present(r.get_has_aggregate_id(), text(r.get_aggregate_id())?),
-            version: r.get_has_version().then(|| r.get_version()),
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        self.aggregate_type = self.aggregate_type.filter(|t| !t.is_empty());
+        self.aggregate_id = self.aggregate_id.filter(|i| !i.is_empty());
         let target = match (&self.aggregate_type, &self.aggregate_id) {
             (Some(t), Some(i)) => Some(resource(t, i)),
             _ => None,
@@ -113,27 +80,15 @@ impl ListSnapshots {
             .iter()
             .filter(|s| claims.allows_resource(&resource(&s.aggregate_type, &s.aggregate_id)))
             .filter_map(|s| visible_json(&schemas, s));
-        Ok(Reply::ListSnapshots {
+        Ok(Reply::ListSnapshots(ListSnapshotsResponse {
             snapshots_json: json_array(items),
-        })
+        }))
     }
 }
 
 /// `getSnapshot`.
-pub(crate) struct GetSnapshot {
-    token: String,
-    snapshot_id: u64,
-}
-
-impl GetSnapshot {
-    pub fn parse(r: get_snapshot_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(GetSnapshot {
-            token: text(r.get_token())?,
-            snapshot_id: r.get_snapshot_id(),
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for GetSnapshotRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         // The action first; then a snapshot the token may not read is simply not found.
         let claims = ctx.authorize(&self.token, "aggregate.read", None)?;
         let schemas = ctx.schemas();
@@ -143,6 +98,6 @@ impl GetSnapshot {
             .get_snapshot(ctx.tenant, self.snapshot_id)?
             .filter(|s| claims.allows_resource(&resource(&s.aggregate_type, &s.aggregate_id)))
             .and_then(|s| visible_json(&schemas, &s));
-        Ok(Reply::GetSnapshot { snapshot_json })
+        Ok(Reply::GetSnapshot(GetSnapshotResponse { snapshot_json }))
     }
 }

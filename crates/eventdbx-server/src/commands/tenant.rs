@@ -5,14 +5,16 @@
 //! which may differ from the session's.
 
 use eventdbx_core::names::normalize_tenant_id;
-use eventdbx_proto::schema::schema_capnp::{
-    tenant_assign_request, tenant_list_request, tenant_quota_clear_request,
-    tenant_quota_recalc_request, tenant_quota_set_request, tenant_reload_request,
-    tenant_schema_activate_request, tenant_schema_history_request, tenant_schema_publish_request,
-    tenant_unassign_request,
+use eventdbx_proto::control::{
+    TenantAssignRequest, TenantAssignResponse, TenantListRequest, TenantListResponse,
+    TenantQuotaClearRequest, TenantQuotaClearResponse, TenantQuotaRecalcRequest,
+    TenantQuotaRecalcResponse, TenantQuotaSetRequest, TenantQuotaSetResponse, TenantReloadRequest,
+    TenantReloadResponse, TenantSchemaActivateRequest, TenantSchemaActivateResponse,
+    TenantSchemaHistoryRequest, TenantSchemaHistoryResponse, TenantSchemaPublishRequest,
+    TenantSchemaPublishResponse, TenantUnassignRequest, TenantUnassignResponse,
 };
 
-use super::{text, texts, Context, Reply};
+use super::{Apply, Context, Reply};
 use crate::error::RequestError;
 use crate::tenants::{ActivateRequest, AuditAction, PublishRequest};
 
@@ -42,102 +44,73 @@ pub(crate) struct TenantCommand {
     action: Action,
 }
 
-macro_rules! parse_simple {
-    ($name:ident, $reader:ty, $action:expr) => {
-        pub fn $name(r: $reader) -> Result<Self, RequestError> {
-            Ok(TenantCommand {
-                token: text(r.get_token())?,
-                tenant_id: text(r.get_tenant_id())?,
+/// The requests that carry only a token and a target tenant.
+macro_rules! simple {
+    ($name:ident, $request:ty, $action:expr) => {
+        pub fn $name(r: $request) -> Self {
+            TenantCommand {
+                token: r.token,
+                tenant_id: r.tenant_id,
                 action: $action,
-            })
+            }
         }
     };
 }
 
 impl TenantCommand {
-    parse_simple!(
-        parse_unassign,
-        tenant_unassign_request::Reader<'_>,
-        Action::Unassign
-    );
-    parse_simple!(
-        parse_quota_clear,
-        tenant_quota_clear_request::Reader<'_>,
-        Action::QuotaClear
-    );
-    parse_simple!(
-        parse_quota_recalc,
-        tenant_quota_recalc_request::Reader<'_>,
-        Action::QuotaRecalc
-    );
-    parse_simple!(
-        parse_reload,
-        tenant_reload_request::Reader<'_>,
-        Action::Reload
-    );
-    parse_simple!(
-        parse_history,
-        tenant_schema_history_request::Reader<'_>,
-        Action::History
-    );
+    simple!(unassign, TenantUnassignRequest, Action::Unassign);
+    simple!(quota_clear, TenantQuotaClearRequest, Action::QuotaClear);
+    simple!(quota_recalc, TenantQuotaRecalcRequest, Action::QuotaRecalc);
+    simple!(reload, TenantReloadRequest, Action::Reload);
+    simple!(history, TenantSchemaHistoryRequest, Action::History);
 
-    pub fn parse_activate(
-        r: tenant_schema_activate_request::Reader<'_>,
-    ) -> Result<Self, RequestError> {
-        Ok(TenantCommand {
-            token: text(r.get_token())?,
-            tenant_id: text(r.get_tenant_id())?,
+    pub fn activate(r: TenantSchemaActivateRequest) -> Self {
+        TenantCommand {
+            token: r.token,
+            tenant_id: r.tenant_id,
             action: Action::Activate {
-                version_id: text(r.get_version_id())?,
+                version_id: r.version_id,
                 request: ActivateRequest {
-                    reason: r
-                        .get_has_reason()
-                        .then(|| text(r.get_reason()))
-                        .transpose()?,
-                    actor: r.get_has_actor().then(|| text(r.get_actor())).transpose()?,
+                    reason: r.reason,
+                    actor: r.actor,
                 },
             },
-        })
+        }
     }
 
-    pub fn parse_assign(r: tenant_assign_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(TenantCommand {
-            token: text(r.get_token())?,
-            tenant_id: text(r.get_tenant_id())?,
+    pub fn assign(r: TenantAssignRequest) -> Self {
+        TenantCommand {
+            token: r.token,
+            tenant_id: r.tenant_id,
             action: Action::Assign {
-                shard_id: text(r.get_shard_id())?,
+                shard_id: r.shard_id,
             },
-        })
+        }
     }
 
-    pub fn parse_quota_set(r: tenant_quota_set_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(TenantCommand {
-            token: text(r.get_token())?,
-            tenant_id: text(r.get_tenant_id())?,
+    pub fn quota_set(r: TenantQuotaSetRequest) -> Self {
+        TenantCommand {
+            token: r.token,
+            tenant_id: r.tenant_id,
             action: Action::QuotaSet {
-                max_storage_mb: r.get_max_storage_mb(),
+                max_storage_mb: r.max_storage_mb,
             },
-        })
+        }
     }
 
-    pub fn parse_publish(
-        r: tenant_schema_publish_request::Reader<'_>,
-    ) -> Result<Self, RequestError> {
-        Ok(TenantCommand {
-            token: text(r.get_token())?,
-            tenant_id: text(r.get_tenant_id())?,
+    pub fn publish(r: TenantSchemaPublishRequest) -> Self {
+        TenantCommand {
+            token: r.token,
+            tenant_id: r.tenant_id,
             action: Action::Publish(PublishRequest {
-                reason: r
-                    .get_has_reason()
-                    .then(|| text(r.get_reason()))
-                    .transpose()?,
-                actor: r.get_has_actor().then(|| text(r.get_actor())).transpose()?,
-                labels: texts(r.get_labels())?,
-                activate: r.get_activate(),
-                force: r.get_force(),
-                reload: r.get_reload(),
+                reason: r.reason,
+                actor: r.actor,
+                labels: r.labels,
+                activate: r.activate,
+                force: r.force,
+                reload: r.reload,
             }),
-        })
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -166,48 +139,49 @@ impl TenantCommand {
             Action::Assign { shard_id } => {
                 let holds_data = ctx.state.store.usage(&tenant)?.events > 0;
                 let (changed, shard_id) = tenants.assign(&tenant, &shard_id, holds_data)?;
-                Reply::TenantAssign { changed, shard_id }
+                Reply::TenantAssign(TenantAssignResponse { changed, shard_id })
             }
-            Action::Unassign => Reply::TenantUnassign {
+            Action::Unassign => Reply::TenantUnassign(TenantUnassignResponse {
                 changed: tenants.unassign(&tenant)?,
-            },
-            Action::QuotaSet { max_storage_mb } => Reply::TenantQuotaSet {
+            }),
+            Action::QuotaSet { max_storage_mb } => Reply::TenantQuotaSet(TenantQuotaSetResponse {
                 changed: tenants.set_quota(&tenant, max_storage_mb)?,
-                quota_mb: max_storage_mb,
-            },
-            Action::QuotaClear => Reply::TenantQuotaClear {
+                quota_mb: Some(max_storage_mb),
+            }),
+            Action::QuotaClear => Reply::TenantQuotaClear(TenantQuotaClearResponse {
                 changed: tenants.clear_quota(&tenant)?,
-            },
-            Action::QuotaRecalc => Reply::TenantQuotaRecalc {
+            }),
+            Action::QuotaRecalc => Reply::TenantQuotaRecalc(TenantQuotaRecalcResponse {
                 storage_bytes: ctx.state.store.recalc_usage(&tenant)?.bytes,
-            },
-            Action::Reload => Reply::TenantReload {
+            }),
+            Action::Reload => Reply::TenantReload(TenantReloadResponse {
                 reloaded: tenants.reload(&tenant)?,
-            },
+            }),
             Action::Publish(request) => {
                 let outcome = tenants.publish(&tenant, request)?;
-                Reply::TenantSchemaPublish {
+                Reply::TenantSchemaPublish(TenantSchemaPublishResponse {
                     version_id: outcome.version_id,
                     activated: outcome.activated,
                     skipped: outcome.skipped,
-                }
+                })
             }
-            Action::History => Reply::TenantSchemaHistory {
+            Action::History => Reply::TenantSchemaHistory(TenantSchemaHistoryResponse {
                 manifest_json: json_text(&tenants.manifest(&tenant))?,
-            },
+            }),
             Action::Activate {
                 version_id,
                 request,
             } => {
                 let outcome = tenants.activate_version(&tenant, version_id.trim(), &request)?;
-                Reply::TenantSchemaActivate {
+                Reply::TenantSchemaActivate(TenantSchemaActivateResponse {
                     version_id: outcome.version_id,
                     activated: outcome.activated,
                     action: match outcome.action {
                         AuditAction::Rollback => "rollback",
                         _ => "activate",
-                    },
-                }
+                    }
+                    .to_owned(),
+                })
             }
         })
     }
@@ -215,18 +189,8 @@ impl TenantCommand {
 
 /// `tenantList` (ours): every tenant known to this server — by stored data, placement, quota or
 /// schema files — that the token's `tenants` claim allows, with placement, quota and usage.
-pub(crate) struct TenantList {
-    token: String,
-}
-
-impl TenantList {
-    pub fn parse(r: tenant_list_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(TenantList {
-            token: text(r.get_token())?,
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for TenantListRequest {
+    fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         let claims = ctx.state.auth.verify(&self.token)?;
         claims.authorize("tenant.manage", None)?;
         let tenants = &ctx.state.tenants;
@@ -248,9 +212,9 @@ impl TenantList {
                 "versions": manifest.versions.len(),
             }));
         }
-        Ok(Reply::TenantList {
+        Ok(Reply::TenantList(TenantListResponse {
             tenants_json: json_text(&listed)?,
-        })
+        }))
     }
 }
 

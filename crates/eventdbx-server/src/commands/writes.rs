@@ -13,93 +13,43 @@ use eventdbx_core::schema::reference::{normalize_references, reference_rules, st
 use eventdbx_core::schema::{validate_write, ReferenceCascade, ReferenceIntegrity};
 use eventdbx_core::write::{request_digest, WriteBody, WriteKind};
 use eventdbx_core::CoreError;
-use eventdbx_proto::schema::control_capnp::{
-    append_event_request, create_aggregate_request, patch_event_request, publish_target,
-    set_aggregate_archive_request,
+use eventdbx_proto::control::{
+    AppendEventResponse, CreateAggregateResponse, PublishTarget as ProtoTarget,
+    SetAggregateArchiveRequest, SetAggregateArchiveResponse, WriteRequest,
 };
 use eventdbx_store::{
-    Idempotency, PayloadCheck, ReferenceScan, Referrer, StoreError, WriteRequest,
+    Idempotency, PayloadCheck, ReferenceScan, Referrer, StoreError, WriteRequest as StoreWrite,
 };
 
-use super::{resource, text, Context, Reply};
+use super::{resource, Apply, Context, Reply};
 use crate::auth::Claims;
+use crate::error::RequestError;
 use eventdbx_core::schema::AggregateSchema;
 
 const READ: &str = "aggregate.read";
-use crate::error::RequestError;
 
-fn parse_targets(
-    has: bool,
-    list: capnp::Result<capnp::struct_list::Reader<'_, publish_target::Owned>>,
-) -> Result<Vec<PublishTarget>, RequestError> {
-    if !has {
-        return Ok(Vec::new());
-    }
-    list?
-        .iter()
-        .map(|t| {
-            Ok(PublishTarget {
-                plugin: text(t.get_plugin())?,
-                mode: t.get_has_mode().then(|| text(t.get_mode())).transpose()?,
-                priority: t
-                    .get_has_priority()
-                    .then(|| text(t.get_priority()))
-                    .transpose()?,
-            })
+/// Create, append or patch: the one typed write request and which member carried it.
+pub(crate) struct Write {
+    kind: WriteKind,
+    request: WriteRequest,
+}
+
+/// The core's targets; `None` (not sent) and an empty list both broadcast.
+fn targets(targets: Option<Vec<ProtoTarget>>) -> Vec<PublishTarget> {
+    targets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| PublishTarget {
+            plugin: t.plugin,
+            mode: t.mode,
+            priority: t.priority,
         })
         .collect()
 }
 
-/// Create, append or patch.
-pub(crate) struct Write {
-    kind: WriteKind,
-    token: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    event_type: String,
-    body: String,
-    note: Option<String>,
-    metadata: Option<String>,
-    targets: Vec<PublishTarget>,
-    expected_version: Option<u64>,
-    idempotency_key: Option<String>,
-}
-
-macro_rules! parse_write {
-    ($r:expr, $kind:expr, $body:ident) => {{
-        let r = $r;
-        Ok(Write {
-            kind: $kind,
-            token: text(r.get_token())?,
-            aggregate_type: text(r.get_aggregate_type())?,
-            aggregate_id: text(r.get_aggregate_id())?,
-            event_type: text(r.get_event_type())?,
-            body: text(r.$body())?,
-            note: r.get_has_note().then(|| text(r.get_note())).transpose()?,
-            metadata: r
-                .get_has_metadata()
-                .then(|| text(r.get_metadata_json()))
-                .transpose()?,
-            targets: parse_targets(r.get_has_publish_targets(), r.get_publish_targets())?,
-            expected_version: r
-                .get_has_expected_version()
-                .then(|| r.get_expected_version()),
-            idempotency_key: Some(text(r.get_idempotency_key())?).filter(|k| !k.is_empty()),
-        })
-    }};
-}
-
 impl Write {
-    pub fn parse_append(r: append_event_request::Reader<'_>) -> Result<Self, RequestError> {
-        parse_write!(r, WriteKind::Append, get_payload_json)
-    }
-
-    pub fn parse_patch(r: patch_event_request::Reader<'_>) -> Result<Self, RequestError> {
-        parse_write!(r, WriteKind::Patch, get_patch_json)
-    }
-
-    pub fn parse_create(r: create_aggregate_request::Reader<'_>) -> Result<Self, RequestError> {
-        parse_write!(r, WriteKind::Create, get_payload_json)
+    pub fn new(kind: WriteKind, request: WriteRequest) -> Self {
+        Write { kind, request }
     }
 
     pub fn name(&self) -> &'static str {
@@ -110,11 +60,14 @@ impl Write {
         }
     }
 
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
-        let (t, i) = (self.aggregate_type.as_str(), self.aggregate_id.as_str());
+    pub fn apply(mut self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        let (t, i) = (
+            self.request.aggregate_type.as_str(),
+            self.request.aggregate_id.as_str(),
+        );
         // 1. Authorisation, before anything is validated or looked up.
         let target = resource(t, i);
-        let claims = ctx.authorize(&self.token, "aggregate.append", Some(&target))?;
+        let claims = ctx.authorize(&self.request.token, "aggregate.append", Some(&target))?;
         if self.kind == WriteKind::Create {
             claims.authorize("aggregate.create", Some(&target))?;
         }
@@ -123,39 +76,37 @@ impl Write {
         }
         // 2. Request parsing.
         let body = match self.kind {
-            WriteKind::Create if self.body.trim().is_empty() => {
+            WriteKind::Create if self.request.body_json.trim().is_empty() => {
                 return Err(RequestError::invalid(
                     "payload_json must be provided when creating an aggregate",
                 ))
             }
-            WriteKind::Append if self.body.trim().is_empty() => {
+            WriteKind::Append if self.request.body_json.trim().is_empty() => {
                 return Err(RequestError::invalid(
                     "payload_json must be provided when patch_json is absent",
                 ))
             }
-            WriteKind::Patch if self.body.trim().is_empty() => {
+            WriteKind::Patch if self.request.body_json.trim().is_empty() => {
                 return Err(RequestError::invalid(
                     "patch_json must be provided for patch events",
                 ))
             }
             WriteKind::Patch => {
-                serde_json::from_str::<serde_json::Value>(&self.body)
+                serde_json::from_str::<serde_json::Value>(&self.request.body_json)
                     .map_err(|err| RequestError::invalid(format!("invalid patch_json: {err}")))?;
-                WriteBody::Patch(self.body.clone())
+                WriteBody::Patch(self.request.body_json.clone())
             }
-            _ => WriteBody::Payload(parse_payload(&self.body)?),
+            _ => WriteBody::Payload(parse_payload(&self.request.body_json)?),
         };
-        let extensions = match &self.metadata {
+        let extensions = match &self.request.metadata_json {
             Some(metadata) => parse_metadata(metadata)?,
             None => None,
         };
         // Publish targets (§14.3): refused before anything is written.
+        let targets = targets(self.request.publish_targets.take());
         let schemas = ctx.schemas();
-        let publish = ctx
-            .state
-            .plugins
-            .routes(Some(&self.targets), schemas.get(t))?;
-        if let Some(key) = &self.idempotency_key {
+        let publish = ctx.state.plugins.routes(Some(&targets), schemas.get(t))?;
+        if let Some(key) = &self.request.idempotency_key {
             if key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
                 return Err(RequestError::invalid(
                     "idempotency key must be 1 to 128 printable ASCII characters",
@@ -165,8 +116,8 @@ impl Write {
         // 4. Names.
         validate_aggregate_type(t)?;
         validate_aggregate_id(i)?;
-        let event_type = normalize_event_type(&self.event_type)?;
-        if let Some(note) = &self.note {
+        let event_type = normalize_event_type(&self.request.event_type)?;
+        if let Some(note) = &self.request.note {
             validate_note(note)?;
         }
         let schema = schemas.get(t).cloned();
@@ -179,29 +130,33 @@ impl Write {
                 })
             })
         };
-        let idempotency = self.idempotency_key.as_ref().map(|key| Idempotency {
-            key: key.clone(),
-            digest: request_digest(
-                self.kind,
-                t,
-                i,
-                &self.event_type,
-                &self.body,
-                self.note.as_deref(),
-                self.metadata.as_deref(),
-                self.expected_version,
-            ),
-        });
+        let idempotency = self
+            .request
+            .idempotency_key
+            .as_ref()
+            .map(|key| Idempotency {
+                key: key.clone(),
+                digest: request_digest(
+                    self.kind,
+                    t,
+                    i,
+                    &self.request.event_type,
+                    &self.request.body_json,
+                    self.request.note.as_deref(),
+                    self.request.metadata_json.as_deref(),
+                    self.request.expected_version,
+                ),
+            });
         let routed: Vec<String> = publish.iter().map(|r| r.plugin.clone()).collect();
-        let request = WriteRequest {
+        let request = StoreWrite {
             kind: self.kind,
             aggregate_type: t.to_owned(),
             aggregate_id: i.to_owned(),
             event_type,
-            event_type_raw: Some(self.event_type.clone()),
+            event_type_raw: Some(self.request.event_type.clone()),
             body,
             extensions,
-            note: self.note.clone(),
+            note: self.request.note.clone(),
             issued_by: Some(IssuedBy {
                 group: claims.group.clone(),
                 user: claims.user.clone(),
@@ -209,7 +164,7 @@ impl Write {
             expected_version: if self.kind == WriteKind::Create {
                 None
             } else {
-                self.expected_version
+                self.request.expected_version
             },
             idempotency,
             snapshot_threshold: schemas.get(t).and_then(|s| s.snapshot_threshold),
@@ -224,7 +179,7 @@ impl Write {
         }
         let verbose = ctx.state.config.verbose_responses;
         Ok(match self.kind {
-            WriteKind::Create => Reply::CreateAggregate {
+            WriteKind::Create => Reply::CreateAggregate(CreateAggregateResponse {
                 aggregate_json: if verbose {
                     ctx.visible(&schemas, outcome.aggregate)
                         .map(|a| a.to_json(&[]).to_string())
@@ -232,14 +187,14 @@ impl Write {
                 } else {
                     String::new()
                 },
-            },
-            _ => Reply::AppendEvent {
+            }),
+            _ => Reply::AppendEvent(AppendEventResponse {
                 event_json: if verbose {
                     serde_json::to_string(&outcome.event).map_err(RequestError::serialization)?
                 } else {
                     String::new()
                 },
-            },
+            }),
         })
     }
 }
@@ -311,28 +266,8 @@ fn payload_check(
 }
 
 /// `setAggregateArchive`.
-pub(crate) struct SetArchive {
-    token: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    archived: bool,
-    note: Option<String>,
-    targets: Vec<PublishTarget>,
-}
-
-impl SetArchive {
-    pub fn parse(r: set_aggregate_archive_request::Reader<'_>) -> Result<Self, RequestError> {
-        Ok(SetArchive {
-            token: text(r.get_token())?,
-            aggregate_type: text(r.get_aggregate_type())?,
-            aggregate_id: text(r.get_aggregate_id())?,
-            archived: r.get_archived(),
-            note: r.get_has_note().then(|| text(r.get_note())).transpose()?,
-            targets: parse_targets(r.get_has_publish_targets(), r.get_publish_targets())?,
-        })
-    }
-
-    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+impl Apply for SetAggregateArchiveRequest {
+    fn apply(mut self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
         let (t, i) = (self.aggregate_type.as_str(), self.aggregate_id.as_str());
         let claims = ctx.authorize(&self.token, "aggregate.archive", Some(&resource(t, i)))?;
         if !claims.can_write() {
@@ -342,7 +277,7 @@ impl SetArchive {
         let publish = ctx
             .state
             .plugins
-            .routes(Some(&self.targets), schemas.get(t))?;
+            .routes(Some(&targets(self.publish_targets.take())), schemas.get(t))?;
         validate_aggregate_type(t)?;
         validate_aggregate_id(i)?;
         let store = &ctx.state.store;
@@ -374,6 +309,8 @@ impl SetArchive {
         } else {
             String::new()
         };
-        Ok(Reply::SetArchive { aggregate_json })
+        Ok(Reply::SetAggregateArchive(SetAggregateArchiveResponse {
+            aggregate_json,
+        }))
     }
 }
