@@ -16,20 +16,20 @@
 //! with no task wake-up in between, on any runtime flavour.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use eventdbx_proto::frame::{
-    self, FrameBuffer, Polled, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
-};
-use eventdbx_proto::hello::{Hello, HelloResponse, MAX_HELLO_BYTES};
-use eventdbx_proto::message::{self, Decoded, StreamMessageReader};
+use eventdbx_proto::frame::{self, FrameBuffer, Polled};
+use eventdbx_proto::hello::{Hello, HelloResponse};
+use eventdbx_proto::message::{self, Decoded};
 use eventdbx_proto::negotiate::{self, Attempt, Next, Policy};
 use eventdbx_proto::noise::{self, v1, v2};
 use eventdbx_proto::schema::control_capnp::control_response;
+use eventdbx_proto::transport::TransportError;
+use eventdbx_proto::transport::{self, available_cpus, poll_cap, PollSlot, SessionLimits};
 use eventdbx_proto::ProtoError;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
@@ -475,7 +475,7 @@ impl Connection {
             }
             poll.budget
         };
-        let _slot = PollSlot::take()?;
+        let _slot = poll_turn()?;
         let socket = socket2::SockRef::from(&self.watch);
         let started = std::time::Instant::now();
         let outcome = loop {
@@ -641,7 +641,7 @@ async fn open_attempt(
             let fingerprint = initiator.read_message2(&msg2).map_err(proto_handshake)?;
             let (msg3, awaiting) = initiator.write_message3().map_err(proto_handshake)?;
             write_frame(&mut write_half, &msg3, v2::FRAME_LIMIT).await?;
-            let verdict = read_frame(&mut read_half, v2::FRAME_LIMIT)
+            let verdict = transport::read_handshake_frame(&mut read_half, v2::FRAME_LIMIT)
                 .await
                 .map_err(|_| {
                     Error::handshake(
@@ -678,15 +678,15 @@ async fn open_attempt(
                     Opening::Plain,
                     Protocol::Plaintext,
                     response.capabilities,
-                    V1_MAX_PLAINTEXT_FRAME,
+                    SessionLimits::V1_PLAINTEXT.message,
                     None,
                     config.busy_poll,
                 ));
             }
             let mut initiator = v1::Initiator::new(token).map_err(proto_handshake)?;
             let msg1 = initiator.write_message1().map_err(proto_handshake)?;
-            write_frame(&mut write_half, &msg1, V1_MAX_NOISE_FRAME).await?;
-            let msg2 = read_handshake_frame(&mut read_half, V1_MAX_NOISE_FRAME).await?;
+            write_frame(&mut write_half, &msg1, SessionLimits::V1_NOISE.frame).await?;
+            let msg2 = read_handshake_frame(&mut read_half, SessionLimits::V1_NOISE.frame).await?;
             let session = initiator.read_message2(&msg2).map_err(proto_handshake)?;
             Ok(Connection::start(
                 read_half,
@@ -696,7 +696,7 @@ async fn open_attempt(
                 Opening::V1(session.opener),
                 Protocol::V1,
                 response.capabilities,
-                NOISE_MAX_PLAINTEXT,
+                SessionLimits::V1_NOISE.message,
                 None,
                 config.busy_poll,
             ))
@@ -714,58 +714,45 @@ fn watch_handle(socket: TcpStream) -> Result<(TcpStream, std::net::TcpStream)> {
 }
 
 async fn read_hello_response(socket: &mut TcpStream) -> Result<Vec<u8>> {
-    let mut reader = StreamMessageReader::new(MAX_HELLO_BYTES);
-    while reader.bytes_needed() > 0 {
-        let mut buf = vec![0u8; reader.bytes_needed()];
-        socket
-            .read_exact(&mut buf)
-            .await
-            .map_err(|err| Error::io("reading the hello response", &err))?;
-        reader
-            .feed(&buf)
-            .map_err(|err| Error::handshake(format!("undecodable hello response: {err}")))?;
+    transport::read_hello(socket)
+        .await
+        .map_err(|err| match err {
+            TransportError::Io(err) => Error::io("reading the hello response", &err),
+            other => Error::handshake(format!("undecodable hello response: {other}")),
+        })
+}
+
+/// A transport failure while `context` (reading from the server, …) as the client's error: the
+/// stream's failures are connection errors, bytes that can never be a frame protocol errors.
+fn transport_error(context: &str) -> impl Fn(TransportError) -> Error + '_ {
+    move |err| match err {
+        TransportError::Io(err) => Error::io(context, &err),
+        other => Error::protocol(other.to_string()),
     }
-    reader
-        .into_message()
-        .ok_or_else(|| Error::handshake("incomplete hello response"))
 }
 
 async fn read_handshake_frame(reader: &mut OwnedReadHalf, limit: usize) -> Result<Vec<u8>> {
-    read_frame(reader, limit).await.map_err(|err| {
-        if err.kind() == ErrorKind::Connection {
-            Error::handshake(format!(
-                "the server closed the connection during the handshake (wrong token or \
-                 incompatible server): {}",
-                err.message()
-            ))
-            .with_token_rejected()
-        } else {
-            err
-        }
-    })
+    transport::read_handshake_frame(reader, limit)
+        .await
+        .map_err(transport_error("reading from the server"))
+        .map_err(|err| {
+            if err.kind() == ErrorKind::Connection {
+                Error::handshake(format!(
+                    "the server closed the connection during the handshake (wrong token or \
+                     incompatible server): {}",
+                    err.message()
+                ))
+                .with_token_rejected()
+            } else {
+                err
+            }
+        })
 }
 
 async fn write_frame(writer: &mut OwnedWriteHalf, payload: &[u8], limit: usize) -> Result<()> {
-    let framed = frame::encode(payload, limit).map_err(|err| Error::protocol(err.to_string()))?;
-    writer
-        .write_all(&framed)
+    transport::write_frame(writer, payload, limit)
         .await
-        .map_err(|err| Error::io("writing a frame", &err))
-}
-
-async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, limit: usize) -> Result<Vec<u8>> {
-    let mut header = [0u8; frame::HEADER_LEN];
-    reader
-        .read_exact(&mut header)
-        .await
-        .map_err(|err| Error::io("reading from the server", &err))?;
-    let len = frame::payload_len(header, limit).map_err(|err| Error::protocol(err.to_string()))?;
-    let mut payload = vec![0u8; len];
-    reader
-        .read_exact(&mut payload)
-        .await
-        .map_err(|err| Error::io("reading from the server", &err))?;
-    Ok(payload)
+        .map_err(transport_error("writing a frame"))
 }
 
 impl Connection {
@@ -784,8 +771,8 @@ impl Connection {
     ) -> Connection {
         let frame_limit = match protocol {
             Protocol::V2 => v2::FRAME_LIMIT,
-            Protocol::V1 => V1_MAX_NOISE_FRAME,
-            Protocol::Plaintext => V1_MAX_PLAINTEXT_FRAME,
+            Protocol::V1 => SessionLimits::V1_NOISE.frame,
+            Protocol::Plaintext => SessionLimits::V1_PLAINTEXT.frame,
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -855,45 +842,20 @@ impl AnswerPoll {
     }
 }
 
-/// Readers of this process polling right now (see [`PollSlot`]).
-static POLLING_READERS: AtomicUsize = AtomicUsize::new(0);
+/// Readers of this process polling right now (see [`poll_turn`]).
+static POLLING_READERS: AtomicU64 = AtomicU64::new(0);
 
-/// A reader's turn to poll, given back when dropped. At most one reader per CPU but one (at
-/// least one) polls at a time in the process, and on a multi-thread runtime at most one per
-/// worker but one, so that polling readers never hold every worker or every CPU; none polls on
-/// a single CPU. A reader without a turn just waits for readiness.
-#[derive(Debug)]
-struct PollSlot;
-
-impl PollSlot {
-    fn take() -> Option<PollSlot> {
-        static CPUS: OnceLock<usize> = OnceLock::new();
-        let cpus =
-            *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let handle = tokio::runtime::Handle::current();
-        let threads = match handle.runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::CurrentThread => cpus,
-            _ => handle.metrics().num_workers().min(cpus),
-        };
-        // On a single CPU a polling reader would only keep the server from answering.
-        let cap = if cpus < 2 {
-            0
-        } else {
-            threads.saturating_sub(1).max(1)
-        };
-        POLLING_READERS
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < cap).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| PollSlot)
-    }
-}
-
-impl Drop for PollSlot {
-    fn drop(&mut self) {
-        POLLING_READERS.fetch_sub(1, Ordering::AcqRel);
-    }
+/// A reader's turn to poll. At most one reader per CPU but one (at least one) polls at a time
+/// in the process, and on a multi-thread runtime at most one per worker but one, so that
+/// polling readers never hold every worker or every CPU; none polls on a single CPU. A reader
+/// without a turn just waits for readiness.
+fn poll_turn() -> Option<PollSlot<'static>> {
+    let handle = tokio::runtime::Handle::current();
+    let threads = match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => available_cpus(),
+        _ => handle.metrics().num_workers().min(available_cpus()),
+    };
+    PollSlot::take(&POLLING_READERS, poll_cap(threads))
 }
 
 /// The reader task: reads what arrives when no caller is polling for it and delivers it.
@@ -948,17 +910,17 @@ mod tests {
         let single_cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) < 2;
         runtime.block_on(async {
             if single_cpu {
-                assert!(PollSlot::take().is_none(), "no reader polls on one CPU");
+                assert!(poll_turn().is_none(), "no reader polls on one CPU");
                 return;
             }
             // Two workers: one reader polls at a time.
-            let first = PollSlot::take().expect("a free turn");
-            assert!(PollSlot::take().is_none(), "a second turn is over the cap");
+            let first = poll_turn().expect("a free turn");
+            assert!(poll_turn().is_none(), "a second turn is over the cap");
             drop(first);
-            let again = PollSlot::take().expect("the turn came back");
-            assert_eq!(POLLING_READERS.load(Ordering::SeqCst), 1);
+            let again = poll_turn().expect("the turn came back");
+            assert_eq!(POLLING_READERS.load(std::sync::atomic::Ordering::SeqCst), 1);
             drop(again);
         });
-        assert_eq!(POLLING_READERS.load(Ordering::SeqCst), 0);
+        assert_eq!(POLLING_READERS.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

@@ -7,24 +7,21 @@
 //! After answering, a session whose conversation is hot polls its socket for a moment before
 //! it parks ([`BusyPoll`], `[socket] busy_poll_us`).
 
-use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventdbx_core::names::normalize_tenant_id;
-use eventdbx_proto::frame::{
-    self, FrameBuffer, Polled, NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME,
-};
+use eventdbx_proto::frame::{Polled, V1_MAX_NOISE_FRAME};
 use eventdbx_proto::hello::{
     classify_first_message, cli_rejection, FirstMessage, HelloResponse, ReceivedHello,
-    MAX_HELLO_BYTES,
 };
-use eventdbx_proto::message::StreamMessageReader;
 use eventdbx_proto::negotiate::{self, ServerPath};
 use eventdbx_proto::noise::{v1, v2, Session};
+use eventdbx_proto::transport::{
+    poll_cap, read_frame, read_hello, write_frame, FrameReader, PollSlot, SessionLimits,
+};
 use eventdbx_store::{Durability, EventStore};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Semaphore};
@@ -60,8 +57,7 @@ pub(crate) async fn serve(
 ) {
     // Each frame goes out in one write; without this a reply would wait for a delayed ACK.
     let _ = socket.set_nodelay(true);
-    let Ok(Ok(hello_bytes)) = timeout(HANDSHAKE_TIMEOUT, read_stream_message(&mut socket)).await
-    else {
+    let Ok(Ok(hello_bytes)) = timeout(HANDSHAKE_TIMEOUT, read_hello(&mut socket)).await else {
         return;
     };
     let hello = match classify_first_message(&hello_bytes) {
@@ -185,10 +181,10 @@ async fn serve_v1(
         let Ok((msg2, session)) = responder.write_message2() else {
             return;
         };
-        let Ok(framed) = frame::encode(&msg2, V1_MAX_NOISE_FRAME) else {
-            return;
-        };
-        if socket.write_all(&framed).await.is_err() {
+        if write_frame(&mut socket, &msg2, V1_MAX_NOISE_FRAME)
+            .await
+            .is_err()
+        {
             return;
         }
         Some(session)
@@ -207,10 +203,10 @@ async fn v1_loop(
     mut noise: Option<&mut Session>,
     mut shutdown: broadcast::Receiver<()>,
 ) {
-    let (frame_limit, response_limit) = match noise {
-        Some(_) => (V1_MAX_NOISE_FRAME, NOISE_MAX_PLAINTEXT),
-        None => (V1_MAX_PLAINTEXT_FRAME, V1_MAX_PLAINTEXT_FRAME),
-    };
+    let SessionLimits {
+        frame: frame_limit,
+        message: response_limit,
+    } = SessionLimits::v1(noise.is_some());
     let (reader, mut writer) = socket.into_split();
     let mut reader = FrameReader::new(reader, frame_limit);
     let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
@@ -259,10 +255,7 @@ async fn v1_loop(
             },
             None => response,
         };
-        let Ok(framed) = frame::encode(&bytes, frame_limit) else {
-            return;
-        };
-        if writer.write_all(&framed).await.is_err() {
+        if write_frame(&mut writer, &bytes, frame_limit).await.is_err() {
             return;
         }
     }
@@ -311,10 +304,10 @@ async fn serve_v2(
     let Ok(msg2) = responder.write_message2(psk.as_ref()) else {
         return;
     };
-    let Ok(framed) = frame::encode(&msg2, v2::FRAME_LIMIT) else {
-        return;
-    };
-    if socket.write_all(&framed).await.is_err() {
+    if write_frame(&mut socket, &msg2, v2::FRAME_LIMIT)
+        .await
+        .is_err()
+    {
         return;
     }
     let Ok(Ok(Some(msg3))) =
@@ -625,47 +618,6 @@ impl BusyPoll {
     }
 }
 
-/// A session's turn to busy-poll, counted in [`Metrics::busy_polling`]; given back when dropped.
-#[derive(Debug)]
-struct PollSlot<'a>(&'a AtomicU64);
-
-impl<'a> PollSlot<'a> {
-    /// A slot if fewer than `cap` sessions poll now.
-    fn take(metrics: &'a Metrics, cap: u64) -> Option<Self> {
-        let before = metrics
-            .busy_polling
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < cap).then_some(n + 1)
-            })
-            .ok()?;
-        metrics
-            .busy_polling_peak
-            .fetch_max(before + 1, Ordering::Relaxed);
-        Some(PollSlot(&metrics.busy_polling))
-    }
-}
-
-impl Drop for PollSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// How many sessions may poll at once: one per runtime worker but one, at least one, so that
-/// polling sessions never take every worker; none on a single CPU, where a polling session
-/// would only keep the client from sending.
-fn poll_cap() -> u64 {
-    static CPUS: OnceLock<usize> = OnceLock::new();
-    let cpus = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if cpus < 2 {
-        return 0;
-    }
-    let workers = tokio::runtime::Handle::try_current()
-        .map(|handle| handle.metrics().num_workers())
-        .unwrap_or(1);
-    u64::try_from(workers.saturating_sub(1).max(1)).unwrap_or(1)
-}
-
 /// Polls the socket before the session parks, when [`BusyPoll`] says so and a slot is free (a
 /// session without one just waits). `idle`: no request of the session in flight.
 fn poll_before_waiting(
@@ -677,104 +629,26 @@ fn poll_before_waiting(
     if !busy.before_wait(idle && reader.buffered() == 0) {
         return;
     }
-    let Some(_slot) = PollSlot::take(&state.metrics, poll_cap()) else {
+    // One per runtime worker but one may poll, so that polling sessions never hold them all.
+    let workers = tokio::runtime::Handle::try_current()
+        .map(|handle| handle.metrics().num_workers())
+        .unwrap_or(1);
+    let Some(slot) = PollSlot::take(&state.metrics.busy_polling, poll_cap(workers)) else {
         return;
     };
+    state
+        .metrics
+        .busy_polling_peak
+        .fetch_max(slot.rank(), std::sync::atomic::Ordering::Relaxed);
     Metrics::add(&state.metrics.busy_polls, 1);
-    let hit = reader.poll_for_frame(busy.budget);
+    // tokio's sockets are non-blocking: a `recv` behind its back returns at once. That is sound
+    // with its edge-triggered reactor: a stale readiness costs one `recv` that finds nothing,
+    // and every later arrival raises a new event.
+    let hit = reader.poll_for_frame(busy.budget, |half, buf| {
+        std::io::Read::read(&mut &*socket2::SockRef::from(half.as_ref()), buf)
+    }) != Polled::TimedOut;
     if hit {
         Metrics::add(&state.metrics.busy_poll_hits, 1);
     }
     busy.polled(hit);
-}
-
-/// The read side of a session: frames come out of a buffer that each read fills with as much
-/// as the socket holds, so a frame usually costs one `recv`, not one for its header and one for
-/// its payload.
-struct FrameReader<R> {
-    io: R,
-    buffer: FrameBuffer,
-}
-
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    fn new(io: R, limit: usize) -> Self {
-        FrameReader {
-            io,
-            buffer: FrameBuffer::new(limit),
-        }
-    }
-
-    /// Bytes received past the frames taken so far (the start of the next request, if any).
-    fn buffered(&self) -> usize {
-        self.buffer.buffered()
-    }
-
-    /// The next frame's payload; `Ok(None)` on a clean EOF between frames. Cancel-safe: bytes
-    /// read stay in the buffer.
-    async fn next(&mut self) -> io::Result<Option<&[u8]>> {
-        let invalid = |err: eventdbx_proto::ProtoError| {
-            io::Error::new(io::ErrorKind::InvalidData, err.to_string())
-        };
-        loop {
-            if self.buffer.has_frame().map_err(invalid)? {
-                return self.buffer.next_frame().map_err(invalid);
-            }
-            let read = self.io.read(self.buffer.read_space()).await?;
-            if read == 0 {
-                return if self.buffer.buffered() == 0 {
-                    Ok(None)
-                } else {
-                    Err(io::ErrorKind::UnexpectedEof.into())
-                };
-            }
-            self.buffer.filled(read);
-        }
-    }
-}
-
-impl FrameReader<OwnedReadHalf> {
-    /// Reads the socket with non-blocking `recv`s (tokio's sockets are non-blocking) for up to
-    /// `budget`, until a whole frame is buffered. The bytes go into the buffer
-    /// [`FrameReader::next`] takes frames from, so framing and decryption are unchanged; a
-    /// frame that is not whole in time is completed by `next`. Reading behind tokio's back is
-    /// sound with its edge-triggered reactor: a stale readiness costs one `recv` that finds
-    /// nothing, and every later arrival raises a new event. `true` when a frame came in time
-    /// (or the end of the stream or an error, which `next` then reports).
-    fn poll_for_frame(&mut self, budget: Duration) -> bool {
-        let socket = socket2::SockRef::from(self.io.as_ref());
-        self.buffer.poll_from(&*socket, budget) != Polled::TimedOut
-    }
-}
-
-/// Reads a raw stream message (the hello), segment table first, never past its end.
-async fn read_stream_message(socket: &mut TcpStream) -> io::Result<Vec<u8>> {
-    let mut reader = StreamMessageReader::new(MAX_HELLO_BYTES);
-    while reader.bytes_needed() > 0 {
-        let mut buf = vec![0u8; reader.bytes_needed()];
-        socket.read_exact(&mut buf).await?;
-        reader
-            .feed(&buf)
-            .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
-    }
-    reader
-        .into_message()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "incomplete hello"))
-}
-
-/// Reads one frame; `Ok(None)` on a clean EOF before a frame starts.
-async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    limit: usize,
-) -> io::Result<Option<Vec<u8>>> {
-    let mut header = [0u8; frame::HEADER_LEN];
-    match reader.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(err) => return Err(err),
-    }
-    let len = frame::payload_len(header, limit)
-        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await?;
-    Ok(Some(payload))
 }
