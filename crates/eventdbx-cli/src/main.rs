@@ -3,7 +3,7 @@
 //! Commands that act on the data directory itself (`init`, `serve`, `start`/`stop`/`status`,
 //! `token`, `key`, `config`) are here. Commands that read or write aggregates, schemas and
 //! tenants (`aggregate`, `events`, `snapshots`, `schema`, `tenant`) go through the authenticated
-//! control protocol with the client crate: `remote.rs` and `schema.rs`.
+//! control protocol with the client crate: `remote/` and `schema.rs`.
 
 /// `println!` for command output: when stdout is gone (`dbx … | head`) the process ends
 /// quietly with the status a shell shows for SIGPIPE, instead of panicking.

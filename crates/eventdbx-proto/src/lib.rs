@@ -16,6 +16,8 @@
 //! - [`plugin`]: the `PluginEnvelope` messages on a `process` plugin's stdin and stdout, owned,
 //!   with an incremental decoder.
 //! - [`negotiate`]: which protocol version to try, and whether a rejection allows a fallback.
+//! - `transport` (feature `tokio`): frames, the hello and busy-poll turns over any tokio
+//!   `AsyncRead`/`AsyncWrite`, shared by the server and the client; the sockets stay theirs.
 
 pub mod control;
 pub mod error;
@@ -26,5 +28,7 @@ pub mod negotiate;
 pub mod noise;
 pub mod plugin;
 pub mod schema;
+#[cfg(feature = "tokio")]
+pub mod transport;
 
 pub use error::{ProtoError, Result};

@@ -1,0 +1,338 @@
+//! What the reader task and the callers polling for their answers share: the requests in
+//! flight, the bytes received and the cipher that opens them, and when to poll.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use eventdbx_proto::frame::{FrameBuffer, Polled};
+use eventdbx_proto::message;
+use eventdbx_proto::noise::{self, v2};
+use eventdbx_proto::transport::{available_cpus, poll_cap, PollSlot};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::oneshot;
+
+use super::{Connection, Response};
+use crate::error::{Error, Result};
+
+pub(super) enum Opening {
+    V2(v2::ChunkOpener),
+    V1(noise::Opener),
+    Plain,
+}
+
+pub(super) struct Pending {
+    pub(super) reply: oneshot::Sender<Result<Response>>,
+    /// Set by the writer just before the request's first byte goes out.
+    pub(super) written: bool,
+}
+
+/// The state of a connection its reader task shares with its callers.
+pub(super) struct Shared {
+    state: Mutex<State>,
+    /// What was received and not yet decoded, and the cipher that opens it. Locked only for a
+    /// read and the decoding after it, never across an `.await`.
+    read: Mutex<ReadSide>,
+    /// When callers poll for their answers.
+    poll: Mutex<AnswerPoll>,
+}
+
+struct ReadSide {
+    buffer: FrameBuffer,
+    opening: Opening,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) pending: HashMap<u64, Pending>,
+    /// Ids whose caller gave up (timeout, cancellation) on v2: their late answers are dropped.
+    pub(super) abandoned: HashSet<u64>,
+    pub(super) dead: Option<Error>,
+}
+
+impl Shared {
+    pub(super) fn new(opening: Opening, frame_limit: usize, busy_poll: Duration) -> Self {
+        Shared {
+            state: Mutex::new(State::default()),
+            read: Mutex::new(ReadSide {
+                buffer: FrameBuffer::new(frame_limit),
+                opening,
+            }),
+            poll: Mutex::new(AnswerPoll::new(busy_poll)),
+        }
+    }
+
+    fn read_side(&self) -> MutexGuard<'_, ReadSide> {
+        // A panic while decoding leaves at worst a connection out of step, which the next
+        // decoding error kills.
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn answer_poll(&self) -> MutexGuard<'_, AnswerPoll> {
+        self.poll
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Decodes every whole frame received and hands each answer to its waiter. An error means
+    /// the connection is out of step and must die.
+    fn deliver(&self, side: &mut ReadSide) -> std::result::Result<(), Error> {
+        loop {
+            let payload = match side.buffer.has_frame() {
+                Ok(true) => match side.buffer.next_frame() {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) => continue,
+                    Err(err) => return Err(Error::protocol(err.to_string())),
+                },
+                Ok(false) => return Ok(()),
+                Err(err) => return Err(Error::protocol(err.to_string())),
+            };
+            let message = match &mut side.opening {
+                Opening::V2(opener) => match opener.open_frame(payload) {
+                    Ok(Some(message)) => message,
+                    Ok(None) => continue,
+                    Err(err) => return Err(Error::protocol(format!("undecodable reply: {err}"))),
+                },
+                Opening::V1(opener) => match opener.open(payload) {
+                    Ok(message) => message,
+                    Err(err) => return Err(Error::protocol(format!("undecodable reply: {err}"))),
+                },
+                Opening::Plain => payload.to_vec(),
+            };
+            let response = message::decode_response(&message)
+                .map_err(|err| Error::protocol(format!("undecodable reply: {err}")))?;
+            let id = match response.get() {
+                Ok(root) => root.get_id(),
+                Err(err) => return Err(Error::protocol(format!("undecodable reply: {err}"))),
+            };
+            let entry = {
+                let mut state = self.lock();
+                match state.pending.remove(&id) {
+                    Some(entry) => Some(entry),
+                    None if state.abandoned.remove(&id) => None,
+                    None => {
+                        return Err(Error::protocol(format!(
+                            "response id {id} matches no request in flight"
+                        )))
+                    }
+                }
+            };
+            if let Some(entry) = entry {
+                let _ = entry.reply.send(Ok(response));
+            }
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the map itself stays consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Fails every waiter and marks the connection dead (first reason wins).
+    pub(super) fn kill(&self, reason: Error) {
+        let pending = {
+            let mut state = self.lock();
+            if state.dead.is_none() {
+                state.dead = Some(reason.clone());
+            }
+            std::mem::take(&mut state.pending)
+        };
+        for (_, entry) in pending {
+            let _ = entry.reply.send(Err(reason.clone().unsent(!entry.written)));
+        }
+    }
+}
+
+impl Connection {
+    /// Reads the socket for the answer for up to the poll budget, on the caller's thread (see
+    /// [`crate::ClientConfig::busy_poll`]): `None` when it did not come in time (or polling is off, or
+    /// not this request's turn), and the caller then waits for the reader task as usual.
+    /// Bytes read here go through the same buffer and cipher as the reader's, under the same
+    /// lock, so whoever reads next continues the stream in step; reading behind tokio's back
+    /// is sound with its edge-triggered reactor (a stale readiness costs one empty read).
+    pub(super) fn poll_for_answer(
+        &self,
+        answer: &mut oneshot::Receiver<Result<Response>>,
+    ) -> Option<Result<Response>> {
+        if !self.polls {
+            return None;
+        }
+        let budget = {
+            let mut poll = self.shared.answer_poll();
+            if !poll.due() {
+                return None;
+            }
+            poll.budget
+        };
+        let _slot = poll_turn()?;
+        let socket = socket2::SockRef::from(&self.watch);
+        let started = std::time::Instant::now();
+        let outcome = loop {
+            match answer.try_recv() {
+                Ok(result) => break Some(result),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    break Some(Err(Error::connection("connection closed")))
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            if started.elapsed() >= budget {
+                break None;
+            }
+            // The reader task may be decoding right now; then just look again.
+            let Ok(mut side) = self.shared.read.try_lock() else {
+                continue;
+            };
+            match std::io::Read::read(&mut &*socket, side.buffer.read_space()) {
+                Ok(0) => break None, // the reader task sees the end and kills the connection
+                Ok(read) => side.buffer.filled(read),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(_) => break None, // likewise
+            }
+            if let Err(err) = self.shared.deliver(&mut side) {
+                drop(side);
+                self.kill(err);
+            }
+        };
+        self.shared.answer_poll().polled(if outcome.is_some() {
+            Polled::Frame
+        } else {
+            Polled::TimedOut
+        });
+        outcome
+    }
+}
+
+/// When the reader polls for an answer (see [`crate::ClientConfig::busy_poll`]): once per request
+/// sent, unless recent polls ended with no answer; after `n` such polls in a row (up to 6) it
+/// lets 2^n requests go by unpolled before it tries again.
+#[derive(Debug)]
+struct AnswerPoll {
+    budget: Duration,
+    /// Polls in a row that ended with no answer (at most 6).
+    misses: u32,
+    /// Requests still to let go by without polling.
+    skip: u32,
+}
+
+impl AnswerPoll {
+    fn new(budget: Duration) -> Self {
+        AnswerPoll {
+            budget,
+            misses: 0,
+            skip: 0,
+        }
+    }
+
+    /// A request went out: whether to poll for its answer.
+    fn due(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn polled(&mut self, outcome: Polled) {
+        if outcome == Polled::TimedOut {
+            self.misses = (self.misses + 1).min(6);
+            self.skip = 1 << self.misses;
+        } else {
+            self.misses = 0;
+        }
+    }
+}
+
+/// Readers of this process polling right now (see [`poll_turn`]).
+static POLLING_READERS: AtomicU64 = AtomicU64::new(0);
+
+/// A reader's turn to poll. At most one reader per CPU but one (at least one) polls at a time
+/// in the process, and on a multi-thread runtime at most one per worker but one, so that
+/// polling readers never hold every worker or every CPU; none polls on a single CPU. A reader
+/// without a turn just waits for readiness.
+fn poll_turn() -> Option<PollSlot<'static>> {
+    let handle = tokio::runtime::Handle::current();
+    let threads = match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => available_cpus(),
+        _ => handle.metrics().num_workers().min(available_cpus()),
+    };
+    PollSlot::take(&POLLING_READERS, poll_cap(threads))
+}
+
+/// The reader task: reads what arrives when no caller is polling for it and delivers it.
+pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
+    let reason = loop {
+        if let Err(err) = {
+            let mut side = shared.read_side();
+            shared.deliver(&mut side)
+        } {
+            break err;
+        }
+        if let Err(err) = reader.readable().await {
+            break Error::io("reading from the server", &err);
+        }
+        let read = {
+            let mut side = shared.read_side();
+            // Each read takes whatever the socket holds: a response that arrived whole costs
+            // one `recv`, not one for its header and one for its payload.
+            match reader.try_read(side.buffer.read_space()) {
+                Ok(read) => {
+                    side.buffer.filled(read);
+                    Ok(read)
+                }
+                Err(err) => Err(err),
+            }
+        };
+        match read {
+            Ok(0) => {
+                break Error::io(
+                    "reading from the server",
+                    &std::io::ErrorKind::UnexpectedEof.into(),
+                )
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) => break Error::io("reading from the server", &err),
+        }
+    };
+    shared.kill(reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_turns_stop_at_the_cap_and_come_back_when_dropped() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("runtime");
+        let single_cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) < 2;
+        runtime.block_on(async {
+            if single_cpu {
+                assert!(poll_turn().is_none(), "no reader polls on one CPU");
+                return;
+            }
+            // Two workers: one reader polls at a time.
+            let first = poll_turn().expect("a free turn");
+            assert!(poll_turn().is_none(), "a second turn is over the cap");
+            drop(first);
+            let again = poll_turn().expect("the turn came back");
+            assert_eq!(POLLING_READERS.load(std::sync::atomic::Ordering::SeqCst), 1);
+            drop(again);
+        });
+        assert_eq!(POLLING_READERS.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+}

@@ -1,0 +1,204 @@
+//! One control connection: the hello (§3–§5), the v1 or v2 handshake, then the session loop.
+//!
+//! v1 sessions answer one request at a time, in order, as EventDBX does. v2 sessions read
+//! requests as they come, run up to [`V2_IN_FLIGHT`] at once and write each answer when it is
+//! ready (answers carry the request id).
+//!
+//! After answering, a session whose conversation is hot polls its socket for a moment before
+//! it parks (`busy_poll::BusyPoll`, `[socket] busy_poll_us`).
+//!
+//! # Layout
+//! - `v1`: the v1 hello checks, the optional `Noise_NNpsk0` handshake and the v1 session loop.
+//! - `v2`: the `Noise_XXpsk3` handshake and the pipelined v2 session loop.
+//! - `busy_poll`: when a session polls its socket before it parks.
+//! - here: the hello, and running one request (on the session's task or apart).
+
+mod busy_poll;
+mod v1;
+mod v2;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventdbx_core::names::normalize_tenant_id;
+use eventdbx_proto::hello::{
+    classify_first_message, cli_rejection, FirstMessage, HelloResponse, ReceivedHello,
+};
+use eventdbx_proto::negotiate::{self, ServerPath};
+use eventdbx_proto::transport::read_hello;
+use eventdbx_store::Durability;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+use tokio::time::timeout;
+
+use crate::commands::{self, Command, Context};
+use crate::error::RequestError;
+use crate::state::{Metrics, ServerState};
+
+/// Time allowed for the hello and each handshake message.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests of one v2 session running at once.
+pub const V2_IN_FLIGHT: usize = 64;
+/// What our server honours beyond the reference (§12.2).
+const CAPABILITIES: [&str; 5] = [
+    "expected_version",
+    "idempotency_key",
+    "events_filter",
+    "sorted_cursors",
+    "verify_recompute",
+];
+
+/// The session's identity, fixed at the hello.
+struct SessionInfo {
+    tenant: String,
+    hello_token: String,
+}
+
+pub(crate) async fn serve(
+    state: Arc<ServerState>,
+    mut socket: TcpStream,
+    shutdown: broadcast::Receiver<()>,
+) {
+    // Each frame goes out in one write; without this a reply would wait for a delayed ACK.
+    let _ = socket.set_nodelay(true);
+    let Ok(Ok(hello_bytes)) = timeout(HANDSHAKE_TIMEOUT, read_hello(&mut socket)).await else {
+        return;
+    };
+    let hello = match classify_first_message(&hello_bytes) {
+        Ok(FirstMessage::Hello(hello)) => hello,
+        Ok(FirstMessage::CliRequest) => {
+            // Never run anything for a peer: answer the CLI-proxy request with a refusal.
+            let _ = socket.write_all(&cli_rejection()).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    match negotiate::server_path(hello.protocol_version, state.config.accept_v1) {
+        Err(message) => reject(&state, &mut socket, &message, false).await,
+        Ok(ServerPath::V1) => v1::serve_v1(state, socket, hello, shutdown).await,
+        Ok(ServerPath::V2) => v2::serve_v2(state, socket, hello_bytes, hello, shutdown).await,
+    }
+}
+
+async fn reject(state: &ServerState, socket: &mut TcpStream, message: &str, no_noise: bool) {
+    Metrics::add(&state.metrics.handshake_failures, 1);
+    tracing::info!(reason = message, "hello rejected");
+    let _ = socket
+        .write_all(&HelloResponse::rejected(message, no_noise).encode())
+        .await;
+    let _ = socket.shutdown().await;
+}
+
+fn accepted(no_noise: bool) -> HelloResponse {
+    HelloResponse {
+        capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+        ..HelloResponse::ok(no_noise)
+    }
+}
+
+/// §5 steps 3 and 5: the tenant the hello names (or the default), normalised.
+fn hello_tenant(state: &ServerState, hello: &ReceivedHello) -> Result<(String, String), String> {
+    let raw = match &hello.tenant_id {
+        Ok(raw) => raw.trim().to_owned(),
+        Err(err) => return Err(err.to_string()),
+    };
+    let raw = if raw.is_empty() {
+        if state.config.tenants.multi_tenant {
+            return Err("tenantId is required when multi-tenant mode is enabled".into());
+        }
+        state.config.domain.clone()
+    } else {
+        raw
+    };
+    Ok((
+        raw.clone(),
+        normalize_tenant_id(&raw)
+            .map_err(|err| format!("failed to initialise tenant '{raw}': {err}"))?,
+    ))
+}
+
+/// Whether a request runs on the session's own task, without leaving the runtime's thread:
+/// the reads of one aggregate, one snapshot, the schemas or one outbox page, and writes to one
+/// aggregate when the store does not flush before acknowledging. These take tens of
+/// microseconds, less than handing them to another thread and back. The rest run apart
+/// ([`answer_apart`]), so that they never hold up the other tasks of this runtime thread:
+/// durable writes wait for a flush (and share it with concurrent ones), lists may scan many
+/// entries to fill a filtered page, verify reads a whole aggregate, an archive may cascade to
+/// its referrers, and the schema, tenant and plugin administration commands touch files.
+fn runs_inline(state: &ServerState, command: &Result<Command, RequestError>) -> bool {
+    let relaxed = state.store.durability() == Durability::Relaxed;
+    match command {
+        // An unknown member or unreadable field: the answer is an error, at once.
+        Err(_) => true,
+        Ok(
+            Command::GetAggregate(_)
+            | Command::SelectAggregate(_)
+            | Command::ReadOutbox(_)
+            | Command::ListSchemas(_)
+            | Command::GetSnapshot(_),
+        ) => true,
+        Ok(Command::Write(_) | Command::CreateSnapshot(_)) => relaxed,
+        Ok(
+            Command::ListAggregates(_)
+            | Command::ListEvents(_)
+            | Command::ListReferrers(_)
+            | Command::ListSnapshots(_)
+            | Command::VerifyAggregate(_)
+            | Command::SetArchive(_)
+            | Command::ReplaceSchemas(_)
+            | Command::Tenant(_)
+            | Command::TenantList(_)
+            | Command::Admin(_),
+        ) => false,
+    }
+}
+
+/// Runs one request off the runtime's scheduling: `block_in_place` on the multi-thread runtime
+/// (the runtime moves this worker's other tasks elsewhere meanwhile, cheaper than a hop to a
+/// blocking thread and back), a blocking thread on a current-thread runtime (a library user's
+/// choice), where `block_in_place` is not available.
+async fn answer_apart(
+    state: Arc<ServerState>,
+    session: Arc<SessionInfo>,
+    id: u64,
+    command: Result<Command, RequestError>,
+    response_limit: usize,
+) -> Option<Vec<u8>> {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        tokio::task::block_in_place(|| execute(&state, &session, id, command, response_limit))
+    } else {
+        tokio::task::spawn_blocking(move || execute(&state, &session, id, command, response_limit))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// Runs a parsed request and encodes its answer.
+fn execute(
+    state: &ServerState,
+    session: &SessionInfo,
+    id: u64,
+    command: Result<Command, RequestError>,
+    response_limit: usize,
+) -> Option<Vec<u8>> {
+    let ctx = Context {
+        state,
+        tenant: &session.tenant,
+        hello_token: &session.hello_token,
+        response_limit,
+    };
+    let name = command.as_ref().map_or("unknown", |c| c.name());
+    let result = command.and_then(|c| c.apply(&ctx));
+    Metrics::add(&state.metrics.requests, 1);
+    if let Err(err) = &result {
+        Metrics::add(&state.metrics.request_errors, 1);
+        tracing::debug!(request = name, id, tenant = %session.tenant, code = %err.code, "request failed");
+    } else {
+        tracing::trace!(request = name, id, tenant = %session.tenant, "request answered");
+    }
+    Some(commands::encode(id, result, response_limit))
+}

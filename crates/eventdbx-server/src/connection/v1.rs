@@ -1,0 +1,169 @@
+//! Protocol v1: the token and tenant checks of the hello, the optional `Noise_NNpsk0`
+//! handshake, then one request at a time, answered in order.
+
+use std::sync::Arc;
+
+use eventdbx_proto::frame::V1_MAX_NOISE_FRAME;
+use eventdbx_proto::hello::ReceivedHello;
+use eventdbx_proto::noise::{v1, Session};
+use eventdbx_proto::transport::{read_frame, write_frame, FrameReader, SessionLimits};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+use tokio::time::timeout;
+
+use super::busy_poll::{poll_before_waiting, BusyPoll};
+use super::{
+    accepted, answer_apart, execute, hello_tenant, reject, runs_inline, SessionInfo,
+    HANDSHAKE_TIMEOUT,
+};
+use crate::commands;
+use crate::state::{Metrics, ServerState, IDLE_TIMEOUT};
+
+pub(super) async fn serve_v1(
+    state: Arc<ServerState>,
+    mut socket: TcpStream,
+    hello: ReceivedHello,
+    shutdown: broadcast::Receiver<()>,
+) {
+    let plaintext = hello.no_noise && state.config.allow_plaintext;
+    // Step 2: the token.
+    let token = match &hello.token {
+        Ok(token) => token.trim().to_owned(),
+        Err(err) => return reject(&state, &mut socket, &err.to_string(), plaintext).await,
+    };
+    if token.is_empty() {
+        return reject(&state, &mut socket, "missing control token", plaintext).await;
+    }
+    let claims = match state.auth.verify(&token) {
+        Ok(claims) => claims,
+        Err(err) => {
+            tracing::info!(error = %err, "control token refused");
+            return reject(&state, &mut socket, "invalid control token", plaintext).await;
+        }
+    };
+    // Steps 3–5: the tenant.
+    let raw_tenant = match &hello.tenant_id {
+        Ok(raw) if !raw.trim().is_empty() => raw.trim().to_owned(),
+        _ => String::new(),
+    };
+    if hello.tenant_id.is_ok() && !raw_tenant.is_empty() && !claims.allows_tenant(&raw_tenant) {
+        let message = format!("token does not grant access to tenant '{raw_tenant}'");
+        return reject(&state, &mut socket, &message, plaintext).await;
+    }
+    let tenant = match hello_tenant(&state, &hello) {
+        Ok((_, tenant)) => tenant,
+        Err(message) => return reject(&state, &mut socket, &message, plaintext).await,
+    };
+    if !claims.allows_tenant(&tenant) {
+        let message = format!("token does not grant access to tenant '{tenant}'");
+        return reject(&state, &mut socket, &message, plaintext).await;
+    }
+    if socket
+        .write_all(&accepted(plaintext).encode())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut transport = if plaintext {
+        None
+    } else {
+        // A wrong PSK or prologue fails here; EventDBX closes without a reply, and so do we.
+        let Ok(mut responder) = v1::Responder::new(&token) else {
+            return;
+        };
+        let Ok(Ok(Some(msg1))) = timeout(
+            HANDSHAKE_TIMEOUT,
+            read_frame(&mut socket, V1_MAX_NOISE_FRAME),
+        )
+        .await
+        else {
+            return;
+        };
+        if responder.read_message1(&msg1).is_err() {
+            Metrics::add(&state.metrics.handshake_failures, 1);
+            return;
+        }
+        let Ok((msg2, session)) = responder.write_message2() else {
+            return;
+        };
+        if write_frame(&mut socket, &msg2, V1_MAX_NOISE_FRAME)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        Some(session)
+    };
+    let session = Arc::new(SessionInfo {
+        tenant,
+        hello_token: token,
+    });
+    v1_loop(state, socket, session, transport.as_mut(), shutdown).await;
+}
+
+async fn v1_loop(
+    state: Arc<ServerState>,
+    socket: TcpStream,
+    session: Arc<SessionInfo>,
+    mut noise: Option<&mut Session>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let SessionLimits {
+        frame: frame_limit,
+        message: response_limit,
+    } = SessionLimits::v1(noise.is_some());
+    let (reader, mut writer) = socket.into_split();
+    let mut reader = FrameReader::new(reader, frame_limit);
+    let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
+    loop {
+        // One request at a time: between two, nothing is in flight.
+        poll_before_waiting(&state, &mut busy, &mut reader, true);
+        let payload = tokio::select! {
+            _ = shutdown.recv() => return,
+            read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
+                Ok(Ok(Some(payload))) => payload,
+                // EOF, a reset, an oversize or truncated frame, or idleness: close quietly.
+                _ => return,
+            },
+        };
+        busy.arrived();
+        let request = match noise.as_deref_mut() {
+            Some(session) => match session.opener.open(payload) {
+                Ok(plain) => plain,
+                Err(_) => return,
+            },
+            None => payload.to_vec(),
+        };
+        // One request at a time: nothing else of this session can be waiting for its turn.
+        let Ok((id, command)) = commands::parse(&request) else {
+            return;
+        };
+        let response = if runs_inline(&state, &command) {
+            execute(&state, &session, id, command, response_limit)
+        } else {
+            answer_apart(
+                Arc::clone(&state),
+                Arc::clone(&session),
+                id,
+                command,
+                response_limit,
+            )
+            .await
+        };
+        let Some(response) = response else {
+            return;
+        };
+        let bytes = match noise.as_deref_mut() {
+            Some(session) => match session.sealer.seal(&response) {
+                Ok(sealed) => sealed,
+                Err(_) => return,
+            },
+            None => response,
+        };
+        if write_frame(&mut writer, &bytes, frame_limit).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Protocol v2: the `Noise_XXpsk3` handshake (the token arrives inside it), then requests read
+//! as they come, up to [`V2_IN_FLIGHT`] running at once, each answer written when it is ready.
+
+use std::sync::Arc;
+
+use eventdbx_proto::hello::ReceivedHello;
+use eventdbx_proto::noise::v2;
+use eventdbx_proto::transport::{read_frame, write_frame, FrameReader};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, Semaphore};
+use tokio::time::timeout;
+
+use super::busy_poll::{poll_before_waiting, BusyPoll};
+use super::{
+    accepted, answer_apart, execute, hello_tenant, reject, runs_inline, SessionInfo,
+    HANDSHAKE_TIMEOUT, V2_IN_FLIGHT,
+};
+use crate::commands;
+use crate::state::{Metrics, ServerState, IDLE_TIMEOUT};
+
+pub(super) async fn serve_v2(
+    state: Arc<ServerState>,
+    mut socket: TcpStream,
+    hello_bytes: Vec<u8>,
+    hello: ReceivedHello,
+    shutdown: broadcast::Receiver<()>,
+) {
+    // The v2 hello carries no token; the tenant grant is checked once the token arrives.
+    let (_, tenant) = match hello_tenant(&state, &hello) {
+        Ok(tenant) => tenant,
+        Err(message) => return reject(&state, &mut socket, &message, false).await,
+    };
+    let response = accepted(false).encode();
+    if socket.write_all(&response).await.is_err() {
+        return;
+    }
+    let max_message = usize::try_from(state.config.max_message_bytes).unwrap_or(usize::MAX);
+    let prologue = v2::prologue(&hello_bytes, &response);
+    let Ok(mut responder) = v2::Responder::new(&state.server_key, max_message, &prologue) else {
+        return;
+    };
+    let Ok(Ok(Some(msg1))) =
+        timeout(HANDSHAKE_TIMEOUT, read_frame(&mut socket, v2::FRAME_LIMIT)).await
+    else {
+        return;
+    };
+    let Ok(token_id) = responder.read_message1(&msg1) else {
+        return;
+    };
+    let mut psk = state.auth.psk_for(&token_id);
+    if psk.is_none() && state.registry_changed() {
+        // A token the CLI issued a moment ago is not known here until the token files are read
+        // again; read them now (only when the registry file changed) rather than refuse it for
+        // up to a refresh period.
+        let auth = Arc::clone(&state.auth);
+        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || auth.reload()).await {
+            tracing::warn!(error = %err, "could not refresh tokens");
+        }
+        psk = state.auth.psk_for(&token_id);
+    }
+    let Ok(msg2) = responder.write_message2(psk.as_ref()) else {
+        return;
+    };
+    if write_frame(&mut socket, &msg2, v2::FRAME_LIMIT)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let Ok(Ok(Some(msg3))) =
+        timeout(HANDSHAKE_TIMEOUT, read_frame(&mut socket, v2::FRAME_LIMIT)).await
+    else {
+        return;
+    };
+    let pending = match responder.read_message3(&msg3) {
+        Ok(pending) => pending,
+        Err(_) => {
+            // Wrong or unknown token: the PSK did not match. Close without a word.
+            Metrics::add(&state.metrics.handshake_failures, 1);
+            return;
+        }
+    };
+    let token = pending.token().to_owned();
+    let verdict = match state.auth.verify(&token) {
+        Err(err) => {
+            tracing::info!(error = %err, "control token refused");
+            Err("invalid control token".to_owned())
+        }
+        Ok(claims) if !claims.allows_tenant(&tenant) => {
+            Err(format!("token does not grant access to tenant '{tenant}'"))
+        }
+        Ok(_) => Ok(()),
+    };
+    if let Err(message) = verdict {
+        Metrics::add(&state.metrics.handshake_failures, 1);
+        if let Ok(rejection) = pending.reject(&message) {
+            let _ = socket.write_all(&rejection).await;
+        }
+        return;
+    }
+    let Ok((verdict, session)) = pending.accept() else {
+        return;
+    };
+    if socket.write_all(&verdict).await.is_err() {
+        return;
+    }
+    let info = Arc::new(SessionInfo {
+        tenant,
+        hello_token: token,
+    });
+    v2_loop(state, socket, info, session, shutdown).await;
+}
+
+async fn v2_loop(
+    state: Arc<ServerState>,
+    socket: TcpStream,
+    info: Arc<SessionInfo>,
+    session: v2::ChunkedSession,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let v2::ChunkedSession {
+        sealer, mut opener, ..
+    } = session;
+    let response_limit = sealer
+        .peer_max()
+        .min(usize::try_from(state.config.max_message_bytes).unwrap_or(usize::MAX));
+    let (reader, writer) = socket.into_split();
+    let mut reader = FrameReader::new(reader, v2::FRAME_LIMIT);
+    // Whoever finishes a request seals and writes its answer, whole, under this lock: no hop
+    // through a writer task.
+    let outbound = Arc::new(tokio::sync::Mutex::new(Outbound {
+        sealer,
+        writer,
+        broken: false,
+    }));
+    let slots = Arc::new(Semaphore::new(V2_IN_FLIGHT));
+    let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
+    loop {
+        let idle = slots.available_permits() == V2_IN_FLIGHT;
+        poll_before_waiting(&state, &mut busy, &mut reader, idle);
+        let payload = tokio::select! {
+            _ = shutdown.recv() => break,
+            read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
+                Ok(Ok(Some(payload))) => payload,
+                _ => break,
+            },
+        };
+        busy.arrived();
+        let message = match opener.open_frame(payload) {
+            Ok(Some(message)) => message,
+            Ok(None) => continue,
+            Err(_) => break,
+        };
+        // Not a Cap'n Proto message at all: no id to answer; the session ends without a reply
+        // (01-wire-protocol.md §9), as v1 sessions do.
+        let Ok((id, command)) = commands::parse(&message) else {
+            break;
+        };
+        // A lone request (none in flight, no other one already received) runs right here and
+        // its answer goes out at once: a sequential client then costs no task hand-off per
+        // request. A pipelining client, and every request that may block or take long (a
+        // durable write, a list, a verify, file I/O), gets its own task, so they run side by
+        // side and durable writes share a commit.
+        let lone = slots.available_permits() == V2_IN_FLIGHT && reader.buffered() == 0;
+        if lone && runs_inline(&state, &command) {
+            if let Some(answer) = execute(&state, &info, id, command, response_limit) {
+                outbound.lock().await.send(&answer).await;
+            }
+            continue;
+        }
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let (state, info, outbound) =
+            (Arc::clone(&state), Arc::clone(&info), Arc::clone(&outbound));
+        tokio::spawn(async move {
+            if let Some(answer) = answer_apart(state, info, id, command, response_limit).await {
+                outbound.lock().await.send(&answer).await;
+            }
+            drop(permit);
+        });
+    }
+    // Let the requests in flight finish and their answers go out before closing.
+    let _ = slots.acquire_many(V2_IN_FLIGHT as u32).await;
+    let _ = outbound.lock().await.writer.shutdown().await;
+}
+
+/// The sending side of a v2 session.
+struct Outbound {
+    sealer: v2::ChunkSealer,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    broken: bool,
+}
+
+impl Outbound {
+    /// Seals and writes one answer; after a failure nothing more is sent (the reader side then
+    /// sees the connection end).
+    async fn send(&mut self, answer: &[u8]) {
+        if self.broken {
+            return;
+        }
+        let written = match self.sealer.seal_message(answer) {
+            Ok(sealed) => self.writer.write_all(&sealed).await.is_ok(),
+            Err(_) => false,
+        };
+        if !written {
+            self.broken = true;
+            let _ = self.writer.shutdown().await;
+        }
+    }
+}
