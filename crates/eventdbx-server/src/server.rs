@@ -13,7 +13,8 @@ use std::time::Duration;
 use eventdbx_proto::noise::v2::{Fingerprint, StaticKeypair};
 use eventdbx_store::{EventStore, RedbStore};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::auth::{AuthConfig, Authority, KeyOverrides};
 use crate::config::{secrets, Config};
@@ -237,11 +238,15 @@ impl Server {
             })
         };
         let (notify_shutdown, _) = broadcast::channel::<()>(1);
-        let (drained, mut all_drained) = mpsc::channel::<()>(1);
+        // Every connection task holds the state (and so the store) until it ends; `run` must
+        // not return before the last one has, or a restart on the same directory finds the
+        // database still locked.
+        let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
                 _ = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 permit = Arc::clone(&slots).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
@@ -249,6 +254,7 @@ impl Server {
             };
             let (socket, peer) = tokio::select! {
                 _ = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
@@ -262,8 +268,7 @@ impl Server {
             Metrics::add(&self.state.metrics.connections_accepted, 1);
             let state = Arc::clone(&self.state);
             let shutdown = notify_shutdown.subscribe();
-            let drained = drained.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 Metrics::add(&state.metrics.connections_open, 1);
                 connection::serve(Arc::clone(&state), socket, shutdown).await;
                 state
@@ -272,17 +277,23 @@ impl Server {
                     .fetch_sub(1, Ordering::Relaxed);
                 tracing::debug!(%peer, "connection closed");
                 drop(permit);
-                drop(drained);
             });
         }
+        drop(listener);
         refresher.abort();
-        for task in plugin_tasks {
+        for task in &plugin_tasks {
             task.abort();
         }
-        self.state.plugins.stop();
         drop(notify_shutdown);
-        drop(drained);
-        let _ = all_drained.recv().await;
+        // Aborted tasks still own their state until their handles resolve. The plugins file
+        // watcher must be gone before the workers stop, or a reload could start new ones.
+        let _ = refresher.await;
+        for task in plugin_tasks {
+            let _ = task.await;
+        }
+        self.state.plugins.stop();
+        while connections.join_next().await.is_some() {}
+        store_released(&self.state).await;
         self.state.store.close();
         Ok(())
     }
@@ -294,6 +305,22 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         crate::http::serve(Arc::clone(&self.state), listener, shutdown).await
+    }
+}
+
+/// Waits until the server state holds the only handle on the store. Plugin workers (told to
+/// stop, not aborted) and blocking jobs of aborted tasks keep their own handle until they
+/// notice; the engine releases its file lock only once the last handle is gone. None of them
+/// announces its end, so this polls, with a generous limit in case a handle leaked.
+async fn store_released(state: &ServerState) {
+    const LIMIT: Duration = Duration::from_secs(60);
+    let waiting = tokio::time::Instant::now();
+    while Arc::strong_count(&state.store) > 1 {
+        if waiting.elapsed() > LIMIT {
+            tracing::warn!("the store is still in use at shutdown; closing it anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
