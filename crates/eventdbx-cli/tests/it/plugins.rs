@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{text, Workspace};
+use crate::workspace::{text, Workspace};
 
 /// An HTTP receiver on `listener` that answers 200 and records every JSON body.
 fn receive(listener: TcpListener) -> Arc<Mutex<Vec<Value>>> {
