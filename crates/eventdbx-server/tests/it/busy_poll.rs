@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use eventdbx_server::Metrics;
 
-use crate::support::{connect_v1, ok, Client, TestServer};
+use crate::support::{connect_v1, ok, Client, TestServer, PATIENCE};
 
 /// Whether sessions may poll here at all (not on a single CPU).
 fn several_cpus() -> bool {
@@ -116,7 +116,7 @@ fn a_zero_budget_never_polls_and_the_default_does() {
         // A session polls only once its client answers within a millisecond, which a loaded
         // machine may not manage for a while: keep the conversation going until one does.
         // The deadline only stops a broken server from hanging the suite.
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + PATIENCE;
         while poll_counts(metrics).0 == 0 {
             assert!(
                 Instant::now() < deadline,
@@ -171,7 +171,7 @@ fn polling_sessions_stay_under_the_cap_and_give_their_slots_back() {
         // machine takes (the deadline only stops a broken server from hanging the suite).
         let mut session = connect_v1(server.addr, &token, "default", true).expect("session");
         ok(session.create("order", "o-last", "created", r#"{"n":1}"#));
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + PATIENCE;
         while poll_counts(metrics).1 == 0 {
             assert!(Instant::now() < deadline, "no poll ever caught a request");
             ok(session.get("order", "o-last"));
@@ -179,7 +179,7 @@ fn polling_sessions_stay_under_the_cap_and_give_their_slots_back() {
     }
     // The server notices each client leave on its own schedule; the deadline is only a safety
     // net.
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + PATIENCE;
     while metrics.connections_open.load(Ordering::SeqCst) > 0 {
         assert!(Instant::now() < deadline, "sessions still open");
         std::thread::sleep(Duration::from_millis(10));

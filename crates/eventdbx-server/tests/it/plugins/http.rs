@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::receiver::{event_id_of, http_plugin, scrape_metrics, targets, write_plugins, Receiver};
-use crate::support::{err, ok, TestServer, WriteOpts};
+use crate::support::{err, ok, TestServer, WriteOpts, PATIENCE};
 
 #[test]
 fn payload_modes_routing_broadcast_and_refusals() {
@@ -225,7 +225,7 @@ fn payload_modes_routing_broadcast_and_refusals() {
     // Archive and restore (ours): jobs with the state after the change and the action.
     ok(c.set_archived_with("order", "order-123", true, &[("webhook", None, None)]));
     ok(c.set_archived_with("order", "order-123", false, &[("webhook", None, None)]));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + PATIENCE;
     let actions = loop {
         let actions: Vec<Value> = rx
             .delivered("webhook")
@@ -265,16 +265,15 @@ fn failing_endpoint_retries_with_backoff_dead_letters_and_admin_retry_redelivers
     });
     let mut c = server.v2("default");
     let admin = server.token(&["*.*"], &[]);
-    let started = Instant::now();
+    // The first delivery is held unanswered: the write is acknowledged all the same (a write
+    // held by delivery would never be).
+    rx.hold();
     let created = ok(c.create("order", "o-1", "order_created", r#"{"a":1}"#));
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "write not held by delivery"
-    );
+    rx.release();
     let event_id = created["version"].clone();
     assert_eq!(event_id, json!(1));
     // Three attempts, about 1 and 2 units apart, then dead.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     let dead = loop {
         let listed = ok(c.admin_as(&admin, "queue.list", json!({"status": "dead"})));
         if let Some(job) = listed["jobs"].as_array().and_then(|j| j.first()).cloned() {
@@ -287,12 +286,14 @@ fn failing_endpoint_retries_with_backoff_dead_letters_and_admin_retry_redelivers
     assert_eq!(attempts.len(), 3);
     let gap1 = attempts[1].at - attempts[0].at;
     let gap2 = attempts[2].at - attempts[1].at;
+    // Retries never come early; the upper bounds only catch a backoff in the wrong unit (a
+    // loaded machine may add seconds, not minutes).
     assert!(
-        gap1 >= Duration::from_millis(unit) && gap1 < Duration::from_millis(6 * unit),
+        gap1 >= Duration::from_millis(unit) && gap1 < Duration::from_millis(100 * unit),
         "{gap1:?}"
     );
     assert!(
-        gap2 >= Duration::from_millis(2 * unit) && gap2 < Duration::from_millis(8 * unit),
+        gap2 >= Duration::from_millis(2 * unit) && gap2 < Duration::from_millis(100 * unit),
         "{gap2:?}"
     );
     assert_eq!(dead["attempts"], json!(3));
@@ -312,7 +313,7 @@ fn failing_endpoint_retries_with_backoff_dead_letters_and_admin_retry_redelivers
         got[0].body["event"]["metadata"]["event_id"],
         dead["event_id"]
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let listed = ok(c.admin_as(&admin, "queue.list", json!({"status": "done"})));
         if listed["jobs"].as_array().is_some_and(|j| j.len() == 1) {
@@ -334,7 +335,7 @@ fn failing_endpoint_retries_with_backoff_dead_letters_and_admin_retry_redelivers
         got[1].body["event"]["metadata"]["event_id"],
         dead["event_id"]
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + PATIENCE;
     while ok(c.admin_as(&admin, "queue.list", json!({"status": "done"})))["jobs"]
         .as_array()
         .is_none_or(|j| j.len() != 1)
@@ -365,11 +366,10 @@ fn failing_endpoint_retries_with_backoff_dead_letters_and_admin_retry_redelivers
         refused.message,
         "invalid schema: plugin 'late' is not configured"
     );
-    std::thread::sleep(Duration::from_millis(20));
     let mut more = defs.clone();
     more.push(http_plugin(&rx, "late", "event-only", true));
     write_plugins(&server.data_dir(), &more);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + PATIENCE;
     let late = loop {
         match c.apply_with(
             "order",
@@ -407,12 +407,13 @@ fn a_hundred_writes_during_an_outage_all_arrive_in_priority_order() {
     });
     let mut c = server.v2("default");
     let priorities = ["low", "normal", "high"];
+    // The first delivery attempt is held unanswered through all the writes: each is
+    // acknowledged regardless (a write waiting on delivery never would be).
+    rx.hold();
     let started = Instant::now();
-    let mut slowest = Duration::ZERO;
     let mut expected: Vec<(usize, usize)> = Vec::new();
     for n in 0..100 {
         let priority = priorities[n % 3];
-        let one = Instant::now();
         let opts = targets(&[("sink", None, Some(priority))]);
         if n == 0 {
             ok(c.create_with("order", "o-1", "order_created", r#"{"n":0}"#, &opts));
@@ -425,16 +426,12 @@ fn a_hundred_writes_during_an_outage_all_arrive_in_priority_order() {
                 &opts,
             ));
         }
-        slowest = slowest.max(one.elapsed());
         let rank = 2 - n % 3; // high 0, normal 1, low 2
         expected.push((rank, n));
     }
     let total = started.elapsed();
-    assert!(
-        slowest < Duration::from_secs(3),
-        "slowest write {slowest:?}"
-    );
     assert!(rx.delivered("sink").is_empty());
+    rx.release();
     rx.status.store(200, Ordering::SeqCst);
     let got = rx.wait_for("sink", 100);
     expected.sort();
@@ -444,5 +441,5 @@ fn a_hundred_writes_during_an_outage_all_arrive_in_priority_order() {
         .collect();
     let wanted: Vec<u64> = expected.iter().map(|(_, n)| *n as u64).collect();
     assert_eq!(order, wanted, "high, normal, low, then oldest first");
-    eprintln!("100 writes during the outage in {total:?} (slowest {slowest:?})");
+    eprintln!("100 writes during the outage in {total:?}");
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::receiver::{event_id_of, targets, write_plugins};
-use crate::support::{ok, TestServer, WriteOpts};
+use crate::support::{ok, TestServer, WriteOpts, PATIENCE};
 
 /// Reads the echo plugin's JSON lines.
 fn echoed(path: &std::path::Path) -> Vec<Value> {
@@ -21,7 +21,7 @@ fn echoed(path: &std::path::Path) -> Vec<Value> {
 }
 
 fn wait_echoed(path: &std::path::Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let lines = echoed(path);
         if lines.len() >= n {
@@ -131,7 +131,7 @@ fn a_process_plugin_gets_every_mode_and_survives_a_killed_child() {
         ));
         after.push(event_id_of(&reply));
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let lines = echoed(&out);
         let seen: Vec<&str> = lines
@@ -200,7 +200,7 @@ fn a_tcp_plugin_writes_json_lines_on_a_kept_alive_connection_and_reconnects() {
         ok(c.apply("order", "o-1", "order_updated", &format!(r#"{{"n":{n}}}"#)));
     }
     let wait = |total: usize| {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + PATIENCE;
         loop {
             let all = connections.lock().expect("lines").clone();
             if all.iter().map(Vec::len).sum::<usize>() >= total {
@@ -222,7 +222,7 @@ fn a_tcp_plugin_writes_json_lines_on_a_kept_alive_connection_and_reconnects() {
     // The receiver dropped that connection: later jobs arrive on a new one (a write into the
     // dead socket may be lost by TCP, which at-least-once turns into a retry only on error; so
     // send until one arrives on a new connection).
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + PATIENCE;
     let mut n = 3;
     loop {
         ok(c.apply("order", "o-1", "order_updated", &format!(r#"{{"n":{n}}}"#)));
@@ -254,7 +254,7 @@ fn a_process_plugin_installed_late_gets_the_jobs_that_waited() {
     let mut c = server.v2("default");
     let admin = server.token(&["*.*"], &[]);
     ok(c.create("order", "o-1", "order_created", "{}"));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let listed = ok(c.admin_as(&admin, "queue.list", json!({"plugin": "late"})));
         let error = listed["jobs"][0]["last_error"]

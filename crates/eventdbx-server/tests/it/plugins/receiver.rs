@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{TestServer, WriteOpts};
+use crate::support::{TestServer, WriteOpts, PATIENCE};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -27,6 +27,23 @@ pub struct Receiver {
     pub port: u16,
     pub status: Arc<AtomicU16>,
     pub log: Arc<Mutex<Vec<Received>>>,
+    hold: Arc<Hold>,
+}
+
+/// While set, the receiver records requests but keeps their answers back.
+#[derive(Default)]
+struct Hold {
+    on: Mutex<bool>,
+    released: Condvar,
+}
+
+impl Hold {
+    fn wait_released(&self) {
+        let mut on = self.on.lock().expect("hold");
+        while *on {
+            on = self.released.wait(on).expect("hold");
+        }
+    }
 }
 
 impl Receiver {
@@ -36,6 +53,8 @@ impl Receiver {
         let status = Arc::new(AtomicU16::new(200));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (status2, log2) = (Arc::clone(&status), Arc::clone(&log));
+        let hold = Arc::new(Hold::default());
+        let hold2 = Arc::clone(&hold);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
@@ -85,6 +104,7 @@ impl Receiver {
                     status: code,
                     at: Instant::now(),
                 });
+                hold2.wait_released();
                 let text = if code == 200 {
                     "ok"
                 } else {
@@ -97,7 +117,23 @@ impl Receiver {
                 );
             }
         });
-        Receiver { port, status, log }
+        Receiver {
+            port,
+            status,
+            log,
+            hold,
+        }
+    }
+
+    /// From now on, requests are recorded but not answered until [`Receiver::release`].
+    pub fn hold(&self) {
+        *self.hold.on.lock().expect("hold") = true;
+    }
+
+    /// Answers the request held back, and the ones after it as they come.
+    pub fn release(&self) {
+        *self.hold.on.lock().expect("hold") = false;
+        self.hold.released.notify_all();
     }
 
     pub fn endpoint(&self, name: &str) -> String {
@@ -119,7 +155,7 @@ impl Receiver {
     /// Waits for a successful delivery to `/hook/<name>` of the event (or change) `event_id`;
     /// returns every such delivery.
     pub fn wait_event(&self, name: &str, event_id: &str) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + PATIENCE;
         loop {
             let got: Vec<Received> = self
                 .delivered(name)
@@ -153,7 +189,7 @@ impl Receiver {
 
     /// Waits until `/hook/<name>` has `n` successful deliveries.
     pub fn wait_for(&self, name: &str, n: usize) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + PATIENCE;
         loop {
             let got = self.delivered(name);
             if got.len() >= n {
@@ -176,11 +212,27 @@ pub fn http_plugin(rx: &Receiver, name: &str, mode: &str, emit: bool) -> Value {
 
 pub fn write_plugins(data_dir: &std::path::Path, defs: &[Value]) {
     std::fs::create_dir_all(data_dir).expect("data dir");
+    let path = data_dir.join("plugins.json");
+    let before = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     std::fs::write(
-        data_dir.join("plugins.json"),
+        &path,
         serde_json::to_string_pretty(&Value::Array(defs.to_vec())).expect("json"),
     )
     .expect("write plugins.json");
+    // The server reloads the file when its modification time changes; a rewrite within the
+    // file system's timestamp granularity would go unnoticed, so move the time on.
+    if let Some(before) = before {
+        let after = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("plugins.json written");
+        if after <= before {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|file| file.set_modified(before + Duration::from_secs(1)))
+                .expect("move the modification time on");
+        }
+    }
 }
 
 pub fn targets<'a>(list: &[(&'a str, Option<&'a str>, Option<&'a str>)]) -> WriteOpts<'a> {

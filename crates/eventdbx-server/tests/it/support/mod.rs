@@ -40,6 +40,10 @@ pub const ALL_ACTIONS: [&str; 7] = [
     "schema.write",
 ];
 
+/// How long a test polls for a condition (a delivery, a job state, a closed session) before
+/// calling the server broken: only a safety net, far beyond what a loaded machine needs.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
 /// How long a test waits for the server before calling it hung.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
