@@ -12,7 +12,7 @@ use eventdbx_server::auth::TokenRequest;
 use eventdbx_server::config::Config;
 use eventdbx_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
@@ -43,6 +43,25 @@ pub struct TestServer {
     options: Options,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// Bound to the port for the whole test but never listening: while the server is down,
+    /// connections are refused and no other socket can take the port before the restart.
+    _port_hold: TcpSocket,
+}
+
+/// A listener on 127.0.0.1:`port` (0: any) that shares its port with the hold.
+fn listen_on(port: u16) -> TcpListener {
+    let socket = shared_port_socket();
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .expect("bind");
+    socket.listen(1024).expect("listen")
+}
+
+fn shared_port_socket() -> TcpSocket {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.set_reuseport(true).expect("SO_REUSEPORT");
+    socket
 }
 
 fn config(dir: &std::path::Path, options: Options) -> Config {
@@ -73,8 +92,11 @@ impl TestServer {
             })
             .expect("issue token");
         let fingerprint = server.fingerprint();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = listen_on(0);
         let port = listener.local_addr().expect("addr").port();
+        let hold = shared_port_socket();
+        hold.bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .expect("hold the port");
         let mut this = TestServer {
             dir,
             port,
@@ -83,6 +105,7 @@ impl TestServer {
             options,
             stop: None,
             task: None,
+            _port_hold: hold,
         };
         this.serve(server, listener);
         this
@@ -115,9 +138,7 @@ impl TestServer {
     pub async fn restart(&mut self) {
         self.stop().await;
         let server = Server::open(config(self.dir.path(), self.options)).expect("reopen server");
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("rebind the same port");
+        let listener = listen_on(self.port);
         self.serve(server, listener);
     }
 
