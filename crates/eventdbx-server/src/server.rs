@@ -211,7 +211,8 @@ impl Server {
     }
 
     /// Serves the control protocol on `listener` until `shutdown` completes, then stops
-    /// accepting, lets every connection finish its in-flight request, and returns.
+    /// accepting, lets every connection finish its in-flight request, and returns once no task
+    /// it started still holds the store (so the data directory can be opened again at once).
     pub async fn run(
         self,
         listener: TcpListener,
