@@ -35,7 +35,7 @@ def test_build_control_hello_validates(kwargs, message):
 
 def _hello_exchange(port, hello):
     """Sends a hello on a raw socket and returns the server's answer (a stream message)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(hello)
         header = _read(sock, 8)
         segments = struct.unpack("<I", header[:4])[0] + 1

@@ -274,7 +274,7 @@ def test_constructor_validation_and_retry_options(server):
         EventDBXClient(token="x", tenant_id="t", no_noise=True, server_key=server.fingerprint)
     assert RetryOptions.from_config({"attempts": "3", "initialDelayMs": 5, "maxDelayMs": 9}) == \
         RetryOptions(3, 5, 9)
-    with server.client(retry={"attempts": 2}, connect_timeout=2.0, read_timeout=3.0) as client:
+    with server.client(retry={"attempts": 2}, connect_timeout=30.0, read_timeout=30.0) as client:
         assert client.connected and client.protocol == "v2"
         assert client.server_fingerprint == server.fingerprint
 

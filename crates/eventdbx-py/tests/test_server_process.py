@@ -22,7 +22,7 @@ from eventdbx.testing import EventDBXServer
 
 
 def _get(port: int, path: str):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as response:
         return response.status, response.headers.get("content-type"), response.read().decode()
 
 
@@ -151,7 +151,7 @@ def _banner(process: "subprocess.Popen[str]") -> Dict[str, str]:
             return values
         key, _, value = line.rpartition(" ")
         values[key] = value
-    process.wait(timeout=10)
+    process.wait(timeout=60)
     raise AssertionError(f"no ready line; stderr: {process.stderr.read()}")  # type: ignore
 
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use eventdbx_proto::noise::v2::{Fingerprint, StaticKeypair};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::auth::{AuthConfig, Authority, KeyOverrides};
 use crate::config::Config;
@@ -151,12 +152,16 @@ impl Server {
     }
 
     /// Serves the control protocol on `listener` until `shutdown` completes, then stops
-    /// accepting, lets every connection finish its in-flight request, and returns.
+    /// accepting, lets every connection finish its in-flight request, and returns once no task
+    /// it started still holds the store (so the data directory can be opened again at once).
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        // Handles on the engine the state itself holds (its event and job views may share one
+        // count): nothing else has taken one before the workers and connections start.
+        let own_handles = Arc::strong_count(&self.state.store);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let plugin_tasks = self.state.plugins.start(
             Arc::clone(&self.state.jobs),
@@ -178,11 +183,15 @@ impl Server {
             })
         };
         let (notify_shutdown, _) = broadcast::channel::<()>(1);
-        let (drained, mut all_drained) = mpsc::channel::<()>(1);
+        // Every connection task holds the state (and so the store) until it ends; `run` must
+        // not return before the last one has, or a restart on the same directory finds the
+        // database still locked.
+        let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
                 _ = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 permit = Arc::clone(&slots).acquire_owned() => match permit {
                     Ok(permit) => permit,
                     Err(_) => break,
@@ -190,12 +199,13 @@ impl Server {
             };
             let (socket, peer) = tokio::select! {
                 _ = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
                         // Accept errors (e.g. too many open files) are transient: back off.
                         tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(crate::state::ACCEPT_RETRY_DELAY).await;
                         continue;
                     }
                 },
@@ -203,8 +213,7 @@ impl Server {
             Metrics::add(&self.state.metrics.connections_accepted, 1);
             let state = Arc::clone(&self.state);
             let shutdown = notify_shutdown.subscribe();
-            let drained = drained.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 Metrics::add(&state.metrics.connections_open, 1);
                 connection::serve(Arc::clone(&state), socket, shutdown).await;
                 state
@@ -213,17 +222,23 @@ impl Server {
                     .fetch_sub(1, Ordering::Relaxed);
                 tracing::debug!(%peer, "connection closed");
                 drop(permit);
-                drop(drained);
             });
         }
+        drop(listener);
         refresher.abort();
-        for task in plugin_tasks {
+        for task in &plugin_tasks {
             task.abort();
         }
-        self.state.plugins.stop();
         drop(notify_shutdown);
-        drop(drained);
-        let _ = all_drained.recv().await;
+        // Aborted tasks still own their state until their handles resolve. The plugins file
+        // watcher must be gone before the workers stop, or a reload could start new ones.
+        let _ = refresher.await;
+        for task in plugin_tasks {
+            let _ = task.await;
+        }
+        self.state.plugins.stop();
+        while connections.join_next().await.is_some() {}
+        store_released(&self.state, own_handles).await;
         self.state.store.close();
         Ok(())
     }
@@ -235,6 +250,22 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         crate::http::serve(Arc::clone(&self.state), listener, shutdown).await
+    }
+}
+
+/// Waits until the server state holds the only handles on the store (`own_handles`). Plugin workers (told to
+/// stop, not aborted) and blocking jobs of aborted tasks keep their own handle until they
+/// notice; the engine releases its file lock only once the last handle is gone. None of them
+/// announces its end, so this polls, with a generous limit in case a handle leaked.
+async fn store_released(state: &ServerState, own_handles: usize) {
+    const LIMIT: Duration = Duration::from_secs(60);
+    let waiting = tokio::time::Instant::now();
+    while Arc::strong_count(&state.store) > own_handles {
+        if waiting.elapsed() > LIMIT {
+            tracing::warn!("the store is still in use at shutdown; closing it anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

@@ -152,9 +152,11 @@ async fn argument_errors_come_before_any_io() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_is_retriable() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
+    // Bound but not listening: connections are refused, and the port cannot go to anyone else
+    // meanwhile (a probed and released port could).
+    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+    reserved.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    let port = reserved.local_addr().expect("addr").port();
     let err = Client::connect(eventdbx_client::ClientConfig::new("tok", "default").port(port))
         .await
         .expect_err("nothing listens");

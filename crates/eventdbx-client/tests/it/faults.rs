@@ -28,14 +28,29 @@ async fn event_count(client: &Client, aggregate_type: &str, aggregate_id: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_then_every_call_fails_immediately() {
     let server = TestServer::start().await;
+    let proxy = Proxy::start(server.port, false).await;
+    // A retry would wait a minute first: the calls below must not come near it.
+    let patient = RetryOptions {
+        attempts: 5,
+        initial_delay: Duration::from_secs(60),
+        max_delay: Duration::from_secs(60),
+        jitter: false,
+    };
     for transport in [Transport::V2, Transport::V1] {
-        let client = Client::connect(server.config().transport(transport).retry(quick_retries(5)))
-            .await
-            .expect("connect");
+        let client = Client::connect(
+            server
+                .config()
+                .port(proxy.port)
+                .transport(transport)
+                .retry(patient),
+        )
+        .await
+        .expect("connect");
         client.close().await;
         client.close().await;
         assert!(client.is_closed());
         assert!(!client.is_connected().await);
+        let connections = proxy.connection_count();
         let started = Instant::now();
         let err = client.get("order", "o-1").await.expect_err("closed");
         assert!(err.is_closed(), "{err}");
@@ -46,8 +61,11 @@ async fn close_then_every_call_fails_immediately() {
             .await
             .expect_err("closed");
         assert!(err.is_closed(), "{err}");
+        // Neither reconnected nor waited to retry (the bound only tells a retry's minute
+        // from no wait at all, whatever the load).
+        assert_eq!(proxy.connection_count(), connections, "{transport:?}");
         assert!(
-            started.elapsed() < Duration::from_millis(50),
+            started.elapsed() < Duration::from_secs(30),
             "{:?}",
             started.elapsed()
         );
@@ -215,8 +233,11 @@ async fn a_mutation_without_retries_is_not_repeated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_survive_a_server_restart() {
     let mut server = TestServer::start().await;
-    let client = Client::connect(server.config().retry(RetryOptions {
-        attempts: 30,
+    // The proxy's port stays put while the server is down, and counts the attempts made then.
+    let proxy = Proxy::start(server.port, false).await;
+    // Retries enough to outlast a restart on a loaded machine (about a minute and a half).
+    let client = Client::connect(server.config().port(proxy.port).retry(RetryOptions {
+        attempts: 1000,
         initial_delay: Duration::from_millis(20),
         max_delay: Duration::from_millis(100),
         jitter: true,
@@ -238,6 +259,7 @@ async fn calls_survive_a_server_restart() {
 
     // Down while calls are made: connecting is retried until the server is back.
     server.stop().await;
+    let attempts_before = proxy.connection_count();
     let reader = tokio::spawn({
         let client = client.clone();
         async move { client.get("order", "o-1").await }
@@ -246,7 +268,12 @@ async fn calls_survive_a_server_restart() {
         let client = client.clone();
         async move { client.apply("order", "o-1", "e", r#"{"n":2}"#).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Restart only once a call has tried to connect and found the server gone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.connection_count() < attempts_before + 2 {
+        assert!(Instant::now() < deadline, "no call tried to connect");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.restart().await;
     assert!(reader.await.expect("task").expect("read retried").found());
     writer.await.expect("task").expect("write retried");
@@ -281,11 +308,13 @@ async fn after_a_timeout_answers_stay_in_step() {
             .create("order", &b, "e", r#"{"who":"b"}"#)
             .await
             .expect("create b");
-        proxy.arm(Fault::DelayNextResponse(Duration::from_millis(800)));
+        // The answer is held until the call has timed out, then arrives late.
+        proxy.arm(Fault::HoldNextResponse);
         let err = client.get("order", &a).await.expect_err("times out");
         assert!(err.is_timeout(), "{err}");
         assert!(err.is_retriable());
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        proxy.release();
+        proxy.forwarded().await;
         for _ in 0..3 {
             let got = client
                 .get("order", &b)
@@ -318,14 +347,16 @@ async fn after_a_timeout_answers_stay_in_step() {
 async fn a_per_call_timeout_overrides_the_default() {
     let server = TestServer::start().await;
     let proxy = Proxy::start(server.port, false).await;
-    let client = Client::connect(server.config().port(proxy.port))
+    let default = Duration::from_secs(120);
+    let client = Client::connect(server.config().port(proxy.port).request_timeout(default))
         .await
         .expect("connect");
     client
         .create("order", "o-1", "e", "{}")
         .await
         .expect("create");
-    proxy.arm(Fault::DelayNextResponse(Duration::from_millis(400)));
+    // The answer is held until released: only a timeout ends the call.
+    proxy.arm(Fault::HoldNextResponse);
     let started = Instant::now();
     let err = client
         .with_request_timeout(Duration::from_millis(100))
@@ -333,7 +364,9 @@ async fn a_per_call_timeout_overrides_the_default() {
         .await
         .expect_err("short timeout");
     assert!(err.is_timeout(), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(350));
+    // Long before the default could have fired, however loaded the machine.
+    assert!(started.elapsed() < default / 2, "{:?}", started.elapsed());
+    proxy.release();
     assert!(client
         .get("order", "o-1")
         .await

@@ -12,8 +12,8 @@ use eventdbx_server::auth::TokenRequest;
 use eventdbx_server::config::Config;
 use eventdbx_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 /// Server options the tests vary.
@@ -43,6 +43,25 @@ pub struct TestServer {
     options: Options,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// Bound to the port for the whole test but never listening: while the server is down,
+    /// connections are refused and no other socket can take the port before the restart.
+    _port_hold: TcpSocket,
+}
+
+/// A listener on 127.0.0.1:`port` (0: any) that shares its port with the hold.
+fn listen_on(port: u16) -> TcpListener {
+    let socket = shared_port_socket();
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .expect("bind");
+    socket.listen(1024).expect("listen")
+}
+
+fn shared_port_socket() -> TcpSocket {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.set_reuseport(true).expect("SO_REUSEPORT");
+    socket
 }
 
 fn config(dir: &std::path::Path, options: Options) -> Config {
@@ -73,8 +92,11 @@ impl TestServer {
             })
             .expect("issue token");
         let fingerprint = server.fingerprint();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = listen_on(0);
         let port = listener.local_addr().expect("addr").port();
+        let hold = shared_port_socket();
+        hold.bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .expect("hold the port");
         let mut this = TestServer {
             dir,
             port,
@@ -83,6 +105,7 @@ impl TestServer {
             options,
             stop: None,
             task: None,
+            _port_hold: hold,
         };
         this.serve(server, listener);
         this
@@ -115,9 +138,7 @@ impl TestServer {
     pub async fn restart(&mut self) {
         self.stop().await;
         let server = Server::open(config(self.dir.path(), self.options)).expect("reopen server");
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("rebind the same port");
+        let listener = listen_on(self.port);
         self.serve(server, listener);
     }
 
@@ -125,8 +146,9 @@ impl TestServer {
     pub fn config(&self) -> ClientConfig {
         ClientConfig::new(self.token.clone(), "default")
             .port(self.port)
-            .connect_timeout(Duration::from_secs(5))
-            .request_timeout(Duration::from_secs(10))
+            // Generous: a loaded machine must not turn a slow answer into a failed test.
+            .connect_timeout(Duration::from_secs(30))
+            .request_timeout(Duration::from_secs(60))
     }
 }
 
@@ -148,6 +170,9 @@ pub enum Fault {
     DropNextResponse,
     /// Hold the server's next bytes this long.
     DelayNextResponse(Duration),
+    /// Hold the server's next bytes until [`Proxy::release`]; [`Proxy::forwarded`] then says
+    /// when they have been written to the client.
+    HoldNextResponse,
 }
 
 /// A TCP proxy in front of a server.
@@ -158,7 +183,15 @@ pub struct Proxy {
     pub captured: Arc<Mutex<Vec<u8>>>,
     fault: Arc<Mutex<Fault>>,
     reject_v2: Arc<AtomicBool>,
+    held: Arc<Held>,
     task: JoinHandle<()>,
+}
+
+/// The hand-over of a held answer: the test releases it, the relay reports it forwarded.
+#[derive(Default)]
+struct Held {
+    release: Notify,
+    forwarded: Notify,
 }
 
 impl Drop for Proxy {
@@ -180,14 +213,17 @@ impl Proxy {
         let shared_reject = Arc::clone(&reject);
         let (count, shared_fault) = (Arc::clone(&connections), Arc::clone(&fault));
         let shared_capture = Arc::clone(&captured);
+        let held = Arc::new(Held::default());
+        let shared_held = Arc::clone(&held);
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 let fault = Arc::clone(&shared_fault);
                 let capture = Arc::clone(&shared_capture);
                 let reject_v2 = shared_reject.load(Ordering::SeqCst);
+                let held = Arc::clone(&shared_held);
                 tokio::spawn(async move {
-                    let _ = relay(socket, upstream, fault, capture, reject_v2).await;
+                    let _ = relay(socket, upstream, fault, capture, held, reject_v2).await;
                 });
             }
         });
@@ -197,6 +233,7 @@ impl Proxy {
             captured,
             fault,
             reject_v2: reject,
+            held,
             task,
         }
     }
@@ -208,6 +245,16 @@ impl Proxy {
     /// From now on, answer v2 hellos as a v1-only server would.
     pub fn reject_v2(&self, reject: bool) {
         self.reject_v2.store(reject, Ordering::SeqCst);
+    }
+
+    /// Lets an answer held by [`Fault::HoldNextResponse`] go on to the client.
+    pub fn release(&self) {
+        self.held.release.notify_one();
+    }
+
+    /// Resolves once a released answer has been written to the client.
+    pub async fn forwarded(&self) {
+        self.held.forwarded.notified().await;
     }
 
     pub fn connection_count(&self) -> usize {
@@ -229,6 +276,7 @@ async fn relay(
     upstream: u16,
     fault: Arc<Mutex<Fault>>,
     capture: Arc<Mutex<Vec<u8>>>,
+    held: Arc<Held>,
     reject_v2: bool,
 ) -> std::io::Result<()> {
     let record = |bytes: &[u8]| capture.lock().expect("capture").extend_from_slice(bytes);
@@ -278,15 +326,25 @@ async fn relay(
                 if n == 0 {
                     return Ok(());
                 }
-                match take_fault(&fault, |f| {
-                    matches!(f, Fault::DropNextResponse | Fault::DelayNextResponse(_))
-                }) {
+                let taken = take_fault(&fault, |f| {
+                    matches!(
+                        f,
+                        Fault::DropNextResponse
+                            | Fault::DelayNextResponse(_)
+                            | Fault::HoldNextResponse
+                    )
+                });
+                match taken {
                     Some(Fault::DropNextResponse) => return Ok(()),
                     Some(Fault::DelayNextResponse(delay)) => tokio::time::sleep(delay).await,
+                    Some(Fault::HoldNextResponse) => held.release.notified().await,
                     _ => {}
                 }
                 record(&to_client[..n]);
                 client.write_all(&to_client[..n]).await?;
+                if taken == Some(Fault::HoldNextResponse) {
+                    held.forwarded.notify_one();
+                }
             }
         }
     }

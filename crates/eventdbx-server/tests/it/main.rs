@@ -9,6 +9,7 @@ mod flows;
 mod plugins;
 mod process_plugin;
 mod references;
+mod restart;
 mod runtime_flavor;
 mod support;
 mod tenants;

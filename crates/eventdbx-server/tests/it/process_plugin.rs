@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use eventdbx_proto::plugin::{PluginEvent, NULL_JSON};
 use eventdbx_server::plugins::process::{
-    current_target, resolve_binary, ProcessPlugin, ProcessSpec,
+    current_target, resolve_binary, ProcessPlugin, ProcessSpec, SHUTDOWN_GRACE,
 };
 use serde_json::Value;
 use tempfile::TempDir;
+
+use crate::support::PATIENCE;
 
 const ECHO: &str = env!("CARGO_BIN_EXE_eventdbx-echo-plugin");
 const NAME: &str = "echo";
@@ -205,7 +207,8 @@ fn kill_9(pid: u32) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -9 {pid}");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Only a safety net: the kernel reaps a SIGKILLed process on its own schedule.
+    let deadline = Instant::now() + PATIENCE;
     while Instant::now() < deadline {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => return,
@@ -220,7 +223,7 @@ fn kill_9(pid: u32) {
             Ok(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
-    panic!("process {pid} still alive 5 s after kill -9");
+    panic!("process {pid} still alive long after kill -9");
 }
 
 #[test]
@@ -389,20 +392,26 @@ fn a_killed_child_is_restarted_and_a_cut_delivery_fails() {
         let second = plugin.child_id().expect("child");
         assert_ne!(second, first);
 
-        // Killed while event 3 waits for its answer: that delivery is an Err (the queue retries
-        // it), well before the timeout.
+        // Killed while event 3 waits for its answer (the child has recorded it): that delivery
+        // is an Err (the queue retries it), long before its timeout.
+        let out = registry.out();
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
+            let deadline = Instant::now() + PATIENCE;
+            while !echoed_sequence(&out, 3) {
+                assert!(Instant::now() < deadline, "event 3 never reached the child");
+                std::thread::sleep(Duration::from_millis(5));
+            }
             kill_9(second);
         });
+        let patient = Duration::from_secs(600);
         let started = Instant::now();
         let err = plugin
-            .deliver(&full_event(3), TIMEOUT)
+            .deliver(&full_event(3), patient)
             .await
             .expect_err("the child died mid-delivery");
         killer.join().expect("killer thread");
         assert!(
-            started.elapsed() < TIMEOUT / 2,
+            started.elapsed() < patient / 2,
             "noticed the death, not the timeout"
         );
         assert!(err.contains("before answering event 3"), "{err}");
@@ -462,8 +471,8 @@ fn a_child_that_exits_at_once_fails_with_growing_delays() {
         }
         durations
     });
-    // Restart delays before attempts 2..5: 100, 200, 400, 800 ms (loose: scheduling adds, never
-    // removes), and no busy loop.
+    // Restart delays before attempts 2..5: 100, 200, 400, 800 ms, and so no busy loop. Only
+    // lower bounds: scheduling adds time, never removes it.
     for (attempt, expected_ms) in [(1, 100u64), (2, 200), (3, 400), (4, 800)] {
         assert!(
             durations[attempt] >= Duration::from_millis(expected_ms * 9 / 10),
@@ -472,7 +481,6 @@ fn a_child_that_exits_at_once_fails_with_growing_delays() {
             durations[attempt]
         );
     }
-    assert!(durations[4] > durations[1], "{durations:?}");
     assert!(registry.echoed().is_empty(), "nothing was delivered");
 }
 
@@ -493,7 +501,8 @@ fn a_silent_child_times_out_and_is_replaced() {
         let waited = started.elapsed();
         assert!(err.contains("did not answer event 1 within 300ms"), "{err}");
         assert!(
-            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            // The upper bound only catches a hang, whatever the load.
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(60),
             "{waited:?}"
         );
         assert_eq!(plugin.child_id(), None, "a hung child is dropped");
@@ -522,8 +531,9 @@ fn shutdown_closes_stdin_and_the_child_exits_on_its_own() {
         let pid = plugin.child_id().expect("child");
         let started = Instant::now();
         plugin.shutdown().await;
+        // Killing takes the whole grace period first; an exit of its own comes before it.
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < SHUTDOWN_GRACE,
             "the child exits at end of input, without waiting for the kill"
         );
         assert_eq!(plugin.child_id(), None);
@@ -531,6 +541,17 @@ fn shutdown_closes_stdin_and_the_child_exits_on_its_own() {
         assert!(!Path::new(&format!("/proc/{pid}")).exists() || pid_reused(pid));
         plugin.shutdown().await; // a second shutdown is a no-op
     });
+}
+
+/// Whether the echo file at `out` records event `sequence` (the child got it).
+fn echoed_sequence(out: &Path, sequence: u64) -> bool {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .any(|line| {
+            serde_json::from_str::<Value>(line)
+                .is_ok_and(|v| v["sequence"].as_u64() == Some(sequence))
+        })
 }
 
 /// True when `pid` now belongs to a process other than an echo plugin (the pid was reused).

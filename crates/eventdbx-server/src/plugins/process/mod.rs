@@ -13,7 +13,7 @@ use eventdbx_proto::plugin::{PluginEvent, NULL_JSON};
 use serde_json::Value;
 
 use super::registry::{KindConfig, PluginDef};
-pub use runner::{current_target, resolve_binary, ProcessPlugin, ProcessSpec};
+pub use runner::{current_target, resolve_binary, ProcessPlugin, ProcessSpec, SHUTDOWN_GRACE};
 
 /// How long a child may take to acknowledge one event.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);

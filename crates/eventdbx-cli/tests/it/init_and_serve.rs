@@ -89,7 +89,7 @@ fn init_then_serve_gives_a_working_server() {
     let token = std::fs::read_to_string(dir.path().join(".dbx/cli.token")).expect("cli.token");
     let mut stream = TcpStream::connect(&control).expect("connect to the control port");
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     let hello = Hello {
         protocol_version: 1,
@@ -105,7 +105,7 @@ fn init_then_serve_gives_a_working_server() {
     // A forged token is refused with the spec's message.
     let mut stream = TcpStream::connect(&control).expect("connect");
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     let forged = Hello {
         token: "eyJhbGciOiJFZERTQSJ9.e30.c2ln".into(),

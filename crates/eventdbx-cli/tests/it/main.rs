@@ -1,0 +1,9 @@
+//! Integration tests of `dbx`: the real binary, against a real `dbx serve` where it needs one.
+
+mod aggregates;
+mod durability;
+mod init_and_serve;
+mod plugins;
+mod schema;
+mod tenants;
+mod workspace;

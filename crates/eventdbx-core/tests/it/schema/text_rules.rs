@@ -1,0 +1,96 @@
+//! The text rules' building blocks: the pattern matcher, date, time and base64 helpers.
+
+use super::*;
+
+#[test]
+fn pattern_matcher() {
+    let cases = [
+        ("abc", "xxabcxx", true),
+        ("^abc$", "xabc", false),
+        ("^a.c$", "abc", true),
+        ("^(ab|cd)+$", "abcdab", true),
+        ("^(ab|cd)+$", "abce", false),
+        ("^(?:a|b)*c$", "ababc", true),
+        ("^[^0-9]+$", "abc", true),
+        ("^[^0-9]+$", "ab1", false),
+        ("^\\w+@\\w+\\.com$", "me@host.com", true),
+        ("^\\d{3}-\\d{2,}$", "123-4", false),
+        ("^\\d{3}-\\d{2,}$", "123-45678", true),
+        ("^a{2,3}$", "aaaa", false),
+        ("^colou?r$", "color", true),
+        ("^[a-c-]+$", "a-b", true),
+        ("^\\s*$", " \t", true),
+        ("^(a*)*b$", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaac", false),
+    ];
+    for (pattern, input, expected) in cases {
+        let compiled = Pattern::compile(pattern).expect("pattern compiles");
+        assert_eq!(compiled.is_match(input), expected, "{pattern} on {input}");
+    }
+    for bad in ["(a", "a)", "*a", "[a", "a{2,1}", "[z-a]", "\\"] {
+        assert!(Pattern::compile(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn text_helpers() {
+    assert_eq!(text::parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
+    assert_eq!(
+        text::parse_rfc3339("1970-01-01T01:00:00.5+01:00"),
+        Some((0, 500_000_000))
+    );
+    assert_eq!(text::parse_rfc3339("2025-11-27T24:00:00Z"), None);
+    assert_eq!(text::parse_date("2000-03-01"), Some(11_017));
+    assert_eq!(text::decode_base64("aGk"), Some(b"hi".to_vec()));
+    assert_eq!(text::decode_base64("a"), None);
+}
+
+mod properties {
+    use eventdbx_core::schema::text;
+    use proptest::prelude::*;
+
+    fn encode(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn base64_decodes_what_was_encoded(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            prop_assert_eq!(text::decode_base64(&encode(&bytes)), Some(bytes));
+        }
+
+        #[test]
+        fn dates_are_consecutive_days(days in 0i64..100_000) {
+            // Walk from a known day count back to a date string and parse it again.
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let m = if mp < 10 { mp + 3 } else { mp - 9 };
+            let y = yoe + era * 400 + i64::from(m <= 2);
+            let date = format!("{y:04}-{m:02}-{d:02}");
+            prop_assert_eq!(text::parse_date(&date), Some(days));
+            let stamp = format!("{date}T00:00:00Z");
+            prop_assert_eq!(text::parse_rfc3339(&stamp), Some((days * 86_400, 0)));
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! A recorded TCP stream and the raw hello exchange.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use eventdbx_proto::frame;
+use eventdbx_proto::hello::{Hello, HelloResponse};
+use eventdbx_proto::message::{StreamMessageReader, MAX_MESSAGE_BYTES};
+
+use super::IO_TIMEOUT;
+
+/// A TCP stream that records both directions.
+pub struct Wire {
+    stream: TcpStream,
+    /// Every byte written.
+    pub sent: Vec<u8>,
+    /// Every byte read.
+    pub received: Vec<u8>,
+}
+
+impl Wire {
+    /// Connects with timeouts and `TCP_NODELAY`.
+    pub fn connect(addr: SocketAddr) -> Wire {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        Wire {
+            stream,
+            sent: Vec::new(),
+            received: Vec::new(),
+        }
+    }
+
+    /// Writes all of `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.sent.extend_from_slice(bytes);
+        self.stream.write_all(bytes)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        self.stream.read_exact(buf)?;
+        self.received.extend_from_slice(buf);
+        Ok(())
+    }
+
+    /// Reads one raw stream message (a hello response or a CLI response).
+    pub fn read_stream_message(&mut self) -> Result<Vec<u8>, String> {
+        let mut reader = StreamMessageReader::new(MAX_MESSAGE_BYTES);
+        while reader.bytes_needed() > 0 {
+            let mut buf = vec![0u8; reader.bytes_needed()];
+            self.read_exact(&mut buf)
+                .map_err(|err| format!("connection closed before a reply: {err}"))?;
+            reader.feed(&buf).map_err(|err| err.to_string())?;
+        }
+        reader.into_message().ok_or_else(|| "incomplete".into())
+    }
+
+    /// Reads one frame's payload.
+    pub fn read_frame(&mut self, limit: usize) -> Result<Vec<u8>, String> {
+        let mut header = [0u8; frame::HEADER_LEN];
+        self.read_exact(&mut header)
+            .map_err(|err| format!("connection closed: {err}"))?;
+        let len = frame::payload_len(header, limit).map_err(|err| err.to_string())?;
+        let mut payload = vec![0u8; len];
+        self.read_exact(&mut payload)
+            .map_err(|err| format!("connection closed mid-frame: {err}"))?;
+        Ok(payload)
+    }
+
+    /// True when the peer closed the connection (EOF or reset) without sending anything more.
+    pub fn closed_by_peer(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        match self.stream.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(err) => !matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+}
+
+/// Sends `hello` bytes and reads the raw reply message (or why there was none).
+pub fn raw_exchange(addr: SocketAddr, hello: &[u8]) -> Result<(Wire, Vec<u8>), String> {
+    let mut wire = Wire::connect(addr);
+    wire.write(hello).map_err(|err| err.to_string())?;
+    let reply = wire.read_stream_message()?;
+    Ok((wire, reply))
+}
+
+/// Sends a hello and decodes the hello response.
+pub fn hello_exchange(addr: SocketAddr, hello: &Hello) -> (Wire, Vec<u8>, HelloResponse) {
+    let bytes = hello.encode();
+    let (wire, reply) = raw_exchange(addr, &bytes).expect("hello response");
+    let response = HelloResponse::decode(&reply).expect("decode hello response");
+    (wire, reply, response)
+}
+
+/// A v1 hello.
+pub fn v1_hello(token: &str, tenant: &str, no_noise: bool) -> Hello {
+    Hello {
+        protocol_version: 1,
+        token: token.into(),
+        tenant_id: tenant.into(),
+        no_noise,
+    }
+}
