@@ -325,7 +325,9 @@ mod tests {
         let polled = buffer.poll_from(&mut source, Duration::from_millis(2));
         assert_eq!(polled, Polled::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(2));
-        assert!(source.1 > 2, "kept reading while the budget lasted");
+        // How many reads fit in the budget depends on the scheduler; that it read again after
+        // the partial frame (a would-block, not the end) before giving up does not.
+        assert!(source.1 >= 2, "read again after the partial frame");
         assert_eq!(buffer.buffered(), 5);
         // The rest, read later by the ordinary path, completes the same frame.
         let space = buffer.read_space();

@@ -159,11 +159,8 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        // Handles on the engine the state itself holds (its event and job views may share one
-        // count): nothing else has taken one before the workers and connections start.
-        let own_handles = Arc::strong_count(&self.state.store);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let plugin_tasks = self.state.plugins.start(
+        self.state.plugins.start(
             Arc::clone(&self.state.jobs),
             self.state.config.plugin_queue.prune.clone(),
         );
@@ -226,19 +223,11 @@ impl Server {
         }
         drop(listener);
         refresher.abort();
-        for task in &plugin_tasks {
-            task.abort();
-        }
         drop(notify_shutdown);
-        // Aborted tasks still own their state until their handles resolve. The plugins file
-        // watcher must be gone before the workers stop, or a reload could start new ones.
+        // An aborted task still owns what it captured until its handle resolves.
         let _ = refresher.await;
-        for task in plugin_tasks {
-            let _ = task.await;
-        }
-        self.state.plugins.stop();
+        self.state.plugins.shutdown().await;
         while connections.join_next().await.is_some() {}
-        store_released(&self.state, own_handles).await;
         self.state.store.close();
         Ok(())
     }
@@ -250,22 +239,6 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         crate::http::serve(Arc::clone(&self.state), listener, shutdown).await
-    }
-}
-
-/// Waits until the server state holds the only handles on the store (`own_handles`). Plugin workers (told to
-/// stop, not aborted) and blocking jobs of aborted tasks keep their own handle until they
-/// notice; the engine releases its file lock only once the last handle is gone. None of them
-/// announces its end, so this polls, with a generous limit in case a handle leaked.
-async fn store_released(state: &ServerState, own_handles: usize) {
-    const LIMIT: Duration = Duration::from_secs(60);
-    let waiting = tokio::time::Instant::now();
-    while Arc::strong_count(&state.store) > own_handles {
-        if waiting.elapsed() > LIMIT {
-            tracing::warn!("the store is still in use at shutdown; closing it anyway");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

@@ -25,7 +25,8 @@ use eventdbx_core::schema::AggregateSchema;
 use eventdbx_core::CoreError;
 use eventdbx_store::{Claim, JobQueue, JobRoute};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::task::AbortHandle;
+use tokio_util::task::TaskTracker;
 
 use kinds::Sink;
 use registry::PluginDef;
@@ -65,6 +66,11 @@ pub struct Plugins {
     notifies: Mutex<HashMap<String, Arc<Notify>>>,
     workers: Mutex<HashMap<String, Worker>>,
     running: Mutex<Option<(tokio::runtime::Handle, Arc<dyn JobQueue>)>>,
+    /// Every task that holds the queue (workers, watcher, pruner) and every blocking call they
+    /// make, so shutdown can wait until none of them holds the store any more.
+    tasks: TaskTracker,
+    /// How to cut the async tasks short at shutdown (finished ones are dropped as new start).
+    aborts: Mutex<Vec<AbortHandle>>,
     /// Delivery counters.
     pub metrics: Arc<PluginMetrics>,
 }
@@ -97,6 +103,8 @@ impl Plugins {
             notifies: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             running: Mutex::new(None),
+            tasks: TaskTracker::new(),
+            aborts: Mutex::new(Vec::new()),
             metrics: Arc::new(PluginMetrics::default()),
         })
     }
@@ -207,12 +215,8 @@ impl Plugins {
 
     /// Starts one worker per enabled plugin, after putting jobs left `processing` by a previous
     /// run back to pending; also the file watcher and the pruner of done jobs. Call inside the
-    /// runtime; abort the returned tasks (and call [`Plugins::stop`]) at shutdown.
-    pub fn start(
-        self: &Arc<Self>,
-        store: Arc<dyn JobQueue>,
-        prune: crate::config::PruneConfig,
-    ) -> Vec<JoinHandle<()>> {
+    /// runtime; [`Plugins::shutdown`] ends them all.
+    pub fn start(self: &Arc<Self>, store: Arc<dyn JobQueue>, prune: crate::config::PruneConfig) {
         match store.recover_jobs(now_ms()) {
             Ok(0) => {}
             Ok(n) => tracing::info!(
@@ -225,7 +229,7 @@ impl Plugins {
         self.sync_workers();
         let watcher = {
             let plugins = Arc::clone(self);
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let mut ticks = tokio::time::interval(Duration::from_secs(1));
                 loop {
                     ticks.tick().await;
@@ -235,17 +239,19 @@ impl Plugins {
                 }
             })
         };
-        let pruner = tokio::spawn(async move {
+        let tasks = self.tasks.clone();
+        let pruner = self.tasks.spawn(async move {
             let every = Duration::from_secs(prune.interval_secs.max(1));
             let mut ticks = tokio::time::interval(every);
             loop {
                 ticks.tick().await;
                 let store = Arc::clone(&store);
                 let (ttl, max) = (prune.done_ttl_secs, prune.max_done_jobs);
-                let pruned = tokio::task::spawn_blocking(move || {
-                    store.prune_jobs(now_ms().saturating_sub(ttl.saturating_mul(1000)), max)
-                })
-                .await;
+                let pruned = tasks
+                    .spawn_blocking(move || {
+                        store.prune_jobs(now_ms().saturating_sub(ttl.saturating_mul(1000)), max)
+                    })
+                    .await;
                 match pruned {
                     Ok(Ok(n)) if n > 0 => tracing::debug!(jobs = n, "done plugin jobs pruned"),
                     Ok(Err(err)) => tracing::warn!(error = %err, "plugin queue prune failed"),
@@ -253,22 +259,38 @@ impl Plugins {
                 }
             }
         });
-        vec![watcher, pruner]
+        self.track(watcher.abort_handle());
+        self.track(pruner.abort_handle());
     }
 
-    /// Stops every worker (at shutdown).
-    pub fn stop(&self) {
-        *lock(&self.running) = None;
-        let workers: Vec<(String, Worker)> = lock(&self.workers).drain().collect();
-        for (id, worker) in workers {
-            worker.stop.store(true, Ordering::Release);
-            self.notify(&id).notify_one();
+    fn track(&self, task: AbortHandle) {
+        let mut aborts = lock(&self.aborts);
+        aborts.retain(|task| !task.is_finished());
+        aborts.push(task);
+    }
+
+    /// Stops every worker, the watcher and the pruner (at shutdown) and waits until none of
+    /// them, nor any blocking call of theirs, still runs: after this nothing here holds the
+    /// store. A delivery cut short leaves its job `processing`; the next start requeues it.
+    pub async fn shutdown(&self) {
+        {
+            let mut running = lock(&self.running);
+            *running = None;
+            lock(&self.workers).clear();
+            for task in lock(&self.aborts).drain(..) {
+                task.abort();
+            }
         }
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Makes the running workers match the enabled definitions.
     fn sync_workers(&self) {
-        let Some((handle, store)) = lock(&self.running).clone() else {
+        // Held throughout, so a shutdown either sees the workers started here or makes this
+        // start none.
+        let running = lock(&self.running);
+        let Some((handle, store)) = running.as_ref() else {
             return;
         };
         let defs = self.defs();
@@ -296,14 +318,16 @@ impl Plugins {
             let stop = Arc::new(AtomicBool::new(false));
             let context = WorkerContext {
                 def: def.clone(),
-                store: Arc::clone(&store),
+                store: Arc::clone(store),
                 notify: self.notify(&id),
                 stop: Arc::clone(&stop),
                 policy: self.policy,
                 metrics: Arc::clone(&self.metrics),
                 plugins_dir: self.plugins_dir.clone(),
+                tasks: self.tasks.clone(),
             };
-            handle.spawn(context.run());
+            let task = self.tasks.spawn_on(context.run(), handle);
+            self.track(task.abort_handle());
             workers.insert(
                 id,
                 Worker {
@@ -352,6 +376,7 @@ struct WorkerContext {
     policy: RetryPolicy,
     metrics: Arc<PluginMetrics>,
     plugins_dir: PathBuf,
+    tasks: TaskTracker,
 }
 
 impl WorkerContext {
@@ -367,10 +392,11 @@ impl WorkerContext {
             }
             let claim = {
                 let (store, id, policy) = (Arc::clone(&self.store), id.clone(), self.policy);
-                tokio::task::spawn_blocking(move || {
-                    store.claim_job(&id, now_ms(), PROCESSING_DEADLINE_MS, policy)
-                })
-                .await
+                self.tasks
+                    .spawn_blocking(move || {
+                        store.claim_job(&id, now_ms(), PROCESSING_DEADLINE_MS, policy)
+                    })
+                    .await
             };
             let wait_until = match claim {
                 Ok(Ok(Claim::Job(job))) => {
@@ -390,13 +416,15 @@ impl WorkerContext {
                     };
                     let (store, policy) = (Arc::clone(&self.store), self.policy);
                     let job_id = job.id;
-                    let recorded = tokio::task::spawn_blocking(move || match result {
-                        Ok(()) => store
-                            .complete_job(job_id, now_ms())
-                            .map(|()| JobStatus::Done),
-                        Err(error) => store.fail_job(job_id, &error, now_ms(), policy),
-                    })
-                    .await;
+                    let recorded = self
+                        .tasks
+                        .spawn_blocking(move || match result {
+                            Ok(()) => store
+                                .complete_job(job_id, now_ms())
+                                .map(|()| JobStatus::Done),
+                            Err(error) => store.fail_job(job_id, &error, now_ms(), policy),
+                        })
+                        .await;
                     match recorded {
                         Ok(Ok(JobStatus::Done)) => {
                             self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
