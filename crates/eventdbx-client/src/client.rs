@@ -20,6 +20,10 @@ use crate::connection::{Connection, Protocol, Response};
 use crate::error::{Error, Result};
 use crate::types::{Write, Written};
 
+/// The target of the client's log events, whichever file they come from (the Python logger
+/// `eventdbx.client.client`).
+const LOG_TARGET: &str = "eventdbx_client::client";
+
 pub use reads::{AggregatePages, EventPages};
 
 /// Capability token: `idempotencyKey` is honoured.

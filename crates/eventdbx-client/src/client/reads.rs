@@ -103,7 +103,10 @@ impl Client {
         if query.filter.is_some() {
             if let Some(connection) = self.live().await {
                 if !connection.has_capability(EVENTS_FILTER) {
-                    tracing::warn!("the server ignores filter expressions for events");
+                    tracing::warn!(
+                        target: super::LOG_TARGET,
+                        "the server ignores filter expressions for events"
+                    );
                 }
             }
         }

@@ -38,6 +38,10 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
+
+/// The target of this module's log events, whichever file they come from: Python sees them as
+/// the `eventdbx.client.connection` logger, a name applications configure.
+const LOG_TARGET: &str = "eventdbx_client::connection";
 use read_side::{read_loop, Opening, Pending, Shared};
 use writer::{Sealing, Writer};
 

@@ -54,6 +54,7 @@ impl Connection {
                     match negotiate::after_rejection(&policy, attempt, &message) {
                         Next::Fallback(next) => {
                             tracing::warn!(
+                                target: super::LOG_TARGET,
                                 server = %format!("{}:{}", config.host, config.port),
                                 "server does not speak protocol v2; falling back to protocol v1, \
                                  which sends the token in clear inside the hello"
@@ -186,7 +187,10 @@ async fn open_attempt(
             negotiate::check_plaintext_grant(no_noise, response.no_noise)
                 .map_err(Error::handshake)?;
             if no_noise {
-                tracing::warn!("plaintext transport requested; intended for testing only");
+                tracing::warn!(
+                    target: super::LOG_TARGET,
+                    "plaintext transport requested; intended for testing only"
+                );
                 return Ok(Connection::start(
                     read_half,
                     write_half,
