@@ -42,7 +42,7 @@ class EventDBXError(RuntimeError):
     ) -> "EventDBXError":
         # Only the message reaches the builtin constructor: OSError (the base of
         # TimeoutError) would read further arguments as errno and strerror.
-        return super().__new__(cls, message)  # type: ignore[call-arg]
+        return super().__new__(cls, message)
 
     def __init__(
         self, message: str = "", code: Optional[str] = None, retriable: Optional[bool] = None

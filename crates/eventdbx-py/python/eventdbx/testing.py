@@ -23,14 +23,14 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Dict, List, Literal, Optional, overload
 
 from . import _core
 from .client import AsyncEventDBXClient, EventDBXClient
 
 __all__ = ["EventDBXServer", "README_PLUGINS"]
 
-#: The plugins the product README's samples publish to (log plugins: each job becomes a debug
+#: The plugins the package README's samples publish to (log plugins: each job becomes a debug
 #: line at ``eventdbx.plugin.log``), registered in a data directory without ``plugins.json``.
 README_PLUGINS: List[Dict[str, Any]] = [
     {"enabled": True, "name": name, "payload_mode": "all",
@@ -153,9 +153,10 @@ class EventDBXServer:
     ``token`` (a root token), ``tenant_id``, ``fingerprint``, ``data_dir``, ``pid`` (the
     process serving), ``in_process``.
 
-    ``plugins``: plugin definitions for ``<data_dir>/plugins.json`` (the server's format,
-    ``02-server.md`` §14.1); by default the README's ``webhook``, ``analytics-engine`` and
-    ``fraud-worker`` as log plugins, unless the data directory already has definitions."""
+    ``plugins``: plugin definitions for ``<data_dir>/plugins.json`` (the server's format, see
+    the repository's ``docs/plugins.md``); by default the package README's ``webhook``,
+    ``analytics-engine`` and ``fraud-worker`` as log plugins, unless the data directory already
+    has definitions."""
 
     host = "127.0.0.1"
 
@@ -171,7 +172,7 @@ class EventDBXServer:
         in_process: bool = True,
         plugins: Optional[List[Dict[str, Any]]] = None,
     ) -> None:
-        self._tempdir: Optional[tempfile.TemporaryDirectory] = None
+        self._tempdir: Optional[tempfile.TemporaryDirectory[str]] = None
         if data_dir is None:
             self._tempdir = tempfile.TemporaryDirectory(prefix="eventdbx-")
             data_dir = self._tempdir.name
@@ -262,13 +263,30 @@ class EventDBXServer:
         options.update(kwargs)
         return options
 
-    def client(self, **kwargs: Any) -> EventDBXClient:
-        """A connected ``EventDBXClient`` pinned to this server's key."""
-        return EventDBXClient(**self._client_kwargs(kwargs))
+    @overload
+    def client(self, *, verbose: Literal[True] = True, **kwargs: Any) -> EventDBXClient[str]: ...
 
-    def async_client(self, **kwargs: Any) -> AsyncEventDBXClient:
+    @overload
+    def client(self, *, verbose: Literal[False], **kwargs: Any) -> EventDBXClient[bool]: ...
+
+    def client(self, *, verbose: bool = True, **kwargs: Any) -> EventDBXClient[Any]:
+        """A connected ``EventDBXClient`` pinned to this server's key; ``kwargs`` are the
+        client's (``verbose``, ``tenant_id``, ``no_noise``, ...)."""
+        return EventDBXClient(verbose=verbose, **self._client_kwargs(kwargs))
+
+    @overload
+    def async_client(
+        self, *, verbose: Literal[True] = True, **kwargs: Any
+    ) -> AsyncEventDBXClient[str]: ...
+
+    @overload
+    def async_client(
+        self, *, verbose: Literal[False], **kwargs: Any
+    ) -> AsyncEventDBXClient[bool]: ...
+
+    def async_client(self, *, verbose: bool = True, **kwargs: Any) -> AsyncEventDBXClient[Any]:
         """An ``AsyncEventDBXClient`` pinned to this server's key (connects on first use)."""
-        return AsyncEventDBXClient(**self._client_kwargs(kwargs))
+        return AsyncEventDBXClient(verbose=verbose, **self._client_kwargs(kwargs))
 
     def __enter__(self) -> "EventDBXServer":
         return self

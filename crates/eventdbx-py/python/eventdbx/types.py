@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, cast
 
 from .exceptions import EventDBXArgumentError
 
@@ -149,7 +149,7 @@ class ListAggregatesResult(_Parsed):
     @property
     def aggregates(self) -> List[Dict[str, Any]]:
         """The aggregates, parsed."""
-        return self._view("aggregates", self.aggregates_json)
+        return cast(List[Dict[str, Any]], self._view("aggregates", self.aggregates_json))
 
 
 @dataclass
@@ -163,7 +163,7 @@ class ListEventsResult(_Parsed):
     @property
     def events(self) -> List[Dict[str, Any]]:
         """The events, parsed."""
-        return self._view("events", self.events_json)
+        return cast(List[Dict[str, Any]], self._view("events", self.events_json))
 
 
 @dataclass
@@ -176,7 +176,7 @@ class GetAggregateResult(_Parsed):
     @property
     def aggregate(self) -> Optional[Dict[str, Any]]:
         """The aggregate, parsed (``None`` when not found)."""
-        return self._view("aggregate", self.aggregate_json)
+        return cast(Optional[Dict[str, Any]], self._view("aggregate", self.aggregate_json))
 
 
 @dataclass
@@ -189,7 +189,7 @@ class SelectAggregateResult(_Parsed):
     @property
     def selection(self) -> Optional[Dict[str, Any]]:
         """The selection, parsed (``None`` when not found)."""
-        return self._view("selection", self.selection_json)
+        return cast(Optional[Dict[str, Any]], self._view("selection", self.selection_json))
 
 
 @dataclass
@@ -201,7 +201,7 @@ class ListSnapshotsResult(_Parsed):
     @property
     def snapshots(self) -> List[Dict[str, Any]]:
         """The snapshots, parsed."""
-        return self._view("snapshots", self.snapshots_json)
+        return cast(List[Dict[str, Any]], self._view("snapshots", self.snapshots_json))
 
 
 @dataclass
@@ -214,7 +214,7 @@ class GetSnapshotResult(_Parsed):
     @property
     def snapshot(self) -> Optional[Dict[str, Any]]:
         """The snapshot, parsed (``None`` when not found)."""
-        return self._view("snapshot", self.snapshot_json)
+        return cast(Optional[Dict[str, Any]], self._view("snapshot", self.snapshot_json))
 
 
 @dataclass
