@@ -15,16 +15,18 @@ fn class_name(err: &Error) -> &'static str {
         ErrorKind::RequestTooLarge => "EventDBXRequestTooLargeError",
         ErrorKind::Unsupported => "EventDBXUnsupportedError",
         ErrorKind::InvalidArgument => "EventDBXArgumentError",
+        // Only the codes a server sends (the server's and the domain's `code()`); any other
+        // is an `EventDBXAPIError` with that code.
         ErrorKind::Server => match err.code() {
             "invalid_token" | "token_expired" => "EventDBXAuthenticationError",
             "unauthorized" => "EventDBXPermissionError",
-            "aggregate_not_found" | "schema_not_found" => "EventDBXNotFoundError",
-            "aggregate_exists" | "schema_exists" => "EventDBXAlreadyExistsError",
+            "aggregate_not_found" => "EventDBXNotFoundError",
+            "aggregate_exists" => "EventDBXAlreadyExistsError",
             "version_conflict" | "idempotency_conflict" | "aggregate_archived" => {
                 "EventDBXConflictError"
             }
             "invalid_schema" | "schema_violation" | "invalid_cursor" => "EventDBXValidationError",
-            "tenant_quota" | "token_limit_reached" => "EventDBXQuotaError",
+            "tenant_quota" => "EventDBXQuotaError",
             _ => "EventDBXAPIError",
         },
         // A kind added to the client later: the parent class.

@@ -147,11 +147,11 @@ class EventDBXPermissionError(EventDBXAPIError):
 
 
 class EventDBXNotFoundError(EventDBXAPIError):
-    """``aggregate_not_found``, ``schema_not_found``."""
+    """``aggregate_not_found``."""
 
 
 class EventDBXAlreadyExistsError(EventDBXAPIError):
-    """``aggregate_exists``, ``schema_exists``."""
+    """``aggregate_exists``."""
 
 
 class EventDBXConflictError(EventDBXAPIError):
@@ -163,4 +163,4 @@ class EventDBXValidationError(EventDBXAPIError):
 
 
 class EventDBXQuotaError(EventDBXAPIError):
-    """``tenant_quota``, ``token_limit_reached``."""
+    """``tenant_quota``: the tenant's storage quota is used up."""
