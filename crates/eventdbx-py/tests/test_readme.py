@@ -1,118 +1,62 @@
-"""Every code sample of the product README, extracted from the README text and run as written,
-with only the token, tenant, host and port supplied through the environment (and the literal
-tokens the decisions allow replacing)."""
+"""Every sample of the package README (``crates/eventdbx-py/README.md``), run as printed against
+the suite's real server: the samples read the token, tenant, host and port from the
+environment, which these tests set. Each sample carries a ``<!-- sample: name -->`` tag; a
+Python block without one, or a tag no test runs, fails the first test."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
+import eventdbx
 from eventdbx import EventDBXClient
 
-README_NAME = "000_756f5e89e70a6b9f.txt"
+README = Path(__file__).resolve().parents[1] / "README.md"
+TENANT = "tenant-123"
+TAGGED = re.compile(r"<!-- sample: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", re.S)
+FENCE = re.compile(r"^```(\w+)$", re.M)
+RUN = {"quickstart", "connect", "writes", "terse", "concurrency", "reads", "paging",
+       "publish-targets", "retry", "plaintext", "admin", "async", "testing-server",
+       "pytest-fixture", "server-command"}
 
 
-def _readme() -> str:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        for candidate in (parent / "shared" / "spec" / README_NAME,
-                          parent.parent / "shared" / "spec" / README_NAME):
-            if candidate.is_file():
-                return candidate.read_text(encoding="utf-8")
-    pytest.skip("the product README (shared/spec) is not beside this checkout")
-    raise AssertionError  # unreachable
+def _samples() -> Dict[str, str]:
+    return {name: code for name, _, code in TAGGED.findall(README.read_text(encoding="utf-8"))}
 
 
-def _samples(text: str) -> Dict[str, str]:
-    """The README's Python samples, by the sentence that precedes them. The README lost its
-    code fences: a sample starts at an `import`/`from`/`client.`/`latest =` line and runs until
-    a line of prose."""
-    lines = text.splitlines()
-    starts = ("import ", "from eventdbx", "client.", "latest = ")
-    samples: Dict[str, str] = {}
-    i = 0
-    while i < len(lines):
-        if lines[i].startswith(starts):
-            block: List[str] = []
-            while i < len(lines) and _is_code(lines[i]):
-                block.append(lines[i])
-                i += 1
-            samples[f"sample{len(samples) + 1}"] = "\n".join(block)
-        else:
-            i += 1
-    return samples
-
-
-def _is_code(line: str) -> bool:
-    if not line.strip():
-        return False
-    prose = ("EventDBXClient performs", "Only transport", "Omit publish_targets", "create seeds",
-             "Use next_cursor", "Filters use")
-    return not line.startswith(prose)
-
-
-def _indent(code: str) -> str:
-    """The README lost its indentation: restore it from the brackets and block openers."""
-    out: List[str] = []
-    depth = 0
-    block = 0
-    for raw in code.splitlines():
-        line = raw.strip()
-        closing = len(re.match(r"^[\)\]\}]*", line).group(0))
-        level = block + depth - closing
-        if block and depth == 0 and not line.startswith(("if ", "with ")) and out and \
-                not out[-1].rstrip().endswith(":") and _block_ended(line):
-            block -= 1
-            level = block + depth - closing
-        out.append("    " * max(level, 0) + line)
-        depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
-        if line.endswith(":") and depth == 0:
-            block += 1
-    return "\n".join(out)
-
-
-def _block_ended(line: str) -> bool:
-    # In these samples only `history = ...` follows the body of `if first_page.has_next_cursor:`.
-    return line.startswith("history =")
-
-
-@pytest.fixture
-def readme_env(server, monkeypatch):
-    monkeypatch.setenv("EVENTDBX_TOKEN", server.token)
-    monkeypatch.setenv("EVENTDBX_TENANT_ID", "tenant-123")
-    monkeypatch.setenv("EVENTDBX_HOST", server.host)
-    monkeypatch.setenv("EVENTDBX_PORT", str(server.port))
-    monkeypatch.delenv("EVENTDBX_NO_NOISE", raising=False)
-    return server
-
-
-def _run(code: str, namespace: dict) -> dict:
-    exec(compile(code, "<README>", "exec"), namespace)
+def _run(name: str, namespace: Dict[str, Any]) -> Dict[str, Any]:
+    exec(compile(_samples()[name], f"<README sample {name}>", "exec"), namespace)
     return namespace
 
 
-def test_readme_has_the_expected_samples():
-    samples = _samples(_readme())
-    assert len(samples) == 5, list(samples.values())
+@pytest.fixture(scope="module", autouse=True)
+def readme_env(server) -> Iterator[Any]:
+    """The environment the samples read, pointing at the suite's server."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVENTDBX_TOKEN", server.token)
+        patch.setenv("EVENTDBX_TENANT_ID", TENANT)
+        patch.setenv("EVENTDBX_HOST", server.host)
+        patch.setenv("EVENTDBX_PORT", str(server.port))
+        patch.delenv("EVENTDBX_NO_NOISE", raising=False)
+        yield server
 
 
-def test_quickstart_sample_publishes_to_the_webhook_plugin(readme_env, caplog):
-    code = _indent(_samples(_readme())["sample1"])
-    assert "PublishTarget(plugin=\"webhook\", mode=\"async\")" in code
-    # eventdbx.testing registers the README's plugins (webhook, analytics-engine, fraud-worker)
-    # as log plugins: the sample runs unchanged and its write is delivered to `webhook`.
-    with caplog.at_level(logging.DEBUG, logger="eventdbx.plugin"):
-        _run(code, {})
-        with EventDBXClient(token=readme_env.token, tenant_id="tenant-123",
-                            port=readme_env.port) as client:
-            found = client.get(aggregate_type="orders", aggregate_id="ord_123")
-            assert found.found and found.aggregate["version"] >= 1
-        _wait_for_delivery(caplog, "webhook", "ord_123")
+@pytest.fixture(scope="module")
+def written(readme_env) -> Iterator[Dict[str, Any]]:
+    """The namespace after the "connect" and "writes" samples: the samples that use ``client``
+    and person ``p-110`` run on a copy of it."""
+    namespace = _run("writes", _run("connect", {}))
+    yield namespace
+    namespace["client"].close()
 
 
 def _wait_for_delivery(caplog, plugin: str, aggregate_id: str) -> None:
@@ -129,51 +73,152 @@ def _wait_for_delivery(caplog, plugin: str, aggregate_id: str) -> None:
     raise AssertionError(f"no delivery to {plugin} logged: {seen}")
 
 
-def test_retry_sample_constructs_a_connected_client(readme_env):
-    code = _samples(_readme())["sample2"]
-    code = code.replace('token="control_token"', f'token="{readme_env.token}"')
-    # The sample connects to the default port; only the port is supplied by the environment.
-    code = code.replace('tenant_id="tenant-123",',
-                        f'tenant_id="tenant-123", port={readme_env.port},')
-    namespace = _run(_indent(code), {})
-    client = namespace["client"]
-    try:
-        assert client.connected
-    finally:
-        client.close()
+def test_every_python_sample_is_tagged_and_run():
+    text = README.read_text(encoding="utf-8")
+    tagged = TAGGED.findall(text)
+    assert {name for name, _, _ in tagged} == RUN
+    assert len(tagged) == len(RUN), "a sample name is used twice"
+    # Untagged blocks are shell commands for the reader's machine (install, development).
+    python_blocks = [lang for lang in FENCE.findall(text) if lang == "python"]
+    assert len(python_blocks) == sum(1 for _, lang, _ in tagged if lang == "python")
 
 
-def test_publish_targets_sample_publishes_to_its_plugins(readme_env, caplog):
-    code = _indent(_samples(_readme())["sample3"])
-    code = code.replace('token="<token>"', f'token="{readme_env.token}"')
-    code = code.replace('tenant_id="<tenant>")', f'tenant_id="tenant-123", port={readme_env.port})')
+def test_quickstart_creates_and_publishes_to_the_webhook_plugin(server, caplog):
     with caplog.at_level(logging.DEBUG, logger="eventdbx.plugin"):
-        namespace = _run(code, {})
-        ids = re.findall(r'aggregate_id="([^"]+)"', code)
-        assert ids
-        for plugin in ("analytics-engine", "fraud-worker"):
-            _wait_for_delivery(caplog, plugin, ids[-1])
-    assert not namespace["client"].connected  # the sample's `with` block closed it
+        namespace = _run("quickstart", {})
+        assert not namespace["client"].connected  # the `with` block closed it
+        with EventDBXClient(token=server.token, tenant_id=TENANT, port=server.port) as client:
+            found = client.get(aggregate_type="orders", aggregate_id="ord_123")
+        assert found.found and found.aggregate["state"] == {"total": 42.15}
+        assert '"ord_123"' in namespace["created"]
+        _wait_for_delivery(caplog, "webhook", "ord_123")
 
 
-def test_write_and_read_samples_run_as_written(readme_env):
-    samples = _samples(_readme())
-    with EventDBXClient(token=readme_env.token, tenant_id="tenant-123",
-                        port=readme_env.port) as client:
-        namespace = _run(_indent(samples["sample4"]), {"client": client})
-        namespace = _run(_indent(samples["sample5"]), namespace)
+def test_write_samples_leave_the_person_patched_and_restored(written):
+    latest = written["client"].get(aggregate_type="person", aggregate_id="p-110")
+    assert latest.found
+    state = latest.aggregate["state"]
+    assert state["first_name"] == "Jayah"
+    assert state["email"] == "jaya.singh@example.com"
+    assert latest.aggregate.get("archived", False) is False  # omitted when false
+    assert latest.aggregate["version"] >= 3
+
+
+def test_terse_sample_acknowledges_with_true(written):
+    namespace = _run("terse", dict(written))
+    assert namespace["acknowledged"] is True
+    assert not namespace["terse"].connected
+
+
+def test_concurrency_sample_rejects_the_stale_write_and_applies_the_keyed_one_once(written):
+    namespace = _run("concurrency", dict(written))
+    assert namespace["rejected"] == "version_conflict"
+    assert namespace["first"] == namespace["again"]
+    events = written["client"].events(aggregate_type="person", aggregate_id="p-110").events
+    types = [event["event_type"] for event in events]
+    assert types.count("person_newsletter_joined") == 1
+    assert types.count("person_phone_added") == 1
+
+
+def test_read_samples_run_as_written(written):
+    namespace = _run("reads", dict(written))
     latest = namespace["latest"]
     assert latest.found
     assert latest.aggregate["state"]["first_name"] == "Jayah"
-    assert latest.aggregate["state"]["email"] == "[email protected]"
-    projection = namespace["projection"]
-    assert projection.selection == {
-        "payload.email": "[email protected]",
+    assert namespace["projection"].selection == {
+        "payload.email": "jaya.singh@example.com",
         "metadata.@actor": "svc-directory",
     }
-    first_page = namespace["first_page"]
-    assert [a["aggregate_id"] for a in first_page.aggregates] == ["p-110"]
-    history = namespace["history"]
-    assert [e["event_type"] for e in history.events][:3] == [
+    assert [a["aggregate_id"] for a in namespace["first_page"].aggregates] == ["p-110"]
+    assert [e["event_type"] for e in namespace["history"].events][:3] == [
         "person_registered", "person_email_updated", "person_registered"]
     assert re.fullmatch(r"[0-9a-f]{64}", namespace["merkle_root"])
+
+
+def test_paging_sample_sorts_resumes_and_iterates(written):
+    namespace = _run("paging", dict(written))
+    created = [a["created_at"] for a in namespace["newest_first"].aggregates]
+    assert created and created == sorted(created, reverse=True)
+    assert "p-110" not in [a["aggregate_id"] for a in namespace["after_p110"].aggregates]
+    assert namespace["people"] == ["p-110"]
+    assert namespace["event_types"][:3] == [
+        "person_registered", "person_email_updated", "person_registered"]
+
+
+def test_publish_targets_sample_publishes_to_its_plugins(caplog):
+    with caplog.at_level(logging.DEBUG, logger="eventdbx.plugin"):
+        namespace = _run("publish-targets", {})
+        for plugin in ("analytics-engine", "fraud-worker"):
+            _wait_for_delivery(caplog, plugin, "inv-1")
+    assert not namespace["routed"].connected
+
+
+def test_retry_sample_connects_and_closes():
+    namespace = _run("retry", {})
+    assert isinstance(namespace["patient"], EventDBXClient)
+    assert not namespace["patient"].connected
+
+
+def test_plaintext_sample_uses_plaintext():
+    assert _run("plaintext", {})["transport"] == "plaintext"
+
+
+def test_admin_sample_runs_every_helper(written):
+    namespace = _run("admin", dict(written))
+    fetched = namespace["fetched"]
+    assert fetched.found and fetched.snapshot == namespace["snapshots"].snapshots[0]
+    assert int(namespace["snapshot"]["snapshot_id"]) == namespace["snapshot_id"]
+    assert isinstance(namespace["replaced"], int)
+    assert namespace["published"].version_id
+    assert namespace["placed"].shard_id == "shard-0001"
+    assert namespace["quota"] == eventdbx.TenantQuotaResult(True, 512, True)
+    assert namespace["used_bytes"] >= 0
+    # The tenant's data is where it was after the assignment round trip and the reload.
+    assert written["client"].get(aggregate_type="person", aggregate_id="p-110").found
+
+
+def test_async_sample_runs_concurrent_writes():
+    events = _run("async", {})["counter_events"]
+    assert [event["event_type"] for event in events] == ["started"] + ["ticked"] * 10
+
+
+def test_testing_server_sample_starts_and_pins_a_server():
+    order = _run("testing-server", {})["order"]
+    assert order.found and order.aggregate["aggregate_id"] == "o-1"
+
+
+def test_pytest_fixture_sample_passes_with_the_plugin_fixture(eventdbx_client):
+    namespace = _run("pytest-fixture", {})
+    namespace["test_an_order_is_created"](eventdbx_client)
+
+
+def test_server_command_sample_serves_until_sigterm(tmp_path):
+    words = _samples()["server-command"].split()
+    assert words[:3] == ["python", "-m", "eventdbx.server"]
+    # As printed, but on free ports and in a temporary data directory.
+    options = {"--data-dir": str(tmp_path / "data"), "--port": "0"}
+    command: List[str] = [sys.executable] + words[1:]
+    for flag, value in options.items():
+        command[command.index(flag) + 1] = value
+    command += ["--http-port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               stdin=subprocess.DEVNULL, text=True, env=dict(os.environ))
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line.strip())
+            if line.strip() == "ready":
+                break
+        assert [line.split(" ")[0] for line in lines] == [
+            "listening", "http", "server", "token", "ready"], lines
+        port = int(lines[0].rsplit(":", 1)[1])
+        token = lines[3].split(" ", 1)[1]
+        with EventDBXClient(token=token, tenant_id="cli", port=port,
+                            server_key=lines[2].split(" ", 2)[2]) as client:
+            assert client.list().aggregates == []
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        if process.stdout is not None:
+            process.stdout.close()
