@@ -1,8 +1,9 @@
-"""The product README's quickstart, run against a real server.
+"""The package README's quickstart (``crates/eventdbx-py/README.md``), run against a real
+server.
 
-The calls are the README's own (its install sample, "Publish targets", "Write aggregates and
-events" and "Read aggregates and events"), in order, with the connection settings read from the
-environment exactly as the README's first sample does. `scripts/quickstart.sh` starts a `dbx`
+The calls are the README's own ("Connect", "Publish targets", "Write aggregates and events" and
+"Read aggregates and events"), in order, with the connection settings read from the environment
+exactly as the README's first sample does. `scripts/quickstart.sh` starts a `dbx`
 server, registers the plugins the samples name, and runs this file.
 """
 

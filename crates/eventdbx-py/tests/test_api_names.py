@@ -1,4 +1,4 @@
-"""Names of the spec's API list not covered elsewhere: module-level names kept from the
+"""Public names of the package not covered elsewhere: module-level names kept from the
 reference SDK, the async client's connection properties, the events filter warning."""
 
 from __future__ import annotations
