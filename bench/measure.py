@@ -1,0 +1,169 @@
+"""The results model: one measured run, a point (the runs of one variant on one system), and
+the CPU clocks read from ``/proc``.
+
+CPU is read as ``utime + stime`` from ``/proc/<pid>/stat`` (clock ticks), never wall time: the
+client is this process (every thread, the SDK's Rust runtime included); a server is its whole
+process tree (PostgreSQL forks a backend per connection), with the children it has already
+reaped counted through ``cutime + cstime``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+#: The latency percentiles every point reports.
+PERCENTILES = (50.0, 95.0, 99.0, 99.9)
+
+
+def _stat_fields(pid: int) -> Optional[List[str]]:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    return text[text.rindex(")") + 2:].split()
+
+
+def _ticks(fields: List[str], children: bool) -> int:
+    # After the command: state is index 0, so utime/stime/cutime/cstime are 11..14.
+    own = int(fields[11]) + int(fields[12])
+    return own + (int(fields[13]) + int(fields[14]) if children else 0)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds of one process (all its threads), without its children."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else _ticks(fields, children=False) / TICKS_PER_SECOND
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of ``root`` and every live descendant, plus the children they reaped."""
+    parents: Dict[int, int] = {}
+    stats: Dict[int, List[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is not None:
+            stats[int(entry)] = fields
+            parents[int(entry)] = int(fields[1])
+    total = 0
+    for pid, fields in stats.items():
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == root:
+            total += _ticks(fields, children=True)
+    return total / TICKS_PER_SECOND
+
+
+def client_cpu_seconds() -> float:
+    """CPU seconds of this process."""
+    return process_cpu_seconds(os.getpid())
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of already sorted values (NaN when there are none)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, -(-len(sorted_values) * pct // 100))
+    return sorted_values[min(len(sorted_values), int(rank)) - 1]
+
+
+@dataclass
+class Run:
+    """One measured run: operations completed, their latencies in seconds, failures, and the
+    CPU the client and the server spent over it."""
+
+    ops: int = 0
+    seconds: float = 0.0
+    latencies: List[float] = field(default_factory=list)
+    errors: int = 0
+    conflicts: int = 0
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+    first_error: Optional[str] = None
+
+    def error(self, exc: BaseException) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = f"{type(exc).__name__}: {exc}"
+
+    @property
+    def throughput(self) -> float:
+        return self.ops / self.seconds if self.seconds > 0 else 0.0
+
+    def latency(self, pct: float) -> float:
+        return percentile(sorted(self.latencies), pct)
+
+    def cpu_per_op(self, seconds: float) -> float:
+        return seconds / self.ops * 1e6 if self.ops else float("nan")
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of a metric over a point's runs, with its min and max."""
+
+    median: float
+    low: float
+    high: float
+
+    @staticmethod
+    def of(values: Sequence[float]) -> "Spread":
+        finite = [v for v in values if v == v]
+        if not finite:
+            return Spread(float("nan"), float("nan"), float("nan"))
+        return Spread(statistics.median(finite), min(finite), max(finite))
+
+
+@dataclass
+class Point:
+    """One variant of one workload on one system: its runs and their summary."""
+
+    workload: str
+    variant: str
+    system_key: str
+    unit: str = "ops/s"
+    runs: List[Run] = field(default_factory=list)
+    #: Extra numbers a workload reports beside the standard ones (e.g. pages/s).
+    extra: Dict[str, float] = field(default_factory=dict)
+    failure: Optional[str] = None
+
+    @property
+    def throughput(self) -> Spread:
+        return Spread.of([r.throughput for r in self.runs])
+
+    def latency(self, pct: float) -> Spread:
+        return Spread.of([r.latency(pct) for r in self.runs])
+
+    @property
+    def client_cpu_us(self) -> Spread:
+        return Spread.of([r.cpu_per_op(r.client_cpu) for r in self.runs])
+
+    @property
+    def server_cpu_us(self) -> Spread:
+        return Spread.of([r.cpu_per_op(r.server_cpu) for r in self.runs])
+
+    @property
+    def errors(self) -> int:
+        return sum(r.errors for r in self.runs)
+
+    @property
+    def conflicts(self) -> int:
+        return sum(r.conflicts for r in self.runs)
+
+    @property
+    def first_error(self) -> Optional[str]:
+        if self.failure is not None:
+            return self.failure
+        return next((r.first_error for r in self.runs if r.first_error), None)
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None or self.errors > 0
