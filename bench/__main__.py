@@ -77,11 +77,11 @@ async def _run_workload(workload: Workload, target: Target, sizes: Sizes,
     except Exception as exc:
         log.error("%s on %s: seeding failed: %s", workload.id, system.key, exc)
         for variant in variants:
-            points.append(Point(workload.id, variant, system.key, workload.unit,
+            points.append(Point(workload.id, variant, system.key, workload.unit_of(variant),
                                 failure=f"seeding failed: {type(exc).__name__}: {exc}"))
         return
     for variant in variants:
-        point = Point(workload.id, variant, system.key, workload.unit)
+        point = Point(workload.id, variant, system.key, workload.unit_of(variant))
         for index in range(sizes.runs):
             try:
                 point.runs.append(await workload.run(target, variant, index, sizes))
@@ -91,8 +91,8 @@ async def _run_workload(workload: Workload, target: Target, sizes: Sizes,
         point.extra = workload.extra(variant, point.runs) if point.runs else {}
         points.append(point)
         tp = point.throughput
-        log.info("%-4s %-28s %-16s %10.1f %s%s", workload.id, variant, system.key, tp.median,
-                 workload.unit, f"  FAILED: {point.first_error}" if point.failed else "")
+        log.info("%-4s %-28s %-21s %10.1f %s%s", workload.id, variant, system.key, tp.median,
+                 point.unit, f"  FAILED: {point.first_error}" if point.failed else "")
 
 
 async def _run_server(spec: ServerSpec, systems: List[System], env: Environment,
@@ -152,8 +152,11 @@ async def _main(args: argparse.Namespace) -> Outcome:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
+    # The SDK logs each plaintext connection and every reconnect; the report has what matters.
+    logging.getLogger("eventdbx").setLevel(logging.ERROR)
     # The plaintext transport warns once per client; the report labels those rows instead.
-    warnings.filterwarnings("ignore", category=RuntimeWarning, module="eventdbx")
+    warnings.filterwarnings("ignore", message="plaintext transport requested",
+                            category=RuntimeWarning)
     outcome = asyncio.run(_main(args))
     os.makedirs(args.out, exist_ok=True)
     figures = plots.draw(outcome, args.out)

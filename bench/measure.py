@@ -1,10 +1,13 @@
 """The results model: one measured run, a point (the runs of one variant on one system), and
 the CPU clocks read from ``/proc``.
 
-CPU is read as ``utime + stime`` from ``/proc/<pid>/stat`` (clock ticks), never wall time: the
-client is this process (every thread, the SDK's Rust runtime included); a server is its whole
-process tree (PostgreSQL forks a backend per connection), with the children it has already
-reaped counted through ``cutime + cstime``.
+CPU is what the processes spent on a CPU, never wall time: the client is this process (every
+thread, the SDK's Rust runtime included); a server is its whole process tree (PostgreSQL forks
+a backend per connection). Each live process is read from ``/proc/<pid>/task/*/schedstat``
+(nanoseconds on a CPU, per thread) because ``utime + stime`` in ``/proc/<pid>/stat`` is rounded
+to clock ticks (10 ms) per process: 64 PostgreSQL backends each below a tick would add up to
+nothing. Children a process has already reaped are counted from its ``cutime + cstime``, and
+``stat`` is the fallback where the kernel has no schedstat.
 """
 
 from __future__ import annotations
@@ -30,16 +33,27 @@ def _stat_fields(pid: int) -> Optional[List[str]]:
     return text[text.rindex(")") + 2:].split()
 
 
-def _ticks(fields: List[str], children: bool) -> int:
-    # After the command: state is index 0, so utime/stime/cutime/cstime are 11..14.
-    own = int(fields[11]) + int(fields[12])
-    return own + (int(fields[13]) + int(fields[14]) if children else 0)
+def _own_seconds(pid: int, fields: List[str]) -> float:
+    """CPU seconds of every thread of ``pid``: schedstat when there is one, else stat."""
+    total_ns = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                total_ns += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        # After the command: state is index 0, so utime and stime are 11 and 12.
+        return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+    return total_ns / 1e9
+
+
+def _reaped_seconds(fields: List[str]) -> float:
+    return (int(fields[13]) + int(fields[14])) / TICKS_PER_SECOND
 
 
 def process_cpu_seconds(pid: int) -> float:
     """CPU seconds of one process (all its threads), without its children."""
     fields = _stat_fields(pid)
-    return 0.0 if fields is None else _ticks(fields, children=False) / TICKS_PER_SECOND
+    return 0.0 if fields is None else _own_seconds(pid, fields)
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -53,14 +67,14 @@ def tree_cpu_seconds(root: int) -> float:
         if fields is not None:
             stats[int(entry)] = fields
             parents[int(entry)] = int(fields[1])
-    total = 0
+    total = 0.0
     for pid, fields in stats.items():
         ancestor = pid
         while ancestor not in (root, 0, 1) and ancestor in parents:
             ancestor = parents[ancestor]
         if ancestor == root:
-            total += _ticks(fields, children=True)
-    return total / TICKS_PER_SECOND
+            total += _own_seconds(pid, fields) + _reaped_seconds(fields)
+    return total
 
 
 def client_cpu_seconds() -> float:

@@ -208,7 +208,7 @@ def _workload_sections(outcome: "Outcome", systems: Dict[str, System],
         if not points:
             continue
         lines += ["", f"{heading}# {workload.id}: {workload.title}", "",
-                  f"| variant | system | durability | transport | {workload.unit} | {pct_heads} "
+                  f"| variant | system | durability | transport | throughput | {pct_heads} "
                   "| errors | conflicts | client CPU µs/op | server CPU µs/op |",
                   "|---|---|---|---|---:|" + "---:|" * len(PERCENTILES) + "---:|---:|---:|---:|"]
         for p in points:
@@ -221,7 +221,8 @@ def _workload_sections(outcome: "Outcome", systems: Dict[str, System],
             pcts = " | ".join(_ms(p.latency(q).median) for q in PERCENTILES)
             errors = f"**{p.errors}**" if p.errors else "0"
             lines.append(f"| {p.variant} | {label} | {s.durability} | {s.transport} | "
-                         f"{_spread(p.throughput, 1 if p.throughput.median < 100 else 0)} | "
+                         f"{_spread(p.throughput, 1 if p.throughput.median < 100 else 0)} "
+                         f"{p.unit} | "
                          f"{pcts} | {errors} | {p.conflicts} | {_num(p.client_cpu_us.median)} "
                          f"| {_num(p.server_cpu_us.median)} |")
         for p in points:

@@ -124,6 +124,7 @@ class System:
 
 _FSYNC = DbxSpec(DbxConfig("fsync"))
 _RELAXED = DbxSpec(DbxConfig("relaxed"))
+_RELAXED_NO_POLL = DbxSpec(DbxConfig("relaxed", busy_poll_us=0))
 _POSTGRES = PostgresSpec()
 
 SYSTEMS: List[System] = [
@@ -135,6 +136,10 @@ SYSTEMS: List[System] = [
            _dbx("plaintext"), frozenset({"W1", "W7"})),
     System("dbx-relaxed-v2", "dbx", "relaxed", "relaxed", "v2", True, _RELAXED, _dbx("v2"),
            ALL - {"IDLE"}),
+    # The server's busy-polling off (`[socket] busy_poll_us = 0`): its CPU per request beside
+    # the row above, and at rest.
+    System("dbx-relaxed-v2-nopoll", "dbx (server busy-poll off)", "relaxed", "relaxed", "v2",
+           True, _RELAXED_NO_POLL, _dbx("v2"), frozenset({"W1", "W7", "IDLE"})),
     System("pg-sync-on", "PostgreSQL", "synchronous_commit=on", "durable", "psycopg", False,
            _POSTGRES, _postgres(True), WRITES | {"W7", "IDLE"}),
     System("pg-sync-off", "PostgreSQL", "synchronous_commit=off", "relaxed", "psycopg", False,

@@ -167,6 +167,10 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def variants(self, sizes: Sizes) -> List[str]: ...
 
+    def unit_of(self, variant: str) -> str:
+        """What a run of ``variant`` counts (most workloads: one unit for every variant)."""
+        return self.unit
+
     async def prepare(self, target: Target, sizes: Sizes) -> None:
         """Seeds what the workload reads; called once per system before its variants."""
         return None

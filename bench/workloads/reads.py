@@ -99,6 +99,9 @@ class W5LongAggregate(Workload):
     title = "an aggregate with 10,000 events: pages of events, append latency on it"
     unit = "pages/s"
 
+    def unit_of(self, variant: str) -> str:
+        return "pages/s" if variant.startswith("events") else "appends/s"
+
     def variants(self, sizes: Sizes) -> List[str]:
         return ["events, pages of 100", "events, pages of 1000",
                 f"append at v{sizes.w5_events}", "append on a fresh aggregate"]

@@ -182,6 +182,3 @@ class W3OpenLoop(Workload):
             return await measure(target, body)
         finally:
             await close_all(drivers)
-
-    def extra(self, variant: str, runs: List[Run]) -> Dict[str, float]:
-        return {"offered_per_s": float(variant.split("/")[0])}
