@@ -21,7 +21,7 @@ from .drivers import (
     PostgresDriver,
     PostgresEndpoint,
 )
-from .servers import DbxConfig, DbxServer, PostgresServer, ReferenceServer, Server
+from .servers import DbxConfig, DbxServer, PostgresServer, ReferenceServer, Server, StartFailed
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,11 @@ class DbxSpec(ServerSpec):
     config: DbxConfig
 
     def skip_reason(self, env: Environment) -> Optional[str]:
-        return None if os.access(env.dbx_binary, os.X_OK) else f"no {env.dbx_binary}"
+        return None  # ours is never optional: a missing binary is a failure to start
 
     def start(self, env: Environment) -> Server:
+        if not os.access(env.dbx_binary, os.X_OK):
+            raise StartFailed(f"no dbx binary at {env.dbx_binary}")
         return DbxServer(env.dbx_binary, self.config)
 
 
