@@ -39,10 +39,12 @@ class Outcome:
     start_failures: Dict[str, str] = field(default_factory=dict)
     points: List[Point] = field(default_factory=list)
     seconds: float = 0.0
+    plot_failed: bool = False
 
     @property
     def failed(self) -> bool:
-        return bool(self.start_failures) or any(p.failed for p in self.points)
+        return (bool(self.start_failures) or self.plot_failed
+                or any(p.failed for p in self.points))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -159,7 +161,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                             category=RuntimeWarning)
     outcome = asyncio.run(_main(args))
     os.makedirs(args.out, exist_ok=True)
-    figures = plots.draw(outcome, args.out)
+    try:
+        figures = plots.draw(outcome, args.out)
+    except Exception:  # a broken plot must not cost the report: it is an error all the same
+        log.exception("plotting failed")
+        figures, outcome.plot_failed = [], True
     path = report.write(outcome, args.out, figures)
     log.info("report: %s (%.0f s)", path, outcome.seconds)
     if args.write_docs:

@@ -50,7 +50,8 @@ def _concurrency(outcome: "Outcome", out: str) -> List[str]:
 
 def _latencies(outcome: "Outcome", out: str) -> List[str]:
     names = []
-    workloads = sorted({p.workload for p in outcome.points if p.runs and p.workload != "IDLE"})
+    workloads = sorted({p.workload for p in outcome.points
+                        if p.runs and p.workload not in ("IDLE", "CLIENT")})
     for workload in workloads:
         points = [p for p in outcome.points if p.workload == workload and p.runs]
         variants = list(dict.fromkeys(p.variant for p in points))
@@ -60,16 +61,22 @@ def _latencies(outcome: "Outcome", out: str) -> List[str]:
         fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
         width = 0.8 / max(1, len(systems))
         for ax, variant in zip(axes.flat, variants):
+            drawn = False
             for i, key in enumerate(systems):
                 match = [p for p in points if p.variant == variant and p.system_key == key]
                 if not match:
                     continue
-                values = [match[0].latency(q).median * 1e3 for q in PERCENTILES]
+                # A point without latencies (NaN) draws as nothing rather than failing.
+                values = [max(0.0, match[0].latency(q).median * 1e3) if
+                          match[0].latency(q).median == match[0].latency(q).median else 0.0
+                          for q in PERCENTILES]
+                drawn = drawn or any(v > 0 for v in values)
                 ax.bar([x + i * width for x in range(len(PERCENTILES))], values, width,
                        label=key)
             ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(PERCENTILES))])
             ax.set_xticklabels([f"p{q:g}" for q in PERCENTILES])
-            ax.set_yscale("log")
+            if drawn:
+                ax.set_yscale("log")
             ax.set_ylabel("ms")
             ax.set_title(variant, fontsize=9)
             ax.grid(True, axis="y", alpha=0.3)
@@ -85,6 +92,29 @@ def _latencies(outcome: "Outcome", out: str) -> List[str]:
     return names
 
 
+def _client_cost(outcome: "Outcome", out: str) -> List[str]:
+    points = [p for p in outcome.points if p.workload == "CLIENT" and p.runs]
+    if not points:
+        return []
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    labels = [f"{p.variant}\n{p.system_key}" for p in points]
+    values = [p.client_cpu_us.median for p in points]
+    ax.barh(range(len(points)), values,
+            xerr=[[v - p.client_cpu_us.low for v, p in zip(values, points)],
+                  [p.client_cpu_us.high - v for v, p in zip(values, points)]], capsize=3)
+    ax.set_yticks(range(len(points)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("client CPU per request, µs (median, min–max)")
+    ax.set_title("Client cost: sequential get over protocol v1")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    name = "client_cpu_per_request.png"
+    fig.savefig(os.path.join(out, name), dpi=110)
+    plt.close(fig)
+    return [name]
+
+
 def draw(outcome: "Outcome", out: str) -> List[str]:
     """Draws every plot into ``out``; returns the file names."""
-    return _concurrency(outcome, out) + _latencies(outcome, out)
+    return _concurrency(outcome, out) + _latencies(outcome, out) + _client_cost(outcome, out)

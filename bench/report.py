@@ -100,8 +100,7 @@ def verdicts(outcome: "Outcome") -> List[Verdict]:
     out.append(Verdict("W5 append latency on the long aggregate within 10% of a fresh one",
                        "; ".join(parts) or "not measured", ("met" if met else "missed")
                        if seen else "not measured"))
-    out.append(Verdict("Python client CPU per request ≤ ¼ of a pure-Python stack",
-                       "client-cost comparison (issue item 4) not built yet", "not measured"))
+    out.append(_client_cost(outcome))
     idle = _find(outcome, "IDLE", "", "dbx-fsync-v2")
     if idle is not None and "server_core_pct" in idle.extra:
         pct = idle.extra["server_core_pct"]
@@ -112,6 +111,22 @@ def verdicts(outcome: "Outcome") -> List[Verdict]:
         out.append(Verdict("a server with 64 idle connections uses < 1% of a core",
                            "not measured", "not measured"))
     return out
+
+
+def _client_cost(outcome: "Outcome") -> Verdict:
+    from .workloads.client_cost import PURE, RUST, SDK_SYNC
+
+    target = "Python client CPU per request ≤ ¼ of a pure-Python stack"
+    ours, pure = (_find(outcome, "CLIENT", v, "dbx-relaxed-v2") for v in (SDK_SYNC, PURE))
+    if ours is None or pure is None:
+        return Verdict(target, "not measured", "not measured")
+    a, b = ours.client_cpu_us.median, pure.client_cpu_us.median
+    measured = f"{a:.1f} vs {b:.1f} µs = {a / b:.2f}×"
+    rust = _find(outcome, "CLIENT", RUST, "dbx-relaxed-v2")
+    if rust is not None:
+        measured += (f" (Rust client {rust.client_cpu_us.median:.1f} µs = "
+                     f"{rust.client_cpu_us.median / b:.2f}× the pure-Python stack)")
+    return Verdict(target, measured, "met" if a <= b / 4 else "missed")
 
 
 def ratios(outcome: "Outcome") -> List[Tuple[Point, Point, float, float]]:

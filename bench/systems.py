@@ -99,7 +99,7 @@ def _postgres(synchronous_commit: bool) -> Callable[[Server], Driver]:
 
 
 #: Every workload id.
-ALL = frozenset({"W1", "W2", "W3", "W4", "W5", "W6", "W7", "IDLE"})
+ALL = frozenset({"W1", "W2", "W3", "W4", "W5", "W6", "W7", "IDLE", "CLIENT"})
 #: Reads do not depend on durability: one entry per server runs them.
 WRITES = frozenset({"W1", "W2", "W3", "W5"})
 
@@ -141,11 +141,11 @@ SYSTEMS: List[System] = [
     # The server's busy-polling off (`[socket] busy_poll_us = 0`): its CPU per request beside
     # the row above, and at rest.
     System("dbx-relaxed-v2-nopoll", "dbx (server busy-poll off)", "relaxed", "relaxed", "v2",
-           True, _RELAXED_NO_POLL, _dbx("v2"), frozenset({"W1", "W7", "IDLE"})),
+           True, _RELAXED_NO_POLL, _dbx("v2"), frozenset({"W1", "W7", "IDLE", "CLIENT"})),
     System("pg-sync-on", "PostgreSQL", "synchronous_commit=on", "durable", "psycopg", False,
            _POSTGRES, _postgres(True), WRITES | {"W7", "IDLE"}),
     System("pg-sync-off", "PostgreSQL", "synchronous_commit=off", "relaxed", "psycopg", False,
-           _POSTGRES, _postgres(False), ALL - {"IDLE"}),
+           _POSTGRES, _postgres(False), ALL - {"IDLE", "CLIENT"}),
     System("eventdbx-ref", "EventDBX (reference)", "no fsync", "relaxed", "v1", False,
            ReferenceSpec(), _dbx("v1"), frozenset({"W1", "W2", "W5", "W6", "W7"})),
 ]

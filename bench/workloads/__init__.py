@@ -47,6 +47,7 @@ class Sizes:
     w6_sizes: Tuple[int, ...]
     w7_cycles: int
     idle_seconds: float
+    client_requests: int
     fsync_probes: int
 
     @staticmethod
@@ -55,7 +56,7 @@ class Sizes:
                      w2_pool=1024, w3_rates=(500, 1000, 2000), w3_seconds=3.0,
                      w3_connections=16, w4_aggregates=100_000, w5_events=10_000,
                      w5_appends=200, w6_sizes=(10, 1_000, 10_000, 100_000), w7_cycles=200,
-                     idle_seconds=10.0, fsync_probes=500)
+                     idle_seconds=10.0, client_requests=20_000, fsync_probes=500)
 
     @staticmethod
     def quick() -> "Sizes":
@@ -63,7 +64,7 @@ class Sizes:
                      w2_pool=128, w3_rates=(200, 500), w3_seconds=0.5, w3_connections=8,
                      w4_aggregates=1_000, w5_events=1_000, w5_appends=30,
                      w6_sizes=(10, 100, 1_000), w7_cycles=15, idle_seconds=1.0,
-                     fsync_probes=50)
+                     client_requests=1_000, fsync_probes=50)
 
 
 @dataclass
@@ -184,12 +185,13 @@ class Workload(abc.ABC):
 
 
 def registry() -> List[Workload]:
+    from .client_cost import ClientCost
     from .connections import Idle, W7Connect
     from .reads import W4List, W5LongAggregate, W6Verify
     from .writes import W1Sequential, W2Concurrent, W3OpenLoop
 
     return [W1Sequential(), W2Concurrent(), W3OpenLoop(), W4List(), W5LongAggregate(),
-            W6Verify(), W7Connect(), Idle()]
+            W6Verify(), W7Connect(), Idle(), ClientCost()]
 
 
 def once(target: Target, key: str) -> bool:
