@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="where report.md, results.json and the plots go")
     parser.add_argument("--write-docs", action="store_true",
                         help="also rewrite the comparison at the top of docs/benchmarks.md")
+    parser.add_argument("--docs", default=os.path.join(REPO, "docs"),
+                        help="the docs directory --write-docs writes to (default: the repo's)")
     parser.add_argument("--systems", default="",
                         help="comma-separated system keys (default: all)")
     parser.add_argument("--workloads", default="",
@@ -152,7 +154,10 @@ async def _main(args: argparse.Namespace) -> Outcome:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.write_docs and args.quick and args.docs == os.path.join(REPO, "docs"):
+        parser.error("--write-docs needs a full run: a smoke run's numbers are not measurements")
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
     # The SDK logs each plaintext connection and every reconnect; the report has what matters.
     logging.getLogger("eventdbx").setLevel(logging.ERROR)
@@ -169,7 +174,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     path = report.write(outcome, args.out, figures)
     log.info("report: %s (%.0f s)", path, outcome.seconds)
     if args.write_docs:
-        docs = report.write_docs(outcome, os.path.join(REPO, "docs"), args.out, figures)
+        docs = report.write_docs(outcome, args.docs, args.out, figures)
         log.info("docs: %s", docs)
     for key, why in outcome.start_failures.items():
         log.error("did not start: %s: %s", key, why)

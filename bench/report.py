@@ -229,13 +229,14 @@ def _workload_sections(outcome: "Outcome", systems: Dict[str, System],
         for p in points:
             s = systems[p.system_key]
             label = _label(s, outcome.versions.get(s.key, "?"))
+            transport = workload.transport or s.transport
             if not p.runs:
-                lines.append(f"| {p.variant} | {label} | {s.durability} | {s.transport} | "
+                lines.append(f"| {p.variant} | {label} | {s.durability} | {transport} | "
                              f"**failed**: {p.first_error} |" + " |" * (len(PERCENTILES) + 4))
                 continue
             pcts = " | ".join(_ms(p.latency(q).median) for q in PERCENTILES)
             errors = f"**{p.errors}**" if p.errors else "0"
-            lines.append(f"| {p.variant} | {label} | {s.durability} | {s.transport} | "
+            lines.append(f"| {p.variant} | {label} | {s.durability} | {transport} | "
                          f"{_spread(p.throughput, 1 if p.throughput.median < 100 else 0)} "
                          f"{p.unit} | "
                          f"{pcts} | {errors} | {p.conflicts} | {_num(p.client_cpu_us.median)} "

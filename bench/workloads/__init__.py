@@ -164,6 +164,9 @@ class Workload(abc.ABC):
     title: str = ""
     #: What ``Run.ops`` counts, for the report's throughput column.
     unit: str = "ops/s"
+    #: The transport every variant uses when the workload picks its own clients (else the
+    #: system's).
+    transport: Optional[str] = None
 
     @abc.abstractmethod
     def variants(self, sizes: Sizes) -> List[str]: ...

@@ -44,6 +44,7 @@ class ClientCost(Workload):
     id = "CLIENT"
     title = "client CPU per request: our SDK and Rust client against a pure-Python stack"
     unit = "requests/s"
+    transport = "v1"
 
     def variants(self, sizes: Sizes) -> List[str]:
         return [SDK_SYNC, SDK_ASYNC, PURE, RUST]
