@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -159,12 +160,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.write_docs and args.quick and args.docs == os.path.join(REPO, "docs"):
         parser.error("--write-docs needs a full run: a smoke run's numbers are not measurements")
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
+    # SIGTERM ends the run like Ctrl-C does, so every server is stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     # The SDK logs each plaintext connection and every reconnect; the report has what matters.
     logging.getLogger("eventdbx").setLevel(logging.ERROR)
     # The plaintext transport warns once per client; the report labels those rows instead.
     warnings.filterwarnings("ignore", message="plaintext transport requested",
                             category=RuntimeWarning)
-    outcome = asyncio.run(_main(args))
+    try:
+        outcome = asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        log.error("interrupted: servers stopped, no report written")
+        return 130
     os.makedirs(args.out, exist_ok=True)
     try:
         figures = plots.draw(outcome, args.out)

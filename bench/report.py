@@ -21,6 +21,9 @@ from .systems import System
 if TYPE_CHECKING:
     from .__main__ import Outcome
 
+#: Client CPU (cores) from which a row is marked client-bound.
+CLIENT_BOUND = 0.8
+
 BEGIN = "<!-- bench:comparison:begin (bench/run --write-docs rewrites up to the end marker) -->"
 END = "<!-- bench:comparison:end -->"
 
@@ -205,6 +208,8 @@ def markdown(outcome: "Outcome", figures: List[str], figure_dir: str = "",
     for a, b, tp, p50 in ratios(outcome):
         lines.append(f"| {a.workload} | {a.variant} | {a.system_key} | {b.system_key} | "
                      f"{tp:.2f}× | {p50:.2f}× |")
+    lines += ["", f"† marks rows where the client (this one Python process) used at least "
+              f"{CLIENT_BOUND:.0%} of a core: there the harness, not the server, sets the pace."]
     lines += _workload_sections(outcome, systems, heading)
     if figures:
         lines += ["", f"{heading}# Plots", ""]
@@ -235,10 +240,13 @@ def _workload_sections(outcome: "Outcome", systems: Dict[str, System],
                              f"**failed**: {p.first_error} |" + " |" * (len(PERCENTILES) + 4))
                 continue
             pcts = " | ".join(_ms(p.latency(q).median) for q in PERCENTILES)
+            # The harness is one Python process: near a core of client CPU, it is the limit.
+            busy = p.client_cpu_us.median * p.throughput.median / 1e6
+            bound = " †" if busy >= CLIENT_BOUND else ""
             errors = f"**{p.errors}**" if p.errors else "0"
             lines.append(f"| {p.variant} | {label} | {s.durability} | {transport} | "
                          f"{_spread(p.throughput, 1 if p.throughput.median < 100 else 0)} "
-                         f"{p.unit} | "
+                         f"{p.unit}{bound} | "
                          f"{pcts} | {errors} | {p.conflicts} | {_num(p.client_cpu_us.median)} "
                          f"| {_num(p.server_cpu_us.median)} |")
         for p in points:

@@ -14,6 +14,7 @@ its directory removed, whatever happened in between.
 from __future__ import annotations
 
 import abc
+import atexit
 import os
 import pwd
 import queue
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Callable, List, Optional
+from typing import IO, Callable, List, Optional, Set
 
 #: How long a server may take to say it is ready.
 START_TIMEOUT = 60.0
@@ -103,10 +104,28 @@ class Process:
         self._reader.join(timeout=STOP_TIMEOUT)
 
 
+#: Servers started and not yet stopped: stopped at exit if the run ends some other way (an
+#: exception outside a workload, SIGTERM turned into SystemExit), so none outlives the harness.
+_LIVE: "Set[Server]" = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for server in list(_LIVE):
+        server.stop()
+
+
 class Server(abc.ABC):
-    """A running server: ``pid`` is the root of the process tree whose CPU is charged to it."""
+    """A running server: ``pid`` is the root of the process tree whose CPU is charged to it.
+    Subclasses call ``_started()`` once their process exists and ``_stopped()`` in ``stop``."""
 
     version: str = "?"
+
+    def _started(self) -> None:
+        _LIVE.add(self)
+
+    def _stopped(self) -> None:
+        _LIVE.discard(self)
 
     @property
     @abc.abstractmethod
@@ -139,6 +158,7 @@ class DbxServer(Server):
     def __init__(self, binary: str, config: DbxConfig) -> None:
         self.workdir = tempfile.mkdtemp(prefix="bench-dbx-")
         self._process: Optional[Process] = None
+        self._started()
         try:
             subprocess.run([binary, "init"], cwd=self.workdir, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -176,6 +196,7 @@ class DbxServer(Server):
         if self._process is not None:
             self._process.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        self._stopped()
 
 
 # ---- PostgreSQL -----------------------------------------------------------------------------
@@ -208,6 +229,7 @@ class PostgresServer(Server):
         self._run_as = "postgres" if os.geteuid() == 0 else None
         self.workdir = tempfile.mkdtemp(prefix="bench-pg-")
         self._process: Optional[Process] = None
+        self._started()
         try:
             if self._run_as is not None:
                 entry = pwd.getpwnam(self._run_as)
@@ -252,6 +274,7 @@ class PostgresServer(Server):
         if self._process is not None:
             self._process.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        self._stopped()
 
 
 # ---- EventDBX's own server ------------------------------------------------------------------
@@ -278,6 +301,7 @@ class ReferenceServer(Server):
         self.workdir = tempfile.mkdtemp(prefix="bench-ref-")
         self._process: Optional[Process] = None
         self._netns = False
+        self._started()
         try:
             _ip("netns", "add", self.ns)
             self._netns = True
@@ -334,7 +358,9 @@ class ReferenceServer(Server):
             self._process.stop()
         if self._netns:
             subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+            self._netns = False
         shutil.rmtree(self.workdir, ignore_errors=True)
+        self._stopped()
 
 
 def _read_token(workdir: str) -> str:
