@@ -3,11 +3,14 @@ the CPU clocks read from ``/proc``.
 
 CPU is what the processes spent on a CPU, never wall time: the client is this process (every
 thread, the SDK's Rust runtime included); a server is its whole process tree (PostgreSQL forks
-a backend per connection). Each live process is read from ``/proc/<pid>/task/*/schedstat``
-(nanoseconds on a CPU, per thread) because ``utime + stime`` in ``/proc/<pid>/stat`` is rounded
-to clock ticks (10 ms) per process: 64 PostgreSQL backends each below a tick would add up to
-nothing. Children a process has already reaped are counted from its ``cutime + cstime``, and
-``stat`` is the fallback where the kernel has no schedstat.
+a backend per connection). A ``CpuSnapshot`` holds each live thread's time on a CPU from
+``/proc/<pid>/task/<tid>/schedstat`` (nanoseconds) because ``utime + stime`` in
+``/proc/<pid>/stat`` is rounded to clock ticks (10 ms) per process: 64 PostgreSQL backends each
+below a tick add up to nothing. Two snapshots are compared thread by thread, so a thread that
+exits in between (tokio retires idle blocking-pool threads) takes only its own time with it
+instead of making the total go backwards; a thread born in between counts from zero; children
+a process reaps in between count through its ``cutime + cstime``. Where the kernel has no
+schedstat, a process counts as one "thread" read from ``stat``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import os
 import statistics
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
@@ -33,31 +36,43 @@ def _stat_fields(pid: int) -> Optional[List[str]]:
     return text[text.rindex(")") + 2:].split()
 
 
-def _own_seconds(pid: int, fields: List[str]) -> float:
-    """CPU seconds of every thread of ``pid``: schedstat when there is one, else stat."""
-    total_ns = 0
+def _threads(pid: int, fields: List[str]) -> Dict[Tuple[int, int], float]:
+    """Seconds on a CPU of each live thread of ``pid``, keyed ``(pid, tid)``."""
+    out: Dict[Tuple[int, int], float] = {}
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
-                total_ns += int(f.read().split()[0])
+                out[(pid, int(tid))] = int(f.read().split()[0]) / 1e9
     except (OSError, ValueError, IndexError):
         # After the command: state is index 0, so utime and stime are 11 and 12.
-        return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
-    return total_ns / 1e9
+        return {(pid, -1): (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND}
+    return out
 
 
-def _reaped_seconds(fields: List[str]) -> float:
-    return (int(fields[13]) + int(fields[14])) / TICKS_PER_SECOND
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds per live thread, and per process the children it has reaped."""
+
+    threads: Dict[Tuple[int, int], float] = field(default_factory=dict)
+    reaped: Dict[int, float] = field(default_factory=dict)
+
+    def since(self, before: "CpuSnapshot") -> float:
+        """CPU seconds spent between ``before`` and this snapshot."""
+        total = sum(v - before.threads.get(k, 0.0) for k, v in self.threads.items())
+        total += sum(v - before.reaped.get(k, 0.0) for k, v in self.reaped.items())
+        return max(0.0, total)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """CPU seconds of one process (all its threads), without its children."""
-    fields = _stat_fields(pid)
-    return 0.0 if fields is None else _own_seconds(pid, fields)
+def _snapshot(pids: Dict[int, List[str]]) -> CpuSnapshot:
+    snap = CpuSnapshot()
+    for pid, fields in pids.items():
+        snap.threads.update(_threads(pid, fields))
+        snap.reaped[pid] = (int(fields[13]) + int(fields[14])) / TICKS_PER_SECOND
+    return snap
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of ``root`` and every live descendant, plus the children they reaped."""
+def tree_cpu(root: int) -> CpuSnapshot:
+    """A snapshot of ``root`` and every live descendant."""
     parents: Dict[int, int] = {}
     stats: Dict[int, List[str]] = {}
     for entry in os.listdir("/proc"):
@@ -67,19 +82,21 @@ def tree_cpu_seconds(root: int) -> float:
         if fields is not None:
             stats[int(entry)] = fields
             parents[int(entry)] = int(fields[1])
-    total = 0.0
+    members: Dict[int, List[str]] = {}
     for pid, fields in stats.items():
         ancestor = pid
         while ancestor not in (root, 0, 1) and ancestor in parents:
             ancestor = parents[ancestor]
         if ancestor == root:
-            total += _own_seconds(pid, fields) + _reaped_seconds(fields)
-    return total
+            members[pid] = fields
+    return _snapshot(members)
 
 
-def client_cpu_seconds() -> float:
-    """CPU seconds of this process."""
-    return process_cpu_seconds(os.getpid())
+def client_cpu() -> CpuSnapshot:
+    """A snapshot of this process."""
+    pid = os.getpid()
+    fields = _stat_fields(pid)
+    return _snapshot({pid: fields} if fields is not None else {})
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:

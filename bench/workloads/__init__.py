@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..drivers import Driver, VersionConflict
-from ..measure import Run, client_cpu_seconds, tree_cpu_seconds
+from ..measure import Run, client_cpu, tree_cpu
 from ..servers import Server
 from ..systems import System
 
@@ -108,12 +108,12 @@ def payloads(seed: object, count: int) -> List[str]:
 async def measure(target: Target, body: Callable[[Run], Awaitable[None]]) -> Run:
     """Runs ``body`` once, charging it wall time and the client's and server's CPU."""
     run = Run()
-    client0, server0 = client_cpu_seconds(), tree_cpu_seconds(target.server.pid)
+    client0, server0 = client_cpu(), tree_cpu(target.server.pid)
     start = time.perf_counter()
     await body(run)
     run.seconds = time.perf_counter() - start
-    run.client_cpu = client_cpu_seconds() - client0
-    run.server_cpu = tree_cpu_seconds(target.server.pid) - server0
+    run.client_cpu = client_cpu().since(client0)
+    run.server_cpu = tree_cpu(target.server.pid).since(server0)
     return run
 
 

@@ -20,7 +20,7 @@ from typing import List
 
 from eventdbx import AsyncEventDBXClient, EventDBXClient
 
-from ..measure import Run, tree_cpu_seconds
+from ..measure import Run, tree_cpu
 from ..pure_client import PureV1Client
 from ..servers import DbxServer
 from . import Sizes, Target, Workload, measure, once, payloads
@@ -108,11 +108,11 @@ class ClientCost(Workload):
             raise FileNotFoundError(f"{binary} is not built (bench/run builds it)")
         env = dict(os.environ, EVENTDBX_TOKEN=server.token, EVENTDBX_HOST=server.host,
                    EVENTDBX_PORT=str(server.port), EVENTDBX_TENANT_ID="default")
-        server0 = tree_cpu_seconds(server.pid)
+        server0 = tree_cpu(server.pid)
         out = subprocess.run([binary, str(requests), "v1", "get"], env=env, text=True,
                              capture_output=True, timeout=300, check=True).stdout
         # Its warm-up requests reach the server too: the server's share is only indicative.
-        run = Run(server_cpu=tree_cpu_seconds(server.pid) - server0)
+        run = Run(server_cpu=tree_cpu(server.pid).since(server0))
         for line in out.splitlines():
             if m := _RUST_LINE.match(line):
                 run.ops = int(m[1])
