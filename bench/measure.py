@@ -7,9 +7,11 @@ a backend per connection). A ``CpuSnapshot`` holds each live thread's time on a 
 ``/proc/<pid>/task/<tid>/schedstat`` (nanoseconds) because ``utime + stime`` in
 ``/proc/<pid>/stat`` is rounded to clock ticks (10 ms) per process: 64 PostgreSQL backends each
 below a tick add up to nothing. Two snapshots are compared thread by thread, so a thread that
-exits in between (tokio retires idle blocking-pool threads) takes only its own time with it
-instead of making the total go backwards; a thread born in between counts from zero; children
-a process reaps in between count through its ``cutime + cstime``. Where the kernel has no
+exits in between (tokio retires idle blocking-pool threads) cannot make the total go backwards,
+and a thread born in between counts from zero; when a process's ``stat`` total (which keeps dead
+threads' time) grew by more than two ticks beyond its live threads' sum, a thread died with CPU
+time and the coarse total is taken instead. Children a process reaps in between count through
+its ``cutime + cstime``. Where the kernel has no
 schedstat, a process counts as one "thread" read from ``stat``.
 """
 
@@ -49,16 +51,29 @@ def _threads(pid: int, fields: List[str]) -> Dict[Tuple[int, int], float]:
     return out
 
 
+#: Two clock ticks: a process whose ``stat`` total grew by more than its live threads' sum
+#: plus this lost a thread with CPU time in between.
+_TICK_SLACK = 2 / TICKS_PER_SECOND
+
+
 @dataclass(frozen=True)
 class CpuSnapshot:
-    """CPU seconds per live thread, and per process the children it has reaped."""
+    """CPU seconds per live thread; per process its ``stat`` total (dead threads included,
+    tick-rounded) and the children it has reaped."""
 
     threads: Dict[Tuple[int, int], float] = field(default_factory=dict)
+    totals: Dict[int, float] = field(default_factory=dict)
     reaped: Dict[int, float] = field(default_factory=dict)
 
     def since(self, before: "CpuSnapshot") -> float:
         """CPU seconds spent between ``before`` and this snapshot."""
-        total = sum(v - before.threads.get(k, 0.0) for k, v in self.threads.items())
+        total = 0.0
+        for pid, now in self.totals.items():
+            live = sum(v - before.threads.get(k, 0.0) for k, v in self.threads.items()
+                       if k[0] == pid)
+            coarse = now - before.totals.get(pid, now)
+            # The precise per-thread sum, unless a thread died with time the sum cannot see.
+            total += coarse if coarse > live + _TICK_SLACK else live
         total += sum(v - before.reaped.get(k, 0.0) for k, v in self.reaped.items())
         return max(0.0, total)
 
@@ -67,6 +82,7 @@ def _snapshot(pids: Dict[int, List[str]]) -> CpuSnapshot:
     snap = CpuSnapshot()
     for pid, fields in pids.items():
         snap.threads.update(_threads(pid, fields))
+        snap.totals[pid] = (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
         snap.reaped[pid] = (int(fields[13]) + int(fields[14])) / TICKS_PER_SECOND
     return snap
 
