@@ -86,6 +86,7 @@ async def _run_workload(workload: Workload, target: Target, sizes: Sizes,
                                 failure=f"seeding failed: {type(exc).__name__}: {exc}"))
         return
     for variant in variants:
+        began = time.perf_counter()
         point = Point(workload.id, variant, system.key, workload.unit_of(variant))
         for index in range(sizes.runs):
             try:
@@ -96,8 +97,9 @@ async def _run_workload(workload: Workload, target: Target, sizes: Sizes,
         point.extra = workload.extra(variant, point.runs) if point.runs else {}
         points.append(point)
         tp = point.throughput
-        log.info("%-4s %-28s %-21s %10.1f %s%s", workload.id, variant, system.key, tp.median,
-                 point.unit, f"  FAILED: {point.first_error}" if point.failed else "")
+        log.info("%-6s %-27s %-21s %10.1f %-13s %5.1f s%s", workload.id, variant, system.key,
+                 tp.median, point.unit, time.perf_counter() - began,
+                 f"  FAILED: {point.first_error}" if point.failed else "")
 
 
 async def _run_server(spec: ServerSpec, systems: List[System], env: Environment,

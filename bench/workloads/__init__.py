@@ -60,11 +60,11 @@ class Sizes:
 
     @staticmethod
     def quick() -> "Sizes":
-        return Sizes(runs=3, w1_aggregates=15, w2_concurrency=(1, 4, 16, 64), w2_seconds=0.3,
-                     w2_pool=128, w3_rates=(200, 500), w3_seconds=0.5, w3_connections=8,
+        return Sizes(runs=3, w1_aggregates=12, w2_concurrency=(1, 4, 16, 64), w2_seconds=0.25,
+                     w2_pool=128, w3_rates=(200, 500), w3_seconds=0.4, w3_connections=8,
                      w4_aggregates=1_000, w5_events=1_000, w5_appends=30,
-                     w6_sizes=(10, 100, 1_000), w7_cycles=15, idle_seconds=1.0,
-                     client_requests=1_000, fsync_probes=50)
+                     w6_sizes=(10, 100, 1_000), w7_cycles=12, idle_seconds=0.5,
+                     client_requests=500, fsync_probes=50)
 
 
 @dataclass
