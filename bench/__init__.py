@@ -1,0 +1,1 @@
+"""The benchmark harness of issue 13 (``bench/run``; see bench/README.md)."""

@@ -1,0 +1,198 @@
+"""``python -m bench``: the benchmark suite (``bench/run`` installs what it needs, then runs
+this). Starts each server in turn, runs every workload its systems take part in, stops it,
+then writes the report and the plots. Exits 1 when a server failed to start or a workload
+errored (version conflicts are expected in W2 and never count as errors), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from . import machine, plots, report
+from .measure import Point
+from .servers import Server
+from .systems import SYSTEMS, Environment, ServerSpec, System
+from .workloads import Sizes, Target, Workload, registry
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+log = logging.getLogger("bench")
+
+
+@dataclass
+class Outcome:
+    """Everything the report needs."""
+
+    quick: bool
+    sizes: Sizes
+    machine: machine.Machine
+    systems: List[System]
+    versions: Dict[str, str] = field(default_factory=dict)
+    skipped: Dict[str, str] = field(default_factory=dict)
+    start_failures: Dict[str, str] = field(default_factory=dict)
+    points: List[Point] = field(default_factory=list)
+    seconds: float = 0.0
+    plot_failed: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return (bool(self.start_failures) or self.plot_failed
+                or any(p.failed for p in self.points))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: fewer runs, shorter durations, smaller data")
+    parser.add_argument("--out", default=os.path.join(REPO, "bench", "out"),
+                        help="where report.md, results.json and the plots go")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="also rewrite the comparison at the top of docs/benchmarks.md")
+    parser.add_argument("--docs", default=os.path.join(REPO, "docs"),
+                        help="the docs directory --write-docs writes to (default: the repo's)")
+    parser.add_argument("--systems", default="",
+                        help="comma-separated system keys (default: all)")
+    parser.add_argument("--workloads", default="",
+                        help="comma-separated workload ids (default: all)")
+    parser.add_argument("--runs", type=int, default=0, help="runs per point (default by mode)")
+    parser.add_argument("--dbx", default=os.environ.get("BENCH_DBX", ""),
+                        help="our dbx binary (default: $CARGO_TARGET_DIR or target/release/dbx)")
+    return parser
+
+
+def _default_dbx() -> str:
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    return os.path.join(target, "release", "dbx")
+
+
+async def _run_workload(workload: Workload, target: Target, sizes: Sizes,
+                        points: List[Point]) -> None:
+    system = target.system
+    variants = workload.variants(sizes)
+    try:
+        await workload.prepare(target, sizes)
+    except Exception as exc:
+        log.error("%s on %s: seeding failed: %s", workload.id, system.key, exc)
+        for variant in variants:
+            points.append(Point(workload.id, variant, system.key, workload.unit_of(variant),
+                                failure=f"seeding failed: {type(exc).__name__}: {exc}"))
+        return
+    for variant in variants:
+        began = time.perf_counter()
+        point = Point(workload.id, variant, system.key, workload.unit_of(variant))
+        for index in range(sizes.runs):
+            try:
+                point.runs.append(await workload.run(target, variant, index, sizes))
+            except Exception as exc:
+                point.failure = f"{type(exc).__name__}: {exc}"
+                break
+        point.extra = workload.extra(variant, point.runs) if point.runs else {}
+        points.append(point)
+        tp = point.throughput
+        log.info("%-6s %-27s %-21s %10.1f %-13s %5.1f s%s", workload.id, variant, system.key,
+                 tp.median, point.unit, time.perf_counter() - began,
+                 f"  FAILED: {point.first_error}" if point.failed else "")
+
+
+async def _run_server(spec: ServerSpec, systems: List[System], env: Environment,
+                      workloads: List[Workload], outcome: Outcome) -> None:
+    names = ", ".join(s.key for s in systems)
+    reason = spec.skip_reason(env)
+    if reason is not None:
+        log.warning("skipping %s: %s", names, reason)
+        for system in systems:
+            outcome.skipped[system.key] = reason
+        return
+    try:
+        server: Server = await asyncio.to_thread(spec.start, env)
+    except Exception as exc:
+        log.error("%s failed to start: %s", names, exc)
+        for system in systems:
+            outcome.start_failures[system.key] = f"{type(exc).__name__}: {exc}"
+        return
+    try:
+        seeded: Dict[str, object] = {}
+        for system in systems:
+            outcome.versions[system.key] = server.version
+            target = Target(system, server, SYSTEMS.index(system), seeded)
+            for workload in workloads:
+                if workload.id in system.workloads:
+                    await _run_workload(workload, target, outcome.sizes, outcome.points)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def _main(args: argparse.Namespace) -> Outcome:
+    sizes = Sizes.quick() if args.quick else Sizes.full()
+    if args.runs:
+        sizes = Sizes(**{**sizes.__dict__, "runs": args.runs})
+    wanted = {k for k in args.systems.split(",") if k}
+    unknown = wanted - {s.key for s in SYSTEMS}
+    if unknown:
+        raise SystemExit(f"unknown systems: {', '.join(sorted(unknown))}")
+    systems = [s for s in SYSTEMS if not wanted or s.key in wanted]
+    ids = {w for w in args.workloads.split(",") if w}
+    workloads = [w for w in registry() if not ids or w.id in ids]
+    env = Environment(dbx_binary=args.dbx or _default_dbx(),
+                      reference_binary=os.environ.get("EVENTDBX_REFERENCE_DBX") or None)
+    outcome = Outcome(args.quick, sizes, machine.note(REPO, sizes.fsync_probes), systems)
+    log.info("machine: %d cores, load %s, fsync p50 %.0f us", outcome.machine.cores,
+             outcome.machine.load_average, outcome.machine.fsync_p50_us)
+    started = time.perf_counter()
+    groups: Dict[ServerSpec, List[System]] = {}
+    for system in systems:
+        groups.setdefault(system.server, []).append(system)
+    for spec, members in groups.items():
+        await _run_server(spec, members, env, workloads, outcome)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.write_docs and args.quick and args.docs == os.path.join(REPO, "docs"):
+        parser.error("--write-docs needs a full run: a smoke run's numbers are not measurements")
+    logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
+    # SIGTERM ends the run like Ctrl-C does, so every server is stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # The SDK logs each plaintext connection and every reconnect; the report has what matters.
+    logging.getLogger("eventdbx").setLevel(logging.ERROR)
+    # The plaintext transport warns once per client; the report labels those rows instead.
+    warnings.filterwarnings("ignore", message="plaintext transport requested",
+                            category=RuntimeWarning)
+    try:
+        outcome = asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        log.error("interrupted: servers stopped, no report written")
+        return 130
+    os.makedirs(args.out, exist_ok=True)
+    try:
+        figures = plots.draw(outcome, args.out)
+    except Exception:  # a broken plot must not cost the report: it is an error all the same
+        log.exception("plotting failed")
+        figures, outcome.plot_failed = [], True
+    path = report.write(outcome, args.out, figures)
+    log.info("report: %s (%.0f s)", path, outcome.seconds)
+    if args.write_docs:
+        docs = report.write_docs(outcome, args.docs, args.out, figures)
+        log.info("docs: %s", docs)
+    for key, why in outcome.start_failures.items():
+        log.error("did not start: %s: %s", key, why)
+    for point in outcome.points:
+        if point.failed:
+            log.error("failed: %s %s on %s: %s", point.workload, point.variant,
+                      point.system_key, point.first_error)
+    return 1 if outcome.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

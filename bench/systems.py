@@ -1,0 +1,155 @@
+"""The systems under test: one entry per row of the report in ``SYSTEMS``.
+
+An entry names what the report labels it with (system, durability, transport), which server it
+needs (entries with equal server specs share one running server: our three transports talk to
+one ``dbx``, PostgreSQL's two ``synchronous_commit`` settings to one cluster), how to open a
+connection to it, and which workloads it takes part in. Adding a system is adding an entry.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, FrozenSet, List, Optional
+
+from .drivers import (
+    POSTGRES_SCHEMA,
+    DbxDriver,
+    DbxEndpoint,
+    Driver,
+    PostgresDriver,
+    PostgresEndpoint,
+)
+from .servers import DbxConfig, DbxServer, PostgresServer, ReferenceServer, Server, StartFailed
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the run found on the machine."""
+
+    dbx_binary: str
+    reference_binary: Optional[str]
+
+
+class ServerSpec(abc.ABC):
+    """How to start one server; equal specs share one running server."""
+
+    @abc.abstractmethod
+    def skip_reason(self, env: Environment) -> Optional[str]:
+        """Why this server cannot run here (the run skips it cleanly), or None."""
+
+    @abc.abstractmethod
+    def start(self, env: Environment) -> Server: ...
+
+
+@dataclass(frozen=True)
+class DbxSpec(ServerSpec):
+    config: DbxConfig
+
+    def skip_reason(self, env: Environment) -> Optional[str]:
+        return None  # ours is never optional: a missing binary is a failure to start
+
+    def start(self, env: Environment) -> Server:
+        if not os.access(env.dbx_binary, os.X_OK):
+            raise StartFailed(f"no dbx binary at {env.dbx_binary}")
+        return DbxServer(env.dbx_binary, self.config)
+
+
+@dataclass(frozen=True)
+class PostgresSpec(ServerSpec):
+    def skip_reason(self, env: Environment) -> Optional[str]:
+        return None
+
+    def start(self, env: Environment) -> Server:
+        return PostgresServer(POSTGRES_SCHEMA)
+
+
+@dataclass(frozen=True)
+class ReferenceSpec(ServerSpec):
+    def skip_reason(self, env: Environment) -> Optional[str]:
+        if not env.reference_binary:
+            return "EVENTDBX_REFERENCE_DBX is not set"
+        if not os.access(env.reference_binary, os.X_OK):
+            return f"EVENTDBX_REFERENCE_DBX={env.reference_binary} is not executable"
+        return None
+
+    def start(self, env: Environment) -> Server:
+        assert env.reference_binary is not None
+        return ReferenceServer(env.reference_binary)
+
+
+def _dbx(transport: str) -> Callable[[Server], Driver]:
+    def open_driver(server: Server) -> Driver:
+        assert isinstance(server, (DbxServer, ReferenceServer))
+        fingerprint = getattr(server, "fingerprint", "")
+        return DbxDriver(DbxEndpoint(server.host, server.port, server.token, fingerprint),
+                         transport)
+
+    return open_driver
+
+
+def _postgres(synchronous_commit: bool) -> Callable[[Server], Driver]:
+    def open_driver(server: Server) -> Driver:
+        assert isinstance(server, PostgresServer)
+        return PostgresDriver(PostgresEndpoint(server.host, server.port, server.user,
+                                               server.dbname, synchronous_commit))
+
+    return open_driver
+
+
+#: Every workload id.
+ALL = frozenset({"W1", "W2", "W3", "W4", "W5", "W6", "W7", "IDLE", "CLIENT"})
+#: Reads do not depend on durability: one entry per server runs them.
+WRITES = frozenset({"W1", "W2", "W3", "W5"})
+
+
+@dataclass(frozen=True)
+class System:
+    """One row of the report."""
+
+    key: str
+    name: str
+    durability: str
+    #: ``durable`` or ``relaxed``: ours is compared with the peers of the same class.
+    durability_class: str
+    transport: str
+    ours: bool
+    server: ServerSpec
+    driver: Callable[[Server], Driver] = field(compare=False)
+    workloads: FrozenSet[str] = ALL
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.durability} {self.transport}"
+
+
+_FSYNC = DbxSpec(DbxConfig("fsync"))
+_RELAXED = DbxSpec(DbxConfig("relaxed"))
+_RELAXED_NO_POLL = DbxSpec(DbxConfig("relaxed", busy_poll_us=0))
+_POSTGRES = PostgresSpec()
+
+SYSTEMS: List[System] = [
+    System("dbx-fsync-v2", "dbx", "fsync", "durable", "v2", True, _FSYNC, _dbx("v2"),
+           WRITES | {"W7", "IDLE"}),
+    System("dbx-fsync-v1", "dbx", "fsync", "durable", "v1", True, _FSYNC, _dbx("v1"),
+           frozenset({"W1", "W7"})),
+    System("dbx-fsync-plain", "dbx", "fsync", "durable", "plaintext", True, _FSYNC,
+           _dbx("plaintext"), frozenset({"W1", "W7"})),
+    System("dbx-relaxed-v2", "dbx", "relaxed", "relaxed", "v2", True, _RELAXED, _dbx("v2"),
+           ALL - {"IDLE"}),
+    # The server's busy-polling off (`[socket] busy_poll_us = 0`): its CPU per request beside
+    # the row above, and at rest.
+    System("dbx-relaxed-v2-nopoll", "dbx (server busy-poll off)", "relaxed", "relaxed", "v2",
+           True, _RELAXED_NO_POLL, _dbx("v2"), frozenset({"W1", "W7", "IDLE", "CLIENT"})),
+    System("pg-sync-on", "PostgreSQL", "synchronous_commit=on", "durable", "psycopg", False,
+           _POSTGRES, _postgres(True), WRITES | {"W7", "IDLE"}),
+    System("pg-sync-off", "PostgreSQL", "synchronous_commit=off", "relaxed", "psycopg", False,
+           _POSTGRES, _postgres(False), ALL - {"IDLE", "CLIENT"}),
+    System("eventdbx-ref", "EventDBX (reference)", "no fsync", "relaxed", "v1", False,
+           ReferenceSpec(), _dbx("v1"), frozenset({"W1", "W2", "W5", "W6", "W7"})),
+]
+
+
+def by_key() -> Dict[str, System]:
+    return {s.key: s for s in SYSTEMS}

@@ -1,0 +1,74 @@
+"""The harness's own logic, without servers: percentiles, CPU snapshots, target verdicts and
+the docs rewrite (``.venv/bin/python -m pytest bench/tests``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import List
+
+from bench.__main__ import Outcome
+from bench.machine import Machine
+from bench.measure import CpuSnapshot, Point, Run, percentile
+from bench.report import BEGIN, END, verdicts, write_docs
+from bench.systems import SYSTEMS
+from bench.workloads import Sizes
+
+
+def _outcome(points: List[Point]) -> Outcome:
+    machine = Machine(cores=2, cpu_model="test", memory_gb=1.0, kernel="test",
+                      load_average="0 0 0", fsync_p50_us=100.0, fsync_probes=1,
+                      git_commit="abc", started_utc="2026-12-06 00:00 UTC")
+    return Outcome(quick=False, sizes=Sizes.full(), machine=machine, systems=list(SYSTEMS),
+                   points=points)
+
+
+def _point(workload: str, variant: str, key: str, ops: int, seconds: float = 1.0) -> Point:
+    run = Run(ops=ops, seconds=seconds, latencies=[seconds / max(ops, 1)] * max(ops, 1))
+    return Point(workload, variant, key, runs=[run])
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 99.9) == 100.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_cpu_snapshot_survives_threads_coming_and_going() -> None:
+    before = CpuSnapshot(threads={(1, 1): 1.0, (1, 2): 5.0}, totals={1: 6.0}, reaped={1: 0.0})
+    # Thread 2 exited idle, thread 3 was born and ran 0.5 s, thread 1 ran 0.25 s.
+    after = CpuSnapshot(threads={(1, 1): 1.25, (1, 3): 0.5}, totals={1: 6.75}, reaped={1: 0.0})
+    assert after.since(before) == 0.75
+    # Thread 2 exited after running 2 s: only the process total (dead threads kept) shows it.
+    died = CpuSnapshot(threads={(1, 1): 1.25}, totals={1: 8.25}, reaped={1: 0.5})
+    assert died.since(before) == 2.25 + 0.5
+
+
+def test_targets_are_met_missed_or_not_measured() -> None:
+    outcome = _outcome([
+        _point("W1", "create + 10 appends", "dbx-relaxed-v2", 3_100),
+        _point("W1", "create + 10 appends", "pg-sync-off", 1_000),
+        _point("W2", "N=16 uniform", "dbx-fsync-v2", 1_000),
+        _point("W2", "N=16 uniform", "pg-sync-on", 1_000),
+        _point("W2", "N=64 uniform", "dbx-fsync-v2", 3_000),
+        _point("W2", "N=64 uniform", "pg-sync-on", 1_000),
+    ])
+    by_target = {v.target.split(" ≥")[0]: v for v in verdicts(outcome)}
+    assert by_target["relaxed W1"].status == "met"
+    assert "3.10×" in by_target["relaxed W1"].measured
+    assert by_target["durable W2 (uniform) at N=16 and N=64"].status == "missed"
+    assert by_target["W4 pages/s"].status == "not measured"
+
+
+def test_write_docs_keeps_the_history_below_and_replaces_itself(tmp_path: Path) -> None:
+    history = "# Storage benchmarks\n\nEngineering history, kept as written.\n"
+    (tmp_path / "benchmarks.md").write_text(history, encoding="utf-8")
+    outcome = _outcome([_point("W1", "create + 10 appends", "dbx-relaxed-v2", 100)])
+    for _ in range(2):
+        write_docs(outcome, str(tmp_path), str(tmp_path), figures=[])
+    text = (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
+    assert text.startswith(BEGIN)
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+    assert text.split(END, 1)[1].lstrip("\n") == history
