@@ -11,6 +11,7 @@ mod process_plugin;
 mod references;
 mod restart;
 mod runtime_flavor;
+mod standalone;
 mod support;
 mod tenants;
 mod tenants_control;
