@@ -6,7 +6,7 @@ use eventdbx_proto::hello::{
 use eventdbx_proto::message;
 use eventdbx_proto::schema::control_capnp::{control_request, control_response};
 
-/// Hex with any whitespace, `|` separators and `"text\0"` runs, as the spec writes its examples.
+/// Hex with any whitespace and `|` separators, one row per word as `docs/protocol.md` lays them out.
 fn bytes(spec: &str) -> Vec<u8> {
     let digits: String = spec.chars().filter(|c| c.is_ascii_hexdigit()).collect();
     hex::decode(digits).expect("valid hex in the test vector")
@@ -314,4 +314,32 @@ fn the_stream_reader_stops_at_the_end_of_the_hello() {
     let mut reader = message::StreamMessageReader::new(eventdbx_proto::hello::MAX_HELLO_BYTES);
     assert_eq!(reader.feed(&stream).expect("feed"), hello.len());
     assert_eq!(reader.into_message(), Some(hello));
+}
+
+#[test]
+fn docs_hold_the_golden_bytes() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/protocol.md"
+    ))
+    .unwrap_or_default();
+    let lines: Vec<String> = [
+        ("hello_v1_tok_default", HELLO_TOK_DEFAULT),
+        ("hello_response_ok", RESPONSE_OK),
+        ("hello_response_rejected", RESPONSE_REJECTED),
+        ("verify_request_id_7", VERIFY_REQUEST),
+    ]
+    .into_iter()
+    .map(|(name, golden)| format!("{name:<23} = {}", hex::encode(bytes(golden))))
+    .collect();
+    let missing: Vec<&String> = lines
+        .iter()
+        .filter(|line| !docs.contains(line.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/protocol.md lacks or disagrees on {} golden lines; the tests use:\n{}",
+        missing.len(),
+        lines.join("\n")
+    );
 }
