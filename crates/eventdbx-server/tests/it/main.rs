@@ -5,6 +5,7 @@ mod busy_poll;
 mod config;
 mod control;
 mod correctness;
+mod error_codes;
 mod flows;
 mod plugins;
 mod process_plugin;
