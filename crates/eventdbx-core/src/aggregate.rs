@@ -1,5 +1,5 @@
 //! Aggregate state and snapshots: how events fold into state, and the JSON shapes of
-//! `01-wire-protocol.md` §14.1 and §14.3.
+//! `docs/protocol.md`, "JSON shapes".
 //!
 //! State keeps JSON types (ours): `"123"` stays a string, `123` a number, `null` stays `null`.
 
@@ -115,7 +115,7 @@ impl Aggregate {
         }
     }
 
-    /// The aggregate JSON of §14.1, with `hidden_fields` removed from the state.
+    /// The aggregate JSON, with `hidden_fields` removed from the state.
     ///
     /// Key order: type, id, version, state, extension keys, root, timestamps (omitted when
     /// unknown), `archived` (only when true). An extension key equal to one of those keys is
@@ -178,7 +178,7 @@ pub fn visible_state(state: &Map<String, Value>, hidden_fields: &[String]) -> Ma
         .collect()
 }
 
-/// A stored snapshot of an aggregate's state at one version (§14.3).
+/// A stored snapshot of an aggregate's state at one version (`docs/server.md`, "Snapshots").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// Snowflake id (a decimal string in JSON).
@@ -222,7 +222,7 @@ impl Snapshot {
         }
     }
 
-    /// The snapshot JSON of §14.3 (`comment` always present), hidden fields removed.
+    /// The snapshot JSON (`comment` always present), hidden fields removed.
     pub fn to_json(&self, hidden_fields: &[String]) -> Value {
         let mut out = Map::new();
         out.insert(

@@ -1,4 +1,4 @@
-//! The domain error: every variant maps to one stable wire code (`01-wire-protocol.md` §13).
+//! The domain error: every variant maps to one stable wire code (`docs/errors.md`).
 
 /// A domain rule was broken. `code()` is the string that crosses the wire; `Display` is the
 /// message, formatted exactly as the spec gives it.

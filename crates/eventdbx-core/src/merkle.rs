@@ -1,6 +1,6 @@
 //! The domain-separated event hash, the Merkle root over an aggregate's events, and `verify`.
 //!
-//! The construction is `02-server.md` §9 (ours), written out byte by byte in `docs/storage.md`,
+//! The construction is ours, written out byte by byte in `docs/storage.md`,
 //! section "Event hash and Merkle root", together with known-answer vectors that the tests check.
 //!
 //! - [`EventHashInput`] holds exactly the hashed fields, so a store can hash an event without
@@ -326,7 +326,7 @@ pub struct IssuedBy {
     pub user: String,
 }
 
-/// The `metadata` object of an event (`01-wire-protocol.md` §14.2).
+/// The `metadata` object of an event (`docs/protocol.md`, "JSON shapes").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventMetadata {
     /// Snowflake id, a decimal string in JSON.
@@ -341,7 +341,7 @@ pub struct EventMetadata {
     pub note: Option<String>,
 }
 
-/// A stored event in the JSON shape of `01-wire-protocol.md` §14.2 (same key order).
+/// A stored event in the JSON shape of `docs/protocol.md`, "JSON shapes" (same key order).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Aggregate type.

@@ -1,4 +1,5 @@
-//! Names and write inputs, validated as `02-server.md` §1 prescribes, with its exact messages.
+//! Names and write inputs, validated as `docs/server.md`, "Names", describes, with its exact
+//! messages.
 //!
 //! Every check returns [`CoreError::InvalidSchema`] (tenant ids: [`CoreError::Config`]) whose
 //! display text is what the server sends back.

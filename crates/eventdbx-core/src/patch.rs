@@ -1,4 +1,4 @@
-//! RFC 6902 JSON Patch with EventDBX's patch-event semantics (`02-server.md` §4.4).
+//! RFC 6902 JSON Patch with EventDBX's patch-event semantics (`docs/server.md`, "Patch").
 //!
 //! Two layers:
 //! - A complete RFC 6902 engine ([`parse_operations`], [`apply_operations`]) with all six
@@ -42,9 +42,9 @@ pub struct JsonPointer {
 impl JsonPointer {
     /// Parses a pointer, decoding `~1` to `/` and `~0` to `~`.
     ///
-    /// Each escape is decoded once, left to right, so `~01` is the token `~1` (RFC 6901 §4: `~1`
-    /// must not be decoded first). A pointer that is neither empty nor starts with `/`, and a `~`
-    /// not followed by `0` or `1`, are errors.
+    /// Each escape is decoded once, left to right, so `~01` is the token `~1` (RFC 6901 section 4:
+    /// `~1` must not be decoded first). A pointer that is neither empty nor starts with `/`, and a
+    /// `~` not followed by `0` or `1`, are errors.
     pub fn parse(text: &str) -> Result<Self> {
         if text.is_empty() {
             return Ok(JsonPointer { tokens: Vec::new() });
@@ -139,7 +139,7 @@ pub enum PatchOperation {
         /// Target location.
         path: JsonPointer,
     },
-    /// Fail unless the value at `path` equals `value` (RFC 6902 §4.6 equality).
+    /// Fail unless the value at `path` equals `value` (RFC 6902 section 4.6 equality).
     Test {
         /// Target location.
         path: JsonPointer,
@@ -200,7 +200,7 @@ pub fn parse_patch_text(patch_json: &str) -> Result<Value> {
 
 /// Decodes a parsed patch document into RFC 6902 operations (all six).
 ///
-/// Members other than `op`, `path`, `from` and `value` are ignored (RFC 6902 §4). Errors:
+/// Members other than `op`, `path`, `from` and `value` are ignored (RFC 6902 section 4). Errors:
 /// `patch_json must be an array of operations`, `patch entry is missing 'op'`,
 /// `patch entry is missing 'path'`, `patch entry is missing 'from'`,
 /// `patch entry is missing 'value'`, `unsupported patch operation '<op>'`, or
@@ -280,7 +280,7 @@ pub fn apply_operations(document: &Value, operations: &[PatchOperation]) -> Resu
     Ok(working)
 }
 
-/// Applies a `patchEvent` patch (`02-server.md` §4.4) to an aggregate's current state.
+/// Applies a `patchEvent` patch (`docs/server.md`, "Patch") to an aggregate's current state.
 ///
 /// Checks, in order: the text parses (`invalid patch_json: ...`), it is an array
 /// (`patch_json must be an array of operations`), every entry is well formed, has an `op` among
@@ -345,8 +345,8 @@ pub fn apply_patch(state: &Map<String, Value>, patch_json: &str) -> Result<Patch
     })
 }
 
-/// RFC 6902 §4.6 equality: numbers compare by numeric value (so `1` equals `1.0`), objects by
-/// member set regardless of order, arrays element by element.
+/// RFC 6902 section 4.6 equality: numbers compare by numeric value (so `1` equals `1.0`), objects
+/// by member set regardless of order, arrays element by element.
 pub fn json_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => numbers_equal(x, y),
@@ -394,7 +394,7 @@ fn apply_one(doc: &mut Value, operation: &PatchOperation) -> OpResult<()> {
         }
         PatchOperation::Move { from, path } => {
             if from == path {
-                // RFC 6902 §4.4 still requires `from` to exist.
+                // RFC 6902 section 4.4 still requires `from` to exist.
                 return get_mut(doc, from.tokens()).map(drop);
             }
             if from.is_proper_prefix_of(path) {

@@ -1,4 +1,4 @@
-//! Plugins and publish targets without I/O (`02-server.md` §14): payload modes, priorities,
+//! Plugins and publish targets without I/O (`docs/plugins.md`): payload modes, priorities,
 //! routing a write's publish targets, the job record of the durable plugin queue, the retry
 //! schedule, and the JSON body a job delivers.
 
@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::merkle::Event;
 use crate::CoreError;
 
-/// What a job delivers (§14.2).
+/// What a job delivers (`docs/plugins.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum PayloadMode {
@@ -170,7 +170,7 @@ pub struct Route {
 }
 
 /// Decodes targets without looking at plugins: blank names, unknown modes and priorities are
-/// refused with the spec's messages (§11.2 of the wire protocol).
+/// refused with EventDBX's messages.
 pub fn parse_target(target: &PublishTarget) -> Result<(String, TargetMode, Priority), CoreError> {
     let plugin = target.plugin.trim();
     if plugin.is_empty() {
@@ -198,10 +198,10 @@ pub fn parse_target(target: &PublishTarget) -> Result<(String, TargetMode, Prior
     Ok((plugin.to_owned(), mode, priority))
 }
 
-/// Routes a write (§14.3, ours): `None` or an empty list broadcasts to every enabled plugin
-/// with `emit_events` in its own mode at `normal`; a list is matched case-insensitively, first
-/// match wins, duplicates skipped. An unknown or disabled plugin and a plugin with
-/// `emit_events = false` are errors, so the write is refused before anything is stored.
+/// Routes a write (`docs/plugins.md`, "Routing"): `None` or an empty list broadcasts to every
+/// enabled plugin with `emit_events` in its own mode at `normal`; a list is matched
+/// case-insensitively, first match wins, duplicates skipped. An unknown or disabled plugin and a
+/// plugin with `emit_events = false` are errors, so the write is refused before anything is stored.
 pub fn resolve_targets(
     targets: Option<&[PublishTarget]>,
     plugins: &[RoutablePlugin],
@@ -243,7 +243,7 @@ pub fn resolve_targets(
     Ok(routes)
 }
 
-/// Where a job is in its life (§14.4).
+/// Where a job is in its life (`docs/plugins.md`, "Delivery").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
@@ -345,15 +345,15 @@ pub struct PluginJob {
     pub aggregate_type: String,
     /// Aggregate id.
     pub aggregate_id: String,
-    /// The aggregate after the write, in its JSON shape (`01-wire-protocol.md` §14.1).
+    /// The aggregate after the write, in its JSON shape (`docs/protocol.md`, "JSON shapes").
     pub aggregate: Value,
     /// The aggregate's schema JSON when the write committed, if it had one.
     pub schema: Option<Value>,
 }
 
 impl PluginJob {
-    /// The delivered JSON body (§14.5, ours): `{"event"?, "state"?, "schema"?, "tenant"}`, each
-    /// part as the mode says; `extensions-only` sets the event's `payload` to `null`. Archive
+    /// The delivered JSON body (`docs/plugins.md`): `{"event"?, "state"?, "schema"?, "tenant"}`,
+    /// each part as the mode says; `extensions-only` sets the event's `payload` to `null`. Archive
     /// and restore jobs carry `"action"` and the aggregate's type and id instead of an event.
     pub fn body(&self) -> Value {
         let mut out = Map::new();

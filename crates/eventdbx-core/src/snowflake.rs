@@ -1,4 +1,4 @@
-//! Snowflake ids for events and snapshots (`02-server.md` §2).
+//! Snowflake ids for events and snapshots (`docs/server.md`, "Ids and timestamps").
 //!
 //! `id = (ms since 2025-01-01T00:00:00Z) << 22 | worker_id << 12 | sequence`. The generator is
 //! pure: the caller passes the current time, so the core stays free of clocks and the rules

@@ -1,5 +1,5 @@
-//! The rules of a write (`02-server.md` §4): whether it may happen, what payload it records, and
-//! how the event is sealed (version, hash, Merkle root) and folded into the aggregate.
+//! The rules of a write (`docs/server.md`, "Writes"): whether it may happen, what payload it
+//! records, and how the event is sealed (version, hash, Merkle root) and folded into the aggregate.
 //!
 //! Pure functions: a store calls them while it holds the aggregate's write lock and commits the
 //! result atomically.
@@ -68,7 +68,7 @@ pub fn check_write(
 }
 
 /// The payload the event records: the payload itself, or for a patch the post-patch values of
-/// the top-level keys it touched (§4.4), size-checked like any payload.
+/// the top-level keys it touched, size-checked like any payload.
 pub fn event_payload(state: &Map<String, Value>, body: &WriteBody) -> Result<Value> {
     match body {
         WriteBody::Payload(payload) => Ok(payload.clone()),
@@ -154,8 +154,9 @@ pub fn seal_event(
     event
 }
 
-/// The digest of a write request that an idempotency key is bound to (§4.5): type, id, event
-/// type, payload or patch, note, metadata and expected version, each length-prefixed.
+/// The digest of a write request that an idempotency key is bound to (`docs/server.md`, "Expected
+/// version and idempotency"): type, id, event type, payload or patch, note, metadata and expected
+/// version, each length-prefixed.
 #[allow(clippy::too_many_arguments)]
 pub fn request_digest(
     kind: WriteKind,

@@ -1,6 +1,6 @@
 # The EventDBX control protocol: hello, session envelopes and the messages they carry.
 #
-# Wire-compatible with the reference (see docs: 01-wire-protocol.md, sections 3, 4, 10, 11, 12).
+# Wire-compatible with the reference (see docs/protocol.md, "Protocol v1").
 # The file id is the reference's: it never appears on the wire, but keeping it keeps generated type
 # ids stable. Data-section slots follow from the ordinals, so the fields of every struct are listed
 # in ordinal order and the encoded layout is checked by the crate's tests.

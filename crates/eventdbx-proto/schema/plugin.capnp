@@ -1,6 +1,6 @@
 # The stream messages between the server and a `process` plugin's child.
 #
-# Wire-compatible with the reference (see docs: 02-server.md, section 14.5). The file id is the
+# Wire-compatible with the reference (see docs/plugins.md, "Process plugins"). The file id is the
 # reference's: it never appears on the wire, but keeping it keeps generated type ids stable.
 # The server writes unpacked single-segment stream messages, back to back, on the child's stdin:
 # one `init` first, then one `event` per job. Ours: the child answers each event on its stdout

@@ -1,7 +1,7 @@
 # Schema and tenant administration messages of the EventDBX control protocol.
 #
-# Wire-compatible with the reference (see docs: 01-wire-protocol.md, section 11.4). The file id is
-# the reference's: it never appears on the wire, but keeping it keeps generated type ids stable.
+# Wire-compatible with the reference (see docs/protocol.md, "Requests and responses"). The file id
+# is the reference's: it never appears on the wire, but keeping it keeps generated type ids stable.
 # Rules for changes: never renumber or retype a field; new fields only at new ordinals at the end.
 
 @0xd5ec7c0aa378d5cb;

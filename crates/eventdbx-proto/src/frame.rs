@@ -11,7 +11,7 @@ use crate::error::{ProtoError, Result};
 
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 4;
-/// Largest Noise message, authentication tag included (Noise specification, §3).
+/// Largest Noise message, authentication tag included (Noise specification, section 3).
 pub const NOISE_MAX_MESSAGE: usize = 65_535;
 /// Length of the ChaCha20-Poly1305 authentication tag.
 pub const NOISE_TAG_LEN: usize = 16;

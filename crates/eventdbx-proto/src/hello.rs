@@ -1,5 +1,5 @@
 //! The hello exchange: `ControlHello` (client to server) and `ControlHelloResponse` (server to
-//! client), each one raw stream message with **no length prefix** (`01-wire-protocol.md` §3, §4).
+//! client), each one raw stream message with **no length prefix** (`docs/protocol.md`, "Hello").
 //!
 //! Read either side's message from a socket with [`StreamMessageReader`] (limit
 //! [`MAX_HELLO_BYTES`]), which finds its end from the segment table.
@@ -55,7 +55,7 @@ impl Hello {
     /// Encodes the hello as a single-segment stream message without a length prefix.
     ///
     /// The token pointer is never null, even for an empty token: the reference server would take a
-    /// hello with a null token for a CLI-proxy request (§3.2).
+    /// hello with a null token for a CLI-proxy request (`docs/protocol.md`, "Hello").
     pub fn encode(&self) -> Vec<u8> {
         // Root pointer, one data word, two pointers, then the two texts.
         let words = 1 + 1 + 2 + text_words(&self.token) + text_words(&self.tenant_id);
@@ -71,7 +71,7 @@ impl Hello {
     /// Decodes a hello, failing on unreadable or non-UTF-8 text.
     ///
     /// A server classifies the first message with [`classify_first_message`] instead, which keeps
-    /// the version when a text field is bad (the decision order of §5 needs it).
+    /// the version when a text field is bad (the hello decision order needs it).
     pub fn decode(bytes: &[u8]) -> Result<Hello> {
         let received = ReceivedHello::read(&message::decode(bytes)?)?;
         Ok(Hello {
@@ -88,11 +88,12 @@ impl Hello {
 pub struct HelloResponse {
     /// True when the session is open.
     pub accepted: bool,
-    /// `"ok"` on success, otherwise the rejection message (§5).
+    /// `"ok"` on success, otherwise the rejection message.
     pub message: String,
     /// The negotiated value: true means the session is plaintext. Set on rejections too.
     pub no_noise: bool,
-    /// Our extension (§12.2): what the server honours. Empty from the reference.
+    /// Our extension (`docs/protocol.md`, "Our extensions"): what the server honours. Empty from
+    /// the reference.
     pub capabilities: Vec<String>,
 }
 
@@ -164,7 +165,8 @@ impl HelloResponse {
     }
 }
 
-/// What the first message on a control connection is, as the server sees it (§3.3).
+/// What the first message on a control connection is, as the server sees it (`docs/protocol.md`,
+/// "First message").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FirstMessage {
     /// A `ControlHello` (anything that is not a CLI-proxy request).
@@ -176,9 +178,10 @@ pub enum FirstMessage {
 
 /// A hello as received, with each text field's read kept apart.
 ///
-/// The server checks the version before it looks at the token and the tenant (§5), so a bad token
-/// must not hide the version; the server then turns a field's [`HelloTextError`] into its
-/// rejection message. Fields are not trimmed here: trimming is the server's rule.
+/// The server checks the version before it looks at the token and the tenant (`docs/protocol.md`,
+/// "Hello decision order"), so a bad token must not hide the version; the server then turns a
+/// field's [`HelloTextError`] into its rejection message. Fields are not trimmed here: trimming is
+/// the server's rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedHello {
     /// The requested protocol version.
@@ -222,7 +225,7 @@ impl fmt::Display for HelloField {
 }
 
 /// Why a text field of the hello could not be read. Its display text is the server's rejection
-/// message of §5 step 0, e.g. `invalid UTF-8 in control token: <detail>`.
+/// message of step 0 of the hello decision order, e.g. `invalid UTF-8 in control token: <detail>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HelloTextError {
     /// The pointer is not a valid text (wrong kind, out of bounds, no NUL terminator).
@@ -249,7 +252,7 @@ impl From<HelloTextError> for ProtoError {
     }
 }
 
-/// Classifies the first message of a connection, as our server does (§3.3).
+/// Classifies the first message of a connection, as our server does.
 ///
 /// A non-empty pointer list at pointer 0 is a CLI-proxy request; anything else is a hello, so a
 /// null token pointer gives a hello with an empty token. Errors are for bytes that are not a stream

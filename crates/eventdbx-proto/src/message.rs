@@ -2,7 +2,7 @@
 //! message ends in a byte stream.
 //!
 //! Every message of the protocol (hello, hello response, each request and response) is one
-//! standard, unpacked stream message (`01-wire-protocol.md` §2):
+//! standard, unpacked stream message (`docs/protocol.md`, "Message encoding"):
 //!
 //! ```text
 //! u32 LE  segment count - 1

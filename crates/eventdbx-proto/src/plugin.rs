@@ -1,11 +1,12 @@
-//! The messages between the server and a `process` plugin's child (`02-server.md` §14.5).
+//! The messages between the server and a `process` plugin's child (`docs/plugins.md`, "Process
+//! plugins").
 //!
 //! The server writes `PluginEnvelope` messages on the child's stdin, back to back, each one
-//! standard unpacked single-segment stream message (the framing of `01-wire-protocol.md` §2, with
-//! no length prefix): one [`PluginEnvelope::Init`] first, then one [`PluginEnvelope::Event`] per
-//! job. **Ours:** the child answers each event on its stdout with a [`PluginEnvelope::Ack`] or a
-//! [`PluginEnvelope::Error`] carrying the event's sequence; the reference defines both and never
-//! reads them.
+//! standard unpacked single-segment stream message (the encoding of `docs/protocol.md`, "Message
+//! encoding", with no length prefix): one [`PluginEnvelope::Init`] first, then one
+//! [`PluginEnvelope::Event`] per job. **Ours:** the child answers each event on its stdout with a
+//! [`PluginEnvelope::Ack`] or a [`PluginEnvelope::Error`] carrying the event's sequence; the
+//! reference defines both and never reads them.
 //!
 //! Both sides read with an [`EnvelopeDecoder`]: feed it whatever the pipe gave, get back every
 //! envelope completed by those bytes.

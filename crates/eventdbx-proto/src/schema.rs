@@ -7,7 +7,7 @@
 //! `rustfmt::skip`), which is what lets that test compare them byte for byte.
 //!
 //! The wire layout of every struct (data bits, pointer slots, union tags) is the reference's; see
-//! `01-wire-protocol.md` sections 3, 4, 10 and 11.
+//! `docs/protocol.md`, "Protocol v1".
 
 /// Hello, hello response, CLI-proxy messages, the `ControlRequest` / `ControlResponse` envelopes
 /// and every aggregate, event and snapshot message (schema file `@0xc3d1ec2a1e3f5b26`).
@@ -41,7 +41,7 @@ pub mod control_capnp;
 pub mod schema_capnp;
 
 /// The `PluginEnvelope` stream messages exchanged with a `process` plugin's child (schema file
-/// `@0xd4b23bfa4df1bcd9`, `02-server.md` §14.5); see [`crate::plugin`] for the owned types.
+/// `@0xd4b23bfa4df1bcd9`, `docs/plugins.md`); see [`crate::plugin`] for the owned types.
 #[rustfmt::skip]
 #[allow(
     clippy::all,

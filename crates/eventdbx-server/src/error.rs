@@ -8,7 +8,7 @@ use crate::auth::AuthError;
 /// An error response (`ControlError { code, message }`); the session stays usable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestError {
-    /// Stable code (`01-wire-protocol.md` §13).
+    /// Stable code (`docs/errors.md`).
     pub code: String,
     /// Display text, e.g. `invalid schema: ...`.
     pub message: String,

@@ -161,8 +161,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// store (a reference's target), so it returns a [`StoreError`].
 pub type PayloadCheck = Arc<dyn Fn(&Aggregate, &mut Value) -> Result<()> + Send + Sync>;
 
-/// The references the state of an aggregate holds (`02-server.md` §7), given the aggregate as it
-/// will be after the event. The store keeps its reverse index equal to what this returns.
+/// The references the state of an aggregate holds (`docs/server.md`, "References"), given the
+/// aggregate as it will be after the event. The store keeps its reverse index equal to what this
+/// returns.
 pub type ReferenceScan = Arc<dyn Fn(&Aggregate) -> Vec<ReferenceLink> + Send + Sync>;
 
 /// Decides, for one referrer of an aggregate being archived, whether its reference is cleared by
@@ -212,8 +213,8 @@ pub struct WriteRequest {
     /// The references of the resulting state; `None` leaves the aggregate's entries in the
     /// reverse index as they are.
     pub references: Option<ReferenceScan>,
-    /// Plugin jobs to queue in the write's own commit (the durable outbox, `02-server.md`
-    /// §14.4): an acknowledged write always has its jobs.
+    /// Plugin jobs to queue in the write's own commit (the durable outbox, `docs/plugins.md`,
+    /// "Delivery"): an acknowledged write always has its jobs.
     pub publish: Vec<JobRoute>,
 }
 
@@ -389,7 +390,7 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// How writes are made durable.
     fn durability(&self) -> Durability;
 
-    /// Creates, appends or patches atomically; see `02-server.md` §4.
+    /// Creates, appends or patches atomically; see `docs/server.md`, "Writes".
     fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome>;
 
     /// Archives (`true`) or restores (`false`) an aggregate; returns it afterwards. Archiving
@@ -413,8 +414,8 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         )
     }
 
-    /// Archives an aggregate after clearing the references to it (`02-server.md` §4.6), in one
-    /// atomic commit.
+    /// Archives an aggregate after clearing the references to it (`docs/server.md`, "Archive and
+    /// restore"), in one atomic commit.
     ///
     /// Every referrer for which `nullify` answers `true` gets a `_ref_nullify` event (no
     /// `issued_by`, note `auto-nullify due to <type>#<id>`, no schema check) setting its
@@ -541,10 +542,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     fn close(&self);
 }
 
-/// The durable plugin outbox (`02-server.md` §14.4): the jobs writes queue in their own commit,
-/// claimed and settled by the delivery workers. A separate trait from [`EventStore`] because
-/// only the plugin workers and the admin commands need it; an engine implements both over one
-/// database so a write and its jobs commit together.
+/// The durable plugin outbox (`docs/plugins.md`, "Delivery"): the jobs writes queue in their own
+/// commit, claimed and settled by the delivery workers. A separate trait from [`EventStore`]
+/// because only the plugin workers and the admin commands need it; an engine implements both over
+/// one database so a write and its jobs commit together.
 pub trait JobQueue: Send + Sync + std::fmt::Debug {
     /// Claims the head of `plugin`'s queue (priority, then age) at `now_ms`: a due pending job
     /// becomes `processing` with `attempts + 1` and a deadline `lease_ms` ahead. A head whose

@@ -1,4 +1,4 @@
-//! The small languages of reads (`02-server.md` §8.3–§8.6): the sort grammar, cursor formats
+//! The small languages of reads (`docs/server.md`, "Reads"): the sort grammar, cursor formats
 //! and keyset paging, and the filter language.
 //!
 //! Everything here reads aggregates and events through borrowed views ([`AggregateView`],
@@ -43,8 +43,8 @@ pub struct AggregateView<'a> {
     pub extensions: &'a Map<String, Value>,
 }
 
-/// A borrowed view of one stored event, for `listEvents` filters (§8.6, "Field resolution on
-/// events").
+/// A borrowed view of one stored event, for `listEvents` filters (`docs/server.md`, "Filter",
+/// on events).
 #[derive(Debug, Clone, Copy)]
 pub struct EventView<'a> {
     /// The aggregate type.
@@ -73,7 +73,7 @@ pub struct EventView<'a> {
     pub payload: &'a Value,
 }
 
-/// Which aggregate sets a listing reads (§8.2 "Scope").
+/// Which aggregate sets a listing reads (`docs/server.md`, "Listing aggregates").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Active aggregates only (the default).

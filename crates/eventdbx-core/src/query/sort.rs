@@ -1,4 +1,4 @@
-//! The sort grammar of `listAggregates` (§8.3) and the total order it defines.
+//! The sort grammar of `listAggregates` (`docs/server.md`, "Sort") and the total order it defines.
 //!
 //! ```text
 //! sort      := directive ( "," directive )*
@@ -146,7 +146,7 @@ impl SortSpec {
         (!directives.is_empty()).then_some(SortSpec { directives })
     }
 
-    /// Parses the §8.3 grammar. Errors are `invalid_schema` with the spec's exact messages.
+    /// Parses the sort grammar. Errors are `invalid_schema` with the documented messages.
     pub fn parse(text: &str) -> Result<SortSpec> {
         if text.trim().is_empty() {
             return Err(sort_error("sort specification cannot be empty"));

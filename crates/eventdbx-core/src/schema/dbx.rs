@@ -1,4 +1,5 @@
-//! The `schema.dbx` authoring format (`02-server.md` §6.4), compiled into a [`SchemaMap`].
+//! The `schema.dbx` authoring format (`docs/server.md`, "Authoring format"), compiled into a
+//! [`SchemaMap`].
 //!
 //! ```
 //! use eventdbx_core::schema::dbx::compile;

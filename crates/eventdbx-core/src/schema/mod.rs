@@ -1,5 +1,5 @@
-//! Tenant schemas: the runtime JSON model (`02-server.md` §6.1, `01-wire-protocol.md` §14.5),
-//! validation of a schema set (§6.3) and validation of a write against a schema (§6.2).
+//! Tenant schemas (`docs/server.md`, "Schemas"): the runtime JSON model, validation of a
+//! schema set and validation of a write against a schema.
 //!
 //! ```
 //! use eventdbx_core::schema::SchemaMap;
@@ -15,7 +15,7 @@
 //! # Layout
 //! - this module: the model, its (de)serialisation and validation of a set.
 //! - [`dbx`]: the `schema.dbx` authoring format.
-//! - [`reference`]: reference fields, canonical values, the archive cascade (§7, §4.6).
+//! - [`reference`]: reference fields, canonical values, the archive cascade.
 //! - [`text`]: the text checks shared by validation (formats, RFC 3339, dates, base64).
 //! - [`write`](mod@write): validation of one write against its aggregate's schema.
 
@@ -331,7 +331,7 @@ pub enum Format {
     PascalCase,
     /// `UPPER_CASE_SNAKE_CASE`.
     UpperCaseSnakeCase,
-    /// An aggregate reference (`02-server.md` §7).
+    /// An aggregate reference (`docs/server.md`, "References").
     Reference,
 }
 

@@ -1,6 +1,7 @@
-//! References between aggregates (`02-server.md` §7): which fields of a schema hold them,
-//! normalising written values to the canonical `type#id`, the references a state holds (what
-//! the reverse index records), and the pieces of the archive cascade (§4.6).
+//! References between aggregates (`docs/server.md`, "References"): which fields of a schema hold
+//! them, normalising written values to the canonical `type#id`, the references a state holds (what
+//! the reverse index records), and the pieces of the archive cascade (`docs/server.md`, "Archive
+//! and restore").
 //!
 //! References never leave the tenant: a legacy `tenant#type#id` value is accepted only when its
 //! first segment is the writer's own tenant, and every target is looked up in that tenant.
@@ -104,9 +105,10 @@ fn value_at_mut<'a>(object: &'a mut Map<String, Value>, path: &str) -> Option<&'
     Some(value)
 }
 
-/// Rewrites every reference value of `payload` to its canonical `type#id` (step 10 of §4.3).
+/// Rewrites every reference value of `payload` to its canonical `type#id` (step 10 of
+/// `docs/server.md`, "Writes").
 ///
-/// Runs after the schema validation of §6.2, which has already checked the syntax and the
+/// Runs after the schema validation, which has already checked the syntax and the
 /// `aggregate_type` rule. A legacy three-part value whose first segment is not `tenant` (the
 /// writer's tenant, compared case-insensitively) is refused with `reference <path> must point
 /// into the same tenant`. `check` is called for every reference with its path, its parsed
@@ -210,8 +212,8 @@ pub fn nullify_note(target_type: &str, target_id: &str) -> String {
     format!("auto-nullify due to {target_type}#{target_id}")
 }
 
-/// The error of an archive blocked by referrers (§4.6), naming the first five as
-/// `<tenant>:<type>:<id> (<path>)`.
+/// The error of an archive blocked by referrers (`docs/server.md`, "Archive and restore"), naming
+/// the first five as `<tenant>:<type>:<id> (<path>)`.
 pub fn archive_blocked(
     tenant: &str,
     target_type: &str,

@@ -1,5 +1,5 @@
-//! Validation of one write against its aggregate's schema (`02-server.md` §6.2), and the
-//! server's restrict modes.
+//! Validation of one write against its aggregate's schema (`docs/server.md`, "Validation of a
+//! write"), and the server's restrict modes.
 
 use serde_json::{Map, Value};
 
@@ -47,9 +47,9 @@ fn violation(detail: impl Into<String>) -> CoreError {
 /// Validates a write of `event_type` with `payload` to an aggregate of `aggregate_type`.
 ///
 /// `schema` is the aggregate type's schema, if any. Without one the write passes unless `mode`
-/// is [`RestrictMode::Strict`]. With one, the checks run in the order of §6.2 and the first
+/// is [`RestrictMode::Strict`]. With one, the checks run in the documented order and the first
 /// failure is returned as [`CoreError::SchemaViolation`]. Reference values are checked for
-/// their syntax and `aggregate_type` only; their targets are the store's to check (§7).
+/// their syntax and `aggregate_type` only; their targets are the store's to check.
 pub fn validate_write(
     mode: RestrictMode,
     aggregate_type: &str,
@@ -346,7 +346,7 @@ fn check_reference(aggregate_type: &str, column: &ColumnSpec, path: &str, s: &st
     Ok(())
 }
 
-/// A parsed reference value (`02-server.md` §7).
+/// A parsed reference value (`docs/server.md`, "References").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
     /// The first segment of a legacy `tenant#type#id` value.

@@ -1,4 +1,4 @@
-//! Event hash, Merkle root, incremental builder, `verify`, the §14.2 JSON shape, and the
+//! Event hash, Merkle root, incremental builder, `verify`, the event's JSON shape, and the
 //! known-answer vectors published in `docs/storage.md`.
 
 use std::collections::BTreeMap;

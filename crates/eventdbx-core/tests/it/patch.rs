@@ -298,7 +298,7 @@ fn failure_midway_leaves_the_document_untouched() {
     assert_eq!(state, before);
 }
 
-// EventDBX rules (02-server.md §4.4).
+// EventDBX rules (`docs/server.md`, "Patch").
 
 fn eventdbx_error(state: Value, patch: &str) -> String {
     let error = apply_patch(&object(state), patch).expect_err("patch rejected");

@@ -1,4 +1,4 @@
-//! Publish-target routing, payload modes, priorities and the retry schedule (§14).
+//! Publish-target routing, payload modes, priorities and the retry schedule (`docs/plugins.md`).
 
 use eventdbx_core::plugin::{
     resolve_targets, PayloadMode, Priority, PublishTarget, RetryPolicy, RoutablePlugin,

@@ -145,7 +145,7 @@ pub enum Reply {
     Admin(AdminResponse),
 }
 
-/// `ControlError`: a stable code string (`01-wire-protocol.md` §10) and a message.
+/// `ControlError`: a stable code string (`docs/errors.md`) and a message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ErrorResponse {
     pub code: String,

@@ -9,7 +9,7 @@ use crate::schema::control_capnp::{
 };
 use crate::Result;
 
-/// A plugin a write or an archive is published to (ours, `01-wire-protocol.md` §12.1).
+/// A plugin a write or an archive is published to (`docs/plugins.md`, "Routing").
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PublishTarget {
     pub plugin: String,

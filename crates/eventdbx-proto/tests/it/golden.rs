@@ -1,4 +1,4 @@
-//! Golden wire tests: the annotated examples of `01-wire-protocol.md`, byte for byte, both ways.
+//! Golden wire tests: the examples of `docs/protocol.md`, byte for byte, both ways.
 
 use eventdbx_proto::hello::{
     classify_first_message, FirstMessage, Hello, HelloResponse, ReceivedHello,
@@ -6,7 +6,7 @@ use eventdbx_proto::hello::{
 use eventdbx_proto::message;
 use eventdbx_proto::schema::control_capnp::{control_request, control_response};
 
-/// Hex with any whitespace, `|` separators and `"text\0"` runs, as the spec writes its examples.
+/// Hex with any whitespace and `|` separators, one row per word as `docs/protocol.md` lays them out.
 fn bytes(spec: &str) -> Vec<u8> {
     let digits: String = spec.chars().filter(|c| c.is_ascii_hexdigit()).collect();
     hex::decode(digits).expect("valid hex in the test vector")
@@ -20,7 +20,7 @@ fn text_words(text: &str) -> Vec<u8> {
     out
 }
 
-// §3.1: hello with token `tok`, tenant `default`, noNoise = false, protocol v1.
+// The v1 hello with token `tok`, tenant `default`, noNoise = false, protocol v1.
 const HELLO_TOK_DEFAULT: &str = "
     00 00 00 00 06 00 00 00
     00 00 00 00 01 00 02 00
@@ -89,7 +89,7 @@ fn v2_hello_has_a_non_null_empty_token() {
 
 #[test]
 fn a_null_token_pointer_is_a_hello_with_an_empty_token() {
-    // The §3.1 hello with pointer 0 zeroed (null) and its text dropped.
+    // The golden v1 hello with pointer 0 zeroed (null) and its text dropped.
     let message = bytes(
         "00 00 00 00 05 00 00 00
          00 00 00 00 01 00 02 00
@@ -145,12 +145,12 @@ fn a_cli_request_is_recognised_and_rejected() {
     assert_eq!(hex::encode(rejection), hex::encode(expected));
 }
 
-// §4: accepted, "ok", Noise follows (40 bytes).
+// Hello response: accepted, "ok", Noise follows (40 bytes).
 const RESPONSE_OK: &str = "
     00 00 00 00 04 00 00 00 | 00 00 00 00 01 00 01 00 | 01 00 00 00 00 00 00 00 |
     01 00 00 00 1a 00 00 00 | 6f 6b 00 00 00 00 00 00";
 
-// §4: rejected, "invalid control token" (56 bytes).
+// Hello response: rejected, "invalid control token" (56 bytes).
 const RESPONSE_REJECTED: &str = "
     00 00 00 00 06 00 00 00 | 00 00 00 00 01 00 01 00 | 00 00 00 00 00 00 00 00 |
     01 00 00 00 b2 00 00 00 | 69 6e 76 61 6c 69 64 20 63 6f 6e 74 72 6f 6c 20 74 6f 6b 65 6e 00 00 00";
@@ -198,7 +198,7 @@ fn hello_response_capabilities_use_a_second_pointer() {
     assert_eq!(HelloResponse::decode(&encoded).expect("decode"), response);
 }
 
-// §10: request id 7, verifyAggregate for order/o-1 (72 bytes).
+// Request id 7, verifyAggregate for order/o-1 (72 bytes).
 const VERIFY_REQUEST: &str = "
     00 00 00 00 08 00 00 00
     00 00 00 00 02 00 01 00
@@ -314,4 +314,32 @@ fn the_stream_reader_stops_at_the_end_of_the_hello() {
     let mut reader = message::StreamMessageReader::new(eventdbx_proto::hello::MAX_HELLO_BYTES);
     assert_eq!(reader.feed(&stream).expect("feed"), hello.len());
     assert_eq!(reader.into_message(), Some(hello));
+}
+
+#[test]
+fn docs_hold_the_golden_bytes() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/protocol.md"
+    ))
+    .unwrap_or_default();
+    let lines: Vec<String> = [
+        ("hello_v1_tok_default", HELLO_TOK_DEFAULT),
+        ("hello_response_ok", RESPONSE_OK),
+        ("hello_response_rejected", RESPONSE_REJECTED),
+        ("verify_request_id_7", VERIFY_REQUEST),
+    ]
+    .into_iter()
+    .map(|(name, golden)| format!("{name:<23} = {}", hex::encode(bytes(golden))))
+    .collect();
+    let missing: Vec<&String> = lines
+        .iter()
+        .filter(|line| !docs.contains(line.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/protocol.md lacks or disagrees on {} golden lines; the tests use:\n{}",
+        missing.len(),
+        lines.join("\n")
+    );
 }

@@ -288,7 +288,7 @@ fn root_pointer_out_of_bounds() {
     assert_malformed(classify_first_message(&bytes), "");
 }
 
-/// §3.1's hello with the token pointer's word offset raised from 1 to 50.
+/// The golden v1 hello with the token pointer's word offset raised from 1 to 50.
 fn hello_with_token_out_of_bounds() -> Vec<u8> {
     let mut bytes = Hello {
         protocol_version: 1,

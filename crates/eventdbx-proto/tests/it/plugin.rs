@@ -1,5 +1,5 @@
-//! `PluginEnvelope` on the wire (`02-server.md` §14.5): golden bytes both ways, and every
-//! `PluginEvent` field at the data bits and pointer slots its ordinal gives, read without the
+//! `PluginEnvelope` on the wire (`docs/plugins.md`, "Process plugins"): golden bytes both ways, and
+//! every `PluginEvent` field at the data bits and pointer slots its ordinal gives, read without the
 //! schema.
 
 use eventdbx_proto::plugin::{

@@ -1,6 +1,7 @@
 //! Every union member of `ControlRequest` and `ControlResponse` round-trips with a value in every
-//! field, sits at the tag and struct size the spec gives, and the fields the spec singles out sit
-//! at the data bits and pointer slots it names (`01-wire-protocol.md` §10, §11, §12.1).
+//! field, sits at the tag and struct size EventDBX's layout gives, and the fields that layout
+//! singles out sit at the data bits and pointer slots it names (`docs/protocol.md`, "Requests and
+//! responses" and "Our extensions").
 //!
 //! The round trip walks the schema through capnp's reflection, so no field can be forgotten when
 //! the schema grows; the raw-byte checks read the encoded message without the schema.
@@ -9,7 +10,7 @@ use capnp::dynamic_value;
 use capnp::introspect::TypeVariant;
 use eventdbx_proto::message::{self, decode_request, decode_response};
 
-/// Request union members in ordinal order (§10): tag = index = ordinal - 1.
+/// Request union members in ordinal order: tag = index = ordinal - 1.
 const REQUEST_MEMBERS: [&str; 27] = [
     "listAggregates",
     "getAggregate",
@@ -40,7 +41,7 @@ const REQUEST_MEMBERS: [&str; 27] = [
     "admin",
 ];
 
-/// Response union members in ordinal order (§10): note `selectAggregate` @6 and `error` @7.
+/// Response union members in ordinal order: note `selectAggregate` @6 and `error` @7.
 const RESPONSE_MEMBERS: [&str; 27] = [
     "listAggregates",
     "getAggregate",
@@ -71,7 +72,7 @@ const RESPONSE_MEMBERS: [&str; 27] = [
     "admin",
 ];
 
-/// (data bytes, pointers) of each request member's struct, from §11 (with §12.1 for writes).
+/// (data bytes, pointers) of each request member's struct (writes with our extension).
 const REQUEST_SIZES: [(usize, usize); 27] = [
     (16, 4),
     (8, 3),
@@ -104,7 +105,7 @@ const REQUEST_SIZES: [(usize, usize); 27] = [
     (0, 3),
 ];
 
-/// (data bytes, pointers) of each response member's struct, from §11.
+/// (data bytes, pointers) of each response member's struct.
 const RESPONSE_SIZES: [(usize, usize); 27] = [
     (8, 3),
     (8, 2),
@@ -532,7 +533,8 @@ fn list_aggregates_request_layout() {
         assert_eq!(text_at(&bytes, pointers_at + 8 * slot), *text);
     }
 
-    // Each flag alone, in the order of §11.1: hasCursor .. hasResolveDepth at bits 0..7.
+    // Each flag alone, in the order of `docs/protocol.md`: hasCursor .. hasResolveDepth at bits
+    // 0..7.
     type Setter =
         fn(&mut eventdbx_proto::schema::control_capnp::list_aggregates_request::Builder<'_>);
     let flags: [Setter; 8] = [
@@ -585,7 +587,7 @@ fn read_outbox_request_layout() {
     }
 }
 
-/// §12.1: the three write requests put our extension in the same slots.
+/// Our extension: the three write requests put our extension in the same slots.
 #[test]
 fn write_request_extension_layout() {
     const VERSION: u64 = 0x8877_6655_4433_2211;

@@ -1,11 +1,11 @@
 //! `eventdbx-echo-plugin`: a reference and test `process` plugin.
 //!
-//! Reads `PluginEnvelope` messages from stdin (`02-server.md` §14.5). For each event it appends
-//! one JSON line with every field (and the plugin name, version and target from the init, how
-//! many inits this process received, its pid, arguments and working directory) to the file named
-//! by `EVENTDBX_ECHO_PLUGIN_OUT`, flushed per line, then answers on stdout: an ack with the
-//! event's sequence, or an error envelope when the sequence equals `EVENTDBX_ECHO_PLUGIN_FAIL_SEQ`.
-//! Exits 0 at the end of stdin.
+//! Reads `PluginEnvelope` messages from stdin (`docs/plugins.md`, "Process plugins"). For each
+//! event it appends one JSON line with every field (and the plugin name, version and target from
+//! the init, how many inits this process received, its pid, arguments and working directory) to the
+//! file named by `EVENTDBX_ECHO_PLUGIN_OUT`, flushed per line, then answers on stdout: an ack with
+//! the event's sequence, or an error envelope when the sequence equals
+//! `EVENTDBX_ECHO_PLUGIN_FAIL_SEQ`. Exits 0 at the end of stdin.
 //!
 //! For tests of the runner, also:
 //! - `EVENTDBX_ECHO_PLUGIN_HANG_SEQ`: record that event but never answer it (keep reading);

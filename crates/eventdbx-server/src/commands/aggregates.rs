@@ -220,8 +220,9 @@ impl Apply for SelectAggregateRequest {
     }
 }
 
-/// Resolves a selection path (§8.8, ours): `payload.<path>` in the state, `metadata.<key>` in
-/// the merged extensions (key normalised), anything else a state path.
+/// Resolves a selection path (`docs/server.md`, "Get, select, events, outbox"): `payload.<path>` in
+/// the state, `metadata.<key>` in the merged extensions (key normalised), anything else a state
+/// path.
 fn select<'a>(aggregate: &'a Aggregate, path: &str) -> Option<&'a Value> {
     if let Some(key) = path.strip_prefix("metadata.") {
         return aggregate.extensions.get(&normalize_extension_key(key));

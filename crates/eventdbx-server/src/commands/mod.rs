@@ -3,7 +3,7 @@
 //! turns back into bytes (mini-redis style, with the parsing in the protocol crate).
 //!
 //! Every command authorises first (token, tenant, action, resource), then validates, then looks
-//! things up, so an unauthorised caller learns nothing (`00-decisions.md`).
+//! things up, so an unauthorised caller learns nothing (`docs/server.md`, "Authorisation first").
 
 mod admin;
 mod aggregates;

@@ -1,5 +1,5 @@
-//! Reference resolution on `getAggregate` and `listAggregates` (`02-server.md` §7, shape in
-//! `01-wire-protocol.md` §14.6).
+//! Reference resolution on `getAggregate` and `listAggregates` (`docs/server.md`, "References";
+//! the shape is in `docs/protocol.md`, "JSON shapes").
 //!
 //! Every lookup stays in the session's tenant. A target the token may not read is `forbidden`
 //! (checked first, so resolution reveals nothing about it); a target already on the path from

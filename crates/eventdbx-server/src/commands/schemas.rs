@@ -1,4 +1,5 @@
-//! `listSchemas` and `replaceSchemas` (§6.3), on the session's tenant.
+//! `listSchemas` and `replaceSchemas` (`docs/server.md`, "Replacing the set"), on the session's
+//! tenant.
 
 use eventdbx_proto::control::{
     ListSchemasRequest, ListSchemasResponse, ReplaceSchemasRequest, ReplaceSchemasResponse,

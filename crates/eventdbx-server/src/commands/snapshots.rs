@@ -1,4 +1,4 @@
-//! Snapshots: `createSnapshot`, `listSnapshots`, `getSnapshot` (§5).
+//! Snapshots: `createSnapshot`, `listSnapshots`, `getSnapshot` (`docs/server.md`, "Snapshots").
 
 use eventdbx_core::aggregate::Snapshot;
 use eventdbx_core::names::{validate_aggregate_id, validate_aggregate_type};

@@ -1,5 +1,5 @@
-//! Tenant administration (§11–§13): assign, unassign, quotas, reload, schema publish, and ours:
-//! schema-version history and activation, and the tenant list.
+//! Tenant administration (`docs/server.md`, "Tenants"): assign, unassign, quotas, reload, schema
+//! publish, and ours: schema-version history and activation, and the tenant list.
 //!
 //! The token needs `tenant.manage` and a `tenants` claim that allows the **target** tenant,
 //! which may differ from the session's.

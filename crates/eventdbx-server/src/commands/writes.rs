@@ -102,7 +102,7 @@ impl Write {
             Some(metadata) => parse_metadata(metadata)?,
             None => None,
         };
-        // Publish targets (§14.3): refused before anything is written.
+        // Publish targets (`docs/plugins.md`, "Routing"): refused before anything is written.
         let targets = targets(self.request.publish_targets.take());
         let schemas = ctx.schemas();
         let publish = ctx.state.plugins.routes(Some(&targets), schemas.get(t))?;
@@ -199,9 +199,9 @@ impl Write {
     }
 }
 
-/// The checks a payload gets inside the write (§4.3 steps 9 and 10): the schema rules of §6.2,
-/// then references normalised to `type#id` and, with `integrity: strong`, their targets checked
-/// in the writer's tenant; the payload size is checked again after normalisation.
+/// The checks a payload gets inside the write (steps 9 and 10 of `docs/server.md`, "Writes"): the
+/// schema rules, then references normalised to `type#id` and, with `integrity: strong`, their
+/// targets checked in the writer's tenant; the payload size is checked again after normalisation.
 fn payload_check(
     ctx: &Context<'_>,
     claims: &Claims,
@@ -282,8 +282,8 @@ impl Apply for SetAggregateArchiveRequest {
         validate_aggregate_id(i)?;
         let store = &ctx.state.store;
         let note = self.note.as_deref();
-        // §4.6: referrers whose rule says `nullify` are cleared in the archive's commit; any
-        // other referrer blocks it.
+        // The archive cascade (`docs/server.md`, "Archive and restore"): referrers whose rule says
+        // `nullify` are cleared in the archive's commit; any other referrer blocks it.
         let nullify = |referrer: &Referrer| {
             schemas
                 .get(&referrer.aggregate_type)

@@ -1,4 +1,5 @@
-//! One control connection: the hello (§3–§5), the v1 or v2 handshake, then the session loop.
+//! One control connection: the hello (`docs/protocol.md`, "Hello"), the v1 or v2 handshake, then
+//! the session loop.
 //!
 //! v1 sessions answer one request at a time, in order, as EventDBX does. v2 sessions read
 //! requests as they come, run up to [`V2_IN_FLIGHT`] at once and write each answer when it is
@@ -40,7 +41,7 @@ use crate::state::{Metrics, ServerState};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests of one v2 session running at once.
 pub const V2_IN_FLIGHT: usize = 64;
-/// What our server honours beyond the reference (§12.2).
+/// What our server honours beyond the reference (`docs/protocol.md`, "Our extensions").
 const CAPABILITIES: [&str; 5] = [
     "expected_version",
     "idempotency_key",
@@ -97,7 +98,8 @@ fn accepted(no_noise: bool) -> HelloResponse {
     }
 }
 
-/// §5 steps 3 and 5: the tenant the hello names (or the default), normalised.
+/// Steps 3 and 5 of the hello decision order (`docs/protocol.md`): the tenant the hello names (or
+/// the default), normalised.
 fn hello_tenant(state: &ServerState, hello: &ReceivedHello) -> Result<(String, String), String> {
     let raw = match &hello.tenant_id {
         Ok(raw) => raw.trim().to_owned(),

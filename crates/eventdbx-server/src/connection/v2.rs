@@ -153,7 +153,7 @@ async fn v2_loop(
             Err(_) => break,
         };
         // Not a Cap'n Proto message at all: no id to answer; the session ends without a reply
-        // (01-wire-protocol.md §9), as v1 sessions do.
+        // (`docs/protocol.md`, "Session rules"), as v1 sessions do.
         let Ok((id, command)) = commands::parse(&message) else {
             break;
         };

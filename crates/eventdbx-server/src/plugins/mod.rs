@@ -1,4 +1,4 @@
-//! Plugins (`02-server.md` §14): the registry cached in memory, routing of a write's publish
+//! Plugins (`docs/plugins.md`): the registry cached in memory, routing of a write's publish
 //! targets, and one long-lived delivery worker per enabled plugin draining the durable queue
 //! the store fills in each write's commit.
 //!

@@ -1,6 +1,6 @@
-//! Plugin definitions (`02-server.md` §14.1): `<data_dir>/plugins.json`, a JSON array, read
-//! once at start and again only when the file changes (or an admin request changes it); writes
-//! never read it.
+//! Plugin definitions (`docs/plugins.md`, "Definitions and the registry"):
+//! `<data_dir>/plugins.json`, a JSON array, read once at start and again only when the file changes
+//! (or an admin request changes it); writes never read it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

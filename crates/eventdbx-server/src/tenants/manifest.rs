@@ -1,5 +1,6 @@
-//! The schema-version manifest of one tenant (`02-server.md` §11): published versions of the
-//! tenant's schema set, which one is active, and the audit log of publish and activate actions.
+//! The schema-version manifest of one tenant (`docs/server.md`, "Schema versions"): published
+//! versions of the tenant's schema set, which one is active, and the audit log of publish and
+//! activate actions.
 //!
 //! Stored at `<data_dir>/tenants/<tenant>/schemas/manifest.json`:
 //!

@@ -1,5 +1,5 @@
-//! Tenants (`02-server.md` §11–§13): shard placement, storage quotas, the schema set of each
-//! tenant and its published versions.
+//! Tenants (`docs/server.md`, "Tenants" and "Quotas"): shard placement, storage quotas, the schema
+//! set of each tenant and its published versions.
 //!
 //! Everything is read from disk once, in [`Tenants::open`], and served from memory afterwards:
 //! the request path ([`Tenants::shard_of`], [`Tenants::quota_bytes`], [`Tenants::schemas`]) reads

@@ -66,7 +66,8 @@ pub struct ActivateOutcome {
 }
 
 impl Tenants {
-    /// `tenantSchemaPublish`: versions the tenant's current schema set (§11 steps 1–6).
+    /// `tenantSchemaPublish`: versions the tenant's current schema set (`docs/server.md`, "Schema
+    /// versions").
     ///
     /// 1. The current set is the one in memory, which mirrors `schemas.json`. **Ours:** a tenant
     ///    without `schemas.json` publishes `{}` (the reference fails with `io`).

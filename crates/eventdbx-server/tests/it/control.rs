@@ -1,4 +1,4 @@
-//! Handshake, transport and negotiation against a real server (`04-acceptance.md` section A).
+//! Handshake, transport and negotiation against a real server.
 
 use std::collections::HashMap;
 
@@ -20,7 +20,7 @@ fn rejection(server: &TestServer, hello: &Hello) -> HelloResponse {
     response
 }
 
-/// The 56-byte example of §3.1, the hello our client puts on the wire.
+/// The 56-byte v1 hello of `docs/protocol.md`, "Hello", the hello our client puts on the wire.
 const SPEC_HELLO: &str = "0000000006000000000000000100020001000000000000000500000022000000\
                           0500000042000000746f6b000000000064656661756c7400";
 

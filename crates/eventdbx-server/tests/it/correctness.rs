@@ -1,4 +1,4 @@
-//! Correctness decisions over real sockets (`04-acceptance.md` section E) and query errors.
+//! Correctness decisions over real sockets and query errors.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};

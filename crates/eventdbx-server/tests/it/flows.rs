@@ -1,4 +1,4 @@
-//! The reference control flows (`04-acceptance.md` sections B and C) over real sockets.
+//! The reference control flows (writes, reads, snapshots, archive) over real sockets.
 
 use serde_json::{json, Value};
 

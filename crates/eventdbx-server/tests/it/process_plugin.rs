@@ -109,7 +109,7 @@ fn full_event(sequence: u64) -> PluginEvent {
     }
 }
 
-/// The shape of a job in each payload mode (`02-server.md` §14.2, ours: excluded parts empty).
+/// The shape of a job in each payload mode (`docs/plugins.md`; excluded parts empty).
 fn mode_shapes() -> Vec<(&'static str, PluginEvent)> {
     let no_state = |event: PluginEvent| PluginEvent {
         state_entries: Vec::new(),

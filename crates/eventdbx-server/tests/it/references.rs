@@ -1,6 +1,6 @@
-//! References (`02-server.md` §7) over real TCP: canonical values, strong and weak integrity,
-//! references that never leave the tenant, `listReferrers`, resolution on get and list, and the
-//! archive cascade (restrict and nullify, §4.6).
+//! References (`docs/server.md`, "References") over real TCP: canonical values, strong and weak
+//! integrity, references that never leave the tenant, `listReferrers`, resolution on get and list,
+//! and the archive cascade (restrict and nullify).
 
 use eventdbx_proto::message;
 use eventdbx_proto::schema::control_capnp::control_response::payload::Which;
@@ -179,7 +179,7 @@ fn values_are_canonical_and_strong_references_checked() {
     ));
     assert_eq!(event["payload"]["memo"], "ghost#g-1");
     assert_eq!(event["payload"]["other"], "invoice#i-1");
-    // Schema rules still come first (§6.2 before §7).
+    // Schema rules still come first, before the reference checks.
     assert_eq!(
         violation(c.apply(
             "invoice",

@@ -1,5 +1,5 @@
 //! Tenants: shard placement, quotas, schema sets, publishing and reloading
-//! (`02-server.md` §11–§13, §6.3).
+//! (`docs/server.md`, "Tenants", "Quotas" and "Replacing the set").
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use eventdbx_server::tenants::{AuditAction, PublishRequest, Tenants};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-/// The schema map of `01-wire-protocol.md` §14.5.
+/// A schema map (`docs/protocol.md`, "JSON shapes").
 const PERSON_SCHEMAS: &str = r#"{"person": {"aggregate": "person", "snapshot_threshold": 100, "locked": false,
   "field_locks": [], "hidden": false, "hidden_fields": ["ssn"],
   "column_types": {"email": {"type": "text", "required": true, "format": "email"},

@@ -1,4 +1,4 @@
-//! Tenants, quotas and schemas over the control port (`04-acceptance.md` section D), and
+//! Tenants, quotas and schemas over the control port, and
 //! cross-tenant isolation.
 
 use serde_json::{json, Value};

@@ -1,5 +1,5 @@
-//! The durable plugin queue (`02-server.md` §14.4) in the same database as the events, so a
-//! write's jobs commit with it.
+//! The durable plugin queue (`docs/plugins.md`, "Delivery") in the same database as the events, so
+//! a write's jobs commit with it.
 //!
 //! Tables: [`JOBS`] holds every job record by id; [`JOB_QUEUE`] orders the pending and
 //! processing jobs of each plugin by (priority rank, id); [`JOB_DONE`] orders delivered jobs by

@@ -16,7 +16,7 @@ use crate::{Result, StoreError};
 pub(super) const AGGREGATES: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("aggregates");
 
-/// (tenant, type, id, version) → event (JSON, the §14.2 shape).
+/// (tenant, type, id, version) → event (JSON, the event shape of `docs/protocol.md`).
 pub(super) const EVENTS: TableDefinition<(&str, &str, &str, u64), &[u8]> =
     TableDefinition::new("events");
 

@@ -189,8 +189,8 @@ fn resolve_unqualified<'a>(aggregate: &AggregateView<'a>, field: &str) -> Resolv
     walk_map(map, &segments).map(Cow::Borrowed)
 }
 
-/// The event's `metadata` object as filters see it (§8.6), resolved one path at a time so no
-/// JSON is built for fields nobody asked about.
+/// The event's `metadata` object as filters see it (`docs/server.md`, "Filter"), resolved one path
+/// at a time so no JSON is built for fields nobody asked about.
 fn resolve_metadata<'a>(event: &EventView<'a>, segments: &[&str]) -> Resolved<'a> {
     match segments {
         ["note"] => event.note.map(|n| Cow::Owned(Value::from(n))),

@@ -1,5 +1,5 @@
-//! The filter language (§8.6 plus ours: `>=`, `<=`, backtick-quoted field names and
-//! `LIKE … ESCAPE 'c'`).
+//! The filter language (`docs/server.md`, "Filter", with ours: `>=`, `<=`, backtick-quoted field
+//! names and `LIKE … ESCAPE 'c'`).
 //!
 //! [`Filter::parse`] tokenizes and parses by recursive descent into an [`Expr`]; `Display`
 //! prints the canonical form, which parses back to an equal tree. Evaluation keeps JSON types:
@@ -124,7 +124,7 @@ impl Filter {
 
     /// Whether the filter compares a field named `archived` (any case), or a type-qualified
     /// `<type>.archived` of a known type: such filters widen a listing's scope to active +
-    /// archived (§8.2).
+    /// archived.
     pub fn mentions_archived(&self, types: &dyn AggregateTypes) -> bool {
         fn walk(expr: &Expr, types: &dyn AggregateTypes) -> bool {
             match expr {
@@ -142,7 +142,7 @@ impl Filter {
     }
 
     /// Evaluates the filter on an aggregate. `types` tells which first path segments are
-    /// aggregate type names (the type-qualified paths of ours, §8.6).
+    /// aggregate type names (the type-qualified paths of ours).
     pub fn matches_aggregate(
         &self,
         aggregate: &AggregateView<'_>,
@@ -153,7 +153,7 @@ impl Filter {
         })
     }
 
-    /// Evaluates the filter on an event (`listEvents`, §8.6 "Field resolution on events").
+    /// Evaluates the filter on an event (`listEvents`; `docs/server.md`, "Filter").
     pub fn matches_event(&self, event: &EventView<'_>) -> bool {
         eval::eval(&self.expr, &|field| eval::resolve_event(event, field))
     }

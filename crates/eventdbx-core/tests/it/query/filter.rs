@@ -1,5 +1,5 @@
-//! The filter language (`02-server.md` §8.6): parsing, the spec's error messages, evaluation,
-//! and a reference model the evaluator must agree with.
+//! The filter language (`docs/server.md`, "Filter"): parsing, the spec's error messages,
+//! evaluation, and a reference model the evaluator must agree with.
 
 use super::*;
 
@@ -270,7 +270,7 @@ proptest! {
     }
 }
 
-/// A tiny reference model: one field `x`, a predicate, and the §8.6 rules written directly.
+/// A tiny reference model: one field `x`, a predicate, and the filter rules written directly.
 #[derive(Debug, Clone)]
 enum Simple {
     Cmp(CompareOp, Literal),

@@ -1,4 +1,4 @@
-//! Filter, sort and cursor languages (`02-server.md` §8.3–§8.6).
+//! Filter, sort and cursor languages (`docs/server.md`, "Reads").
 #![allow(clippy::unwrap_used)]
 
 mod cursor;

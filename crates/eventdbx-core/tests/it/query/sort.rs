@@ -1,4 +1,4 @@
-//! The sort language (`02-server.md` §8.4): grammar, errors, round trips.
+//! The sort language (`docs/server.md`, "Sort"): grammar, errors, round trips.
 
 use super::*;
 

@@ -1,6 +1,6 @@
-//! The `process` kind: a job becomes a [`PluginEvent`] (§14.5, ours: every job is sent, parts
-//! the mode excludes are empty) delivered by the long-lived child [`runner`] (spawn, init, ack,
-//! restart with backoff), which holds no plugin-registry knowledge of its own.
+//! The `process` kind: a job becomes a [`PluginEvent`] (`docs/plugins.md`, "Process plugins"; every
+//! job is sent, parts the mode excludes are empty) delivered by the long-lived child [`runner`]
+//! (spawn, init, ack, restart with backoff), which holds no plugin-registry knowledge of its own.
 
 pub mod runner;
 

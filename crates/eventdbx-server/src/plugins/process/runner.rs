@@ -1,6 +1,6 @@
 //! The `process` plugin kind: one long-lived child per plugin, fed `PluginEnvelope` messages on
-//! its stdin, answering each event with an ack (or an error) on its stdout (`02-server.md` §14.1,
-//! §14.5; the envelope codec is [`eventdbx_proto::plugin`]).
+//! its stdin, answering each event with an ack (or an error) on its stdout (`docs/plugins.md`,
+//! "Process plugins"; the envelope codec is [`eventdbx_proto::plugin`]).
 //!
 //! [`ProcessPlugin::deliver`] hands one event to the child and waits for its answer. It starts the
 //! child lazily (and sends it [`PluginInit`] first), and replaces a child that died, hung past the

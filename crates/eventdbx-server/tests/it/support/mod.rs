@@ -1,6 +1,6 @@
 //! A real server on `127.0.0.1:0` and a small blocking client built only from `eventdbx-proto`.
 //!
-//! The client speaks exactly the bytes of `01-wire-protocol.md`: a raw hello, the v1
+//! The client speaks exactly the bytes of `docs/protocol.md`: a raw hello, the v1
 //! (`Noise_NNpsk0`) or v2 (`Noise_XXpsk3`) handshake, then framed `ControlRequest`s. It records
 //! every byte it sends and receives so tests can inspect the wire.
 
@@ -29,7 +29,7 @@ use eventdbx_store::Durability;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
-/// Every action of the common set-up token `T` (`04-acceptance.md`), plus the schema actions.
+/// Every action of the common set-up token `T`, plus the schema actions.
 pub const ALL_ACTIONS: [&str; 7] = [
     "aggregate.create",
     "aggregate.append",
