@@ -156,7 +156,7 @@ fn bootstrap_ttl(dir: &std::path::Path) -> u64 {
     expires - issued
 }
 
-/// 04-acceptance 97: init, init again, `--ttl 10d`, discovery from nested directories, and
+/// `dbx init`, init again, `--ttl 10d`, discovery from nested directories, and
 /// the error outside any workspace.
 #[test]
 fn workspace_init_ttl_and_discovery() {
@@ -214,7 +214,7 @@ fn workspace_init_ttl_and_discovery() {
     }
 }
 
-/// 04-acceptance 98: the bootstrap token is listed with its subject; a generated token's JSON
+/// The bootstrap token is listed with its subject; a generated token's JSON
 /// carries its claims.
 #[test]
 fn token_list_and_generate() {
@@ -270,7 +270,7 @@ fn token_list_and_generate() {
     );
 }
 
-/// 04-acceptance 100: `dbx serve destroy` removes `.dbx` only (an external data directory
+/// `dbx serve destroy` removes `.dbx` only (an external data directory
 /// stays), asks for confirmation without `--yes`, and later commands say to run `dbx init`.
 #[test]
 fn serve_destroy_removes_the_workspace_only() {
