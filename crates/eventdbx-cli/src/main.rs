@@ -604,7 +604,7 @@ fn start(explicit: Option<&Path>) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    waiting.finish();
+    waiting.give_up();
     bail!(
         "the server did not come up; see {}",
         config.data_dir.join("eventdbx.log").display()
@@ -627,7 +627,7 @@ fn stop(config: &Config) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    waiting.finish();
+    waiting.give_up();
     signal(pid, Signal::KILL)?;
     let _ = std::fs::remove_file(pid_file(config));
     out!("killed (did not stop within 5 s)");

@@ -32,7 +32,19 @@ impl Spinner {
 
     /// Removes the spinner and says how long the wait took.
     pub fn finish(self) {
+        self.end("done");
+    }
+
+    /// Removes the spinner after a wait that did not end as hoped (the caller says why).
+    pub fn give_up(self) {
+        self.end("gave up");
+    }
+
+    fn end(self, outcome: &str) {
         self.bar.finish_and_clear();
-        eprintln!("done in {:.1}s", self.started.elapsed().as_secs_f64());
+        eprintln!(
+            "{outcome} after {:.1}s",
+            self.started.elapsed().as_secs_f64()
+        );
     }
 }
