@@ -424,6 +424,10 @@ fn serve(config: &Config) -> Result<()> {
         let http = tokio::net::TcpListener::bind(&http_addr)
             .await
             .with_context(|| format!("binding HTTP port {http_addr}"))?;
+        // Installed before the banner: whoever waits for it may send SIGTERM at once, and must
+        // get a clean shutdown rather than the default action of the signal.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
         out!(
             "dbx listening: control {} (protocol v2{}), http {}; durability {}; server key {}",
             control.local_addr()?,
@@ -445,9 +449,6 @@ fn serve(config: &Config) -> Result<()> {
             })
         };
         let signals = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},

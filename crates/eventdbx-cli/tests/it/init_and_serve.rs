@@ -353,3 +353,29 @@ fn a_closed_stdout_ends_the_command_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// `dbx stop` asks the server to shut down with SIGTERM (sent through rustix, no `kill`
+/// command): the server finishes cleanly, so it exits with status 0 rather than being killed,
+/// and the pid file is removed.
+#[test]
+fn stop_shuts_the_server_down_with_sigterm() {
+    let mut ws = crate::workspace::Workspace::start();
+    let pid_file = ws.dir.path().join(".dbx/eventdbx.pid");
+    std::fs::write(&pid_file, ws._serving.0.id().to_string()).expect("pid file");
+    let stop = dbx(ws.dir.path())
+        .arg("stop")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dbx stop");
+    // Reaping the server here lets `dbx stop` see it gone.
+    let status = ws._serving.0.wait().expect("server exits");
+    let stopped = stop.wait_with_output().expect("dbx stop ends");
+    assert!(
+        status.success(),
+        "the server was not shut down cleanly: {status}"
+    );
+    assert!(stopped.status.success(), "{}", output_text(&stopped.stderr));
+    assert_eq!(output_text(&stopped.stdout), "stopped\n");
+    assert!(!pid_file.exists());
+}
