@@ -149,6 +149,16 @@ impl<'de> Deserialize<'de> for RestrictSetting {
 }
 
 pub(super) fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Config, ConfigError> {
+    let (file, unknown) = read(text, origin)?;
+    let keys = Keys { origin };
+    for key in &unknown {
+        keys.warn(key, "unknown key ignored");
+    }
+    keys.build(file, base_dir)
+}
+
+/// The file's keys, typed, and the dotted names of the keys nothing reads.
+fn read(text: &str, origin: &str) -> Result<(ConfigFile, Vec<String>), ConfigError> {
     let syntax_error = |err: toml::de::Error| ConfigError::Parse {
         origin: origin.to_owned(),
         message: err.message().to_owned(),
@@ -157,9 +167,10 @@ pub(super) fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Config,
     let mut unknown = Vec::new();
     let mut note_unknown = |path: serde_ignored::Path| unknown.push(path.to_string());
     let tracked = serde_ignored::Deserializer::new(document, &mut note_unknown);
-    let file: ConfigFile = serde_path_to_error::deserialize(tracked).map_err(|err| {
+    let file = serde_path_to_error::deserialize(tracked).map_err(|err| {
         let key = err.path().to_string();
         let message = err.inner().message().to_owned();
+        // No key: the error is about the text as a whole.
         if key == "." {
             ConfigError::Parse {
                 origin: origin.to_owned(),
@@ -173,11 +184,7 @@ pub(super) fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Config,
             }
         }
     })?;
-    let file_keys = Keys { origin };
-    for key in &unknown {
-        file_keys.warn(key, "unknown key ignored");
-    }
-    file_keys.build(file, base_dir)
+    Ok((file, unknown))
 }
 
 /// Turns the file into a [`Config`]; names `origin` in errors and warnings.
@@ -446,6 +453,24 @@ mod tests {
             text.contains("`restrict`") && text.contains("off, default, strict"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_table() -> Result<(), ConfigError> {
+        let text = "some_future_key = 1\nno_noise = true\n[socket]\nbind_adr = \"x\"\n\
+                    [plugins]\nx = 1\n[plugin_queue.prune]\nkeep = 2\n";
+        let (_, mut unknown) = read(text, "config text")?;
+        unknown.sort();
+        assert_eq!(
+            unknown,
+            [
+                "plugin_queue.prune.keep",
+                "plugins",
+                "socket.bind_adr",
+                "some_future_key",
+            ]
+        );
+        Ok(())
     }
 
     #[test]
