@@ -26,6 +26,7 @@ fn stdout_failed(err: &std::io::Error) -> ! {
 }
 
 mod plugin;
+mod progress;
 mod remote;
 mod schema;
 
@@ -37,9 +38,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use eventdbx_server::auth::{Authority, TokenRequest};
-use eventdbx_server::config::{init_workspace, Config, InitOutcome};
+use eventdbx_server::config::{init_workspace, Config, ConfigValue, InitOutcome};
 use eventdbx_server::fs::{write_atomic, write_secret, STATE_FILE_MODE};
 use eventdbx_server::{authority_config, read_server_key, Server};
+use rustix::process::{Pid, Signal};
 
 #[derive(Parser)]
 #[command(
@@ -85,8 +87,9 @@ enum Command {
     /// The v2 server key.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Print the configuration (never secrets).
-    Config,
+    /// Print the configuration (never secrets); with flags, change those keys in the file first,
+    /// keeping its comments.
+    Config(ConfigArgs),
     /// Create, write, read, verify and archive aggregates (through the running server).
     Aggregate(remote::AggregateArgs),
     /// The events of an aggregate (through the running server).
@@ -123,6 +126,84 @@ enum ServeAction {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// `dbx config` flags: each sets one key of the config file (`docs/configuration.md`).
+#[derive(Args)]
+struct ConfigArgs {
+    /// `port`: the HTTP health/metrics port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// `data_dir` (a relative path is taken from the current directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `cache_threshold`.
+    #[arg(long)]
+    cache_threshold: Option<u64>,
+    /// `list_page_size`: page size of a list without `take`.
+    #[arg(long)]
+    list_page_size: Option<u64>,
+    /// `page_limit`: the largest page.
+    #[arg(long)]
+    page_limit: Option<u64>,
+    /// `snowflake_worker_id` (0-1023).
+    #[arg(long)]
+    snowflake_worker_id: Option<u16>,
+    /// `[socket] bind_addr`: the control-protocol address.
+    #[arg(long)]
+    bind_addr: Option<String>,
+    /// `restrict`: off, default or strict.
+    #[arg(long)]
+    restrict: Option<String>,
+    /// Refuse plaintext sessions (`allow_plaintext = false`).
+    #[arg(long, conflicts_with = "no_noise")]
+    noise: bool,
+    /// Allow plaintext sessions (`allow_plaintext = true`).
+    #[arg(long)]
+    no_noise: bool,
+}
+
+impl ConfigArgs {
+    /// The keys to set, in the file's words.
+    fn edits(self) -> Result<Vec<(&'static str, ConfigValue)>> {
+        let int = |n: u64| i64::try_from(n).map(ConfigValue::Integer);
+        let mut edits = Vec::new();
+        if let Some(port) = self.port {
+            edits.push(("port", ConfigValue::Integer(port.into())));
+        }
+        if let Some(dir) = self.data_dir {
+            let dir = std::path::absolute(&dir)?;
+            let dir = dir
+                .to_str()
+                .with_context(|| format!("{} is not UTF-8", dir.display()))?;
+            edits.push(("data_dir", ConfigValue::Text(dir.to_owned())));
+        }
+        for (key, value) in [
+            ("cache_threshold", self.cache_threshold),
+            ("list_page_size", self.list_page_size),
+            ("page_limit", self.page_limit),
+        ] {
+            if let Some(value) = value {
+                edits.push((
+                    key,
+                    int(value).with_context(|| format!("--{key} is too large"))?,
+                ));
+            }
+        }
+        if let Some(id) = self.snowflake_worker_id {
+            edits.push(("snowflake_worker_id", ConfigValue::Integer(id.into())));
+        }
+        if let Some(addr) = self.bind_addr {
+            edits.push(("socket.bind_addr", ConfigValue::Text(addr)));
+        }
+        if let Some(mode) = self.restrict {
+            edits.push(("restrict", ConfigValue::Text(mode)));
+        }
+        if self.noise || self.no_noise {
+            edits.push(("allow_plaintext", ConfigValue::Bool(self.no_noise)));
+        }
+        Ok(edits)
+    }
 }
 
 #[derive(Subcommand)]
@@ -244,13 +325,18 @@ fn run(cli: Cli) -> Result<()> {
             out!("{}", key.fingerprint());
             Ok(())
         }
-        Command::Config => {
-            {
-                use std::io::Write as _;
-                let text = load_config(cli.config.as_deref())?.to_toml();
-                if let Err(err) = write!(std::io::stdout().lock(), "{text}") {
-                    stdout_failed(&err);
-                }
+        Command::Config(args) => {
+            use std::io::Write as _;
+            let edits = args.edits()?;
+            let config = if edits.is_empty() {
+                load_config(cli.config.as_deref())?
+            } else {
+                let path = config_path(cli.config.as_deref())?;
+                Config::edit_file(&path, &edits)
+                    .with_context(|| format!("editing {}", path.display()))?
+            };
+            if let Err(err) = write!(std::io::stdout().lock(), "{}", config.to_toml()?) {
+                stdout_failed(&err);
             }
             Ok(())
         }
@@ -265,21 +351,24 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// `--config`, else `.dbx/config.toml` found upwards; `EVENTDBX_AUTO_INIT` creates one here.
+fn config_path(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let cwd = std::env::current_dir()?;
+    match Config::discover(&cwd) {
+        Some(path) => Ok(path),
+        None if auto_init() => Ok(init_workspace(&cwd)?.config_path().to_path_buf()),
+        None => bail!(
+            "no .dbx/config.toml in {} or above. Run `dbx init` to create a workspace",
+            cwd.display()
+        ),
+    }
+}
+
+/// The config of [`config_path`].
 fn load_config(explicit: Option<&Path>) -> Result<Config> {
-    let path = match explicit {
-        Some(path) => path.to_path_buf(),
-        None => {
-            let cwd = std::env::current_dir()?;
-            match Config::discover(&cwd) {
-                Some(path) => path,
-                None if auto_init() => init_workspace(&cwd)?.config_path().to_path_buf(),
-                None => bail!(
-                    "no .dbx/config.toml in {} or above. Run `dbx init` to create a workspace",
-                    cwd.display()
-                ),
-            }
-        }
-    };
+    let path = config_path(explicit)?;
     Config::load(&path).with_context(|| format!("loading {}", path.display()))
 }
 
@@ -335,6 +424,10 @@ fn serve(config: &Config) -> Result<()> {
         let http = tokio::net::TcpListener::bind(&http_addr)
             .await
             .with_context(|| format!("binding HTTP port {http_addr}"))?;
+        // Installed before the banner: whoever waits for it may send SIGTERM at once, and must
+        // get a clean shutdown rather than the default action of the signal.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
         out!(
             "dbx listening: control {} (protocol v2{}), http {}; durability {}; server key {}",
             control.local_addr()?,
@@ -356,9 +449,6 @@ fn serve(config: &Config) -> Result<()> {
             })
         };
         let signals = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
@@ -503,8 +593,10 @@ fn start(explicit: Option<&Path>) -> Result<()> {
         STATE_FILE_MODE,
     )?;
     // Wait until the control port answers, or the child dies.
+    let waiting = progress::Spinner::start("starting the server".to_owned());
     for _ in 0..100 {
         if std::net::TcpStream::connect(&config.socket.bind_addr).is_ok() {
+            waiting.finish();
             out!("started (pid {})", child.id());
             return Ok(());
         }
@@ -513,6 +605,7 @@ fn start(explicit: Option<&Path>) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    waiting.give_up();
     bail!(
         "the server did not come up; see {}",
         config.data_dir.join("eventdbx.log").display()
@@ -524,25 +617,35 @@ fn stop(config: &Config) -> Result<()> {
         out!("not running");
         return Ok(());
     };
-    let _ = Process::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    signal(pid, Signal::TERM)?;
+    let waiting = progress::Spinner::start(format!("stopping the server (pid {pid})"));
     for _ in 0..50 {
         if running_pid(config).is_none() {
+            waiting.finish();
             let _ = std::fs::remove_file(pid_file(config));
             out!("stopped");
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = Process::new("kill")
-        .arg("-KILL")
-        .arg(pid.to_string())
-        .status();
+    waiting.give_up();
+    signal(pid, Signal::KILL)?;
     let _ = std::fs::remove_file(pid_file(config));
     out!("killed (did not stop within 5 s)");
     Ok(())
+}
+
+/// Sends `signal` to the server process; one that is already gone is not an error.
+fn signal(pid: u32, signal: Signal) -> Result<()> {
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .with_context(|| format!("{pid} is not a process id"))?;
+    match rustix::process::kill_process(target, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(err) => Err(anyhow::Error::new(std::io::Error::from(err))
+            .context(format!("signalling the server (pid {pid})"))),
+    }
 }
 
 fn status(config: &Config, json: bool) -> Result<()> {

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
 
-use crate::remote::{print_value, ConnectArgs};
+use crate::remote::{align_right, print_value, table, ConnectArgs};
 
 /// `dbx plugin …`
 #[derive(Args, Debug)]
@@ -306,19 +306,23 @@ pub fn plugin(args: PluginArgs, config: Option<&Path>, json: bool) -> Result<()>
         if plugins.is_empty() {
             out!("no plugins configured");
         }
-        for p in plugins {
-            out!(
-                "{:<24} {:<8} {:<9} emit_events={:<5} mode={}",
-                p["name"].as_str().unwrap_or(""),
-                p["kind"].as_str().unwrap_or(""),
+        let mut table = table(["name", "kind", "state", "emit events", "mode"]);
+        for p in &plugins {
+            table.add_row([
+                p["name"].as_str().unwrap_or("").to_owned(),
+                p["kind"].as_str().unwrap_or("").to_owned(),
                 if p["enabled"] == Value::Bool(true) {
                     "enabled"
                 } else {
                     "disabled"
-                },
-                p["emit_events"],
-                p["payload_mode"].as_str().unwrap_or("")
-            );
+                }
+                .to_owned(),
+                p["emit_events"].to_string(),
+                p["payload_mode"].as_str().unwrap_or("").to_owned(),
+            ]);
+        }
+        if !plugins.is_empty() {
+            out!("{}", table.trim_fmt());
         }
     } else {
         print_value(&result, false);
@@ -364,22 +368,33 @@ pub fn queue(args: QueueArgs, config: Option<&Path>, json: bool) -> Result<()> {
                 c["done"],
                 c["dead"]
             );
-            for job in result["jobs"].as_array().cloned().unwrap_or_default() {
-                out!(
-                    "#{:<6} {:<20} {:<10} {:<6} event {} {}/{} attempts {}{}",
-                    job["id"],
-                    job["plugin"].as_str().unwrap_or(""),
-                    job["status"].as_str().unwrap_or(""),
-                    job["priority"].as_str().unwrap_or(""),
-                    job["event_id"].as_str().unwrap_or(""),
-                    job["aggregate_type"].as_str().unwrap_or(""),
-                    job["aggregate_id"].as_str().unwrap_or(""),
-                    job["attempts"],
-                    job["last_error"]
-                        .as_str()
-                        .map(|e| format!("  last error: {e}"))
-                        .unwrap_or_default()
-                );
+            let jobs = result["jobs"].as_array().cloned().unwrap_or_default();
+            let mut table = table([
+                "job",
+                "plugin",
+                "status",
+                "priority",
+                "event",
+                "aggregate",
+                "attempts",
+                "last error",
+            ]);
+            for job in &jobs {
+                let text = |key: &str| job[key].as_str().unwrap_or("").to_owned();
+                table.add_row([
+                    format!("#{}", job["id"]),
+                    text("plugin"),
+                    text("status"),
+                    text("priority"),
+                    text("event_id"),
+                    format!("{}/{}", text("aggregate_type"), text("aggregate_id")),
+                    job["attempts"].to_string(),
+                    job["last_error"].as_str().unwrap_or("-").to_owned(),
+                ]);
+            }
+            align_right(&mut table, &[6]);
+            if !jobs.is_empty() {
+                out!("{}", table.trim_fmt());
             }
         }
         "queue.retry" => out!("{} job(s) queued again", result["retried"]),

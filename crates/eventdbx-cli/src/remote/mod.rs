@@ -191,6 +191,30 @@ fn print_written(written: &Written, json: bool) {
     }
 }
 
+/// A borderless table of plain text (no colours, no width guessing), readable on a terminal
+/// and splittable on whitespace in a pipe: the first column starts the line, columns are two
+/// spaces apart. Print it with [`comfy_table::Table::trim_fmt`] (no trailing spaces).
+pub fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header);
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+}
+
+/// Right-aligns the numeric `columns` of `table`.
+pub fn align_right(table: &mut comfy_table::Table, columns: &[usize]) {
+    for index in columns {
+        if let Some(column) = table.column_mut(*index) {
+            column.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+}
+
 /// A page as `{"<name>": [...], "next_cursor": …}` with `--json`; one item a line otherwise.
 fn print_page(name: &str, items: Vec<Value>, next_cursor: Option<String>, json: bool) {
     if json {

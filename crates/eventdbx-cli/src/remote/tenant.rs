@@ -1,9 +1,6 @@
 //! `dbx tenant …`: list, assign, unassign, reload, quotas and storage of tenants.
 
-use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -18,14 +15,14 @@ fn print_tenants(tenants: &[Value]) {
         out!("no tenants");
         return;
     }
-    out!(
-        "{:<24} {:<11} {:>10} {:>12} {:>14}  active schema",
+    let mut table = super::table([
         "tenant",
         "shard",
         "quota MB",
         "events",
-        "bytes"
-    );
+        "bytes",
+        "active schema",
+    ]);
     for t in tenants {
         let shard = format!(
             "{}{}",
@@ -35,16 +32,17 @@ fn print_tenants(tenants: &[Value]) {
         let quota = t["quota_mb"]
             .as_u64()
             .map_or_else(|| "-".to_owned(), |q| q.to_string());
-        out!(
-            "{:<24} {:<11} {:>10} {:>12} {:>14}  {}",
-            t["tenant_id"].as_str().unwrap_or("?"),
+        table.add_row([
+            t["tenant_id"].as_str().unwrap_or("?").to_owned(),
             shard,
             quota,
-            t["events"],
-            t["storage_bytes"],
-            t["active_version"].as_str().unwrap_or("-")
-        );
+            t["events"].to_string(),
+            t["storage_bytes"].to_string(),
+            t["active_version"].as_str().unwrap_or("-").to_owned(),
+        ]);
     }
+    super::align_right(&mut table, &[2, 3, 4]);
+    out!("{}", table.trim_fmt());
     out!("(* = default shard, not explicitly assigned)");
 }
 
@@ -167,7 +165,9 @@ pub fn tenant(args: TenantArgs, config: Option<&Path>, json: bool) -> Result<()>
             }
         }
         TenantCommand::Quota(QuotaCommand::Recalc { tenant_id }) => {
-            let spinner = Spinner::start(format!("recalculating storage of tenant {tenant_id}"));
+            let spinner = crate::progress::Spinner::start(format!(
+                "recalculating storage of tenant {tenant_id}"
+            ));
             // No request timeout of its own: a large tenant may take a while.
             let result = client
                 .with_request_timeout(Duration::from_secs(3600))
@@ -186,55 +186,4 @@ pub fn tenant(args: TenantArgs, config: Option<&Path>, json: bool) -> Result<()>
         }
     }
     Ok(())
-}
-
-/// A progress indicator on stderr: a spinner on a terminal, a start and an end line otherwise.
-struct Spinner {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    started: std::time::Instant,
-}
-
-impl Spinner {
-    fn start(label: String) -> Spinner {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = if std::io::stderr().is_terminal() {
-            let stop = Arc::clone(&stop);
-            Some(std::thread::spawn(move || {
-                const FRAMES: [char; 4] = ['|', '/', '-', '\\'];
-                let started = std::time::Instant::now();
-                let mut frame = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let mut stderr = std::io::stderr().lock();
-                    let _ = write!(
-                        stderr,
-                        "\r{} {label} ({:.1}s)",
-                        FRAMES[frame % FRAMES.len()],
-                        started.elapsed().as_secs_f64()
-                    );
-                    let _ = stderr.flush();
-                    drop(stderr);
-                    frame += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                let _ = write!(std::io::stderr(), "\r\x1b[2K");
-            }))
-        } else {
-            eprintln!("{label}...");
-            None
-        };
-        Spinner {
-            stop,
-            thread,
-            started: std::time::Instant::now(),
-        }
-    }
-
-    fn finish(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        eprintln!("done in {:.1}s", self.started.elapsed().as_secs_f64());
-    }
 }

@@ -1,4 +1,4 @@
-//! Aggregates, events and snapshots through `dbx`, and the CLI data round trip (04-acceptance 99).
+//! Aggregates, events and snapshots through `dbx`, and the CLI data round trip.
 
 use serde_json::json;
 
@@ -215,7 +215,7 @@ fn aggregates_events_and_snapshots_through_the_cli() {
     assert!(pretty.contains("\n  \"aggregate_id\": \"o-3\""), "{pretty}");
 }
 
-/// 04-acceptance 99: the CLI data round trip.
+/// The CLI data round trip.
 #[test]
 fn cli_data_round_trip() {
     let ws = Workspace::start();

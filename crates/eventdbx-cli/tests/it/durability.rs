@@ -1,11 +1,11 @@
-//! Acknowledged writes survive a SIGKILL of `dbx serve` (04-acceptance 94), and relaxed
+//! Acknowledged writes survive a SIGKILL of `dbx serve`, and relaxed
 //! durability is announced in the startup log and `/health`.
 
 use serde_json::Value;
 
 use crate::workspace::{serve, Workspace};
 
-/// 04-acceptance 94: 1,000 concurrent `apply` calls; SIGKILL right after the last
+/// 1,000 concurrent `apply` calls; SIGKILL right after the last
 /// acknowledgement; after a restart every acknowledged event is there, versions gap-free. Then,
 /// with `durability = "relaxed"`, the startup log and `/health` say so.
 #[test]

@@ -156,7 +156,7 @@ fn bootstrap_ttl(dir: &std::path::Path) -> u64 {
     expires - issued
 }
 
-/// 04-acceptance 97: init, init again, `--ttl 10d`, discovery from nested directories, and
+/// `dbx init`, init again, `--ttl 10d`, discovery from nested directories, and
 /// the error outside any workspace.
 #[test]
 fn workspace_init_ttl_and_discovery() {
@@ -214,7 +214,7 @@ fn workspace_init_ttl_and_discovery() {
     }
 }
 
-/// 04-acceptance 98: the bootstrap token is listed with its subject; a generated token's JSON
+/// The bootstrap token is listed with its subject; a generated token's JSON
 /// carries its claims.
 #[test]
 fn token_list_and_generate() {
@@ -270,7 +270,7 @@ fn token_list_and_generate() {
     );
 }
 
-/// 04-acceptance 100: `dbx serve destroy` removes `.dbx` only (an external data directory
+/// `dbx serve destroy` removes `.dbx` only (an external data directory
 /// stays), asks for confirmation without `--yes`, and later commands say to run `dbx init`.
 #[test]
 fn serve_destroy_removes_the_workspace_only() {
@@ -352,4 +352,30 @@ fn a_closed_stdout_ends_the_command_quietly() {
         assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+/// `dbx stop` asks the server to shut down with SIGTERM (sent through rustix, no `kill`
+/// command): the server finishes cleanly, so it exits with status 0 rather than being killed,
+/// and the pid file is removed.
+#[test]
+fn stop_shuts_the_server_down_with_sigterm() {
+    let mut ws = crate::workspace::Workspace::start();
+    let pid_file = ws.dir.path().join(".dbx/eventdbx.pid");
+    std::fs::write(&pid_file, ws._serving.0.id().to_string()).expect("pid file");
+    let stop = dbx(ws.dir.path())
+        .arg("stop")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dbx stop");
+    // Reaping the server here lets `dbx stop` see it gone.
+    let status = ws._serving.0.wait().expect("server exits");
+    let stopped = stop.wait_with_output().expect("dbx stop ends");
+    assert!(
+        status.success(),
+        "the server was not shut down cleanly: {status}"
+    );
+    assert!(stopped.status.success(), "{}", output_text(&stopped.stderr));
+    assert_eq!(output_text(&stopped.stdout), "stopped\n");
+    assert!(!pid_file.exists());
 }

@@ -1,5 +1,5 @@
 //! `dbx plugin …` and `dbx queue …` against a real `dbx serve`, and the durable outbox across a
-//! SIGKILL of the server (04-acceptance 93).
+//! SIGKILL of the server.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

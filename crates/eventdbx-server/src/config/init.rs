@@ -52,9 +52,9 @@ pub fn init_workspace(dir: &Path) -> Result<InitOutcome, ConfigError> {
     config.created_at = Some(now.clone());
     config.updated_at = Some(now);
     let text = format!(
-        "# dbx workspace configuration (02-server.md §15). Relative paths resolve against this\n\
-         # file's directory. Keys live in files of mode 0600 under secrets/, never here.\n{}",
-        config.to_toml()
+        "# dbx workspace configuration (docs/configuration.md). Relative paths resolve against\n\
+         # this file's directory. Keys live in files of mode 0600 under secrets/, never here.\n{}",
+        config.to_toml()?
     );
     crate::fs::write_atomic(&config_path, text.as_bytes(), crate::fs::STATE_FILE_MODE)
         .map_err(io_error(&config_path))?;

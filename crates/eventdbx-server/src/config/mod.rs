@@ -1,5 +1,5 @@
-//! The server configuration: `.dbx/config.toml` (`02-server.md` §15), its discovery and
-//! workspace initialisation (§16 `dbx init`).
+//! The server configuration: `.dbx/config.toml` (every key is described in
+//! `docs/configuration.md`), its discovery and workspace initialisation (`dbx init`).
 //!
 //! ```
 //! use eventdbx_server::config::Config;
@@ -13,22 +13,25 @@
 //! ```
 //!
 //! # Layout
-//! - [`Config`] holds every key of §15 with its default, typed and validated; relative paths
-//!   in the file resolve against the file's directory. Unknown keys are ignored with a warning,
-//!   reference-only keys are handled as §15 says (`no_noise` is an alias of `allow_plaintext`,
-//!   `data_encryption_key` is ignored, `[auth] private_key`/`public_key` are refused).
-//!   The model and its defaults are here; `load` reads a file into it (typed, validated,
-//!   clamped), `render` writes it back as TOML, `paths` derives every file and directory the
-//!   server uses from it.
+//! - [`Config`] holds every key with its default, typed and validated; relative paths in the
+//!   file resolve against the file's directory. Unknown keys are ignored with a warning, keys
+//!   of the reference server are handled as `docs/configuration.md` says (`no_noise` is an alias
+//!   of `allow_plaintext`, `data_encryption_key` is ignored, `[auth] private_key`/`public_key`
+//!   are refused). The model and its defaults are here; `load` reads a file into it (serde,
+//!   then validated and clamped), `render` writes it back as TOML (serde), `edit` changes keys
+//!   of an existing file keeping its comments (`toml_edit`), `paths` derives every file and
+//!   directory the server uses from it.
 //! - [`init_workspace`] (`init`): `dbx init` without the keys and tokens (the auth module makes
 //!   those).
 //! - Secret files and atomic writes are [`crate::fs`]'s.
 
+mod edit;
 mod init;
 mod load;
 mod paths;
 mod render;
 
+pub use edit::ConfigValue;
 pub use init::{init_workspace, InitOutcome};
 
 use std::io;
@@ -38,6 +41,7 @@ use eventdbx_core::plugin::RetryPolicy;
 use eventdbx_core::schema::RestrictMode;
 use eventdbx_proto::noise::v2::DEFAULT_MAX_MESSAGE;
 use eventdbx_store::Durability;
+use serde::Serialize;
 
 use crate::auth::{DEFAULT_CLOCK_SKEW_SECS, DEFAULT_TTL_SECS};
 /// Name of the workspace directory.
@@ -83,7 +87,14 @@ pub enum ConfigError {
         /// What is wrong and what is expected.
         message: String,
     },
-    /// Key material in the config file, which §10.1 forbids.
+    /// A config that cannot be written as TOML (a path that is not UTF-8, a number above
+    /// `i64::MAX`).
+    #[error("cannot write the config as TOML: {message}")]
+    Render {
+        /// The serializer's message.
+        message: String,
+    },
+    /// Key material in the config file: keys live in owner-only files (`docs/configuration.md`).
     #[error(
         "{origin}: `{key}` is not accepted in the config file: keys live in files of mode 0600 \
          (the token signing key in `<data_dir>/secrets/token_signing.key`, or `[auth] \
@@ -98,7 +109,7 @@ pub enum ConfigError {
 }
 
 /// `[socket]`: the control-protocol listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SocketConfig {
     /// Address the control socket binds; `127.0.0.1:6363` (the reference binds `0.0.0.0`).
     pub bind_addr: String,
@@ -115,14 +126,14 @@ pub struct SocketConfig {
 }
 
 /// `[http]`: the health and metrics listener.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct HttpConfig {
     /// Address the HTTP listener binds; `None` means `127.0.0.1:<port>`.
     pub bind_addr: Option<String>,
 }
 
 /// `[tenants]`: tenant placement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TenantsConfig {
     /// When true the hello must name a tenant.
     pub multi_tenant: bool,
@@ -133,7 +144,7 @@ pub struct TenantsConfig {
 }
 
 /// `[auth]`: token issuing and checking. Holds no key material.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuthSection {
     /// `iss` of issued tokens (`eventdbx://self`).
     pub issuer: String,
@@ -150,24 +161,27 @@ pub struct AuthSection {
 }
 
 /// `[storage]`: where and how events are stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StorageConfig {
     /// `embedded` (the default) or `postgres`.
     pub backend: String,
     /// PostgreSQL connection URL for the `postgres` backend.
     pub url: Option<String>,
     /// `sync`/`fsync` (acknowledge after fsync, the default) or `relaxed`.
+    #[serde(serialize_with = "render::durability")]
     pub durability: Durability,
 }
 
 /// `[plugin_queue]`: the plugin delivery outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PluginQueueConfig {
+    /// `[plugin_queue] backoff_unit_ms` (ours): the retry backoff unit; the default 1,000 gives
+    /// retries after 1 s, 2 s, 4 s, 10 s. Only tests should lower it, so it is written only
+    /// when changed.
+    #[serde(skip_serializing_if = "render::is_default_backoff")]
+    pub backoff_unit_ms: u64,
     /// `[plugin_queue.prune]`: removal of delivered jobs.
     pub prune: PruneConfig,
-    /// `[plugin_queue] backoff_unit_ms` (ours): the retry backoff unit; the default 1,000 gives
-    /// the spec's 1 s, 2 s, 4 s, 10 s. Only tests should lower it.
-    pub backoff_unit_ms: u64,
 }
 
 impl Default for PluginQueueConfig {
@@ -180,7 +194,7 @@ impl Default for PluginQueueConfig {
 }
 
 /// `[plugin_queue.prune]`: removal of delivered jobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PruneConfig {
     /// How long a delivered job is kept (86,400 s).
     pub done_ttl_secs: u64,
@@ -200,9 +214,10 @@ impl Default for PruneConfig {
     }
 }
 
-/// The server configuration (§15): every key with its default. Paths are absolute once loaded
-/// from a file (relative ones resolve against the file's directory).
-#[derive(Debug, Clone, PartialEq)]
+/// The server configuration: every key with its default (`docs/configuration.md`). Paths are
+/// absolute once loaded from a file (relative ones resolve against the file's directory).
+/// Serializes as the file's TOML; optional keys that are unset are left out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// HTTP health/metrics port (7070).
     pub port: u16,
@@ -210,7 +225,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Default tenant (`default`).
     pub domain: String,
-    /// When writes are validated against schemas (§6.2). The file takes a string or a bool.
+    /// When writes are validated against schemas. The file takes a string or a bool.
+    #[serde(serialize_with = "render::restrict")]
     pub restrict: RestrictMode,
     /// Page size of a list without `take` (10).
     pub list_page_size: u64,
@@ -261,7 +277,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults of §15 (ours where they differ from the reference), with `data_dir`.
+    /// The defaults (ours where they differ from the reference server), with `data_dir`.
     pub fn defaults(data_dir: PathBuf) -> Self {
         Config {
             port: 7070,
@@ -333,9 +349,10 @@ impl Config {
         let base_dir = path.parent().unwrap_or(Path::new("/"));
         load::parse(&text, base_dir, &path.display().to_string())
     }
-    /// Writes [`Config::to_toml`] to `path` atomically (mode 0644).
+    /// Writes [`Config::to_toml`] to `path` atomically (mode 0644), replacing the file and
+    /// any comments in it ([`Config::edit_file`] keeps them).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        crate::fs::write_atomic(path, self.to_toml().as_bytes(), crate::fs::STATE_FILE_MODE)
+        crate::fs::write_atomic(path, self.to_toml()?.as_bytes(), crate::fs::STATE_FILE_MODE)
             .map_err(|source| ConfigError::Io {
                 path: path.to_path_buf(),
                 source,

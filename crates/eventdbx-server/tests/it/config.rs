@@ -193,7 +193,7 @@ fn every_key_is_read_and_round_trips() -> TestResult {
     );
 
     // Paths are absolute once read, so the text reads back the same from any directory.
-    let text = config.to_toml();
+    let text = config.to_toml()?;
     assert_eq!(
         Config::from_toml_str(&text, Path::new("/elsewhere"))?,
         config
@@ -201,7 +201,7 @@ fn every_key_is_read_and_round_trips() -> TestResult {
     // So do the defaults (unset optional keys are left out).
     let defaults = Config::defaults(PathBuf::from("/d"));
     assert_eq!(
-        Config::from_toml_str(&defaults.to_toml(), Path::new("/x"))?,
+        Config::from_toml_str(&defaults.to_toml()?, Path::new("/x"))?,
         defaults
     );
     Ok(())
@@ -349,7 +349,7 @@ fn reference_aliases_and_ignored_keys() -> TestResult {
         "data_encryption_key = \"c2VjcmV0LWRlaw==\"\nsome_future_key = 1\n[plugins]\nx = 1\n",
     )?;
     assert_eq!(config, Config::defaults(PathBuf::from("/srv/app/.dbx")));
-    assert!(!config.to_toml().contains("c2VjcmV0LWRlaw=="));
+    assert!(!config.to_toml()?.contains("c2VjcmV0LWRlaw=="));
     Ok(())
 }
 
@@ -447,7 +447,7 @@ fn to_toml_never_contains_secret_file_contents() -> TestResult {
     loaded.auth.key_id = Some("key-20260101000000".to_owned());
     loaded.save(&path)?;
 
-    let text = Config::load(&path)?.to_toml();
+    let text = Config::load(&path)?.to_toml()?;
     for secret in [signing, server] {
         assert!(!text.contains(secret), "{text}");
     }
@@ -469,5 +469,99 @@ fn busy_poll_is_zero_to_disable_and_capped_at_a_millisecond() -> TestResult {
     );
     assert!(parse("[socket]\nbusy_poll_us = -1").is_err());
     assert!(parse("[socket]\nbusy_poll_us = \"fast\"").is_err());
+    Ok(())
+}
+
+/// Every dotted key below `table`, tables themselves left out.
+fn dotted_keys(prefix: &str, table: &toml::Table, keys: &mut Vec<String>) {
+    for (key, value) in table {
+        let dotted = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(inner) => dotted_keys(&format!("{dotted}."), inner, keys),
+            _ => keys.push(dotted),
+        }
+    }
+}
+
+#[test]
+fn every_key_is_in_the_configuration_reference() -> TestResult {
+    let reference = include_str!("../../../../docs/configuration.md");
+    // Every optional key set, so that the written text has them all.
+    let mut config = parse(FULL)?;
+    config.plugin_queue.backoff_unit_ms = 5;
+    let written: toml::Table = config.to_toml()?.parse()?;
+    let mut keys = Vec::new();
+    dotted_keys("", &written, &mut keys);
+    assert!(keys.len() >= 40, "{keys:?}");
+    // Read but never written: aliases and keys of the reference server.
+    keys.extend(
+        [
+            "memory_threshold",
+            "no_noise",
+            "data_encryption_key",
+            "auth.private_key",
+            "auth.public_key",
+        ]
+        .map(String::from),
+    );
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|key| !reference.contains(&format!("`{key}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not describe {missing:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn edit_file_keeps_comments_and_unknown_keys() -> TestResult {
+    let root = tempfile::tempdir()?;
+    config::init_workspace(root.path())?;
+    let path = root.path().join(".dbx/config.toml");
+    let commented = fs::read_to_string(&path)?.replace(
+        "port = 7070",
+        "# health checks come here\nport = 7070 # keep in sync with the LB",
+    ) + "\n# written by a newer server\nfuture_key = \"kept\"\n";
+    fs::write(&path, &commented)?;
+
+    let edited = Config::edit_file(
+        &path,
+        &[
+            ("port", config::ConfigValue::Integer(9090)),
+            (
+                "socket.bind_addr",
+                config::ConfigValue::Text("0.0.0.0:7000".into()),
+            ),
+            (
+                "plugin_queue.prune.interval_secs",
+                config::ConfigValue::Integer(120),
+            ),
+        ],
+    )?;
+    assert_eq!(edited.port, 9090);
+    assert_eq!(edited.socket.bind_addr, "0.0.0.0:7000");
+    assert_eq!(edited.plugin_queue.prune.interval_secs, 120);
+    assert_eq!(Config::load(&path)?, edited);
+    let text = fs::read_to_string(&path)?;
+    for kept in [
+        "# dbx workspace configuration",
+        "# health checks come here\nport = 9090 # keep in sync with the LB\n",
+        "# written by a newer server\nfuture_key = \"kept\"\n",
+    ] {
+        assert!(text.contains(kept), "{kept:?} lost:\n{text}");
+    }
+
+    // A value the config refuses leaves the file as it was.
+    let refused = Config::edit_file(
+        &path,
+        &[("snowflake_worker_id", config::ConfigValue::Integer(4096))],
+    );
+    assert!(
+        matches!(&refused, Err(ConfigError::InvalidValue { key, .. }) if key == "snowflake_worker_id"),
+        "{refused:?}"
+    );
+    assert_eq!(fs::read_to_string(&path)?, text);
     Ok(())
 }

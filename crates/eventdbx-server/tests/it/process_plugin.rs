@@ -202,11 +202,12 @@ fn assert_echoed(line: &Value, event: &PluginEvent, what: &str) {
 
 /// Kills `pid` with SIGKILL and waits until it is dead (a zombie or gone).
 fn kill_9(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -9 {pid}");
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .expect("a process id");
+    rustix::process::kill_process(target, rustix::process::Signal::KILL)
+        .unwrap_or_else(|err| panic!("SIGKILL {pid}: {err}"));
     // Only a safety net: the kernel reaps a SIGKILLed process on its own schedule.
     let deadline = Instant::now() + PATIENCE;
     while Instant::now() < deadline {
