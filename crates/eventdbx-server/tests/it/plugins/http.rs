@@ -536,3 +536,38 @@ fn https_endpoints_trust_the_configured_ca_and_fail_clearly_without_it() {
     let got = rx.wait_event("wrong-ca", &event_id_of(&applied));
     assert_eq!(got[0].body["event"]["payload"]["n"], json!(1));
 }
+
+#[test]
+fn a_redirect_is_a_failed_delivery_and_is_not_followed() {
+    let rx = Receiver::start();
+    rx.status.store(307, Ordering::SeqCst);
+    let defs = vec![http_plugin(&rx, "moved", "all", true)];
+    let server = TestServer::start(|config| {
+        write_plugins(&config.data_dir, &defs);
+        config.plugin_max_attempts = 1;
+    });
+    let mut c = server.v2("default");
+    let admin = server.token(&["*.*"], &[]);
+    ok(c.create("order", "o-1", "order_created", "{}"));
+    let deadline = Instant::now() + PATIENCE;
+    let dead = loop {
+        let listed = ok(c.admin_as(&admin, "queue.list", json!({"status": "dead"})));
+        if let Some(job) = listed["jobs"].as_array().and_then(|j| j.first()).cloned() {
+            break job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the redirected job never dead-lettered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        dead["last_error"],
+        json!("http plugin request failed (307): redirect to /hook/elsewhere refused (redirects are not followed)")
+    );
+    assert_eq!(rx.attempts("moved").len(), 1);
+    assert!(
+        rx.attempts("elsewhere").is_empty(),
+        "the redirect was followed"
+    );
+}

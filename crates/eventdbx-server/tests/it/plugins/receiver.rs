@@ -177,9 +177,16 @@ impl Receiver {
                 } else {
                     "receiver says no"
                 };
+                // A redirect points at a path of its own, which a client must not follow.
+                let location = if (300..400).contains(&code) {
+                    "location: /hook/elsewhere\r\n"
+                } else {
+                    ""
+                };
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    "HTTP/1.1 {code} X\r\n{location}content-length: {}\r\nconnection: \
+                     close\r\n\r\n{text}",
                     text.len()
                 );
                 let _ = stream.flush();
