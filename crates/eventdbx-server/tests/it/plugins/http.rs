@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::receiver::{
-    event_id_of, http_plugin, scrape_metrics, targets, write_plugins, Receiver, TestCa,
+    event_id_of, http_exchange, http_plugin, scrape_metrics, targets, write_plugins, Receiver,
+    TestCa,
 };
 use crate::support::{err, ok, TestServer, WriteOpts, PATIENCE};
 
@@ -570,4 +571,45 @@ fn a_redirect_is_a_failed_delivery_and_is_not_followed() {
         rx.attempts("elsewhere").is_empty(),
         "the redirect was followed"
     );
+}
+
+#[test]
+fn health_answers_json_and_other_paths_and_methods_are_refused() {
+    let server = TestServer::start(|_| {});
+    let health = http_exchange(&server, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n");
+    let (head, body) = health.split_once("\r\n\r\n").expect("head and body");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    let body: Value = serde_json::from_str(body).expect("health json");
+    assert_eq!(body["status"], json!("ok"));
+    assert_eq!(body["durability"], json!("relaxed"));
+    assert!(body["server_key_fingerprint"].is_string(), "{body}");
+
+    let metrics = scrape_metrics(&server);
+    assert!(
+        metrics
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE eventdbx_requests_total counter\n"),
+        "{metrics}"
+    );
+
+    let missing = http_exchange(&server, b"GET /nope HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    assert!(missing.ends_with("\r\n\r\nnot found\n"), "{missing}");
+    let posted = http_exchange(
+        &server,
+        b"POST /health HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert!(posted.starts_with("HTTP/1.1 405"), "{posted}");
+    assert!(posted.ends_with("\r\n\r\nmethod not allowed\n"), "{posted}");
 }

@@ -327,6 +327,12 @@ pub fn event_id_of(reply: &Value) -> String {
 
 /// `GET /metrics` from the server's HTTP listener, run for this one request.
 pub fn scrape_metrics(server: &TestServer) -> String {
+    http_exchange(server, b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+}
+
+/// Sends `request` to the server's HTTP listener, run for this one exchange, and reads the
+/// answer to the end (the listener closes the connection after one answer).
+pub fn http_exchange(server: &TestServer, request: &[u8]) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind http");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
@@ -348,9 +354,7 @@ pub fn scrape_metrics(server: &TestServer) -> String {
         });
     });
     let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .expect("request");
+    stream.write_all(request).expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     let _ = stop.send(());
