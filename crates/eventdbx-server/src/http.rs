@@ -1,23 +1,31 @@
-//! A small HTTP/1.1 listener for `/health` and `/metrics` (Prometheus text format).
+//! The `/health` and `/metrics` (Prometheus text format) listener, on hyper's HTTP/1 server.
 //!
-//! Deliberately minimal: one request per connection, `GET` only, 8 KiB of headers at most.
+//! One request per connection, `GET` only, 8 KiB of request buffer at most. The plugin queue's
+//! metrics are described in `docs/plugins.md`.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
 
 use crate::state::{ServerState, ACCEPT_RETRY_DELAY};
 
-/// Largest request head read; a longer one is dropped unanswered.
+/// Largest request buffer (hyper's minimum); a longer request head is refused.
 const MAX_REQUEST: usize = 8 * 1024;
 /// A client gets this long to send its request and read the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Serves until `shutdown` completes; a connection already accepted finishes on its own,
+/// bounded by [`REQUEST_TIMEOUT`].
 pub(crate) async fn serve(
     state: Arc<ServerState>,
     listener: TcpListener,
@@ -37,41 +45,43 @@ pub(crate) async fn serve(
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(&state, socket)).await;
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let response = respond(&state, &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .max_buf_size(MAX_REQUEST)
+                .timer(TokioTimer::new())
+                .header_read_timeout(REQUEST_TIMEOUT)
+                .serve_connection(TokioIo::new(socket), service);
+            // The header timeout covers a slow request; this one covers a slow reader.
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, connection).await;
         });
     }
 }
 
-async fn respond(state: &ServerState, mut socket: TcpStream) -> io::Result<()> {
-    let mut request = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 || request.len() + n > MAX_REQUEST {
-            return Ok(());
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/health") => ("200 OK", "application/json", health(state)),
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics(state)),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+fn respond(state: &ServerState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/health") => (StatusCode::OK, "application/json", health(state)),
+        (&Method::GET, "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", metrics(state)),
+        (&Method::GET, _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
         _ => (
-            "405 Method Not Allowed",
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n".to_owned(),
         ),
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    socket.write_all(response.as_bytes()).await?;
-    socket.shutdown().await
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn health(state: &ServerState) -> String {

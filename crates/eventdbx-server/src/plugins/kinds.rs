@@ -1,5 +1,5 @@
-//! How each kind delivers a job (`02-server.md` §14.5): `http` (a small HTTP/1.1 `POST` over
-//! tokio, no TLS), `tcp` (one JSON line per job on a kept-alive connection), `log` (a tracing
+//! How each kind delivers a job (see `docs/plugins.md`, "Kinds"): `http` (a `POST` through
+//! [`super::webhook`]), `tcp` (one JSON line per job on a kept-alive connection), `log` (a tracing
 //! line) and `process` (a child fed Cap'n Proto envelopes).
 
 use std::time::Duration;
@@ -7,104 +7,21 @@ use std::time::Duration;
 use eventdbx_core::plugin::{JobAction, PluginJob};
 use eventdbx_core::CoreError;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub use super::endpoint::HttpTarget;
 use super::registry::{KindConfig, PluginDef};
+use super::webhook::Webhook;
 
-/// Timeout of an HTTP request and of a TCP connect.
+/// Timeout of a whole HTTP exchange and of a TCP connect.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// POSTs `body` and reads the answer; a non-2xx status is the spec's failure text.
-pub async fn http_post(
-    target: &HttpTarget,
-    headers: &std::collections::BTreeMap<String, String>,
-    body: &[u8],
-) -> Result<(), String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(&target.authority)
-            .await
-            .map_err(|err| format!("http plugin request failed: {err}"))?;
-        let mut head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: \
-             {}\r\nConnection: close\r\n",
-            target.path,
-            target.host,
-            body.len()
-        );
-        for (name, value) in headers {
-            // Header names and values with line breaks would split the request.
-            if name.contains(['\r', '\n', ':']) || value.contains(['\r', '\n']) {
-                continue;
-            }
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .map_err(|err| format!("http plugin request failed: {err}"))?;
-        stream
-            .write_all(body)
-            .await
-            .map_err(|err| format!("http plugin request failed: {err}"))?;
-        let mut response = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stream
-                .read(&mut buf)
-                .await
-                .map_err(|err| format!("http plugin request failed: {err}"))?;
-            if n == 0 || response.len() > 64 * 1024 {
-                break;
-            }
-            response.extend_from_slice(&buf[..n]);
-            if complete(&response) {
-                break;
-            }
-        }
-        let text = String::from_utf8_lossy(&response);
-        let status: u16 = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| "http plugin request failed: malformed response".to_owned())?;
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let first: String = body.chars().take(256).collect();
-        Err(format!("http plugin request failed ({status}): {first}"))
-    };
-    match tokio::time::timeout(IO_TIMEOUT, exchange).await {
-        Ok(result) => result,
-        Err(_) => Err("http plugin request failed: timed out after 5 s".into()),
-    }
-}
-
-/// Whether a response with a `Content-Length` is complete (else read to EOF).
-fn complete(response: &[u8]) -> bool {
-    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
-    head.lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .is_some_and(|len| response.len() >= end + 4 + len)
-}
 
 /// A worker's delivery state for its plugin.
 #[derive(Debug)]
 pub enum Sink {
     /// HTTP endpoint.
-    Http {
-        /// Where.
-        target: HttpTarget,
-        /// Configured headers.
-        headers: std::collections::BTreeMap<String, String>,
-    },
+    Http(Box<Webhook>),
     /// TCP receiver and the open connection, if any.
     Tcp {
         /// `host:port`.
@@ -133,10 +50,14 @@ impl Sink {
                 endpoint,
                 headers,
                 https,
-            } => Sink::Http {
-                target: HttpTarget::parse(endpoint, *https)?,
-                headers: headers.clone(),
-            },
+                ca_file,
+            } => Sink::Http(Box::new(Webhook::new(
+                endpoint,
+                *https,
+                headers,
+                ca_file.as_deref().map(std::path::Path::new),
+                IO_TIMEOUT,
+            )?)),
             KindConfig::Tcp { host, port } => Sink::Tcp {
                 address: format!("{host}:{port}"),
                 connection: None,
@@ -165,9 +86,9 @@ impl Sink {
     /// Delivers one job.
     pub async fn deliver(&mut self, job: &PluginJob) -> Result<(), String> {
         match self {
-            Sink::Http { target, headers } => {
+            Sink::Http(webhook) => {
                 let body = serde_json::to_vec(&job.body()).map_err(|e| e.to_string())?;
-                http_post(target, headers, &body).await
+                webhook.post(body).await
             }
             Sink::Tcp {
                 address,

@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod kinds;
 pub mod process;
 pub mod registry;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -38,14 +38,18 @@ fn yes() -> bool {
 pub enum KindConfig {
     /// `POST` of the JSON body to an endpoint.
     Http {
-        /// `host:port/path` or `http://host:port/path`.
+        /// `host:port/path`, `http://host:port/path` or `https://host:port/path`.
         endpoint: String,
         /// Extra request headers (values are never logged).
         #[serde(default)]
         headers: BTreeMap<String, String>,
-        /// Add `https://` to an endpoint without a scheme (https is not supported: refused).
+        /// Add `https://` rather than `http://` to an endpoint without a scheme.
         #[serde(default)]
         https: bool,
+        /// A PEM file of the certificate authorities trusted for an `https` endpoint, instead of
+        /// the system's (a private CA).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<String>,
     },
     /// One JSON line per job on a kept-alive connection.
     Tcp {
@@ -131,9 +135,17 @@ impl PluginDef {
     pub fn validate(&self) -> Result<(), CoreError> {
         match &self.config {
             KindConfig::Http {
-                endpoint, https, ..
+                endpoint,
+                https,
+                ca_file,
+                ..
             } => {
                 super::endpoint::HttpTarget::parse(endpoint, *https)?;
+                if ca_file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+                    return Err(CoreError::Config(
+                        "http plugin ca_file cannot be empty".into(),
+                    ));
+                }
             }
             KindConfig::Tcp { host, port } => {
                 if host.trim().is_empty() || *port == 0 {

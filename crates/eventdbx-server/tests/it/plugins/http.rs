@@ -1,13 +1,17 @@
-//! HTTP plugins and publish targets (`04-acceptance.md` G, items 85–92): payload modes,
-//! routing, broadcast, refusals before writing, background delivery with retries and dead
-//! letters, `admin` queue retry, priority order after an outage, archive and restore jobs.
+//! HTTP plugins and publish targets (the numbered cases below are the acceptance items they
+//! come from): payload modes, routing, broadcast, refusals before writing, background delivery
+//! with retries and dead letters, `admin` queue retry, priority order after an outage, archive
+//! and restore jobs, https endpoints with a private certificate authority.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::receiver::{event_id_of, http_plugin, scrape_metrics, targets, write_plugins, Receiver};
+use super::receiver::{
+    event_id_of, http_exchange, http_plugin, scrape_metrics, targets, write_plugins, Receiver,
+    TestCa,
+};
 use crate::support::{err, ok, TestServer, WriteOpts, PATIENCE};
 
 #[test]
@@ -442,4 +446,170 @@ fn a_hundred_writes_during_an_outage_all_arrive_in_priority_order() {
     let wanted: Vec<u64> = expected.iter().map(|(_, n)| *n as u64).collect();
     assert_eq!(order, wanted, "high, normal, low, then oldest first");
     eprintln!("100 writes during the outage in {total:?}");
+}
+
+#[test]
+fn https_endpoints_trust_the_configured_ca_and_fail_clearly_without_it() {
+    let ca = TestCa::new("eventdbx test CA");
+    let other = TestCa::new("another test CA");
+    let rx = Receiver::start_https(&ca);
+    let dir = tempfile::tempdir().expect("ca dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).expect("ca file");
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, &other.pem).expect("other ca file");
+    let missing_file = dir.path().join("missing.pem");
+    let trusting = |name: &str, file: &std::path::Path| {
+        let mut def = http_plugin(&rx, name, "all", true);
+        def["config"]["ca_file"] = json!(file);
+        def["config"]["headers"] = json!({"X-Test": "tls"});
+        def
+    };
+    let defs = vec![
+        trusting("secure", &ca_file),
+        trusting("wrong-ca", &other_file),
+        trusting("no-ca", &missing_file),
+    ];
+    let server = TestServer::start(|config| {
+        write_plugins(&config.data_dir, &defs);
+        config.plugin_max_attempts = 1000;
+        config.plugin_queue.backoff_unit_ms = 20;
+    });
+    let mut c = server.v2("default");
+    let admin = server.token(&["*.*"], &[]);
+
+    // The receiver's certificate is signed by the configured authority: delivered over TLS.
+    ok(c.create_with(
+        "order",
+        "o-1",
+        "order_created",
+        r#"{"status":"new"}"#,
+        &targets(&[("secure", None, None)]),
+    ));
+    let got = rx.wait_for("secure", 1);
+    assert_eq!(got[0].body["event"]["event_type"], json!("order_created"));
+    assert_eq!(got[0].body["state"]["state"]["status"], json!("new"));
+    assert_eq!(
+        got[0].headers.get("x-test").map(String::as_str),
+        Some("tls")
+    );
+
+    // Another authority: every attempt fails on the certificate and is retried; a CA file that
+    // cannot be read fails each attempt with its path.
+    let applied = ok(c.apply_with(
+        "order",
+        "o-1",
+        "order_updated",
+        r#"{"n":1}"#,
+        &targets(&[("wrong-ca", None, None), ("no-ca", None, None)]),
+    ));
+    let missing = missing_file.display().to_string();
+    for (plugin, cause) in [("wrong-ca", "certificate"), ("no-ca", missing.as_str())] {
+        let deadline = Instant::now() + PATIENCE;
+        let job = loop {
+            let listed = ok(c.admin_as(&admin, "queue.list", json!({"plugin": plugin})));
+            let job = listed["jobs"].as_array().and_then(|j| j.first()).cloned();
+            if let Some(job) = job.filter(|j| j["attempts"].as_u64() >= Some(2)) {
+                break job;
+            }
+            assert!(Instant::now() < deadline, "{plugin}: no retried job");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let error = job["last_error"].as_str().expect("last_error");
+        assert!(error.contains("http plugin"), "{plugin}: {error}");
+        eprintln!("{plugin}: {error}");
+        assert!(error.contains(cause), "{plugin}: {error}");
+    }
+    assert!(
+        rx.attempts("wrong-ca").is_empty(),
+        "no request is sent to an endpoint whose certificate is not trusted"
+    );
+    // The server goes on serving.
+    assert_eq!(ok(c.get("order", "o-1"))["aggregate"]["version"], json!(2));
+
+    // Trusting the right authority, the job still pending is delivered on its next attempt.
+    let fixed = vec![
+        trusting("secure", &ca_file),
+        trusting("wrong-ca", &ca_file),
+        trusting("no-ca", &missing_file),
+    ];
+    write_plugins(&server.data_dir(), &fixed);
+    let got = rx.wait_event("wrong-ca", &event_id_of(&applied));
+    assert_eq!(got[0].body["event"]["payload"]["n"], json!(1));
+}
+
+#[test]
+fn a_redirect_is_a_failed_delivery_and_is_not_followed() {
+    let rx = Receiver::start();
+    rx.status.store(307, Ordering::SeqCst);
+    let defs = vec![http_plugin(&rx, "moved", "all", true)];
+    let server = TestServer::start(|config| {
+        write_plugins(&config.data_dir, &defs);
+        config.plugin_max_attempts = 1;
+    });
+    let mut c = server.v2("default");
+    let admin = server.token(&["*.*"], &[]);
+    ok(c.create("order", "o-1", "order_created", "{}"));
+    let deadline = Instant::now() + PATIENCE;
+    let dead = loop {
+        let listed = ok(c.admin_as(&admin, "queue.list", json!({"status": "dead"})));
+        if let Some(job) = listed["jobs"].as_array().and_then(|j| j.first()).cloned() {
+            break job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the redirected job never dead-lettered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        dead["last_error"],
+        json!("http plugin request failed (307): redirect to /hook/elsewhere refused (redirects are not followed)")
+    );
+    assert_eq!(rx.attempts("moved").len(), 1);
+    assert!(
+        rx.attempts("elsewhere").is_empty(),
+        "the redirect was followed"
+    );
+}
+
+#[test]
+fn health_answers_json_and_other_paths_and_methods_are_refused() {
+    let server = TestServer::start(|_| {});
+    let health = http_exchange(&server, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n");
+    let (head, body) = health.split_once("\r\n\r\n").expect("head and body");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    let body: Value = serde_json::from_str(body).expect("health json");
+    assert_eq!(body["status"], json!("ok"));
+    assert_eq!(body["durability"], json!("relaxed"));
+    assert!(body["server_key_fingerprint"].is_string(), "{body}");
+
+    let metrics = scrape_metrics(&server);
+    assert!(
+        metrics
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE eventdbx_requests_total counter\n"),
+        "{metrics}"
+    );
+
+    let missing = http_exchange(&server, b"GET /nope HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    assert!(missing.ends_with("\r\n\r\nnot found\n"), "{missing}");
+    let posted = http_exchange(
+        &server,
+        b"POST /health HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert!(posted.starts_with("HTTP/1.1 405"), "{posted}");
+    assert!(posted.ends_with("\r\n\r\nmethod not allowed\n"), "{posted}");
 }

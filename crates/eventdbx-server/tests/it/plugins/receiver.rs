@@ -1,5 +1,6 @@
-//! A real HTTP receiver on `127.0.0.1:0` for the plugin tests, the plugin definitions and
-//! publish targets they write, and a scrape of the server's `/metrics`.
+//! A real HTTP (or HTTPS, with a test certificate authority) receiver on `127.0.0.1:0` for the
+//! plugin tests, the plugin definitions and publish targets they write, and a scrape of the
+//! server's `/metrics`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -25,6 +26,8 @@ pub struct Received {
 /// A tiny HTTP/1.1 receiver answering every request with the current status.
 pub struct Receiver {
     pub port: u16,
+    /// `http` or `https`.
+    scheme: &'static str,
     pub status: Arc<AtomicU16>,
     pub log: Arc<Mutex<Vec<Received>>>,
     hold: Arc<Hold>,
@@ -46,8 +49,63 @@ impl Hold {
     }
 }
 
+/// A certificate authority made for one test, and the receiver certificate it signs.
+pub struct TestCa {
+    /// The authority's certificate, PEM: what a plugin's `ca_file` holds.
+    pub pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    /// A fresh authority named `name` and a certificate for `127.0.0.1` signed by it.
+    pub fn new(name: &str) -> TestCa {
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca certificate");
+        let key = rcgen::KeyPair::generate().expect("receiver key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("receiver params")
+            .signed_by(&key, &ca)
+            .expect("receiver certificate");
+        // ring, as the server uses (deprecated by rustls only for lacking post-quantum suites).
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server config");
+        TestCa {
+            pem: ca.pem(),
+            server: Arc::new(server),
+        }
+    }
+}
+
+/// A connection to the receiver, plain or TLS.
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
 impl Receiver {
     pub fn start() -> Receiver {
+        Receiver::listen(None)
+    }
+
+    /// A receiver behind TLS, with a certificate signed by `ca`.
+    pub fn start_https(ca: &TestCa) -> Receiver {
+        Receiver::listen(Some(Arc::clone(&ca.server)))
+    }
+
+    fn listen(tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         let port = listener.local_addr().expect("addr").port();
         let status = Arc::new(AtomicU16::new(200));
@@ -57,8 +115,17 @@ impl Receiver {
         let hold2 = Arc::clone(&hold);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
+                let Ok(stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                // A TLS handshake the client aborts (it does not trust the certificate) shows
+                // as a failed read below: the connection is dropped, nothing is recorded.
+                let mut stream: Box<dyn Conn> = match &tls {
+                    Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
+                        Ok(session) => Box::new(rustls::StreamOwned::new(session, stream)),
+                        Err(_) => continue,
+                    },
+                    None => Box::new(stream),
+                };
                 let mut data = Vec::new();
                 let mut buf = [0u8; 8192];
                 let (head, body) = loop {
@@ -110,15 +177,24 @@ impl Receiver {
                 } else {
                     "receiver says no"
                 };
+                // A redirect points at a path of its own, which a client must not follow.
+                let location = if (300..400).contains(&code) {
+                    "location: /hook/elsewhere\r\n"
+                } else {
+                    ""
+                };
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    "HTTP/1.1 {code} X\r\n{location}content-length: {}\r\nconnection: \
+                     close\r\n\r\n{text}",
                     text.len()
                 );
+                let _ = stream.flush();
             }
         });
         Receiver {
             port,
+            scheme,
             status,
             log,
             hold,
@@ -137,7 +213,7 @@ impl Receiver {
     }
 
     pub fn endpoint(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/hook/{name}", self.port)
+        format!("{}://127.0.0.1:{}/hook/{name}", self.scheme, self.port)
     }
 
     /// Successful deliveries to `/hook/<name>`.
@@ -251,6 +327,12 @@ pub fn event_id_of(reply: &Value) -> String {
 
 /// `GET /metrics` from the server's HTTP listener, run for this one request.
 pub fn scrape_metrics(server: &TestServer) -> String {
+    http_exchange(server, b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+}
+
+/// Sends `request` to the server's HTTP listener, run for this one exchange, and reads the
+/// answer to the end (the listener closes the connection after one answer).
+pub fn http_exchange(server: &TestServer, request: &[u8]) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind http");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
@@ -272,9 +354,7 @@ pub fn scrape_metrics(server: &TestServer) -> String {
         });
     });
     let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .expect("request");
+    stream.write_all(request).expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     let _ = stop.send(());
