@@ -3,6 +3,7 @@
 
 mod files;
 mod grants;
+mod legacy;
 mod revocation;
 mod tokens;
 
