@@ -18,9 +18,11 @@ use regex::Regex;
 /// `date-time` of RFC 3339: `T`, `t` or a space between date and time, a fraction of 1–9 digits,
 /// `Z`, `z` or an offset of at most 23:59.
 static DATE_TIME_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$",
-    )
+    Regex::new(concat!(
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}",
+        r"[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?",
+        r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$",
+    ))
     .expect("a valid literal pattern")
 });
 
@@ -36,7 +38,11 @@ pub fn format_unix_nanos(nanos: u64) -> String {
     // u64 nanoseconds end in 2554, well inside jiff's range (years up to 9999).
     let timestamp =
         Timestamp::from_nanosecond(i128::from(nanos)).expect("u64 nanoseconds are in range");
-    let digits = if nanos.is_multiple_of(NANOS_PER_SECOND) { 0 } else { 9 };
+    let digits = if nanos.is_multiple_of(NANOS_PER_SECOND) {
+        0
+    } else {
+        9
+    };
     DateTimePrinter::new()
         .precision(Some(digits))
         .timestamp_to_string(&timestamp)
