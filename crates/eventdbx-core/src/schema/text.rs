@@ -225,13 +225,13 @@ fn syntax_error(pattern: &str, error: &regex_syntax::Error) -> String {
 /// patterns are compiled once when it is loaded and then shared by every write (clones of the
 /// schema share them too). Not part of the schema's value: every two caches compare equal.
 #[derive(Clone, Default)]
-pub struct PatternCache(OnceLock<Vec<Pattern>>);
+pub(crate) struct PatternCache(OnceLock<Vec<Pattern>>);
 
 impl PatternCache {
     /// The compiled `patterns`: from the cache when it holds exactly these, otherwise compiled
     /// now (and kept, when the cache was empty).
     /// On failure: the first pattern that does not compile and why.
-    pub fn compiled<'p>(
+    pub(crate) fn compiled<'p>(
         &self,
         patterns: &'p [String],
     ) -> std::result::Result<Cow<'_, [Pattern]>, (&'p str, String)> {
@@ -266,5 +266,29 @@ impl fmt::Debug for PatternCache {
         f.debug_tuple("PatternCache")
             .field(&self.0.get().map_or(0, Vec::len))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_cache_compiles_once_and_follows_changes() {
+        let cache = PatternCache::default();
+        assert_eq!(
+            cache.compiled(&["(x".to_owned()]).map(|p| p.len()),
+            Err(("(x", "missing ')'".to_owned()))
+        );
+        let patterns = vec!["^a".to_owned(), "b$".to_owned()];
+        let first = cache.compiled(&patterns).expect("compiles");
+        assert!(matches!(first, Cow::Borrowed(_)));
+        let second = cache.compiled(&patterns).expect("cached");
+        assert!(matches!(second, Cow::Borrowed(_)));
+        assert!(std::ptr::eq(first.as_ptr(), second.as_ptr()));
+        let changed = cache.compiled(&["^c".to_owned()]).expect("compiles");
+        assert!(matches!(changed, Cow::Owned(_)));
+        assert!(changed[0].is_match("cab") && !changed[0].is_match("ab"));
+        assert_eq!(cache, PatternCache::default());
     }
 }
