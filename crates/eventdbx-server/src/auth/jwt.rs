@@ -69,6 +69,7 @@ mod tests {
     use base64::Engine;
 
     use super::*;
+    use crate::auth::Limits;
 
     /// Issued by the hand-written encoder this module replaced; the integration test
     /// `auth::legacy` checks that it verifies.
@@ -100,16 +101,12 @@ mod tests {
     fn typ_other_than_jwt_is_refused() {
         let key = SigningKey::from_bytes(&[5u8; 32]);
         let keys = TokenKeys::new(&key);
-        let (token, claims_json) = {
-            let token = keys.encode(&sample_claims(), "kid").expect("encode sample");
-            let payload = token.split('.').nth(1).expect("payload").to_owned();
-            let json = URL_SAFE_NO_PAD.decode(payload).expect("base64url");
-            (token, String::from_utf8(json).expect("utf8"))
-        };
+        let claims = serde_json::to_string(&sample_claims()).expect("claims serialise");
+        let token = keys.encode(&sample_claims(), "kid").expect("encode");
         assert_eq!(keys.decode(&token), Ok(sample_claims()));
-        let untyped = sign_raw(r#"{"alg":"EdDSA"}"#, &claims_json, &key);
+        let untyped = sign_raw(r#"{"alg":"EdDSA"}"#, &claims, &key);
         assert_eq!(keys.decode(&untyped), Ok(sample_claims()));
-        let other = sign_raw(r#"{"typ":"JOSE","alg":"EdDSA"}"#, &claims_json, &key);
+        let other = sign_raw(r#"{"typ":"JOSE","alg":"EdDSA"}"#, &claims, &key);
         assert_eq!(keys.decode(&other), Err(AuthError::InvalidToken));
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
         assert_eq!(keys.decode(&long), Err(AuthError::InvalidToken));
@@ -129,7 +126,7 @@ mod tests {
             actions: vec!["*".into()],
             resources: Vec::new(),
             issued_by: "cli".into(),
-            limits: super::super::Limits::default(),
+            limits: Limits::default(),
             tenants: Vec::new(),
         }
     }
