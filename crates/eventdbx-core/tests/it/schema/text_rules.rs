@@ -44,6 +44,12 @@ fn what_the_regex_crate_cannot_do_is_refused_when_the_schema_loads() {
         ("a{2,1}", "bad repeat {2,1}"),
         ("[z-a]", "invalid class range z-a"),
         ("\\", "trailing backslash"),
+        ("\\y", "unrecognized escape sequence"),
+        // Unicode `\w` repeated 255 times is past the size a compiled pattern may take.
+        (
+            "^\\w{1,255}$",
+            "pattern compiles to more than 10485760 bytes",
+        ),
     ];
     for (pattern, detail) in cases {
         assert_eq!(
@@ -88,6 +94,9 @@ fn patterns_match_in_linear_time_and_follow_unicode() {
         .expect("compiles")
         .is_match("2025-aa"));
     assert_eq!(Pattern::compile("^a+$").expect("compiles").as_str(), "^a+$");
+    // The ASCII class stays small where the Unicode one is too large.
+    let ascii = Pattern::compile("^(?-u:\\w){1,255}$").expect("compiles");
+    assert!(ascii.is_match("abc_1") && !ascii.is_match("été"));
 }
 
 #[test]
