@@ -229,8 +229,8 @@ pub(crate) struct PatternCache(OnceLock<Vec<Pattern>>);
 
 impl PatternCache {
     /// The compiled `patterns`: from the cache when it holds exactly these, otherwise compiled
-    /// now (and kept, when the cache was empty).
-    /// On failure: the first pattern that does not compile and why.
+    /// now (and kept, when the cache was empty). On failure: the first pattern that does not
+    /// compile, and why.
     pub(crate) fn compiled<'p>(
         &self,
         patterns: &'p [String],
