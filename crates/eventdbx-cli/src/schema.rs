@@ -2,7 +2,6 @@
 //! `history` and `activate` act on the running server through the control protocol.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Args, Subcommand};
@@ -101,8 +100,12 @@ pub fn schema(args: SchemaArgs, config: Option<&Path>, json: bool) -> Result<()>
                     .list_schemas()
                     .ok()
                     .and_then(|text| SchemaMap::from_json(&text).ok());
-                dbx::compile(&source, existing.as_ref(), &now_rfc3339())
-                    .map_err(|err| anyhow!("{}: {err}", path.display()))?
+                dbx::compile(
+                    &source,
+                    existing.as_ref(),
+                    &eventdbx_core::time::now_rfc3339(),
+                )
+                .map_err(|err| anyhow!("{}: {err}", path.display()))?
             };
             let count = client
                 .replace_schemas(&map.to_json())
@@ -275,7 +278,7 @@ fn validate(file: Option<PathBuf>, json: bool) -> Result<()> {
     };
     let source =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    match dbx::compile(&source, None, &now_rfc3339()) {
+    match dbx::compile(&source, None, &eventdbx_core::time::now_rfc3339()) {
         Ok(map) => {
             let names: Vec<&String> = map.iter().map(|(name, _)| name).collect();
             if json {
@@ -313,12 +316,4 @@ fn find_schema_file() -> Result<PathBuf> {
         .map(|dir| dir.join("schema.dbx"))
         .find(|path| path.is_file())
         .context("could not find schema.dbx in the current directory or any parent directory")
-}
-
-fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    eventdbx_core::time::format_unix_nanos(secs.saturating_mul(1_000_000_000))
 }

@@ -1,94 +1,100 @@
-//! RFC 3339 timestamps in UTC with a `Z` suffix and up to nanosecond fractions, without a clock
-//! (the caller passes the time) and without a date library.
+//! RFC 3339 timestamps and `YYYY-MM-DD` dates: the one parser and the one formatter of the
+//! workspace, on `jiff`. Which texts are accepted is written down in `docs/schemas.md`
+//! ("Timestamps and dates").
+//!
+//! `jiff` parses the Temporal grammar, a superset of RFC 3339 (basic format, hour-only offsets,
+//! bracketed time zone annotations, missing seconds, …). A text must first have the shape of an
+//! RFC 3339 `date-time` (or of a `full-date`), so those extensions stay refused; `jiff` then
+//! checks the calendar and does the arithmetic.
+
+use std::sync::LazyLock;
+use std::time::SystemTime;
+
+use jiff::civil::Date;
+use jiff::fmt::temporal::DateTimePrinter;
+use jiff::Timestamp;
+use regex::Regex;
+
+/// `date-time` of RFC 3339: `T`, `t` or a space between date and time, a fraction of 1–9 digits,
+/// `Z`, `z` or an offset of at most 23:59.
+static DATE_TIME_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}",
+        r"[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?",
+        r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$",
+    ))
+    .expect("a valid literal pattern")
+});
+
+/// `full-date` of RFC 3339.
+static DATE_SHAPE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$").expect("a valid literal pattern"));
+
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
 /// Formats Unix nanoseconds as `YYYY-MM-DDTHH:MM:SS[.fffffffff]Z`; the fraction is written with
-/// nine digits when non-zero, omitted otherwise.
+/// nine digits when non-zero, omitted otherwise (the form stored and sent on the wire).
 pub fn format_unix_nanos(nanos: u64) -> String {
-    let secs = nanos / 1_000_000_000;
-    let fraction = nanos % 1_000_000_000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    if fraction == 0 {
-        format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+    // u64 nanoseconds end in 2554, well inside jiff's range (years up to 9999).
+    let timestamp =
+        Timestamp::from_nanosecond(i128::from(nanos)).expect("u64 nanoseconds are in range");
+    let digits = if nanos.is_multiple_of(NANOS_PER_SECOND) {
+        0
     } else {
-        format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{fraction:09}Z")
-    }
+        9
+    };
+    DateTimePrinter::new()
+        .precision(Some(digits))
+        .timestamp_to_string(&timestamp)
 }
 
-/// Parses a UTC RFC 3339 timestamp (`Z` or `+00:00`, optional fraction of 1–9 digits) into
-/// Unix milliseconds. Returns `None` for anything else; only times after 1970 are supported.
+/// The current time in whole seconds, `YYYY-MM-DDTHH:MM:SSZ`: the `created_at` and `updated_at`
+/// of schemas and the files `dbx` writes. A clock before 1970 reads as the epoch.
+pub fn now_rfc3339() -> String {
+    let seconds = Timestamp::try_from(SystemTime::now())
+        .map_or(0, Timestamp::as_second)
+        .max(0)
+        .unsigned_abs();
+    format_unix_nanos(seconds.saturating_mul(NANOS_PER_SECOND))
+}
+
+/// Seconds since the Unix epoch (rounded down) and the nanoseconds past them of an RFC 3339
+/// timestamp, if it is one; any offset is applied.
+///
+/// A leap second (`:60`) is accepted and read as the second before it.
+pub fn parse_rfc3339(text: &str) -> Option<(i64, u32)> {
+    let nanos = parse_timestamp(text)?.as_nanosecond();
+    let per_second = i128::from(NANOS_PER_SECOND);
+    let seconds = i64::try_from(nanos.div_euclid(per_second)).ok()?;
+    let fraction = u32::try_from(nanos.rem_euclid(per_second)).ok()?;
+    Some((seconds, fraction))
+}
+
+/// [`parse_rfc3339`] as Unix milliseconds; `None` as well for times before 1970.
 pub fn parse_unix_millis(text: &str) -> Option<u64> {
     parse_unix_nanos(text).map(|nanos| nanos / 1_000_000)
 }
 
-/// Like [`parse_unix_millis`], in nanoseconds.
+/// [`parse_rfc3339`] as Unix nanoseconds; `None` as well for times before 1970 or after 2554.
 pub fn parse_unix_nanos(text: &str) -> Option<u64> {
-    let text = text
-        .strip_suffix('Z')
-        .or_else(|| text.strip_suffix('z'))
-        .or_else(|| text.strip_suffix("+00:00"))?;
-    let (date, time) = text.split_once(['T', 't', ' '])?;
-    let mut date_parts = date.splitn(3, '-');
-    let year: u64 = digits(date_parts.next()?, 4)?;
-    let month: u64 = digits(date_parts.next()?, 2)?;
-    let day: u64 = digits(date_parts.next()?, 2)?;
-    let (clock, fraction) = match time.split_once('.') {
-        Some((clock, fraction)) => (clock, Some(fraction)),
-        None => (time, None),
-    };
-    let mut clock_parts = clock.splitn(3, ':');
-    let hour: u64 = digits(clock_parts.next()?, 2)?;
-    let minute: u64 = digits(clock_parts.next()?, 2)?;
-    let second: u64 = digits(clock_parts.next()?, 2)?;
-    if !(1..=12).contains(&month) || day == 0 || day > 31 || hour > 23 || minute > 59 || second > 60
-    {
+    u64::try_from(parse_timestamp(text)?.as_nanosecond()).ok()
+}
+
+/// Days since 1970-01-01 (negative before) of a `YYYY-MM-DD` date, if it is a real date.
+pub fn parse_date(text: &str) -> Option<i64> {
+    if !DATE_SHAPE.is_match(text) {
         return None;
     }
-    let nanos = match fraction {
-        None => 0,
-        Some(f) if (1..=9).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit()) => {
-            f.parse::<u64>().ok()? * 10u64.pow(9 - f.len() as u32)
-        }
-        Some(_) => return None,
-    };
-    let days = days_from_civil(year, month, day)?;
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
-    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+    let date: Date = text.parse().ok()?;
+    let epoch = Date::new(1970, 1, 1).ok()?;
+    Some(date.duration_since(epoch).as_secs().div_euclid(86_400))
 }
 
-fn digits(text: &str, len: usize) -> Option<u64> {
-    (text.len() == len && text.bytes().all(|b| b.is_ascii_digit())).then(|| text.parse().ok())?
-}
-
-/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's civil-from-days algorithm.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-/// The inverse of [`civil_from_days`]; `None` before 1970.
-fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
-    let year = if month <= 2 {
-        year.checked_sub(1)?
-    } else {
-        year
-    };
-    let era = year / 400;
-    let yoe = year - era * 400;
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).checked_sub(719_468)
+fn parse_timestamp(text: &str) -> Option<Timestamp> {
+    if !DATE_TIME_SHAPE.is_match(text) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 #[cfg(test)]
@@ -102,6 +108,10 @@ mod tests {
         assert_eq!(
             format_unix_nanos(1_764_237_600_123_456_789),
             "2025-11-27T10:00:00.123456789Z"
+        );
+        assert_eq!(
+            format_unix_nanos(1_764_237_600_100_000_000),
+            "2025-11-27T10:00:00.100000000Z"
         );
         assert_eq!(
             format_unix_nanos(951_782_400_000_000_000),
@@ -128,6 +138,92 @@ mod tests {
         ] {
             assert_eq!(parse_unix_millis(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn only_rfc3339_date_times_are_accepted() {
+        for good in [
+            "2025-11-27T10:00:00Z",
+            "2025-11-27t10:00:00z",
+            "2025-11-27 10:00:00Z",
+            "2025-11-27T10:00:00.123456789-05:30",
+            "2025-11-27T10:00:00+23:59",
+            "0000-01-01T00:00:00Z",
+            "2024-02-29T00:00:00Z",
+        ] {
+            assert!(parse_rfc3339(good).is_some(), "{good}");
+        }
+        for bad in [
+            // Temporal extensions jiff alone would take.
+            "20251127T100000Z",
+            "2025-11-27T10:00Z",
+            "2025-11-27T10:00:00+05",
+            "2025-11-27T10:00:00+0530",
+            "2025-11-27T10:00:00Z[UTC]",
+            "2025-11-27T10:00:00,5Z",
+            "+002025-11-27T10:00:00Z",
+            // No offset, or one out of range.
+            "2025-11-27T10:00:00",
+            "2025-11-27T10:00:00+24:00",
+            "2025-11-27T10:00:00-00:60",
+            // Out-of-range fields and dates that do not exist.
+            "2025-11-27T24:00:00Z",
+            "2025-11-27T10:60:00Z",
+            "2025-02-29T00:00:00Z",
+            "2025-04-31T00:00:00Z",
+            // Fractions of 0 or 10 digits, surrounding space.
+            "2025-11-27T10:00:00.Z",
+            "2025-11-27T10:00:00.1234567891Z",
+            " 2025-11-27T10:00:00Z",
+            "2025-11-27T10:00:00Z\n",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn offsets_and_times_before_1970() {
+        assert_eq!(
+            parse_rfc3339("1970-01-01T01:00:00.5+01:00"),
+            Some((0, 500_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("1969-12-31T23:59:59.25Z"),
+            Some((-1, 250_000_000))
+        );
+        assert_eq!(parse_unix_nanos("1969-12-31T23:59:59Z"), None);
+        assert_eq!(
+            parse_unix_millis("2025-11-27T11:00:00+01:00"),
+            parse_unix_millis("2025-11-27T10:00:00Z")
+        );
+        // A leap second reads as the second before it.
+        assert_eq!(
+            parse_rfc3339("2016-12-31T23:59:60Z"),
+            parse_rfc3339("2016-12-31T23:59:59Z")
+        );
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2000-03-01"), Some(11_017));
+        assert_eq!(parse_date("1969-12-31"), Some(-1));
+        for bad in [
+            "2025-02-29",
+            "2025-1-01",
+            "20250101",
+            "2025-01-01T00:00:00Z",
+            "",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn now_is_whole_seconds_in_utc() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), "1970-01-01T00:00:00Z".len(), "{now}");
+        assert!(parse_unix_nanos(&now).is_some_and(|n| n.is_multiple_of(NANOS_PER_SECOND)));
     }
 
     proptest! {

@@ -1,4 +1,5 @@
-//! Cursor formats (§8.4) and keyset paging.
+//! Cursor formats (each listed on [`AggregateCursor`] and [`EventCursor`]; listing and paging
+//! are described in `docs/server.md`) and keyset paging.
 //!
 //! Every cursor is exclusive: a listing resumes strictly after the position the cursor names,
 //! and that position need not be an existing aggregate. A store turns the request's sort, cursor
@@ -10,6 +11,8 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde_json::{json, Value};
 
 use super::sort::{
@@ -405,7 +408,7 @@ impl fmt::Display for EventCursor {
     }
 }
 
-/// The order of a listing: natural (§8.2) or a sort (§8.3).
+/// The order of a listing: natural or a sort.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListOrder {
     /// Byte-lexicographic by (type, id), active items before archived ones.
@@ -673,46 +676,16 @@ impl PagePlan {
     }
 }
 
-const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// Base64url without padding (RFC 4648 §5), as the `k:` cursor uses.
+/// Base64url without padding, as the `k:` cursor uses. Decoding refuses padding and trailing
+/// bits that are not zero, so each cursor text has one decoding.
 fn base64url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(char::from(BASE64URL[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The inverse of [`base64url_encode`]; `None` on any character outside the alphabet, padding,
-/// a dangling sixth bit group or non-zero trailing bits (so each text has one decoding).
+/// a dangling sixth bit group or non-zero trailing bits.
 fn base64url_decode(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
-    for chunk in text.chunks(4) {
-        let mut n: u32 = 0;
-        for (i, c) in chunk.iter().enumerate() {
-            let v = BASE64URL.iter().position(|a| a == c)? as u32;
-            n |= v << (18 - 6 * i);
-        }
-        let produced = chunk.len() - 1;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        if bytes[produced..].iter().any(|b| *b != 0) && produced < 3 {
-            return None;
-        }
-        out.extend_from_slice(&bytes[..produced]);
-    }
-    Some(out)
+    URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! - [`text`]: the text checks shared by validation (formats, RFC 3339, dates, base64).
 //! - [`write`](mod@write): validation of one write against its aggregate's schema.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -432,12 +433,29 @@ pub struct ColumnRules {
     /// Nested columns of an `object` or `json` column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<BTreeMap<String, ColumnSpec>>,
+    /// `regex`, compiled when the column is first checked (when its schema is loaded).
+    #[serde(skip)]
+    compiled_regex: text::PatternCache,
 }
 
 impl ColumnRules {
     /// Whether no rule is set (the column is then written as a bare type string).
     pub fn is_empty(&self) -> bool {
         self == &ColumnRules::default()
+    }
+
+    /// The compiled `regex` patterns (compiled on the first call, then shared), or the detail
+    /// message of the first that does not compile, naming the column at `path`.
+    pub(crate) fn patterns(
+        &self,
+        path: &str,
+    ) -> std::result::Result<Cow<'_, [text::Pattern]>, String> {
+        let Some(patterns) = &self.regex else {
+            return Ok(Cow::Borrowed(&[]));
+        };
+        self.compiled_regex
+            .compiled(patterns)
+            .map_err(|(pattern, e)| format!("field {path} has an invalid pattern {pattern}: {e}"))
     }
 }
 
@@ -503,10 +521,7 @@ impl ColumnSpec {
                 ));
             }
         }
-        for pattern in rules.regex.iter().flatten() {
-            text::Pattern::compile(pattern)
-                .map_err(|e| format!("field {path} has an invalid pattern {pattern}: {e}"))?;
-        }
+        rules.patterns(path)?;
         if let Some(properties) = &rules.properties {
             if !matches!(column_type, ColumnType::Object | ColumnType::Json) {
                 return Err(format!(

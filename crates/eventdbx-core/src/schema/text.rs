@@ -1,128 +1,29 @@
-//! Text checks used by schema validation: formats, RFC 3339 timestamps, dates, base64, and a
-//! small backtracking pattern matcher for the `regex` rule.
+//! Text checks used by schema validation: formats, RFC 3339 timestamps and dates (from
+//! [`crate::time`]), base64, and the patterns of the `regex` rule.
 
-use std::cell::Cell;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::OnceLock;
 
-/// Seconds since the Unix epoch and nanoseconds of an RFC 3339 timestamp, if it is one.
-pub fn parse_rfc3339(value: &str) -> Option<(i64, u32)> {
-    let bytes = value.as_bytes();
-    if bytes.len() < 20 || !matches!(bytes[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let days = parse_date(&value[..10])?;
-    let time = &value[11..];
-    let (hh, mm, ss) = (two(time, 0)?, two(time, 3)?, two(time, 6)?);
-    if time.as_bytes().get(2) != Some(&b':') || time.as_bytes().get(5) != Some(&b':') {
-        return None;
-    }
-    if hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let mut rest = &time[8..];
-    let mut nanos = 0u32;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
-            return None;
-        }
-        nanos = fraction[..digits].parse::<u32>().ok()? * 10u32.pow(9 - digits as u32);
-        rest = &fraction[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
-                return None;
-            }
-            let (oh, om) = (two(rest, 1)?, two(rest, 4)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    Some((days * 86_400 + hh * 3600 + mm * 60 + ss - offset, nanos))
-}
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use regex::Regex;
 
-fn two(text: &str, at: usize) -> Option<i64> {
-    let digits = text.get(at..at + 2)?;
-    if digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse().ok()
-    } else {
-        None
-    }
-}
+pub use crate::time::{parse_date, parse_rfc3339};
 
-/// Days since 1970-01-01 of a `YYYY-MM-DD` date, if it is a real date.
-pub fn parse_date(value: &str) -> Option<i64> {
-    let b = value.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    if !value[..4].bytes().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let year: i64 = value[..4].parse().ok()?;
-    let (month, day) = (two(value, 5)?, two(value, 8)?);
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] {
-        return None;
-    }
-    // Days from civil (proleptic Gregorian), era-based.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
-}
+/// Standard-alphabet base64 as `binary` columns take it: padded or not, and trailing bits that
+/// do not fill a byte are ignored.
+const BINARY: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// The bytes of standard (padded or unpadded) base64 text, if it is base64.
 pub fn decode_base64(value: &str) -> Option<Vec<u8>> {
-    let trimmed = value.trim_end_matches('=');
-    if value.len() - trimmed.len() > 2 || trimmed.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in trimmed.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    BINARY.decode(value).ok()
 }
 
 /// `local@domain.tld` with no whitespace and non-empty labels.
@@ -261,285 +162,133 @@ pub fn is_upper_snake_case(value: &str) -> bool {
     words(value, '_', true)
 }
 
+/// A compiled `regex` rule pattern, in the syntax of the `regex` crate (linear-time matching:
+/// no backreferences, no look-around). A pattern matches when it matches anywhere in the text.
+/// `docs/schemas.md` ("Patterns") says what is accepted.
 #[derive(Debug, Clone)]
-enum ClassItem {
-    Range(char, char),
-    Digit(bool),
-    Word(bool),
-    Space(bool),
-}
-
-#[derive(Debug, Clone)]
-enum Node {
-    Char(char),
-    Any,
-    Class(Vec<ClassItem>, bool),
-    Start,
-    End,
-    Group(Vec<Vec<Node>>),
-    Repeat(Box<Node>, usize, Option<usize>),
-}
-
-/// A compiled `regex` rule pattern: literals, `.`, classes (`[a-z]`, `[^…]`, `\d\w\s` and their
-/// negations), anchors, groups (`(…)`, `(?:…)`), alternation and greedy quantifiers
-/// (`* + ? {n} {n,} {n,m}`). A pattern matches when it matches anywhere in the text.
-#[derive(Debug, Clone)]
-pub struct Pattern(Vec<Vec<Node>>);
-
-/// Backtracking budget, so a pathological pattern cannot stall a write.
-const STEP_LIMIT: usize = 1_000_000;
+pub struct Pattern(Regex);
 
 impl Pattern {
     /// Compiles a pattern, or says what is wrong with it.
     pub fn compile(pattern: &str) -> std::result::Result<Self, String> {
-        let chars: Vec<char> = pattern.chars().collect();
-        let mut pos = 0;
-        let alternatives = parse_alternatives(&chars, &mut pos, 0)?;
-        if pos != chars.len() {
-            return Err("unbalanced ')'".into());
-        }
-        Ok(Pattern(alternatives))
+        // The syntax tree first, for an error in a few words instead of regex's multi-line report.
+        regex_syntax::Parser::new()
+            .parse(pattern)
+            .map_err(|e| syntax_error(pattern, &e))?;
+        let regex = Regex::new(pattern).map_err(|e| match e {
+            regex::Error::CompiledTooBig(limit) => {
+                format!("pattern compiles to more than {limit} bytes")
+            }
+            other => other.to_string(),
+        })?;
+        Ok(Pattern(regex))
     }
 
     /// Whether the pattern matches somewhere in `text`.
     pub fn is_match(&self, text: &str) -> bool {
-        let chars: Vec<char> = text.chars().collect();
-        let root = [Node::Group(self.0.clone())];
-        let steps = Cell::new(0);
-        (0..=chars.len()).any(|start| match_seq(&root, &chars, start, &steps, &mut |_| true))
+        self.0.is_match(text)
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
     }
 }
 
-fn parse_alternatives(
-    chars: &[char],
-    pos: &mut usize,
-    depth: usize,
-) -> std::result::Result<Vec<Vec<Node>>, String> {
-    let mut alternatives = vec![Vec::new()];
-    while let Some(&c) = chars.get(*pos) {
-        *pos += 1;
-        let atom = match c {
-            '|' => {
-                alternatives.push(Vec::new());
-                continue;
-            }
-            ')' if depth > 0 => {
-                *pos -= 1;
-                return Ok(alternatives);
-            }
-            ')' => return Err("unbalanced ')'".into()),
-            '(' => {
-                if chars.get(*pos..*pos + 2) == Some(&['?', ':']) {
-                    *pos += 2;
-                }
-                let inner = parse_alternatives(chars, pos, depth + 1)?;
-                if chars.get(*pos) != Some(&')') {
-                    return Err("missing ')'".into());
-                }
-                *pos += 1;
-                Node::Group(inner)
-            }
-            '.' => Node::Any,
-            '^' => Node::Start,
-            '$' => Node::End,
-            '[' => parse_class(chars, pos)?,
-            '\\' => parse_escape(chars, pos)?,
-            '*' | '+' | '?' | '{' => return Err(format!("nothing to repeat before '{c}'")),
-            other => Node::Char(other),
-        };
-        let node = parse_quantifier(chars, pos, atom)?;
-        alternatives
-            .last_mut()
-            .expect("alternatives is never empty")
-            .push(node);
-    }
-    if depth > 0 {
-        return Err("missing ')'".into());
-    }
-    Ok(alternatives)
-}
-
-fn parse_escape(chars: &[char], pos: &mut usize) -> std::result::Result<Node, String> {
-    let c = *chars.get(*pos).ok_or("trailing backslash")?;
-    *pos += 1;
-    Ok(match escape_class(c) {
-        Some(item) => Node::Class(vec![item], false),
-        None => Node::Char(escaped_char(c)),
-    })
-}
-
-fn escape_class(c: char) -> Option<ClassItem> {
-    match c {
-        'd' => Some(ClassItem::Digit(true)),
-        'D' => Some(ClassItem::Digit(false)),
-        'w' => Some(ClassItem::Word(true)),
-        'W' => Some(ClassItem::Word(false)),
-        's' => Some(ClassItem::Space(true)),
-        'S' => Some(ClassItem::Space(false)),
-        _ => None,
-    }
-}
-
-fn escaped_char(c: char) -> char {
-    match c {
-        'n' => '\n',
-        't' => '\t',
-        'r' => '\r',
-        other => other,
-    }
-}
-
-fn parse_class(chars: &[char], pos: &mut usize) -> std::result::Result<Node, String> {
-    let negated = chars.get(*pos) == Some(&'^');
-    if negated {
-        *pos += 1;
-    }
-    let mut items = Vec::new();
-    let mut first = true;
-    loop {
-        let c = *chars.get(*pos).ok_or("missing ']'")?;
-        *pos += 1;
-        if c == ']' && !first {
-            return Ok(Node::Class(items, negated));
+fn syntax_error(pattern: &str, error: &regex_syntax::Error) -> String {
+    use regex_syntax::ast::ErrorKind;
+    let ast = match error {
+        regex_syntax::Error::Parse(ast) => ast,
+        regex_syntax::Error::Translate(hir) => return hir.kind().to_string(),
+        other => return other.to_string(),
+    };
+    let at = pattern
+        .get(ast.span().start.offset..ast.span().end.offset)
+        .unwrap_or_default();
+    match ast.kind() {
+        ErrorKind::GroupUnclosed => "missing ')'".into(),
+        ErrorKind::GroupUnopened => "unbalanced ')'".into(),
+        ErrorKind::ClassUnclosed => "missing ']'".into(),
+        ErrorKind::EscapeUnexpectedEof => "trailing backslash".into(),
+        ErrorKind::RepetitionMissing => "nothing to repeat".into(),
+        ErrorKind::RepetitionCountInvalid => format!("bad repeat {at}"),
+        ErrorKind::ClassRangeInvalid => format!("invalid class range {at}"),
+        ErrorKind::UnsupportedBackreference => {
+            format!("backreferences ({at}) are not supported")
         }
-        first = false;
-        let low = if c == '\\' {
-            let e = *chars.get(*pos).ok_or("trailing backslash")?;
-            *pos += 1;
-            if let Some(item) = escape_class(e) {
-                items.push(item);
-                continue;
-            }
-            escaped_char(e)
-        } else {
-            c
-        };
-        if chars.get(*pos) == Some(&'-') && chars.get(*pos + 1).is_some_and(|&n| n != ']') {
-            let mut high = chars[*pos + 1];
-            *pos += 2;
-            if high == '\\' {
-                high = escaped_char(*chars.get(*pos).ok_or("trailing backslash")?);
-                *pos += 1;
-            }
-            if high < low {
-                return Err(format!("invalid class range {low}-{high}"));
-            }
-            items.push(ClassItem::Range(low, high));
-        } else {
-            items.push(ClassItem::Range(low, low));
-        }
+        ErrorKind::UnsupportedLookAround => "look-around is not supported".into(),
+        other => other.to_string(),
     }
 }
 
-fn parse_quantifier(
-    chars: &[char],
-    pos: &mut usize,
-    atom: Node,
-) -> std::result::Result<Node, String> {
-    let (min, max) = match chars.get(*pos) {
-        Some('*') => (0, None),
-        Some('+') => (1, None),
-        Some('?') => (0, Some(1)),
-        Some('{') => {
-            let close = chars[*pos..]
+/// The compiled patterns of one column's `regex` rule, kept beside the rule so that a schema's
+/// patterns are compiled once when it is loaded and then shared by every write (clones of the
+/// schema share them too). Not part of the schema's value: every two caches compare equal.
+#[derive(Clone, Default)]
+pub(crate) struct PatternCache(OnceLock<Vec<Pattern>>);
+
+impl PatternCache {
+    /// The compiled `patterns`: from the cache when it holds exactly these, otherwise compiled
+    /// now (and kept, when the cache was empty). On failure: the first pattern that does not
+    /// compile, and why.
+    pub(crate) fn compiled<'p>(
+        &self,
+        patterns: &'p [String],
+    ) -> std::result::Result<Cow<'_, [Pattern]>, (&'p str, String)> {
+        if let Some(cached) = self.0.get() {
+            if cached
                 .iter()
-                .position(|&c| c == '}')
-                .ok_or("missing '}'")?;
-            let body: String = chars[*pos + 1..*pos + close].iter().collect();
-            let number = |s: &str| {
-                s.trim()
-                    .parse::<usize>()
-                    .map_err(|_| format!("bad repeat {{{body}}}"))
-            };
-            let bounds = match body.split_once(',') {
-                None => (number(&body)?, Some(number(&body)?)),
-                Some((lo, "")) => (number(lo)?, None),
-                Some((lo, hi)) => (number(lo)?, Some(number(hi)?)),
-            };
-            if bounds.1.is_some_and(|hi| hi < bounds.0) {
-                return Err(format!("bad repeat {{{body}}}"));
+                .map(Pattern::as_str)
+                .eq(patterns.iter().map(String::as_str))
+            {
+                return Ok(Cow::Borrowed(cached));
             }
-            *pos += close;
-            bounds
         }
-        _ => return Ok(atom),
-    };
-    *pos += 1;
-    if matches!(atom, Node::Start | Node::End) {
-        return Err("nothing to repeat".into());
-    }
-    Ok(Node::Repeat(Box::new(atom), min, max))
-}
-
-fn class_matches(items: &[ClassItem], negated: bool, c: char) -> bool {
-    let hit = items.iter().any(|item| match *item {
-        ClassItem::Range(lo, hi) => (lo..=hi).contains(&c),
-        ClassItem::Digit(yes) => c.is_ascii_digit() == yes,
-        ClassItem::Word(yes) => (c.is_alphanumeric() || c == '_') == yes,
-        ClassItem::Space(yes) => c.is_whitespace() == yes,
-    });
-    hit != negated
-}
-
-/// Matches `nodes` at `at`, then calls `rest` with the end position (continuation style, so
-/// quantifiers and alternatives backtrack into what follows them).
-fn match_seq(
-    nodes: &[Node],
-    text: &[char],
-    at: usize,
-    steps: &Cell<usize>,
-    rest: &mut dyn FnMut(usize) -> bool,
-) -> bool {
-    steps.set(steps.get() + 1);
-    if steps.get() > STEP_LIMIT {
-        return false;
-    }
-    let Some((node, tail)) = nodes.split_first() else {
-        return rest(at);
-    };
-    match node {
-        Node::Char(c) => text.get(at) == Some(c) && match_seq(tail, text, at + 1, steps, rest),
-        Node::Any => {
-            text.get(at).is_some_and(|&c| c != '\n') && match_seq(tail, text, at + 1, steps, rest)
-        }
-        Node::Class(items, negated) => {
-            text.get(at)
-                .is_some_and(|&c| class_matches(items, *negated, c))
-                && match_seq(tail, text, at + 1, steps, rest)
-        }
-        Node::Start => at == 0 && match_seq(tail, text, at, steps, rest),
-        Node::End => at == text.len() && match_seq(tail, text, at, steps, rest),
-        Node::Group(alternatives) => alternatives.iter().any(|alternative| {
-            match_seq(alternative, text, at, steps, &mut |end| {
-                match_seq(tail, text, end, steps, rest)
-            })
-        }),
-        Node::Repeat(inner, min, max) => {
-            match_repeat(inner, *min, *max, 0, tail, text, at, steps, rest)
+        let compiled = patterns
+            .iter()
+            .map(|p| Pattern::compile(p).map_err(|e| (p.as_str(), e)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        match self.0.get() {
+            None => Ok(Cow::Borrowed(self.0.get_or_init(|| compiled))),
+            Some(_) => Ok(Cow::Owned(compiled)),
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn match_repeat(
-    inner: &Node,
-    min: usize,
-    max: Option<usize>,
-    count: usize,
-    tail: &[Node],
-    text: &[char],
-    at: usize,
-    steps: &Cell<usize>,
-    rest: &mut dyn FnMut(usize) -> bool,
-) -> bool {
-    if max.is_none_or(|m| count < m)
-        && match_seq(std::slice::from_ref(inner), text, at, steps, &mut |end| {
-            // An empty iteration past the minimum could loop forever; it adds nothing.
-            (end != at || count < min)
-                && match_repeat(inner, min, max, count + 1, tail, text, end, steps, rest)
-        })
-    {
-        return true;
+impl PartialEq for PatternCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
-    count >= min && match_seq(tail, text, at, steps, rest)
+}
+
+impl fmt::Debug for PatternCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PatternCache")
+            .field(&self.0.get().map_or(0, Vec::len))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_cache_compiles_once_and_follows_changes() {
+        let cache = PatternCache::default();
+        assert_eq!(
+            cache.compiled(&["(x".to_owned()]).map(|p| p.len()),
+            Err(("(x", "missing ')'".to_owned()))
+        );
+        let patterns = vec!["^a".to_owned(), "b$".to_owned()];
+        let first = cache.compiled(&patterns).expect("compiles");
+        assert!(matches!(first, Cow::Borrowed(_)));
+        let second = cache.compiled(&patterns).expect("cached");
+        assert!(matches!(second, Cow::Borrowed(_)));
+        assert!(std::ptr::eq(first.as_ptr(), second.as_ptr()));
+        let changed = cache.compiled(&["^c".to_owned()]).expect("compiles");
+        assert!(matches!(changed, Cow::Owned(_)));
+        assert!(changed[0].is_match("cab") && !changed[0].is_match("ab"));
+        assert_eq!(cache, PatternCache::default());
+    }
 }

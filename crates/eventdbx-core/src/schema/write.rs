@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::text::{self, Pattern};
+use super::text;
 use super::{AggregateSchema, ColumnSpec, ColumnType, Format};
 use crate::error::{CoreError, Result};
 
@@ -293,13 +293,12 @@ fn check_text(aggregate_type: &str, column: &ColumnSpec, path: &str, s: &str) ->
             )));
         }
     }
-    for pattern in rules.regex.iter().flatten() {
-        let matched = Pattern::compile(pattern).is_ok_and(|p| p.is_match(s));
-        if !matched {
-            return Err(violation(format!(
-                "field {path} must match pattern {pattern}"
-            )));
-        }
+    let patterns = rules.patterns(path).map_err(violation)?;
+    if let Some(pattern) = patterns.iter().find(|p| !p.is_match(s)) {
+        return Err(violation(format!(
+            "field {path} must match pattern {}",
+            pattern.as_str()
+        )));
     }
     let Some(format) = rules.format else {
         return Ok(());

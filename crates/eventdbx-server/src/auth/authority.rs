@@ -64,7 +64,7 @@ impl Authority {
             audience: config.audience,
             default_ttl_secs: config.default_ttl_secs.max(MIN_TTL_SECS),
             clock_skew_secs: config.clock_skew_secs.min(MAX_CLOCK_SKEW_SECS),
-            signing_key,
+            keys: jwt::TokenKeys::new(&signing_key),
             verifying_key,
             key_id,
             files,
@@ -85,7 +85,8 @@ impl Authority {
         self.verifying_key
     }
 
-    /// Verifies a token (trimmed) in the order of §10.3 and returns its claims.
+    /// Verifies a token (trimmed) in the order of `docs/tokens.md` ("Verifying") and returns
+    /// its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         self.verify_shared_at(token, now_secs())
             .map(|claims| (*claims).clone())
@@ -135,7 +136,7 @@ impl Authority {
         if let Some(claims) = read(&self.verified).get(&digest) {
             return Ok(claims);
         }
-        let claims = Arc::new(jwt::decode(token, &self.verifying_key)?);
+        let claims = Arc::new(self.keys.decode(token)?);
         write(&self.verified).insert(digest, Arc::clone(&claims));
         Ok(claims)
     }

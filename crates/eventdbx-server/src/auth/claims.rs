@@ -1,11 +1,11 @@
-//! What a token says ([`Claims`], §10.2) and what the ledger keeps of an issued one
-//! ([`TokenRecord`]): never the token itself.
+//! What a token says ([`Claims`], `docs/tokens.md` "Claims") and what the ledger keeps of an
+//! issued one ([`TokenRecord`]): never the token itself.
 
 use serde::{Deserialize, Serialize};
 
 use super::{glob, AuthError};
 
-/// The claims of a token (§10.2), with their JSON names.
+/// The claims of a token, with their JSON names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Issuer.
@@ -47,7 +47,7 @@ pub struct Claims {
     pub tenants: Vec<String>,
 }
 
-/// The `limits` claim: stored, never enforced (§10.2).
+/// The `limits` claim: stored, never enforced.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Most events the token may write.
@@ -79,7 +79,7 @@ impl Claims {
                 .any(|t| t.trim().to_lowercase() == tenant)
     }
 
-    /// §10.3 authorisation: the action must be allowed and, when given, the resource.
+    /// Authorisation: the action must be allowed and, when given, the resource.
     pub fn authorize(&self, action: &str, resource: Option<&str>) -> Result<(), AuthError> {
         if !self.allows_action(action) || resource.is_some_and(|r| !self.allows_resource(r)) {
             return Err(AuthError::Unauthorized);

@@ -1,4 +1,4 @@
-//! Glob patterns for token `actions` and `resources` (§10.3): `*` matches any run of characters
+//! Glob patterns for token `actions` and `resources`: `*` matches any run of characters
 //! (including none), `?` exactly one character, everything else itself. The patterns `*` and
 //! `*.*` match every name, so an "all actions" token also covers names without a dot.
 

@@ -1,5 +1,5 @@
-//! Issuing tokens (§10.3): a [`TokenRequest`] becomes signed claims, recorded in the ledger
-//! and the v2 registry before the token is handed out.
+//! Issuing tokens (`docs/tokens.md`, "Issuing"): a [`TokenRequest`] becomes signed claims,
+//! recorded in the ledger and the v2 registry before the token is handed out.
 
 use eventdbx_proto::noise::v2::{self, TokenId};
 
@@ -35,7 +35,7 @@ pub struct TokenRequest {
 }
 
 impl Authority {
-    /// Issues a token (§10.3) and records it in the ledger and the v2 registry.
+    /// Issues a token and records it in the ledger and the v2 registry.
     pub fn issue(&self, request: TokenRequest) -> Result<(String, Claims), AuthError> {
         self.issue_at(request, now_secs())
     }
@@ -43,7 +43,7 @@ impl Authority {
     /// [`Authority::issue`] as if the clock read `now` (epoch seconds).
     pub fn issue_at(&self, request: TokenRequest, now: u64) -> Result<(String, Claims), AuthError> {
         let claims = self.claims_for(request, now)?;
-        let token = jwt::encode(&claims, &self.signing_key, &self.key_id)?;
+        let token = self.keys.encode(&claims, &self.key_id)?;
         let token_id = TokenId::of(&token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let psk = v2::psk(&token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if token.len() > jwt::MAX_TOKEN_LEN {
@@ -127,7 +127,7 @@ impl Authority {
         })
     }
 
-    /// Issues the bootstrap token of §10.5 (subject `cli:bootstrap`, every action and
+    /// Issues the bootstrap token (subject `cli:bootstrap`, every action and
     /// resource) for `ttl_secs` ([`BOOTSTRAP_TTL_SECS`](super::BOOTSTRAP_TTL_SECS) by default
     /// in the CLI; 0 = no expiry).
     pub fn bootstrap(&self, ttl_secs: u64) -> Result<String, AuthError> {

@@ -83,29 +83,11 @@ pub(crate) fn load_or_create(path: &Path) -> Result<SigningKey, AuthError> {
 
 /// A fresh key id, `key-YYYYMMDDHHMMSS` in UTC.
 pub(crate) fn new_key_id(now_secs: u64) -> String {
-    let days = now_secs / 86_400;
-    let rem = now_secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "key-{year:04}{month:02}{day:02}{:02}{:02}{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (H. Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    let timestamp = i64::try_from(now_secs)
+        .ok()
+        .and_then(|secs| jiff::Timestamp::from_second(secs).ok())
+        .unwrap_or(jiff::Timestamp::MAX);
+    timestamp.strftime("key-%Y%m%d%H%M%S").to_string()
 }
 
 /// Parses an Ed25519 PKCS#8 v1 or v2 (`OneAsymmetricKey`) DER document; a public key inside it

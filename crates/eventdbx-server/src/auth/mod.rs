@@ -1,4 +1,4 @@
-//! Tokens (spec 02 §10): Ed25519-signed JWTs, their ledger, revocation and refresh, and the v2
+//! Tokens (`docs/tokens.md`): Ed25519-signed JWTs, their ledger, revocation and refresh, and the v2
 //! registry that maps a token id to its pre-shared key.
 //!
 //! One [`Authority`] per server, shared behind an `Arc`. [`Authority::verify`] is the hot path:
@@ -29,7 +29,7 @@
 //!   the v2 PSK lookup, reload from disk.
 //! - `issue`: [`TokenRequest`] to a signed token, bootstrap tokens.
 //! - `revoke`: revocation, refresh and the ledger listing.
-//! - `jwt`: the compact EdDSA JWS encoding.
+//! - `jwt`: the compact EdDSA JWS encoding, on `jsonwebtoken`.
 //! - `key`: the signing key file (base64 PKCS#8, mode 0600) and key ids.
 //! - `state`: `ledger.json`, `revocations.json`, `registry.json` in the state directory.
 //! - `files`: the state and key files, through [`crate::fs`], in this module's error type.
@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use eventdbx_proto::noise::v2::TokenId;
 
 use authority::VerifiedCache;
@@ -77,12 +77,12 @@ pub const MIN_TTL_SECS: u64 = 60;
 pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 30;
 /// Largest accepted `auth.clock_skew_secs`; larger values are clamped.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
-/// TTL of `dbx token bootstrap` (§10.5).
+/// TTL of `dbx token bootstrap`.
 pub const BOOTSTRAP_TTL_SECS: u64 = 7200;
 /// `issued_by` of a token whose request names none.
 pub const DEFAULT_ISSUED_BY: &str = "cli";
 
-/// The `[auth]` configuration (§15).
+/// The `[auth]` configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
     /// `iss` of issued tokens; verified tokens must carry the same.
@@ -102,7 +102,7 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    /// The defaults of §15 for a data directory.
+    /// The defaults for a data directory.
     pub fn defaults(data_dir: &Path) -> Self {
         Self {
             issuer: DEFAULT_ISSUER.to_owned(),
@@ -116,7 +116,7 @@ impl AuthConfig {
     }
 }
 
-/// Token errors; [`AuthError::code`] is the wire code (spec 01 §13) and the display text its
+/// Token errors; [`AuthError::code`] is the wire code (`docs/errors.md`) and the display text its
 /// message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -155,7 +155,7 @@ impl AuthError {
     }
 }
 
-/// Key material supplied from outside the data directory (the environment, §10.1).
+/// Key material supplied from outside the data directory (the environment).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct KeyOverrides {
     /// Base64 PKCS#8 DER or raw 32-byte seed; replaces the key file.
@@ -203,7 +203,8 @@ pub struct Authority {
     audience: String,
     default_ttl_secs: u64,
     clock_skew_secs: u64,
-    signing_key: SigningKey,
+    /// The signing key as `jsonwebtoken` takes it.
+    keys: jwt::TokenKeys,
     verifying_key: VerifyingKey,
     key_id: String,
     files: StateFiles,

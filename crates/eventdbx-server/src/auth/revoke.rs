@@ -1,5 +1,6 @@
-//! Revocation and refresh (§10.4) and the ledger listing: each mutation holds the stored
-//! state across its file writes, after merging what other processes wrote.
+//! Revocation and refresh (`docs/tokens.md`, "Revoking and refreshing") and the ledger listing:
+//! each mutation holds the stored state across its file writes, after merging what other
+//! processes wrote.
 
 use super::claims::{Claims, TokenRecord};
 use super::issue::TokenRequest;

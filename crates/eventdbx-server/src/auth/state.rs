@@ -16,7 +16,7 @@ const LEDGER_FILE: &str = "ledger.json";
 const REVOCATIONS_FILE: &str = "revocations.json";
 const REGISTRY_FILE: &str = "registry.json";
 
-/// One entry of the revocation list (§10.5).
+/// One entry of the revocation list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Revocation {
     pub(crate) jti: String,

@@ -2,7 +2,6 @@
 //! an empty, owner-only secrets directory.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::paths::absolute;
 use super::{Config, ConfigError, CONFIG_FILE, WORKSPACE_DIR};
@@ -48,7 +47,7 @@ pub fn init_workspace(dir: &Path) -> Result<InitOutcome, ConfigError> {
         .map_err(io_error(&secrets_dir))?;
 
     let mut config = Config::defaults(PathBuf::from("."));
-    let now = now_rfc3339();
+    let now = eventdbx_core::time::now_rfc3339();
     config.created_at = Some(now.clone());
     config.updated_at = Some(now);
     let text = format!(
@@ -59,13 +58,4 @@ pub fn init_workspace(dir: &Path) -> Result<InitOutcome, ConfigError> {
     crate::fs::write_atomic(&config_path, text.as_bytes(), crate::fs::STATE_FILE_MODE)
         .map_err(io_error(&config_path))?;
     Ok(InitOutcome::Created(config_path))
-}
-
-/// The current time as RFC 3339 UTC with whole seconds.
-fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    eventdbx_core::time::format_unix_nanos(secs.saturating_mul(1_000_000_000))
 }

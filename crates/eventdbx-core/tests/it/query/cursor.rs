@@ -1,4 +1,4 @@
-//! Cursors (`02-server.md` §8.5): the spec's forms and error messages, round trips, and cursors
+//! Cursors (`docs/server.md`): their documented forms and error messages, round trips, and cursors
 //! refused by a list they do not belong to.
 
 use super::keyset::arb_agg;

@@ -1,4 +1,5 @@
-//! The text rules' building blocks: the pattern matcher, date, time and base64 helpers.
+//! The text rules' building blocks: the patterns (on the `regex` crate), date, time and base64
+//! helpers; what `docs/schemas.md` promises about them.
 
 use super::*;
 
@@ -28,6 +29,116 @@ fn pattern_matcher() {
     }
     for bad in ["(a", "a)", "*a", "[a", "a{2,1}", "[z-a]", "\\"] {
         assert!(Pattern::compile(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn what_the_regex_crate_cannot_do_is_refused_when_the_schema_loads() {
+    let cases = [
+        ("(a)\\1", "backreferences (\\1) are not supported"),
+        ("a(?=b)", "look-around is not supported"),
+        ("(?<!a)b", "look-around is not supported"),
+        ("a)", "unbalanced ')'"),
+        ("[a", "missing ']'"),
+        ("*a", "nothing to repeat"),
+        ("a{2,1}", "bad repeat {2,1}"),
+        ("[z-a]", "invalid class range z-a"),
+        ("\\", "trailing backslash"),
+        ("\\y", "unrecognized escape sequence"),
+        // Unicode `\w` repeated 255 times is past the size a compiled pattern may take.
+        (
+            "^\\w{1,255}$",
+            "pattern compiles to more than 10485760 bytes",
+        ),
+    ];
+    for (pattern, detail) in cases {
+        assert_eq!(
+            invalid_set(schema_json(
+                json!({"v": {"type": "text", "regex": [pattern]}})
+            )),
+            format!("invalid schema: field v has an invalid pattern {pattern}: {detail}"),
+            "{pattern}"
+        );
+    }
+    // The error names the first bad pattern of the rule.
+    assert_eq!(
+        invalid_set(schema_json(
+            json!({"v": {"type": "text", "regex": ["^a", "(b", "(c"]}})
+        )),
+        "invalid schema: field v has an invalid pattern (b: missing ')'"
+    );
+}
+
+#[test]
+fn patterns_match_in_linear_time_and_follow_unicode() {
+    // Catastrophic for a backtracking engine; answered without a step budget.
+    let nested = Pattern::compile("^(a*)*b$").expect("compiles");
+    let long = format!("{}c", "a".repeat(100_000));
+    assert!(!nested.is_match(&long));
+    assert!(nested.is_match(&format!("{}b", "a".repeat(100_000))));
+    // `\d`, `\w` and `\s` are Unicode classes; `[0-9]` is the ASCII one.
+    assert!(Pattern::compile("^\\d$")
+        .expect("compiles")
+        .is_match("\u{663}"));
+    assert!(!Pattern::compile("^[0-9]$")
+        .expect("compiles")
+        .is_match("\u{663}"));
+    assert!(Pattern::compile("^\\w+$")
+        .expect("compiles")
+        .is_match("été_1"));
+    // Syntax the old matcher did not have: lazy repeats, flags, named groups.
+    assert!(Pattern::compile("^(?i)abc$")
+        .expect("compiles")
+        .is_match("ABC"));
+    assert!(Pattern::compile("^(?<y>[0-9]{4})-a+?$")
+        .expect("compiles")
+        .is_match("2025-aa"));
+    assert_eq!(Pattern::compile("^a+$").expect("compiles").as_str(), "^a+$");
+    // The ASCII class stays small where the Unicode one is too large.
+    let ascii = Pattern::compile("^(?-u:\\w){1,255}$").expect("compiles");
+    assert!(ascii.is_match("abc_1") && !ascii.is_match("été"));
+}
+
+#[test]
+fn patterns_are_compiled_once_when_the_schema_loads() {
+    let schema = with_columns(json!({"v": {"type": "text", "regex": ["^[a-z]+$", "b"]}}));
+    let column = &schema.column_types["v"];
+    // Two patterns compiled and held by the loaded (and cloned) schema before any write.
+    assert!(
+        format!("{column:?}").contains("PatternCache(2)"),
+        "{column:?}"
+    );
+    assert_eq!(write(&schema, json!({"v": "abc"})), Ok(()));
+    assert_eq!(
+        write(&schema, json!({"v": "acd"})),
+        Err("schema violation: field v must match pattern b".into())
+    );
+    // A rule changed after loading is checked as it now reads, not as it was compiled.
+    let with_regex = |patterns: &[&str]| {
+        let mut changed = schema.clone();
+        let column = changed.column_types.get_mut("v").expect("column v");
+        column.rules.regex = Some(patterns.iter().map(|p| p.to_string()).collect());
+        changed
+    };
+    assert_eq!(
+        write(&with_regex(&["^x"]), json!({"v": "abc"})),
+        Err("schema violation: field v must match pattern ^x".into())
+    );
+    assert_eq!(
+        write(&with_regex(&["(x"]), json!({"v": "abc"})),
+        Err("schema violation: field v has an invalid pattern (x: missing ')'".into())
+    );
+}
+
+#[test]
+fn binary_columns_take_standard_base64_padded_or_not() {
+    assert_eq!(text::decode_base64("aGk="), Some(b"hi".to_vec()));
+    assert_eq!(text::decode_base64("aGk"), Some(b"hi".to_vec()));
+    assert_eq!(text::decode_base64(""), Some(Vec::new()));
+    // Trailing bits that do not fill a byte are ignored, as before.
+    assert_eq!(text::decode_base64("aGl"), Some(b"hi".to_vec()));
+    for bad in ["a", "aGk==", "aG=k", "a-_b", "aGk ", "===="] {
+        assert_eq!(text::decode_base64(bad), None, "{bad}");
     }
 }
 

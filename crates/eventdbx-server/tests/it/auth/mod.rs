@@ -1,8 +1,9 @@
-//! Tokens: issue, verify (every §10.3 failure), authorise, revoke, refresh, bootstrap, the v2
-//! registry and the files behind them.
+//! Tokens (`docs/tokens.md`): issue, verify (every failure), authorise, revoke, refresh,
+//! bootstrap, the v2 registry and the files behind them.
 
 mod files;
 mod grants;
+mod legacy;
 mod revocation;
 mod tokens;
 

@@ -1,5 +1,5 @@
-//! Issuing and verifying tokens: the spec's defaults, the issue rules, every §10.3 verify
-//! failure with its code and message, and the clock skew.
+//! Issuing and verifying tokens: the defaults, the issue rules, every verify failure with its
+//! code and message, and the clock skew.
 
 use super::*;
 
