@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
 pub use crate::time::{parse_date, parse_rfc3339};
 
@@ -162,6 +162,11 @@ pub fn is_upper_snake_case(value: &str) -> bool {
     words(value, '_', true)
 }
 
+/// The most memory one compiled pattern may take. The `regex` crate's default (10 MiB) refuses
+/// ordinary rules such as `^\w{1,255}$` (Unicode classes are large); 64 MiB admits them while
+/// still bounding what one schema can make the server hold.
+pub const PATTERN_SIZE_LIMIT: usize = 64 * 1024 * 1024;
+
 /// A compiled `regex` rule pattern, in the syntax of the `regex` crate (linear-time matching:
 /// no backreferences, no look-around). A pattern matches when it matches anywhere in the text.
 /// `docs/schemas.md` ("Patterns") says what is accepted.
@@ -175,7 +180,10 @@ impl Pattern {
         regex_syntax::Parser::new()
             .parse(pattern)
             .map_err(|e| syntax_error(pattern, &e))?;
-        let regex = Regex::new(pattern).map_err(|e| match e {
+        let regex = RegexBuilder::new(pattern)
+            .size_limit(PATTERN_SIZE_LIMIT)
+            .build()
+            .map_err(|e| match e {
             regex::Error::CompiledTooBig(limit) => {
                 format!("pattern compiles to more than {limit} bytes")
             }

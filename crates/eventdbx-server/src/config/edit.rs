@@ -50,7 +50,7 @@ impl Config {
                     origin: origin.clone(),
                     message: err.message().to_owned(),
                 })?;
-        let now = ConfigValue::Text(now_rfc3339());
+        let now = ConfigValue::Text(eventdbx_core::time::now_rfc3339());
         for (key, value) in edits.iter().chain([("updated_at", now)].iter()) {
             set(document.as_table_mut(), key, value).map_err(|message| {
                 ConfigError::InvalidValue {
@@ -107,13 +107,6 @@ fn set(root: &mut Table, key: &str, value: &ConfigValue) -> Result<(), String> {
 }
 
 /// The current time as RFC 3339 UTC with whole seconds, as `dbx init` writes `created_at`.
-fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    eventdbx_core::time::format_unix_nanos(secs.saturating_mul(1_000_000_000))
-}
 
 #[cfg(test)]
 mod tests {
