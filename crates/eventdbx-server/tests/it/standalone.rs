@@ -105,10 +105,7 @@ fn the_citation_matcher_knows_what_a_citation_looks_like() {
     }
 }
 
-// Enabled by the lead after the merge: until every helper's branch is in, other files still
-// cite the old design files.
 #[test]
-#[ignore = "enabled by the lead after the merge"]
 fn no_file_cites_a_specification_outside_the_repository() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let root = root.canonicalize().expect("workspace root");
