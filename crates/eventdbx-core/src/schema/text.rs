@@ -184,11 +184,11 @@ impl Pattern {
             .size_limit(PATTERN_SIZE_LIMIT)
             .build()
             .map_err(|e| match e {
-            regex::Error::CompiledTooBig(limit) => {
-                format!("pattern compiles to more than {limit} bytes")
-            }
-            other => other.to_string(),
-        })?;
+                regex::Error::CompiledTooBig(limit) => {
+                    format!("pattern compiles to more than {limit} bytes")
+                }
+                other => other.to_string(),
+            })?;
         Ok(Pattern(regex))
     }
 
