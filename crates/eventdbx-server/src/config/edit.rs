@@ -2,7 +2,6 @@
 //! wrote around them (comments, order, blank lines, keys this server does not know) stays.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use toml_edit::{DocumentMut, Item, Table, Value};
 
@@ -105,8 +104,6 @@ fn set(root: &mut Table, key: &str, value: &ConfigValue) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// The current time as RFC 3339 UTC with whole seconds, as `dbx init` writes `created_at`.
 
 #[cfg(test)]
 mod tests {
