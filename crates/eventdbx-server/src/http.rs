@@ -114,9 +114,27 @@ fn metrics(state: &ServerState) -> String {
         ),
         gauge(
             "eventdbx_handshake_failures_total",
-            "Rejected hellos and failed handshakes.",
+            "Connections that ended before completing their hello and handshake.",
             "counter",
             m.handshake_failures.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_preauth_rejected_total",
+            "Unauthenticated connections closed to make room in the pre-authentication budget.",
+            "counter",
+            m.preauth_rejected.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_sessions_refused_total",
+            "Authenticated connections refused because every session slot was taken.",
+            "counter",
+            m.sessions_refused.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_protocol_errors_total",
+            "Sessions ended by a bad frame, an oversize chunk or an unreadable message.",
+            "counter",
+            m.protocol_errors.load(Ordering::Relaxed),
         ),
         gauge(
             "eventdbx_requests_total",

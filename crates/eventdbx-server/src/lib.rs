@@ -34,5 +34,6 @@ pub mod fs;
 mod random_id;
 pub mod tenants;
 
+pub use connection::admission::{MAX_PREAUTH, MAX_PREAUTH_PER_IP, PREAUTH_DEADLINE};
 pub use server::{authority_config, read_server_key, run, Server, StartError, MAX_CONNECTIONS};
 pub use state::{Metrics, ServerState, IDLE_TIMEOUT};

@@ -1,8 +1,9 @@
 //! The server: shared state, the accept loop, graceful shutdown.
 //!
-//! Structure after mini-redis: a listener that caps connections with a semaphore, one task per
-//! connection, shutdown by broadcast, and a drain that waits for every handler to finish its
-//! in-flight request before `run` returns.
+//! Structure after mini-redis: a listener, one task per connection, shutdown by broadcast, and a
+//! drain that waits for every handler to finish its in-flight request before `run` returns. The
+//! listener accepts every connection at once; `connection::admission` decides which may stay
+//! (`docs/server.md`, "Connection limits").
 
 use std::future::Future;
 use std::io;
@@ -12,17 +13,17 @@ use std::time::Duration;
 
 use eventdbx_proto::noise::v2::{Fingerprint, StaticKeypair};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use crate::auth::{AuthConfig, Authority, KeyOverrides};
 use crate::config::Config;
-use crate::connection;
+use crate::connection::{self, admission::Gate};
 use crate::state::{Metrics, ServerState};
 use crate::tenants::Tenants;
 
-/// Most concurrent control connections; further ones wait for a slot.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// Most concurrent authenticated control sessions; a further one is told the server is busy.
+pub const MAX_CONNECTIONS: usize = connection::admission::MAX_SESSIONS;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,7 @@ impl Server {
                 tenants: Arc::new(tenants),
                 server_key,
                 metrics: Metrics::default(),
+                log_bursts: crate::state::LogBursts::default(),
                 plugins: Arc::new(plugins),
                 registry_seen: std::sync::Mutex::new(None),
             }),
@@ -159,7 +161,7 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let gate = Arc::new(Gate::default());
         self.state.plugins.start(
             Arc::clone(&self.state.jobs),
             self.state.config.plugin_queue.prune.clone(),
@@ -186,14 +188,6 @@ impl Server {
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                permit = Arc::clone(&slots).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
             let (socket, peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => continue,
@@ -208,17 +202,29 @@ impl Server {
                 },
             };
             Metrics::add(&self.state.metrics.connections_accepted, 1);
+            let (ticket, eviction, evicted) = gate.admit(peer.ip());
+            if evicted > 0 {
+                if let Some(unsaid) = self.state.log_bursts.limits.admit() {
+                    tracing::warn!(
+                        %peer,
+                        budget = connection::admission::MAX_PREAUTH,
+                        per_address = connection::admission::MAX_PREAUTH_PER_IP,
+                        similar_since_last_line = unsaid,
+                        "too many connections without a completed handshake: closing the oldest"
+                    );
+                }
+            }
             let state = Arc::clone(&self.state);
             let shutdown = notify_shutdown.subscribe();
             connections.spawn(async move {
                 Metrics::add(&state.metrics.connections_open, 1);
-                connection::serve(Arc::clone(&state), socket, shutdown).await;
+                connection::serve(Arc::clone(&state), socket, peer, ticket, eviction, shutdown)
+                    .await;
                 state
                     .metrics
                     .connections_open
                     .fetch_sub(1, Ordering::Relaxed);
                 tracing::debug!(%peer, "connection closed");
-                drop(permit);
             });
         }
         drop(listener);

@@ -5,8 +5,8 @@
 //! `http` read it, and it imports none of them, so none of them import each other through it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use eventdbx_proto::noise::v2::StaticKeypair;
 use eventdbx_store::{EventStore, JobQueue};
@@ -22,6 +22,47 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// open files) are transient, and retrying at once would spin.
 pub(crate) const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
+/// Least time between two log lines about the same kind of trouble: a flood logs once per burst,
+/// with the number of occurrences it left unsaid.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Rate limits of the log lines a flood of bad connections would otherwise repeat.
+#[derive(Debug, Default)]
+pub(crate) struct LogBursts {
+    /// A connection budget was hit (a pending connection evicted, a session refused).
+    pub(crate) limits: BurstLog,
+    /// A connection ended before completing its hello and handshake.
+    pub(crate) handshakes: BurstLog,
+    /// A session ended on a bad frame or message.
+    pub(crate) protocol: BurstLog,
+}
+
+/// Logs one line per burst: [`BurstLog::admit`] says whether to log now, and how many
+/// occurrences went unlogged since the last line.
+#[derive(Debug, Default)]
+pub(crate) struct BurstLog {
+    last: Mutex<Option<Instant>>,
+    unsaid: AtomicU64,
+}
+
+impl BurstLog {
+    /// `Some(unsaid)` when this occurrence should be logged, `None` to stay quiet.
+    pub(crate) fn admit(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some(at) if now.duration_since(at) < LOG_INTERVAL => {
+                self.unsaid.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(self.unsaid.swap(0, Ordering::Relaxed))
+            }
+        }
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -29,8 +70,14 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     /// Connections currently open.
     pub connections_open: AtomicU64,
-    /// Hellos rejected or handshakes that failed.
+    /// Connections that ended before completing their hello and handshake, for any reason.
     pub handshake_failures: AtomicU64,
+    /// Pending connections closed to make room in the pre-authentication budget.
+    pub preauth_rejected: AtomicU64,
+    /// Authenticated connections refused because every session slot was taken.
+    pub sessions_refused: AtomicU64,
+    /// Sessions ended by a bad frame, an oversize chunk or an unreadable message.
+    pub protocol_errors: AtomicU64,
     /// Requests answered.
     pub requests: AtomicU64,
     /// Requests answered with an error.
@@ -62,6 +109,7 @@ pub struct ServerState {
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) server_key: StaticKeypair,
     pub(crate) metrics: Metrics,
+    pub(crate) log_bursts: LogBursts,
     pub(crate) plugins: Arc<Plugins>,
     /// Modification time of the token-id registry when it was last read for an unknown id.
     pub(crate) registry_seen: std::sync::Mutex<Option<std::time::SystemTime>>,

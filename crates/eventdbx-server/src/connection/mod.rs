@@ -12,14 +12,16 @@
 //! - `v1`: the v1 hello checks, the optional `Noise_NNpsk0` handshake and the v1 session loop.
 //! - `v2`: the `Noise_XXpsk3` handshake and the pipelined v2 session loop.
 //! - `busy_poll`: when a session polls its socket before it parks.
+//! - `admission`: the pending (pre-auth) budget, its deadline and the session slots.
 //! - here: the hello, and running one request (on the session's task or apart).
 
+pub(crate) mod admission;
 mod busy_poll;
 mod v1;
 mod v2;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use eventdbx_core::names::normalize_tenant_id;
 use eventdbx_proto::hello::{
@@ -31,14 +33,13 @@ use eventdbx_store::Durability;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
-use tokio::time::timeout;
+use tokio::time::timeout_at;
 
+use self::admission::{Eviction, SessionsFull, Ticket};
 use crate::commands::{self, Command, Context};
 use crate::error::RequestError;
 use crate::state::{Metrics, ServerState};
 
-/// Time allowed for the hello and each handshake message.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests of one v2 session running at once.
 pub const V2_IN_FLIGHT: usize = 64;
 /// What our server honours beyond the reference (`docs/protocol.md`, "Our extensions").
@@ -56,14 +57,48 @@ struct SessionInfo {
     hello_token: String,
 }
 
+/// Serves one accepted connection: the hello, the handshake and the session, unless the
+/// connection is evicted from the pending budget first.
 pub(crate) async fn serve(
     state: Arc<ServerState>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    mut ticket: Ticket,
+    eviction: Eviction,
+    shutdown: broadcast::Receiver<()>,
+) {
+    let evicted = tokio::select! {
+        _ = eviction.wait() => true,
+        _ = converse(&state, socket, &mut ticket, shutdown) => false,
+    };
+    if ticket.is_established() {
+        return;
+    }
+    // Every connection that never reached its session counts, whatever ended it: a refusal, a
+    // bad or missing handshake message, the deadline, the peer leaving, or an eviction.
+    Metrics::add(&state.metrics.handshake_failures, 1);
+    if evicted {
+        Metrics::add(&state.metrics.preauth_rejected, 1);
+    }
+    if let Some(unsaid) = state.log_bursts.handshakes.admit() {
+        tracing::info!(
+            %peer,
+            evicted,
+            similar_since_last_line = unsaid,
+            "connection closed before completing its handshake"
+        );
+    }
+}
+
+async fn converse(
+    state: &Arc<ServerState>,
     mut socket: TcpStream,
+    ticket: &mut Ticket,
     shutdown: broadcast::Receiver<()>,
 ) {
     // Each frame goes out in one write; without this a reply would wait for a delayed ACK.
     let _ = socket.set_nodelay(true);
-    let Ok(Ok(hello_bytes)) = timeout(HANDSHAKE_TIMEOUT, read_hello(&mut socket)).await else {
+    let Ok(Ok(hello_bytes)) = timeout_at(ticket.deadline(), read_hello(&mut socket)).await else {
         return;
     };
     let hello = match classify_first_message(&hello_bytes) {
@@ -75,16 +110,45 @@ pub(crate) async fn serve(
         }
         Err(_) => return,
     };
+    let state = Arc::clone(state);
     match negotiate::server_path(hello.protocol_version, state.config.accept_v1) {
-        Err(message) => reject(&state, &mut socket, &message, false).await,
-        Ok(ServerPath::V1) => v1::serve_v1(state, socket, hello, shutdown).await,
-        Ok(ServerPath::V2) => v2::serve_v2(state, socket, hello_bytes, hello, shutdown).await,
+        Err(message) => reject(&mut socket, &message, false).await,
+        Ok(ServerPath::V1) => v1::serve_v1(state, socket, hello, ticket, shutdown).await,
+        Ok(ServerPath::V2) => {
+            v2::serve_v2(state, socket, hello_bytes, hello, ticket, shutdown).await
+        }
     }
 }
 
-async fn reject(state: &ServerState, socket: &mut TcpStream, message: &str, no_noise: bool) {
-    Metrics::add(&state.metrics.handshake_failures, 1);
-    tracing::info!(reason = message, "hello rejected");
+/// Takes a session slot for a connection whose token checked out, logging when none is left.
+fn take_session(state: &ServerState, ticket: &mut Ticket) -> Result<(), SessionsFull> {
+    ticket.authenticated().inspect_err(|_| {
+        Metrics::add(&state.metrics.sessions_refused, 1);
+        if let Some(unsaid) = state.log_bursts.limits.admit() {
+            tracing::warn!(
+                limit = admission::MAX_SESSIONS,
+                similar_since_last_line = unsaid,
+                "session refused: every session slot is taken"
+            );
+        }
+    })
+}
+
+/// A session ends on a frame or message it cannot read; the protocol gives no way to tell the
+/// client why (`docs/protocol.md`, "Session rules"), so the log and `/metrics` do.
+fn session_ended(state: &ServerState, what: &str, err: &dyn std::fmt::Display) {
+    Metrics::add(&state.metrics.protocol_errors, 1);
+    if let Some(unsaid) = state.log_bursts.protocol.admit() {
+        tracing::info!(
+            error = %err,
+            similar_since_last_line = unsaid,
+            "session closed: {what}"
+        );
+    }
+}
+
+async fn reject(socket: &mut TcpStream, message: &str, no_noise: bool) {
+    tracing::debug!(reason = message, "hello rejected");
     let _ = socket
         .write_all(&HelloResponse::rejected(message, no_noise).encode())
         .await;

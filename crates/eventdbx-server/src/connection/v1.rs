@@ -10,36 +10,38 @@ use eventdbx_proto::transport::{read_frame, write_frame, FrameReader, SessionLim
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at};
 
+use super::admission::{SessionsFull, Ticket};
 use super::busy_poll::{poll_before_waiting, BusyPoll};
 use super::{
-    accepted, answer_apart, execute, hello_tenant, reject, runs_inline, SessionInfo,
-    HANDSHAKE_TIMEOUT,
+    accepted, answer_apart, execute, hello_tenant, reject, runs_inline, session_ended,
+    take_session, SessionInfo,
 };
 use crate::commands;
-use crate::state::{Metrics, ServerState, IDLE_TIMEOUT};
+use crate::state::{ServerState, IDLE_TIMEOUT};
 
 pub(super) async fn serve_v1(
     state: Arc<ServerState>,
     mut socket: TcpStream,
     hello: ReceivedHello,
+    ticket: &mut Ticket,
     shutdown: broadcast::Receiver<()>,
 ) {
     let plaintext = hello.no_noise && state.config.allow_plaintext;
     // Step 2: the token.
     let token = match &hello.token {
         Ok(token) => token.trim().to_owned(),
-        Err(err) => return reject(&state, &mut socket, &err.to_string(), plaintext).await,
+        Err(err) => return reject(&mut socket, &err.to_string(), plaintext).await,
     };
     if token.is_empty() {
-        return reject(&state, &mut socket, "missing control token", plaintext).await;
+        return reject(&mut socket, "missing control token", plaintext).await;
     }
     let claims = match state.auth.verify(&token) {
         Ok(claims) => claims,
         Err(err) => {
             tracing::info!(error = %err, "control token refused");
-            return reject(&state, &mut socket, "invalid control token", plaintext).await;
+            return reject(&mut socket, "invalid control token", plaintext).await;
         }
     };
     // Steps 3–5: the tenant.
@@ -49,15 +51,19 @@ pub(super) async fn serve_v1(
     };
     if hello.tenant_id.is_ok() && !raw_tenant.is_empty() && !claims.allows_tenant(&raw_tenant) {
         let message = format!("token does not grant access to tenant '{raw_tenant}'");
-        return reject(&state, &mut socket, &message, plaintext).await;
+        return reject(&mut socket, &message, plaintext).await;
     }
     let tenant = match hello_tenant(&state, &hello) {
         Ok((_, tenant)) => tenant,
-        Err(message) => return reject(&state, &mut socket, &message, plaintext).await,
+        Err(message) => return reject(&mut socket, &message, plaintext).await,
     };
     if !claims.allows_tenant(&tenant) {
         let message = format!("token does not grant access to tenant '{tenant}'");
-        return reject(&state, &mut socket, &message, plaintext).await;
+        return reject(&mut socket, &message, plaintext).await;
+    }
+    // The token checked out: this peer is authenticated and needs a session slot.
+    if take_session(&state, ticket).is_err() {
+        return reject(&mut socket, SessionsFull::REASON, plaintext).await;
     }
     if socket
         .write_all(&accepted(plaintext).encode())
@@ -73,8 +79,8 @@ pub(super) async fn serve_v1(
         let Ok(mut responder) = v1::Responder::new(&token) else {
             return;
         };
-        let Ok(Ok(Some(msg1))) = timeout(
-            HANDSHAKE_TIMEOUT,
+        let Ok(Ok(Some(msg1))) = timeout_at(
+            ticket.deadline(),
             read_frame(&mut socket, V1_MAX_NOISE_FRAME),
         )
         .await
@@ -82,7 +88,6 @@ pub(super) async fn serve_v1(
             return;
         };
         if responder.read_message1(&msg1).is_err() {
-            Metrics::add(&state.metrics.handshake_failures, 1);
             return;
         }
         let Ok((msg2, session)) = responder.write_message2() else {
@@ -100,6 +105,7 @@ pub(super) async fn serve_v1(
         tenant,
         hello_token: token,
     });
+    ticket.established();
     v1_loop(state, socket, session, transport.as_mut(), shutdown).await;
 }
 
@@ -124,21 +130,24 @@ async fn v1_loop(
             _ = shutdown.recv() => return,
             read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
                 Ok(Ok(Some(payload))) => payload,
-                // EOF, a reset, an oversize or truncated frame, or idleness: close quietly.
-                _ => return,
+                // EOF or idleness: close quietly.
+                Ok(Ok(None)) | Err(_) => return,
+                // A reset, an oversize or truncated frame: close, and say so in the log.
+                Ok(Err(err)) => return session_ended(&state, "unreadable frame", &err),
             },
         };
         busy.arrived();
         let request = match noise.as_deref_mut() {
             Some(session) => match session.opener.open(payload) {
                 Ok(plain) => plain,
-                Err(_) => return,
+                Err(err) => return session_ended(&state, "frame does not decrypt", &err),
             },
             None => payload.to_vec(),
         };
         // One request at a time: nothing else of this session can be waiting for its turn.
-        let Ok((id, command)) = commands::parse(&request) else {
-            return;
+        let (id, command) = match commands::parse(&request) {
+            Ok(parsed) => parsed,
+            Err(err) => return session_ended(&state, "message does not decode", &err),
         };
         let response = if runs_inline(&state, &command) {
             execute(&state, &session, id, command, response_limit)

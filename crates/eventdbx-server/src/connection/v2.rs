@@ -9,27 +9,29 @@ use eventdbx_proto::transport::{read_frame, write_frame, FrameReader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Semaphore};
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at};
 
+use super::admission::{SessionsFull, Ticket};
 use super::busy_poll::{poll_before_waiting, BusyPoll};
 use super::{
-    accepted, answer_apart, execute, hello_tenant, reject, runs_inline, SessionInfo,
-    HANDSHAKE_TIMEOUT, V2_IN_FLIGHT,
+    accepted, answer_apart, execute, hello_tenant, reject, runs_inline, session_ended,
+    take_session, SessionInfo, V2_IN_FLIGHT,
 };
 use crate::commands;
-use crate::state::{Metrics, ServerState, IDLE_TIMEOUT};
+use crate::state::{ServerState, IDLE_TIMEOUT};
 
 pub(super) async fn serve_v2(
     state: Arc<ServerState>,
     mut socket: TcpStream,
     hello_bytes: Vec<u8>,
     hello: ReceivedHello,
+    ticket: &mut Ticket,
     shutdown: broadcast::Receiver<()>,
 ) {
     // The v2 hello carries no token; the tenant grant is checked once the token arrives.
     let (_, tenant) = match hello_tenant(&state, &hello) {
         Ok(tenant) => tenant,
-        Err(message) => return reject(&state, &mut socket, &message, false).await,
+        Err(message) => return reject(&mut socket, &message, false).await,
     };
     let response = accepted(false).encode();
     if socket.write_all(&response).await.is_err() {
@@ -41,7 +43,7 @@ pub(super) async fn serve_v2(
         return;
     };
     let Ok(Ok(Some(msg1))) =
-        timeout(HANDSHAKE_TIMEOUT, read_frame(&mut socket, v2::FRAME_LIMIT)).await
+        timeout_at(ticket.deadline(), read_frame(&mut socket, v2::FRAME_LIMIT)).await
     else {
         return;
     };
@@ -69,7 +71,7 @@ pub(super) async fn serve_v2(
         return;
     }
     let Ok(Ok(Some(msg3))) =
-        timeout(HANDSHAKE_TIMEOUT, read_frame(&mut socket, v2::FRAME_LIMIT)).await
+        timeout_at(ticket.deadline(), read_frame(&mut socket, v2::FRAME_LIMIT)).await
     else {
         return;
     };
@@ -77,7 +79,6 @@ pub(super) async fn serve_v2(
         Ok(pending) => pending,
         Err(_) => {
             // Wrong or unknown token: the PSK did not match. Close without a word.
-            Metrics::add(&state.metrics.handshake_failures, 1);
             return;
         }
     };
@@ -90,10 +91,10 @@ pub(super) async fn serve_v2(
         Ok(claims) if !claims.allows_tenant(&tenant) => {
             Err(format!("token does not grant access to tenant '{tenant}'"))
         }
-        Ok(_) => Ok(()),
+        // The token checked out: this peer is authenticated and needs a session slot.
+        Ok(_) => take_session(&state, ticket).map_err(|_| SessionsFull::REASON.to_owned()),
     };
     if let Err(message) = verdict {
-        Metrics::add(&state.metrics.handshake_failures, 1);
         if let Ok(rejection) = pending.reject(&message) {
             let _ = socket.write_all(&rejection).await;
         }
@@ -109,6 +110,7 @@ pub(super) async fn serve_v2(
         tenant,
         hello_token: token,
     });
+    ticket.established();
     v2_loop(state, socket, info, session, shutdown).await;
 }
 
@@ -143,19 +145,30 @@ async fn v2_loop(
             _ = shutdown.recv() => break,
             read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
                 Ok(Ok(Some(payload))) => payload,
-                _ => break,
+                Ok(Ok(None)) | Err(_) => break,
+                Ok(Err(err)) => {
+                    session_ended(&state, "unreadable frame", &err);
+                    break;
+                }
             },
         };
         busy.arrived();
         let message = match opener.open_frame(payload) {
             Ok(Some(message)) => message,
             Ok(None) => continue,
-            Err(_) => break,
+            Err(err) => {
+                session_ended(&state, "bad chunk", &err);
+                break;
+            }
         };
         // Not a Cap'n Proto message at all: no id to answer; the session ends without a reply
         // (`docs/protocol.md`, "Session rules"), as v1 sessions do.
-        let Ok((id, command)) = commands::parse(&message) else {
-            break;
+        let (id, command) = match commands::parse(&message) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                session_ended(&state, "message does not decode", &err);
+                break;
+            }
         };
         // A lone request (none in flight, no other one already received) runs right here and
         // its answer goes out at once: a sequential client then costs no task hand-off per

@@ -1,4 +1,5 @@
 //! Integration tests of the server.
+mod admission;
 mod architecture;
 mod auth;
 mod busy_poll;
