@@ -6,7 +6,9 @@ use std::sync::Arc;
 use eventdbx_proto::frame::V1_MAX_NOISE_FRAME;
 use eventdbx_proto::hello::ReceivedHello;
 use eventdbx_proto::noise::{v1, Session};
-use eventdbx_proto::transport::{read_frame, write_frame, FrameReader, SessionLimits};
+use eventdbx_proto::transport::{
+    read_frame, write_frame, FrameReader, SessionLimits, TransportError,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
@@ -130,9 +132,9 @@ async fn v1_loop(
             _ = shutdown.recv() => return,
             read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
                 Ok(Ok(Some(payload))) => payload,
-                // EOF or idleness: close quietly.
-                Ok(Ok(None)) | Err(_) => return,
-                // A reset, an oversize or truncated frame: close, and say so in the log.
+                // EOF (even mid-frame), a reset or idleness: close quietly.
+                Ok(Ok(None) | Err(TransportError::Io(_))) | Err(_) => return,
+                // A frame that can never be valid (over the limit): close, and say so.
                 Ok(Err(err)) => return session_ended(&state, "unreadable frame", &err),
             },
         };

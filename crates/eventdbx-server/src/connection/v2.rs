@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use eventdbx_proto::hello::ReceivedHello;
 use eventdbx_proto::noise::v2;
-use eventdbx_proto::transport::{read_frame, write_frame, FrameReader};
+use eventdbx_proto::transport::{read_frame, write_frame, FrameReader, TransportError};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Semaphore};
@@ -145,7 +145,9 @@ async fn v2_loop(
             _ = shutdown.recv() => break,
             read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
                 Ok(Ok(Some(payload))) => payload,
-                Ok(Ok(None)) | Err(_) => break,
+                // EOF (even mid-frame), a reset or idleness: close quietly.
+                Ok(Ok(None) | Err(TransportError::Io(_))) | Err(_) => break,
+                // A frame that can never be valid (over the limit): close, and say so.
                 Ok(Err(err)) => {
                     session_ended(&state, "unreadable frame", &err);
                     break;

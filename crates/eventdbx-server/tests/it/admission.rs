@@ -77,9 +77,18 @@ fn failed_handshakes_and_bad_messages_are_counted() {
         .expect("send");
     assert!(session.recv_message().is_err(), "the session ends");
 
+    // A frame header announcing more than any frame may hold ends the session too.
+    let mut session = server.v2("default");
+    session.wire.write(&[0xff; 4]).expect("send");
+    assert!(session.recv_message().is_err(), "the session ends");
+    // A peer that leaves mid-frame is no protocol error: the session ends quietly.
+    let mut leaving = server.v1("default");
+    leaving.wire.write(&[0, 0, 0, 9, 1]).expect("send");
+    drop(leaving);
+
     drop(session);
     let metrics = stop(server);
     let metrics = metrics.metrics();
     assert_eq!(metrics.handshake_failures.load(Ordering::Relaxed), 3);
-    assert_eq!(metrics.protocol_errors.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.protocol_errors.load(Ordering::Relaxed), 2);
 }
