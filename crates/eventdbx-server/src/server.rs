@@ -204,6 +204,7 @@ impl Server {
             Metrics::add(&self.state.metrics.connections_accepted, 1);
             let (ticket, eviction, evicted) = gate.admit(peer.ip());
             if evicted > 0 {
+                Metrics::add(&self.state.metrics.preauth_rejected, evicted);
                 if let Some(unsaid) = self.state.log_bursts.limits.admit() {
                     tracing::warn!(
                         %peer,
@@ -228,6 +229,7 @@ impl Server {
             });
         }
         drop(listener);
+        gate.close_pending();
         refresher.abort();
         drop(notify_shutdown);
         // An aborted task still owns what it captured until its handle resolves.

@@ -37,12 +37,12 @@ pub(crate) struct Gate {
 #[derive(Debug, Default)]
 struct Pending {
     /// Pending connections, oldest first, with the means to close each.
-    by_age: BTreeMap<u64, (IpAddr, oneshot::Sender<()>)>,
+    by_age: BTreeMap<u64, (IpAddr, oneshot::Sender<Closing>)>,
     per_ip: HashMap<IpAddr, usize>,
 }
 
 impl Pending {
-    fn remove(&mut self, id: u64) -> Option<oneshot::Sender<()>> {
+    fn remove(&mut self, id: u64) -> Option<oneshot::Sender<Closing>> {
         let (ip, evict) = self.by_age.remove(&id)?;
         if let Some(count) = self.per_ip.get_mut(&ip) {
             *count -= 1;
@@ -107,21 +107,41 @@ impl Gate {
         // Dropping the sender (rather than sending) tells the connection it was not evicted.
         drop(pending.remove(id));
     }
+
+    /// Closes every pending connection: the server is shutting down, and a connection that has
+    /// not authenticated has no request in flight to finish.
+    pub(crate) fn close_pending(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.per_ip.clear();
+        for (_, (_, evict)) in std::mem::take(&mut pending.by_age) {
+            let _ = evict.send(Closing::ShuttingDown);
+        }
+    }
 }
 
-fn close(evict: oneshot::Sender<()>) -> u64 {
+fn close(evict: oneshot::Sender<Closing>) -> u64 {
     // The connection may have ended already; it counts as evicted only if it was still there.
-    u64::from(evict.send(()).is_ok())
+    u64::from(evict.send(Closing::Evicted).is_ok())
 }
 
-/// Resolves when the connection was evicted from the pending budget; never once it left it.
+/// Why a pending connection is closed before its handshake ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// To make room in the pending budget for a newer connection.
+    Evicted,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+/// Resolves when the connection is closed while pending; never once it left the pending budget.
 #[derive(Debug)]
-pub(crate) struct Eviction(oneshot::Receiver<()>);
+pub(crate) struct Eviction(oneshot::Receiver<Closing>);
 
 impl Eviction {
-    pub(crate) async fn wait(self) {
-        if self.0.await.is_err() {
-            std::future::pending::<()>().await;
+    pub(crate) async fn wait(self) -> Closing {
+        match self.0.await {
+            Ok(closing) => closing,
+            Err(_) => std::future::pending().await,
         }
     }
 }

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio::time::timeout_at;
 
-use self::admission::{Eviction, SessionsFull, Ticket};
+use self::admission::{Closing, Eviction, SessionsFull, Ticket};
 use crate::commands::{self, Command, Context};
 use crate::error::RequestError;
 use crate::state::{Metrics, ServerState};
@@ -67,19 +67,18 @@ pub(crate) async fn serve(
     eviction: Eviction,
     shutdown: broadcast::Receiver<()>,
 ) {
-    let evicted = tokio::select! {
-        _ = eviction.wait() => true,
-        _ = converse(&state, socket, &mut ticket, shutdown) => false,
+    let closing = tokio::select! {
+        closing = eviction.wait() => Some(closing),
+        _ = converse(&state, socket, &mut ticket, shutdown) => None,
     };
+    let evicted = closing == Some(Closing::Evicted);
     if ticket.is_established() {
         return;
     }
     // Every connection that never reached its session counts, whatever ended it: a refusal, a
-    // bad or missing handshake message, the deadline, the peer leaving, or an eviction.
+    // bad or missing handshake message, the deadline, the peer leaving, an eviction (counted
+    // apart by the listener, when it evicts) or the shutdown.
     Metrics::add(&state.metrics.handshake_failures, 1);
-    if evicted {
-        Metrics::add(&state.metrics.preauth_rejected, 1);
-    }
     if let Some(unsaid) = state.log_bursts.handshakes.admit() {
         tracing::info!(
             %peer,
