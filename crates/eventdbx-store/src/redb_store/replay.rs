@@ -2,13 +2,13 @@
 //! record: a record whose state, extensions, timestamps, Merkle frontier or sort index entries
 //! no event explains is an integrity violation (`docs/storage.md`, "Verification").
 //!
-//! The fold is the write path's ([`Aggregate::apply`]): payloads merged key by key (a patch
+//! The fold is the write path's (`Aggregate::apply`): payloads merged key by key (a patch
 //! event records the post-patch values of the keys it touched, a `_ref_nullify` event the
 //! nulled values, so both merge like any payload), extensions merged with normalised keys.
 //! Archive and restore write no event; the archived flag is checked against the sort index
 //! entries written in the same commit as the record.
 
-use eventdbx_core::aggregate::merge_payload;
+use eventdbx_core::aggregate::NON_OBJECT_PAYLOAD_KEY;
 use eventdbx_core::merkle;
 use eventdbx_core::names::normalize_extension_key;
 use eventdbx_core::time::parse_unix_millis;
@@ -30,17 +30,23 @@ pub(super) struct Replay {
 }
 
 impl Replay {
-    /// Folds in the next event.
+    /// Folds in the next event: `eventdbx_core::aggregate::merge_payload` and the extension
+    /// merge of `Aggregate::apply`, taking the decoded values instead of copying them (the
+    /// copies cost more than the rest of the fold on long histories).
     pub(super) fn apply(
         &mut self,
-        payload: &Value,
-        extensions: Option<&Map<String, Value>>,
+        payload: Value,
+        extensions: Option<Map<String, Value>>,
         created_at: &str,
     ) {
-        merge_payload(&mut self.state, payload);
+        match payload {
+            Value::Object(entries) => self.state.extend(entries),
+            other => {
+                self.state.insert(NON_OBJECT_PAYLOAD_KEY.into(), other);
+            }
+        }
         for (key, value) in extensions.into_iter().flatten() {
-            self.extensions
-                .insert(normalize_extension_key(key), value.clone());
+            self.extensions.insert(normalize_extension_key(&key), value);
         }
         if self.first_created_at.is_none() {
             self.first_created_at = Some(created_at.to_owned());

@@ -102,11 +102,7 @@ fn check_stored_event(
         issued_by_user: event.metadata.issued_by.as_ref().map(|i| &*i.user),
     };
     let leaf = events.check(&input, &event.hash)?;
-    replay.apply(
-        &event.payload,
-        event.extensions.as_ref(),
-        &event.metadata.created_at,
-    );
+    replay.apply(event.payload, event.extensions, &event.metadata.created_at);
     root(leaf, &event.merkle_root)
 }
 
