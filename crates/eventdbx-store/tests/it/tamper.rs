@@ -1,6 +1,8 @@
 //! The redb engine's on-disk layout: tampering with the database file itself is detected by
 //! `verify` (events rewritten with redb directly, as an attacker with file access would), also in
-//! long histories verified on two threads. Engine-independent behaviour is in `conformance`.
+//! long histories verified on two threads, and so is a damaged aggregate record (its state,
+//! extensions, timestamps or Merkle frontier no longer what its events fold into).
+//! Engine-independent behaviour is in `conformance`.
 
 use eventdbx_core::write::{WriteBody, WriteKind};
 use eventdbx_store::{Durability, EventStore, RedbStore, WriteRequest};
@@ -206,6 +208,54 @@ fn verify_detects_a_flipped_byte_in_the_stored_state() {
     }
     let err = verify_error(&path);
     assert!(err.contains("state") && err.contains("amount"), "{err}");
+}
+
+/// Each part of the record that verify rebuilds from the events names itself when damaged.
+#[test]
+fn verify_names_the_damaged_part_of_an_aggregate_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pristine = dir.path().join("pristine.redb");
+    {
+        let store = RedbStore::open(&pristine, Durability::Fsync).expect("open");
+        for n in 0..5 {
+            let mut request = crate::conformance::request(
+                WriteKind::Append,
+                "order",
+                "o-1",
+                json!({"amount": n}),
+            );
+            let mut metadata = serde_json::Map::new();
+            metadata.insert("@source".into(), json!("till-7"));
+            request.extensions = Some(metadata);
+            store.write(T, request).expect("append");
+        }
+        store.verify(T, "order", "o-1").expect("intact");
+    }
+    let cases = [
+        // "till-7" becomes "till-6".
+        ("extensions", "\"till-7", "\"till-".len(), "extensions"),
+        // The year of created_at moves from 2xxx to 3xxx.
+        (
+            "created",
+            "\"created_at\":\"",
+            "\"created_at\":\"".len(),
+            "created_at",
+        ),
+        // A digit of the largest subtree's digest.
+        (
+            "frontier",
+            "\"frontier\":[[4,\"",
+            "\"frontier\":[[4,\"".len(),
+            "frontier",
+        ),
+    ];
+    for (name, needle, offset, named) in cases {
+        let path = dir.path().join(format!("{name}.redb"));
+        std::fs::copy(&pristine, &path).expect("copy");
+        flip_in_aggregate_record(&path, needle, offset);
+        let err = verify_error(&path);
+        assert!(err.contains(named), "{name}: {err}");
+    }
 }
 
 /// Every kind of event and record change the engine makes folds back into the stored record:
