@@ -37,6 +37,7 @@ mod commit;
 mod events;
 mod jobs;
 mod list;
+mod replay;
 mod snapshots;
 mod tables;
 mod usage;

@@ -1,5 +1,6 @@
 //! `verify`: recomputes an aggregate's Merkle root from its stored events, on two threads for
-//! long histories (hashing and decoding on one, roots on the other).
+//! long histories (hashing and decoding on one, roots on the other), and rebuilds its state from
+//! them to compare with the stored record ([`super::replay`]).
 
 use std::borrow::Cow;
 
@@ -8,7 +9,8 @@ use eventdbx_core::CoreError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::tables::{read_record, storage, Bytes, EventKey, AGGREGATES, EVENTS};
+use super::replay::Replay;
+use super::tables::{read_record, storage, Bytes, EventKey, AGGREGATES, EVENTS, SORT_INDEX};
 use super::RedbStore;
 use crate::{Result, StoreError};
 
@@ -63,12 +65,13 @@ const PARALLEL_VERIFY_FROM: u64 = 2048;
 /// Leaves (with the root stored after each) handed from the decoding stage to the root stage.
 const VERIFY_BATCH: usize = 512;
 
-/// Decodes one stored event, checks it with `events` and hands its hash and stored root to
-/// `root`.
+/// Decodes one stored event, checks it with `events`, folds it into `replay` and hands its
+/// hash and stored root to `root`.
 fn check_stored_event(
     (tenant, aggregate_type, aggregate_id): (&str, &str, &str),
     bytes: &[u8],
     events: &mut merkle::EventChecker,
+    replay: &mut Replay,
     root: impl FnOnce(merkle::Digest, &str) -> Result<()>,
 ) -> Result<()> {
     // Borrowed decoding: no allocation per string field.
@@ -99,6 +102,7 @@ fn check_stored_event(
         issued_by_user: event.metadata.issued_by.as_ref().map(|i| &*i.user),
     };
     let leaf = events.check(&input, &event.hash)?;
+    replay.apply(event.payload, event.extensions, &event.metadata.created_at);
     root(leaf, &event.merkle_root)
 }
 
@@ -134,6 +138,7 @@ fn verify_in_two_stages(
     rows: redb::Range<'_, EventKey, Bytes>,
     mut events: merkle::EventChecker,
     mut roots: merkle::RootChecker,
+    replay: &mut Replay,
 ) -> Result<merkle::RootChecker> {
     std::thread::scope(|scope| {
         let (batches, incoming) =
@@ -150,7 +155,7 @@ fn verify_in_two_stages(
         let mut decoded = Ok(());
         for item in rows {
             let checked = item.map_err(storage).and_then(|(_, bytes)| {
-                check_stored_event(subject, bytes.value(), &mut events, |leaf, root| {
+                check_stored_event(subject, bytes.value(), &mut events, replay, |leaf, root| {
                     batch.push((leaf, StoredRoot::new(root)));
                     Ok(())
                 })
@@ -197,15 +202,20 @@ pub(super) fn verify(
     let rows = table.range(range).map_err(storage)?;
     let (mut events, mut roots) = merkle::Verifier::new(aggregate_type, aggregate_id).split();
     let subject = (tenant, aggregate_type, aggregate_id);
+    let mut replay = Replay::default();
     if record.version < PARALLEL_VERIFY_FROM {
         for item in rows {
             let (_, bytes) = item.map_err(storage)?;
-            check_stored_event(subject, bytes.value(), &mut events, |leaf, root| {
-                roots.push(leaf, root).map_err(StoreError::from)
-            })?;
+            check_stored_event(
+                subject,
+                bytes.value(),
+                &mut events,
+                &mut replay,
+                |leaf, root| roots.push(leaf, root).map_err(StoreError::from),
+            )?;
         }
     } else {
-        roots = verify_in_two_stages(subject, rows, events, roots)?;
+        roots = verify_in_two_stages(subject, rows, events, roots, &mut replay)?;
     }
     if roots.len() != record.version {
         return Err(CoreError::IntegrityViolation(format!(
@@ -215,5 +225,8 @@ pub(super) fn verify(
         ))
         .into());
     }
-    Ok(roots.finish(Some(&record.merkle_root))?)
+    let root = roots.finish(Some(&record.merkle_root))?;
+    let index = read.open_table(SORT_INDEX).map_err(storage)?;
+    replay.check(tenant, &record, &index)?;
+    Ok(root)
 }
