@@ -23,6 +23,11 @@ async fn a_server_seen_speaking_v2_is_never_downgraded_by_a_forged_refusal() {
         .await
         .expect("v2 through the proxy");
     assert_eq!(client.protocol().await, Some(Protocol::V2));
+    let debug = format!("{client:?}");
+    assert!(
+        !debug.contains(&server.token),
+        "the token in a client's Debug: {debug}"
+    );
     client.close().await;
     let known = std::fs::read_to_string(server.known_v2_hosts()).expect("known hosts written");
     let line = format!("127.0.0.1:{} {}", proxy.port, server.fingerprint);
