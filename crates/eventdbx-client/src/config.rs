@@ -19,7 +19,8 @@ pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
     /// Protocol v2 (Noise XX with a token-derived PSK); falls back to v1 on a new connection when
-    /// the server does not speak v2, unless a server key is pinned.
+    /// the server does not speak v2, unless a server key is pinned, the fallback is not allowed
+    /// ([`ClientConfig::allow_v1_fallback`]) or the server spoke v2 before ([`KnownV2Hosts`]).
     #[default]
     Auto,
     /// Protocol v2 only.
@@ -203,6 +204,7 @@ impl ClientConfig {
     /// Reads `EVENTDBX_HOST`, `EVENTDBX_PORT`, `EVENTDBX_TOKEN`, `EVENTDBX_TENANT_ID` and
     /// `EVENTDBX_NO_NOISE` (`1` or `true`, any case, selects [`Transport::Plaintext`]); unset
     /// variables keep their defaults. A port that is not a number is an argument error.
+    /// `EVENTDBX_KNOWN_V2_HOSTS` is read when connecting, by [`KnownV2Hosts::Default`].
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
