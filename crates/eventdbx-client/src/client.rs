@@ -74,7 +74,6 @@ pub struct Client {
     request_timeout: Duration,
 }
 
-#[derive(Debug)]
 struct Inner {
     config: ClientConfig,
     token: String,
@@ -83,6 +82,20 @@ struct Inner {
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
     /// The transport the first connection settled on; reconnects use exactly this one.
     negotiated: std::sync::OnceLock<Protocol>,
+}
+
+impl std::fmt::Debug for Inner {
+    // By hand: a derived one would print the token, and clients end up in panics and logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("config", &self.config)
+            .field("token", &"<redacted>")
+            .field("next_id", &self.next_id)
+            .field("closed", &self.closed)
+            .field("connection", &self.connection)
+            .field("negotiated", &self.negotiated)
+            .finish()
+    }
 }
 
 impl Client {

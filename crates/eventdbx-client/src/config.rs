@@ -6,6 +6,7 @@ use eventdbx_proto::negotiate::TransportPreference;
 use eventdbx_proto::noise::v2::{Fingerprint, DEFAULT_MAX_MESSAGE};
 
 use crate::error::{Error, Result};
+pub use crate::known_v2::KnownV2Hosts;
 
 /// Default host of the control socket.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -18,7 +19,8 @@ pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
     /// Protocol v2 (Noise XX with a token-derived PSK); falls back to v1 on a new connection when
-    /// the server does not speak v2, unless a server key is pinned.
+    /// the server does not speak v2, unless a server key is pinned, the fallback is not allowed
+    /// ([`ClientConfig::allow_v1_fallback`]) or the server spoke v2 before ([`KnownV2Hosts`]).
     #[default]
     Auto,
     /// Protocol v2 only.
@@ -149,6 +151,12 @@ pub struct ClientConfig {
     /// connection polls once every 2, 4, … 64 requests until one catches an answer again.
     /// Polling time is CPU time.
     pub busy_poll: Duration,
+    /// Whether [`Transport::Auto`] may fall back to protocol v1, which sends the token in clear,
+    /// on first contact with a server that does not speak v2 (default `true`, for EventDBX
+    /// servers). Never for a server in [`known_v2_hosts`](Self::known_v2_hosts).
+    pub allow_v1_fallback: bool,
+    /// Where the servers that spoke v2 are remembered (default [`KnownV2Hosts::Default`]).
+    pub known_v2_hosts: KnownV2Hosts,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -166,6 +174,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("verbose", &self.verbose)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("busy_poll", &self.busy_poll)
+            .field("allow_v1_fallback", &self.allow_v1_fallback)
+            .field("known_v2_hosts", &self.known_v2_hosts)
             .finish()
     }
 }
@@ -186,12 +196,15 @@ impl ClientConfig {
             verbose: true,
             max_message_bytes: DEFAULT_MAX_MESSAGE,
             busy_poll: DEFAULT_BUSY_POLL,
+            allow_v1_fallback: true,
+            known_v2_hosts: KnownV2Hosts::Default,
         }
     }
 
     /// Reads `EVENTDBX_HOST`, `EVENTDBX_PORT`, `EVENTDBX_TOKEN`, `EVENTDBX_TENANT_ID` and
     /// `EVENTDBX_NO_NOISE` (`1` or `true`, any case, selects [`Transport::Plaintext`]); unset
     /// variables keep their defaults. A port that is not a number is an argument error.
+    /// `EVENTDBX_KNOWN_V2_HOSTS` is read when connecting, by [`KnownV2Hosts::Default`].
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -278,6 +291,18 @@ impl ClientConfig {
     /// disables it).
     pub fn busy_poll(mut self, budget: Duration) -> Self {
         self.busy_poll = budget;
+        self
+    }
+
+    /// Sets whether [`Transport::Auto`] may fall back to v1 on first contact.
+    pub fn allow_v1_fallback(mut self, allow: bool) -> Self {
+        self.allow_v1_fallback = allow;
+        self
+    }
+
+    /// Sets where the servers that spoke v2 are remembered.
+    pub fn known_v2_hosts(mut self, known: KnownV2Hosts) -> Self {
+        self.known_v2_hosts = known;
         self
     }
 

@@ -29,6 +29,8 @@
 //!
 //! # Layout
 //! - [`config`]: [`ClientConfig`], [`RetryOptions`], [`Transport`], `from_env()`.
+//! - `known_v2`: the servers that spoke v2 ([`KnownV2Hosts`]), for which the v1 fallback is
+//!   refused.
 //! - `connection`: the handshake, and the reader and writer tasks that own a socket; requests
 //!   are matched to responses by id.
 //! - `client`: [`Client`] — every operation, retries, lazy reconnection, pagination.
@@ -45,7 +47,8 @@
 //! request provably never left the client, or it carries an idempotency key: with retries on,
 //! the client adds a random key to `create`, `apply` and `patch` when the server honours keys.
 //! A reconnect uses exactly the transport the first connection negotiated: a client that spoke
-//! v2 never falls back to v1 later, whatever a server (or a man in the middle) answers.
+//! v2 never falls back to v1 later, whatever a server (or a man in the middle) answers; nor
+//! does a new client for a `host:port` that spoke v2 before ([`KnownV2Hosts`]).
 //!
 //! # Timeouts and cancellation
 //! `connect_timeout` bounds connecting plus the handshake, `request_timeout` each call
@@ -59,11 +62,12 @@ mod client;
 pub mod config;
 mod connection;
 pub mod error;
+mod known_v2;
 mod stream;
 pub mod types;
 
 pub use client::{AggregatePages, Client, EventPages};
-pub use config::{ClientConfig, RetryOptions, Transport};
+pub use config::{ClientConfig, KnownV2Hosts, RetryOptions, Transport};
 pub use connection::Protocol;
 pub use error::{Error, ErrorKind, Result};
 pub use eventdbx_proto::noise::v2::Fingerprint;

@@ -121,6 +121,24 @@ pub fn check_plaintext_grant(asked: bool, granted: bool) -> Result<(), String> {
     }
 }
 
+/// The verdict of a plaintext probe: a v1 hello asking for plaintext with an empty token, sent
+/// first so that the token never travels in clear to a server that will not grant plaintext.
+///
+/// The server answers such a hello with `missing control token`, and with `noNoise` set to what
+/// it would grant; only a granted `noNoise` lets the client send its token. A server that
+/// predates the `noNoise` bit on rejections looks like a refusal (the client fails closed).
+pub fn plaintext_probe(accepted: bool, message: &str, no_noise: bool) -> Result<(), String> {
+    if no_noise {
+        return Ok(());
+    }
+    let version_refused = message.trim_start().starts_with(UNSUPPORTED_VERSION_PREFIX)
+        || message.trim() == V1_DISABLED_MESSAGE;
+    if !accepted && version_refused {
+        return Err(message.to_owned());
+    }
+    check_plaintext_grant(true, false)
+}
+
 /// The path a server takes for a hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerPath {
@@ -216,6 +234,18 @@ mod tests {
         assert!(check_plaintext_grant(false, true).is_err());
         assert!(check_plaintext_grant(true, true).is_ok());
         assert!(check_plaintext_grant(false, false).is_ok());
+    }
+
+    #[test]
+    fn the_plaintext_probe_lets_the_token_go_only_when_granted() {
+        assert!(plaintext_probe(false, "missing control token", true).is_ok());
+        let refused = plaintext_probe(false, "missing control token", false);
+        assert!(refused.is_err_and(|m| m.contains("refused the plaintext")));
+        assert_eq!(
+            plaintext_probe(false, V1_DISABLED_MESSAGE, false),
+            Err(V1_DISABLED_MESSAGE.to_owned())
+        );
+        assert!(plaintext_probe(true, "ok", false).is_err());
     }
 
     #[test]

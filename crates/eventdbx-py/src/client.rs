@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventdbx_client::{
-    ClientConfig, EventsQuery, ListQuery, PublishTarget, RetryOptions, SchemaPublish,
+    ClientConfig, EventsQuery, KnownV2Hosts, ListQuery, PublishTarget, RetryOptions, SchemaPublish,
     SnapshotQuery, Transport, Write,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -121,13 +121,15 @@ impl Client {
 impl Client {
     /// Connects and performs the handshake; returns a `Client` (or an awaitable of one).
     ///
-    /// `transport` is `auto`, `v1`, `v2` or `plaintext`.
+    /// `transport` is `auto`, `v1`, `v2` or `plaintext`. `known_v2_hosts` is the file of servers
+    /// seen speaking v2 (`None`: the default location, `""`: remember nothing);
+    /// `allow_v1_fallback = False` refuses the v1 fallback even on first contact.
     #[staticmethod]
     #[pyo3(signature = (
         *, host, port, token, tenant_id, transport = "auto", server_key = None,
         connect_timeout = 5.0, read_timeout = 15.0, attempts = 1, initial_delay_ms = 100,
         max_delay_ms = 1000, verbose = true, max_message_bytes = 16777216,
-        asynchronous = false
+        asynchronous = false, known_v2_hosts = None, allow_v1_fallback = true
     ))]
     #[allow(clippy::too_many_arguments)]
     fn connect(
@@ -146,6 +148,8 @@ impl Client {
         verbose: bool,
         max_message_bytes: usize,
         asynchronous: bool,
+        known_v2_hosts: Option<String>,
+        allow_v1_fallback: bool,
     ) -> PyResult<Py<PyAny>> {
         let transport = match transport {
             "auto" => Transport::Auto,
@@ -171,7 +175,13 @@ impl Client {
                 jitter: false,
             })
             .verbose(verbose)
-            .max_message_bytes(max_message_bytes);
+            .max_message_bytes(max_message_bytes)
+            .allow_v1_fallback(allow_v1_fallback)
+            .known_v2_hosts(match known_v2_hosts {
+                None => KnownV2Hosts::Default,
+                Some(path) if path.trim().is_empty() => KnownV2Hosts::Disabled,
+                Some(path) => KnownV2Hosts::File(path.into()),
+            });
         if let Some(key) = server_key {
             let key = key.trim().to_ascii_lowercase();
             config = config.server_key(key.parse().map_err(|err| {

@@ -1,5 +1,5 @@
 //! Opening a connection: the hello, the v1 or v2 handshake, and the fallback to v1 when the
-//! configuration allows it.
+//! configuration allows it and the server never spoke v2 to this client (`known_v2`).
 
 use eventdbx_proto::hello::{Hello, HelloResponse};
 use eventdbx_proto::negotiate::{self, Attempt, Next, Policy};
@@ -15,6 +15,7 @@ use super::writer::Sealing;
 use super::{Connection, Protocol};
 use crate::config::{ClientConfig, Transport};
 use crate::error::{Error, ErrorKind, Result};
+use crate::known_v2;
 
 impl Connection {
     /// Opens a connection per the configuration's transport, or exactly `negotiated` when an
@@ -33,7 +34,7 @@ impl Connection {
         let policy = Policy {
             transport: transport.preference(),
             pinned: config.server_key.is_some(),
-            forbid_fallback: false,
+            forbid_fallback: !config.allow_v1_fallback,
         };
         let mut attempt = negotiate::first_attempt(&policy);
         loop {
@@ -48,16 +49,22 @@ impl Connection {
                         ),
                     ))
                 }
-                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Ok(connection)) => {
+                    remember_v2(config, &connection);
+                    return Ok(connection);
+                }
                 Ok(Err(Opened::Failed(err))) => return Err(err),
                 Ok(Err(Opened::Rejected(message))) => {
                     match negotiate::after_rejection(&policy, attempt, &message) {
                         Next::Fallback(next) => {
+                            refuse_known_v2(config, &message)?;
                             tracing::warn!(
                                 target: super::LOG_TARGET,
                                 server = %format!("{}:{}", config.host, config.port),
                                 "server does not speak protocol v2; falling back to protocol v1, \
-                                 which sends the token in clear inside the hello"
+                                 which sends the token in clear inside the hello (anyone on the \
+                                 path can read it; a man in the middle can cause this fallback); \
+                                 set allow_v1_fallback = false to refuse"
                             );
                             attempt = next;
                         }
@@ -66,6 +73,49 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// Fails when the server is known to speak v2: its refusal of v2 now is a forgery or a downgrade,
+/// and v1 would send the token in clear. An unreadable file fails too, for the same reason.
+fn refuse_known_v2(config: &ClientConfig, message: &str) -> Result<()> {
+    let Some(path) = config.known_v2_hosts.path() else {
+        return Ok(());
+    };
+    let address = known_v2::server_address(&config.host, config.port);
+    match known_v2::recorded(&path, &address) {
+        Ok(None) => Ok(()),
+        Ok(Some(fingerprint)) => Err(Error::handshake(format!(
+            "refusing to fall back to protocol v1: {address} spoke protocol v2 before (server \
+             key {fingerprint}, recorded in {}) and now answers \"{message}\"; a man in the \
+             middle may be trying to read the token. If the server really went back to v1 only, \
+             remove its line from that file",
+            path.display()
+        ))),
+        Err(err) => Err(Error::handshake(format!(
+            "refusing to fall back to protocol v1: cannot read {} to check whether {address} \
+             spoke protocol v2 before: {err}",
+            path.display()
+        ))),
+    }
+}
+
+/// Records a v2 server in the known-hosts file; a failure only costs the protection, so it is
+/// logged rather than failing a good connection.
+fn remember_v2(config: &ClientConfig, connection: &Connection) {
+    let (Some(fingerprint), Some(path)) = (connection.fingerprint(), config.known_v2_hosts.path())
+    else {
+        return;
+    };
+    let address = known_v2::server_address(&config.host, config.port);
+    if let Err(err) = known_v2::remember(&path, &address, fingerprint) {
+        tracing::warn!(
+            target: super::LOG_TARGET,
+            file = %path.display(),
+            error = %err,
+            "cannot record that {address} speaks protocol v2; a forged refusal of v2 could push \
+             a later client down to v1"
+        );
     }
 }
 
@@ -114,11 +164,10 @@ async fn open_attempt(
     attempt: Attempt,
 ) -> std::result::Result<Connection, Opened> {
     let token = config.token.trim();
-    let address = format!("{}:{}", config.host, config.port);
-    let mut socket = TcpStream::connect(&address)
-        .await
-        .map_err(|err| Error::io(&format!("cannot connect to {address}"), &err))?;
-    let _ = socket.set_nodelay(true);
+    if attempt == (Attempt::V1 { no_noise: true }) {
+        probe_plaintext(config).await?;
+    }
+    let mut socket = connect(config).await?;
     let (protocol_version, hello_token, no_noise) = match attempt {
         Attempt::V2 => (v2::PROTOCOL_VERSION, "", false),
         Attempt::V1 { no_noise } => (negotiate::V1, token, no_noise),
@@ -223,6 +272,38 @@ async fn open_attempt(
             ))
         }
     }
+}
+
+async fn connect(config: &ClientConfig) -> Result<TcpStream> {
+    let address = format!("{}:{}", config.host, config.port);
+    let socket = TcpStream::connect(&address)
+        .await
+        .map_err(|err| Error::io(&format!("cannot connect to {address}"), &err))?;
+    let _ = socket.set_nodelay(true);
+    Ok(socket)
+}
+
+/// Asks for plaintext with an empty token on a connection of its own, so the token goes out in
+/// clear only to a server that grants plaintext (`negotiate::plaintext_probe`).
+async fn probe_plaintext(config: &ClientConfig) -> std::result::Result<(), Opened> {
+    let mut socket = connect(config).await?;
+    let hello = Hello {
+        protocol_version: negotiate::V1,
+        token: String::new(),
+        tenant_id: config.tenant_id.trim().to_owned(),
+        no_noise: true,
+    }
+    .encode();
+    socket
+        .write_all(&hello)
+        .await
+        .map_err(|err| Error::io("sending the plaintext probe", &err))?;
+    let response_bytes = read_hello_response(&mut socket).await?;
+    let response = HelloResponse::decode(&response_bytes)
+        .map_err(|err| Error::handshake(format!("undecodable hello response: {err}")))?;
+    drop(socket);
+    negotiate::plaintext_probe(response.accepted, &response.message, response.no_noise)
+        .map_err(|message| Opened::Failed(Error::handshake(message)))
 }
 
 /// The socket and a duplicate of its descriptor, for [`Connection::is_alive`] to peek at.

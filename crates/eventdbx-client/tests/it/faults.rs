@@ -374,10 +374,11 @@ async fn a_per_call_timeout_overrides_the_default() {
         .found());
 }
 
-/// A plaintext mock server that answers every request with the id plus one.
+/// A plaintext mock server that answers every request with the id plus one, and counts the
+/// sessions (hellos that carry a token; the client's plaintext probe carries none).
 async fn off_by_one_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use eventdbx_proto::frame::{self, V1_MAX_PLAINTEXT_FRAME};
-    use eventdbx_proto::hello::{HelloResponse, MAX_HELLO_BYTES};
+    use eventdbx_proto::hello::{Hello, HelloResponse, MAX_HELLO_BYTES};
     use eventdbx_proto::message::{self, StreamMessageReader};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -389,13 +390,17 @@ async fn off_by_one_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUs
     let counter = std::sync::Arc::clone(&accepted);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let counter = std::sync::Arc::clone(&counter);
             tokio::spawn(async move {
                 let mut reader = StreamMessageReader::new(MAX_HELLO_BYTES);
                 while reader.bytes_needed() > 0 {
                     let mut buf = vec![0u8; reader.bytes_needed()];
                     socket.read_exact(&mut buf).await.expect("hello");
                     reader.feed(&buf).expect("feed");
+                }
+                let hello = Hello::decode(&reader.into_message().expect("hello")).expect("hello");
+                if !hello.token.is_empty() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 socket
                     .write_all(&HelloResponse::ok(true).encode())

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventdbx_client::{ClientConfig, Fingerprint};
+use eventdbx_client::{ClientConfig, Fingerprint, KnownV2Hosts};
 use eventdbx_proto::hello::{Hello, HelloResponse, MAX_HELLO_BYTES};
 use eventdbx_proto::message::StreamMessageReader;
 use eventdbx_server::auth::TokenRequest;
@@ -142,13 +142,22 @@ impl TestServer {
         self.serve(server, listener);
     }
 
-    /// A client configuration for this server (default transport: v2).
+    /// A client configuration for this server (default transport: v2), remembering v2 servers in
+    /// [`TestServer::known_v2_hosts`] rather than in the user's state directory.
     pub fn config(&self) -> ClientConfig {
         ClientConfig::new(self.token.clone(), "default")
             .port(self.port)
+            .known_v2_hosts(KnownV2Hosts::File(self.known_v2_hosts()))
             // Generous: a loaded machine must not turn a slow answer into a failed test.
             .connect_timeout(Duration::from_secs(30))
             .request_timeout(Duration::from_secs(60))
+    }
+}
+
+impl TestServer {
+    /// The known-hosts file of this test's clients.
+    pub fn known_v2_hosts(&self) -> std::path::PathBuf {
+        self.dir.path().join("known_v2_hosts")
     }
 }
 

@@ -4,6 +4,7 @@ mod blocking;
 mod busy_poll;
 mod concurrency;
 mod connect;
+mod downgrade;
 mod faults;
 mod harness;
 mod operations;

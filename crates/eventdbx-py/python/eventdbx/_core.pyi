@@ -31,6 +31,8 @@ class Client:
         verbose: bool = True,
         max_message_bytes: int = 16777216,
         asynchronous: Literal[False] = False,
+        known_v2_hosts: Optional[str] = None,
+        allow_v1_fallback: bool = True,
     ) -> Client: ...
     @overload
     @staticmethod
@@ -50,6 +52,8 @@ class Client:
         verbose: bool = True,
         max_message_bytes: int = 16777216,
         asynchronous: Literal[True],
+        known_v2_hosts: Optional[str] = None,
+        allow_v1_fallback: bool = True,
     ) -> Awaitable[Client]: ...
     @overload
     def close(self, *, asynchronous: Literal[False] = False) -> None: ...

@@ -75,6 +75,8 @@ class EventDBXClient(_Commands[Ack]):
         read_timeout: float = 15.0,
         use_noise: Optional[bool] = None,
         server_key: Optional[str] = None,
+        known_v2_hosts: Optional[str] = None,
+        allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
     ) -> None: ...
@@ -95,6 +97,8 @@ class EventDBXClient(_Commands[Ack]):
         read_timeout: float = 15.0,
         use_noise: Optional[bool] = None,
         server_key: Optional[str] = None,
+        known_v2_hosts: Optional[str] = None,
+        allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
     ) -> None: ...
@@ -115,6 +119,8 @@ class EventDBXClient(_Commands[Ack]):
         read_timeout: float = 15.0,
         use_noise: Optional[bool] = None,
         server_key: Optional[str] = None,
+        known_v2_hosts: Optional[str] = None,
+        allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
     ) -> None: ...
@@ -134,6 +140,8 @@ class EventDBXClient(_Commands[Ack]):
         read_timeout: float = 15.0,
         use_noise: Optional[bool] = None,
         server_key: Optional[str] = None,
+        known_v2_hosts: Optional[str] = None,
+        allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
     ) -> None:
@@ -153,6 +161,9 @@ class EventDBXClient(_Commands[Ack]):
             max_message_bytes=max_message_bytes,
             transport=transport,
         )
+        # The memory of servers that spoke v2 (see the README, "Noise and plaintext").
+        settings["known_v2_hosts"] = known_v2_hosts
+        settings["allow_v1_fallback"] = bool(allow_v1_fallback)
         self._verbose = bool(verbose)
         self.token = token
         self.tenant_id = tenant_id
@@ -766,6 +777,8 @@ class AsyncEventDBXClient(_Commands[Ack]):
         read_timeout: float = 15.0,
         use_noise: Optional[bool] = None,
         server_key: Optional[str] = None,
+        known_v2_hosts: Optional[str] = None,
+        allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
     ) -> None: ...
@@ -786,6 +799,8 @@ class AsyncEventDBXClient(_Commands[Ack]):
         read_timeout: float = 15.0,
         use_noise: Optional[bool] = None,
         server_key: Optional[str] = None,
+        known_v2_hosts: Optional[str] = None,
+        allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
     ) -> None: ...
@@ -806,6 +821,8 @@ class AsyncEventDBXClient(_Commands[Ack]):
         read_timeout: float = 15.0,
         use_noise: Optional[bool] = None,
         server_key: Optional[str] = None,
+        known_v2_hosts: Optional[str] = None,
+        allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
     ) -> None: ...
@@ -825,6 +842,8 @@ class AsyncEventDBXClient(_Commands[Ack]):
         read_timeout: float = 15.0,
         use_noise: Optional[bool] = None,
         server_key: Optional[str] = None,
+        known_v2_hosts: Optional[str] = None,
+        allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
     ) -> None:
@@ -844,6 +863,9 @@ class AsyncEventDBXClient(_Commands[Ack]):
             max_message_bytes=max_message_bytes,
             transport=transport,
         )
+        # The memory of servers that spoke v2 (see the README, "Noise and plaintext").
+        self._settings["known_v2_hosts"] = known_v2_hosts
+        self._settings["allow_v1_fallback"] = bool(allow_v1_fallback)
         self._verbose = bool(verbose)
         self.token = token
         self.tenant_id = tenant_id
