@@ -26,6 +26,8 @@ fn class_name(err: &Error) -> &'static str {
                 "EventDBXConflictError"
             }
             "invalid_schema" | "schema_violation" | "invalid_cursor" => "EventDBXValidationError",
+            // A size refusal is a validation failure to callers (it was `invalid_schema`).
+            "payload_too_large" => "EventDBXValidationError",
             "tenant_quota" => "EventDBXQuotaError",
             _ => "EventDBXAPIError",
         },
