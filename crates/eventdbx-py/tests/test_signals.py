@@ -1,5 +1,6 @@
 """Ctrl-C during a blocking call of the synchronous client: the call gives way to the signal
-and raises ``KeyboardInterrupt`` instead of waiting for its timeout (docs/errors.md)."""
+and raises ``KeyboardInterrupt`` instead of waiting for its timeout, and the exception mapping
+does not swallow it into a ``RuntimeError``."""
 
 from __future__ import annotations
 
