@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use eventdbx_server::auth::{Authority, TokenRequest};
+use eventdbx_server::auth::{Authority, TokenRequest, MIN_TTL_SECS};
 use eventdbx_server::config::{init_workspace, Config, ConfigValue, InitOutcome};
 use eventdbx_server::fs::{write_atomic, write_secret, STATE_FILE_MODE};
 use eventdbx_server::{authority_config, read_server_key, Server};
@@ -671,6 +671,7 @@ fn token(config: &Config, command: TokenCommand, json: bool) -> Result<()> {
     let auth = Authority::open(authority_config(config))?;
     match command {
         TokenCommand::Bootstrap { stdout, ttl } => {
+            note_raised_ttl(Some(ttl));
             let token = auth.bootstrap(ttl)?;
             if stdout {
                 out!("{token}");
@@ -681,6 +682,7 @@ fn token(config: &Config, command: TokenCommand, json: bool) -> Result<()> {
             }
         }
         TokenCommand::Generate(args) => {
+            note_raised_ttl(args.ttl);
             let (token, claims) = auth.issue(TokenRequest {
                 group: args.group,
                 user: args.user,
@@ -727,9 +729,20 @@ fn token(config: &Config, command: TokenCommand, json: bool) -> Result<()> {
             out!("revoked {}", record.jti);
         }
         TokenCommand::Refresh { token, ttl } => {
+            note_raised_ttl(ttl);
             let (token, _) = auth.refresh(&token, ttl)?;
             out!("{token}");
         }
     }
     Ok(())
+}
+
+/// Says on stderr when a requested TTL is under the minimum: the authority raises it
+/// (docs/tokens.md, "Issuing"), so the token outlives what was asked for.
+fn note_raised_ttl(ttl: Option<u64>) {
+    if let Some(ttl @ 1..MIN_TTL_SECS) = ttl {
+        eprintln!(
+            "note: ttl {ttl}s is under the minimum; the token is issued for {MIN_TTL_SECS} s"
+        );
+    }
 }

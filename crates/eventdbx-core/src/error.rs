@@ -8,6 +8,14 @@ pub enum CoreError {
     /// Request validation: names, sizes, JSON, patch, filter, sort, publish targets, take.
     #[error("invalid schema: {0}")]
     InvalidSchema(String),
+    /// A payload (given, or the result of a patch) over the size cap. The message is the one
+    /// an oversized payload always had, so clients matching on text still match; the code says
+    /// what went wrong, which `invalid_schema` did not (docs/errors.md).
+    #[error("invalid schema: payload_json exceeds maximum size of {limit} bytes")]
+    PayloadTooLarge {
+        /// The cap in bytes of the compact JSON.
+        limit: usize,
+    },
     /// A schema rule failed.
     #[error("schema violation: {0}")]
     SchemaViolation(String),
@@ -66,6 +74,7 @@ impl CoreError {
     pub fn code(&self) -> &'static str {
         match self {
             CoreError::InvalidSchema(_) => "invalid_schema",
+            CoreError::PayloadTooLarge { .. } => "payload_too_large",
             CoreError::SchemaViolation(_) => "schema_violation",
             CoreError::InvalidCursor(_) => "invalid_cursor",
             CoreError::Config(_) => "config",
@@ -89,3 +98,22 @@ impl CoreError {
 
 /// Result alias of this crate.
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use crate::names::{parse_payload, MAX_PAYLOAD_BYTES};
+    use crate::CoreError;
+
+    #[test]
+    fn an_oversized_payload_has_a_size_code_not_invalid_schema() {
+        let big = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES));
+        let err = parse_payload(&big).expect_err("over the cap");
+        assert_eq!(err.code(), "payload_too_large");
+        assert_eq!(
+            err,
+            CoreError::PayloadTooLarge {
+                limit: MAX_PAYLOAD_BYTES
+            }
+        );
+    }
+}

@@ -84,9 +84,9 @@ pub fn parse_payload(payload_json: &str) -> Result<Value> {
     let value: Value = serde_json::from_str(payload_json)
         .map_err(|err| CoreError::invalid(format!("invalid payload_json: {err}")))?;
     if compact_len(&value) > MAX_PAYLOAD_BYTES {
-        return Err(CoreError::invalid(format!(
-            "payload_json exceeds maximum size of {MAX_PAYLOAD_BYTES} bytes"
-        )));
+        return Err(CoreError::PayloadTooLarge {
+            limit: MAX_PAYLOAD_BYTES,
+        });
     }
     Ok(value)
 }

@@ -77,9 +77,9 @@ pub fn event_payload(state: &Map<String, Value>, body: &WriteBody) -> Result<Val
             let payload = Value::Object(outcome.event_payload);
             let size = serde_json::to_vec(&payload).map_or(usize::MAX, |bytes| bytes.len());
             if size > MAX_PAYLOAD_BYTES {
-                return Err(CoreError::invalid(format!(
-                    "payload_json exceeds maximum size of {MAX_PAYLOAD_BYTES} bytes"
-                )));
+                return Err(CoreError::PayloadTooLarge {
+                    limit: MAX_PAYLOAD_BYTES,
+                });
             }
             Ok(payload)
         }

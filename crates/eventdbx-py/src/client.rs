@@ -66,21 +66,45 @@ impl Home {
             };
             return Ok(awaitable.unbind());
         }
-        match self.block_on(py, call) {
+        match self.block_on(py, call)? {
             Ok(value) => value.into_py_any(py),
             Err(err) => Err(to_py_err(py, &err)),
         }
     }
 
-    /// Runs `future` to completion on this thread with the GIL released.
-    fn block_on<F>(&self, py: Python<'_>, future: F) -> F::Output
+    /// Runs `future` to completion on this thread with the GIL released, giving way to signals:
+    /// when a signal handler raises (Ctrl-C's `KeyboardInterrupt`), the future is dropped (which
+    /// abandons the call and its socket) and the handler's exception is returned.
+    fn block_on<F>(&self, py: Python<'_>, future: F) -> PyResult<F::Output>
     where
         F: Future + Send,
         F::Output: Send,
     {
+        let interruptible = interruptible(future);
         match self {
-            Home::Own(own) => py.detach(|| own.block_on(future)),
-            Home::Shared => py.detach(|| runtime().block_on(future)),
+            Home::Own(own) => py.detach(|| own.block_on(interruptible)),
+            Home::Shared => py.detach(|| runtime().block_on(interruptible)),
+        }
+    }
+}
+
+/// How long a blocking call waits between looks at pending signals: short enough that Ctrl-C
+/// feels immediate, long enough that taking the GIL to look costs nothing measurable.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// `future`, raced against Python's pending signals. CPython only records a signal in its C
+/// handler; the Python-level handler (`KeyboardInterrupt` for SIGINT) runs when some thread
+/// holding the GIL checks, which a call blocked in Rust never does by itself. On a thread other
+/// than the main one `check_signals` does nothing, as Python delivers signals only there.
+async fn interruptible<F: Future>(future: F) -> PyResult<F::Output> {
+    tokio::pin!(future);
+    loop {
+        tokio::select! {
+            biased;
+            output = &mut future => return Ok(output),
+            () = tokio::time::sleep(SIGNAL_CHECK_INTERVAL) => {
+                Python::attach(|py| py.check_signals())?;
+            }
         }
     }
 }
@@ -204,7 +228,7 @@ impl Client {
             .map_err(|err| PyRuntimeError::new_err(format!("cannot start the runtime: {err}")))?;
         let home = Home::Own(Arc::new(own));
         let client = home
-            .block_on(py, eventdbx_client::Client::connect(config))
+            .block_on(py, eventdbx_client::Client::connect(config))?
             .map_err(|err| to_py_err(py, &err))?;
         Client { client, home }.into_py_any(py)
     }
@@ -227,38 +251,40 @@ impl Client {
 
     /// True while a live connection is held.
     #[getter]
-    fn connected(&self, py: Python<'_>) -> bool {
+    fn connected(&self, py: Python<'_>) -> PyResult<bool> {
         let client = self.client.clone();
         self.home.block_on(py, client.is_connected())
     }
 
     /// The transport of the current connection: `v2`, `v1`, `plaintext`, or `None`.
     #[getter]
-    fn protocol(&self, py: Python<'_>) -> Option<&'static str> {
+    fn protocol(&self, py: Python<'_>) -> PyResult<Option<&'static str>> {
         let client = self.client.clone();
-        self.home
-            .block_on(py, client.protocol())
+        Ok(self
+            .home
+            .block_on(py, client.protocol())?
             .map(|protocol| match protocol {
                 eventdbx_client::Protocol::V2 => "v2",
                 eventdbx_client::Protocol::V1 => "v1",
                 eventdbx_client::Protocol::Plaintext => "plaintext",
-            })
+            }))
     }
 
     /// The capability tokens of the server's hello response.
     #[getter]
-    fn server_capabilities(&self, py: Python<'_>) -> Vec<String> {
+    fn server_capabilities(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let client = self.client.clone();
         self.home.block_on(py, client.server_capabilities())
     }
 
     /// The server key fingerprint (protocol v2 only).
     #[getter]
-    fn server_fingerprint(&self, py: Python<'_>) -> Option<String> {
+    fn server_fingerprint(&self, py: Python<'_>) -> PyResult<Option<String>> {
         let client = self.client.clone();
-        self.home
-            .block_on(py, client.server_fingerprint())
-            .map(|fingerprint| fingerprint.to_string())
+        Ok(self
+            .home
+            .block_on(py, client.server_fingerprint())?
+            .map(|fingerprint| fingerprint.to_string()))
     }
 
     /// `create`, `apply` or `patch`; returns the stored JSON (`""` for an acknowledgement).

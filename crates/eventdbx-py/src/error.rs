@@ -1,7 +1,7 @@
 //! The one mapping from the client's [`Error`] onto the exceptions of `eventdbx.exceptions`.
 
 use eventdbx_client::{Error, ErrorKind};
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
 
 /// The exception class (by name in `eventdbx.exceptions`) for an error.
@@ -26,6 +26,8 @@ fn class_name(err: &Error) -> &'static str {
                 "EventDBXConflictError"
             }
             "invalid_schema" | "schema_violation" | "invalid_cursor" => "EventDBXValidationError",
+            // A size refusal is a validation failure to callers (it was `invalid_schema`).
+            "payload_too_large" => "EventDBXValidationError",
             "tenant_quota" => "EventDBXQuotaError",
             _ => "EventDBXAPIError",
         },
@@ -37,7 +39,13 @@ fn class_name(err: &Error) -> &'static str {
 /// The Python exception for a client error: the class of `eventdbx.exceptions` that
 /// [`class_name`] names (falling back to `EventDBXError`), with the client's code, message and
 /// retriability.
+///
+/// A signal handler that raises (Ctrl-C's `KeyboardInterrupt`) wins over the client's error:
+/// it is raised pending or not, and is never folded into the fallback's message.
 pub(crate) fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
+    if let Err(interrupt) = py.check_signals() {
+        return interrupt;
+    }
     let build = || -> PyResult<PyErr> {
         let module = py.import("eventdbx.exceptions")?;
         let class = module
@@ -51,8 +59,13 @@ pub(crate) fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
         let instance = class.call1((err.message(), code, err.is_retriable()))?;
         Ok(PyErr::from_value(instance))
     };
-    // Only a broken installation (no exceptions module) ends here.
+    // Only a broken installation (no exceptions module) ends here, or an exception that is not
+    // an `Exception` (`KeyboardInterrupt`, `SystemExit`) raised while importing, which must
+    // propagate as itself.
     build().unwrap_or_else(|import_error| {
+        if !import_error.is_instance_of::<PyException>(py) {
+            return import_error;
+        }
         PyRuntimeError::new_err(format!(
             "{err} (and eventdbx.exceptions failed: {import_error})"
         ))

@@ -353,6 +353,17 @@ def test_request_too_large_on_v1(server, uid):
         assert client.connected
 
 
+def test_a_payload_over_the_server_cap_has_the_size_code(server, uid):
+    """Over the server's 262144-byte payload cap (docs/errors.md): a validation error whose code
+    says what is wrong, not ``invalid_schema``."""
+    with server.client() as client:
+        with pytest.raises(exc.EventDBXValidationError) as raised:
+            client.create(aggregate_type="person", aggregate_id=f"huge-{uid}", event_type="e",
+                          payload_json=json.dumps({"x": "a" * 300_000}))
+        assert raised.value.code == "payload_too_large"
+        assert "exceeds maximum size of 262144 bytes" in str(raised.value)
+
+
 def test_timeout_is_a_builtin_timeout_error(server):
     """A peer that accepts and never answers: the handshake times out."""
     import socket

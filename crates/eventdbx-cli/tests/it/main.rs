@@ -7,4 +7,5 @@ mod init_and_serve;
 mod plugins;
 mod schema;
 mod tenants;
+mod tokens;
 mod workspace;

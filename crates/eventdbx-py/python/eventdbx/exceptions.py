@@ -159,7 +159,7 @@ class EventDBXConflictError(EventDBXAPIError):
 
 
 class EventDBXValidationError(EventDBXAPIError):
-    """``invalid_schema``, ``schema_violation``, ``invalid_cursor``."""
+    """``invalid_schema``, ``payload_too_large``, ``schema_violation``, ``invalid_cursor``."""
 
 
 class EventDBXQuotaError(EventDBXAPIError):

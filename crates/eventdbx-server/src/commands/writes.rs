@@ -256,9 +256,9 @@ fn payload_check(
         .map_err(|err| lookup_failure.take().unwrap_or(StoreError::Domain(err)))?;
         let size = serde_json::to_vec(payload).map_or(usize::MAX, |bytes| bytes.len());
         if size > MAX_PAYLOAD_BYTES {
-            return Err(CoreError::invalid(format!(
-                "payload_json exceeds maximum size of {MAX_PAYLOAD_BYTES} bytes"
-            ))
+            return Err(CoreError::PayloadTooLarge {
+                limit: MAX_PAYLOAD_BYTES,
+            }
             .into());
         }
         Ok(())

@@ -10,6 +10,7 @@ use eventdbx_store::StoreError;
 fn one_of_each_code() -> Vec<RequestError> {
     let domain = [
         CoreError::InvalidSchema("detail".into()),
+        CoreError::PayloadTooLarge { limit: 262_144 },
         CoreError::SchemaViolation("detail".into()),
         CoreError::InvalidCursor("detail".into()),
         CoreError::Config("detail".into()),
