@@ -16,8 +16,13 @@ import pytest
 # own 30 s bound can only have been ended by the signal.
 _CHILD = textwrap.dedent(
     """
+    import signal
     import sys
     from eventdbx import EventDBXClient
+
+    # A child inherits an ignored SIGINT from a runner started in the background (a shell's
+    # `&`, nohup, some CI); Python then installs no handler. An interactive program has one.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     port = int(sys.argv[1])
     print("calling", flush=True)
