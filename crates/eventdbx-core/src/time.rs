@@ -7,28 +7,11 @@
 //! RFC 3339 `date-time` (or of a `full-date`), so those extensions stay refused; `jiff` then
 //! checks the calendar and does the arithmetic.
 
-use std::sync::LazyLock;
 use std::time::SystemTime;
 
 use jiff::civil::Date;
 use jiff::fmt::temporal::DateTimePrinter;
 use jiff::Timestamp;
-use regex::Regex;
-
-/// `date-time` of RFC 3339: `T`, `t` or a space between date and time, a fraction of 1–9 digits,
-/// `Z`, `z` or an offset of at most 23:59.
-static DATE_TIME_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(concat!(
-        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}",
-        r"[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?",
-        r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$",
-    ))
-    .expect("a valid literal pattern")
-});
-
-/// `full-date` of RFC 3339.
-static DATE_SHAPE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$").expect("a valid literal pattern"));
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
@@ -82,7 +65,7 @@ pub fn parse_unix_nanos(text: &str) -> Option<u64> {
 
 /// Days since 1970-01-01 (negative before) of a `YYYY-MM-DD` date, if it is a real date.
 pub fn parse_date(text: &str) -> Option<i64> {
-    if !DATE_SHAPE.is_match(text) {
+    if !is_full_date(text.as_bytes()) {
         return None;
     }
     let date: Date = text.parse().ok()?;
@@ -91,10 +74,53 @@ pub fn parse_date(text: &str) -> Option<i64> {
 }
 
 fn parse_timestamp(text: &str) -> Option<Timestamp> {
-    if !DATE_TIME_SHAPE.is_match(text) {
+    if !is_date_time(text.as_bytes()) {
         return None;
     }
     text.parse().ok()
+}
+
+/// `full-date` of RFC 3339: `YYYY-MM-DD`, digits only (the calendar is jiff's to check).
+fn is_full_date(text: &[u8]) -> bool {
+    matches!(text, [y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2]
+        if [y1, y2, y3, y4, m1, m2, d1, d2].iter().all(|c| c.is_ascii_digit()))
+}
+
+/// `date-time` of RFC 3339: `T`, `t` or a space between date and time, a fraction of 1–9
+/// digits, `Z`, `z` or an offset of at most 23:59. Checked byte by byte: it runs on every
+/// stored timestamp read.
+fn is_date_time(text: &[u8]) -> bool {
+    let ([date @ .., separator], rest) = text.split_at(text.len().min(11)) else {
+        return false;
+    };
+    if !is_full_date(date) || !matches!(separator, b'T' | b't' | b' ') {
+        return false;
+    }
+    let [h1, h2, b':', m1, m2, b':', s1, s2, rest @ ..] = rest else {
+        return false;
+    };
+    if ![h1, h2, m1, m2, s1, s2].iter().all(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    let rest = match rest {
+        [b'.', fraction @ ..] => {
+            let digits = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+            if !(1..=9).contains(&digits) {
+                return false;
+            }
+            &fraction[digits..]
+        }
+        _ => rest,
+    };
+    match rest {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            matches!((h1, h2), (b'0' | b'1', b'0'..=b'9') | (b'2', b'0'..=b'3'))
+                && matches!(m1, b'0'..=b'5')
+                && m2.is_ascii_digit()
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
