@@ -77,6 +77,7 @@ async def _run_workload(workload: Workload, target: Target, sizes: Sizes,
                         points: List[Point]) -> None:
     system = target.system
     variants = workload.variants(sizes)
+    began = time.perf_counter()
     try:
         await workload.prepare(target, sizes)
     except Exception as exc:
@@ -85,6 +86,9 @@ async def _run_workload(workload: Workload, target: Target, sizes: Sizes,
             points.append(Point(workload.id, variant, system.key, workload.unit_of(variant),
                                 failure=f"seeding failed: {type(exc).__name__}: {exc}"))
         return
+    seeded = time.perf_counter() - began
+    if seeded >= 1.0:
+        log.info("%-6s %-27s %-21s %26.1f s", workload.id, "(seeding)", system.key, seeded)
     for variant in variants:
         began = time.perf_counter()
         point = Point(workload.id, variant, system.key, workload.unit_of(variant))
@@ -161,7 +165,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.write_docs and args.quick and args.docs == os.path.join(REPO, "docs"):
         parser.error("--write-docs needs a full run: a smoke run's numbers are not measurements")
-    logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="bench %(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
     # SIGTERM ends the run like Ctrl-C does, so every server is stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # The SDK logs each plaintext connection and every reconnect; the report has what matters.

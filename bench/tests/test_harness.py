@@ -3,6 +3,7 @@ the docs rewrite (``.venv/bin/python -m pytest bench/tests``)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import List
@@ -72,3 +73,21 @@ def test_write_docs_keeps_the_history_below_and_replaces_itself(tmp_path: Path) 
     assert text.startswith(BEGIN)
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     assert text.split(END, 1)[1].lstrip("\n") == history
+
+
+def test_the_smoke_check_names_what_did_not_run(tmp_path: Path) -> None:
+    from bench.check_smoke import problems
+
+    assert problems(tmp_path) == [f"{tmp_path / 'report.md'} is missing or empty",
+                                  f"{tmp_path / 'results.json'} is missing or empty"]
+    (tmp_path / "report.md").write_text("# report\n")
+    (tmp_path / "plot.png").write_bytes(b"png")
+    skipped = {s.key: "not installed" for s in SYSTEMS if s.key != "dbx-fsync-v1"}
+    points = [{"workload": "W1", "system": "dbx-fsync-v1", "runs": 3}]
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"quick": True, "skipped": skipped, "points": points}))
+    assert problems(tmp_path) == ["W7 did not run on dbx-fsync-v1"]
+    points.append({"workload": "W7", "system": "dbx-fsync-v1", "runs": 3})
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"quick": True, "skipped": skipped, "points": points}))
+    assert problems(tmp_path) == []
