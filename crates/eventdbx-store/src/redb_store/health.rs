@@ -1,0 +1,275 @@
+//! The database handle every transaction begins from, and the engine's health: what happens
+//! after an I/O error (`docs/storage.md`, "When the disk fails").
+//!
+//! After an I/O error (a full disk, a failing device) redb latches it: every later write
+//! transaction fails with "Previous I/O error occurred" until the [`Database`] is closed and
+//! opened again. So the first I/O error of a commit marks the handle *stale*, and the next
+//! writer, before it begins a transaction, closes the database and opens the file again (the
+//! same open as at startup, which recovers the file to its last commit). While that open
+//! fails, each later write tries again; reads fail meanwhile, since the file is closed.
+//!
+//! The store is *failing* from that first error until a commit succeeds again: [`Handle::health`]
+//! reports it with the latest cause, and the start and the end are each logged once.
+//!
+//! Only a writer that holds the engine's write side (the group-commit leader in durable mode,
+//! the open-transaction lock in relaxed mode) closes the database, so no write transaction is
+//! alive when it does; a read transaction begun before the reopen fails with "database closed".
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
+use std::time::Instant;
+
+use redb::Database;
+
+use crate::{Result, StorageHealth, StoreError};
+
+/// Opens the database file and returns it with the highest Snowflake id it reserved: what
+/// `RedbStore::open` runs, run again by a reopen.
+pub(crate) type OpenDatabase = fn(&Path) -> Result<(Database, u64)>;
+
+/// Why writes fail, from the first I/O error until a commit succeeds.
+struct Failure {
+    /// The latest error's text.
+    cause: String,
+    since: Instant,
+    /// Failed commits and reopens since it began.
+    failed: u64,
+    /// The database saw the error and must be reopened before the next write.
+    stale: bool,
+}
+
+pub(crate) struct Handle {
+    path: PathBuf,
+    open: OpenDatabase,
+    /// `None` once a reopen closed the database and could not open it again.
+    db: RwLock<Option<Database>>,
+    failure: Mutex<Option<Failure>>,
+    /// Whether `failure` is set: the commit path skips the lock when all is well.
+    failing: AtomicBool,
+}
+
+impl Handle {
+    pub(crate) fn new(path: PathBuf, open: OpenDatabase, db: Database) -> Self {
+        Handle {
+            path,
+            open,
+            db: RwLock::new(Some(db)),
+            failure: Mutex::new(None),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn failure(&self) -> MutexGuard<'_, Option<Failure>> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `begin` on the open database (a transaction outlives the call).
+    pub(crate) fn with_db<T>(&self, begin: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        match db.as_ref() {
+            Some(db) => begin(db),
+            None => Err(StoreError::engine(format!(
+                "the database is closed after an I/O error and reopens at the next write ({})",
+                self.cause().unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Whether the next write must reopen the database first: an I/O error left it stale, or a
+    /// reopen failed and left it closed.
+    pub(crate) fn needs_reopen(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+            && (self.failure().as_ref().is_some_and(|f| f.stale)
+                || self.db.read().unwrap_or_else(|p| p.into_inner()).is_none())
+    }
+
+    /// Before a writer begins a write transaction: reopens the database if it
+    /// [needs it](Self::needs_reopen). Returns the reopened file's id reservation, which
+    /// replaces the one the writer kept in memory (relaxed commits since the last durable one
+    /// did not survive). The caller holds the engine's write side: no write transaction is
+    /// alive.
+    pub(crate) fn prepare_write(&self) -> Result<Option<u64>> {
+        if !self.failing.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let stale = self.failure().as_ref().is_some_and(|f| f.stale);
+        let db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if !stale && db.is_some() {
+            return Ok(None);
+        }
+        self.reopen(db)
+    }
+
+    fn reopen(&self, mut db: RwLockWriteGuard<'_, Option<Database>>) -> Result<Option<u64>> {
+        // Closes the file first: redb refuses to open a file this process still has open. A
+        // latched error makes the close skip its final writes and leave the file to the open's
+        // recovery.
+        drop(db.take());
+        if let Some(failure) = self.failure().as_mut() {
+            failure.stale = false;
+        }
+        match (self.open)(&self.path) {
+            Ok((reopened, reserved)) => {
+                *db = Some(reopened);
+                tracing::info!(path = %self.path.display(), "storage: database reopened after an I/O error");
+                Ok(Some(reserved))
+            }
+            Err(err) => {
+                let err = StoreError::storage(
+                    format!(
+                        "cannot reopen the database after an I/O error ({})",
+                        self.cause().unwrap_or_default()
+                    ),
+                    err,
+                );
+                self.fail(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Records the outcome of a commit: an I/O error makes the store failing (and the
+    /// database stale); a success of a commit that reached the disk ends the failure.
+    pub(crate) fn record(&self, result: &Result<()>, reached_disk: bool) {
+        match result {
+            Ok(()) if reached_disk && self.failing.load(Ordering::Acquire) => self.recovered(),
+            Ok(()) => {}
+            Err(err) if is_io_failure(err) => {
+                self.fail(err);
+                if let Some(failure) = self.failure().as_mut() {
+                    failure.stale = true;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn fail(&self, err: &StoreError) {
+        let mut failure = self.failure();
+        match failure.as_mut() {
+            Some(failure) => {
+                failure.cause = err.to_string();
+                failure.failed += 1;
+            }
+            None => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    cause = %err,
+                    "storage failing: writes fail until the cause is fixed (free space, replace \
+                     the device); the engine reopens the database at the next write, no restart needed"
+                );
+                *failure = Some(Failure {
+                    cause: err.to_string(),
+                    since: Instant::now(),
+                    failed: 1,
+                    stale: false,
+                });
+                self.failing.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    fn recovered(&self) {
+        let mut failure = self.failure();
+        if let Some(ended) = failure.take() {
+            self.failing.store(false, Ordering::Release);
+            tracing::warn!(
+                path = %self.path.display(),
+                failed_writes = ended.failed,
+                failing_for = ?ended.since.elapsed(),
+                last_cause = %ended.cause,
+                "storage recovered: writes succeed again"
+            );
+        }
+    }
+
+    fn cause(&self) -> Option<String> {
+        self.failure().as_ref().map(|f| f.cause.clone())
+    }
+
+    pub(crate) fn health(&self) -> StorageHealth {
+        if !self.failing.load(Ordering::Acquire) {
+            return StorageHealth::Ok;
+        }
+        match self.cause() {
+            Some(cause) => StorageHealth::Degraded { cause },
+            None => StorageHealth::Ok,
+        }
+    }
+}
+
+/// Whether `err` is the engine failing to read or write its file (as opposed to a domain rule,
+/// a value too large, or a corrupt record): the errors after which redb must be reopened.
+pub(crate) fn is_io_failure(err: &StoreError) -> bool {
+    let StoreError::Storage {
+        source: Some(source),
+        ..
+    } = err
+    else {
+        return false;
+    };
+    let mut next: Option<&(dyn Error + 'static)> = Some(source.as_ref());
+    while let Some(err) = next {
+        if let Some(redb::Error::Io(_) | redb::Error::PreviousIo) = err.downcast_ref() {
+            return true;
+        }
+        if err.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        if let Some(inner) = err.downcast_ref::<StoreError>() {
+            return is_io_failure(inner);
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// An engine error of a commit (or of beginning one), saying plainly when the disk is full.
+pub(crate) fn commit_error(err: impl Into<redb::Error>) -> StoreError {
+    let err = err.into();
+    let context = match &err {
+        redb::Error::Io(io) if disk_full(io) => "commit failed, the disk is full",
+        redb::Error::Io(_) => "commit failed",
+        _ => "",
+    };
+    StoreError::storage(context, err)
+}
+
+/// No space left on the device, or the user's disk quota exceeded.
+fn disk_full(err: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    err.kind() == std::io::ErrorKind::StorageFull
+        || err.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(err.raw_os_error(), Some(ENOSPC | EDQUOT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> redb::Error {
+        redb::Error::Io(std::io::Error::from(kind))
+    }
+
+    #[test]
+    fn a_full_disk_is_named_and_counts_as_an_io_failure() {
+        let err = commit_error(io(std::io::ErrorKind::StorageFull));
+        assert!(err.to_string().contains("the disk is full"), "{err}");
+        assert!(is_io_failure(&err));
+        let wrapped = StoreError::storage("cannot reopen", err);
+        assert!(is_io_failure(&wrapped));
+        assert!(is_io_failure(&commit_error(redb::Error::PreviousIo)));
+    }
+
+    #[test]
+    fn other_engine_errors_are_no_io_failure() {
+        assert!(!is_io_failure(&commit_error(redb::Error::ValueTooLarge(1))));
+        assert!(!is_io_failure(&StoreError::engine("the store is closed")));
+        assert!(!is_io_failure(&StoreError::Domain(
+            eventdbx_core::CoreError::AggregateNotFound
+        )));
+    }
+}
