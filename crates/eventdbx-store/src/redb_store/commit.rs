@@ -509,7 +509,10 @@ fn flush(handle: &Handle) -> Result<()> {
 /// One durable group commit of `batch`; its outcome is recorded in the handle.
 fn commit_batch(shared: &Shared, batch: Vec<Job>) {
     let (batch, result) = run_batch(&shared.handle, &shared.reserved, batch);
-    shared.handle.record(&result, true);
+    // An empty batch is one whose every job failed on its own: nothing was committed.
+    if !batch.is_empty() {
+        shared.handle.record(&result, true);
+    }
     reply_all(batch, &result);
 }
 

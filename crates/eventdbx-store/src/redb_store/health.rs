@@ -5,8 +5,9 @@
 //! transaction fails with "Previous I/O error occurred" until the [`Database`] is closed and
 //! opened again. So the first I/O error of a commit marks the handle *stale*, and the next
 //! writer, before it begins a transaction, closes the database and opens the file again (the
-//! same open as at startup, which recovers the file to its last commit). While that open
-//! fails, each later write tries again; reads fail meanwhile, since the file is closed.
+//! same open as at startup, which recovers the file to its last commit). redb refuses reads on a
+//! latched handle too, so a read that finds it stale reopens it the same way. While the open
+//! fails, the file stays closed and each later write or read tries again.
 //!
 //! The store is *failing* from that first error until a commit succeeds again: [`Handle::health`]
 //! reports it with the latest cause, and the start and the end are each logged once.
@@ -33,6 +34,8 @@ pub(crate) type OpenDatabase = fn(&Path) -> Result<(Database, u64)>;
 struct Failure {
     /// The latest error's text.
     cause: String,
+    /// The text of the error that began it (what later errors name as their reason).
+    origin: String,
     since: Instant,
     /// Failed commits and reopens since it began.
     failed: u64,
@@ -71,8 +74,8 @@ impl Handle {
         match db.as_ref() {
             Some(db) => begin(db),
             None => Err(StoreError::engine(format!(
-                "the database is closed after an I/O error and reopens at the next write ({})",
-                self.cause().unwrap_or_default()
+                "the database is closed after an I/O error and reopens at the next request ({})",
+                self.origin().unwrap_or_default()
             ))),
         }
     }
@@ -80,9 +83,12 @@ impl Handle {
     /// Whether the next write must reopen the database first: an I/O error left it stale, or a
     /// reopen failed and left it closed.
     pub(crate) fn needs_reopen(&self) -> bool {
-        self.failing.load(Ordering::Acquire)
-            && (self.failure().as_ref().is_some_and(|f| f.stale)
-                || self.db.read().unwrap_or_else(|p| p.into_inner()).is_none())
+        if !self.failing.load(Ordering::Acquire) {
+            return false;
+        }
+        // One lock at a time: a reopen holds the database's lock, then takes the failure's.
+        let stale = self.failure().as_ref().is_some_and(|f| f.stale);
+        stale || self.db.read().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 
     /// Before a writer begins a write transaction: reopens the database if it
@@ -113,18 +119,19 @@ impl Handle {
         match (self.open)(&self.path) {
             Ok((reopened, reserved)) => {
                 *db = Some(reopened);
-                tracing::info!(path = %self.path.display(), "storage: database reopened after an I/O error");
+                // Once per write while the disk stays full: the failure's own lines are enough.
+                tracing::debug!(path = %self.path.display(), "storage: database reopened after an I/O error");
                 Ok(Some(reserved))
             }
             Err(err) => {
                 let err = StoreError::storage(
                     format!(
                         "cannot reopen the database after an I/O error ({})",
-                        self.cause().unwrap_or_default()
+                        self.origin().unwrap_or_default()
                     ),
                     err,
                 );
-                self.fail(&err);
+                self.fail(&err, false);
                 Err(err)
             }
         }
@@ -136,22 +143,19 @@ impl Handle {
         match result {
             Ok(()) if reached_disk && self.failing.load(Ordering::Acquire) => self.recovered(),
             Ok(()) => {}
-            Err(err) if is_io_failure(err) => {
-                self.fail(err);
-                if let Some(failure) = self.failure().as_mut() {
-                    failure.stale = true;
-                }
-            }
+            Err(err) if is_io_failure(err) => self.fail(err, true),
             Err(_) => {}
         }
     }
 
-    fn fail(&self, err: &StoreError) {
+    /// Records a failed commit or reopen; `stale` when the database saw the error.
+    fn fail(&self, err: &StoreError, stale: bool) {
         let mut failure = self.failure();
         match failure.as_mut() {
             Some(failure) => {
                 failure.cause = err.to_string();
                 failure.failed += 1;
+                failure.stale |= stale;
             }
             None => {
                 tracing::error!(
@@ -162,9 +166,10 @@ impl Handle {
                 );
                 *failure = Some(Failure {
                     cause: err.to_string(),
+                    origin: err.to_string(),
                     since: Instant::now(),
                     failed: 1,
-                    stale: false,
+                    stale,
                 });
                 self.failing.store(true, Ordering::Release);
             }
@@ -187,6 +192,10 @@ impl Handle {
 
     fn cause(&self) -> Option<String> {
         self.failure().as_ref().map(|f| f.cause.clone())
+    }
+
+    fn origin(&self) -> Option<String> {
+        self.failure().as_ref().map(|f| f.origin.clone())
     }
 
     pub(crate) fn health(&self) -> StorageHealth {
@@ -248,6 +257,8 @@ fn disk_full(err: &std::io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use redb::ReadableDatabase;
+
     use super::*;
 
     fn io(kind: std::io::ErrorKind) -> redb::Error {
@@ -262,6 +273,75 @@ mod tests {
         let wrapped = StoreError::storage("cannot reopen", err);
         assert!(is_io_failure(&wrapped));
         assert!(is_io_failure(&commit_error(redb::Error::PreviousIo)));
+    }
+
+    fn open_file(path: &Path) -> Result<(Database, u64)> {
+        let db = Database::create(path).map_err(|err| StoreError::storage("open", err))?;
+        Ok((db, 7))
+    }
+
+    fn refuse_to_open(_: &Path) -> Result<(Database, u64)> {
+        Err(StoreError::engine("the device is gone"))
+    }
+
+    fn handle(dir: &tempfile::TempDir, open: OpenDatabase) -> Handle {
+        let path = dir.path().join("health.redb");
+        let (db, _) = open_file(&path).expect("open");
+        Handle::new(path, open, db)
+    }
+
+    fn disk_full() -> Result<()> {
+        Err(commit_error(io(std::io::ErrorKind::StorageFull)))
+    }
+
+    #[test]
+    fn an_io_error_degrades_until_a_commit_reaches_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let handle = handle(&dir, open_file);
+        assert_eq!(handle.health(), StorageHealth::Ok);
+        assert_eq!(handle.prepare_write().expect("nothing to do"), None);
+        handle.record(&disk_full(), true);
+        let StorageHealth::Degraded { cause } = handle.health() else {
+            panic!("degraded after an I/O error");
+        };
+        assert!(cause.contains("the disk is full"), "{cause}");
+        assert!(handle.needs_reopen());
+        // The reopen hands back the file's reservation, and the old handle is gone (redb would
+        // refuse to open a file this process still has open).
+        assert_eq!(handle.prepare_write().expect("reopen"), Some(7));
+        assert!(!handle.needs_reopen());
+        handle
+            .with_db(|db| db.begin_read().map_err(commit_error))
+            .expect("reads the reopened database");
+        // Reopened is not recovered: only a commit that reached the disk says so.
+        handle.record(&Ok(()), false);
+        assert_ne!(handle.health(), StorageHealth::Ok);
+        handle.record(&Ok(()), true);
+        assert_eq!(handle.health(), StorageHealth::Ok);
+    }
+
+    #[test]
+    fn a_failed_reopen_leaves_the_database_closed_and_is_tried_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let handle = handle(&dir, refuse_to_open);
+        handle.record(&disk_full(), true);
+        let first = handle.prepare_write().expect_err("the open fails");
+        let text = first.to_string();
+        assert!(
+            text.contains("cannot reopen") && text.contains("the disk is full"),
+            "{text}"
+        );
+        let closed = handle
+            .with_db(|_| Ok(()))
+            .expect_err("closed until it reopens");
+        assert!(closed.to_string().contains("the disk is full"), "{closed}");
+        assert!(handle.needs_reopen());
+        let again = handle
+            .prepare_write()
+            .expect_err("tried again, fails again");
+        // Each failure names the error that began it, not the one before (no nesting).
+        assert_eq!(again.to_string(), text);
+        assert_ne!(handle.health(), StorageHealth::Ok);
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! which hands each method to the module of its concern: `tables` (key layout and stored
 //! records), `write`, `archive` (with the reference cascade), `list` (index planning and
 //! keyset paging), `events` (event and outbox pages), `verify`, `snapshots`, `usage`,
-//! `commit` (group commit) and `jobs` (the plugin outbox and its [`crate::JobQueue`] impl).
+//! `commit` (group commit), `health` (the database handle, reopened after an I/O error) and
+//! `jobs` (the plugin outbox and its [`crate::JobQueue`] impl).
 
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
