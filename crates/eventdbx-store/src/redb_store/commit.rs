@@ -98,6 +98,10 @@ struct Shared {
     any_open: AtomicBool,
     /// Whether something was committed (or opened) since the last durable commit.
     dirty: AtomicBool,
+    /// How many times acknowledged relaxed writes may have been lost to an engine failure (the
+    /// open transaction discarded, non-durable commits dropped by a reopen); counted whenever
+    /// anything was pending, so it may count a loss of nothing.
+    losses: AtomicU64,
 }
 
 impl Shared {
@@ -109,7 +113,9 @@ impl Shared {
             return Ok(());
         }
         if let Some(slot) = slot {
-            *slot = None;
+            if slot.take().is_some() {
+                self.losses.fetch_add(1, Ordering::AcqRel);
+            }
             self.any_open.store(false, Ordering::Release);
         }
         let reopened = self.handle.prepare_write()?;
@@ -121,6 +127,7 @@ impl Shared {
         if let Some(reserved) = reserved {
             // The reopened file's reservation is the one that counts: relaxed commits since the
             // last durable one did not survive the close.
+            // Non-durable commits pending at the failure died with it (counted as a loss there).
             self.reserved.store(reserved, Ordering::Release);
             self.dirty.store(false, Ordering::Release);
         }
@@ -133,7 +140,9 @@ impl Shared {
                 // A writer panicked in the middle of its inserts: like an engine failure, the
                 // open transaction cannot be trusted and is discarded.
                 let mut slot = poisoned.into_inner();
-                *slot = None;
+                if slot.take().is_some() {
+                    self.losses.fetch_add(1, Ordering::AcqRel);
+                }
                 self.any_open.store(false, Ordering::Release);
                 self.open.clear_poison();
                 slot
@@ -163,6 +172,9 @@ impl Shared {
                 .map(|()| true);
             self.handle
                 .record(&committed.as_ref().map(drop).map_err(Clone::clone), durable);
+            if committed.is_err() {
+                self.losses.fetch_add(1, Ordering::AcqRel);
+            }
             committed
         };
         if committed.is_ok() && open.reservation > 0 {
@@ -184,9 +196,7 @@ impl Shared {
         if self.handle.needs_reopen() {
             // What was not durable died with the failed handle; the next write reopens it
             // (not the flusher, which would reopen every interval while the disk stays full).
-            return Err(StoreError::engine(
-                "relaxed writes since the last durable commit were lost to an I/O error",
-            ));
+            return Err(self.handle.lost_writes());
         }
         let result = self
             .commit_open(&mut slot, true)
@@ -195,6 +205,10 @@ impl Shared {
                 false => {
                     let flushed = flush(&self.handle);
                     self.handle.record(&flushed, true);
+                    if flushed.is_err() {
+                        // The earlier non-durable commits die with the handle's reopen.
+                        self.losses.fetch_add(1, Ordering::AcqRel);
+                    }
                     flushed
                 }
             });
@@ -220,6 +234,8 @@ pub(crate) struct Committer {
     shared: Arc<Shared>,
     closed: AtomicBool,
     flusher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// `Shared::losses` as the last [`Committer::flush`] reported it.
+    losses_reported: AtomicU64,
 }
 
 fn closed() -> StoreError {
@@ -234,6 +250,7 @@ impl Committer {
             open: Mutex::new(None),
             any_open: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
+            losses: AtomicU64::new(0),
         });
         let flusher = match durability {
             Durability::Fsync => None,
@@ -263,6 +280,7 @@ impl Committer {
             shared,
             closed: AtomicBool::new(false),
             flusher: Mutex::new(flusher),
+            losses_reported: AtomicU64::new(0),
         })
     }
 
@@ -308,7 +326,7 @@ impl Committer {
         let shared = &*self.shared;
         let mut slot = self.open_slot()?;
         shared.prepare_write(Some(&mut slot))?;
-        let open = ensure_open(&mut slot, &shared.handle)?;
+        let open = ensure_open(&mut slot, shared)?;
         let covered = shared
             .reserved
             .load(Ordering::Acquire)
@@ -345,6 +363,7 @@ impl Committer {
             Err(err) => {
                 // The engine failed part-way: nothing of the open transaction can be trusted.
                 *slot = None;
+                shared.losses.fetch_add(1, Ordering::AcqRel);
                 shared.any_open.store(false, Ordering::Release);
                 shared.handle.record(&Err(err.clone()), false);
                 Err(err)
@@ -382,7 +401,7 @@ impl Committer {
         let shared = &*self.shared;
         let mut slot = self.open_slot()?;
         shared.prepare_write(Some(&mut slot))?;
-        let open = ensure_open(&mut slot, &shared.handle)?;
+        let open = ensure_open(&mut slot, shared)?;
         shared.any_open.store(true, Ordering::Release);
         read(Latest::Open(&open.txn))
     }
@@ -445,12 +464,24 @@ impl Committer {
         self.shared.handle.health()
     }
 
-    /// Makes every write acknowledged so far durable (relaxed mode); durable mode has nothing
+    /// Makes every write acknowledged so far durable (relaxed mode), or fails when one may have
+    /// been lost to an engine failure since the last flush returned (exact for one flushing
+    /// caller; of several, the first to flush after a loss is told). Durable mode has nothing
     /// to do.
     pub(crate) fn flush(&self) -> Result<()> {
         match self.durability {
             Durability::Fsync => Ok(()),
-            Durability::Relaxed => self.shared.make_durable(),
+            Durability::Relaxed => {
+                let result = self.shared.make_durable();
+                // A loss since the last flush that returned means a write acknowledged before
+                // this call may be gone, whatever this flush committed.
+                let losses = self.shared.losses.load(Ordering::Acquire);
+                let lost = self.losses_reported.swap(losses, Ordering::AcqRel) < losses;
+                match result {
+                    Ok(()) if lost => Err(self.shared.handle.lost_writes()),
+                    result => result,
+                }
+            }
         }
     }
 
@@ -475,11 +506,15 @@ impl Committer {
 }
 
 /// The open transaction for relaxed writes, begun if there is none.
-fn ensure_open<'s>(slot: &'s mut Option<Open>, handle: &Handle) -> Result<&'s mut Open> {
+fn ensure_open<'s>(slot: &'s mut Option<Open>, shared: &Shared) -> Result<&'s mut Open> {
     if slot.is_none() {
-        let begun = begin_open(handle);
+        let begun = begin_open(&shared.handle);
         if let Err(err) = &begun {
-            handle.record(&Err(err.clone()), false);
+            shared.handle.record(&Err(err.clone()), false);
+            if is_io_failure(err) && shared.dirty.load(Ordering::Acquire) {
+                // The reopen this failure calls for drops the pending non-durable commits.
+                shared.losses.fetch_add(1, Ordering::AcqRel);
+            }
         }
         *slot = Some(begun?);
     }

@@ -190,6 +190,14 @@ impl Handle {
         }
     }
 
+    /// What a relaxed flush answers when writes it should make durable were lost to the failure.
+    pub(crate) fn lost_writes(&self) -> StoreError {
+        StoreError::engine(format!(
+            "relaxed writes acknowledged since the last durable commit were lost to an I/O error ({})",
+            self.origin().unwrap_or_else(|| "since recovered".to_owned())
+        ))
+    }
+
     fn cause(&self) -> Option<String> {
         self.failure().as_ref().map(|f| f.cause.clone())
     }
@@ -224,6 +232,9 @@ pub(crate) fn is_io_failure(err: &StoreError) -> bool {
         if let Some(redb::Error::Io(_) | redb::Error::PreviousIo) = err.downcast_ref() {
             return true;
         }
+        if err.downcast_ref::<Latched>().is_some() {
+            return true;
+        }
         if err.downcast_ref::<std::io::Error>().is_some() {
             return true;
         }
@@ -235,15 +246,43 @@ pub(crate) fn is_io_failure(err: &StoreError) -> bool {
     false
 }
 
-/// An engine error of a commit (or of beginning one), saying plainly when the disk is full.
+/// redb's "Previous I/O error occurred. Please close and re-open the database.", said in the
+/// engine's terms: the close and reopen are the engine's job, not the caller's. A request that
+/// raced the error (began before the reopen, or while a commit was reopening) gets this.
+#[derive(Debug)]
+pub(crate) struct Latched;
+
+impl std::fmt::Display for Latched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the database stopped at an earlier I/O error (a full disk, a failing device) and is \
+             reopened by the next request",
+        )
+    }
+}
+
+impl Error for Latched {}
+
+/// An engine error, saying plainly when the disk is full or an earlier I/O error stopped the
+/// database ([`Latched`]).
+pub(crate) fn engine_error(err: impl Into<redb::Error>) -> StoreError {
+    explained("", err.into())
+}
+
+/// An engine error of a commit (or of beginning one), as [`engine_error`] explains it.
 pub(crate) fn commit_error(err: impl Into<redb::Error>) -> StoreError {
-    let err = err.into();
-    let context = match &err {
-        redb::Error::Io(io) if disk_full(io) => "commit failed, the disk is full",
-        redb::Error::Io(_) => "commit failed",
-        _ => "",
-    };
-    StoreError::storage(context, err)
+    explained("commit failed", err.into())
+}
+
+fn explained(doing: &'static str, err: redb::Error) -> StoreError {
+    match &err {
+        redb::Error::PreviousIo => StoreError::storage(doing, Latched),
+        redb::Error::Io(io) if disk_full(io) => match doing {
+            "" => StoreError::storage("the disk is full", err),
+            _ => StoreError::storage(format!("{doing}, the disk is full"), err),
+        },
+        _ => StoreError::storage(doing, err),
+    }
 }
 
 /// No space left on the device, or the user's disk quota exceeded.
@@ -272,7 +311,16 @@ mod tests {
         assert!(is_io_failure(&err));
         let wrapped = StoreError::storage("cannot reopen", err);
         assert!(is_io_failure(&wrapped));
-        assert!(is_io_failure(&commit_error(redb::Error::PreviousIo)));
+        let latched = engine_error(redb::Error::PreviousIo);
+        assert!(is_io_failure(&latched));
+        assert!(!latched.to_string().contains("re-open"), "{latched}");
+        let insert = engine_error(io(std::io::ErrorKind::StorageFull));
+        assert!(
+            insert
+                .to_string()
+                .starts_with("storage error: the disk is full: "),
+            "{insert}"
+        );
     }
 
     fn open_file(path: &Path) -> Result<(Database, u64)> {
