@@ -1,8 +1,8 @@
 //! A full disk under a running `dbx serve`: the store lives on a real, small tmpfs; durable
 //! writes go on until `No space left on device`; then every write fails with that cause,
 //! `/health` answers 503 `degraded` and the failure is logged once; once a filler file beside
-//! the store is deleted, writes succeed again with no restart, `/health` is `ok`, the recovery is
-//! logged once, and every acknowledged write is there, gapless and verified
+//! the store is deleted, `/health` is `ok` again before any write, writes succeed again with no
+//! restart, the recovery is logged once, and every acknowledged write is there, gapless and verified
 //! (`docs/storage.md`, "When the disk fails").
 //!
 //! A tmpfs needs a mount, so the test re-runs this binary as a child in its own user and mount
@@ -31,6 +31,9 @@ const AGGREGATES: usize = 4;
 const MAX_WRITES_TO_FILL: usize = 5_000;
 /// Bounds the writes tried after space returns (the first one is expected to succeed).
 const MAX_WRITES_TO_RECOVER: usize = 20;
+/// Bounds the `/health` polls after space returns: 100 polls, 10 s at the least.
+const MAX_HEALTH_POLLS: usize = 100;
+const HEALTH_POLL_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[test]
 fn writes_recover_without_restart_when_space_returns() {
@@ -233,6 +236,23 @@ fn child_serves_on_a_full_disk() {
 
         std::fs::remove_file(store_dir.join("filler")).expect("free the space");
         let freed = Instant::now();
+        // With no write at all, `/health` finds out by itself (its probe runs at most every
+        // 250 ms), so a load balancer that stopped routing to the server routes to it again.
+        // Polled a bounded number of times; the pause only paces the polls.
+        let mut healthy_after = None;
+        for attempt in 1..=MAX_HEALTH_POLLS {
+            if http_get(&http, "/health").0 == 200 {
+                healthy_after = Some(attempt);
+                break;
+            }
+            std::thread::sleep(HEALTH_POLL_PAUSE);
+        }
+        let polls = healthy_after.expect("/health is ok again with no write");
+        println!(
+            "/health ok again {:?} after space returned, at poll {polls}",
+            freed.elapsed()
+        );
+        let healthy = Instant::now();
         let mut recovered_after = None;
         for attempt in 1..=MAX_WRITES_TO_RECOVER {
             let id = ids[0].as_str();
@@ -248,8 +268,8 @@ fn child_serves_on_a_full_disk() {
         }
         let attempts = recovered_after.expect("writes succeed again once space returns");
         println!(
-            "writes succeeded again {:?} after space returned, at attempt {attempts}",
-            freed.elapsed()
+            "the first write after /health turned ok took {:?} (attempt {attempts})",
+            healthy.elapsed()
         );
         assert_eq!(attempts, 1, "the first write after space returns succeeds");
         let (status, body) = http_get(&http, "/health");

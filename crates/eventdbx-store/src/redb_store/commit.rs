@@ -452,6 +452,39 @@ impl Committer {
         }
     }
 
+    /// Probes a failing store (`health`, "probe") when one is due: with the writer side taken as
+    /// [`Committer::reopen_for_read`] takes it; a running leader makes the probe unnecessary,
+    /// its commit's outcome being recorded anyway.
+    pub(crate) fn probe(&self) {
+        let handle = &self.shared.handle;
+        if !handle.probe_due() {
+            return;
+        }
+        match self.durability {
+            Durability::Relaxed => {
+                let mut slot = self.shared.open();
+                if self.shared.prepare_write(Some(&mut slot)).is_err() {
+                    return;
+                }
+                if slot.is_some() {
+                    // Pending writes: their durable commit is the probe.
+                    let _ = self.shared.commit_open(&mut slot, true);
+                } else {
+                    handle.probe();
+                }
+            }
+            Durability::Fsync => {
+                if std::mem::replace(&mut self.queue().leading, true) {
+                    return;
+                }
+                if self.shared.prepare_write(None).is_ok() {
+                    handle.probe();
+                }
+                self.step_down();
+            }
+        }
+    }
+
     /// A read transaction on the current database (after a reopen, the reopened one).
     pub(crate) fn begin_read(&self) -> Result<ReadTransaction> {
         self.shared

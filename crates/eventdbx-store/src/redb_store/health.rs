@@ -10,7 +10,11 @@
 //! fails, the file stays closed and each later write or read tries again.
 //!
 //! The store is *failing* from that first error until a commit succeeds again: [`Handle::health`]
-//! reports it with the latest cause, and the start and the end are each logged once.
+//! reports it with the latest cause, and the start and the end are each logged once. So that a
+//! store nobody writes to (a load balancer routing on `/health` stops sending writes) can still
+//! find out that space returned, asking for its health while it fails runs a *probe* at most
+//! every [`PROBE_INTERVAL`]: a durable commit of [`PROBE_BYTES`] in a table of its own, deleted
+//! again by a second commit; its success ends the failure like any other commit's.
 //!
 //! Only a writer that holds the engine's write side (the group-commit leader in durable mode,
 //! the open-transaction lock in relaxed mode) closes the database, so no write transaction is
@@ -20,11 +24,20 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use redb::Database;
+use redb::{Database, TableDefinition};
 
 use crate::{Result, StorageHealth, StoreError};
+
+/// How often asking for the health of a failing store probes it.
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// What a probe writes: enough fresh pages that a disk with no room for a write has no room for
+/// it either.
+pub(crate) const PROBE_BYTES: usize = 64 * 1024;
+/// The probe's table: created and deleted by each probe, absent otherwise (a probe cut short
+/// leaves it, and the next one deletes it).
+const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("health_probe");
 
 /// Opens the database file and returns it with the highest Snowflake id it reserved: what
 /// `RedbStore::open` runs, run again by a reopen.
@@ -51,6 +64,8 @@ pub(crate) struct Handle {
     failure: Mutex<Option<Failure>>,
     /// Whether `failure` is set: the commit path skips the lock when all is well.
     failing: AtomicBool,
+    /// When the last probe began.
+    probed: Mutex<Option<Instant>>,
 }
 
 impl Handle {
@@ -61,6 +76,7 @@ impl Handle {
             db: RwLock::new(Some(db)),
             failure: Mutex::new(None),
             failing: AtomicBool::new(false),
+            probed: Mutex::new(None),
         }
     }
 
@@ -188,6 +204,42 @@ impl Handle {
                 "storage recovered: writes succeed again"
             );
         }
+    }
+
+    /// Whether a probe is due (failing, and none began in the last [`PROBE_INTERVAL`]); if so,
+    /// it counts as begun.
+    pub(crate) fn probe_due(&self) -> bool {
+        if !self.failing.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut probed = self.probed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if probed.is_some_and(|at| now.duration_since(at) < PROBE_INTERVAL) {
+            return false;
+        }
+        *probed = Some(now);
+        true
+    }
+
+    /// Writes [`PROBE_BYTES`] durably and deletes them again, recording the outcome. The caller
+    /// holds the writer side and has reopened the database if it needed it.
+    pub(crate) fn probe(&self) {
+        let written = self.with_db(|db| {
+            let mut txn = db.begin_write().map_err(commit_error)?;
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|err| StoreError::storage("", err))?;
+            txn.open_table(PROBE)
+                .map_err(engine_error)?
+                .insert("probe", &[0u8; PROBE_BYTES][..])
+                .map_err(engine_error)?;
+            txn.commit().map_err(commit_error)?;
+            let mut txn = db.begin_write().map_err(commit_error)?;
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|err| StoreError::storage("", err))?;
+            txn.delete_table(PROBE).map_err(engine_error)?;
+            txn.commit().map_err(commit_error)
+        });
+        self.record(&written, true);
     }
 
     /// What a relaxed flush answers when writes it should make durable were lost to the failure.

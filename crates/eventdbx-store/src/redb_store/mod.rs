@@ -223,6 +223,7 @@ impl EventStore for RedbStore {
     }
 
     fn health(&self) -> StorageHealth {
+        self.committer.probe();
         self.committer.health()
     }
 
