@@ -416,8 +416,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// How writes are made durable.
     fn durability(&self) -> Durability;
 
-    /// Whether writes commit now, or fail since an I/O error (and why). An engine that cannot
-    /// tell reports [`StorageHealth::Ok`].
+    /// Whether writes commit now, or fail since an I/O error (and why). While they fail, the
+    /// engine may probe (a small durable write) to find out whether they would commit again, so
+    /// a caller that never writes still sees the recovery. An engine that cannot tell reports
+    /// [`StorageHealth::Ok`].
     fn health(&self) -> StorageHealth {
         StorageHealth::Ok
     }
