@@ -1,7 +1,8 @@
 //! The `/health` and `/metrics` (Prometheus text format) listener, on hyper's HTTP/1 server.
 //!
-//! One request per connection, `GET` only, 8 KiB of request buffer at most. The plugin queue's
-//! metrics are described in `docs/plugins.md`.
+//! One request per connection, `GET` only, 8 KiB of request buffer at most. `/health` answers
+//! 503 with `"status":"degraded"` while the store's writes fail (`docs/server.md`, "Health and
+//! metrics"). The plugin queue's metrics are described in `docs/plugins.md`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +17,8 @@ use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+
+use eventdbx_store::StorageHealth;
 
 use crate::state::{ServerState, ACCEPT_RETRY_DELAY};
 
@@ -63,7 +66,10 @@ pub(crate) async fn serve(
 
 fn respond(state: &ServerState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/health") => (StatusCode::OK, "application/json", health(state)),
+        (&Method::GET, "/health") => {
+            let (status, body) = health(state);
+            (status, "application/json", body)
+        }
         (&Method::GET, "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", metrics(state)),
         (&Method::GET, _) => (
             StatusCode::NOT_FOUND,
@@ -84,14 +90,24 @@ fn respond(state: &ServerState, request: &Request<Incoming>) -> Response<Full<By
     response
 }
 
-fn health(state: &ServerState) -> String {
-    serde_json::json!({
-        "status": "ok",
+/// 200 and `ok` while the store writes; 503 and `degraded`, with the cause, while its writes
+/// fail (a full disk), so a load balancer or an orchestrator stops sending writes.
+fn health(state: &ServerState) -> (StatusCode, String) {
+    let storage = state.store.health();
+    let mut body = serde_json::json!({
+        "status": storage.as_str(),
         "durability": state.store.durability().as_str(),
         "protocol_v1": state.config.accept_v1,
         "server_key_fingerprint": state.server_key.fingerprint().to_string(),
-    })
-    .to_string()
+    });
+    let status = match &storage {
+        StorageHealth::Degraded { cause } => {
+            body["storage_error"] = cause.as_str().into();
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::OK,
+    };
+    (status, body.to_string())
 }
 
 fn metrics(state: &ServerState) -> String {
@@ -171,6 +187,12 @@ fn metrics(state: &ServerState) -> String {
             "The most sessions busy-polling at once since the server started.",
             "gauge",
             m.busy_polling_peak.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_storage_degraded",
+            "1 while the store's writes fail (an I/O error such as a full disk), else 0.",
+            "gauge",
+            u64::from(!matches!(state.store.health(), StorageHealth::Ok)),
         ),
         plugin_metrics(state, &gauge),
     ]

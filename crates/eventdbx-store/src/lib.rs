@@ -152,6 +152,32 @@ impl StoreError {
     }
 }
 
+/// Whether the engine can write: what `/health` reports (`docs/storage.md`, "When the disk
+/// fails").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StorageHealth {
+    /// Writes commit.
+    #[default]
+    Ok,
+    /// Writes fail since an I/O error (a full disk, a failing device); the engine retries at
+    /// each write and is `Ok` again after the first commit that succeeds.
+    Degraded {
+        /// The latest error's text.
+        cause: String,
+    },
+}
+
+impl StorageHealth {
+    /// `ok` or `degraded`, as `/health` spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StorageHealth::Ok => "ok",
+            StorageHealth::Degraded { .. } => "degraded",
+        }
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -389,6 +415,14 @@ pub struct OutboxPage {
 pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// How writes are made durable.
     fn durability(&self) -> Durability;
+
+    /// Whether writes commit now, or fail since an I/O error (and why). While they fail, the
+    /// engine may probe (a small durable write) to find out whether they would commit again, so
+    /// a caller that never writes still sees the recovery. An engine that cannot tell reports
+    /// [`StorageHealth::Ok`].
+    fn health(&self) -> StorageHealth {
+        StorageHealth::Ok
+    }
 
     /// Creates, appends or patches atomically; see `docs/server.md`, "Writes".
     fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome>;

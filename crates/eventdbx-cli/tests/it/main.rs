@@ -3,6 +3,7 @@
 mod aggregates;
 mod config;
 mod durability;
+mod full_disk;
 mod init_and_serve;
 mod plugins;
 mod schema;

@@ -26,6 +26,11 @@
 //! ([`StoreError::Storage`]): in durable mode the leader then aborts the transaction and runs
 //! the batch again without the failing job; in relaxed mode the open transaction is discarded,
 //! losing the writes acknowledged since the last commit as a crash would.
+//!
+//! Every transaction begins from the [`Handle`], and every commit's outcome is recorded there: an
+//! I/O error (a full disk) makes the next writer reopen the database before it begins (see
+//! `health`). Only the writer side reopens: the leader in durable mode, the holder of the
+//! open-transaction lock in relaxed mode, so no write transaction is alive when it does.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
@@ -33,10 +38,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{ReadTransaction, ReadableDatabase, WriteTransaction};
 
+use super::health::{commit_error, is_io_failure, Handle};
 use super::tables::{storage, Tables, LAST_ID};
-use crate::{Durability, Result, StoreError};
+use crate::{Durability, Result, StorageHealth, StoreError};
 
 /// How long a relaxed commit may stay non-durable.
 pub(crate) const RELAXED_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -84,7 +90,7 @@ struct Open {
 
 /// What relaxed writers, readers and the flusher share.
 struct Shared {
-    db: Arc<Database>,
+    handle: Handle,
     /// Every id at or below this is covered by a committed reservation.
     reserved: AtomicU64,
     open: Mutex<Option<Open>>,
@@ -92,9 +98,41 @@ struct Shared {
     any_open: AtomicBool,
     /// Whether something was committed (or opened) since the last durable commit.
     dirty: AtomicBool,
+    /// How many times acknowledged relaxed writes may have been lost to an engine failure (the
+    /// open transaction discarded, non-durable commits dropped by a reopen); counted whenever
+    /// anything was pending, so it may count a loss of nothing.
+    losses: AtomicU64,
 }
 
 impl Shared {
+    /// Reopens the database if an I/O error requires it, before a writer begins a transaction.
+    /// The caller holds the writer side; in relaxed mode `slot` is the open transaction, which
+    /// a reopen discards (an I/O error already did).
+    fn prepare_write(&self, slot: Option<&mut Option<Open>>) -> Result<()> {
+        if !self.handle.needs_reopen() {
+            return Ok(());
+        }
+        if let Some(slot) = slot {
+            if slot.take().is_some() {
+                self.losses.fetch_add(1, Ordering::AcqRel);
+            }
+            self.any_open.store(false, Ordering::Release);
+        }
+        let reopened = self.handle.prepare_write()?;
+        self.reopened(reopened);
+        Ok(())
+    }
+
+    fn reopened(&self, reserved: Option<u64>) {
+        if let Some(reserved) = reserved {
+            // The reopened file's reservation is the one that counts: relaxed commits since the
+            // last durable one did not survive the close.
+            // Non-durable commits pending at the failure died with it (counted as a loss there).
+            self.reserved.store(reserved, Ordering::Release);
+            self.dirty.store(false, Ordering::Release);
+        }
+    }
+
     fn open(&self) -> MutexGuard<'_, Option<Open>> {
         match self.open.lock() {
             Ok(slot) => slot,
@@ -102,7 +140,9 @@ impl Shared {
                 // A writer panicked in the middle of its inserts: like an engine failure, the
                 // open transaction cannot be trusted and is discarded.
                 let mut slot = poisoned.into_inner();
-                *slot = None;
+                if slot.take().is_some() {
+                    self.losses.fetch_add(1, Ordering::AcqRel);
+                }
                 self.any_open.store(false, Ordering::Release);
                 self.open.clear_poison();
                 slot
@@ -127,9 +167,15 @@ impl Shared {
             } else {
                 Ok(())
             };
-            durability
-                .and_then(|()| open.txn.commit().map_err(storage))
-                .map(|()| true)
+            let committed = durability
+                .and_then(|()| open.txn.commit().map_err(commit_error))
+                .map(|()| true);
+            self.handle
+                .record(&committed.as_ref().map(drop).map_err(Clone::clone), durable);
+            if committed.is_err() {
+                self.losses.fetch_add(1, Ordering::AcqRel);
+            }
+            committed
         };
         if committed.is_ok() && open.reservation > 0 {
             self.reserved.fetch_max(open.reservation, Ordering::AcqRel);
@@ -147,11 +193,25 @@ impl Shared {
         if !self.dirty.swap(false, Ordering::AcqRel) && slot.is_none() {
             return Ok(());
         }
-        let result = match self.commit_open(&mut slot, true) {
-            Ok(true) => Ok(()),
-            Ok(false) => flush(&self.db),
-            Err(err) => Err(err),
-        };
+        if self.handle.needs_reopen() {
+            // What was not durable died with the failed handle; the next write reopens it
+            // (not the flusher, which would reopen every interval while the disk stays full).
+            return Err(self.handle.lost_writes());
+        }
+        let result = self
+            .commit_open(&mut slot, true)
+            .and_then(|committed| match committed {
+                true => Ok(()),
+                false => {
+                    let flushed = flush(&self.handle);
+                    self.handle.record(&flushed, true);
+                    if flushed.is_err() {
+                        // The earlier non-durable commits die with the handle's reopen.
+                        self.losses.fetch_add(1, Ordering::AcqRel);
+                    }
+                    flushed
+                }
+            });
         if result.is_err() {
             // Left to the next flush.
             self.dirty.store(true, Ordering::Release);
@@ -174,6 +234,8 @@ pub(crate) struct Committer {
     shared: Arc<Shared>,
     closed: AtomicBool,
     flusher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// `Shared::losses` as the last [`Committer::flush`] reported it.
+    losses_reported: AtomicU64,
 }
 
 fn closed() -> StoreError {
@@ -181,13 +243,14 @@ fn closed() -> StoreError {
 }
 
 impl Committer {
-    pub(crate) fn new(db: Arc<Database>, durability: Durability, reserved: u64) -> Result<Self> {
+    pub(crate) fn new(handle: Handle, durability: Durability, reserved: u64) -> Result<Self> {
         let shared = Arc::new(Shared {
-            db,
+            handle,
             reserved: AtomicU64::new(reserved),
             open: Mutex::new(None),
             any_open: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
+            losses: AtomicU64::new(0),
         });
         let flusher = match durability {
             Durability::Fsync => None,
@@ -217,6 +280,7 @@ impl Committer {
             shared,
             closed: AtomicBool::new(false),
             flusher: Mutex::new(flusher),
+            losses_reported: AtomicU64::new(0),
         })
     }
 
@@ -261,7 +325,8 @@ impl Committer {
     fn commit_relaxed(&self, max_id: u64, apply: &Apply) -> Result<()> {
         let shared = &*self.shared;
         let mut slot = self.open_slot()?;
-        let open = ensure_open(&mut slot, &shared.db)?;
+        shared.prepare_write(Some(&mut slot))?;
+        let open = ensure_open(&mut slot, shared)?;
         let covered = shared
             .reserved
             .load(Ordering::Acquire)
@@ -298,7 +363,9 @@ impl Committer {
             Err(err) => {
                 // The engine failed part-way: nothing of the open transaction can be trusted.
                 *slot = None;
+                shared.losses.fetch_add(1, Ordering::AcqRel);
                 shared.any_open.store(false, Ordering::Release);
+                shared.handle.record(&Err(err.clone()), false);
                 Err(err)
             }
         }
@@ -328,13 +395,13 @@ impl Committer {
     /// `read` must not call back into the store.
     pub(crate) fn read_latest<T>(&self, read: impl FnOnce(Latest<'_>) -> Result<T>) -> Result<T> {
         if self.durability == Durability::Fsync {
-            return read(Latest::Committed(
-                self.shared.db.begin_read().map_err(storage)?,
-            ));
+            self.reopen_for_read()?;
+            return read(Latest::Committed(self.begin_read()?));
         }
         let shared = &*self.shared;
         let mut slot = self.open_slot()?;
-        let open = ensure_open(&mut slot, &shared.db)?;
+        shared.prepare_write(Some(&mut slot))?;
+        let open = ensure_open(&mut slot, shared)?;
         shared.any_open.store(true, Ordering::Release);
         read(Latest::Open(&open.txn))
     }
@@ -342,7 +409,15 @@ impl Committer {
     /// One round as leader: commit everything queued, then pass leadership on or step down.
     fn lead(&self) {
         let batch = std::mem::take(&mut self.queue().jobs);
-        commit_batch(&self.shared.db, &self.shared.reserved, batch);
+        match self.shared.prepare_write(None) {
+            Ok(()) => commit_batch(&self.shared, batch),
+            Err(err) => reply_all(batch, &Err(err)),
+        }
+        self.step_down();
+    }
+
+    /// Ends a turn as leader: hands leadership to the first queued writer, or steps down.
+    fn step_down(&self) {
         let mut queue = self.queue();
         match queue.jobs.first() {
             // The next writer is blocked on its answer channel, which has room for this.
@@ -353,12 +428,93 @@ impl Committer {
         }
     }
 
-    /// Makes every write acknowledged so far durable (relaxed mode); durable mode has nothing
+    /// Reopens the database before a read when an I/O error left it stale (redb then refuses
+    /// reads too) or closed. Takes the writer side as a write would: the open-transaction lock,
+    /// or the lead when no commit is running (a running leader reopens before its commit).
+    pub(crate) fn reopen_for_read(&self) -> Result<()> {
+        if !self.shared.handle.needs_reopen() {
+            return Ok(());
+        }
+        match self.durability {
+            Durability::Relaxed => {
+                let mut slot = self.shared.open();
+                self.shared.prepare_write(Some(&mut slot))
+            }
+            Durability::Fsync => {
+                let lead = !std::mem::replace(&mut self.queue().leading, true);
+                if !lead {
+                    return Ok(());
+                }
+                let reopened = self.shared.prepare_write(None);
+                self.step_down();
+                reopened
+            }
+        }
+    }
+
+    /// Probes a failing store (`health`, "probe") when one is due: with the writer side taken as
+    /// [`Committer::reopen_for_read`] takes it; a running leader makes the probe unnecessary,
+    /// its commit's outcome being recorded anyway.
+    pub(crate) fn probe(&self) {
+        let handle = &self.shared.handle;
+        if !handle.probe_due() {
+            return;
+        }
+        match self.durability {
+            Durability::Relaxed => {
+                let mut slot = self.shared.open();
+                if self.shared.prepare_write(Some(&mut slot)).is_err() {
+                    return;
+                }
+                if slot.is_some() {
+                    // Pending writes: their durable commit is the probe.
+                    let _ = self.shared.commit_open(&mut slot, true);
+                } else {
+                    handle.probe();
+                }
+            }
+            Durability::Fsync => {
+                if std::mem::replace(&mut self.queue().leading, true) {
+                    return;
+                }
+                if self.shared.prepare_write(None).is_ok() {
+                    handle.probe();
+                }
+                self.step_down();
+            }
+        }
+    }
+
+    /// A read transaction on the current database (after a reopen, the reopened one).
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction> {
+        self.shared
+            .handle
+            .with_db(|db| db.begin_read().map_err(storage))
+    }
+
+    /// Whether writes commit, or fail since an I/O error.
+    pub(crate) fn health(&self) -> StorageHealth {
+        self.shared.handle.health()
+    }
+
+    /// Makes every write acknowledged so far durable (relaxed mode), or fails when one may have
+    /// been lost to an engine failure since the last flush returned (exact for one flushing
+    /// caller; of several, the first to flush after a loss is told). Durable mode has nothing
     /// to do.
     pub(crate) fn flush(&self) -> Result<()> {
         match self.durability {
             Durability::Fsync => Ok(()),
-            Durability::Relaxed => self.shared.make_durable(),
+            Durability::Relaxed => {
+                let result = self.shared.make_durable();
+                // A loss since the last flush that returned means a write acknowledged before
+                // this call may be gone, whatever this flush committed.
+                let losses = self.shared.losses.load(Ordering::Acquire);
+                let lost = self.losses_reported.swap(losses, Ordering::AcqRel) < losses;
+                match result {
+                    Ok(()) if lost => Err(self.shared.handle.lost_writes()),
+                    result => result,
+                }
+            }
         }
     }
 
@@ -383,16 +539,24 @@ impl Committer {
 }
 
 /// The open transaction for relaxed writes, begun if there is none.
-fn ensure_open<'s>(slot: &'s mut Option<Open>, db: &Database) -> Result<&'s mut Open> {
+fn ensure_open<'s>(slot: &'s mut Option<Open>, shared: &Shared) -> Result<&'s mut Open> {
     if slot.is_none() {
-        *slot = Some(begin_open(db)?);
+        let begun = begin_open(&shared.handle);
+        if let Err(err) = &begun {
+            shared.handle.record(&Err(err.clone()), false);
+            if is_io_failure(err) && shared.dirty.load(Ordering::Acquire) {
+                // The reopen this failure calls for drops the pending non-durable commits.
+                shared.losses.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        *slot = Some(begun?);
     }
     slot.as_mut()
         .ok_or_else(|| StoreError::engine("no open transaction"))
 }
 
-fn begin_open(db: &Database) -> Result<Open> {
-    let mut txn = db.begin_write().map_err(storage)?;
+fn begin_open(handle: &Handle) -> Result<Open> {
+    let mut txn = handle.with_db(|db| db.begin_write().map_err(commit_error))?;
     txn.set_durability(redb::Durability::None)
         .map_err(|err| StoreError::storage("", err))?;
     Ok(Open {
@@ -403,22 +567,33 @@ fn begin_open(db: &Database) -> Result<Open> {
 }
 
 /// An empty durable commit: makes every earlier non-durable commit durable.
-fn flush(db: &Database) -> Result<()> {
-    let mut txn = db.begin_write().map_err(storage)?;
+fn flush(handle: &Handle) -> Result<()> {
+    let mut txn = handle.with_db(|db| db.begin_write().map_err(commit_error))?;
     txn.set_durability(redb::Durability::Immediate)
         .map_err(|err| StoreError::storage("", err))?;
-    txn.commit().map_err(storage)
+    txn.commit().map_err(commit_error)
 }
 
-/// One durable group commit of `batch`.
-fn commit_batch(db: &Database, reserved: &AtomicU64, mut batch: Vec<Job>) {
+/// One durable group commit of `batch`; its outcome is recorded in the handle.
+fn commit_batch(shared: &Shared, batch: Vec<Job>) {
+    let (batch, result) = run_batch(&shared.handle, &shared.reserved, batch);
+    // An empty batch is one whose every job failed on its own: nothing was committed.
+    if !batch.is_empty() {
+        shared.handle.record(&result, true);
+    }
+    reply_all(batch, &result);
+}
+
+/// Runs `batch` until it commits or the engine fails: a job that fails on its own is answered
+/// and dropped, and the others run again. Returns the jobs left to answer and their result.
+fn run_batch(handle: &Handle, reserved: &AtomicU64, mut batch: Vec<Job>) -> (Vec<Job>, Result<()>) {
     while !batch.is_empty() {
-        let mut txn = match db.begin_write() {
+        let mut txn = match handle.with_db(|db| db.begin_write().map_err(commit_error)) {
             Ok(txn) => txn,
-            Err(err) => return reply_all(batch, &Err(storage(err))),
+            Err(err) => return (batch, Err(err)),
         };
         if let Err(err) = txn.set_durability(redb::Durability::Immediate) {
-            return reply_all(batch, &Err(StoreError::storage("", err)));
+            return (batch, Err(StoreError::storage("", err)));
         }
         let mut tables = Tables::new(&txn);
         let failed = batch
@@ -433,11 +608,13 @@ fn commit_batch(db: &Database, reserved: &AtomicU64, mut batch: Vec<Job>) {
                 .meta()
                 .and_then(|meta| meta.insert(LAST_ID, new).map_err(storage));
             if let Err(err) = written {
-                return reply_all(batch, &Err(err));
+                return (batch, Err(err));
             }
         }
         drop(tables);
         match failed {
+            // The engine failed, not the job: the transaction is lost, and so is the batch.
+            Some((_, err)) if is_io_failure(&err) => return (batch, Err(err)),
             Some((index, err)) => {
                 // Nothing of this transaction is kept; the others run again without the job.
                 drop(txn);
@@ -445,14 +622,15 @@ fn commit_batch(db: &Database, reserved: &AtomicU64, mut batch: Vec<Job>) {
                 let _ = job.reply.send(Reply::Done(Err(err)));
             }
             None => {
-                let result = txn.commit().map_err(storage);
+                let result = txn.commit().map_err(commit_error);
                 if let (Ok(()), Some(new)) = (&result, reservation) {
                     reserved.fetch_max(new, Ordering::AcqRel);
                 }
-                return reply_all(batch, &result);
+                return (batch, result);
             }
         }
     }
+    (batch, Ok(()))
 }
 
 fn reply_all(batch: Vec<Job>, result: &Result<()>) {

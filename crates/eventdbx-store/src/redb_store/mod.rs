@@ -19,22 +19,24 @@
 //! which hands each method to the module of its concern: `tables` (key layout and stored
 //! records), `write`, `archive` (with the reference cascade), `list` (index planning and
 //! keyset paging), `events` (event and outbox pages), `verify`, `snapshots`, `usage`,
-//! `commit` (group commit) and `jobs` (the plugin outbox and its [`crate::JobQueue`] impl).
+//! `commit` (group commit), `health` (the database handle, reopened after an I/O error) and
+//! `jobs` (the plugin outbox and its [`crate::JobQueue`] impl).
 
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
 use eventdbx_core::query::filter::Filter;
 use eventdbx_core::snowflake::{Next, SnowflakeGenerator};
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadTransaction, ReadableTable};
 
 mod archive;
 mod commit;
 mod events;
+mod health;
 mod jobs;
 mod list;
 mod replay;
@@ -45,11 +47,12 @@ mod verify;
 mod write;
 
 use commit::{Apply, Committer};
+use health::Handle;
 use tables::{read_record, storage, Tables, AGGREGATES, LAST_ID};
 
 use crate::{
     CascadeRule, Durability, EventPage, EventStore, JobRoute, ListPage, ListQuery, OutboxPage,
-    Referrer, Result, StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
+    Referrer, Result, StorageHealth, StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
 };
 
 const LOCK_STRIPES: usize = 1024;
@@ -57,7 +60,6 @@ const LOCK_STRIPES: usize = 1024;
 /// The embedded store. Cheap to share behind an `Arc`; dropping it makes relaxed commits
 /// durable.
 pub struct RedbStore {
-    db: Arc<Database>,
     durability: Durability,
     committer: Committer,
     locks: Vec<Mutex<()>>,
@@ -84,39 +86,11 @@ impl RedbStore {
         durability: Durability,
         worker_id: u16,
     ) -> Result<Self> {
-        let db = Database::create(path)
-            .map_err(|err| StoreError::storage("cannot open the database file", err))?;
-        let txn = db.begin_write().map_err(storage)?;
-        let last_id = {
-            let mut tables = Tables::new(&txn);
-            // Create every table now, so readers never meet a missing one.
-            tables.aggregates()?;
-            tables.events()?;
-            tables.outbox()?;
-            tables.index()?;
-            tables.snapshots()?;
-            tables.snapshots_by_aggregate()?;
-            tables.idempotency()?;
-            tables.usage()?;
-            tables.referrers()?;
-            tables.references()?;
-            tables.jobs()?;
-            tables.job_queue()?;
-            tables.job_done()?;
-            tables.job_dead()?;
-            let last = tables
-                .meta()?
-                .get(LAST_ID)
-                .map_err(storage)?
-                .map_or(0, |v| v.value());
-            last
-        };
-        txn.commit().map_err(storage)?;
+        let (db, last_id) = open_database(path.as_ref())?;
         let ids = SnowflakeGenerator::new(worker_id, last_id)?;
-        let db = Arc::new(db);
-        let committer = Committer::new(Arc::clone(&db), durability, last_id)?;
+        let handle = Handle::new(path.as_ref().to_path_buf(), open_database, db);
+        let committer = Committer::new(handle, durability, last_id)?;
         Ok(RedbStore {
-            db,
             durability,
             committer,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -190,9 +164,44 @@ impl RedbStore {
     /// A read transaction that sees every acknowledged write (relaxed mode commits its open
     /// transaction first).
     pub(crate) fn read(&self) -> Result<ReadTransaction> {
+        self.committer.reopen_for_read()?;
         self.committer.settle()?;
-        self.db.begin_read().map_err(storage)
+        self.committer.begin_read()
     }
+}
+
+/// Opens (or creates) the database file, creates every table and reads the id reservation: what
+/// a store's open runs, and a reopen after an I/O error (`health`) runs again.
+fn open_database(path: &Path) -> Result<(Database, u64)> {
+    let db = Database::create(path)
+        .map_err(|err| StoreError::storage("cannot open the database file", err))?;
+    let txn = db.begin_write().map_err(storage)?;
+    let last_id = {
+        let mut tables = Tables::new(&txn);
+        // Create every table now, so readers never meet a missing one.
+        tables.aggregates()?;
+        tables.events()?;
+        tables.outbox()?;
+        tables.index()?;
+        tables.snapshots()?;
+        tables.snapshots_by_aggregate()?;
+        tables.idempotency()?;
+        tables.usage()?;
+        tables.referrers()?;
+        tables.references()?;
+        tables.jobs()?;
+        tables.job_queue()?;
+        tables.job_done()?;
+        tables.job_dead()?;
+        let last = tables
+            .meta()?
+            .get(LAST_ID)
+            .map_err(storage)?
+            .map_or(0, |v| v.value());
+        last
+    };
+    txn.commit().map_err(storage)?;
+    Ok((db, last_id))
 }
 
 impl Drop for RedbStore {
@@ -211,6 +220,11 @@ fn now_nanos() -> u64 {
 impl EventStore for RedbStore {
     fn durability(&self) -> Durability {
         self.durability
+    }
+
+    fn health(&self) -> StorageHealth {
+        self.committer.probe();
+        self.committer.health()
     }
 
     fn close(&self) {

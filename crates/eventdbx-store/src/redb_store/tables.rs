@@ -178,9 +178,10 @@ pub(super) const HIGH: &str = "\u{7f}";
 /// Above every string: field paths are not restricted to ASCII.
 pub(super) const TOP: &str = "\u{10ffff}";
 
-/// An engine failure with redb's error as its source.
+/// An engine failure with redb's error as its source (a full disk and redb's latched I/O error
+/// explained, see `health`).
 pub(super) fn storage(err: impl Into<redb::Error>) -> StoreError {
-    StoreError::storage("", err.into())
+    super::health::engine_error(err)
 }
 
 /// A stored record that no longer decodes.

@@ -4,5 +4,6 @@
 mod conformance;
 mod crash;
 mod crash_cascade;
+mod full_disk;
 mod relaxed;
 mod tamper;
