@@ -20,6 +20,8 @@
 //! records), `write`, `archive` (with the reference cascade), `list` (index planning and
 //! keyset paging), `events` (event and outbox pages), `verify`, `snapshots`, `usage`,
 //! `commit` (group commit) and `jobs` (the plugin outbox and its [`crate::JobQueue`] impl).
+//! `open` opens the file with redb's integrity check, `guard` fences every engine call against
+//! a damaged file, and `check` is `dbx store check` and `dbx store recover`.
 
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -33,10 +35,13 @@ use eventdbx_core::snowflake::{Next, SnowflakeGenerator};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 
 mod archive;
+mod check;
 mod commit;
 mod events;
+mod guard;
 mod jobs;
 mod list;
+mod open;
 mod replay;
 mod snapshots;
 mod tables;
@@ -44,12 +49,15 @@ mod usage;
 mod verify;
 mod write;
 
+pub use check::{check, recover, AggregateDamage, CheckReport, RecoverReport};
 use commit::{Apply, Committer};
+use guard::EngineGuard;
+use open::{open_database, Fallback};
 use tables::{read_record, storage, Tables, AGGREGATES, LAST_ID};
 
 use crate::{
     CascadeRule, Durability, EventPage, EventStore, JobRoute, ListPage, ListQuery, OutboxPage,
-    Referrer, Result, StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
+    Referrer, Result, Usage, Visibility, WriteOutcome, WriteRequest,
 };
 
 const LOCK_STRIPES: usize = 1024;
@@ -62,6 +70,7 @@ pub struct RedbStore {
     committer: Committer,
     locks: Vec<Mutex<()>>,
     ids: Mutex<SnowflakeGenerator>,
+    guard: EngineGuard,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -78,40 +87,57 @@ impl RedbStore {
         Self::open_with_worker(path, durability, 0)
     }
 
-    /// Opens the database; `worker_id` is the Snowflake worker id (0–1023).
+    /// Opens the database; `worker_id` is the Snowflake worker id (0–1023). A damaged file
+    /// (a page failing its checksum, an engine panic on it) is refused with
+    /// [`crate::StoreError::Damaged`], which names the file and the recovery commands.
     pub fn open_with_worker(
         path: impl AsRef<Path>,
         durability: Durability,
         worker_id: u16,
     ) -> Result<Self> {
-        let db = Database::create(path)
-            .map_err(|err| StoreError::storage("cannot open the database file", err))?;
-        let txn = db.begin_write().map_err(storage)?;
-        let last_id = {
-            let mut tables = Tables::new(&txn);
-            // Create every table now, so readers never meet a missing one.
-            tables.aggregates()?;
-            tables.events()?;
-            tables.outbox()?;
-            tables.index()?;
-            tables.snapshots()?;
-            tables.snapshots_by_aggregate()?;
-            tables.idempotency()?;
-            tables.usage()?;
-            tables.referrers()?;
-            tables.references()?;
-            tables.jobs()?;
-            tables.job_queue()?;
-            tables.job_done()?;
-            tables.job_dead()?;
-            let last = tables
-                .meta()?
-                .get(LAST_ID)
-                .map_err(storage)?
-                .map_or(0, |v| v.value());
-            last
-        };
-        txn.commit().map_err(storage)?;
+        let path = path.as_ref();
+        let guard = EngineGuard::new(path.display().to_string());
+        let opened = open_database(&guard, path, Fallback::Refuse, None)?;
+        Self::from_database(opened.db, guard, durability, worker_id)
+    }
+
+    /// The store over an opened database: creates any missing table and reads the id
+    /// reservation, inside the guard (these are the first reads of the file's tables).
+    fn from_database(
+        db: Database,
+        guard: EngineGuard,
+        durability: Durability,
+        worker_id: u16,
+    ) -> Result<Self> {
+        let last_id = guard.run(|| {
+            let txn = db.begin_write().map_err(storage)?;
+            let last_id = {
+                let mut tables = Tables::new(&txn);
+                // Create every table now, so readers never meet a missing one.
+                tables.aggregates()?;
+                tables.events()?;
+                tables.outbox()?;
+                tables.index()?;
+                tables.snapshots()?;
+                tables.snapshots_by_aggregate()?;
+                tables.idempotency()?;
+                tables.usage()?;
+                tables.referrers()?;
+                tables.references()?;
+                tables.jobs()?;
+                tables.job_queue()?;
+                tables.job_done()?;
+                tables.job_dead()?;
+                let last = tables
+                    .meta()?
+                    .get(LAST_ID)
+                    .map_err(storage)?
+                    .map_or(0, |v| v.value());
+                last
+            };
+            txn.commit().map_err(storage)?;
+            Ok(last_id)
+        })?;
         let ids = SnowflakeGenerator::new(worker_id, last_id)?;
         let db = Arc::new(db);
         let committer = Committer::new(Arc::clone(&db), durability, last_id)?;
@@ -121,6 +147,7 @@ impl RedbStore {
             committer,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             ids: Mutex::new(ids),
+            guard,
         })
     }
 
@@ -218,7 +245,7 @@ impl EventStore for RedbStore {
     }
 
     fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome> {
-        write::write(self, tenant, request)
+        self.guard.run(|| write::write(self, tenant, request))
     }
 
     fn set_archived_publishing(
@@ -231,16 +258,18 @@ impl EventStore for RedbStore {
         nullify: CascadeRule<'_>,
         publish: &[JobRoute],
     ) -> Result<Aggregate> {
-        archive::set_archived(
-            self,
-            tenant,
-            aggregate_type,
-            aggregate_id,
-            archived,
-            note,
-            nullify,
-            publish,
-        )
+        self.guard.run(|| {
+            archive::set_archived(
+                self,
+                tenant,
+                aggregate_type,
+                aggregate_id,
+                archived,
+                note,
+                nullify,
+                publish,
+            )
+        })
     }
 
     fn referrers(
@@ -249,7 +278,8 @@ impl EventStore for RedbStore {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Vec<Referrer>> {
-        archive::referrers(self, tenant, aggregate_type, aggregate_id)
+        self.guard
+            .run(|| archive::referrers(self, tenant, aggregate_type, aggregate_id))
     }
 
     fn get(
@@ -258,22 +288,24 @@ impl EventStore for RedbStore {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Option<Aggregate>> {
-        let read = self.read()?;
-        let record = read_record(
-            &read.open_table(AGGREGATES).map_err(storage)?,
-            tenant,
-            aggregate_type,
-            aggregate_id,
-        )?;
-        Ok(record.filter(|r| r.version > 0).map(|r| r.aggregate()))
+        self.guard.run(|| {
+            let read = self.read()?;
+            let record = read_record(
+                &read.open_table(AGGREGATES).map_err(storage)?,
+                tenant,
+                aggregate_type,
+                aggregate_id,
+            )?;
+            Ok(record.filter(|r| r.version > 0).map(|r| r.aggregate()))
+        })
     }
 
     fn aggregate_types(&self, tenant: &str) -> Result<Vec<String>> {
-        list::aggregate_types(self, tenant)
+        self.guard.run(|| list::aggregate_types(self, tenant))
     }
 
     fn list(&self, tenant: &str, query: &ListQuery, visible: Visibility<'_>) -> Result<ListPage> {
-        list::list(self, tenant, query, visible)
+        self.guard.run(|| list::list(self, tenant, query, visible))
     }
 
     fn events(
@@ -285,15 +317,17 @@ impl EventStore for RedbStore {
         take: usize,
         filter: Option<&Filter>,
     ) -> Result<EventPage> {
-        events::events(
-            self,
-            tenant,
-            aggregate_type,
-            aggregate_id,
-            after_version,
-            take,
-            filter,
-        )
+        self.guard.run(|| {
+            events::events(
+                self,
+                tenant,
+                aggregate_type,
+                aggregate_id,
+                after_version,
+                take,
+                filter,
+            )
+        })
     }
 
     fn outbox(
@@ -303,11 +337,13 @@ impl EventStore for RedbStore {
         take: usize,
         visible: &dyn Fn(&str, &str) -> bool,
     ) -> Result<OutboxPage> {
-        events::outbox(self, tenant, after_event_id, take, visible)
+        self.guard
+            .run(|| events::outbox(self, tenant, after_event_id, take, visible))
     }
 
     fn verify(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Result<String> {
-        verify::verify(self, tenant, aggregate_type, aggregate_id)
+        self.guard
+            .run(|| verify::verify(self, tenant, aggregate_type, aggregate_id))
     }
 
     fn create_snapshot(
@@ -317,7 +353,8 @@ impl EventStore for RedbStore {
         aggregate_id: &str,
         comment: Option<&str>,
     ) -> Result<Snapshot> {
-        snapshots::create(self, tenant, aggregate_type, aggregate_id, comment)
+        self.guard
+            .run(|| snapshots::create(self, tenant, aggregate_type, aggregate_id, comment))
     }
 
     fn list_snapshots(
@@ -327,22 +364,23 @@ impl EventStore for RedbStore {
         aggregate_id: Option<&str>,
         version: Option<u64>,
     ) -> Result<Vec<Snapshot>> {
-        snapshots::list(self, tenant, aggregate_type, aggregate_id, version)
+        self.guard
+            .run(|| snapshots::list(self, tenant, aggregate_type, aggregate_id, version))
     }
 
     fn get_snapshot(&self, tenant: &str, snapshot_id: u64) -> Result<Option<Snapshot>> {
-        snapshots::get(self, tenant, snapshot_id)
+        self.guard.run(|| snapshots::get(self, tenant, snapshot_id))
     }
 
     fn usage(&self, tenant: &str) -> Result<Usage> {
-        usage::usage(self, tenant)
+        self.guard.run(|| usage::usage(self, tenant))
     }
 
     fn recalc_usage(&self, tenant: &str) -> Result<Usage> {
-        usage::recount(self, tenant)
+        self.guard.run(|| usage::recount(self, tenant))
     }
 
     fn tenants(&self) -> Result<Vec<String>> {
-        usage::tenants(self)
+        self.guard.run(|| usage::tenants(self))
     }
 }
