@@ -6,6 +6,7 @@ mod durability;
 mod init_and_serve;
 mod plugins;
 mod schema;
+mod store;
 mod tenants;
 mod tokens;
 mod workspace;
