@@ -203,15 +203,17 @@ impl RedbStore {
 
     /// Commits inserts (group commit) and waits for the commit. `max_id` is the highest
     /// Snowflake id the inserts store (0 for none).
+    /// Fenced (`guard`) here as well as in the [`EventStore`] methods, so that the plugin
+    /// outbox's commits (`jobs`) are too.
     fn commit(&self, max_id: u64, apply: Apply) -> Result<()> {
-        self.committer.commit(max_id, apply)
+        self.guard.run(|| self.committer.commit(max_id, apply))
     }
 
     /// Makes every write acknowledged so far durable now, without waiting for the relaxed
     /// flusher (a no-op in fsync mode, where acknowledged writes already are). What a crash
     /// test uses to know which acknowledgements a kill must not lose.
     pub fn flush(&self) -> Result<()> {
-        self.committer.flush()
+        self.guard.run(|| self.committer.flush())
     }
 
     /// A read transaction that sees every acknowledged write (relaxed mode commits its open

@@ -142,3 +142,41 @@ fn find_recoverable(
     }
     None
 }
+
+/// Damage that appears under an open store (the pages of its file overwritten on disk after
+/// the open checked them) is answered with `integrity_violation` errors, never a panic, and
+/// once seen, every later request of the store is refused too.
+#[test]
+fn damage_found_while_serving_fences_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.redb");
+    build(&path);
+    let store = RedbStore::open(&path, Durability::Fsync).expect("open");
+    // Every page's type byte, behind the engine's back; what it has cached stays good.
+    let mut bytes = std::fs::read(&path).expect("read");
+    for page in 1..bytes.len() / 4096 {
+        bytes[page * 4096] ^= 0xFF;
+    }
+    std::fs::write(&path, &bytes).expect("damage");
+    let mut first = None;
+    for i in 0..10 {
+        let id = format!("o-{i}");
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.verify(T, "order", &id)
+        }))
+        .expect("no panic escapes the store");
+        if let Err(err) = read {
+            first.get_or_insert(err);
+        }
+    }
+    let Some(err) = first else {
+        panic!("the engine read no damaged page (all cached)");
+    };
+    assert!(err.is_damaged(), "{err}");
+    assert_eq!(err.code(), "integrity_violation");
+    let later = store
+        .get(T, "order", "o-0")
+        .expect_err("refused after damage");
+    assert!(later.is_damaged(), "{later}");
+    assert!(later.to_string().contains("refused since"), "{later}");
+}
