@@ -631,7 +631,8 @@ pub struct Storage {
 
 /// Opens (or creates) the embedded engine's database file at `path`; `worker_id` is the
 /// Snowflake worker id (0–1023). The engine is closed when [`EventStore::close`] is called or
-/// when the last handle of both views is dropped.
+/// when the last handle of both views is dropped. A damaged file is refused with
+/// [`StoreError::Damaged`] (`docs/storage.md`, "Damaged files and recovery").
 pub fn open_embedded(
     path: impl AsRef<Path>,
     durability: Durability,

@@ -62,7 +62,7 @@ fn check_reports_a_clean_file_and_never_writes_to_it() {
 
     let store = RedbStore::open(&path, Durability::Fsync).expect("open");
     let err = check(&path).expect_err("a file a store holds is refused");
-    assert!(err.to_string().contains("open"), "{err}");
+    assert!(err.to_string().contains("already open"), "{err}");
     drop(store);
     let report = recover(&path).expect("recover runs");
     assert!(report.nothing_to_do && !report.rolled_back, "{report:?}");
