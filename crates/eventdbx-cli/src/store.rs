@@ -26,8 +26,9 @@ enum StoreCommand {
     /// Put the last good state back: when the latest commit is damaged and the one before it
     /// is intact (every page checksummed, every aggregate verified), a new file with that
     /// commit replaces the damaged one, which is kept beside it as
-    /// `<file>.damaged-<unix seconds>`. The writes of the lost commit are not recovered.
-    /// Anything else is reported and nothing is changed (exit status 2).
+    /// `<file>.damaged-<unix seconds>`. The writes of the lost commit are not recovered (after
+    /// a clean close, that commit holds only the engine's bookkeeping). Damage to pages both
+    /// commits share cannot be undone: it is reported and nothing is changed (exit status 2).
     Recover(FileArg),
 }
 
@@ -69,7 +70,8 @@ pub(crate) fn store(args: StoreArgs, config: Option<&Path>, json: bool) -> Resul
             } else if let Some(aside) = &report.damaged_file {
                 out!(
                     "{}: recovered the commit before the damaged one ({} aggregates, {} events, \
-                     all verified); the writes of the damaged commit are lost",
+                     all verified); the writes of the damaged commit are lost (after a clean \
+                     close, only the engine's own bookkeeping)",
                     report.check.file,
                     report.check.aggregates,
                     report.check.events
