@@ -29,6 +29,7 @@ mod plugin;
 mod progress;
 mod remote;
 mod schema;
+mod store;
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -105,6 +106,10 @@ enum Command {
     Plugin(plugin::PluginArgs),
     /// The plugin delivery queue: list, retry, clear, clear-done (root/admin token).
     Queue(plugin::QueueArgs),
+    /// The store's file, offline: `check` (read-only integrity check and verify of every
+    /// aggregate) and `recover` (the last good state of a damaged file; the damaged file is
+    /// kept). See docs/storage.md, "Damaged files and recovery".
+    Store(store::StoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -347,6 +352,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tenant(args) => remote::tenant(args, cli.config.as_deref(), cli.json),
         Command::Plugin(args) => plugin::plugin(args, cli.config.as_deref(), cli.json),
         Command::Queue(args) => plugin::queue(args, cli.config.as_deref(), cli.json),
+        Command::Store(args) => store::store(args, cli.config.as_deref(), cli.json),
     }
 }
 

@@ -29,13 +29,15 @@ pub const MAX_CONNECTIONS: usize = connection::admission::MAX_SESSIONS;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The store could not be opened.
-    #[error("cannot open the event store at {path}: {source}")]
+    /// The store could not be opened (a damaged file is refused, naming the recovery
+    /// commands).
+    #[error("{}", store_failure(path, error))]
     Store {
         /// The database file.
         path: String,
-        /// Why.
-        source: eventdbx_store::StoreError,
+        /// Why. Not the error's `source()`: the text already holds it, and `dbx` prints the
+        /// chain, which would say it twice.
+        error: eventdbx_store::StoreError,
     },
     /// The token authority could not start (key file, ledger).
     #[error("cannot start token authority: {0}")]
@@ -56,6 +58,16 @@ pub enum StartError {
     },
 }
 
+/// The text of [`StartError::Store`]: a damaged file's refusal already names the file and
+/// what to run.
+fn store_failure(path: &str, error: &eventdbx_store::StoreError) -> String {
+    if error.is_damaged() {
+        format!("refusing to start: {error}")
+    } else {
+        format!("cannot open the event store at {path}: {error}")
+    }
+}
+
 /// An opened server: store, token authority, tenants and the v2 key, ready to serve.
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -70,10 +82,7 @@ impl Server {
         if let Some(parent) = store_path.parent() {
             std::fs::create_dir_all(parent).map_err(|err| StartError::Store {
                 path: store_path.display().to_string(),
-                source: eventdbx_store::StoreError::storage(
-                    "cannot create the data directory",
-                    err,
-                ),
+                error: eventdbx_store::StoreError::storage("cannot create the data directory", err),
             })?;
         }
         let storage = eventdbx_store::open_embedded(
@@ -81,9 +90,9 @@ impl Server {
             config.storage.durability,
             config.snowflake_worker_id,
         )
-        .map_err(|source| StartError::Store {
+        .map_err(|error| StartError::Store {
             path: store_path.display().to_string(),
-            source,
+            error,
         })?;
         let auth = Authority::open_with(authority_config(&config), KeyOverrides::from_env())?;
         let tenants = Tenants::open(

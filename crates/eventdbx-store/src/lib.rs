@@ -90,6 +90,16 @@ pub enum StoreError {
         /// The engine's error, when one caused this.
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
+    /// The store's file is damaged: a page that fails its checksum, a structure the engine
+    /// cannot read, or an engine panic on it. Refused, never served; once seen, every later
+    /// request of the same store is refused too (`docs/storage.md`, "Damaged files and
+    /// recovery").
+    Damaged {
+        /// The database file.
+        file: String,
+        /// What was found.
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for StoreError {
@@ -101,6 +111,12 @@ impl std::fmt::Display for StoreError {
                 Some(source) => write!(f, "storage error: {context}: {source}"),
                 None => write!(f, "storage error: {context}"),
             },
+            StoreError::Damaged { file, detail } => write!(
+                f,
+                "the store file {file} is damaged ({detail}); `dbx store check` reports the \
+                 damage and `dbx store recover` restores the last good state (docs/storage.md, \
+                 \"Damaged files and recovery\")"
+            ),
         }
     }
 }
@@ -113,6 +129,7 @@ impl std::error::Error for StoreError {
             StoreError::Storage { source, .. } => source
                 .as_deref()
                 .map(|err| err as &(dyn std::error::Error + 'static)),
+            StoreError::Damaged { .. } => None,
         }
     }
 }
@@ -124,12 +141,19 @@ impl From<CoreError> for StoreError {
 }
 
 impl StoreError {
-    /// The stable wire code (`storage` for engine failures).
+    /// The stable wire code (`storage` for engine failures, `integrity_violation` for a damaged
+    /// file).
     pub fn code(&self) -> &'static str {
         match self {
             StoreError::Domain(err) => err.code(),
             StoreError::Storage { .. } => "storage",
+            StoreError::Damaged { .. } => "integrity_violation",
         }
+    }
+
+    /// Whether this is [`StoreError::Damaged`]: the file needs `dbx store check` / `recover`.
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, StoreError::Damaged { .. })
     }
 
     /// An engine failure caused by `source` while the store was doing `context`.
@@ -161,7 +185,8 @@ pub enum StorageHealth {
     #[default]
     Ok,
     /// Writes fail since an I/O error (a full disk, a failing device); the engine retries at
-    /// each write and is `Ok` again after the first commit that succeeds.
+    /// each write and is `Ok` again after the first commit that succeeds. Also a store fenced
+    /// for a damaged file, which stays degraded until it is recovered.
     Degraded {
         /// The latest error's text.
         cause: String,
@@ -641,7 +666,8 @@ pub struct Storage {
 
 /// Opens (or creates) the embedded engine's database file at `path`; `worker_id` is the
 /// Snowflake worker id (0–1023). The engine is closed when [`EventStore::close`] is called or
-/// when the last handle of both views is dropped.
+/// when the last handle of both views is dropped. A damaged file is refused with
+/// [`StoreError::Damaged`] (`docs/storage.md`, "Damaged files and recovery").
 pub fn open_embedded(
     path: impl AsRef<Path>,
     durability: Durability,

@@ -7,6 +7,7 @@ mod full_disk;
 mod init_and_serve;
 mod plugins;
 mod schema;
+mod store;
 mod tenants;
 mod tokens;
 mod workspace;

@@ -21,6 +21,8 @@
 //! keyset paging), `events` (event and outbox pages), `verify`, `snapshots`, `usage`,
 //! `commit` (group commit), `health` (the database handle, reopened after an I/O error) and
 //! `jobs` (the plugin outbox and its [`crate::JobQueue`] impl).
+//! `open` opens the file with redb's integrity check, `guard` fences every engine call against
+//! a damaged file, and `check` is `dbx store check` and `dbx store recover`.
 
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -34,11 +36,14 @@ use eventdbx_core::snowflake::{Next, SnowflakeGenerator};
 use redb::{Database, ReadTransaction, ReadableTable};
 
 mod archive;
+mod check;
 mod commit;
 mod events;
+mod guard;
 mod health;
 mod jobs;
 mod list;
+mod open;
 mod replay;
 mod snapshots;
 mod tables;
@@ -46,8 +51,11 @@ mod usage;
 mod verify;
 mod write;
 
+pub use check::{check, recover, AggregateDamage, CheckReport, RecoverReport};
 use commit::{Apply, Committer};
-use health::Handle;
+use guard::EngineGuard;
+use health::{Handle, OpenDatabase};
+use open::{open_database, Fallback};
 use tables::{read_record, storage, Tables, AGGREGATES, LAST_ID};
 
 use crate::{
@@ -64,6 +72,7 @@ pub struct RedbStore {
     committer: Committer,
     locks: Vec<Mutex<()>>,
     ids: Mutex<SnowflakeGenerator>,
+    guard: EngineGuard,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -80,21 +89,41 @@ impl RedbStore {
         Self::open_with_worker(path, durability, 0)
     }
 
-    /// Opens the database; `worker_id` is the Snowflake worker id (0–1023).
+    /// Opens the database; `worker_id` is the Snowflake worker id (0–1023). A damaged file
+    /// (a page failing its checksum, an engine panic on it) is refused with
+    /// [`crate::StoreError::Damaged`], which names the file and the recovery commands.
     pub fn open_with_worker(
         path: impl AsRef<Path>,
         durability: Durability,
         worker_id: u16,
     ) -> Result<Self> {
-        let (db, last_id) = open_database(path.as_ref())?;
+        let path = path.as_ref();
+        let guard = EngineGuard::new(path.display().to_string());
+        let opened = open_database(&guard, path, Fallback::Refuse, None)?;
+        Self::from_database(path, opened.db, guard, durability, worker_id, reopen_file)
+    }
+
+    /// The store over an opened database: creates any missing table and reads the id
+    /// reservation, inside the guard (these are the first reads of the file's tables).
+    /// `reopen` is what the handle runs after an I/O error (`health`).
+    fn from_database(
+        path: &Path,
+        db: Database,
+        guard: EngineGuard,
+        durability: Durability,
+        worker_id: u16,
+        reopen: OpenDatabase,
+    ) -> Result<Self> {
+        let last_id = guard.run(|| prepare_tables(&db))?;
         let ids = SnowflakeGenerator::new(worker_id, last_id)?;
-        let handle = Handle::new(path.as_ref().to_path_buf(), open_database, db);
+        let handle = Handle::new(path.to_path_buf(), reopen, db);
         let committer = Committer::new(handle, durability, last_id)?;
         Ok(RedbStore {
             durability,
             committer,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             ids: Mutex::new(ids),
+            guard,
         })
     }
 
@@ -150,15 +179,17 @@ impl RedbStore {
 
     /// Commits inserts (group commit) and waits for the commit. `max_id` is the highest
     /// Snowflake id the inserts store (0 for none).
+    /// Fenced (`guard`) here as well as in the [`EventStore`] methods, so that the plugin
+    /// outbox's commits (`jobs`) are too.
     fn commit(&self, max_id: u64, apply: Apply) -> Result<()> {
-        self.committer.commit(max_id, apply)
+        self.guard.run(|| self.committer.commit(max_id, apply))
     }
 
     /// Makes every write acknowledged so far durable now, without waiting for the relaxed
     /// flusher (a no-op in fsync mode, where acknowledged writes already are). What a crash
     /// test uses to know which acknowledgements a kill must not lose.
     pub fn flush(&self) -> Result<()> {
-        self.committer.flush()
+        self.guard.run(|| self.committer.flush())
     }
 
     /// A read transaction that sees every acknowledged write (relaxed mode commits its open
@@ -170,11 +201,26 @@ impl RedbStore {
     }
 }
 
-/// Opens (or creates) the database file, creates every table and reads the id reservation: what
-/// a store's open runs, and a reopen after an I/O error (`health`) runs again.
-fn open_database(path: &Path) -> Result<(Database, u64)> {
-    let db = Database::create(path)
-        .map_err(|err| StoreError::storage("cannot open the database file", err))?;
+/// The reopen after an I/O error (`health`): the same open as at startup, the integrity check
+/// and the roll-back policy included.
+fn reopen_file(path: &Path) -> Result<(Database, u64)> {
+    let guard = EngineGuard::new(path.display().to_string());
+    let opened = open_database(&guard, path, Fallback::Refuse, None)?;
+    let last_id = guard.run(|| prepare_tables(&opened.db))?;
+    Ok((opened.db, last_id))
+}
+
+/// A view that is never reopened (`dbx store check` and `recover` read a copy-on-write
+/// overlay, which an I/O error of the file cannot have latched).
+pub(crate) fn never_reopen(path: &Path) -> Result<(Database, u64)> {
+    Err(StoreError::engine(format!(
+        "the read-only view of {} is not reopened after an I/O error",
+        path.display()
+    )))
+}
+
+/// Creates every table, so readers never meet a missing one, and reads the id reservation.
+fn prepare_tables(db: &Database) -> Result<u64> {
     let txn = db.begin_write().map_err(storage)?;
     let last_id = {
         let mut tables = Tables::new(&txn);
@@ -201,7 +247,7 @@ fn open_database(path: &Path) -> Result<(Database, u64)> {
         last
     };
     txn.commit().map_err(storage)?;
-    Ok((db, last_id))
+    Ok(last_id)
 }
 
 impl Drop for RedbStore {
@@ -223,7 +269,17 @@ impl EventStore for RedbStore {
     }
 
     fn health(&self) -> StorageHealth {
-        self.committer.probe();
+        // A damaged file is not a passing fault: it stays degraded until `dbx store recover`.
+        if let Some(damage) = self.guard.damage() {
+            return StorageHealth::Degraded {
+                cause: self.guard.damaged(damage).to_string(),
+            };
+        }
+        // The probe writes, so it is fenced like any write; its failure shows in the health.
+        let _ = self.guard.run(|| {
+            self.committer.probe();
+            Ok(())
+        });
         self.committer.health()
     }
 
@@ -232,7 +288,7 @@ impl EventStore for RedbStore {
     }
 
     fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome> {
-        write::write(self, tenant, request)
+        self.guard.run(|| write::write(self, tenant, request))
     }
 
     fn set_archived_publishing(
@@ -245,16 +301,18 @@ impl EventStore for RedbStore {
         nullify: CascadeRule<'_>,
         publish: &[JobRoute],
     ) -> Result<Aggregate> {
-        archive::set_archived(
-            self,
-            tenant,
-            aggregate_type,
-            aggregate_id,
-            archived,
-            note,
-            nullify,
-            publish,
-        )
+        self.guard.run(|| {
+            archive::set_archived(
+                self,
+                tenant,
+                aggregate_type,
+                aggregate_id,
+                archived,
+                note,
+                nullify,
+                publish,
+            )
+        })
     }
 
     fn referrers(
@@ -263,7 +321,8 @@ impl EventStore for RedbStore {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Vec<Referrer>> {
-        archive::referrers(self, tenant, aggregate_type, aggregate_id)
+        self.guard
+            .run(|| archive::referrers(self, tenant, aggregate_type, aggregate_id))
     }
 
     fn get(
@@ -272,22 +331,24 @@ impl EventStore for RedbStore {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Option<Aggregate>> {
-        let read = self.read()?;
-        let record = read_record(
-            &read.open_table(AGGREGATES).map_err(storage)?,
-            tenant,
-            aggregate_type,
-            aggregate_id,
-        )?;
-        Ok(record.filter(|r| r.version > 0).map(|r| r.aggregate()))
+        self.guard.run(|| {
+            let read = self.read()?;
+            let record = read_record(
+                &read.open_table(AGGREGATES).map_err(storage)?,
+                tenant,
+                aggregate_type,
+                aggregate_id,
+            )?;
+            Ok(record.filter(|r| r.version > 0).map(|r| r.aggregate()))
+        })
     }
 
     fn aggregate_types(&self, tenant: &str) -> Result<Vec<String>> {
-        list::aggregate_types(self, tenant)
+        self.guard.run(|| list::aggregate_types(self, tenant))
     }
 
     fn list(&self, tenant: &str, query: &ListQuery, visible: Visibility<'_>) -> Result<ListPage> {
-        list::list(self, tenant, query, visible)
+        self.guard.run(|| list::list(self, tenant, query, visible))
     }
 
     fn events(
@@ -299,15 +360,17 @@ impl EventStore for RedbStore {
         take: usize,
         filter: Option<&Filter>,
     ) -> Result<EventPage> {
-        events::events(
-            self,
-            tenant,
-            aggregate_type,
-            aggregate_id,
-            after_version,
-            take,
-            filter,
-        )
+        self.guard.run(|| {
+            events::events(
+                self,
+                tenant,
+                aggregate_type,
+                aggregate_id,
+                after_version,
+                take,
+                filter,
+            )
+        })
     }
 
     fn outbox(
@@ -317,11 +380,13 @@ impl EventStore for RedbStore {
         take: usize,
         visible: &dyn Fn(&str, &str) -> bool,
     ) -> Result<OutboxPage> {
-        events::outbox(self, tenant, after_event_id, take, visible)
+        self.guard
+            .run(|| events::outbox(self, tenant, after_event_id, take, visible))
     }
 
     fn verify(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Result<String> {
-        verify::verify(self, tenant, aggregate_type, aggregate_id)
+        self.guard
+            .run(|| verify::verify(self, tenant, aggregate_type, aggregate_id))
     }
 
     fn create_snapshot(
@@ -331,7 +396,8 @@ impl EventStore for RedbStore {
         aggregate_id: &str,
         comment: Option<&str>,
     ) -> Result<Snapshot> {
-        snapshots::create(self, tenant, aggregate_type, aggregate_id, comment)
+        self.guard
+            .run(|| snapshots::create(self, tenant, aggregate_type, aggregate_id, comment))
     }
 
     fn list_snapshots(
@@ -341,22 +407,23 @@ impl EventStore for RedbStore {
         aggregate_id: Option<&str>,
         version: Option<u64>,
     ) -> Result<Vec<Snapshot>> {
-        snapshots::list(self, tenant, aggregate_type, aggregate_id, version)
+        self.guard
+            .run(|| snapshots::list(self, tenant, aggregate_type, aggregate_id, version))
     }
 
     fn get_snapshot(&self, tenant: &str, snapshot_id: u64) -> Result<Option<Snapshot>> {
-        snapshots::get(self, tenant, snapshot_id)
+        self.guard.run(|| snapshots::get(self, tenant, snapshot_id))
     }
 
     fn usage(&self, tenant: &str) -> Result<Usage> {
-        usage::usage(self, tenant)
+        self.guard.run(|| usage::usage(self, tenant))
     }
 
     fn recalc_usage(&self, tenant: &str) -> Result<Usage> {
-        usage::recount(self, tenant)
+        self.guard.run(|| usage::recount(self, tenant))
     }
 
     fn tenants(&self) -> Result<Vec<String>> {
-        usage::tenants(self)
+        self.guard.run(|| usage::tenants(self))
     }
 }
