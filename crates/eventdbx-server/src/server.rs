@@ -76,14 +76,9 @@ impl Server {
                 ),
             })?;
         }
-        let storage = eventdbx_store::open_embedded(
-            &store_path,
-            config.storage.durability,
-            config.snowflake_worker_id,
-        )
-        .map_err(|source| StartError::Store {
-            path: store_path.display().to_string(),
-            source,
+        let storage = config.open_storage().map_err(|err| StartError::Store {
+            path: err.location,
+            source: err.source,
         })?;
         let auth = Authority::open_with(authority_config(&config), KeyOverrides::from_env())?;
         let tenants = Tenants::open(

@@ -5,6 +5,7 @@ mod config;
 mod durability;
 mod init_and_serve;
 mod plugins;
+mod postgres;
 mod schema;
 mod tenants;
 mod tokens;
