@@ -118,6 +118,34 @@ impl TestCluster {
         self.url(name)
     }
 
+    /// Runs `sql` in database `name` with `psql` (stops at the first error); its output.
+    pub fn sql(&self, name: &str, sql: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args(["-U", "postgres", "-d", name, "-p"])
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run psql: {err}"));
+        if !output.status.success() {
+            panic!(
+                "psql failed on {sql:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// The URL of database `name`, as the superuser `postgres` (trust authentication).
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)

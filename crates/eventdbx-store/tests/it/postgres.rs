@@ -1,0 +1,265 @@
+//! The PostgreSQL engine's own tests, beside the conformance suite: several engines on one
+//! database (as several `dbx` servers would be) racing on hot aggregates and sharing the plugin
+//! queue, where the in-process lock stripes cannot help and only the database's constraints
+//! keep versions gapless; calls from inside a tokio runtime; the schema version check; and a
+//! database that cannot be reached.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+
+use eventdbx_core::plugin::{PayloadMode, Priority, RetryPolicy};
+use eventdbx_core::write::WriteKind;
+use eventdbx_core::CoreError;
+use eventdbx_store::{Claim, Durability, JobRoute, Storage, StoreError};
+use eventdbx_store_postgres::cluster::TestCluster;
+use eventdbx_store_postgres::PostgresConfig;
+use serde_json::json;
+
+use crate::conformance::{domain, request, T};
+
+/// An engine on `url` with its own Snowflake worker id, as a separate server would have.
+fn server(url: &str, worker_id: u16) -> Storage {
+    let mut config = PostgresConfig::new(url, Durability::Fsync);
+    config.worker_id = worker_id;
+    config.pool_size = 4;
+    eventdbx_store_postgres::open_postgres(&config).expect("open the engine")
+}
+
+#[test]
+fn servers_racing_on_hot_aggregates_keep_versions_gapless() {
+    const SERVERS: u16 = 3;
+    const WRITERS: usize = 12;
+    const APPENDS: usize = 8;
+    const HOT: usize = 4;
+    let url = TestCluster::shared().database("race_hot");
+    let servers: Vec<Storage> = (0..SERVERS).map(|w| server(&url, w)).collect();
+    for n in 0..HOT {
+        let create = request(WriteKind::Create, "account", &format!("a-{n}"), json!({}));
+        servers[0].events.write(T, create).expect("create");
+    }
+    let start = Arc::new(Barrier::new(WRITERS));
+    let acked = Arc::new(Mutex::new(BTreeMap::<String, Vec<u64>>::new()));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = Arc::clone(&servers[w % servers.len()].events);
+            let (start, acked) = (Arc::clone(&start), Arc::clone(&acked));
+            thread::spawn(move || {
+                start.wait();
+                for k in 0..APPENDS {
+                    let id = format!("a-{}", (w + k) % HOT);
+                    let append =
+                        request(WriteKind::Append, "account", &id, json!({"w": w, "k": k}));
+                    let version = store.write(T, append).expect("append").event.version;
+                    let mut acked = acked.lock().expect("lock");
+                    acked.entry(id).or_default().push(version);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    let reader = &servers[SERVERS as usize - 1].events;
+    let mut total = 0;
+    for (id, mut versions) in acked {
+        versions.sort_unstable();
+        let appended = versions.len() as u64;
+        assert_eq!(
+            versions,
+            (2..=appended + 1).collect::<Vec<_>>(),
+            "{id}: every acknowledged append has its own version, none skipped"
+        );
+        let page = reader
+            .events(T, "account", &id, 0, 1_000, None)
+            .expect("events");
+        let stored: Vec<u64> = page.events.iter().map(|e| e.version).collect();
+        assert_eq!(stored, (1..=appended + 1).collect::<Vec<_>>(), "{id}");
+        let aggregate = reader.get(T, "account", &id).expect("get").expect("exists");
+        assert_eq!(aggregate.version, appended + 1, "{id}");
+        let root = reader.verify(T, "account", &id).expect("verify");
+        assert_eq!(root, aggregate.merkle_root, "{id}");
+        total += appended;
+    }
+    assert_eq!(total, (WRITERS * APPENDS) as u64);
+}
+
+#[test]
+fn an_expected_version_race_between_servers_has_one_winner() {
+    let url = TestCluster::shared().database("race_expected");
+    let servers = [server(&url, 1), server(&url, 2)];
+    let create = request(WriteKind::Create, "order", "o-1", json!({"n": 0}));
+    servers[0].events.write(T, create).expect("create");
+    for round in 1..=10u64 {
+        let start = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = servers
+            .iter()
+            .map(|storage| {
+                let (store, start) = (Arc::clone(&storage.events), Arc::clone(&start));
+                thread::spawn(move || {
+                    let mut write = request(WriteKind::Append, "order", "o-1", json!({"n": round}));
+                    write.expected_version = Some(round);
+                    start.wait();
+                    store.write(T, write)
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers
+            .into_iter()
+            .map(|r| r.join().expect("racer"))
+            .collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(
+            won, 1,
+            "round {round}: exactly one writer wins: {results:?}"
+        );
+        for result in results {
+            if let Err(err) = result {
+                assert!(
+                    matches!(
+                        domain(err),
+                        CoreError::VersionConflict { expected, current }
+                            if expected == round && current == round + 1
+                    ),
+                    "round {round}: the loser gets version_conflict"
+                );
+            }
+        }
+    }
+    let aggregate = servers[1]
+        .events
+        .get(T, "order", "o-1")
+        .expect("get")
+        .expect("exists");
+    assert_eq!(aggregate.version, 11);
+}
+
+#[test]
+fn each_job_is_claimed_by_one_server_and_delivered_once() {
+    const JOBS: usize = 20;
+    let url = TestCluster::shared().database("jobs_shared");
+    let servers = [server(&url, 1), server(&url, 2)];
+    for n in 0..JOBS {
+        let mut write = request(
+            WriteKind::Create,
+            "order",
+            &format!("o-{n}"),
+            json!({"n": n}),
+        );
+        write.publish = vec![JobRoute {
+            plugin: "search".into(),
+            mode: PayloadMode::All,
+            priority: Priority::Normal,
+            schema: None,
+        }];
+        servers[n % 2].events.write(T, write).expect("write");
+    }
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        backoff_unit_ms: 1000,
+    };
+    let now = u64::MAX / 4;
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let start = Arc::new(Barrier::new(2));
+    let workers: Vec<_> = servers
+        .iter()
+        .map(|storage| {
+            let queue = Arc::clone(&storage.jobs);
+            let (delivered, start) = (Arc::clone(&delivered), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                loop {
+                    match queue
+                        .claim_job("search", now, 60_000, policy)
+                        .expect("claim")
+                    {
+                        Claim::Job(job) => {
+                            delivered.lock().expect("lock").push(job.id);
+                            queue.complete_job(job.id, now).expect("complete");
+                        }
+                        // The other server holds the head: its completion comes next.
+                        Claim::Busy(_) => continue,
+                        Claim::Empty => return,
+                        Claim::WaitUntil(at) => panic!("nothing waits for a retry: {at}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+    let delivered = delivered.lock().expect("lock").clone();
+    let distinct: BTreeSet<u64> = delivered.iter().copied().collect();
+    assert_eq!(delivered.len(), JOBS, "one delivery per job: {delivered:?}");
+    assert_eq!(distinct.len(), JOBS);
+    assert_eq!(
+        servers[0].jobs.job_counts().expect("counts").done,
+        JOBS as u64
+    );
+}
+
+#[test]
+fn the_store_answers_from_inside_a_tokio_runtime() {
+    let url = TestCluster::shared().database("inside_runtime");
+    let storage = server(&url, 1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let version = runtime.block_on(async {
+        let create = request(WriteKind::Create, "order", "o-1", json!({"n": 1}));
+        storage
+            .events
+            .write(T, create)
+            .expect("write inside a task");
+        storage
+            .events
+            .get(T, "order", "o-1")
+            .expect("read inside a task")
+            .map(|aggregate| aggregate.version)
+    });
+    assert_eq!(version, Some(1));
+    // Dropping the last handle inside a task must not panic either.
+    runtime.block_on(async move { drop(storage) });
+}
+
+#[test]
+fn a_database_with_a_newer_schema_is_refused() {
+    let cluster = TestCluster::shared();
+    let url = cluster.database("newer_schema");
+    server(&url, 1).events.close();
+    let newer = eventdbx_store_postgres::SCHEMA_VERSION + 1;
+    cluster.sql(
+        "newer_schema",
+        &format!("INSERT INTO eventdbx_migrations (version) VALUES ({newer})"),
+    );
+    let config = PostgresConfig::new(url, Durability::Fsync);
+    let err = eventdbx_store_postgres::open_postgres(&config).expect_err("newer schema");
+    assert!(matches!(err, StoreError::Storage { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("version {newer}, newer than")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_database_is_a_storage_error_that_says_so() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    // Nothing listens there any more: the connection is refused at once.
+    let config = PostgresConfig::new(
+        format!("postgres://postgres@127.0.0.1:{port}/none"),
+        Durability::Fsync,
+    );
+    let err = eventdbx_store_postgres::open_postgres(&config).expect_err("unreachable");
+    assert_eq!(err.code(), "storage");
+    assert!(
+        err.to_string().contains("cannot reach the database"),
+        "{err}"
+    );
+}
