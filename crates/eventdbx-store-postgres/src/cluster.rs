@@ -39,6 +39,7 @@ rm -rf "$dir"
 #[derive(Debug)]
 pub struct TestCluster {
     bin: PathBuf,
+    dir: PathBuf,
     port: u16,
     /// The guardian and the write end of its pipe: held until the process exits.
     _guardian: Mutex<(Child, ChildStdin)>,
@@ -54,6 +55,54 @@ impl TestCluster {
             Ok(cluster) => cluster,
             Err(reason) => panic!("cannot start a PostgreSQL cluster for the tests: {reason}"),
         })
+    }
+
+    /// A cluster of the caller's own (stopped and removed when the process ends), for a test
+    /// that stops and starts the server ([`TestCluster::stop`], [`TestCluster::restart`]).
+    pub fn private() -> TestCluster {
+        TestCluster::start()
+            .unwrap_or_else(|reason| panic!("cannot start a PostgreSQL cluster: {reason}"))
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended), as a database outage.
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the server again after [`TestCluster::stop`], on the same port.
+    pub fn restart(&self) {
+        let log = self.dir.join("server.log");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
+             -c max_connections=300 -c shared_buffers=32MB",
+            self.port,
+            self.dir.display()
+        );
+        let log = log.display().to_string();
+        self.pg_ctl(&["-w", "-t", "60", "-l", &log, "-o", &options, "start"]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut command = if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(pg_ctl);
+            command
+        } else {
+            Command::new(pg_ctl)
+        };
+        let output = command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run pg_ctl: {err}"));
+        if !output.status.success() {
+            panic!(
+                "pg_ctl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
     }
 
     fn start() -> Result<TestCluster, String> {
@@ -76,6 +125,7 @@ impl TestCluster {
                 Ok(guardian) => {
                     return Ok(TestCluster {
                         bin,
+                        dir,
                         port,
                         _guardian: Mutex::new(guardian),
                     })

@@ -131,8 +131,19 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// An engine failure with the driver's error as its source.
+/// An engine failure with the driver's error as its source. A lost connection or a database
+/// shutting down says that a retry may succeed; the pool replaces the connection by itself.
 pub(crate) fn db(err: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    let unavailable = err.is_closed()
+        || err.code().is_some_and(|code| {
+            *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+        });
+    if unavailable {
+        return StoreError::storage("the database connection was lost (retry later)", err);
+    }
     StoreError::storage("database", err)
 }
 
