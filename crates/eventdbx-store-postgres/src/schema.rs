@@ -27,6 +27,7 @@ CREATE TABLE aggregates (
     record          text NOT NULL,
     PRIMARY KEY (tenant, aggregate_type, aggregate_id)
 );
+CREATE INDEX aggregates_natural ON aggregates (tenant, archived, aggregate_type, aggregate_id);
 CREATE TABLE events (
     tenant          text COLLATE "C" NOT NULL,
     aggregate_type  text COLLATE "C" NOT NULL,
@@ -148,9 +149,16 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<()> {
 pub(crate) async fn highest_id(client: &Client) -> Result<u64> {
     let row = client
         .query_one(
+            // Per tenant through the (tenant, event_id) and (tenant, snapshot_id) indexes: one
+            // index probe per tenant instead of a scan of every event. Every tenant with events
+            // or snapshots has usage rows.
             "SELECT greatest(
-                 (SELECT coalesce(max(event_id), 0) FROM events),
-                 (SELECT coalesce(max(snapshot_id), 0) FROM snapshots),
+                 (SELECT coalesce(max(m.id), 0) FROM (SELECT DISTINCT tenant FROM usage) t
+                  CROSS JOIN LATERAL (SELECT max(event_id) AS id FROM events e
+                                      WHERE e.tenant = t.tenant) m),
+                 (SELECT coalesce(max(m.id), 0) FROM (SELECT DISTINCT tenant FROM usage) t
+                  CROSS JOIN LATERAL (SELECT max(snapshot_id) AS id FROM snapshots s
+                                      WHERE s.tenant = t.tenant) m),
                  (SELECT coalesce(max(event_id), 0) FROM plugin_jobs))",
             &[],
         )

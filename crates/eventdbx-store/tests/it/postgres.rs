@@ -300,3 +300,58 @@ fn a_database_restart_fails_requests_clearly_then_service_resumes_by_itself() {
     assert_eq!(aggregate.version, 2, "the acknowledged create was not lost");
     storage.events.verify(T, "order", "o-1").expect("verify");
 }
+
+#[test]
+fn a_page_longer_than_one_round_trip_reads_on_in_order() {
+    use eventdbx_core::query::cursor::{ListOrder, PagePlan};
+    use eventdbx_core::query::sort::SortSpec;
+    use eventdbx_core::query::Scope;
+    use eventdbx_store::ListQuery;
+
+    // More aggregates than one round trip fetches (512), so a page continues from the keyset
+    // of the last row fetched.
+    const AGGREGATES: usize = 1_100;
+    let url = TestCluster::shared().database("long_pages");
+    let mut config = PostgresConfig::new(url, Durability::Relaxed);
+    config.pool_size = 4;
+    let storage = eventdbx_store_postgres::open_postgres(&config).expect("open");
+    let store = &storage.events;
+    for n in 0..AGGREGATES {
+        let id = format!("o-{n:05}");
+        store
+            .write(T, request(WriteKind::Create, "order", &id, json!({})))
+            .expect("create");
+        if n % 3 == 0 {
+            store
+                .write(T, request(WriteKind::Append, "order", &id, json!({"n": n})))
+                .expect("append");
+        }
+    }
+    for sort in [
+        None,
+        Some("version:desc,aggregate_type:desc,aggregate_id:desc"),
+    ] {
+        let order = match sort {
+            None => ListOrder::Natural,
+            Some(text) => ListOrder::Sorted(SortSpec::parse(text).expect("sort")),
+        };
+        let query = ListQuery {
+            plan: PagePlan {
+                order: order.clone(),
+                after: None,
+            },
+            scope: Scope::Active,
+            filter: None,
+            known_types: vec!["order".into()],
+            take: AGGREGATES,
+        };
+        let page = store.list(T, &query, &Some).expect("list");
+        assert_eq!(page.items.len(), AGGREGATES, "{sort:?}");
+        let keys: Vec<_> = page.items.iter().map(|a| order.key_of(&a.view())).collect();
+        assert!(
+            keys.windows(2)
+                .all(|w| order.compare(&w[0], &w[1]) == std::cmp::Ordering::Less),
+            "{sort:?}: every item once, in order"
+        );
+    }
+}
