@@ -280,6 +280,11 @@ impl JobQueue for PostgresStore {
             Box::pin(async move {
                 let mut recovered = 0;
                 for mut job in lock_jobs(txn, &["processing"]).await? {
+                    // Other servers share this queue: a job whose lease runs is being delivered
+                    // by one of them, not interrupted by this server's restart.
+                    if job.deadline_ms.is_some_and(|deadline| deadline > now_ms) {
+                        continue;
+                    }
                     job.status = JobStatus::Pending;
                     job.deadline_ms = None;
                     job.next_retry_at_ms = now_ms;

@@ -355,3 +355,51 @@ fn a_page_longer_than_one_round_trip_reads_on_in_order() {
         );
     }
 }
+
+#[test]
+fn a_restarting_server_leaves_jobs_under_another_servers_lease_alone() {
+    let url = TestCluster::shared().database("recover_shared");
+    let (delivering, restarting) = (server(&url, 1), server(&url, 2));
+    let mut write = request(WriteKind::Create, "order", "o-1", json!({}));
+    write.publish = vec![JobRoute {
+        plugin: "search".into(),
+        mode: PayloadMode::All,
+        priority: Priority::Normal,
+        schema: None,
+    }];
+    delivering.events.write(T, write).expect("write");
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        backoff_unit_ms: 1000,
+    };
+    let now = u64::MAX / 4;
+    let Claim::Job(job) = delivering
+        .jobs
+        .claim_job("search", now, 60_000, policy)
+        .expect("claim")
+    else {
+        panic!("the job is due");
+    };
+    // The other server starts while the job is in delivery: it must not take it back.
+    assert_eq!(
+        restarting.jobs.recover_jobs(now + 1_000).expect("recover"),
+        0
+    );
+    assert!(matches!(
+        restarting.jobs.claim_job("search", now + 1_000, 60_000, policy),
+        Ok(Claim::Busy(deadline)) if deadline == now + 60_000
+    ));
+    // Once the lease has run out, the job is recovered (its server died with it).
+    assert_eq!(
+        restarting.jobs.recover_jobs(now + 60_000).expect("recover"),
+        1
+    );
+    let Claim::Job(again) = restarting
+        .jobs
+        .claim_job("search", now + 60_000, 60_000, policy)
+        .expect("claim")
+    else {
+        panic!("the recovered job is due");
+    };
+    assert_eq!(again.id, job.id);
+}
