@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use deadpool_postgres::Transaction;
 use eventdbx_core::aggregate::Aggregate;
 use eventdbx_core::merkle::Event;
 use eventdbx_core::plugin::{JobAction, PluginJob};
@@ -14,24 +15,23 @@ use eventdbx_core::time::format_unix_nanos;
 use eventdbx_core::write::{self, NewEvent};
 use eventdbx_core::CoreError;
 use eventdbx_store::{CascadeRule, JobRoute, Referrer, Result, StoreError};
-use tokio_postgres::{GenericClient, Transaction};
 
 use crate::jobs::{plugin_jobs, queue_jobs};
 use crate::records::AggregateRecord;
 use crate::write::{add_usage, insert_event, put_aggregate, Stored, MAX_ATTEMPTS};
-use crate::{col, db, json_error, now_nanos, pool_error, PostgresStore};
+use crate::{col, db, json_error, now_nanos, pool_error, Cached, PostgresStore};
 
 /// How often an archive is planned again when its referrers change under it.
 const ARCHIVE_ATTEMPTS: usize = 8;
 
 /// The referrers of one target, ordered by (type, id, path).
 async fn read_referrers(
-    client: &impl GenericClient,
+    client: &impl deadpool_postgres::GenericClient,
     tenant: &str,
     (target_type, target_id): (&str, &str),
 ) -> Result<Vec<Referrer>> {
     let rows = client
-        .query(
+        .query_cached(
             "SELECT source_type, source_id, path FROM aggregate_references \
              WHERE tenant = $1 AND target_type = $2 AND target_id = $3 \
              ORDER BY source_type, source_id, path",
@@ -65,7 +65,7 @@ pub(crate) fn referrers(
     );
     store.run(async move {
         let client = pool.get().await.map_err(pool_error)?;
-        read_referrers(&**client, &tenant, (&t, &i)).await
+        read_referrers(&client, &tenant, (&t, &i)).await
     })
 }
 
@@ -314,7 +314,7 @@ async fn drop_references(
     paths: &[String],
 ) -> Result<()> {
     for path in paths {
-        txn.execute(
+        txn.execute_cached(
             "DELETE FROM aggregate_references \
              WHERE tenant = $1 AND source_type = $2 AND source_id = $3 AND path = $4",
             &[&tenant, &source_type, &source_id, path],
@@ -335,14 +335,14 @@ async fn commit_archive(pool: deadpool_postgres::Pool, plan: ArchivePlan) -> Res
         plan.archived.aggregate_id.as_str(),
     );
     // Lock the target first: a concurrent archive of it waits here.
-    txn.execute(
+    txn.execute_cached(
         "SELECT 1 FROM aggregates WHERE tenant = $1 AND aggregate_type = $2 \
          AND aggregate_id = $3 FOR UPDATE",
         &[&tenant, &target.0, &target.1],
     )
     .await
     .map_err(db)?;
-    if read_referrers(&*txn, tenant, target).await? != plan.expected {
+    if read_referrers(&txn, tenant, target).await? != plan.expected {
         return Ok(false);
     }
     for update in &plan.nullified {

@@ -5,14 +5,14 @@
 //! the database never claim one job twice, and leases (deadlines) make a job whose server died
 //! deliverable again. Ids come from a sequence, so they increase in the order jobs are queued.
 
+use deadpool_postgres::Transaction;
 use eventdbx_core::aggregate::Aggregate;
 use eventdbx_core::merkle::Event;
 use eventdbx_core::plugin::{JobAction, JobStatus, PluginJob, RetryPolicy};
 use eventdbx_store::{Claim, JobCounts, JobFilter, JobQueue, JobRoute, Result, StoreError};
-use tokio_postgres::Transaction;
 
 use crate::records::decode;
-use crate::{col, db, json_error, now_nanos, pool_error, signed, unsigned, PostgresStore};
+use crate::{col, db, json_error, now_nanos, pool_error, signed, unsigned, Cached, PostgresStore};
 
 /// The jobs of one write or state change, one per route (ids are assigned when queued).
 pub(crate) fn plugin_jobs(
@@ -67,13 +67,13 @@ fn status_text(status: JobStatus) -> &'static str {
 pub(crate) async fn queue_jobs(txn: &Transaction<'_>, jobs: &[PluginJob]) -> Result<()> {
     for job in jobs {
         let row = txn
-            .query_one("SELECT nextval('plugin_job_ids')", &[])
+            .query_one_cached("SELECT nextval('plugin_job_ids')", &[])
             .await
             .map_err(db)?;
         let mut job = job.clone();
         job.id = unsigned(col(&row, 0)?);
         let body = serde_json::to_string(&job).map_err(json_error)?;
-        txn.execute(
+        txn.execute_cached(
             "INSERT INTO plugin_jobs (id, plugin, rank, status, done_at_ms, event_id, body) \
              VALUES ($1, $2, $3, 'pending', NULL, $4, $5)",
             &[
@@ -93,7 +93,7 @@ pub(crate) async fn queue_jobs(txn: &Transaction<'_>, jobs: &[PluginJob]) -> Res
 /// Stores a job's new state (status and record; `done_at_ms` for a delivered one).
 async fn put_job(txn: &Transaction<'_>, job: &PluginJob, done_at_ms: Option<u64>) -> Result<()> {
     let body = serde_json::to_string(job).map_err(json_error)?;
-    txn.execute(
+    txn.execute_cached(
         "UPDATE plugin_jobs SET status = $2, done_at_ms = $3, body = $4 WHERE id = $1",
         &[
             &signed(job.id),
@@ -110,7 +110,7 @@ async fn put_job(txn: &Transaction<'_>, job: &PluginJob, done_at_ms: Option<u64>
 /// A job, locked for the transaction.
 async fn lock_job(txn: &Transaction<'_>, id: u64) -> Result<Option<PluginJob>> {
     let row = txn
-        .query_opt(
+        .query_opt_cached(
             "SELECT body FROM plugin_jobs WHERE id = $1 FOR UPDATE",
             &[&signed(id)],
         )
@@ -152,7 +152,7 @@ fn matches(job: &PluginJob, filter: &JobFilter) -> bool {
 async fn lock_jobs(txn: &Transaction<'_>, statuses: &[&str]) -> Result<Vec<PluginJob>> {
     let statuses: Vec<String> = statuses.iter().map(|s| (*s).to_owned()).collect();
     let rows = txn
-        .query(
+        .query_cached(
             "SELECT body FROM plugin_jobs WHERE status = ANY($1) ORDER BY id FOR UPDATE",
             &[&statuses],
         )
@@ -198,7 +198,7 @@ impl JobQueue for PostgresStore {
             Box::pin(async move {
                 loop {
                     let row = txn
-                        .query_opt(
+                        .query_opt_cached(
                             "SELECT body FROM plugin_jobs WHERE plugin = $1 \
                              AND status IN ('pending', 'processing') \
                              ORDER BY rank, id LIMIT 1 FOR UPDATE SKIP LOCKED",
@@ -344,9 +344,12 @@ impl JobQueue for PostgresStore {
                 let mut removed = 0;
                 for job in lock_jobs(txn, &statuses).await? {
                     if matches(&job, &filter) {
-                        txn.execute("DELETE FROM plugin_jobs WHERE id = $1", &[&signed(job.id)])
-                            .await
-                            .map_err(db)?;
+                        txn.execute_cached(
+                            "DELETE FROM plugin_jobs WHERE id = $1",
+                            &[&signed(job.id)],
+                        )
+                        .await
+                        .map_err(db)?;
                         removed += 1;
                     }
                 }
@@ -359,7 +362,7 @@ impl JobQueue for PostgresStore {
         self.in_transaction(move |txn| {
             Box::pin(async move {
                 let rows = txn
-                    .query(
+                    .query_cached(
                         "SELECT id, done_at_ms FROM plugin_jobs WHERE status = 'done' \
                          ORDER BY done_at_ms, id FOR UPDATE",
                         &[],
@@ -375,7 +378,7 @@ impl JobQueue for PostgresStore {
                     if at >= done_before_ms && (n as u64) >= over {
                         break;
                     }
-                    txn.execute("DELETE FROM plugin_jobs WHERE id = $1", &[&id])
+                    txn.execute_cached("DELETE FROM plugin_jobs WHERE id = $1", &[&id])
                         .await
                         .map_err(db)?;
                     removed += 1;
@@ -395,7 +398,7 @@ impl JobQueue for PostgresStore {
         let rows = self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
             let rows = client
-                .query(
+                .query_cached(
                     "SELECT body FROM plugin_jobs \
                      WHERE cardinality($1::text[]) = 0 OR status = ANY($1) ORDER BY id",
                     &[&statuses],
@@ -424,7 +427,7 @@ impl JobQueue for PostgresStore {
         self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
             let rows = client
-                .query(
+                .query_cached(
                     "SELECT status, count(*) FROM plugin_jobs GROUP BY status",
                     &[],
                 )

@@ -56,7 +56,8 @@ use eventdbx_store::{
     OutboxPage, Referrer, Result, Storage, StoreError, Usage, Visibility, WriteOutcome,
     WriteRequest,
 };
-use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
 mod archive;
 #[cfg(feature = "test-cluster")]
@@ -167,6 +168,68 @@ pub(crate) fn lost_race(err: &tokio_postgres::Error) -> bool {
             || *code == SqlState::T_R_DEADLOCK_DETECTED
     })
 }
+
+/// Statements through the connection's statement cache: after a connection's first use of a
+/// statement, running it is one round trip instead of a prepare and an execute.
+pub(crate) trait Cached: deadpool_postgres::GenericClient {
+    fn execute_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = std::result::Result<u64, tokio_postgres::Error>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.execute(&statement, params).await
+        }
+    }
+
+    fn query_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = std::result::Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.query(&statement, params).await
+        }
+    }
+
+    fn query_opt_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = std::result::Result<Option<Row>, tokio_postgres::Error>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.query_opt(&statement, params).await
+        }
+    }
+
+    fn query_one_cached<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [&'a (dyn ToSql + Sync)],
+    ) -> impl Future<Output = std::result::Result<Row, tokio_postgres::Error>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        async move {
+            let statement = self.prepare_cached(sql).await?;
+            self.query_one(&statement, params).await
+        }
+    }
+}
+
+impl<C: deadpool_postgres::GenericClient> Cached for C {}
 
 /// A column of a row, with a decoding failure as a storage error (never a panic).
 pub(crate) fn col<'a, T: tokio_postgres::types::FromSql<'a>>(

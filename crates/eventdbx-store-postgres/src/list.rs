@@ -19,7 +19,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::read::BATCH;
 use crate::records::{decode, AggregateRecord};
-use crate::{col, db, pool_error, PostgresStore};
+use crate::{col, db, pool_error, Cached, PostgresStore};
 
 /// One page of aggregate rows after `(type, id)`, in key order.
 fn rows_after(
@@ -33,7 +33,7 @@ fn rows_after(
         let (t, i) = after.unwrap_or_default();
         let first = t.is_empty() && i.is_empty();
         let rows = client
-            .query(
+            .query_cached(
                 "SELECT aggregate_type, aggregate_id, record FROM aggregates \
                  WHERE tenant = $1 AND version > 0 \
                  AND ($2 OR (aggregate_type, aggregate_id) > ($3, $4)) \
@@ -216,7 +216,10 @@ fn rows_in_order(
                 KeyValue::Number(n) => n,
             });
         }
-        let rows = client.query(sql.as_str(), &params).await.map_err(db)?;
+        let rows = client
+            .query_cached(sql.as_str(), &params)
+            .await
+            .map_err(db)?;
         rows.iter().map(|row| col(row, 0)).collect()
     })
 }

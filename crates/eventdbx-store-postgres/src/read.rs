@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::records::{decode, SnapshotRecord};
 use crate::write::{add_usage, insert_snapshot, read_record};
-use crate::{col, db, json_error, now_nanos, pool_error, signed, unsigned, PostgresStore};
+use crate::{col, db, json_error, now_nanos, pool_error, signed, unsigned, Cached, PostgresStore};
 
 /// Rows fetched per round trip by the paged reads.
 pub(crate) const BATCH: i64 = 512;
@@ -48,7 +48,7 @@ pub(crate) fn aggregate_types(store: &PostgresStore, tenant: &str) -> Result<Vec
     store.run(async move {
         let client = pool.get().await.map_err(pool_error)?;
         let rows = client
-            .query(
+            .query_cached(
                 "SELECT DISTINCT aggregate_type FROM aggregates WHERE tenant = $1 ORDER BY 1",
                 &[&tenant],
             )
@@ -116,7 +116,7 @@ pub(crate) fn events(
                 }
             }
             let rows = client
-                .query(
+                .query_cached(
                     "SELECT version, body FROM events WHERE tenant = $1 AND aggregate_type = $2 \
                      AND aggregate_id = $3 AND version > $4 ORDER BY version LIMIT $5",
                     &[&tenant, &t, &i, &after, &BATCH],
@@ -176,7 +176,7 @@ pub(crate) fn outbox(
         let rows = store.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
             let rows = client
-                .query(
+                .query_cached(
                     "SELECT e.event_id, e.aggregate_type, e.aggregate_id, e.body FROM events e \
                      JOIN aggregates a ON a.tenant = e.tenant \
                      AND a.aggregate_type = e.aggregate_type AND a.aggregate_id = e.aggregate_id \
@@ -263,7 +263,7 @@ pub(crate) fn list_snapshots(
     let bodies = store.run(async move {
         let client = pool.get().await.map_err(pool_error)?;
         let rows = client
-            .query(
+            .query_cached(
                 "SELECT body FROM snapshots WHERE tenant = $1 \
                  AND ($2::text IS NULL OR aggregate_type = $2) \
                  AND ($3::text IS NULL OR aggregate_id = $3) \
@@ -293,7 +293,7 @@ pub(crate) fn get_snapshot(
     let body = store.run(async move {
         let client = pool.get().await.map_err(pool_error)?;
         let row = client
-            .query_opt(
+            .query_opt_cached(
                 "SELECT body FROM snapshots WHERE tenant = $1 AND snapshot_id = $2",
                 &[&tenant, &signed(snapshot_id)],
             )
@@ -311,7 +311,7 @@ pub(crate) fn usage(store: &PostgresStore, tenant: &str) -> Result<Usage> {
     store.run(async move {
         let client = pool.get().await.map_err(pool_error)?;
         let row = client
-            .query_one(
+            .query_one_cached(
                 "SELECT coalesce(sum(events), 0)::bigint, coalesce(sum(bytes), 0)::bigint \
                  FROM usage WHERE tenant = $1",
                 &[&tenant],
@@ -331,7 +331,7 @@ pub(crate) fn tenants(store: &PostgresStore) -> Result<Vec<String>> {
     store.run(async move {
         let client = pool.get().await.map_err(pool_error)?;
         let rows = client
-            .query(
+            .query_cached(
                 "SELECT tenant FROM usage GROUP BY tenant \
                  HAVING sum(events) <> 0 OR sum(bytes) <> 0 ORDER BY tenant",
                 &[],
@@ -350,21 +350,21 @@ pub(crate) fn recalc_usage(store: &PostgresStore, tenant: &str) -> Result<Usage>
     store.run(async move {
         let mut client = pool.get().await.map_err(pool_error)?;
         let txn = client.transaction().await.map_err(db)?;
-        txn.execute(
+        txn.execute_cached(
             "INSERT INTO usage (tenant, shard, events, bytes) VALUES ($1, 0, 0, 0) \
              ON CONFLICT DO NOTHING",
             &[&tenant],
         )
         .await
         .map_err(db)?;
-        txn.execute(
+        txn.execute_cached(
             "SELECT 1 FROM usage WHERE tenant = $1 FOR UPDATE",
             &[&tenant],
         )
         .await
         .map_err(db)?;
         let row = txn
-            .query_one(
+            .query_one_cached(
                 "SELECT (SELECT count(*) FROM events WHERE tenant = $1), \
                  (SELECT coalesce(sum(octet_length(body)), 0)::bigint FROM events WHERE tenant = $1) \
                  + (SELECT coalesce(sum(octet_length(body)), 0)::bigint FROM snapshots WHERE tenant = $1)",
@@ -376,7 +376,7 @@ pub(crate) fn recalc_usage(store: &PostgresStore, tenant: &str) -> Result<Usage>
             events: unsigned(col(&row, 0)?),
             bytes: unsigned(col(&row, 1)?),
         };
-        txn.execute(
+        txn.execute_cached(
             "UPDATE usage SET events = CASE WHEN shard = 0 THEN $2::bigint ELSE 0 END, \
              bytes = CASE WHEN shard = 0 THEN $3::bigint ELSE 0 END WHERE tenant = $1",
             &[&tenant, &signed(usage.events), &signed(usage.bytes)],

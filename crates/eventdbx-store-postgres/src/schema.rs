@@ -8,7 +8,7 @@
 use deadpool_postgres::Client;
 use eventdbx_store::{Result, StoreError};
 
-use crate::{col, db, unsigned};
+use crate::{col, db, unsigned, Cached};
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -114,7 +114,7 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<()> {
         .await
         .map_err(db)?;
     let row = txn
-        .query_one(
+        .query_one_cached(
             "SELECT coalesce(max(version), 0) FROM eventdbx_migrations",
             &[],
         )
@@ -134,7 +134,7 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<()> {
         txn.batch_execute(sql)
             .await
             .map_err(|err| StoreError::storage(format!("migration {version} failed"), err))?;
-        txn.execute(
+        txn.execute_cached(
             "INSERT INTO eventdbx_migrations (version) VALUES ($1)",
             &[&version],
         )
@@ -148,7 +148,7 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<()> {
 /// after a restart (or a clock step back) this server's ids stay above its earlier ones.
 pub(crate) async fn highest_id(client: &Client) -> Result<u64> {
     let row = client
-        .query_one(
+        .query_one_cached(
             // Per tenant through the (tenant, event_id) and (tenant, snapshot_id) indexes: one
             // index probe per tenant instead of a scan of every event. Every tenant with events
             // or snapshots has usage rows.

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use deadpool_postgres::Transaction;
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
 use eventdbx_core::merkle::{self, Event, MerkleBuilder};
 use eventdbx_core::plugin::{JobAction, PluginJob};
@@ -14,11 +15,10 @@ use eventdbx_core::time::format_unix_nanos;
 use eventdbx_core::write::{self, NewEvent, WriteKind};
 use eventdbx_core::CoreError;
 use eventdbx_store::{ReferenceLink, Result, StoreError, WriteOutcome, WriteRequest};
-use tokio_postgres::Transaction;
 
 use crate::jobs::{plugin_jobs, queue_jobs};
 use crate::records::{decode, AggregateRecord, IdempotencyRecord, SnapshotRecord};
-use crate::{col, db, json_error, lost_race, now_nanos, pool_error, signed, PostgresStore};
+use crate::{col, db, json_error, lost_race, now_nanos, pool_error, signed, Cached, PostgresStore};
 
 /// How often a write is prepared again after losing a race before it gives up.
 pub(crate) const MAX_ATTEMPTS: usize = 256;
@@ -32,13 +32,13 @@ pub(crate) type Stored = Option<(i64, AggregateRecord)>;
 
 /// Reads an aggregate's record and revision.
 pub(crate) async fn read_record(
-    client: &tokio_postgres::Client,
+    client: &deadpool_postgres::Client,
     tenant: &str,
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<Stored> {
     let row = client
-        .query_opt(
+        .query_opt_cached(
             "SELECT revision, record FROM aggregates \
              WHERE tenant = $1 AND aggregate_type = $2 AND aggregate_id = $3",
             &[&tenant, &aggregate_type, &aggregate_id],
@@ -63,7 +63,7 @@ pub(crate) async fn put_aggregate(
     let (t, i) = (new.aggregate_type.as_str(), new.aggregate_id.as_str());
     let written = match revision {
         None => txn
-            .execute(
+            .execute_cached(
                 "INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version, \
                  archived, created_ms, updated_ms, record) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8) \
                  ON CONFLICT DO NOTHING",
@@ -72,7 +72,7 @@ pub(crate) async fn put_aggregate(
             .await
             .map_err(db)?,
         Some(revision) => txn
-            .execute(
+            .execute_cached(
                 "UPDATE aggregates SET revision = revision + 1, version = $4, archived = $5, \
                  created_ms = $6, updated_ms = $7, record = $8 \
                  WHERE tenant = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND revision = $9",
@@ -102,7 +102,7 @@ pub(crate) async fn insert_event(
     body: &str,
 ) -> Result<bool> {
     let inserted = txn
-        .execute(
+        .execute_cached(
             "INSERT INTO events (tenant, aggregate_type, aggregate_id, version, event_id, body) \
              VALUES ($1, $2, $3, $4, $5, $6)",
             &[
@@ -129,7 +129,7 @@ pub(crate) async fn insert_snapshot(
     snapshot: &Snapshot,
     body: &str,
 ) -> Result<()> {
-    txn.execute(
+    txn.execute_cached(
         "INSERT INTO snapshots (tenant, snapshot_id, aggregate_type, aggregate_id, version, body) \
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
@@ -158,7 +158,7 @@ pub(crate) async fn add_usage(
     let mut hasher = DefaultHasher::new();
     (aggregate_type, aggregate_id).hash(&mut hasher);
     let shard = i32::try_from(hasher.finish() % USAGE_SHARDS).unwrap_or(0);
-    txn.execute(
+    txn.execute_cached(
         "INSERT INTO usage (tenant, shard, events, bytes) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (tenant, shard) DO UPDATE \
          SET events = usage.events + EXCLUDED.events, bytes = usage.bytes + EXCLUDED.bytes",
@@ -172,7 +172,7 @@ pub(crate) async fn add_usage(
 /// Refuses the write when the tenant already uses its quota.
 async fn check_quota(txn: &Transaction<'_>, tenant: &str, quota: u64) -> Result<()> {
     let row = txn
-        .query_one(
+        .query_one_cached(
             "SELECT coalesce(sum(bytes), 0)::bigint FROM usage WHERE tenant = $1",
             &[&tenant],
         )
@@ -197,7 +197,7 @@ async fn put_references(
     links: &[ReferenceLink],
 ) -> Result<()> {
     let rows = txn
-        .query(
+        .query_cached(
             "SELECT path, target_type, target_id FROM aggregate_references \
              WHERE tenant = $1 AND source_type = $2 AND source_id = $3",
             &[&tenant, &source_type, &source_id],
@@ -221,7 +221,7 @@ async fn put_references(
         if wanted.get(path.as_str()) == Some(&(target_type.as_str(), target_id.as_str())) {
             continue;
         }
-        txn.execute(
+        txn.execute_cached(
             "DELETE FROM aggregate_references \
              WHERE tenant = $1 AND source_type = $2 AND source_id = $3 AND path = $4",
             &[&tenant, &source_type, &source_id, path],
@@ -236,7 +236,7 @@ async fn put_references(
         if unchanged {
             continue;
         }
-        txn.execute(
+        txn.execute_cached(
             "INSERT INTO aggregate_references \
              (tenant, source_type, source_id, path, target_type, target_id) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -294,7 +294,7 @@ async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<bool> {
     }
     if let Some((key, body)) = &plan.idempotency {
         let inserted = txn
-            .execute(
+            .execute_cached(
                 "INSERT INTO idempotency (tenant, aggregate_type, aggregate_id, key, body) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 &[&tenant, &t, &i, key, body],
@@ -325,7 +325,7 @@ async fn read_for_write(
     let client = pool.get().await.map_err(pool_error)?;
     if let Some(key) = key {
         let row = client
-            .query_opt(
+            .query_opt_cached(
                 "SELECT body FROM idempotency WHERE tenant = $1 AND aggregate_type = $2 \
                  AND aggregate_id = $3 AND key = $4",
                 &[&tenant, &aggregate_type, &aggregate_id, &key],
