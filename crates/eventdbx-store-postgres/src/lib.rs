@@ -400,6 +400,22 @@ impl PostgresStore {
         }
     }
 
+    /// Checks the database answers (`SELECT 1` on a pooled connection), within `timeout`: what
+    /// a health check reports. An error says why (unreachable, shutting down, too slow).
+    pub fn ping(&self, timeout: Duration) -> Result<()> {
+        let pool = self.pool();
+        self.run(async move {
+            let check = async {
+                let client = pool.get().await.map_err(pool_error)?;
+                client.simple_query("SELECT 1").await.map_err(db)?;
+                Ok(())
+            };
+            tokio::time::timeout(timeout, check).await.map_err(|_| {
+                StoreError::engine("the database did not answer in time (retry later)")
+            })?
+        })
+    }
+
     /// Makes every acknowledged relaxed commit durable: a commit with `synchronous_commit = on`
     /// waits for the WAL flush up to its own record, which follows theirs.
     fn flush(&self) -> Result<()> {

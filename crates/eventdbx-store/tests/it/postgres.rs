@@ -271,8 +271,15 @@ fn a_database_restart_fails_requests_clearly_then_service_resumes_by_itself() {
     let storage = server(&url, 1);
     let create = request(WriteKind::Create, "order", "o-1", json!({"n": 1}));
     storage.events.write(T, create).expect("create");
+    let mut config = PostgresConfig::new(url.as_str(), Durability::Fsync);
+    config.pool_size = 1;
+    let probe = eventdbx_store_postgres::PostgresStore::open(&config).expect("open");
+    let timeout = std::time::Duration::from_secs(10);
+    probe.ping(timeout).expect("the database answers");
 
     cluster.stop();
+    let err = probe.ping(timeout).expect_err("the database is down");
+    assert!(err.to_string().contains("(retry later)"), "{err}");
     let append = request(WriteKind::Append, "order", "o-1", json!({"n": 2}));
     let err = storage
         .events
@@ -288,10 +295,13 @@ fn a_database_restart_fails_requests_clearly_then_service_resumes_by_itself() {
 
     cluster.restart();
     // The pool drops the connections the restart closed and opens new ones: no reopen needed.
-    // A connection whose end the pool has not noticed yet fails one request at most.
-    let resumed = (0..3).find_map(|_| storage.events.write(T, append.clone()).ok());
+    // A pooled connection whose end the pool has not noticed yet fails one request and is
+    // discarded, so at most one request per pooled connection (4) fails before one succeeds.
+    let resumed = (0..=4).find_map(|_| storage.events.write(T, append.clone()).ok());
     let outcome = resumed.expect("writes resume once the database is back");
     assert_eq!(outcome.event.version, 2);
+    let answered = (0..=1).any(|_| probe.ping(timeout).is_ok());
+    assert!(answered, "the health check recovers with the database");
     let aggregate = storage
         .events
         .get(T, "order", "o-1")
