@@ -169,11 +169,23 @@ pub(crate) async fn add_usage(
     Ok(())
 }
 
-/// Refuses the write when the tenant already uses its quota.
+/// Refuses the write when the tenant already uses its quota. The tenant's usage rows (all of
+/// them, created if missing) stay locked until the commit, so writers under a quota are checked
+/// one after another against what the others committed, as in the embedded engine: concurrent
+/// writes never pass the quota on the same reading.
 async fn check_quota(txn: &Transaction<'_>, tenant: &str, quota: u64) -> Result<()> {
+    let shards = i32::try_from(USAGE_SHARDS).unwrap_or(i32::MAX) - 1;
+    txn.execute_cached(
+        "INSERT INTO usage (tenant, shard, events, bytes) \
+         SELECT $1, shard, 0, 0 FROM generate_series(0, $2) AS shard ON CONFLICT DO NOTHING",
+        &[&tenant, &shards],
+    )
+    .await
+    .map_err(db)?;
     let row = txn
         .query_one_cached(
-            "SELECT coalesce(sum(bytes), 0)::bigint FROM usage WHERE tenant = $1",
+            "SELECT coalesce(sum(bytes), 0)::bigint FROM \
+             (SELECT bytes FROM usage WHERE tenant = $1 ORDER BY shard FOR UPDATE) AS locked",
             &[&tenant],
         )
         .await

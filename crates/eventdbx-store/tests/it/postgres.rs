@@ -413,3 +413,61 @@ fn a_restarting_server_leaves_jobs_under_another_servers_lease_alone() {
     };
     assert_eq!(again.id, job.id);
 }
+
+#[test]
+fn concurrent_writers_on_two_servers_never_pass_the_quota_together() {
+    const WRITERS: usize = 8;
+    const BLOB: usize = 2_000;
+    const QUOTA: u64 = 20_000;
+    let url = TestCluster::shared().database("quota_race");
+    let servers = [server(&url, 1), server(&url, 2)];
+    let start = Arc::new(Barrier::new(WRITERS));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = Arc::clone(&servers[w % 2].events);
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                let mut largest = 0;
+                for k in 0.. {
+                    let id = format!("o-{w}-{k}");
+                    let mut write = request(
+                        WriteKind::Create,
+                        "order",
+                        &id,
+                        json!({"blob": "x".repeat(BLOB)}),
+                    );
+                    write.quota_bytes = Some(QUOTA);
+                    match store.write(T, write) {
+                        Ok(outcome) => {
+                            let bytes = serde_json::to_vec(&outcome.event).expect("json").len();
+                            largest = largest.max(bytes as u64);
+                        }
+                        Err(err) => {
+                            assert!(
+                                matches!(domain(err), CoreError::TenantQuota { .. }),
+                                "only the quota refuses"
+                            );
+                            return largest;
+                        }
+                    }
+                }
+                largest
+            })
+        })
+        .collect();
+    let largest = writers
+        .into_iter()
+        .map(|w| w.join().expect("writer"))
+        .max()
+        .unwrap_or(0);
+    let usage = servers[0].events.usage(T).expect("usage");
+    // Each accepted write saw the usage below the quota, after every write before it: the
+    // total passes the quota by less than one write, however many writers raced.
+    assert!(
+        usage.bytes < QUOTA + largest,
+        "usage {} passed the quota {QUOTA} by a write or more ({largest} bytes)",
+        usage.bytes
+    );
+    assert_eq!(servers[1].events.recalc_usage(T).expect("recount"), usage);
+}
