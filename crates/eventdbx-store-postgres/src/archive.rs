@@ -123,7 +123,11 @@ pub(crate) fn set_archived(
             queue_jobs(&txn, &jobs).await?;
             txn.commit().await.map_err(db)?;
             Ok(true)
-        })?;
+        });
+        let committed = match committed {
+            Err(err) if crate::raced(&err) => false,
+            other => other?,
+        };
         if committed {
             return Ok(aggregate);
         }
@@ -327,6 +331,13 @@ async fn drop_references(
 
 /// Commits an archive attempt; `Ok(false)` when a referrer or a record changed meanwhile.
 async fn commit_archive(pool: deadpool_postgres::Pool, plan: ArchivePlan) -> Result<bool> {
+    match try_commit_archive(pool, plan).await {
+        Err(err) if crate::raced(&err) => Ok(false),
+        other => other,
+    }
+}
+
+async fn try_commit_archive(pool: deadpool_postgres::Pool, plan: ArchivePlan) -> Result<bool> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let txn = client.transaction().await.map_err(db)?;
     let tenant = plan.tenant.as_str();

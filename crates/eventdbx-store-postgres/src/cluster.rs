@@ -27,7 +27,7 @@ as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync -E UTF8 --l
   >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; rm -rf "$dir"; exit 1; }
 as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "-p $port -k $dir \
   -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
-  -c max_connections=300 -c shared_buffers=32MB" start >/dev/null 2>&1 \
+  -c max_connections=300 -c shared_buffers=32MB -c deadlock_timeout=100ms" start >/dev/null 2>&1 \
   || { cat "$dir/server.log" >&2; rm -rf "$dir"; exit 1; }
 echo ready
 cat >/dev/null
@@ -74,7 +74,7 @@ impl TestCluster {
         let log = self.dir.join("server.log");
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
-             -c max_connections=300 -c shared_buffers=32MB",
+             -c max_connections=300 -c shared_buffers=32MB -c deadlock_timeout=100ms",
             self.port,
             self.dir.display()
         );

@@ -231,6 +231,21 @@ pub(crate) trait Cached: deadpool_postgres::GenericClient {
 
 impl<C: deadpool_postgres::GenericClient> Cached for C {}
 
+/// Whether a transaction failed because it lost a race ([`lost_race`]) somewhere inside: a
+/// deadlock between servers writing the same rows in different orders, or a key taken. The
+/// transaction was rolled back, so the operation is prepared again.
+pub(crate) fn raced(err: &StoreError) -> bool {
+    match err {
+        StoreError::Storage {
+            source: Some(source),
+            ..
+        } => source
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(lost_race),
+        _ => false,
+    }
+}
+
 /// A column of a row, with a decoding failure as a storage error (never a panic).
 pub(crate) fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a tokio_postgres::Row,

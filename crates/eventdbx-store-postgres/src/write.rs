@@ -283,6 +283,13 @@ struct Plan {
 
 /// Commits a prepared write; `Ok(false)` when it lost a race (nothing written).
 async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<bool> {
+    match try_commit(pool, plan).await {
+        Err(err) if crate::raced(&err) => Ok(false),
+        other => other,
+    }
+}
+
+async fn try_commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<bool> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let txn = client.transaction().await.map_err(db)?;
     let tenant = plan.tenant.as_str();
@@ -290,11 +297,13 @@ async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<bool> {
         plan.record.aggregate_type.as_str(),
         plan.record.aggregate_id.as_str(),
     );
-    if let Some(quota) = plan.quota {
-        check_quota(&txn, tenant, quota).await?;
-    }
+    // The aggregate's row first, then the usage rows, in every write: two writes never take
+    // the same rows in opposite orders (a deadlock PostgreSQL would break after a second).
     if !put_aggregate(&txn, tenant, plan.revision, &plan.record).await? {
         return Ok(false);
+    }
+    if let Some(quota) = plan.quota {
+        check_quota(&txn, tenant, quota).await?;
     }
     if !insert_event(&txn, tenant, &plan.event, &plan.event_body).await? {
         return Ok(false);

@@ -471,3 +471,40 @@ fn concurrent_writers_on_two_servers_never_pass_the_quota_together() {
     );
     assert_eq!(servers[1].events.recalc_usage(T).expect("recount"), usage);
 }
+
+#[test]
+fn writers_with_and_without_a_quota_on_two_servers_never_fail_on_a_deadlock() {
+    // A writer under a quota locks its tenant's usage rows first and the aggregate's row next;
+    // one without a quota takes them the other way round. Between servers that can deadlock:
+    // PostgreSQL aborts one transaction, which must be prepared again, not reported.
+    const APPENDS: usize = 20;
+    let url = TestCluster::shared().database("quota_deadlock");
+    let servers = [server(&url, 1), server(&url, 2)];
+    let create = request(WriteKind::Create, "order", "o-1", json!({}));
+    servers[0].events.write(T, create).expect("create");
+    let start = Arc::new(Barrier::new(2));
+    let writers: Vec<_> = servers
+        .iter()
+        .enumerate()
+        .map(|(n, storage)| {
+            let (store, start) = (Arc::clone(&storage.events), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                for k in 0..APPENDS {
+                    let mut write = request(WriteKind::Append, "order", "o-1", json!({"k": k}));
+                    write.quota_bytes = (n == 0).then_some(u64::MAX / 2);
+                    store.write(T, write).expect("append");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let aggregate = servers[1]
+        .events
+        .get(T, "order", "o-1")
+        .expect("get")
+        .expect("exists");
+    assert_eq!(aggregate.version, 1 + 2 * APPENDS as u64);
+}
