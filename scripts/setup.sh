@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need on a fresh machine (Rust, Python 3.11 and pip
 # assumed): a local .venv with the Python test dependencies, and Debian's capnproto so the
-# committed Cap'n Proto code can be checked against the schema. Safe to run repeatedly.
+# committed Cap'n Proto code can be checked against the schema, and Debian's PostgreSQL for the
+# PostgreSQL engine's tests. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,18 @@ if ! command -v capnp >/dev/null 2>&1; then
       || echo "setup: capnproto unavailable; the schema drift test will skip its comparison"
   else
     echo "setup: no capnp compiler; the schema drift test will skip its comparison"
+  fi
+fi
+
+# The PostgreSQL engine's tests start their own scratch cluster with Debian's PostgreSQL
+# (initdb, pg_ctl, psql under /usr/lib/postgresql/*/bin); they fail without it.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing PostgreSQL (the PostgreSQL engine's tests)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null
+  else
+    echo "setup: PostgreSQL is not installed and cannot be (needs apt-get as root);" \
+      "the PostgreSQL engine's tests will fail" >&2
   fi
 fi
 

@@ -49,8 +49,23 @@ pub(crate) async fn serve(
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = respond(&state, &request);
-                async move { Ok::<_, Infallible>(response) }
+                // Asking the store for its health may touch the disk or the database (a probe,
+                // a ping), so the answer is built off the async workers.
+                let state = Arc::clone(&state);
+                let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+                async move {
+                    let response =
+                        tokio::task::spawn_blocking(move || respond(&state, &method, &path))
+                            .await
+                            .unwrap_or_else(|_| {
+                                plain(
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    "text/plain",
+                                    "internal error\n".to_owned(),
+                                )
+                            });
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(false)
@@ -64,8 +79,8 @@ pub(crate) async fn serve(
     }
 }
 
-fn respond(state: &ServerState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+fn respond(state: &ServerState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (method, path) {
         (&Method::GET, "/health") => {
             let (status, body) = health(state);
             (status, "application/json", body)
@@ -82,6 +97,10 @@ fn respond(state: &ServerState, request: &Request<Incoming>) -> Response<Full<By
             "method not allowed\n".to_owned(),
         ),
     };
+    plain(status, content_type, body)
+}
+
+fn plain(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();

@@ -85,14 +85,9 @@ impl Server {
                 error: eventdbx_store::StoreError::storage("cannot create the data directory", err),
             })?;
         }
-        let storage = eventdbx_store::open_embedded(
-            &store_path,
-            config.storage.durability,
-            config.snowflake_worker_id,
-        )
-        .map_err(|error| StartError::Store {
-            path: store_path.display().to_string(),
-            error,
+        let storage = config.open_storage().map_err(|err| StartError::Store {
+            path: err.location,
+            error: err.source,
         })?;
         let auth = Authority::open_with(authority_config(&config), KeyOverrides::from_env())?;
         let tenants = Tenants::open(

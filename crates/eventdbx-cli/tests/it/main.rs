@@ -6,6 +6,7 @@ mod durability;
 mod full_disk;
 mod init_and_serve;
 mod plugins;
+mod postgres;
 mod schema;
 mod store;
 mod tenants;

@@ -98,6 +98,8 @@ struct StorageFile {
     backend: Option<String>,
     url: Option<String>,
     durability: Option<String>,
+    pool_size: Option<u32>,
+    statement_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -390,6 +392,13 @@ impl Keys<'_> {
             config.storage.backend = backend;
         }
         config.storage.url = storage.url;
+        if let Some(size) = storage.pool_size {
+            config.storage.pool_size = self.at_least("storage.pool_size", size, 1);
+        }
+        set(
+            &mut config.storage.statement_timeout_ms,
+            storage.statement_timeout_ms,
+        );
         if let Some(mode) = storage.durability {
             config.storage.durability = match mode.trim().to_ascii_lowercase().as_str() {
                 "sync" | "fsync" => Durability::Fsync,

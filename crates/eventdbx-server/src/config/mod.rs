@@ -25,12 +25,14 @@
 //!   those).
 //! - Secret files and atomic writes are [`crate::fs`]'s.
 
+mod backend;
 mod edit;
 mod init;
 mod load;
 mod paths;
 mod render;
 
+pub use backend::{StorageOpenError, POSTGRES_URL_ENV};
 pub use edit::ConfigValue;
 pub use init::{init_workspace, InitOutcome};
 
@@ -165,12 +167,25 @@ pub struct AuthSection {
 pub struct StorageConfig {
     /// `embedded` (the default) or `postgres`.
     pub backend: String,
-    /// PostgreSQL connection URL for the `postgres` backend.
+    /// PostgreSQL connection URL for the `postgres` backend (`DBX_POSTGRES_URL` overrides it).
     pub url: Option<String>,
     /// `sync`/`fsync` (acknowledge after fsync, the default) or `relaxed`.
     #[serde(serialize_with = "render::durability")]
     pub durability: Durability,
+    /// Connections in the `postgres` backend's pool, at least 1 (16). Written only when changed.
+    #[serde(skip_serializing_if = "render::is_default_pool_size")]
+    pub pool_size: u32,
+    /// The `postgres` backend's statement timeout in ms, 0 for none (30,000). Written only when
+    /// changed.
+    #[serde(skip_serializing_if = "render::is_default_statement_timeout")]
+    pub statement_timeout_ms: u64,
 }
+
+/// `[storage] pool_size` when the file has none.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+
+/// `[storage] statement_timeout_ms` when the file has none.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 30_000;
 
 /// `[plugin_queue]`: the plugin delivery outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -324,6 +339,8 @@ impl Config {
                 backend: "embedded".to_owned(),
                 url: None,
                 durability: Durability::Fsync,
+                pool_size: DEFAULT_POOL_SIZE,
+                statement_timeout_ms: DEFAULT_STATEMENT_TIMEOUT_MS,
             },
             plugin_queue: PluginQueueConfig::default(),
         }

@@ -38,3 +38,11 @@ pub(super) fn durability<S: Serializer>(mode: &Durability, out: S) -> Result<S::
 pub(super) fn is_default_backoff(unit_ms: &u64) -> bool {
     *unit_ms == RetryPolicy::default().backoff_unit_ms
 }
+
+pub(super) fn is_default_pool_size(size: &u32) -> bool {
+    *size == super::DEFAULT_POOL_SIZE
+}
+
+pub(super) fn is_default_statement_timeout(ms: &u64) -> bool {
+    *ms == super::DEFAULT_STATEMENT_TIMEOUT_MS
+}

@@ -1,11 +1,14 @@
-//! Integration tests of the store: the engine-independent conformance suite, then the redb
-//! engine's own (crash safety, relaxed commit, on-disk tampering, the corruption sweep).
+//! Integration tests of the store: the engine-independent conformance suite (run on each
+//! engine), then the redb engine's own (crash safety, relaxed commit, on-disk tampering, the
+//! corruption sweep, a full disk) and the PostgreSQL engine's own (several servers on one
+//! database, the schema version).
 
 mod conformance;
 mod corruption;
 mod crash;
 mod crash_cascade;
 mod full_disk;
+mod postgres;
 mod recovery;
 mod relaxed;
 mod tamper;

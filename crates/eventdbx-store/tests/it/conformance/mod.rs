@@ -1,39 +1,25 @@
 //! The conformance suite: the behaviour every storage engine owes the server, written against
-//! the [`EventStore`] and [`JobQueue`] traits only. Each test gets its engine from [`engine`] and
-//! nothing else, so a second engine runs the same tests by changing that one function (see
-//! "Engines and the conformance suite" in `docs/storage.md`). Engine-specific tests (crash
-//! safety, relaxed commit internals, the on-disk layout) live beside this module, not in it.
-
-use std::path::Path;
-use std::sync::Arc;
+//! the [`EventStore`](eventdbx_store::EventStore) and [`JobQueue`](eventdbx_store::JobQueue)
+//! traits only. The suite's files (`writes`, `paging`, `references`, `jobs`) are compiled once
+//! per engine, as modules of that engine's file (`redb.rs`, `postgres.rs`), which defines the
+//! one constructor the tests use, `engine(dir, durability)`. So the same tests run on both
+//! engines under their engine's name (`conformance::redb::writes::...`,
+//! `conformance::postgres::writes::...`); see "Engines and the conformance suite" in
+//! `docs/storage.md`. Engine-specific tests (crash safety, relaxed commit internals, the on-disk
+//! layout) live beside this module, not in it.
 
 use eventdbx_core::write::{WriteBody, WriteKind};
 use eventdbx_core::CoreError;
-use eventdbx_store::{Durability, EventStore, Storage, StoreError, WriteRequest};
+use eventdbx_store::{EventStore, StoreError, WriteRequest};
 use serde_json::{json, Value};
 
-mod jobs;
-mod paging;
-pub(crate) mod references;
-mod writes;
+pub(crate) mod postgres;
+pub(crate) mod redb;
 
-/// The engine under test, opened (or reopened) on `dir` with `durability`. Every engine must
-/// honour both durability modes; the suite uses relaxed mode where a test writes a lot.
-pub(crate) fn engine(dir: &Path, durability: Durability) -> Storage {
-    eventdbx_store::open_embedded(dir.join("data.redb"), durability, 0).expect("open the engine")
-}
+/// The embedded engine's reference scan, used by its own tests beside the suite.
+pub(crate) use redb::references;
 
 pub(crate) const T: &str = "default";
-
-/// The event store of a durable engine on `dir`.
-pub(crate) fn open(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
-    engine(dir.path(), Durability::Fsync).events
-}
-
-/// The event store of a relaxed engine on `dir`.
-pub(crate) fn relaxed(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
-    engine(dir.path(), Durability::Relaxed).events
-}
 
 pub(crate) fn request(kind: WriteKind, t: &str, id: &str, payload: Value) -> WriteRequest {
     WriteRequest::new(kind, t, id, "thing.changed", WriteBody::Payload(payload))
