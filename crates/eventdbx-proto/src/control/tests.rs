@@ -525,3 +525,47 @@ fn an_unknown_member_keeps_the_id() {
     let err = decoded.expect_err("unknown member");
     assert!(err.to_string().contains("unknown request"), "{err}");
 }
+
+/// `bytes` with the struct-list tag `tag` rewritten to announce `count` empty structs.
+fn with_empty_elements(mut bytes: Vec<u8>, tag: [u8; 8], count: u32) -> Vec<u8> {
+    let at = bytes
+        .windows(8)
+        .position(|word| word == tag)
+        .expect("the list's tag word");
+    bytes[at..at + 4].copy_from_slice(&(count << 2).to_le_bytes());
+    bytes[at + 4..at + 8].fill(0);
+    bytes
+}
+
+#[test]
+fn publish_targets_of_empty_structs_are_refused() {
+    // Found by the `control_request` fuzz target: the 216 bytes below decoded into a million
+    // publish targets (72 MB; the traversal limit allows 8 million, 560 MB).
+    let write = WriteRequest {
+        token: "t".into(),
+        aggregate_type: "p".into(),
+        aggregate_id: "1".into(),
+        event_type: "e".into(),
+        body_json: "{}".into(),
+        publish_targets: Some(vec![PublishTarget {
+            plugin: "s".into(),
+            mode: None,
+            priority: None,
+        }]),
+        ..WriteRequest::default()
+    };
+    let encoded = Request::AppendEvent(write).encode(3).expect("encode");
+    // One element of one data word and three pointers.
+    let bytes = with_empty_elements(encoded, [4, 0, 0, 0, 1, 0, 3, 0], 1_000_000);
+    assert_eq!(bytes.len(), 216);
+    let (id, decoded) = decode_request(&bytes).expect("still a ControlRequest");
+    assert_eq!(id, 3);
+    // Not `expect_err`: its message would print the million targets.
+    let Err(err) = decoded else {
+        panic!("a million empty publish targets decoded");
+    };
+    assert!(
+        matches!(&err, ProtoError::Malformed(m) if m.contains("1000000 publish targets that take no space")),
+        "{err}"
+    );
+}
