@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need on a fresh machine (Rust, Python 3.11 and pip
-# assumed): a local .venv with the Python test dependencies, and Debian's capnproto so the
-# committed Cap'n Proto code can be checked against the schema. Safe to run repeatedly.
+# assumed): a local .venv with the Python test dependencies, Debian's capnproto so the
+# committed Cap'n Proto code can be checked against the schema, and cargo-fuzz for the fuzz
+# targets. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,12 @@ if ! command -v capnp >/dev/null 2>&1; then
   else
     echo "setup: no capnp compiler; the schema drift test will skip its comparison"
   fi
+fi
+
+# scripts/fuzz.sh: cargo-fuzz from crates.io, built with its own lock file (it runs on stable).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz (scripts/fuzz.sh)"
+  cargo install --locked --quiet cargo-fuzz --version "~0.13"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
