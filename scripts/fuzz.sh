@@ -59,8 +59,9 @@ for target in "${targets[@]}"; do
     result="FAILED (exit $?; log $log)"
     status=1
   fi
+  # A target that fails at once prints neither line: no match must not end the script.
   runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
-  coverage="$(grep -E '^#[0-9]+' "$log" | grep -oE 'cov: [0-9]+ ft: [0-9]+' | tail -n 1)"
+  coverage="$(grep -E '^#[0-9]+' "$log" | grep -oE 'cov: [0-9]+ ft: [0-9]+' | tail -n 1 || true)"
   cov="$(echo "$coverage" | awk '{print $2}')"
   features="$(echo "$coverage" | awk '{print $4}')"
   printf '%-18s %12s %8s %8s  %s\n' "$target" "${runs:-?}" "${cov:-?}" "${features:-?}" "$result"

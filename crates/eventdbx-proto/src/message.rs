@@ -214,22 +214,22 @@ impl StreamMessageReader {
     }
 }
 
-/// Refuses a list of structs whose elements take less than a word each in the message.
+/// Refuses a list of structs whose first element lacks the text every element of it must hold.
 ///
-/// Cap'n Proto lets a list of empty structs (or of bytes read as structs) announce millions of
-/// elements in a few bytes, charging the traversal limit at most a word per element, while each
-/// element still costs the decoder a whole value: a 216-byte `appendEvent` decoded into 8
-/// million publish targets (560 MB and 2 s) before its token was looked at. Every struct of our
-/// schemas that travels in a list has a text, so such an element never comes from a real peer.
-/// All elements of a list have one size: `first` (the first element's size) speaks for all.
-pub(crate) fn refuse_empty_elements(
+/// Cap'n Proto lets a list of empty structs announce millions of elements in a few bytes, and
+/// reads a list of bytes or numbers as structs of their width, while each element costs the
+/// decoder a whole value: a 216-byte `appendEvent` decoded into 8 million publish targets (560
+/// MB and 2 s) before its token was looked at. Such elements have no pointer section, so their
+/// text is missing. The elements of one list share their layout: when the first has its text,
+/// every element takes at least a word of the message, and the list costs what it weighs.
+pub(crate) fn refuse_textless_elements(
     len: u32,
-    first: Option<capnp::MessageSize>,
+    first_has_text: Option<bool>,
     what: &str,
 ) -> Result<()> {
-    match first {
-        Some(size) if size.word_count == 0 => Err(ProtoError::Malformed(format!(
-            "{len} {what} that take no space in the message"
+    match first_has_text {
+        Some(false) => Err(ProtoError::Malformed(format!(
+            "{len} {what} without their text (a list of data-only structs)"
         ))),
         _ => Ok(()),
     }

@@ -2,7 +2,7 @@
 //! `setAggregateArchive`.
 
 use super::{list_len, optional_text, text};
-use crate::message::refuse_empty_elements;
+use crate::message::refuse_textless_elements;
 use crate::schema::control_capnp::{
     append_event_request, append_event_response, create_aggregate_request,
     create_aggregate_response, patch_event_request, publish_target, set_aggregate_archive_request,
@@ -61,8 +61,8 @@ fn decode_targets(
         return Ok(None);
     }
     let list = list?;
-    let first = list.iter().next().map(|t| t.total_size()).transpose()?;
-    refuse_empty_elements(list.len(), first, "publish targets")?;
+    let first = list.iter().next().map(|target| target.has_plugin());
+    refuse_textless_elements(list.len(), first, "publish targets")?;
     list.iter()
         .map(PublishTarget::decode)
         .collect::<Result<_>>()
