@@ -3,11 +3,14 @@
 //!
 //! The first input byte picks the size of the reads; the rest is the stream. Asserts: no panic;
 //! the stream decoder yields the envelopes that `decode_envelope` finds message by message; each
-//! envelope re-encodes to bytes that decode to an equal envelope.
+//! envelope re-encodes to bytes that decode to an equal envelope; each state entry took a word of
+//! the input at least.
 #![no_main]
 
 use eventdbx_proto::message::{message_length, MessageLength};
-use eventdbx_proto::plugin::{decode_envelope, encode_envelope, EnvelopeDecoder, MAX_ACK_BYTES};
+use eventdbx_proto::plugin::{
+    decode_envelope, encode_envelope, EnvelopeDecoder, PluginEnvelope, MAX_ACK_BYTES,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -49,6 +52,10 @@ fuzz_target!(|input: &[u8]| {
     }
 
     for envelope in whole {
+        // Each state entry holds a key pointer: a word of the input at least.
+        if let PluginEnvelope::Event(event) = &envelope {
+            assert!(event.state_entries.len() * 8 <= stream.len());
+        }
         let again = encode_envelope(&envelope);
         assert_eq!(decode_envelope(&again).ok(), Some(envelope));
     }
