@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds every fuzz target of fuzz/ once (cargo fuzz, on stable: --sanitizer none) and runs each
-# for a bounded time, failing on the first crash, leak of time (a hang) or assertion. Prints,
-# per target, the executions and the coverage libFuzzer reached. docs/testing.md, "Fuzzing".
+# for a bounded time; fails when any target found a panic (assertions included), an input slower
+# than 10 s or one that ran out of memory. Prints, per target, the executions and the coverage
+# libFuzzer reached. docs/testing.md, "Fuzzing".
 #
 #   scripts/fuzz.sh                  every target, FUZZ_SECONDS (default 20) each
 #   FUZZ_SECONDS=300 scripts/fuzz.sh filter patch     two targets, five minutes each
@@ -66,8 +67,11 @@ for target in "${targets[@]}"; do
   features="$(echo "$coverage" | awk '{print $4}')"
   printf '%-18s %12s %8s %8s  %s\n' "$target" "${runs:-?}" "${cov:-?}" "${features:-?}" "$result"
   if [ "$result" != ok ]; then
-    # The crash report: the panic message, the stack and the input's file name.
-    grep -E "panicked|Test unit written|ERROR: libFuzzer|SUMMARY|^ *[0-9]+: " "$log" | head -n 40 >&2 || true
+    # The crash report: the panic and its message, libFuzzer's verdict, the input's file name.
+    {
+      grep -E -A3 "panicked at" "$log" | head -n 8
+      grep -E "ERROR: libFuzzer|SUMMARY|Test unit written" "$log"
+    } >&2 || true
   fi
 done
 exit "$status"
