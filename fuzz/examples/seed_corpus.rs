@@ -20,9 +20,9 @@ use eventdbx_proto::control::{
     ErrorResponse, GetAggregateRequest, ListAggregatesRequest, ListEventsRequest, PublishTarget,
     Reply, Request, SelectAggregateRequest, WriteRequest,
 };
+use eventdbx_proto::frame;
 use eventdbx_proto::hello::{cli_rejection, Hello, HelloResponse};
 use eventdbx_proto::plugin::{encode_envelope, PluginEnvelope, PluginEvent, PluginInit};
-use eventdbx_proto::{frame, noise::v2};
 use serde_json::Map;
 
 type Seeds = BTreeMap<&'static str, Vec<Vec<u8>>>;
@@ -295,7 +295,6 @@ fn noise_seeds(seeds: &mut Seeds) {
             records::encode(&[(RAW, &[0u8; 48])]),
         ],
     );
-    let _ = v2::TOKEN_ID_LEN;
 }
 
 fn query_seeds(seeds: &mut Seeds) -> Result<(), Box<dyn std::error::Error>> {
