@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need on a fresh machine (Rust, Python 3.11 and pip
-# assumed): a local .venv with the Python test dependencies, and Debian's capnproto so the
-# committed Cap'n Proto code can be checked against the schema, and Debian's PostgreSQL for the
-# PostgreSQL engine's tests. Safe to run repeatedly.
+# assumed): a local .venv with the Python test dependencies, Debian's capnproto so the
+# committed Cap'n Proto code can be checked against the schema, Debian's PostgreSQL for the
+# PostgreSQL engine's tests, and cargo-fuzz for the fuzz targets. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,12 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v in
     echo "setup: PostgreSQL is not installed and cannot be (needs apt-get as root);" \
       "the PostgreSQL engine's tests will fail" >&2
   fi
+fi
+
+# scripts/fuzz.sh: cargo-fuzz from crates.io, built with its own lock file (it runs on stable).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz (scripts/fuzz.sh)"
+  cargo install --locked --quiet cargo-fuzz --version "~0.13"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

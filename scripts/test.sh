@@ -23,6 +23,8 @@ else
 fi
 echo "== doc tests"
 cargo test --workspace --locked --doc
+echo "== fuzz targets, ${FUZZ_SECONDS:-20} s each (scripts/fuzz.sh, docs/testing.md)"
+scripts/fuzz.sh
 echo "== EventDBX's own Rust client (crates.io eventdbx-client) against our server"
 if command -v capnp >/dev/null 2>&1; then
   cargo test --locked --manifest-path compat/reference-client/Cargo.toml

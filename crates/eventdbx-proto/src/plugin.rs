@@ -298,8 +298,11 @@ fn read_init(reader: plugin_init::Reader<'_>) -> Result<PluginInit> {
 }
 
 fn read_event(reader: plugin_event::Reader<'_>) -> Result<PluginEvent> {
+    let entries = reader.get_state_entries()?;
+    let first = entries.iter().next().map(|entry| entry.has_key());
+    message::refuse_textless_elements(entries.len(), first, "state entries")?;
     let mut state_entries = Vec::new();
-    for entry in reader.get_state_entries()? {
+    for entry in entries {
         state_entries.push((text(entry.get_key())?, text(entry.get_value())?));
     }
     Ok(PluginEvent {
@@ -435,6 +438,26 @@ mod tests {
         let err = decoder.feed(&bytes[..8]).expect_err("too large");
         assert!(
             matches!(err, ProtoError::MessageTooLarge { limit: 1024, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn state_entries_of_empty_structs_are_refused() {
+        let mut bytes = encode_envelope(&PluginEnvelope::Event(event(1)));
+        // The two entries' tag (two elements of no data word and two pointers), rewritten to a
+        // million entries that take no space: each would still cost two strings.
+        let tag = [8, 0, 0, 0, 0, 0, 2, 0];
+        let at = bytes.windows(8).position(|w| w == tag).expect("tag");
+        bytes[at..at + 4].copy_from_slice(&(1_000_000u32 << 2).to_le_bytes());
+        bytes[at + 4..at + 8].fill(0);
+        // Not `expect_err`: its message would print the million entries.
+        let Err(err) = decode_envelope(&bytes) else {
+            panic!("a million empty state entries decoded");
+        };
+        assert!(
+            err.to_string()
+                .contains("1000000 state entries without their text"),
             "{err}"
         );
     }

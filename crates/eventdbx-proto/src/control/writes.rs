@@ -2,6 +2,7 @@
 //! `setAggregateArchive`.
 
 use super::{list_len, optional_text, text};
+use crate::message::refuse_textless_elements;
 use crate::schema::control_capnp::{
     append_event_request, append_event_response, create_aggregate_request,
     create_aggregate_response, patch_event_request, publish_target, set_aggregate_archive_request,
@@ -59,8 +60,10 @@ fn decode_targets(
     if !has {
         return Ok(None);
     }
-    list?
-        .iter()
+    let list = list?;
+    let first = list.iter().next().map(|target| target.has_plugin());
+    refuse_textless_elements(list.len(), first, "publish targets")?;
+    list.iter()
         .map(PublishTarget::decode)
         .collect::<Result<_>>()
         .map(Some)
