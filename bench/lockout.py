@@ -3,8 +3,9 @@ unauthenticated connections sit on the server? (Not in CI; see docs/reliability.
 
 Starts ``dbx serve`` (a release build) with a descriptor limit high enough for the flood, makes
 one warm-up call and 20 baseline tries, then opens ``--connections`` TCP connections (default
-5,000) that never send a byte, from ``--sources`` loopback addresses (127.0.0.2 and up), in a
-separate process so the flood never holds this process's GIL. Then, for each phase:
+5,000) that never send a byte, from ``--sources`` loopback addresses (127.0.0.2 and up; with
+``--beside-client``, from the client's own 127.0.0.1), in a separate process so the flood
+never holds this process's GIL. Then, for each phase:
 
 - ``held``: the connections are held open as they are (the server closes the ones over its
   pending budget and the rest at its handshake deadline; the attacker keeps its ends open);
@@ -66,12 +67,13 @@ def _open(host: str, port: int, source: str) -> socket.socket:
     return sock
 
 
-def flood(host: str, port: int, connections: int, sources: int, control: Connection) -> None:
+def flood(host: str, port: int, connections: int, sources: int, beside_client: bool,
+          control: Connection) -> None:
     """Opens the connections, says ``ready``, then serves commands: ``reopen`` starts reopening
     every connection the server closes, ``stop`` ends and answers with the counts."""
     raise_fd_limit(connections + 1024)
-    addresses = [f"127.0.0.{2 + i % 250}" if sources > 1 else "127.0.0.1"
-                 for i in range(max(1, sources))]
+    addresses = (["127.0.0.1"] if beside_client
+                 else [f"127.0.0.{2 + i % 250}" for i in range(max(1, sources))])
     selector = selectors.DefaultSelector()
     failures = 0
     for i in range(connections):
@@ -176,7 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--sources", type=int, default=100,
-                        help="loopback source addresses of the flood (1: 127.0.0.1 alone)")
+                        help="loopback source addresses of the flood, from 127.0.0.2 up")
+    parser.add_argument("--beside-client", action="store_true",
+                        help="flood from 127.0.0.1, the client's own address")
     parser.add_argument("--phases", default="held,reopen")
     parser.add_argument("--limit-ms", type=float, default=100.0)
     parser.add_argument("--spacing", type=float, default=0.2,
@@ -203,13 +207,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         control, child_end = multiprocessing.Pipe()
         flooder = multiprocessing.get_context("spawn").Process(
             target=flood, args=(server.host, server.port, args.connections, args.sources,
-                                child_end), daemon=True)
+                                args.beside_client, child_end), daemon=True)
         started = time.monotonic()
         flooder.start()
         if not control.poll(120):
             raise RuntimeError("the flood did not open its connections within 120 s")
         _, opened, refused = control.recv()
-        print(f"flood: {opened} connections open from {args.sources} source address(es) in "
+        where = "127.0.0.1" if args.beside_client else f"{args.sources} source address(es)"
+        print(f"flood: {opened} connections open from {where} in "
               f"{time.monotonic() - started:.1f} s ({refused} failed to open)", flush=True)
         for phase in args.phases.split(","):
             if phase == "reopen":
