@@ -36,7 +36,24 @@ pub enum KnownV2Hosts {
     Disabled,
 }
 
+/// Whether a setting's text turns the memory off: empty, `off` or `none` (any case).
+fn turns_off(text: &str) -> bool {
+    let text = text.trim();
+    text.is_empty() || text.eq_ignore_ascii_case("off") || text.eq_ignore_ascii_case("none")
+}
+
 impl KnownV2Hosts {
+    /// A setting given as text (an SDK argument, a configuration value), read as the
+    /// environment variable is: empty, `off` or `none` remember nothing; anything else is the
+    /// file.
+    pub fn from_setting(text: &str) -> Self {
+        if turns_off(text) {
+            KnownV2Hosts::Disabled
+        } else {
+            KnownV2Hosts::File(PathBuf::from(text))
+        }
+    }
+
     /// The file to use, if any.
     pub fn path(&self) -> Option<PathBuf> {
         self.path_with(|name| std::env::var_os(name).map(PathBuf::from))
@@ -48,12 +65,7 @@ impl KnownV2Hosts {
             KnownV2Hosts::File(path) => Some(path.clone()),
             KnownV2Hosts::Default => {
                 if let Some(chosen) = lookup(ENV_VAR) {
-                    let text = chosen.to_string_lossy();
-                    let text = text.trim();
-                    let off = text.is_empty()
-                        || text.eq_ignore_ascii_case("off")
-                        || text.eq_ignore_ascii_case("none");
-                    return (!off).then(|| chosen.clone());
+                    return (!turns_off(&chosen.to_string_lossy())).then(|| chosen.clone());
                 }
                 let state = lookup("XDG_STATE_HOME")
                     .filter(|dir| dir.is_absolute())
@@ -186,6 +198,21 @@ mod tests {
         assert_eq!(
             KnownV2Hosts::Disabled.path_with(env(&[("HOME", "/h")])),
             None
+        );
+    }
+
+    #[test]
+    fn a_setting_turns_the_memory_off_as_the_variable_does() {
+        for off in ["", "  ", "off", "OFF", "none", "None"] {
+            assert_eq!(
+                KnownV2Hosts::from_setting(off),
+                KnownV2Hosts::Disabled,
+                "{off:?}"
+            );
+        }
+        assert_eq!(
+            KnownV2Hosts::from_setting("/k/hosts"),
+            KnownV2Hosts::File(PathBuf::from("/k/hosts"))
         );
     }
 

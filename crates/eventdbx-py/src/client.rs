@@ -146,7 +146,8 @@ impl Client {
     /// Connects and performs the handshake; returns a `Client` (or an awaitable of one).
     ///
     /// `transport` is `auto`, `v1`, `v2` or `plaintext`. `known_v2_hosts` is the file of servers
-    /// seen speaking v2 (`None`: the default location, `""`: remember nothing);
+    /// seen speaking v2 (`None`: the default location, `""`, `"off"` or `"none"`: remember
+    /// nothing, as for `EVENTDBX_KNOWN_V2_HOSTS`);
     /// `allow_v1_fallback = False` refuses the v1 fallback even on first contact.
     #[staticmethod]
     #[pyo3(signature = (
@@ -203,8 +204,7 @@ impl Client {
             .allow_v1_fallback(allow_v1_fallback)
             .known_v2_hosts(match known_v2_hosts {
                 None => KnownV2Hosts::Default,
-                Some(path) if path.trim().is_empty() => KnownV2Hosts::Disabled,
-                Some(path) => KnownV2Hosts::File(path.into()),
+                Some(setting) => KnownV2Hosts::from_setting(&setting),
             });
         if let Some(key) = server_key {
             let key = key.trim().to_ascii_lowercase();
