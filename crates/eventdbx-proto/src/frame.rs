@@ -101,23 +101,34 @@ pub struct FrameBuffer {
     limit: usize,
 }
 
-/// The initial capacity of a [`FrameBuffer`]; it grows up to one whole frame when needed.
-const FRAME_BUFFER_INITIAL: usize = 8 * 1024;
+/// The initial capacity of a [`FrameBuffer`]; it grows up to one whole frame when needed, and
+/// goes back to this size once the large frame has been taken, so that a session which once
+/// received a full-size frame does not keep 64 KiB for the rest of its life.
+pub const FRAME_BUFFER_INITIAL: usize = 8 * 1024;
 
 impl FrameBuffer {
     /// An empty buffer for frames whose payload is at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
         FrameBuffer {
-            buf: vec![0; FRAME_BUFFER_INITIAL.min(HEADER_LEN + limit)],
+            buf: vec![0; Self::initial_len(limit)],
             start: 0,
             end: 0,
             limit,
         }
     }
 
+    fn initial_len(limit: usize) -> usize {
+        FRAME_BUFFER_INITIAL.min(HEADER_LEN + limit)
+    }
+
     /// Bytes received but not yet taken as frames.
     pub fn buffered(&self) -> usize {
         self.end - self.start
+    }
+
+    /// The bytes the buffer holds allocated (what a session keeps between frames).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Whether a complete frame is buffered (an announced length over the limit is an error).
@@ -145,6 +156,11 @@ impl FrameBuffer {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            let initial = Self::initial_len(self.limit);
+            if self.buf.len() > initial {
+                self.buf.truncate(initial);
+                self.buf.shrink_to_fit();
+            }
         }
         let pending = &self.buf[self.start..self.end];
         let needed = match pending.get(..HEADER_LEN) {
@@ -351,6 +367,31 @@ mod tests {
             Polled::TimedOut
         );
         assert_eq!(idle.1, 1);
+    }
+
+    #[test]
+    fn frame_buffer_shrinks_back_after_a_large_frame() {
+        let mut buffer = FrameBuffer::new(65_535);
+        let initial = buffer.capacity();
+        assert_eq!(initial, FRAME_BUFFER_INITIAL);
+        let large = vec![9u8; 60_000];
+        let wire = encode(&large, 65_535).expect("fits");
+        assert_eq!(feed(&mut buffer, &wire, usize::MAX), vec![large]);
+        assert!(buffer.capacity() >= 60_000, "grew to hold the frame");
+        // The next read (of the next frame) starts from the initial size again.
+        let space = buffer.read_space().len();
+        assert_eq!(
+            buffer.capacity(),
+            initial,
+            "shrank once the frame was taken"
+        );
+        assert_eq!(space, initial);
+        // A partial frame keeps its room: nothing is shrunk under bytes still needed.
+        let mut buffer = FrameBuffer::new(65_535);
+        let partial = &wire[..30_000];
+        assert!(feed(&mut buffer, partial, usize::MAX).is_empty());
+        let _ = buffer.read_space();
+        assert!(buffer.capacity() >= 60_004);
     }
 
     #[test]
