@@ -8,6 +8,7 @@ mod control;
 mod correctness;
 mod error_codes;
 mod flows;
+mod messages;
 mod plugins;
 mod process_plugin;
 mod references;
