@@ -21,6 +21,9 @@ use super::{
 use crate::commands;
 use crate::state::ServerState;
 
+/// The verdict for a revoked token (`docs/protocol.md`, "Handshake").
+const REVOKED: &str = "token has been revoked";
+
 pub(super) async fn serve_v2(
     state: Arc<ServerState>,
     mut socket: TcpStream,
@@ -51,7 +54,7 @@ pub(super) async fn serve_v2(
     let Ok(token_id) = responder.read_message1(&msg1) else {
         return;
     };
-    let mut psk = state.auth.psk_for(&token_id);
+    let mut psk = state.auth.handshake_psk(&token_id);
     if psk.is_none() && state.registry_changed() {
         // A token the CLI issued a moment ago is not known here until the token files are read
         // again; read them now (only when the registry file changed) rather than refuse it for
@@ -60,7 +63,7 @@ pub(super) async fn serve_v2(
         if let Ok(Err(err)) = tokio::task::spawn_blocking(move || auth.reload()).await {
             tracing::warn!(error = %err, "could not refresh tokens");
         }
-        psk = state.auth.psk_for(&token_id);
+        psk = state.auth.handshake_psk(&token_id);
     }
     let Ok(msg2) = responder.write_message2(psk.as_ref()) else {
         return;
@@ -85,6 +88,12 @@ pub(super) async fn serve_v2(
     };
     let token = pending.token().to_owned();
     let verdict = match state.auth.verify(&token) {
+        // Only the holder of the token reads this verdict (it is sealed under keys that depend
+        // on the token's PSK), so naming the revocation tells nobody else anything.
+        Err(_) if state.auth.is_revoked(&token) => {
+            tracing::info!("control token refused: revoked");
+            Err(REVOKED.to_owned())
+        }
         Err(err) => {
             tracing::info!(error = %err, "control token refused");
             Err("invalid control token".to_owned())
