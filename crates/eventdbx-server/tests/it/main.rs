@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod correctness;
 mod error_codes;
+mod flood;
 mod flows;
 mod messages;
 mod plugins;
