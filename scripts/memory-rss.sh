@@ -26,7 +26,7 @@ run() {
   workspace=$(mktemp -d)
   port=$(free_port)
   http=$(free_port)
-  (cd "$workspace" && "$dbx" init >/dev/null)
+  (cd "$workspace" && "$dbx" init >/dev/null 2>&1)
   sed -i "s/127.0.0.1:6363/127.0.0.1:$port/; s/^port = 7070/port = $http/" "$workspace/.dbx/config.toml"
   (cd "$workspace" && exec "$dbx" serve >"$workspace/serve.log" 2>&1) &
   pid=$!
@@ -39,10 +39,11 @@ run() {
   local start
   start=$(rss "$pid" VmRSS)
   if [ "$name" = stall ]; then
-    # Measured while the sessions are held (well inside the 30 s message timeout).
-    "$probe" "127.0.0.1:$port" "$token" stall 20 "$size" 10 | {
+    # Measured while the sessions are held, once their bytes had time to arrive on a busy
+    # machine (inside the 30 s message timeout).
+    "$probe" "127.0.0.1:$port" "$token" stall 20 "$size" 20 | {
       read -r _
-      sleep 3
+      sleep 15
       echo "$name: start $start, while held $(rss "$pid" VmRSS), peak $(rss "$pid" VmHWM)"
       cat >/dev/null
     }
