@@ -131,6 +131,21 @@ impl FrameBuffer {
         self.buf.capacity()
     }
 
+    /// Goes back to the initial size when nothing is buffered: for a session about to wait for
+    /// its next message, so that one large message does not cost it 64 KiB for the rest of its
+    /// life. Not done after every frame: a message of many frames would reallocate the buffer
+    /// for each, interleaving small allocations with the message's large ones (and the allocator
+    /// then cannot give the large ones' memory back).
+    pub fn shrink_when_empty(&mut self) {
+        let initial = Self::initial_len(self.limit);
+        if self.start == self.end && self.buf.len() > initial {
+            self.start = 0;
+            self.end = 0;
+            self.buf.truncate(initial);
+            self.buf.shrink_to_fit();
+        }
+    }
+
     /// Whether a complete frame is buffered (an announced length over the limit is an error).
     pub fn has_frame(&self) -> Result<bool> {
         Ok(split(&self.buf[self.start..self.end], self.limit)?.is_some())
@@ -156,11 +171,6 @@ impl FrameBuffer {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            let initial = Self::initial_len(self.limit);
-            if self.buf.len() > initial {
-                self.buf.truncate(initial);
-                self.buf.shrink_to_fit();
-            }
         }
         let pending = &self.buf[self.start..self.end];
         let needed = match pending.get(..HEADER_LEN) {
@@ -378,20 +388,20 @@ mod tests {
         let wire = encode(&large, 65_535).expect("fits");
         assert_eq!(feed(&mut buffer, &wire, usize::MAX), vec![large]);
         assert!(buffer.capacity() >= 60_000, "grew to hold the frame");
-        // The next read (of the next frame) starts from the initial size again.
-        let space = buffer.read_space().len();
+        buffer.shrink_when_empty();
         assert_eq!(
             buffer.capacity(),
             initial,
             "shrank once the frame was taken"
         );
-        assert_eq!(space, initial);
+        assert_eq!(buffer.read_space().len(), initial);
         // A partial frame keeps its room: nothing is shrunk under bytes still needed.
         let mut buffer = FrameBuffer::new(65_535);
         let partial = &wire[..30_000];
         assert!(feed(&mut buffer, partial, usize::MAX).is_empty());
-        let _ = buffer.read_space();
+        buffer.shrink_when_empty();
         assert!(buffer.capacity() >= 60_004);
+        assert_eq!(feed(&mut buffer, &wire[30_000..], usize::MAX).len(), 1);
     }
 
     #[test]

@@ -708,19 +708,6 @@ impl ChunkSealer {
     }
 }
 
-/// Makes room for `more` bytes in a reassembly buffer that will end at `total` bytes: doubling
-/// as usual, but never past `total`. Plain doubling would give a 16 MiB message a 32 MiB
-/// buffer (the steps from one chunk's size pass just below 16 MiB), and trusting the announced
-/// length up front would let a peer make us allocate for data it never sends.
-fn grow_within(buffer: &mut Vec<u8>, more: usize, total: usize) {
-    let needed = buffer.len() + more;
-    if needed <= buffer.capacity() {
-        return;
-    }
-    let target = needed.max(buffer.capacity().saturating_mul(2)).min(total);
-    buffer.reserve_exact(target - buffer.len());
-}
-
 /// Reassembles logical messages from chunks, enforcing this side's maximum.
 #[derive(Debug)]
 pub struct ChunkOpener {
@@ -782,7 +769,6 @@ impl ChunkOpener {
                 "chunks exceed the announced length".into(),
             ));
         }
-        grow_within(&mut buffer, body.len(), total);
         buffer.extend_from_slice(body);
         if flags & CHUNK_LAST == 0 {
             self.partial = Some((total, buffer));

@@ -54,6 +54,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Lets the buffer go back to its initial size if nothing is buffered (see
+    /// [`FrameBuffer::shrink_when_empty`]): call it before waiting for a new message.
+    pub fn shrink_when_empty(&mut self) {
+        self.buffer.shrink_when_empty();
+    }
+
     /// Reads once from the stream into the buffer, whatever it holds, without waiting for a
     /// whole frame; returns the count, 0 at the end of the stream. A session waits with this
     /// while it is idle, so that it knows when the next message has begun (and its deadline

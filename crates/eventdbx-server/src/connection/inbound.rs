@@ -151,6 +151,8 @@ pub(super) async fn next_frame<'r>(
     between_messages: bool,
 ) -> Inbound<'r> {
     if between_messages && reader.buffered() == 0 {
+        // Idle: a large message before this one leaves no large buffer behind.
+        reader.shrink_when_empty();
         match timeout(IDLE_TIMEOUT, reader.fill()).await {
             Ok(Ok(0) | Err(TransportError::Io(_))) | Err(_) => return Inbound::Ended,
             Ok(Err(err)) => return Inbound::Unreadable(err),
