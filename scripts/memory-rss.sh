@@ -6,6 +6,9 @@
 #   stall       20 sessions that each send 15 MiB of a 16 MiB message and stop.
 # Prints, per scenario, the peak RSS (VmHWM) and the RSS after it (or, for stall, while held).
 #
+# Run it once as is and once with MALLOC_MMAP_THRESHOLD_=131072 exported to see what glibc's
+# malloc keeps (docs/server.md, "Messages in flight").
+#
 # usage: scripts/memory-rss.sh [dbx] [large_messages]
 #   defaults: the release builds, `cargo build --release -p eventdbx-cli` and
 #   `cargo build --release -p eventdbx-proto --example large_messages`.
