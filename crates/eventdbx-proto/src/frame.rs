@@ -101,23 +101,49 @@ pub struct FrameBuffer {
     limit: usize,
 }
 
-/// The initial capacity of a [`FrameBuffer`]; it grows up to one whole frame when needed.
-const FRAME_BUFFER_INITIAL: usize = 8 * 1024;
+/// The initial capacity of a [`FrameBuffer`]; it grows up to one whole frame when needed, and
+/// goes back to this size once the large frame has been taken, so that a session which once
+/// received a full-size frame does not keep 64 KiB for the rest of its life.
+pub const FRAME_BUFFER_INITIAL: usize = 8 * 1024;
 
 impl FrameBuffer {
     /// An empty buffer for frames whose payload is at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
         FrameBuffer {
-            buf: vec![0; FRAME_BUFFER_INITIAL.min(HEADER_LEN + limit)],
+            buf: vec![0; Self::initial_len(limit)],
             start: 0,
             end: 0,
             limit,
         }
     }
 
+    fn initial_len(limit: usize) -> usize {
+        FRAME_BUFFER_INITIAL.min(HEADER_LEN + limit)
+    }
+
     /// Bytes received but not yet taken as frames.
     pub fn buffered(&self) -> usize {
         self.end - self.start
+    }
+
+    /// The bytes the buffer holds allocated (what a session keeps between frames).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Goes back to the initial size when nothing is buffered: for a session about to wait for
+    /// its next message, so that one large message does not cost it 64 KiB for the rest of its
+    /// life. Not done after every frame: a message of many frames would reallocate the buffer
+    /// for each, interleaving small allocations with the message's large ones (and the allocator
+    /// then cannot give the large ones' memory back).
+    pub fn shrink_when_empty(&mut self) {
+        let initial = Self::initial_len(self.limit);
+        if self.start == self.end && self.buf.len() > initial {
+            self.start = 0;
+            self.end = 0;
+            self.buf.truncate(initial);
+            self.buf.shrink_to_fit();
+        }
     }
 
     /// Whether a complete frame is buffered (an announced length over the limit is an error).
@@ -351,6 +377,31 @@ mod tests {
             Polled::TimedOut
         );
         assert_eq!(idle.1, 1);
+    }
+
+    #[test]
+    fn frame_buffer_shrinks_back_after_a_large_frame() {
+        let mut buffer = FrameBuffer::new(65_535);
+        let initial = buffer.capacity();
+        assert_eq!(initial, FRAME_BUFFER_INITIAL);
+        let large = vec![9u8; 60_000];
+        let wire = encode(&large, 65_535).expect("fits");
+        assert_eq!(feed(&mut buffer, &wire, usize::MAX), vec![large]);
+        assert!(buffer.capacity() >= 60_000, "grew to hold the frame");
+        buffer.shrink_when_empty();
+        assert_eq!(
+            buffer.capacity(),
+            initial,
+            "shrank once the frame was taken"
+        );
+        assert_eq!(buffer.read_space().len(), initial);
+        // A partial frame keeps its room: nothing is shrunk under bytes still needed.
+        let mut buffer = FrameBuffer::new(65_535);
+        let partial = &wire[..30_000];
+        assert!(feed(&mut buffer, partial, usize::MAX).is_empty());
+        buffer.shrink_when_empty();
+        assert!(buffer.capacity() >= 60_004);
+        assert_eq!(feed(&mut buffer, &wire[30_000..], usize::MAX).len(), 1);
     }
 
     #[test]

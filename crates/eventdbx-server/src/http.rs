@@ -213,6 +213,30 @@ fn metrics(state: &ServerState) -> String {
             "gauge",
             u64::from(!matches!(state.store.health(), StorageHealth::Ok)),
         ),
+        gauge(
+            "eventdbx_message_bytes_reserved",
+            "Bytes of messages reserved from the message budget now (socket.message_budget_bytes).",
+            "gauge",
+            m.message_bytes_reserved.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_message_bytes_reserved_peak",
+            "The most message bytes reserved at once since the server started.",
+            "gauge",
+            m.message_bytes_reserved_peak.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_message_budget_waits_total",
+            "Messages that waited for room in the message budget.",
+            "counter",
+            m.message_budget_waits.load(Ordering::Relaxed),
+        ),
+        gauge(
+            "eventdbx_message_timeouts_total",
+            "Sessions closed because a message begun did not arrive whole in time.",
+            "counter",
+            m.message_timeouts.load(Ordering::Relaxed),
+        ),
         plugin_metrics(state, &gauge),
     ]
     .concat()

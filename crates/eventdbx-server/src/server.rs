@@ -165,7 +165,7 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let gate = Arc::new(Gate::default());
+        let gate = Arc::new(Gate::new(self.state.config.socket.message_budget_bytes));
         self.state.plugins.start(
             Arc::clone(&self.state.jobs),
             self.state.config.plugin_queue.prune.clone(),

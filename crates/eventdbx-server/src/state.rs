@@ -90,6 +90,15 @@ pub struct Metrics {
     pub busy_polling: AtomicU64,
     /// The most sessions ever seen polling at once.
     pub busy_polling_peak: AtomicU64,
+    /// Bytes reserved from the message budget right now (`[socket] message_budget_bytes`).
+    pub message_bytes_reserved: AtomicU64,
+    /// The most bytes ever reserved at once: never above the budget.
+    pub message_bytes_reserved_peak: AtomicU64,
+    /// Messages that had to wait for room in the message budget.
+    pub message_budget_waits: AtomicU64,
+    /// Sessions closed because a message they had begun did not arrive whole in time
+    /// (`[socket] message_timeout_ms`); also counted in `protocol_errors`.
+    pub message_timeouts: AtomicU64,
 }
 
 impl Metrics {

@@ -87,6 +87,28 @@ async fn pinned_key_right_and_wrong() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_told_so_on_v2() {
+    let mut server = TestServer::start().await;
+    // Revoked as `dbx token revoke` would (another authority on the same files); the restarted
+    // server reads the revocation, and the revoked token's PSK kept apart for its verdict.
+    let config =
+        eventdbx_server::config::Config::from_toml_str("", server.dir.path()).expect("config text");
+    let authority = eventdbx_server::auth::Authority::open_with(
+        eventdbx_server::authority_config(&config),
+        eventdbx_server::auth::KeyOverrides::default(),
+    )
+    .expect("authority");
+    authority.revoke(&server.token, None).expect("revoke");
+    server.restart().await;
+    let err = Client::connect(server.config().transport(Transport::V2))
+        .await
+        .expect_err("revoked");
+    assert_eq!(err.kind(), ErrorKind::Handshake, "{err}");
+    assert!(err.is_token_rejected(), "{err}");
+    assert!(err.message().contains("token has been revoked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_fails_the_handshake_on_both_versions() {
     let server = TestServer::start().await;
     for transport in [Transport::V2, Transport::V1] {

@@ -717,6 +717,12 @@ pub struct ChunkOpener {
 }
 
 impl ChunkOpener {
+    /// The announced length of the message whose chunks are arriving, if one has begun and
+    /// not ended: what a receiver budgeting its memory reserves.
+    pub fn pending_len(&self) -> Option<usize> {
+        self.partial.as_ref().map(|(total, _)| *total)
+    }
+
     /// Decrypts one frame's payload; returns a logical message when its last chunk arrives.
     ///
     /// Any error leaves the session out of step: drop the connection.

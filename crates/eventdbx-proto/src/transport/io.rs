@@ -54,6 +54,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Lets the buffer go back to its initial size if nothing is buffered (see
+    /// [`FrameBuffer::shrink_when_empty`]): call it before waiting for a new message.
+    pub fn shrink_when_empty(&mut self) {
+        self.buffer.shrink_when_empty();
+    }
+
+    /// Reads once from the stream into the buffer, whatever it holds, without waiting for a
+    /// whole frame; returns the count, 0 at the end of the stream. A session waits with this
+    /// while it is idle, so that it knows when the next message has begun (and its deadline
+    /// starts), then takes the frame with [`FrameReader::next`]. Cancel-safe.
+    pub async fn fill(&mut self) -> Result<usize, TransportError> {
+        let read = self.io.read(self.buffer.read_space()).await?;
+        self.buffer.filled(read);
+        Ok(read)
+    }
+
     /// Busy-polls the stream for up to `budget` until a whole frame is buffered, with
     /// `read_now`: a non-blocking read of the underlying socket that returns `WouldBlock` when
     /// nothing is there (tokio's own `try_read` will not do: it trusts the reactor's readiness,
@@ -330,6 +346,18 @@ mod tests {
                 read_hello(&mut short).await,
                 Err(TransportError::Io(_))
             ));
+        });
+    }
+
+    #[test]
+    fn fill_takes_what_is_there_and_next_completes_the_frame() {
+        let wire = wire_of(&[b"payload"], 100);
+        run(async {
+            let mut reader = FrameReader::new(Pieces::cut(&wire, &[2]), 100);
+            assert_eq!(reader.fill().await.expect("read"), 2);
+            assert_eq!(reader.buffered(), 2, "half a header: a frame has begun");
+            assert_eq!(reader.next().await.expect("valid"), Some(&b"payload"[..]));
+            assert_eq!(reader.fill().await.expect("end"), 0);
         });
     }
 

@@ -428,6 +428,56 @@ fn messages_over_the_peer_maximum_are_refused_before_sending() {
     assert_eq!(got.as_deref(), Some(&b"still fine"[..]));
 }
 
+/// Both ends of a v2 session, handshake done in memory.
+fn session_pair(max_message: usize) -> (ChunkedSession, ChunkedSession) {
+    let prologue = v2::prologue(&v2_hello(), &hello_response());
+    let server_key = StaticKeypair::generate().expect("key");
+    let mut server = Responder::new(&server_key, max_message, &prologue).expect("responder");
+    let mut client = Initiator::new(TOKEN, None, max_message, &prologue).expect("initiator");
+    server
+        .read_message1(&client.write_message1().expect("msg1"))
+        .expect("msg1");
+    client
+        .read_message2(
+            &server
+                .write_message2(Some(&v2::psk(TOKEN).expect("psk")))
+                .expect("msg2"),
+        )
+        .expect("msg2");
+    let (msg3, awaiting) = client.write_message3().expect("msg3");
+    let (verdict, server_session) = server
+        .read_message3(&msg3)
+        .expect("msg3")
+        .accept()
+        .expect("accept");
+    let client_session = awaiting
+        .read_verdict(frame::decode_exact(&verdict, v2::FRAME_LIMIT).expect("frame"))
+        .expect("verdict");
+    (client_session, server_session)
+}
+
+#[test]
+fn the_length_of_a_message_under_way_is_known_from_its_first_chunk() {
+    let (mut client, mut server) = session_pair(v2::DEFAULT_MAX_MESSAGE);
+    let len = 300_000;
+    let sealed = client.sealer.seal_message(&vec![7u8; len]).expect("seal");
+    let mut rest = &sealed[..];
+    let mut message = None;
+    let mut announced = None;
+    while let Some((payload, used)) = frame::split(rest, v2::FRAME_LIMIT).expect("frame") {
+        message = server.opener.open_frame(payload).expect("open");
+        announced = announced.or(server.opener.pending_len());
+        rest = &rest[used..];
+    }
+    assert_eq!(announced, Some(len), "known once the first chunk is open");
+    assert_eq!(
+        server.opener.pending_len(),
+        None,
+        "nothing under way once it is whole"
+    );
+    assert_eq!(message.expect("whole message").len(), len);
+}
+
 /// Builds the deterministic handshake of `docs/protocol.md` and returns `(name, hex)` lines.
 fn test_vectors() -> Vec<(&'static str, String)> {
     let server_key = StaticKeypair::from_private([0x11; 32]);

@@ -53,6 +53,7 @@ impl Authority {
         let stored = files.load()?;
         let revoked = stored.revocations.iter().map(|r| r.jti.clone()).collect();
         let registry = stored.registry.clone();
+        let revoked_psks = stored.revoked_psks.clone();
         tracing::debug!(
             key_id = %key_id,
             tokens = stored.ledger.len(),
@@ -71,6 +72,7 @@ impl Authority {
             stored: Mutex::new(stored),
             revoked: RwLock::new(revoked),
             registry: RwLock::new(registry),
+            revoked_psks: RwLock::new(revoked_psks),
             verified: RwLock::new(VerifiedCache::default()),
         })
     }
@@ -151,6 +153,24 @@ impl Authority {
         Some(entry.psk)
     }
 
+    /// The PSK a v2 handshake announcing this token id runs with: a live token's, or a revoked
+    /// (unexpired) one's, so that the handshake completes and its verdict can say the token was
+    /// revoked. That verdict is sealed under keys that depend on the PSK, so only a peer holding
+    /// the token reads it; anyone else sees the handshake fail as with an unknown id. `None`
+    /// for an unknown id.
+    pub fn handshake_psk(&self, id: &TokenId) -> Option<[u8; 32]> {
+        if let Some(entry) = read(&self.registry).get(id) {
+            return Some(entry.psk);
+        }
+        read(&self.revoked_psks).get(id).map(|entry| entry.psk)
+    }
+
+    /// Whether `token` is correctly signed and revoked (whatever else is wrong with it).
+    pub fn is_revoked(&self, token: &str) -> bool {
+        self.signed_claims(token)
+            .is_ok_and(|claims| read(&self.revoked).contains(&claims.jti))
+    }
+
     /// Re-reads the state directory and folds in what other processes wrote (tokens issued and
     /// revoked by the CLI or another server). Call it every `revocation_refresh_secs`.
     pub fn reload(&self) -> Result<(), AuthError> {
@@ -164,6 +184,7 @@ impl Authority {
         stored.merge(on_disk);
         let revoked: HashSet<String> = stored.revocations.iter().map(|r| r.jti.clone()).collect();
         write(&self.registry).clone_from(&stored.registry);
+        write(&self.revoked_psks).clone_from(&stored.revoked_psks);
         write(&self.revoked).extend(revoked);
         Ok(())
     }

@@ -31,7 +31,8 @@
 //! - `revoke`: revocation, refresh and the ledger listing.
 //! - `jwt`: the compact EdDSA JWS encoding, on `jsonwebtoken`.
 //! - `key`: the signing key file (base64 PKCS#8, mode 0600) and key ids.
-//! - `state`: `ledger.json`, `revocations.json`, `registry.json` in the state directory.
+//! - `state`: `ledger.json`, `revocations.json`, `registry.json`, `revoked_psks.json` in the
+//!   state directory.
 //! - `files`: the state and key files, through [`crate::fs`], in this module's error type.
 //! - `glob`: `*` / `?` patterns of actions and resources.
 
@@ -214,6 +215,9 @@ pub struct Authority {
     revoked: RwLock<HashSet<String>>,
     /// token id → PSK of every live issued token: read by every v2 handshake.
     registry: RwLock<HashMap<TokenId, RegistryEntry>>,
+    /// token id → PSK of revoked tokens until they expire: read by v2 handshakes for their
+    /// verdict.
+    revoked_psks: RwLock<HashMap<TokenId, RegistryEntry>>,
     /// Tokens whose signature has been checked, keyed by SHA-256 of the token.
     verified: RwLock<VerifiedCache>,
 }

@@ -58,6 +58,19 @@ impl Authority {
         // Memory first: the revocation holds from here on even if persisting it fails.
         write(&self.revoked).insert(jti.clone());
         write(&self.registry).retain(|_, e| e.jti != jti);
+        // The token's PSK stays, apart, until the token expires: a v2 handshake with it can
+        // then complete and be told that it was revoked.
+        let retired: Vec<_> = stored
+            .registry
+            .iter()
+            .filter(|(_, e)| e.jti == jti)
+            .map(|(id, e)| (*id, e.clone()))
+            .collect();
+        stored
+            .revoked_psks
+            .retain(|_, e| e.expires_at.is_none_or(|exp| exp > now));
+        stored.revoked_psks.extend(retired);
+        write(&self.revoked_psks).clone_from(&stored.revoked_psks);
         let record = &mut stored.ledger[index];
         record.revoked = true;
         record.revoked_at = Some(now);
@@ -71,6 +84,7 @@ impl Authority {
         });
         stored.registry.retain(|_, e| e.jti != jti);
         self.files.save_revocations(&stored.revocations)?;
+        self.files.save_revoked_psks(&stored.revoked_psks)?;
         self.files.save_registry(&stored.registry)?;
         self.files.save_ledger(&stored.ledger)?;
         tracing::info!(jti = %jti, "token revoked");

@@ -1,6 +1,8 @@
 //! What the authority keeps in `state_dir`: the token ledger (`ledger.json`), the revocation list
-//! (`revocations.json`) and the v2 token-id registry (`registry.json`, which holds PSKs and is a
-//! secret file). Each is one JSON array rewritten atomically.
+//! (`revocations.json`), the v2 token-id registry (`registry.json`, which holds PSKs and is a
+//! secret file) and the registry entries of revoked tokens (`revoked_psks.json`, secret too),
+//! kept until the tokens expire so that a v2 handshake with one can be told it was revoked.
+//! Each is one JSON array rewritten atomically.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use super::{files, AuthError, TokenRecord};
 const LEDGER_FILE: &str = "ledger.json";
 const REVOCATIONS_FILE: &str = "revocations.json";
 const REGISTRY_FILE: &str = "registry.json";
+const REVOKED_PSKS_FILE: &str = "revoked_psks.json";
 
 /// One entry of the revocation list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +54,8 @@ pub(crate) struct Stored {
     pub(crate) ledger: Vec<TokenRecord>,
     pub(crate) revocations: Vec<Revocation>,
     pub(crate) registry: HashMap<TokenId, RegistryEntry>,
+    /// Registry entries of revoked tokens, until the tokens expire.
+    pub(crate) revoked_psks: HashMap<TokenId, RegistryEntry>,
 }
 
 /// The three files of one `state_dir`.
@@ -71,23 +76,25 @@ impl StateFiles {
         files::ensure_private_dir(&self.dir)?;
         let ledger = parse_array(&self.dir.join(LEDGER_FILE), files::read_optional)?;
         let revocations = parse_array(&self.dir.join(REVOCATIONS_FILE), files::read_optional)?;
-        let rows: Vec<RegistryRow> =
-            parse_array(&self.dir.join(REGISTRY_FILE), files::read_private)?;
-        let mut registry = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let (id, entry) = row_to_entry(row).ok_or_else(|| {
-                AuthError::Storage(format!(
-                    "{}: malformed registry entry",
-                    self.dir.join(REGISTRY_FILE).display()
-                ))
-            })?;
-            registry.insert(id, entry);
-        }
         Ok(Stored {
             ledger,
             revocations,
-            registry,
+            registry: self.load_registry(REGISTRY_FILE)?,
+            revoked_psks: self.load_registry(REVOKED_PSKS_FILE)?,
         })
+    }
+
+    fn load_registry(&self, name: &str) -> Result<HashMap<TokenId, RegistryEntry>, AuthError> {
+        let path = self.dir.join(name);
+        let rows: Vec<RegistryRow> = parse_array(&path, files::read_private)?;
+        let mut registry = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let (id, entry) = row_to_entry(row).ok_or_else(|| {
+                AuthError::Storage(format!("{}: malformed registry entry", path.display()))
+            })?;
+            registry.insert(id, entry);
+        }
+        Ok(registry)
     }
 
     pub(crate) fn save_ledger(&self, ledger: &[TokenRecord]) -> Result<(), AuthError> {
@@ -102,6 +109,21 @@ impl StateFiles {
         &self,
         registry: &HashMap<TokenId, RegistryEntry>,
     ) -> Result<(), AuthError> {
+        self.save_registry_file(REGISTRY_FILE, registry)
+    }
+
+    pub(crate) fn save_revoked_psks(
+        &self,
+        revoked: &HashMap<TokenId, RegistryEntry>,
+    ) -> Result<(), AuthError> {
+        self.save_registry_file(REVOKED_PSKS_FILE, revoked)
+    }
+
+    fn save_registry_file(
+        &self,
+        name: &str,
+        registry: &HashMap<TokenId, RegistryEntry>,
+    ) -> Result<(), AuthError> {
         let mut rows: Vec<RegistryRow> = registry
             .iter()
             .map(|(id, entry)| RegistryRow {
@@ -112,7 +134,7 @@ impl StateFiles {
             })
             .collect();
         rows.sort_by(|a, b| a.token_id.cmp(&b.token_id));
-        write_json(&self.dir.join(REGISTRY_FILE), &rows)
+        write_json(&self.dir.join(name), &rows)
     }
 }
 
@@ -147,10 +169,19 @@ impl Stored {
         for (id, entry) in other.registry {
             self.registry.entry(id).or_insert(entry);
         }
+        for (id, entry) in other.revoked_psks {
+            self.revoked_psks.entry(id).or_insert(entry);
+        }
         let revoked: std::collections::HashSet<&str> =
             self.revocations.iter().map(|r| r.jti.as_str()).collect();
-        self.registry
-            .retain(|_, e| !revoked.contains(e.jti.as_str()));
+        let revoked_psks = &mut self.revoked_psks;
+        self.registry.retain(|id, e| {
+            let live = !revoked.contains(e.jti.as_str());
+            if !live {
+                revoked_psks.entry(*id).or_insert_with(|| e.clone());
+            }
+            live
+        });
         for record in &mut self.ledger {
             if !record.revoked && revoked.contains(record.jti.as_str()) {
                 if let Some(r) = self.revocations.iter().find(|r| r.jti == record.jti) {

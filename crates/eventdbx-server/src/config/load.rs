@@ -13,7 +13,10 @@ use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::paths::resolve;
-use super::{Config, ConfigError, MAX_BUSY_POLL_US, MIN_PRUNE_INTERVAL_SECS};
+use super::{
+    Config, ConfigError, MAX_BUSY_POLL_US, MIN_MESSAGE_BUDGET_BYTES, MIN_MESSAGE_TIMEOUT_MS,
+    MIN_PRUNE_INTERVAL_SECS,
+};
 use crate::auth::{MAX_CLOCK_SKEW_SECS, MIN_TTL_SECS};
 
 /// The file as written: every key optional, so an absent key keeps the default of
@@ -61,6 +64,8 @@ struct ConfigFile {
 struct SocketFile {
     bind_addr: Option<String>,
     busy_poll_us: Option<u64>,
+    message_budget_bytes: Option<u64>,
+    message_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -337,6 +342,17 @@ impl Keys<'_> {
             } else {
                 micros
             };
+        }
+        if let Some(bytes) = file.socket.message_budget_bytes {
+            config.socket.message_budget_bytes = self.at_least(
+                "socket.message_budget_bytes",
+                bytes,
+                MIN_MESSAGE_BUDGET_BYTES,
+            );
+        }
+        if let Some(millis) = file.socket.message_timeout_ms {
+            config.socket.message_timeout_ms =
+                self.at_least("socket.message_timeout_ms", millis, MIN_MESSAGE_TIMEOUT_MS);
         }
         config.http.bind_addr = file.http.bind_addr;
 

@@ -57,6 +57,14 @@ pub const MIN_PRUNE_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_BUSY_POLL_US: u64 = 50;
 /// Largest `[socket] busy_poll_us`; larger values are lowered to it.
 pub const MAX_BUSY_POLL_US: u64 = 1000;
+/// Default `[socket] message_budget_bytes`: four largest messages at once.
+pub const DEFAULT_MESSAGE_BUDGET_BYTES: u64 = 64 * 1024 * 1024;
+/// Smallest `[socket] message_budget_bytes`; smaller values are raised to it.
+pub const MIN_MESSAGE_BUDGET_BYTES: u64 = 64 * 1024;
+/// Default `[socket] message_timeout_ms`.
+pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 30_000;
+/// Smallest `[socket] message_timeout_ms`; smaller values are raised to it.
+pub const MIN_MESSAGE_TIMEOUT_MS: u64 = 100;
 
 /// A config file or value that cannot be used. Every message names the file (or "config text"
 /// for [`Config::from_toml_str`]) and, where there is one, the key.
@@ -125,6 +133,14 @@ pub struct SocketConfig {
     /// 64th answer). At most one session per runtime worker but one (at least one) polls at a
     /// time, none on a single CPU. Polling time is CPU time. `0` disables it; at most 1000.
     pub busy_poll_us: u64,
+    /// `message_budget_bytes` (ours; 64 MiB): bytes of messages being received (and then
+    /// answered) across all connections at once. A message of several chunks reserves its
+    /// announced length before it is reassembled; when the budget is spent its session stops
+    /// reading until earlier ones are answered (`docs/server.md`, "Connection limits").
+    pub message_budget_bytes: u64,
+    /// `message_timeout_ms` (ours; 30,000): time a message has, from its first byte (or from
+    /// its turn in the budget), to arrive whole; a session that stalls mid-message is closed.
+    pub message_timeout_ms: u64,
 }
 
 /// `[http]`: the health and metrics listener.
@@ -320,6 +336,8 @@ impl Config {
             socket: SocketConfig {
                 bind_addr: "127.0.0.1:6363".to_owned(),
                 busy_poll_us: DEFAULT_BUSY_POLL_US,
+                message_budget_bytes: DEFAULT_MESSAGE_BUDGET_BYTES,
+                message_timeout_ms: DEFAULT_MESSAGE_TIMEOUT_MS,
             },
             http: HttpConfig::default(),
             tenants: TenantsConfig {

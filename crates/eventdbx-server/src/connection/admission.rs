@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use super::inbound::MessageBudget;
+
 /// Most authenticated sessions at once.
 pub const MAX_SESSIONS: usize = 1024;
 /// Most connections still in their hello or handshake, from all addresses together.
@@ -30,6 +32,8 @@ pub const PREAUTH_DEADLINE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Gate {
     sessions: Arc<Semaphore>,
+    /// Bytes of large messages in flight, shared by every session (`super::inbound`).
+    messages: Arc<MessageBudget>,
     pending: Mutex<Pending>,
     next_id: AtomicU64,
 }
@@ -54,17 +58,17 @@ impl Pending {
     }
 }
 
-impl Default for Gate {
-    fn default() -> Self {
+impl Gate {
+    /// The budgets of one server, with `message_budget_bytes` for messages in flight.
+    pub(crate) fn new(message_budget_bytes: u64) -> Self {
         Gate {
             sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
+            messages: Arc::new(MessageBudget::new(message_budget_bytes)),
             pending: Mutex::default(),
             next_id: AtomicU64::new(0),
         }
     }
-}
 
-impl Gate {
     /// Admits a new connection from `ip` as pending; returns its ticket, the signal that it was
     /// evicted to make room for a newer one, and how many older ones this admission evicted.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> (Ticket, Eviction, u64) {
@@ -186,6 +190,11 @@ impl Ticket {
     /// The handshake is complete and the session loop starts.
     pub(crate) fn established(&mut self) {
         self.established = true;
+    }
+
+    /// The budget of message bytes in flight this connection's session reserves from.
+    pub(crate) fn message_budget(&self) -> Arc<MessageBudget> {
+        Arc::clone(&self.gate.messages)
     }
 
     /// Whether the connection reached its session loop.

@@ -13,10 +13,13 @@
 //! - `v2`: the `Noise_XXpsk3` handshake and the pipelined v2 session loop.
 //! - `busy_poll`: when a session polls its socket before it parks.
 //! - `admission`: the pending (pre-auth) budget, its deadline and the session slots.
+//! - `inbound`: reading a session's frames under the idle and message deadlines, and the
+//!   budget of message bytes in flight.
 //! - here: the hello, and running one request (on the session's task or apart).
 
 pub(crate) mod admission;
 mod busy_poll;
+mod inbound;
 mod v1;
 mod v2;
 

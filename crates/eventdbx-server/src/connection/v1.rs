@@ -6,22 +6,21 @@ use std::sync::Arc;
 use eventdbx_proto::frame::V1_MAX_NOISE_FRAME;
 use eventdbx_proto::hello::ReceivedHello;
 use eventdbx_proto::noise::{v1, Session};
-use eventdbx_proto::transport::{
-    read_frame, write_frame, FrameReader, SessionLimits, TransportError,
-};
+use eventdbx_proto::transport::{read_frame, write_frame, FrameReader, SessionLimits};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
-use tokio::time::{timeout, timeout_at};
+use tokio::time::timeout_at;
 
 use super::admission::{SessionsFull, Ticket};
 use super::busy_poll::{poll_before_waiting, BusyPoll};
+use super::inbound::{message_timed_out, next_frame, Inbound, MessageClock};
 use super::{
     accepted, answer_apart, execute, hello_tenant, reject, runs_inline, session_ended,
     take_session, SessionInfo,
 };
 use crate::commands;
-use crate::state::{ServerState, IDLE_TIMEOUT};
+use crate::state::ServerState;
 
 pub(super) async fn serve_v1(
     state: Arc<ServerState>,
@@ -125,19 +124,22 @@ async fn v1_loop(
     let (reader, mut writer) = socket.into_split();
     let mut reader = FrameReader::new(reader, frame_limit);
     let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
+    // A v1 message is one frame: the clock runs from a frame's first byte to its last.
+    let mut clock = MessageClock::new(&state);
     loop {
         // One request at a time: between two, nothing is in flight.
         poll_before_waiting(&state, &mut busy, &mut reader, true);
         let payload = tokio::select! {
             _ = shutdown.recv() => return,
-            read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
-                Ok(Ok(Some(payload))) => payload,
-                // EOF (even mid-frame), a reset or idleness: close quietly.
-                Ok(Ok(None) | Err(TransportError::Io(_))) | Err(_) => return,
+            read = next_frame(&mut reader, &mut clock, true) => match read {
+                Inbound::Frame(payload) => payload,
+                Inbound::Ended => return,
                 // A frame that can never be valid (over the limit): close, and say so.
-                Ok(Err(err)) => return session_ended(&state, "unreadable frame", &err),
+                Inbound::Unreadable(err) => return session_ended(&state, "unreadable frame", &err),
+                Inbound::TimedOut => return message_timed_out(&state),
             },
         };
+        clock.message_done();
         busy.arrived();
         let request = match noise.as_deref_mut() {
             Some(session) => match session.opener.open(payload) {

@@ -5,20 +5,24 @@ use std::sync::Arc;
 
 use eventdbx_proto::hello::ReceivedHello;
 use eventdbx_proto::noise::v2;
-use eventdbx_proto::transport::{read_frame, write_frame, FrameReader, TransportError};
+use eventdbx_proto::transport::{read_frame, write_frame, FrameReader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Semaphore};
-use tokio::time::{timeout, timeout_at};
+use tokio::time::timeout_at;
 
 use super::admission::{SessionsFull, Ticket};
 use super::busy_poll::{poll_before_waiting, BusyPoll};
+use super::inbound::{message_timed_out, next_frame, Inbound, MessageBudget, MessageClock};
 use super::{
     accepted, answer_apart, execute, hello_tenant, reject, runs_inline, session_ended,
     take_session, SessionInfo, V2_IN_FLIGHT,
 };
 use crate::commands;
-use crate::state::{ServerState, IDLE_TIMEOUT};
+use crate::state::ServerState;
+
+/// The verdict for a revoked token (`docs/protocol.md`, "Handshake").
+const REVOKED: &str = "token has been revoked";
 
 pub(super) async fn serve_v2(
     state: Arc<ServerState>,
@@ -50,7 +54,7 @@ pub(super) async fn serve_v2(
     let Ok(token_id) = responder.read_message1(&msg1) else {
         return;
     };
-    let mut psk = state.auth.psk_for(&token_id);
+    let mut psk = state.auth.handshake_psk(&token_id);
     if psk.is_none() && state.registry_changed() {
         // A token the CLI issued a moment ago is not known here until the token files are read
         // again; read them now (only when the registry file changed) rather than refuse it for
@@ -59,7 +63,7 @@ pub(super) async fn serve_v2(
         if let Ok(Err(err)) = tokio::task::spawn_blocking(move || auth.reload()).await {
             tracing::warn!(error = %err, "could not refresh tokens");
         }
-        psk = state.auth.psk_for(&token_id);
+        psk = state.auth.handshake_psk(&token_id);
     }
     let Ok(msg2) = responder.write_message2(psk.as_ref()) else {
         return;
@@ -84,6 +88,12 @@ pub(super) async fn serve_v2(
     };
     let token = pending.token().to_owned();
     let verdict = match state.auth.verify(&token) {
+        // Only the holder of the token reads this verdict (it is sealed under keys that depend
+        // on the token's PSK), so naming the revocation tells nobody else anything.
+        Err(_) if state.auth.is_revoked(&token) => {
+            tracing::info!("control token refused: revoked");
+            Err(REVOKED.to_owned())
+        }
         Err(err) => {
             tracing::info!(error = %err, "control token refused");
             Err("invalid control token".to_owned())
@@ -111,7 +121,8 @@ pub(super) async fn serve_v2(
         hello_token: token,
     });
     ticket.established();
-    v2_loop(state, socket, info, session, shutdown).await;
+    let budget = ticket.message_budget();
+    v2_loop(state, socket, info, session, budget, shutdown).await;
 }
 
 async fn v2_loop(
@@ -119,6 +130,7 @@ async fn v2_loop(
     socket: TcpStream,
     info: Arc<SessionInfo>,
     session: v2::ChunkedSession,
+    budget: Arc<MessageBudget>,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let v2::ChunkedSession {
@@ -138,18 +150,25 @@ async fn v2_loop(
     }));
     let slots = Arc::new(Semaphore::new(V2_IN_FLIGHT));
     let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
+    let mut clock = MessageClock::new(&state);
+    // The budget held by the message being reassembled; it goes with the message to its answer.
+    let mut reservation = None;
     loop {
         let idle = slots.available_permits() == V2_IN_FLIGHT;
-        poll_before_waiting(&state, &mut busy, &mut reader, idle);
+        let between_messages = opener.pending_len().is_none();
+        poll_before_waiting(&state, &mut busy, &mut reader, idle && between_messages);
         let payload = tokio::select! {
             _ = shutdown.recv() => break,
-            read = timeout(IDLE_TIMEOUT, reader.next()) => match read {
-                Ok(Ok(Some(payload))) => payload,
-                // EOF (even mid-frame), a reset or idleness: close quietly.
-                Ok(Ok(None) | Err(TransportError::Io(_))) | Err(_) => break,
+            read = next_frame(&mut reader, &mut clock, between_messages) => match read {
+                Inbound::Frame(payload) => payload,
+                Inbound::Ended => break,
                 // A frame that can never be valid (over the limit): close, and say so.
-                Ok(Err(err)) => {
+                Inbound::Unreadable(err) => {
                     session_ended(&state, "unreadable frame", &err);
+                    break;
+                }
+                Inbound::TimedOut => {
+                    message_timed_out(&state);
                     break;
                 }
             },
@@ -157,12 +176,31 @@ async fn v2_loop(
         busy.arrived();
         let message = match opener.open_frame(payload) {
             Ok(Some(message)) => message,
-            Ok(None) => continue,
+            Ok(None) => {
+                let Some(len) = opener.pending_len().filter(|_| reservation.is_none()) else {
+                    continue;
+                };
+                // The first chunk of a large message: reserve its length before reading the
+                // rest, or wait for room (reading nothing meanwhile).
+                let reserved = tokio::select! {
+                    _ = shutdown.recv() => break,
+                    reserved = timeout_at(clock.deadline(), budget.reserve(&state, len)) => reserved,
+                };
+                let Ok(reserved) = reserved else {
+                    message_timed_out(&state);
+                    break;
+                };
+                reservation = Some(reserved);
+                clock.restart();
+                continue;
+            }
             Err(err) => {
                 session_ended(&state, "bad chunk", &err);
                 break;
             }
         };
+        clock.message_done();
+        let held = reservation.take();
         // Not a Cap'n Proto message at all: no id to answer; the session ends without a reply
         // (`docs/protocol.md`, "Session rules"), as v1 sessions do.
         let (id, command) = match commands::parse(&message) {
@@ -182,6 +220,7 @@ async fn v2_loop(
             if let Some(answer) = execute(&state, &info, id, command, response_limit) {
                 outbound.lock().await.send(&answer).await;
             }
+            drop(held);
             continue;
         }
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
@@ -193,9 +232,12 @@ async fn v2_loop(
             if let Some(answer) = answer_apart(state, info, id, command, response_limit).await {
                 outbound.lock().await.send(&answer).await;
             }
+            drop(held);
             drop(permit);
         });
     }
+    // A message cut short gives its budget back before the peer sees the connection close.
+    drop(reservation);
     // Let the requests in flight finish and their answers go out before closing.
     let _ = slots.acquire_many(V2_IN_FLIGHT as u32).await;
     let _ = outbound.lock().await.writer.shutdown().await;

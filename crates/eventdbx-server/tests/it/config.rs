@@ -472,6 +472,26 @@ fn busy_poll_is_zero_to_disable_and_capped_at_a_millisecond() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn message_budget_and_timeout_have_defaults_and_minimums() -> TestResult {
+    let socket = parse("")?.socket;
+    assert_eq!(socket.message_budget_bytes, 64 * 1024 * 1024);
+    assert_eq!(socket.message_timeout_ms, 30_000);
+    let socket =
+        parse("[socket]\nmessage_budget_bytes = 1048576\nmessage_timeout_ms = 500")?.socket;
+    assert_eq!(
+        (socket.message_budget_bytes, socket.message_timeout_ms),
+        (1_048_576, 500)
+    );
+    let socket = parse("[socket]\nmessage_budget_bytes = 0\nmessage_timeout_ms = 0")?.socket;
+    assert_eq!(
+        (socket.message_budget_bytes, socket.message_timeout_ms),
+        (65_536, 100)
+    );
+    assert!(parse("[socket]\nmessage_timeout_ms = -1").is_err());
+    Ok(())
+}
+
 /// Every dotted key below `table`, tables themselves left out.
 fn dotted_keys(prefix: &str, table: &toml::Table, keys: &mut Vec<String>) {
     for (key, value) in table {

@@ -98,6 +98,35 @@ fn reopening_reloads_key_ledger_revocations_and_registry() {
 }
 
 #[test]
+fn a_revoked_tokens_psk_stays_for_its_handshake_verdict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let authority = open(dir.path());
+    let (kept, _) = authority.issue(request(&["*"])).expect("issue");
+    let (revoked, _) = authority.issue(request(&["*"])).expect("issue");
+    let id = TokenId::of(&revoked).expect("id");
+    authority.revoke(&revoked, None).expect("revoke");
+    let psk = Some(v2::psk(&revoked).expect("psk"));
+    assert_eq!(authority.handshake_psk(&id), psk);
+    assert!(authority.is_revoked(&revoked));
+    assert!(!authority.is_revoked(&kept));
+    assert!(!authority.is_revoked("not a token"));
+    // It survives a restart, in its own secret file, not in the live registry.
+    drop(authority);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.handshake_psk(&id), psk);
+    assert_eq!(reopened.psk_for(&id), None);
+    assert!(reopened.is_revoked(&revoked));
+    assert_eq!(
+        reopened.handshake_psk(&TokenId::of(&kept).expect("id")),
+        Some(v2::psk(&kept).expect("psk"))
+    );
+    assert_eq!(
+        reopened.handshake_psk(&TokenId::of("unknown").expect("id")),
+        None
+    );
+}
+
+#[test]
 fn reload_picks_up_what_another_process_wrote() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = open(dir.path());

@@ -192,3 +192,23 @@ fn concurrent_verify_and_revoke() {
     }
     assert_eq!(authority.verify(&tokens[0]), Err(AuthError::InvalidToken));
 }
+
+#[test]
+fn a_revoked_token_gets_the_revoked_verdict_on_v2() {
+    use crate::support::{connect_v2, TestServer, ALL_ACTIONS};
+    let server = TestServer::start(|_| {});
+    let token = server.token(&ALL_ACTIONS, &[]);
+    server.server().auth().revoke(&token, None).expect("revoke");
+    let Err(refused) = connect_v2(server.addr, &token, "default", Some(server.fingerprint()))
+    else {
+        panic!("a revoked token is refused");
+    };
+    assert!(refused.contains("token has been revoked"), "{refused}");
+    // Any other bad token is still refused without a word about it.
+    let unknown = format!("{token}x");
+    let Err(closed) = connect_v2(server.addr, &unknown, "default", Some(server.fingerprint()))
+    else {
+        panic!("an unknown token is refused");
+    };
+    assert!(!closed.contains("revoked"), "{closed}");
+}
