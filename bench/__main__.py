@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from . import machine, plots, report
+from .machine import build_dir
 from .measure import Point
 from .servers import Server
 from .systems import SYSTEMS, Environment, ServerSpec, System
@@ -64,13 +65,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated workload ids (default: all)")
     parser.add_argument("--runs", type=int, default=0, help="runs per point (default by mode)")
     parser.add_argument("--dbx", default=os.environ.get("BENCH_DBX", ""),
-                        help="our dbx binary (default: $CARGO_TARGET_DIR or target/release/dbx)")
+                        help="our dbx binary (default: $CARGO_TARGET_DIR or target, then "
+                        "release/dbx, or debug/dbx with BENCH_PROFILE=dev)")
     return parser
 
 
 def _default_dbx() -> str:
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
-    return os.path.join(target, "release", "dbx")
+    return os.path.join(target, build_dir(), "dbx")
 
 
 async def _run_workload(workload: Workload, target: Target, sizes: Sizes,
@@ -148,8 +150,9 @@ async def _main(args: argparse.Namespace) -> Outcome:
     env = Environment(dbx_binary=args.dbx or _default_dbx(),
                       reference_binary=os.environ.get("EVENTDBX_REFERENCE_DBX") or None)
     outcome = Outcome(args.quick, sizes, machine.note(REPO, sizes.fsync_probes), systems)
-    log.info("machine: %d cores, load %s, fsync p50 %.0f us", outcome.machine.cores,
-             outcome.machine.load_average, outcome.machine.fsync_p50_us)
+    log.info("machine: %d cores, load %s, fsync p50 %.0f us; our binaries: %s builds",
+             outcome.machine.cores, outcome.machine.load_average, outcome.machine.fsync_p50_us,
+             build_dir())
     started = time.perf_counter()
     groups: Dict[ServerSpec, List[System]] = {}
     for system in systems:

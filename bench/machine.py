@@ -85,3 +85,9 @@ def note(repo: str, probes: int) -> Machine:
         kernel=platform.release(), load_average=f"{one:.2f} {five:.2f} {fifteen:.2f}",
         fsync_p50_us=fsync_p50_us(probes), fsync_probes=probes, git_commit=_git_commit(repo),
         started_utc=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+
+def build_dir() -> str:
+    """Where our binaries are under the Cargo target directory: ``release``, or ``debug`` when
+    ``BENCH_PROFILE=dev`` (the test suite's smoke run, which measures nothing)."""
+    return "debug" if os.environ.get("BENCH_PROFILE") == "dev" else "release"

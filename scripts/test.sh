@@ -41,10 +41,11 @@ echo "== Python SDK: the _core.pyi stub against the built extension (mypy.stubte
 .venv/bin/ruff check
 echo "== Python SDK: pytest (testpaths in pyproject.toml: crates/eventdbx-py/tests)"
 .venv/bin/python -m pytest -q
-echo "== benchmark smoke run: bench/run --quick starts every system and runs every workload;"
-echo "   checked for completeness and its report, never for its figures (bench/check_smoke.py)"
+echo "== benchmark smoke run: bench/run --quick starts every system and runs every workload"
+echo "   (on the debug builds above: BENCH_PROFILE=dev); checked for completeness and its report,"
+echo "   never for its figures (bench/check_smoke.py)"
 bench_out="$(mktemp -d)"
-bench/run --quick --out "$bench_out"
+BENCH_PROFILE=dev bench/run --quick --out "$bench_out"
 .venv/bin/python -m bench.check_smoke "$bench_out"
 .venv/bin/python -m pytest -q -p no:cacheprovider bench/tests
 rm -rf "$bench_out"

@@ -20,6 +20,7 @@ from typing import List
 
 from eventdbx import AsyncEventDBXClient, EventDBXClient
 
+from ..machine import build_dir
 from ..measure import Run, tree_cpu
 from ..pure_client import PureV1Client
 from ..servers import DbxServer
@@ -37,7 +38,7 @@ _RUST_CPU = re.compile(r"^client CPU: ([\d.]+) us per request")
 def roundtrips_binary() -> str:
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "target")
-    return os.path.join(target, "release", "examples", "roundtrips")
+    return os.path.join(target, build_dir(), "examples", "roundtrips")
 
 
 class ClientCost(Workload):
