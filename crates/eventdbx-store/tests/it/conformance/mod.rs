@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 mod jobs;
 mod paging;
+mod positions;
 pub(crate) mod references;
 mod writes;
 
