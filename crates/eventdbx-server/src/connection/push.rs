@@ -185,9 +185,14 @@ struct Task {
 
 impl Task {
     /// Sends a reply (or the error that ends the subscription) with the subscribe request's id.
+    /// The write runs as a task of its own and this one waits for it: `unsubscribe` and the
+    /// session's end abort this task, and an abort in the middle of a write would leave half a
+    /// message on the wire. So a batch already being sent may still follow the `unsubscribe`
+    /// answer (clients ignore it).
     async fn send(&self, reply: Result<Reply, RequestError>) {
         let answer = commands::encode(self.request_id, reply, self.response_limit);
-        self.outbound.send(&answer).await;
+        let outbound = Arc::clone(&self.outbound);
+        let _ = tokio::spawn(async move { outbound.send(&answer).await }).await;
     }
 
     /// Runs `f` with the session's context on a blocking thread (store reads block).
