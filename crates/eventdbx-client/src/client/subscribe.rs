@@ -225,7 +225,17 @@ impl Client {
         let mut answers = connection.open_stream(id, bytes).await?;
         let mut subscription_id = None;
         loop {
-            let response = match tokio::time::timeout(SILENCE_LIMIT, answers.recv()).await {
+            let received = tokio::select! {
+                // Dropped while nothing arrives: end it now, not at the next event.
+                () = events.closed() => {
+                    if let Some(subscription) = subscription_id {
+                        self.unsubscribe(subscription).await;
+                    }
+                    return Ok(Ended::Dropped);
+                }
+                received = tokio::time::timeout(SILENCE_LIMIT, answers.recv()) => received,
+            };
+            let response = match received {
                 Ok(Some(response)) => response?,
                 Ok(None) => return Err(Error::connection("connection closed")),
                 Err(_) => {

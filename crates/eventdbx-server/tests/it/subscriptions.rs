@@ -61,15 +61,19 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn start(mut client: Client, start: SubscriptionStart) -> Self {
+    fn start(client: Client, start: SubscriptionStart) -> Self {
+        Self::paced(client, start, 100, 4)
+    }
+
+    fn paced(mut client: Client, start: SubscriptionStart, batch_size: u32, credit: u32) -> Self {
         let token = client.token.clone();
         let id = subscribe(
             &mut client,
             SubscribeRequest {
                 token,
                 start,
-                credit_window: 4,
-                batch_size: 100,
+                credit_window: credit,
+                batch_size,
                 ..SubscribeRequest::default()
             },
         );
@@ -293,5 +297,68 @@ fn a_v1_session_is_told_subscriptions_need_v2() {
             "unsupported",
             "unsupported: subscriptions need a protocol v2 session"
         )
+    );
+}
+
+/// A subscriber that stops reading holds up no writer: 4 writers append 4,000 events while it
+/// reads nothing (it has credit for two batches of 10), and once it reads again it gets every
+/// one of them, in order, from the store.
+#[test]
+fn a_subscriber_that_stops_reading_holds_up_no_writer_and_then_gets_everything() {
+    let server = TestServer::start(|_| {});
+    let mut idle = Subscriber::paced(server.v2("default"), SubscriptionStart::Beginning, 10, 2);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut client = server.v2("default");
+            std::thread::spawn(move || {
+                let id = format!("w{w}");
+                client
+                    .create("order", &id, "order_created", "{}")
+                    .expect("create");
+                for n in 1..1_000 {
+                    let payload = format!("{{\"n\":{n}}}");
+                    client
+                        .apply("order", &id, "order_changed", &payload)
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    // Joined while the subscriber has not read a byte: a writer waiting for it would hang here.
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let all = idle.collect(4_000, |_, _| {});
+    assert_eq!(all.len(), 4_000);
+    assert_in_order(&all);
+    assert_eq!(all.last().map(|(p, _)| *p), Some(4_000));
+}
+
+/// While nothing commits, a caught-up subscription says where it is: an empty batch carrying
+/// the head (every 5 s, so this test waits that long once).
+#[test]
+fn an_idle_subscription_sends_heartbeats_with_the_head() {
+    let server = TestServer::start(|_| {});
+    let mut writer = server.v2("quiet");
+    writer
+        .create("order", "o-1", "order_created", "{}")
+        .expect("create");
+    let mut client = server.v2("quiet");
+    let token = client.token.clone();
+    let id = subscribe(
+        &mut client,
+        SubscribeRequest {
+            token,
+            start: SubscriptionStart::End,
+            ..SubscribeRequest::default()
+        },
+    );
+    let answer = next_push(&mut client, id).expect("subscribed");
+    assert_eq!(answer["start_position"], 1, "`end` starts after the head");
+    let beat = next_push(&mut client, id).expect("a heartbeat");
+    assert_eq!(beat["events"], serde_json::json!([]));
+    assert_eq!(
+        (beat["head"].as_u64(), beat["last_position"].as_u64()),
+        (Some(1), Some(1))
     );
 }
