@@ -28,7 +28,7 @@ use crate::types::{
     SchemaActivateResult, SchemaPublish, SchemaPublishResult, SnapshotQuery, TenantAssignResult,
     TenantQuotaResult, Write, Written,
 };
-use crate::{AggregatePages, EventPages, Fingerprint};
+use crate::{AggregatePages, EventPages, Fingerprint, SubscribeOptions, SubscribedEvent};
 
 /// A synchronous EventDBX client. Thread-safe: share it by reference (or in an `Arc`).
 #[derive(Debug)]
@@ -258,6 +258,16 @@ impl Client {
         ItemIter::new(&self.runtime, self.client.event_pages(query))
     }
 
+    /// See [`crate::Client::subscribe`]: the events as an iterator, which blocks until the
+    /// next one commits. Ends after an error.
+    pub fn subscribe(&self, options: SubscribeOptions) -> SubscriptionIter<'_> {
+        let _entered = self.runtime.enter();
+        SubscriptionIter {
+            runtime: &self.runtime,
+            subscription: self.client.subscribe(options),
+        }
+    }
+
     /// See [`crate::Client::verify`].
     pub fn verify(&self, aggregate_type: &str, aggregate_id: &str) -> Result<String> {
         self.runtime
@@ -442,5 +452,20 @@ impl<P: PageSource> Iterator for ItemIter<'_, P> {
                 }
             }
         }
+    }
+}
+
+/// The iterator of [`Client::subscribe`]; dropping it ends the subscription.
+#[derive(Debug)]
+pub struct SubscriptionIter<'a> {
+    runtime: &'a Runtime,
+    subscription: crate::Subscription,
+}
+
+impl Iterator for SubscriptionIter<'_> {
+    type Item = Result<SubscribedEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.runtime.block_on(self.subscription.next())
     }
 }

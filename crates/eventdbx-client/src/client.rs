@@ -2,10 +2,11 @@
 //!
 //! Each operation builds one typed request of `eventdbx_proto::control` and matches its typed
 //! reply; this file holds the connection, the retry loop and the reply checks, and the
-//! operations live by family in [`writes`], [`reads`] and [`admin`].
+//! operations live by family in [`writes`], [`reads`], [`admin`] and [`subscribe`].
 
 mod admin;
 mod reads;
+mod subscribe;
 mod writes;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +26,7 @@ use crate::types::{Write, Written};
 const LOG_TARGET: &str = "eventdbx_client::client";
 
 pub use reads::{AggregatePages, EventPages};
+pub use subscribe::{SubscribeOptions, SubscribedEvent, Subscription, SubscriptionStart};
 
 /// Capability token: `idempotencyKey` is honoured.
 const IDEMPOTENCY_KEY: &str = "idempotency_key";
@@ -229,6 +231,11 @@ impl Client {
         }
         *slot = Some(Arc::clone(&connection));
         Ok(connection)
+    }
+
+    /// A fresh request id.
+    fn next_request_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The bearer token every request carries.

@@ -66,7 +66,10 @@ mod known_v2;
 mod stream;
 pub mod types;
 
-pub use client::{AggregatePages, Client, EventPages};
+pub use client::{
+    AggregatePages, Client, EventPages, SubscribeOptions, SubscribedEvent, Subscription,
+    SubscriptionStart,
+};
 pub use config::{ClientConfig, KnownV2Hosts, RetryOptions, Transport};
 pub use connection::Protocol;
 pub use error::{Error, ErrorKind, Result};

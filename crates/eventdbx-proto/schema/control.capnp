@@ -89,6 +89,10 @@ struct ControlRequest {
     tenantSchemaHistory @25 :Schema.TenantSchemaHistoryRequest;
     tenantSchemaActivate @26 :Schema.TenantSchemaActivateRequest;
     admin @27 :AdminRequest;
+    # Ours, v2 sessions only (see docs/subscriptions.md).
+    subscribe @28 :SubscribeRequest;
+    unsubscribe @29 :UnsubscribeRequest;
+    subscriptionAck @30 :SubscriptionAckRequest;
   }
 }
 
@@ -123,6 +127,11 @@ struct ControlResponse {
     tenantSchemaHistory @25 :Schema.TenantSchemaHistoryResponse;
     tenantSchemaActivate @26 :Schema.TenantSchemaActivateResponse;
     admin @27 :AdminResponse;
+    subscribe @28 :SubscribeResponse;
+    unsubscribe @29 :UnsubscribeResponse;
+    subscriptionAck @30 :SubscriptionAckResponse;
+    subscriptionBatch @31 :SubscriptionBatch;
+    # Pushed by the server with the subscribe request's id: events, or a heartbeat when empty.
   }
 }
 
@@ -378,4 +387,65 @@ struct GetSnapshotRequest {
 struct GetSnapshotResponse {
   found @0 :Bool;
   snapshotJson @1 :Text;
+}
+
+# ---------------------------------------------------------------------------------------------
+# Subscriptions (ours, v2 sessions only; docs/subscriptions.md).
+
+struct SubscribeRequest {
+  token @0 :Text;
+  fromEnd @1 :Bool;
+  # Start at the head: only events committed after the subscription began.
+  afterPosition @2 :UInt64;
+  # Without fromEnd: deliver the events after this position (0 = from the start).
+  aggregateType @3 :Text;
+  hasAggregateType @4 :Bool;
+  aggregateId @5 :Text;
+  hasAggregateId @6 :Bool;
+  eventTypes @7 :List(Text);
+  # Empty: every event type.
+  batchSize @8 :UInt32;
+  # Most events per batch; 0 = the server's default.
+  creditWindow @9 :UInt32;
+  # Batches the server may send before it waits for a subscriptionAck; 0 = the server's default.
+}
+
+struct SubscribeResponse {
+  subscriptionId @0 :UInt64;
+  startPosition @1 :UInt64;
+  # Delivery starts after this position (the head, for fromEnd).
+}
+
+struct UnsubscribeRequest {
+  subscriptionId @0 :UInt64;
+}
+
+struct UnsubscribeResponse {
+  found @0 :Bool;
+}
+
+struct SubscriptionAckRequest {
+  subscriptionId @0 :UInt64;
+  batches @1 :UInt32;
+  # Batches the client has consumed: the server may send that many more.
+}
+
+struct SubscriptionAckResponse {
+  found @0 :Bool;
+}
+
+struct SubscribedEvent {
+  position @0 :UInt64;
+  eventJson @1 :Text;
+}
+
+struct SubscriptionBatch {
+  subscriptionId @0 :UInt64;
+  events @1 :List(SubscribedEvent);
+  # Ascending positions; empty for a heartbeat.
+  head @2 :UInt64;
+  # The tenant's head position when the batch was read.
+  lastPosition @3 :UInt64;
+  # The subscription's position after this batch: resume after it (it advances past events the
+  # filters skip, so it can be above the last event's position).
 }

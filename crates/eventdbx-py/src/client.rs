@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use eventdbx_client::{
     ClientConfig, EventsQuery, KnownV2Hosts, ListQuery, PublishTarget, RetryOptions, SchemaPublish,
-    SnapshotQuery, Transport, Write,
+    SnapshotQuery, SubscribeOptions, SubscriptionStart, Transport, Write,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -27,7 +27,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// Where a client's calls run.
 #[derive(Debug, Clone)]
-enum Home {
+pub(crate) enum Home {
     /// Connected for synchronous use (`EventDBXClient`): the client's own current-thread
     /// runtime. A call runs on the calling thread (GIL released), which writes the request and
     /// waits for the answer in `epoll` itself: no other thread is woken per round trip. Threads
@@ -40,7 +40,12 @@ enum Home {
 
 impl Home {
     /// Runs `call` to completion: blocking without the GIL, or as an awaitable.
-    fn run<T, F>(&self, py: Python<'_>, asynchronous: bool, call: F) -> PyResult<Py<PyAny>>
+    pub(crate) fn run<T, F>(
+        &self,
+        py: Python<'_>,
+        asynchronous: bool,
+        call: F,
+    ) -> PyResult<Py<PyAny>>
     where
         F: Future<Output = eventdbx_client::Result<T>> + Send + 'static,
         T: for<'py> IntoPyObject<'py> + Send + 'static,
@@ -69,6 +74,14 @@ impl Home {
         match self.block_on(py, call)? {
             Ok(value) => value.into_py_any(py),
             Err(err) => Err(to_py_err(py, &err)),
+        }
+    }
+
+    /// Enters the runtime, so a task spawned meanwhile (a subscription's) runs on it.
+    fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        match self {
+            Home::Own(own) => own.enter(),
+            Home::Shared => runtime().enter(),
         }
     }
 
@@ -506,6 +519,40 @@ impl Client {
                 .await
                 .map(|page| (page.events_json, page.next_cursor))
         })
+    }
+
+    /// Follows the tenant's events (`docs/subscriptions.md`): from the head when `from_end`,
+    /// else after position `after` (0: from the first event). Returns a `Subscription`.
+    #[pyo3(signature = (
+        *, from_end = false, after = 0, aggregate_type = None, aggregate_id = None,
+        event_types = Vec::new(), batch_size = 0, credit_window = 0
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &self,
+        from_end: bool,
+        after: u64,
+        aggregate_type: Option<String>,
+        aggregate_id: Option<String>,
+        event_types: Vec<String>,
+        batch_size: u32,
+        credit_window: u32,
+    ) -> crate::subscription::Subscription {
+        let start = match (from_end, after) {
+            (true, _) => SubscriptionStart::End,
+            (false, 0) => SubscriptionStart::Beginning,
+            (false, position) => SubscriptionStart::After(position),
+        };
+        let options = SubscribeOptions {
+            start,
+            aggregate_type,
+            aggregate_id,
+            event_types,
+            batch_size,
+            credit_window,
+        };
+        let _entered = self.home.enter();
+        crate::subscription::Subscription::new(self.client.subscribe(options), self.home.clone())
     }
 
     /// The Merkle root of an aggregate's events (64 hex digits).

@@ -10,6 +10,8 @@
 //!   `eventdbx`).
 //! - `server`: [`server::EmbeddedServer`], a real server on `127.0.0.1` for tests and
 //!   `python -m eventdbx.server`.
+//! - `subscription`: [`subscription::Subscription`], a running subscription whose `next`
+//!   blocks or returns an awaitable; `eventdbx/subscription.py` makes it an (async) iterator.
 //!
 //! A synchronous client (`EventDBXClient`) owns a current-thread tokio runtime: its calls run
 //! on the calling thread with the GIL released, and that thread waits for the socket itself, so
@@ -23,6 +25,7 @@ pub mod client;
 mod error;
 mod logging;
 pub mod server;
+pub mod subscription;
 
 /// The encoded `ControlHello` stream message (no length prefix) that opens a v1 connection or
 /// names a v2 one; the caller validates and trims.
@@ -50,6 +53,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install();
     m.add_class::<client::Client>()?;
     m.add_class::<server::EmbeddedServer>()?;
+    m.add_class::<subscription::Subscription>()?;
     m.add_function(wrap_pyfunction!(build_control_hello, m)?)?;
     m.add_function(wrap_pyfunction!(server::issue_token, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

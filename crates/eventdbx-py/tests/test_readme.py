@@ -26,7 +26,7 @@ TAGGED = re.compile(r"<!-- sample: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", re.S)
 FENCE = re.compile(r"^```(\w+)$", re.M)
 RUN = {"quickstart", "connect", "writes", "terse", "concurrency", "reads", "paging",
        "publish-targets", "retry", "plaintext", "admin", "async", "testing-server",
-       "pytest-fixture", "server-command"}
+       "pytest-fixture", "server-command", "subscriptions"}
 
 
 def _samples() -> Dict[str, str]:
@@ -133,6 +133,15 @@ def test_read_samples_run_as_written(written):
     assert [e["event_type"] for e in namespace["history"].events][:3] == [
         "person_registered", "person_email_updated", "person_registered"]
     assert re.fullmatch(r"[0-9a-f]{64}", namespace["merkle_root"])
+
+
+def test_subscriptions_sample_projects_and_checkpoints(written):
+    namespace = _run("subscriptions", dict(written))
+    store = namespace["store"]
+    assert store.execute("SELECT email FROM emails WHERE person = 'p-110'").fetchone() == (
+        "jaya.singh@example.com",)
+    (checkpoint,) = store.execute("SELECT position FROM checkpoint").fetchone()
+    assert checkpoint == namespace["event"].position > 0
 
 
 def test_paging_sample_sorts_resumes_and_iterates(written):

@@ -38,6 +38,12 @@ impl RequestError {
         AuthError::Unauthorized.into()
     }
 
+    /// `unsupported` with `unsupported: <detail>`: a request this session or server cannot
+    /// serve (a subscription on protocol v1).
+    pub fn unsupported(detail: impl std::fmt::Display) -> Self {
+        RequestError::new("unsupported", format!("unsupported: {detail}"))
+    }
+
     /// `response_too_large` for a response of `len` bytes over `limit`.
     pub fn too_large(len: usize, limit: usize) -> Self {
         RequestError::new(

@@ -23,6 +23,7 @@
 mod commands;
 mod connection;
 pub mod error;
+mod heads;
 mod http;
 pub mod plugins;
 mod server;

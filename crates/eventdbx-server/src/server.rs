@@ -119,6 +119,13 @@ impl Server {
         Ok(Server {
             state: Arc::new(ServerState {
                 config,
+                heads: {
+                    let heads = Arc::new(crate::heads::CommitHeads::default());
+                    // An engine without positions refuses: its subscriptions are refused too,
+                    // when they first read.
+                    let _ = storage.events.listen_commits(heads.listener());
+                    heads
+                },
                 store: storage.events,
                 jobs: storage.jobs,
                 auth: Arc::new(auth),

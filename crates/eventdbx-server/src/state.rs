@@ -120,6 +120,8 @@ pub struct ServerState {
     pub(crate) metrics: Metrics,
     pub(crate) log_bursts: LogBursts,
     pub(crate) plugins: Arc<Plugins>,
+    /// Each tenant's head position, raised by the store's commit listener (subscriptions).
+    pub(crate) heads: Arc<crate::heads::CommitHeads>,
     /// Modification time of the token-id registry when it was last read for an unknown id.
     pub(crate) registry_seen: std::sync::Mutex<Option<std::time::SystemTime>>,
 }

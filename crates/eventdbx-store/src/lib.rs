@@ -27,6 +27,7 @@
 //! # Layout
 //! - `lib.rs`: the traits, their request and result types, the error, [`open_embedded`].
 //! - [`redb_store`]: the embedded engine: key layout, group commit, paging.
+//! - [`subscription`]: event positions, pages after a position, commit listeners.
 //!
 //! Every engine passes the conformance suite in `tests/it/conformance` (see `docs/storage.md`).
 
@@ -46,8 +47,10 @@ use eventdbx_core::CoreError;
 use serde_json::{Map, Value};
 
 pub mod redb_store;
+pub mod subscription;
 
 pub use redb_store::RedbStore;
+pub use subscription::{CommitListener, EventSelector, PositionPage, PositionedEvent};
 
 /// Whether an acknowledged write is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -595,6 +598,34 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
 
     /// The tenants that hold any stored data (events or snapshots), in byte order of their ids.
     fn tenants(&self) -> Result<Vec<String>>;
+
+    /// The tenant's events selected by `selector` with a position above `after`, ascending, at
+    /// most `take` of them (`docs/subscriptions.md`, "Positions"). A reader that was shown
+    /// position P is never later shown a new event at or below P. The default refuses:
+    /// the engine has no positions.
+    fn events_after(
+        &self,
+        tenant: &str,
+        after: u64,
+        selector: &EventSelector,
+        take: usize,
+    ) -> Result<PositionPage> {
+        let _ = (tenant, after, selector, take);
+        Err(subscription::unsupported("events_after"))
+    }
+
+    /// The position of the tenant's latest committed event (0 when it has none).
+    fn head_position(&self, tenant: &str) -> Result<u64> {
+        let _ = tenant;
+        Err(subscription::unsupported("head_position"))
+    }
+
+    /// Registers `listener`, called after every commit that adds events (see
+    /// [`CommitListener`]). Listeners stay registered for the life of the store.
+    fn listen_commits(&self, listener: CommitListener) -> Result<()> {
+        let _ = listener;
+        Err(subscription::unsupported("listen_commits"))
+    }
 
     /// Stops accepting writes and makes every acknowledged write durable (the final flush of
     /// relaxed writes). Later writes fail with [`StoreError::Storage`]; closing twice is harmless.

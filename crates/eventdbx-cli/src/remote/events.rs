@@ -1,11 +1,12 @@
-//! `dbx events …`: the events of one aggregate, one event by id, or the global event feed.
+//! `dbx events …`: the events of one aggregate, one event by id, the global event feed, or
+//! (`--follow`) the events as they commit, through a subscription (`docs/subscriptions.md`).
 
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use eventdbx_client::blocking::Client;
-use eventdbx_client::EventsQuery;
+use eventdbx_client::{EventsQuery, SubscribeOptions, SubscriptionStart};
 use serde_json::Value;
 
 use super::{failed, print_page, print_value, ConnectArgs};
@@ -34,10 +35,28 @@ pub struct EventsArgs {
     /// Follow cursors to the last page.
     #[arg(long)]
     all: bool,
+    /// Print events as they commit, in position order, until interrupted (`--take`: stop after
+    /// that many); resumes by itself after a lost connection.
+    #[arg(long, conflicts_with_all = ["event_id", "cursor", "all", "filter", "aggregate_id"])]
+    follow: bool,
+    /// With --follow: `start`, `end` (the default: only new events) or a position to start
+    /// after.
+    #[arg(long = "from", requires = "follow")]
+    from: Option<String>,
+    /// With --follow: only events of this aggregate type (as the positional type).
+    #[arg(
+        long = "aggregate-type",
+        requires = "follow",
+        conflicts_with = "aggregate_type"
+    )]
+    type_filter: Option<String>,
 }
 
 pub fn events(args: EventsArgs, config: Option<&Path>, json: bool) -> Result<()> {
     let client = args.connect.connect(config)?;
+    if args.follow {
+        return follow(&client, &args, json);
+    }
     if let Some(event_id) = args.event_id {
         let page = client
             .read_outbox(Some(event_id.saturating_sub(1)), Some(1))
@@ -128,6 +147,44 @@ fn feed_events(client: &Client, args: &EventsArgs, json: bool) -> Result<()> {
         print_page("events", items, next_cursor, json);
     } else {
         print_page("events", items, None, json);
+    }
+    Ok(())
+}
+
+/// `dbx events --follow`: one line per event as it commits; with `--json` the event JSON with
+/// its `position` added.
+fn follow(client: &Client, args: &EventsArgs, json: bool) -> Result<()> {
+    let start = match args.from.as_deref().unwrap_or("end") {
+        "start" => SubscriptionStart::Beginning,
+        "end" => SubscriptionStart::End,
+        position => SubscriptionStart::After(position.parse::<u64>().with_context(|| {
+            format!("--from must be start, end or a position, not '{position}'")
+        })?),
+    };
+    let mut options = SubscribeOptions::new().start(start);
+    options.aggregate_type = args.type_filter.clone().or(args.aggregate_type.clone());
+    let limit = args.take.map_or(usize::MAX, |take| {
+        usize::try_from(take).unwrap_or(usize::MAX)
+    });
+    for event in client.subscribe(options).take(limit) {
+        let event = event.map_err(failed("follow the events"))?;
+        if json {
+            let mut line = event.event;
+            if let Value::Object(fields) = &mut line {
+                fields.insert("position".to_owned(), Value::from(event.position));
+            }
+            out!("{line}");
+        } else {
+            out!(
+                "{}\t{}/{} v{}\t{}\t{}",
+                event.position,
+                event.aggregate_type,
+                event.aggregate_id,
+                event.version,
+                event.event_type,
+                event.payload
+            );
+        }
     }
     Ok(())
 }

@@ -277,3 +277,68 @@ fn cli_data_round_trip() {
     let root = verified["merkle_root"].as_str().expect("merkle root");
     assert_eq!(root.len(), 64, "{verified}");
 }
+
+#[test]
+fn events_follow_prints_each_event_with_its_position() {
+    let ws = Workspace::start();
+    for id in ["o-1", "o-2"] {
+        ws.json(&[
+            "aggregate",
+            "create",
+            "order",
+            id,
+            "--event",
+            "order_created",
+        ]);
+    }
+    ws.json(&[
+        "aggregate",
+        "create",
+        "person",
+        "p-1",
+        "--event",
+        "person_created",
+    ]);
+    ws.json(&[
+        "aggregate",
+        "apply",
+        "order",
+        "o-1",
+        "order_paid",
+        "--payload",
+        "{}",
+    ]);
+    let output = ws.dbx(&[
+        "events",
+        "--follow",
+        "--from",
+        "1",
+        "--aggregate-type",
+        "order",
+        "--take",
+        "2",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines: Vec<(u64, String, u64)> = text(&output.stdout)
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).expect("one JSON per line");
+            let id = event["aggregate_id"].as_str().expect("id").to_owned();
+            (
+                event["position"].as_u64().expect("position"),
+                id,
+                event["version"].as_u64().expect("v"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![(2, "o-2".to_owned(), 1), (4, "o-1".to_owned(), 2)]
+    );
+    let err = ws.fails(&["events", "--follow", "--from", "soon"]);
+    assert!(
+        err.contains("--from must be start, end or a position"),
+        "{err}"
+    );
+}

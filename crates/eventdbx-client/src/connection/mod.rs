@@ -34,7 +34,7 @@ use eventdbx_proto::noise::v2;
 use eventdbx_proto::schema::control_capnp::control_response;
 use eventdbx_proto::transport::SessionLimits;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -214,6 +214,37 @@ impl Connection {
                 Err(error)
             }
         }
+    }
+}
+
+impl Connection {
+    /// Sends a request answered many times (`subscribe`) and returns its answers as they come:
+    /// the first answer, then every message the server pushes with the same id. v2 only. The
+    /// channel is unbounded, but what fills it is bounded by the subscription's credit window.
+    pub(crate) async fn open_stream(
+        &self,
+        id: u64,
+        bytes: Vec<u8>,
+    ) -> Result<mpsc::UnboundedReceiver<Result<Response>>> {
+        if self.protocol != Protocol::V2 {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "subscriptions need a protocol v2 connection",
+            ));
+        }
+        if bytes.len() > self.max_request {
+            return Err(Error::too_large(bytes.len(), self.max_request));
+        }
+        let (sender, answers) = mpsc::unbounded_channel();
+        {
+            let mut state = self.shared.lock();
+            if let Some(reason) = &state.dead {
+                return Err(reason.clone().unsent(true));
+            }
+            state.streams.insert(id, sender);
+        }
+        self.send(id, &bytes).await?;
+        Ok(answers)
     }
 }
 

@@ -11,7 +11,7 @@ use eventdbx_proto::message;
 use eventdbx_proto::noise::{self, v2};
 use eventdbx_proto::transport::{available_cpus, poll_cap, PollSlot};
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Connection, Response};
 use crate::error::{Error, Result};
@@ -48,6 +48,9 @@ pub(super) struct State {
     pub(super) pending: HashMap<u64, Pending>,
     /// Ids whose caller gave up (timeout, cancellation) on v2: their late answers are dropped.
     pub(super) abandoned: HashSet<u64>,
+    /// Requests answered many times (a subscription's batches), by id. Kept until the
+    /// connection dies: a batch may follow the end of its subscription, and is then dropped.
+    pub(super) streams: HashMap<u64, mpsc::UnboundedSender<Result<Response>>>,
     pub(super) dead: Option<Error>,
 }
 
@@ -110,6 +113,11 @@ impl Shared {
             };
             let entry = {
                 let mut state = self.lock();
+                if let Some(stream) = state.streams.get(&id) {
+                    // Its reader gone, the message is dropped.
+                    let _ = stream.send(Ok(response));
+                    continue;
+                }
                 match state.pending.remove(&id) {
                     Some(entry) => Some(entry),
                     None if state.abandoned.remove(&id) => None,
@@ -139,6 +147,9 @@ impl Shared {
             let mut state = self.lock();
             if state.dead.is_none() {
                 state.dead = Some(reason.clone());
+            }
+            for (_, stream) in state.streams.drain() {
+                let _ = stream.send(Err(reason.clone()));
             }
             std::mem::take(&mut state.pending)
         };

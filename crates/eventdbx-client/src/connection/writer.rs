@@ -70,8 +70,10 @@ impl Connection {
             if let Some(reason) = &state.dead {
                 return Err(reason.clone().unsent(true));
             }
+            let streamed = state.streams.contains_key(&id);
             match state.pending.get_mut(&id) {
                 Some(entry) => entry.written = true,
+                None if streamed => {}
                 None => return Err(Error::connection("connection closed").unsent(true)),
             }
         }

@@ -9,3 +9,4 @@ mod faults;
 mod harness;
 mod operations;
 mod streams;
+mod subscriptions;

@@ -25,7 +25,8 @@
 //! # Layout
 //! One file per request family, each holding its requests and replies: [`aggregates`] (reads
 //! of aggregates), [`events`] (event pages and the outbox), [`writes`] (create, append, patch,
-//! archive), [`schemas`], [`tenants`], [`snapshots`] and [`admin`]. This file holds the
+//! archive), [`schemas`], [`tenants`], [`snapshots`], [`admin`] and
+//! [`subscriptions`]. This file holds the
 //! [`Request`] and [`Reply`] unions and the message-level encoding.
 
 pub mod admin;
@@ -33,6 +34,7 @@ pub mod aggregates;
 pub mod events;
 pub mod schemas;
 pub mod snapshots;
+pub mod subscriptions;
 pub mod tenants;
 pub mod writes;
 
@@ -58,6 +60,11 @@ pub use schemas::{
 pub use snapshots::{
     CreateSnapshotRequest, CreateSnapshotResponse, GetSnapshotRequest, GetSnapshotResponse,
     ListSnapshotsRequest, ListSnapshotsResponse,
+};
+pub use subscriptions::{
+    SubscribeRequest, SubscribeResponse, SubscribedEvent, SubscriptionAckRequest,
+    SubscriptionAckResponse, SubscriptionBatch, SubscriptionStart, UnsubscribeRequest,
+    UnsubscribeResponse,
 };
 pub use tenants::{
     TenantAssignRequest, TenantAssignResponse, TenantListRequest, TenantListResponse,
@@ -109,6 +116,9 @@ pub enum Request {
     TenantSchemaHistory(TenantSchemaHistoryRequest),
     TenantSchemaActivate(TenantSchemaActivateRequest),
     Admin(AdminRequest),
+    Subscribe(SubscribeRequest),
+    Unsubscribe(UnsubscribeRequest),
+    SubscriptionAck(SubscriptionAckRequest),
 }
 
 /// The payload of a `ControlResponse`: one member per reply, plus the error reply.
@@ -143,6 +153,11 @@ pub enum Reply {
     TenantSchemaHistory(TenantSchemaHistoryResponse),
     TenantSchemaActivate(TenantSchemaActivateResponse),
     Admin(AdminResponse),
+    Subscribe(SubscribeResponse),
+    Unsubscribe(UnsubscribeResponse),
+    SubscriptionAck(SubscriptionAckResponse),
+    /// Pushed by the server with the subscribe request's id.
+    SubscriptionBatch(SubscriptionBatch),
 }
 
 /// `ControlError`: a stable code string (`docs/errors.md`) and a message.
@@ -201,6 +216,9 @@ impl Request {
             Request::TenantSchemaHistory(_) => "tenantSchemaHistory",
             Request::TenantSchemaActivate(_) => "tenantSchemaActivate",
             Request::Admin(_) => "admin",
+            Request::Subscribe(_) => "subscribe",
+            Request::Unsubscribe(_) => "unsubscribe",
+            Request::SubscriptionAck(_) => "subscriptionAck",
         }
     }
 
@@ -242,6 +260,9 @@ impl Request {
             Request::TenantSchemaHistory(r) => r.encode(payload.init_tenant_schema_history()),
             Request::TenantSchemaActivate(r) => r.encode(payload.init_tenant_schema_activate()),
             Request::Admin(r) => r.encode(payload.init_admin()),
+            Request::Subscribe(r) => r.encode(payload.init_subscribe()),
+            Request::Unsubscribe(r) => r.encode(payload.init_unsubscribe()),
+            Request::SubscriptionAck(r) => r.encode(payload.init_subscription_ack()),
         }
     }
 
@@ -295,6 +316,11 @@ impl Request {
                 Request::TenantSchemaActivate(TenantSchemaActivateRequest::decode(r?)?)
             }
             Which::Admin(r) => Request::Admin(AdminRequest::decode(r?)?),
+            Which::Subscribe(r) => Request::Subscribe(SubscribeRequest::decode(r?)?),
+            Which::Unsubscribe(r) => Request::Unsubscribe(UnsubscribeRequest::decode(r?)?),
+            Which::SubscriptionAck(r) => {
+                Request::SubscriptionAck(SubscriptionAckRequest::decode(r?)?)
+            }
         })
     }
 }
@@ -330,6 +356,10 @@ impl Reply {
             Reply::TenantSchemaHistory(_) => "tenantSchemaHistory",
             Reply::TenantSchemaActivate(_) => "tenantSchemaActivate",
             Reply::Admin(_) => "admin",
+            Reply::Subscribe(_) => "subscribe",
+            Reply::Unsubscribe(_) => "unsubscribe",
+            Reply::SubscriptionAck(_) => "subscriptionAck",
+            Reply::SubscriptionBatch(_) => "subscriptionBatch",
         }
     }
 
@@ -342,7 +372,8 @@ impl Reply {
         })
     }
 
-    /// Fills the response union with this member. Replies hold no lists, so nothing can fail.
+    /// Fills the response union with this member. Nothing can fail: the one list (a batch's
+    /// events) is capped by the server far below Cap'n Proto's limit.
     pub fn encode_payload(&self, payload: control_response::payload::Builder<'_>) {
         match self {
             Reply::ListAggregates(r) => r.encode(payload.init_list_aggregates()),
@@ -376,6 +407,10 @@ impl Reply {
             Reply::TenantSchemaHistory(r) => r.encode(payload.init_tenant_schema_history()),
             Reply::TenantSchemaActivate(r) => r.encode(payload.init_tenant_schema_activate()),
             Reply::Admin(r) => r.encode(payload.init_admin()),
+            Reply::Subscribe(r) => r.encode(payload.init_subscribe()),
+            Reply::Unsubscribe(r) => r.encode(payload.init_unsubscribe()),
+            Reply::SubscriptionAck(r) => r.encode(payload.init_subscription_ack()),
+            Reply::SubscriptionBatch(r) => r.encode(payload.init_subscription_batch()),
         }
     }
 
@@ -437,6 +472,12 @@ impl Reply {
                 Reply::TenantSchemaActivate(TenantSchemaActivateResponse::decode(r?)?)
             }
             Which::Admin(r) => Reply::Admin(AdminResponse::decode(r?)?),
+            Which::Subscribe(r) => Reply::Subscribe(SubscribeResponse::decode(r?)?),
+            Which::Unsubscribe(r) => Reply::Unsubscribe(UnsubscribeResponse::decode(r?)?),
+            Which::SubscriptionAck(r) => {
+                Reply::SubscriptionAck(SubscriptionAckResponse::decode(r?)?)
+            }
+            Which::SubscriptionBatch(r) => Reply::SubscriptionBatch(SubscriptionBatch::decode(r?)?),
         })
     }
 }

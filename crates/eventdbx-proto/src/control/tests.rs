@@ -267,8 +267,52 @@ fn tenant_requests() -> impl Strategy<Value = Request> {
     ]
 }
 
+fn subscription_requests() -> impl Strategy<Value = Request> {
+    let start = prop_oneof![
+        Just(SubscriptionStart::Beginning),
+        Just(SubscriptionStart::End),
+        (1..u64::MAX).prop_map(SubscriptionStart::After),
+    ];
+    prop_oneof![
+        (
+            (text(), start, of(text()), of(text())),
+            (texts(), any::<u32>(), any::<u32>())
+        )
+            .prop_map(
+                |(
+                    (token, start, aggregate_type, aggregate_id),
+                    (event_types, batch_size, credit_window),
+                )| {
+                    Request::Subscribe(SubscribeRequest {
+                        token,
+                        start,
+                        aggregate_type,
+                        aggregate_id,
+                        event_types,
+                        batch_size,
+                        credit_window,
+                    })
+                }
+            ),
+        any::<u64>().prop_map(|subscription_id| {
+            Request::Unsubscribe(UnsubscribeRequest { subscription_id })
+        }),
+        (any::<u64>(), any::<u32>()).prop_map(|(subscription_id, batches)| {
+            Request::SubscriptionAck(SubscriptionAckRequest {
+                subscription_id,
+                batches,
+            })
+        }),
+    ]
+}
+
 fn requests() -> impl Strategy<Value = Request> {
-    prop_oneof![aggregate_requests(), write_requests(), tenant_requests()]
+    prop_oneof![
+        aggregate_requests(),
+        write_requests(),
+        tenant_requests(),
+        subscription_requests()
+    ]
 }
 
 fn read_replies() -> impl Strategy<Value = Reply> {
@@ -373,8 +417,40 @@ fn tenant_replies() -> impl Strategy<Value = Reply> {
     ]
 }
 
+fn subscription_replies() -> impl Strategy<Value = Reply> {
+    let event = (any::<u64>(), text()).prop_map(|(position, event_json)| SubscribedEvent {
+        position,
+        event_json,
+    });
+    prop_oneof![
+        (any::<u64>(), any::<u64>()).prop_map(|(subscription_id, start_position)| {
+            Reply::Subscribe(SubscribeResponse {
+                subscription_id,
+                start_position,
+            })
+        }),
+        any::<bool>().prop_map(|found| Reply::Unsubscribe(UnsubscribeResponse { found })),
+        any::<bool>().prop_map(|found| Reply::SubscriptionAck(SubscriptionAckResponse { found })),
+        (any::<u64>(), vec(event, 0..4), any::<u64>(), any::<u64>()).prop_map(
+            |(subscription_id, events, head, last_position)| {
+                Reply::SubscriptionBatch(SubscriptionBatch {
+                    subscription_id,
+                    events,
+                    head,
+                    last_position,
+                })
+            }
+        ),
+    ]
+}
+
 fn replies() -> impl Strategy<Value = Reply> {
-    prop_oneof![read_replies(), write_replies(), tenant_replies()]
+    prop_oneof![
+        read_replies(),
+        write_replies(),
+        tenant_replies(),
+        subscription_replies()
+    ]
 }
 
 proptest! {
@@ -512,14 +588,14 @@ fn replies_keep_the_reference_defaults() {
 
 #[test]
 fn an_unknown_member_keeps_the_id() {
-    // A request whose union discriminant (tag 27 = member @28) this schema does not know.
+    // A request whose union discriminant (tag 30 = member @31) this schema does not know.
     let mut bytes = Request::Admin(AdminRequest::default())
         .encode(9)
         .expect("encode");
     // Segment table (8 bytes), root pointer (8), then the root's data: the id (8), the tag.
     let tag_at = 8 + 8 + 8;
     assert_eq!(u16::from_le_bytes([bytes[tag_at], bytes[tag_at + 1]]), 26);
-    bytes[tag_at] = 27;
+    bytes[tag_at] = 30;
     let (id, decoded) = decode_request(&bytes).expect("still a ControlRequest");
     assert_eq!(id, 9);
     let err = decoded.expect_err("unknown member");

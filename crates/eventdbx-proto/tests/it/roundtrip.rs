@@ -11,7 +11,7 @@ use capnp::introspect::TypeVariant;
 use eventdbx_proto::message::{self, decode_request, decode_response};
 
 /// Request union members in ordinal order: tag = index = ordinal - 1.
-const REQUEST_MEMBERS: [&str; 27] = [
+const REQUEST_MEMBERS: [&str; 30] = [
     "listAggregates",
     "getAggregate",
     "listEvents",
@@ -39,10 +39,13 @@ const REQUEST_MEMBERS: [&str; 27] = [
     "tenantSchemaHistory",
     "tenantSchemaActivate",
     "admin",
+    "subscribe",
+    "unsubscribe",
+    "subscriptionAck",
 ];
 
 /// Response union members in ordinal order: note `selectAggregate` @6 and `error` @7.
-const RESPONSE_MEMBERS: [&str; 27] = [
+const RESPONSE_MEMBERS: [&str; 31] = [
     "listAggregates",
     "getAggregate",
     "listEvents",
@@ -70,10 +73,14 @@ const RESPONSE_MEMBERS: [&str; 27] = [
     "tenantSchemaHistory",
     "tenantSchemaActivate",
     "admin",
+    "subscribe",
+    "unsubscribe",
+    "subscriptionAck",
+    "subscriptionBatch",
 ];
 
 /// (data bytes, pointers) of each request member's struct (writes with our extension).
-const REQUEST_SIZES: [(usize, usize); 27] = [
+const REQUEST_SIZES: [(usize, usize); 30] = [
     (16, 4),
     (8, 3),
     (16, 5),
@@ -103,10 +110,13 @@ const REQUEST_SIZES: [(usize, usize); 27] = [
     (8, 5),
     // Ours: admin.
     (0, 3),
+    (24, 4),
+    (8, 0),
+    (16, 0),
 ];
 
 /// (data bytes, pointers) of each response member's struct.
-const RESPONSE_SIZES: [(usize, usize); 27] = [
+const RESPONSE_SIZES: [(usize, usize); 31] = [
     (8, 3),
     (8, 2),
     (8, 2),
@@ -136,6 +146,10 @@ const RESPONSE_SIZES: [(usize, usize); 27] = [
     (8, 2),
     // Ours: admin.
     (0, 1),
+    (16, 0),
+    (8, 0),
+    (8, 0),
+    (24, 1),
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from .protocol import (
     build_control_hello,
     derive_psk,
 )
+from .subscription import AsyncSubscription, SubscribedEvent, Subscription
 from .types import (
     AggregateSortField,
     AggregateSortOption,
@@ -64,6 +65,9 @@ __all__ = [
     "TenantAssignResult",
     "TenantQuotaResult",
     "TenantSchemaPublishResult",
+    "SubscribedEvent",
+    "Subscription",
+    "AsyncSubscription",
     "EventDBXError",
     "EventDBXConnectionError",
     "EventDBXTimeoutError",

@@ -7,7 +7,14 @@ Every request method of ``Client`` blocks (the GIL released) and returns its ans
 from pathlib import Path
 from typing import Awaitable, List, Literal, Optional, Tuple, Union, final, overload
 
-__all__ = ["Client", "EmbeddedServer", "__version__", "build_control_hello", "issue_token"]
+__all__ = [
+    "Client",
+    "EmbeddedServer",
+    "Subscription",
+    "__version__",
+    "build_control_hello",
+    "issue_token",
+]
 
 __version__: str
 
@@ -233,6 +240,17 @@ class Client:
         timeout: Optional[float] = None,
         asynchronous: Literal[True],
     ) -> Awaitable[Tuple[str, Optional[str]]]: ...
+    def subscribe(
+        self,
+        *,
+        from_end: bool = False,
+        after: int = 0,
+        aggregate_type: Optional[str] = None,
+        aggregate_id: Optional[str] = None,
+        event_types: List[str] = ...,
+        batch_size: int = 0,
+        credit_window: int = 0,
+    ) -> Subscription: ...
     @overload
     def verify(
         self,
@@ -449,6 +467,14 @@ class Client:
 def build_control_hello(
     *, protocol_version: int, token: str, tenant_id: str, no_noise: bool = False
 ) -> bytes: ...
+@final
+class Subscription:
+    @overload
+    def next(self, *, asynchronous: Literal[False] = False) -> Optional[Tuple[int, str]]: ...
+    @overload
+    def next(self, *, asynchronous: Literal[True]) -> Awaitable[Optional[Tuple[int, str]]]: ...
+    def close(self) -> None: ...
+
 @final
 class EmbeddedServer:
     @staticmethod

@@ -16,6 +16,7 @@ from typing import (
     Coroutine,
     FrozenSet,
     Iterator,
+    List,
     Literal,
     Mapping,
     Optional,
@@ -37,6 +38,12 @@ from ._commands import (
     _Request,
 )
 from .exceptions import EventDBXConnectionError
+from .subscription import (
+    AsyncSubscription,
+    FromPosition,
+    Subscription,
+    _subscribe_settings,
+)
 from .types import (
     GetAggregateResult,
     GetSnapshotResult,
@@ -731,6 +738,23 @@ class EventDBXClient(_Commands[Ack]):
                 archived_only=archived_only,
                 timeout=timeout,
             ))
+
+    def subscribe(
+        self,
+        *,
+        from_position: FromPosition = "start",
+        aggregate_type: Optional[str] = None,
+        aggregate_id: Optional[str] = None,
+        event_types: Optional[List[str]] = None,
+        batch_size: int = 0,
+    ) -> Subscription:
+        """The tenant's events in commit order, as they commit (``for event in ...``):
+        ``from_position`` is ``"start"``, ``"end"`` or a position to start after. Resumes by
+        itself after a lost connection, after the last event it delivered."""
+        settings = _subscribe_settings(
+            from_position, aggregate_type, aggregate_id, event_types, batch_size
+        )
+        return Subscription(self._core.subscribe(**settings))
 
     def iter_events(
         self,
@@ -1463,6 +1487,30 @@ class AsyncEventDBXClient(_Commands[Ack]):
             )
             for item in paging.feed(page):
                 yield item
+
+    def subscribe(
+        self,
+        *,
+        from_position: FromPosition = "start",
+        aggregate_type: Optional[str] = None,
+        aggregate_id: Optional[str] = None,
+        event_types: Optional[List[str]] = None,
+        batch_size: int = 0,
+    ) -> AsyncSubscription:
+        """The tenant's events in commit order, as they commit (``async for event in ...``):
+        ``from_position`` is ``"start"``, ``"end"`` or a position to start after. Resumes by
+        itself after a lost connection, after the last event it delivered."""
+        settings = _subscribe_settings(
+            from_position, aggregate_type, aggregate_id, event_types, batch_size
+        )
+
+        async def start() -> _core.Subscription:
+            await self.connect()
+            core = self._core
+            assert core is not None
+            return core.subscribe(**settings)
+
+        return AsyncSubscription(start)
 
     async def iter_events(
         self,

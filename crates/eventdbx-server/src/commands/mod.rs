@@ -11,6 +11,7 @@ mod events;
 mod resolve;
 mod schemas;
 mod snapshots;
+pub(crate) mod subscribe;
 mod tenant;
 mod writes;
 
@@ -23,7 +24,8 @@ use eventdbx_proto::control::{
     self, AdminRequest, CreateSnapshotRequest, ErrorResponse, GetAggregateRequest,
     GetSnapshotRequest, ListAggregatesRequest, ListEventsRequest, ListReferrersRequest,
     ListSchemasRequest, ListSnapshotsRequest, ReadOutboxRequest, ReplaceSchemasRequest, Request,
-    SelectAggregateRequest, SetAggregateArchiveRequest, TenantListRequest, VerifyAggregateRequest,
+    SelectAggregateRequest, SetAggregateArchiveRequest, SubscribeRequest, SubscriptionAckRequest,
+    TenantListRequest, UnsubscribeRequest, VerifyAggregateRequest,
 };
 
 use crate::auth::Claims;
@@ -131,6 +133,10 @@ pub(crate) enum Command {
     GetSnapshot(GetSnapshotRequest),
     TenantList(TenantListRequest),
     Admin(AdminRequest),
+    /// Answered by the session's push side on v2, refused on v1 (`subscribe`).
+    Subscribe(SubscribeRequest),
+    Unsubscribe(UnsubscribeRequest),
+    SubscriptionAck(SubscriptionAckRequest),
 }
 
 /// Parses a request message. `Err` means the bytes are not a `ControlRequest` at all (the
@@ -179,6 +185,9 @@ impl From<Request> for Command {
             Request::GetSnapshot(r) => Command::GetSnapshot(r),
             Request::TenantList(r) => Command::TenantList(r),
             Request::Admin(r) => Command::Admin(r),
+            Request::Subscribe(r) => Command::Subscribe(r),
+            Request::Unsubscribe(r) => Command::Unsubscribe(r),
+            Request::SubscriptionAck(r) => Command::SubscriptionAck(r),
         }
     }
 }
@@ -204,6 +213,9 @@ impl Command {
             Command::GetSnapshot(_) => "getSnapshot",
             Command::TenantList(_) => "tenantList",
             Command::Admin(_) => "admin",
+            Command::Subscribe(_) => "subscribe",
+            Command::Unsubscribe(_) => "unsubscribe",
+            Command::SubscriptionAck(_) => "subscriptionAck",
         }
     }
 
@@ -227,6 +239,9 @@ impl Command {
             Command::GetSnapshot(c) => c.apply(ctx),
             Command::TenantList(c) => c.apply(ctx),
             Command::Admin(c) => c.apply(ctx),
+            Command::Subscribe(c) => c.apply(ctx),
+            Command::Unsubscribe(c) => c.apply(ctx),
+            Command::SubscriptionAck(c) => c.apply(ctx),
         }
     }
 }

@@ -20,6 +20,7 @@
 pub(crate) mod admission;
 mod busy_poll;
 mod inbound;
+mod push;
 mod v1;
 mod v2;
 
@@ -204,7 +205,11 @@ fn runs_inline(state: &ServerState, command: &Result<Command, RequestError>) -> 
             | Command::SelectAggregate(_)
             | Command::ReadOutbox(_)
             | Command::ListSchemas(_)
-            | Command::GetSnapshot(_),
+            | Command::GetSnapshot(_)
+            // Reaches here only on v1, which refuses it at once.
+            | Command::Subscribe(_)
+            | Command::Unsubscribe(_)
+            | Command::SubscriptionAck(_),
         ) => true,
         Ok(Command::Write(_) | Command::CreateSnapshot(_)) => relaxed,
         Ok(

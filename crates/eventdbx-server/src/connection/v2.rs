@@ -14,6 +14,7 @@ use tokio::time::timeout_at;
 use super::admission::{SessionsFull, Ticket};
 use super::busy_poll::{poll_before_waiting, BusyPoll};
 use super::inbound::{message_timed_out, next_frame, Inbound, MessageBudget, MessageClock};
+use super::push::{Outlet, Subscriptions};
 use super::{
     accepted, answer_apart, execute, hello_tenant, reject, runs_inline, session_ended,
     take_session, SessionInfo, V2_IN_FLIGHT,
@@ -148,6 +149,12 @@ async fn v2_loop(
         writer,
         broken: false,
     }));
+    let mut subscriptions = Subscriptions::new(
+        Arc::clone(&state),
+        Arc::clone(&info),
+        Arc::clone(&outbound) as Arc<dyn Outlet>,
+        response_limit,
+    );
     let slots = Arc::new(Semaphore::new(V2_IN_FLIGHT));
     let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
     let mut clock = MessageClock::new(&state);
@@ -210,6 +217,9 @@ async fn v2_loop(
                 break;
             }
         };
+        let Some(command) = subscriptions.take(id, command).await else {
+            continue;
+        };
         // A lone request (none in flight, no other one already received) runs right here and
         // its answer goes out at once: a sequential client then costs no task hand-off per
         // request. A pipelining client, and every request that may block or take long (a
@@ -238,7 +248,9 @@ async fn v2_loop(
     }
     // A message cut short gives its budget back before the peer sees the connection close.
     drop(reservation);
-    // Let the requests in flight finish and their answers go out before closing.
+    // Subscriptions end with the session; requests in flight finish and their answers go out
+    // before closing.
+    drop(subscriptions);
     let _ = slots.acquire_many(V2_IN_FLIGHT as u32).await;
     let _ = outbound.lock().await.writer.shutdown().await;
 }
@@ -265,5 +277,15 @@ impl Outbound {
             self.broken = true;
             let _ = self.writer.shutdown().await;
         }
+    }
+}
+
+/// Subscriptions' batches go out through the same lock as the answers.
+impl Outlet for tokio::sync::Mutex<Outbound> {
+    fn send<'a>(
+        &'a self,
+        message: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move { self.lock().await.send(message).await })
     }
 }

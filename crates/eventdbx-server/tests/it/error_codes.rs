@@ -44,6 +44,7 @@ fn one_of_each_code() -> Vec<RequestError> {
         .map(RequestError::from),
     );
     errors.push(RequestError::too_large(70_000, 65_519));
+    errors.push(RequestError::unsupported("detail"));
     errors
 }
 

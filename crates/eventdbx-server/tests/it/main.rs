@@ -16,6 +16,7 @@ mod references;
 mod restart;
 mod runtime_flavor;
 mod standalone;
+mod subscriptions;
 mod support;
 mod tenants;
 mod tenants_control;

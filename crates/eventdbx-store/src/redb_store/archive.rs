@@ -3,7 +3,7 @@
 //! outbox entries that leave and come back with the aggregate.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use eventdbx_core::aggregate::Aggregate;
@@ -16,6 +16,7 @@ use eventdbx_core::CoreError;
 use redb::{ReadTransaction, ReadableTable};
 
 use super::jobs::{plugin_jobs, queue_jobs};
+use super::positions;
 use super::tables::{
     json_error, put_aggregate, read_record, storage, AggregateRecord, ReferrerKey, Tables,
     AGGREGATES, EVENTS, HIGH, REFERRERS, TOP,
@@ -248,6 +249,8 @@ fn try_archive(
     let max_id = max_id.max(change_id);
     let changed = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&changed);
+    let assigned = Arc::new(AtomicU64::new(0));
+    let position = Arc::clone(&assigned);
     let tenant_owned = tenant.to_owned();
     let archived_record = archived.clone();
     let result = store.commit(
@@ -264,7 +267,7 @@ fn try_archive(
                 return Err(CoreError::IntegrityViolation("referrers changed".into()).into());
             }
             for update in &updates {
-                update.apply(tables, tenant, t, i)?;
+                update.apply(tables, tenant, t, i, &position)?;
             }
             put_aggregate(
                 tables,
@@ -283,7 +286,10 @@ fn try_archive(
         }),
     );
     match result {
-        Ok(()) => Ok(Some(archived.aggregate())),
+        Ok(()) => {
+            store.committed(tenant, assigned.load(Ordering::Acquire));
+            Ok(Some(archived.aggregate()))
+        }
         Err(_) if changed.load(Ordering::Acquire) => Ok(None),
         Err(err) => Err(err),
     }
@@ -311,6 +317,7 @@ impl NullifyUpdate {
         tenant: &str,
         target_type: &str,
         target_id: &str,
+        position: &AtomicU64,
     ) -> Result<()> {
         let (t, i) = (
             self.record.aggregate_type.as_str(),
@@ -327,6 +334,7 @@ impl NullifyUpdate {
             .events()?
             .insert((tenant, t, i, self.version), self.event_bytes.as_slice())
             .map_err(storage)?;
+        positions::assign(tables, (tenant, t, i, self.version), position)?;
         if self.in_outbox {
             tables
                 .outbox()?

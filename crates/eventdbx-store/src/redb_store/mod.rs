@@ -20,7 +20,8 @@
 //! records), `write`, `archive` (with the reference cascade), `list` (index planning and
 //! keyset paging), `events` (event and outbox pages), `verify`, `snapshots`, `usage`,
 //! `commit` (group commit), `health` (the database handle, reopened after an I/O error) and
-//! `jobs` (the plugin outbox and its [`crate::JobQueue`] impl).
+//! `jobs` (the plugin outbox and its [`crate::JobQueue`] impl), `positions` (event positions and
+//! commit listeners, for subscriptions).
 //! `open` opens the file with redb's integrity check, `guard` fences every engine call against
 //! a damaged file, and `check` is `dbx store check` and `dbx store recover`.
 
@@ -44,6 +45,7 @@ mod health;
 mod jobs;
 mod list;
 mod open;
+mod positions;
 mod replay;
 mod snapshots;
 mod tables;
@@ -59,8 +61,9 @@ use open::{open_database, Fallback};
 use tables::{read_record, storage, Tables, AGGREGATES, LAST_ID};
 
 use crate::{
-    CascadeRule, Durability, EventPage, EventStore, JobRoute, ListPage, ListQuery, OutboxPage,
-    Referrer, Result, StorageHealth, StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
+    CascadeRule, CommitListener, Durability, EventPage, EventSelector, EventStore, JobRoute,
+    ListPage, ListQuery, OutboxPage, PositionPage, Referrer, Result, StorageHealth, StoreError,
+    Usage, Visibility, WriteOutcome, WriteRequest,
 };
 
 const LOCK_STRIPES: usize = 1024;
@@ -73,6 +76,7 @@ pub struct RedbStore {
     locks: Vec<Mutex<()>>,
     ids: Mutex<SnowflakeGenerator>,
     guard: EngineGuard,
+    listeners: positions::Listeners,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -124,6 +128,7 @@ impl RedbStore {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             ids: Mutex::new(ids),
             guard,
+            listeners: positions::Listeners::default(),
         })
     }
 
@@ -185,6 +190,12 @@ impl RedbStore {
         self.guard.run(|| self.committer.commit(max_id, apply))
     }
 
+    /// Tells the commit listeners that `tenant`'s head is at least `head`, once the commit that
+    /// assigned it is visible to readers (0: the commit assigned no position).
+    fn committed(&self, tenant: &str, head: u64) {
+        self.listeners.committed(tenant, head);
+    }
+
     /// Makes every write acknowledged so far durable now, without waiting for the relaxed
     /// flusher (a no-op in fsync mode, where acknowledged writes already are). What a crash
     /// test uses to know which acknowledgements a kill must not lose.
@@ -228,6 +239,7 @@ fn prepare_tables(db: &Database) -> Result<u64> {
         tables.aggregates()?;
         tables.events()?;
         tables.outbox()?;
+        tables.positions()?;
         tables.index()?;
         tables.snapshots()?;
         tables.snapshots_by_aggregate()?;
@@ -246,6 +258,7 @@ fn prepare_tables(db: &Database) -> Result<u64> {
             .map_or(0, |v| v.value());
         last
     };
+    positions::assign_missing(&txn)?;
     txn.commit().map_err(storage)?;
     Ok(last_id)
 }
@@ -425,5 +438,25 @@ impl EventStore for RedbStore {
 
     fn tenants(&self) -> Result<Vec<String>> {
         self.guard.run(|| usage::tenants(self))
+    }
+
+    fn events_after(
+        &self,
+        tenant: &str,
+        after: u64,
+        selector: &EventSelector,
+        take: usize,
+    ) -> Result<PositionPage> {
+        self.guard
+            .run(|| positions::events_after(self, tenant, after, selector, take))
+    }
+
+    fn head_position(&self, tenant: &str) -> Result<u64> {
+        self.guard.run(|| positions::head(self, tenant))
+    }
+
+    fn listen_commits(&self, listener: CommitListener) -> Result<()> {
+        self.listeners.add(listener);
+        Ok(())
     }
 }

@@ -24,6 +24,11 @@ pub(super) const EVENTS: TableDefinition<(&str, &str, &str, u64), &[u8]> =
 pub(super) const OUTBOX: TableDefinition<(&str, u64), (&str, &str, u64)> =
     TableDefinition::new("outbox");
 
+/// (tenant, position) → (type, id, version): every event in the tenant's commit order
+/// (`positions`).
+pub(super) const POSITIONS: TableDefinition<(&str, u64), (&str, &str, u64)> =
+    TableDefinition::new("positions");
+
 /// (tenant, index kind, value, a, b) → archived flag: one entry per aggregate per sort layout.
 pub(super) const SORT_INDEX: TableDefinition<(&str, u8, u64, &str, &str), u8> =
     TableDefinition::new("sort_index");
@@ -66,6 +71,7 @@ pub(crate) struct Tables<'t> {
     aggregates: Option<redb::Table<'t, AggregateKey, Bytes>>,
     events: Option<redb::Table<'t, EventKey, Bytes>>,
     outbox: Option<redb::Table<'t, OutboxKey, OutboxValue>>,
+    positions: Option<redb::Table<'t, OutboxKey, OutboxValue>>,
     index: Option<redb::Table<'t, IndexKey, u8>>,
     snapshots: Option<redb::Table<'t, SnapshotKey, Bytes>>,
     snapshots_by_aggregate: Option<redb::Table<'t, EventKey, ()>>,
@@ -126,6 +132,7 @@ impl<'t> Tables<'t> {
             aggregates: None,
             events: None,
             outbox: None,
+            positions: None,
             index: None,
             snapshots: None,
             snapshots_by_aggregate: None,
@@ -144,6 +151,7 @@ impl<'t> Tables<'t> {
     lazy_table!(aggregates, AGGREGATES, AggregateKey, Bytes);
     lazy_table!(events, EVENTS, EventKey, Bytes);
     lazy_table!(outbox, OUTBOX, OutboxKey, OutboxValue);
+    lazy_table!(positions, POSITIONS, OutboxKey, OutboxValue);
     lazy_table!(index, SORT_INDEX, IndexKey, u8);
     lazy_table!(snapshots, SNAPSHOTS, SnapshotKey, Bytes);
     lazy_table!(snapshots_by_aggregate, SNAPSHOTS_BY_AGGREGATE, EventKey, ());

@@ -1,8 +1,10 @@
 //! Create, append and patch: the prepare half under the aggregate's lock stripe (idempotency
 //! replay, domain checks, payload check, sealing) and the commit half (quota, record, event,
-//! outbox, snapshot, reference index, plugin jobs, usage) queued for group commit.
+//! outbox, position, snapshot, reference index, plugin jobs, usage) queued for group commit.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
 use eventdbx_core::merkle::{self, MerkleBuilder};
@@ -14,6 +16,7 @@ use redb::ReadableTable;
 
 use super::commit::Latest;
 use super::jobs::{plugin_jobs, queue_jobs};
+use super::positions;
 use super::snapshots::put_snapshot;
 use super::tables::{
     json_error, put_aggregate, read_record, storage, AggregateKey, AggregateRecord, Bytes,
@@ -237,6 +240,8 @@ pub(super) fn write(
     let version = event.version;
     let new_record = record;
     let snapshot_for_job = snapshot.clone();
+    let assigned = Arc::new(AtomicU64::new(0));
+    let position = Arc::clone(&assigned);
     store.commit(
         snapshot
             .as_ref()
@@ -258,6 +263,7 @@ pub(super) fn write(
                 .outbox()?
                 .insert((tenant, event_id), (t, i, version))
                 .map_err(storage)?;
+            positions::assign(tables, event_key, &position)?;
             let mut bytes = event_bytes.len() as u64;
             if let (Some(snapshot), Some(snapshot_bytes)) = (&snapshot_for_job, &snapshot_bytes) {
                 put_snapshot(tables, tenant, snapshot, snapshot_bytes)?;
@@ -277,6 +283,7 @@ pub(super) fn write(
             add_usage(tables, tenant, 1, bytes)
         }),
     )?;
+    store.committed(tenant, assigned.load(Ordering::Acquire));
     Ok(WriteOutcome {
         event,
         aggregate,

@@ -131,6 +131,24 @@ pub fn decode(bytes: &[u8]) -> Reply {
             json!({"version_id": text(r.get_version_id()), "activated": r.get_activated(),
                    "action": text(r.get_action())})
         }
+        Which::Subscribe(r) => {
+            let r = r.expect("member");
+            json!({"subscription_id": r.get_subscription_id(),
+                   "start_position": r.get_start_position()})
+        }
+        Which::Unsubscribe(r) => json!({"found": r.expect("member").get_found()}),
+        Which::SubscriptionAck(r) => json!({"found": r.expect("member").get_found()}),
+        Which::SubscriptionBatch(r) => {
+            let r = r.expect("member");
+            let events: Vec<Value> = r
+                .get_events()
+                .expect("events")
+                .iter()
+                .map(|e| json!({"position": e.get_position(), "event": parse(e.get_event_json())}))
+                .collect();
+            json!({"subscription_id": r.get_subscription_id(), "events": events,
+                   "head": r.get_head(), "last_position": r.get_last_position()})
+        }
     })
 }
 

@@ -15,6 +15,10 @@ pub(crate) use super::{append, append_until_refused, domain, request, T};
 mod jobs;
 #[path = "paging.rs"]
 mod paging;
+// Positions are the embedded engine's alone so far (the PostgreSQL engine refuses
+// subscriptions: docs/subscriptions.md); this moves beside the others once both have them.
+#[path = "positions.rs"]
+mod positions;
 #[path = "references.rs"]
 pub(crate) mod references;
 #[path = "writes.rs"]
