@@ -44,6 +44,12 @@ impl RequestError {
         RequestError::new("unsupported", format!("unsupported: {detail}"))
     }
 
+    /// `protocol_error` with `protocol error: <detail>`: why a session is being closed (an
+    /// unreadable frame or message), sent with request id 0 just before the close.
+    pub fn protocol(detail: impl std::fmt::Display) -> Self {
+        RequestError::new("protocol_error", format!("protocol error: {detail}"))
+    }
+
     /// `response_too_large` for a response of `len` bytes over `limit`.
     pub fn too_large(len: usize, limit: usize) -> Self {
         RequestError::new(

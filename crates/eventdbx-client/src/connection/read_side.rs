@@ -111,6 +111,9 @@ impl Shared {
                 Ok(root) => root.get_id(),
                 Err(err) => return Err(Error::protocol(format!("undecodable reply: {err}"))),
             };
+            if id == SESSION_NOTICE_ID {
+                return Err(closing_notice(&message));
+            }
             let entry = {
                 let mut state = self.lock();
                 if let Some(stream) = state.streams.get(&id) {
@@ -156,6 +159,21 @@ impl Shared {
         for (_, entry) in pending {
             let _ = entry.reply.send(Err(reason.clone().unsent(!entry.written)));
         }
+    }
+}
+
+/// The request id no request carries (clients number from 1): a server answers with it, as an
+/// `error`, to say why it is closing the session (`docs/protocol.md`, "Session rules").
+const SESSION_NOTICE_ID: u64 = 0;
+
+/// The reason every request in flight fails with when the server closes the session.
+fn closing_notice(message: &[u8]) -> Error {
+    match eventdbx_proto::control::decode_reply(message) {
+        Ok((_, eventdbx_proto::control::Reply::Error(error))) => Error::protocol(format!(
+            "the server closed the session ({}: {})",
+            error.code, error.message
+        )),
+        _ => Error::protocol("the server answered request id 0, which no request carries"),
     }
 }
 
@@ -323,6 +341,24 @@ pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closing_notice_becomes_every_waiters_reason() {
+        let notice =
+            eventdbx_proto::control::Reply::Error(eventdbx_proto::control::ErrorResponse {
+                code: "protocol_error".into(),
+                message: "protocol error: the session is closed: message does not decode".into(),
+            })
+            .encode(SESSION_NOTICE_ID)
+            .expect("encode");
+        let reason = closing_notice(&notice).to_string();
+        assert!(
+            reason.contains("the server closed the session (protocol_error: protocol error: the session is closed: message does not decode)"),
+            "{reason}"
+        );
+        let other = closing_notice(b"not a reply").to_string();
+        assert!(other.contains("request id 0"), "{other}");
+    }
 
     #[test]
     fn poll_turns_stop_at_the_cap_and_come_back_when_dropped() {

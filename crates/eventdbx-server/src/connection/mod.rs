@@ -139,6 +139,22 @@ fn take_session(state: &ServerState, ticket: &mut Ticket) -> Result<(), Sessions
 
 /// A session ends on a frame or message it cannot read; the protocol gives no way to tell the
 /// client why (`docs/protocol.md`, "Session rules"), so the log and `/metrics` do.
+/// The answer that tells the peer why its session ends on a protocol error: an `error` with
+/// request id 0, which no request carries (`docs/protocol.md`, "Session rules"). Sent at most
+/// [`NOTICE_TIMEOUT`] long, so a peer that reads nothing cannot hold the session open.
+fn closing_notice(what: &str) -> Vec<u8> {
+    commands::encode(
+        0,
+        Err(RequestError::protocol(format!(
+            "the session is closed: {what}"
+        ))),
+        usize::MAX,
+    )
+}
+
+/// How long the closing notice may take to write.
+const NOTICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn session_ended(state: &ServerState, what: &str, err: &dyn std::fmt::Display) {
     Metrics::add(&state.metrics.protocol_errors, 1);
     if let Some(unsaid) = state.log_bursts.protocol.admit() {

@@ -8,6 +8,7 @@ use eventdbx_proto::hello::ReceivedHello;
 use eventdbx_proto::noise::{v1, Session};
 use eventdbx_proto::transport::{read_frame, write_frame, FrameReader, SessionLimits};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio::time::timeout_at;
@@ -16,8 +17,8 @@ use super::admission::{SessionsFull, Ticket};
 use super::busy_poll::{poll_before_waiting, BusyPoll};
 use super::inbound::{message_timed_out, next_frame, Inbound, MessageClock};
 use super::{
-    accepted, answer_apart, execute, hello_tenant, reject, runs_inline, session_ended,
-    take_session, SessionInfo,
+    accepted, answer_apart, closing_notice, execute, hello_tenant, reject, runs_inline,
+    session_ended, take_session, SessionInfo, NOTICE_TIMEOUT,
 };
 use crate::commands;
 use crate::state::ServerState;
@@ -110,6 +111,25 @@ pub(super) async fn serve_v1(
     v1_loop(state, socket, session, transport.as_mut(), shutdown).await;
 }
 
+/// Tells the peer why the session ends (the closing notice), sealed like any answer and bounded
+/// in time.
+async fn notify_closing(
+    writer: &mut OwnedWriteHalf,
+    noise: Option<&mut Session>,
+    frame_limit: usize,
+    what: &str,
+) {
+    let notice = closing_notice(what);
+    let bytes = match noise {
+        Some(session) => match session.sealer.seal(&notice) {
+            Ok(sealed) => sealed,
+            Err(_) => return,
+        },
+        None => notice,
+    };
+    let _ = tokio::time::timeout(NOTICE_TIMEOUT, write_frame(writer, &bytes, frame_limit)).await;
+}
+
 async fn v1_loop(
     state: Arc<ServerState>,
     socket: TcpStream,
@@ -135,7 +155,10 @@ async fn v1_loop(
                 Inbound::Frame(payload) => payload,
                 Inbound::Ended => return,
                 // A frame that can never be valid (over the limit): close, and say so.
-                Inbound::Unreadable(err) => return session_ended(&state, "unreadable frame", &err),
+                Inbound::Unreadable(err) => {
+                    session_ended(&state, "unreadable frame", &err);
+                    return notify_closing(&mut writer, noise.as_deref_mut(), frame_limit, "unreadable frame").await;
+                }
                 Inbound::TimedOut => return message_timed_out(&state),
             },
         };
@@ -144,14 +167,32 @@ async fn v1_loop(
         let request = match noise.as_deref_mut() {
             Some(session) => match session.opener.open(payload) {
                 Ok(plain) => plain,
-                Err(err) => return session_ended(&state, "frame does not decrypt", &err),
+                Err(err) => {
+                    session_ended(&state, "frame does not decrypt", &err);
+                    return notify_closing(
+                        &mut writer,
+                        Some(session),
+                        frame_limit,
+                        "frame does not decrypt",
+                    )
+                    .await;
+                }
             },
             None => payload.to_vec(),
         };
         // One request at a time: nothing else of this session can be waiting for its turn.
         let (id, command) = match commands::parse(&request) {
             Ok(parsed) => parsed,
-            Err(err) => return session_ended(&state, "message does not decode", &err),
+            Err(err) => {
+                session_ended(&state, "message does not decode", &err);
+                return notify_closing(
+                    &mut writer,
+                    noise.as_deref_mut(),
+                    frame_limit,
+                    "message does not decode",
+                )
+                .await;
+            }
         };
         let response = if runs_inline(&state, &command) {
             execute(&state, &session, id, command, response_limit)

@@ -16,8 +16,8 @@ use super::busy_poll::{poll_before_waiting, BusyPoll};
 use super::inbound::{message_timed_out, next_frame, Inbound, MessageBudget, MessageClock};
 use super::push::{Outlet, Subscriptions};
 use super::{
-    accepted, answer_apart, execute, hello_tenant, reject, runs_inline, session_ended,
-    take_session, SessionInfo, V2_IN_FLIGHT,
+    accepted, answer_apart, closing_notice, execute, hello_tenant, reject, runs_inline,
+    session_ended, take_session, SessionInfo, NOTICE_TIMEOUT, V2_IN_FLIGHT,
 };
 use crate::commands;
 use crate::state::ServerState;
@@ -172,6 +172,7 @@ async fn v2_loop(
                 // A frame that can never be valid (over the limit): close, and say so.
                 Inbound::Unreadable(err) => {
                     session_ended(&state, "unreadable frame", &err);
+                    notify_closing(&outbound, "unreadable frame").await;
                     break;
                 }
                 Inbound::TimedOut => {
@@ -203,17 +204,19 @@ async fn v2_loop(
             }
             Err(err) => {
                 session_ended(&state, "bad chunk", &err);
+                notify_closing(&outbound, "bad chunk").await;
                 break;
             }
         };
         clock.message_done();
         let held = reservation.take();
-        // Not a Cap'n Proto message at all: no id to answer; the session ends without a reply
-        // (`docs/protocol.md`, "Session rules"), as v1 sessions do.
+        // Not a Cap'n Proto message at all: no id to answer; the session ends with the closing
+        // notice (id 0: `docs/protocol.md`, "Session rules"), as v1 sessions do.
         let (id, command) = match commands::parse(&message) {
             Ok(parsed) => parsed,
             Err(err) => {
                 session_ended(&state, "message does not decode", &err);
+                notify_closing(&outbound, "message does not decode").await;
                 break;
             }
         };
@@ -260,6 +263,15 @@ struct Outbound {
     sealer: v2::ChunkSealer,
     writer: tokio::net::tcp::OwnedWriteHalf,
     broken: bool,
+}
+
+/// Tells the peer why the session ends (the closing notice), bounded in time.
+async fn notify_closing(outbound: &tokio::sync::Mutex<Outbound>, what: &str) {
+    let notice = closing_notice(what);
+    let _ = tokio::time::timeout(NOTICE_TIMEOUT, async {
+        outbound.lock().await.send(&notice).await;
+    })
+    .await;
 }
 
 impl Outbound {

@@ -77,12 +77,12 @@ fn failed_handshakes_and_bad_messages_are_counted() {
     session
         .send_message(b"not a control message")
         .expect("send");
-    assert!(session.recv_message().is_err(), "the session ends");
+    told_why_then_closed(&mut session, "message does not decode");
 
     // A frame header announcing more than any frame may hold ends the session too.
     let mut session = server.v2("default");
     session.wire.write(&[0xff; 4]).expect("send");
-    assert!(session.recv_message().is_err(), "the session ends");
+    told_why_then_closed(&mut session, "unreadable frame");
     // A peer that leaves mid-frame is no protocol error: the session ends quietly.
     let mut leaving = server.v1("default");
     leaving.wire.write(&[0, 0, 0, 9, 1]).expect("send");
@@ -93,4 +93,24 @@ fn failed_handshakes_and_bad_messages_are_counted() {
     let metrics = metrics.metrics();
     assert_eq!(metrics.handshake_failures.load(Ordering::Relaxed), 3);
     assert_eq!(metrics.protocol_errors.load(Ordering::Relaxed), 2);
+}
+
+/// The session's last message is the closing notice, with `reason`; then the server closes it.
+fn told_why_then_closed(session: &mut Client, reason: &str) {
+    assert_eq!(
+        session.closing_notice(),
+        format!("protocol error: the session is closed: {reason}")
+    );
+}
+
+#[test]
+fn a_v1_session_closed_for_a_bad_message_is_told_why() {
+    let server = TestServer::start(|_| {});
+    let mut session = server.v1("default");
+    session
+        .send_message(b"not a control message")
+        .expect("send");
+    told_why_then_closed(&mut session, "message does not decode");
+    let metrics = stop(server);
+    assert_eq!(metrics.metrics().protocol_errors.load(Ordering::Relaxed), 1);
 }

@@ -149,6 +149,20 @@ impl Client {
         })
     }
 
+    /// Reads the closing notice (request id 0, `protocol_error`), checks the server then closes
+    /// the connection, and returns the notice's message.
+    pub fn closing_notice(&mut self) -> String {
+        let notice = self.recv_message().expect("the closing notice");
+        let (id, reply) = eventdbx_proto::control::decode_reply(&notice).expect("a control reply");
+        assert_eq!(id, 0, "the notice carries request id 0");
+        let eventdbx_proto::control::Reply::Error(error) = reply else {
+            panic!("the notice is an error: {reply:?}");
+        };
+        assert_eq!(error.code, "protocol_error");
+        assert!(self.wire.closed_by_peer(), "then the server closes");
+        error.message
+    }
+
     /// Reads and decrypts one logical message.
     pub fn recv_message(&mut self) -> Result<Vec<u8>, String> {
         match &mut self.transport {
