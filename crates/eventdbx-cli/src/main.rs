@@ -25,6 +25,14 @@ fn stdout_failed(err: &std::io::Error) -> ! {
     std::process::exit(1)
 }
 
+/// glibc's malloc keeps most of the memory of large messages after they are answered (it raises
+/// its mmap threshold and rarely trims its heaps). jemalloc with its background thread returns
+/// freed pages to the system after a few idle seconds, so the server's RSS goes back to its
+/// baseline after a burst (docs/server.md, "Messages in flight"). mimalloc was tried and kept
+/// the memory of an idle server: it purges only when the thread that freed it allocates again.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod plugin;
 mod progress;
 mod remote;

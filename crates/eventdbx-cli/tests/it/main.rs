@@ -1,6 +1,7 @@
 //! Integration tests of `dbx`: the real binary, against a real `dbx serve` where it needs one.
 
 mod aggregates;
+mod allocator;
 mod chaos;
 mod config;
 mod durability;
