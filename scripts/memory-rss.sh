@@ -6,8 +6,9 @@
 #   stall       20 sessions that each send 15 MiB of a 16 MiB message and stop.
 # Prints, per scenario, the peak RSS (VmHWM) and the RSS after it (or, for stall, while held).
 #
-# Run it once as is and once with MALLOC_MMAP_THRESHOLD_=131072 exported to see what glibc's
-# malloc keeps (docs/server.md, "Messages in flight").
+# The RSS "after" is read 1 s after a burst: dbx's allocator (jemalloc with its background
+# thread) gives the memory back some seconds later, so read /proc/<pid>/status again ~15 s after
+# to see it back near the idle baseline (docs/server.md, "Messages in flight").
 #
 # usage: scripts/memory-rss.sh [dbx] [large_messages]
 #   defaults: the release builds, `cargo build --release -p eventdbx-cli` and

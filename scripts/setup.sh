@@ -39,6 +39,16 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-fuzz --version "~0.13"
 fi
 
+# dbx's allocator (jemalloc, built from its C source by tikv-jemalloc-sys) needs make.
+if ! command -v make >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing make (jemalloc's build)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make) >/dev/null
+  else
+    echo "setup: make is not installed and cannot be (needs apt-get as root); dbx will not build" >&2
+  fi
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: cargo-nextest not found; tests will run with cargo test"
 fi
