@@ -87,8 +87,8 @@ def _snapshot(pids: Dict[int, List[str]]) -> CpuSnapshot:
     return snap
 
 
-def tree_cpu(root: int) -> CpuSnapshot:
-    """A snapshot of ``root`` and every live descendant."""
+def tree_cpu(*roots: int) -> CpuSnapshot:
+    """A snapshot of each of ``roots`` and every live descendant."""
     parents: Dict[int, int] = {}
     stats: Dict[int, List[str]] = {}
     for entry in os.listdir("/proc"):
@@ -101,9 +101,9 @@ def tree_cpu(root: int) -> CpuSnapshot:
     members: Dict[int, List[str]] = {}
     for pid, fields in stats.items():
         ancestor = pid
-        while ancestor not in (root, 0, 1) and ancestor in parents:
+        while ancestor not in roots and ancestor not in (0, 1) and ancestor in parents:
             ancestor = parents[ancestor]
-        if ancestor == root:
+        if ancestor in roots:
             members[pid] = fields
     return _snapshot(members)
 

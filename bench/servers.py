@@ -116,8 +116,8 @@ def _stop_leftovers() -> None:
 
 
 class Server(abc.ABC):
-    """A running server: ``pid`` is the root of the process tree whose CPU is charged to it.
-    Subclasses call ``_started()`` once their process exists and ``_stopped()`` in ``stop``."""
+    """A running server: ``pid`` is its main process; ``cpu_roots`` the roots of the process
+    trees whose CPU is charged to it. Subclasses call ``_started()`` once their process exists and ``_stopped()`` in ``stop``."""
 
     version: str = "?"
 
@@ -130,6 +130,11 @@ class Server(abc.ABC):
     @property
     @abc.abstractmethod
     def pid(self) -> int: ...
+
+    @property
+    def cpu_roots(self) -> List[int]:
+        """The processes whose trees the server's CPU is measured over."""
+        return [self.pid]
 
     @abc.abstractmethod
     def stop(self) -> None: ...
@@ -152,12 +157,16 @@ class DbxConfig:
 
     durability: str  # "fsync" or "relaxed"
     busy_poll_us: Optional[int] = None  # None: the server's default
+    #: "embedded" (the server's own store) or "postgres": then the server starts a scratch
+    #: PostgreSQL cluster of its own and stores there.
+    backend: str = "embedded"
 
 
 class DbxServer(Server):
     def __init__(self, binary: str, config: DbxConfig) -> None:
         self.workdir = tempfile.mkdtemp(prefix="bench-dbx-")
         self._process: Optional[Process] = None
+        self._database: Optional[PostgresServer] = None
         self._started()
         try:
             subprocess.run([binary, "init"], cwd=self.workdir, check=True,
@@ -173,13 +182,23 @@ class DbxServer(Server):
             if config.busy_poll_us is not None:
                 text = re.sub(r"(?m)^busy_poll_us = \d+$",
                               f"busy_poll_us = {config.busy_poll_us}", text)
+            if config.backend == "postgres":
+                # The server creates its tables itself (its migrations) on first start.
+                self._database = PostgresServer("SELECT 1")
+                db = self._database
+                url = f"postgres://{db.user}@{db.host}:{db.port}/{db.dbname}"
+                text = re.sub(r'(?m)^backend = ".*"$', f'backend = "postgres"\nurl = "{url}"',
+                              text)
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
             with open(os.path.join(self.workdir, ".dbx", "cli.token"), encoding="utf-8") as f:
                 self.token = f.read().strip()
             self.version = subprocess.run([binary, "--version"], check=True, text=True,
                                           capture_output=True).stdout.strip().split()[-1]
+            if self._database is not None:
+                self.version += f" on PostgreSQL {self._database.version}"
             env = dict(os.environ, RUST_LOG="warn")
+            env.pop("DBX_POSTGRES_URL", None)  # the file's url, not one from the caller
             self._process = Process([binary, "serve"], cwd=self.workdir, env=env)
             found = self._process.wait_for(_LISTENING.match, "'dbx listening' line")
             self.host, self.port, self.fingerprint = found[1], int(found[2]), found[3]
@@ -192,9 +211,18 @@ class DbxServer(Server):
         assert self._process is not None
         return self._process.pid
 
+    @property
+    def cpu_roots(self) -> List[int]:
+        roots = [self.pid]
+        if self._database is not None:
+            roots.append(self._database.pid)  # the server's CPU includes its database's
+        return roots
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop()
+        if self._database is not None:
+            self._database.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
         self._stopped()
 

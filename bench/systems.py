@@ -128,6 +128,7 @@ _FSYNC = DbxSpec(DbxConfig("fsync"))
 _RELAXED = DbxSpec(DbxConfig("relaxed"))
 _RELAXED_NO_POLL = DbxSpec(DbxConfig("relaxed", busy_poll_us=0))
 _POSTGRES = PostgresSpec()
+_ON_POSTGRES = DbxSpec(DbxConfig("fsync", backend="postgres"))
 
 SYSTEMS: List[System] = [
     System("dbx-fsync-v2", "dbx", "fsync", "durable", "v2", True, _FSYNC, _dbx("v2"),
@@ -142,6 +143,10 @@ SYSTEMS: List[System] = [
     # the row above, and at rest.
     System("dbx-relaxed-v2-nopoll", "dbx (server busy-poll off)", "relaxed", "relaxed", "v2",
            True, _RELAXED_NO_POLL, _dbx("v2"), frozenset({"W1", "W7", "IDLE", "CLIENT"})),
+    # Our server storing in PostgreSQL (its own scratch cluster; the server's CPU includes the
+    # database's): what running several servers over one database costs against one alone.
+    System("dbx-pg-v2", "dbx on PostgreSQL", "synchronous_commit=on", "durable", "v2", True,
+           _ON_POSTGRES, _dbx("v2"), WRITES | {"W7"}),
     System("pg-sync-on", "PostgreSQL", "synchronous_commit=on", "durable", "psycopg", False,
            _POSTGRES, _postgres(True), WRITES | {"W7", "IDLE"}),
     System("pg-sync-off", "PostgreSQL", "synchronous_commit=off", "relaxed", "psycopg", False,

@@ -108,12 +108,12 @@ def payloads(seed: object, count: int) -> List[str]:
 async def measure(target: Target, body: Callable[[Run], Awaitable[None]]) -> Run:
     """Runs ``body`` once, charging it wall time and the client's and server's CPU."""
     run = Run()
-    client0, server0 = client_cpu(), tree_cpu(target.server.pid)
+    client0, server0 = client_cpu(), tree_cpu(*target.server.cpu_roots)
     start = time.perf_counter()
     await body(run)
     run.seconds = time.perf_counter() - start
     run.client_cpu = client_cpu().since(client0)
-    run.server_cpu = tree_cpu(target.server.pid).since(server0)
+    run.server_cpu = tree_cpu(*target.server.cpu_roots).since(server0)
     return run
 
 

@@ -109,11 +109,11 @@ class ClientCost(Workload):
             raise FileNotFoundError(f"{binary} is not built (bench/run builds it)")
         env = dict(os.environ, EVENTDBX_TOKEN=server.token, EVENTDBX_HOST=server.host,
                    EVENTDBX_PORT=str(server.port), EVENTDBX_TENANT_ID="default")
-        server0 = tree_cpu(server.pid)
+        server0 = tree_cpu(*server.cpu_roots)
         out = subprocess.run([binary, str(requests), "v1", "get"], env=env, text=True,
                              capture_output=True, timeout=300, check=True).stdout
         # Its warm-up requests reach the server too: the server's share is only indicative.
-        run = Run(server_cpu=tree_cpu(server.pid).since(server0))
+        run = Run(server_cpu=tree_cpu(*server.cpu_roots).since(server0))
         for line in out.splitlines():
             if m := _RUST_LINE.match(line):
                 run.ops = int(m[1])
