@@ -117,7 +117,8 @@ def _stop_leftovers() -> None:
 
 class Server(abc.ABC):
     """A running server: ``pid`` is its main process; ``cpu_roots`` the roots of the process
-    trees whose CPU is charged to it. Subclasses call ``_started()`` once their process exists and ``_stopped()`` in ``stop``."""
+    trees whose CPU is charged to it. Subclasses call ``_started()`` once their process exists
+    and ``_stopped()`` in ``stop``."""
 
     version: str = "?"
 
