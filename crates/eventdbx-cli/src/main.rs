@@ -33,6 +33,8 @@ fn stdout_failed(err: &std::io::Error) -> ! {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod init;
+mod migrate;
 mod plugin;
 mod progress;
 mod remote;
@@ -47,7 +49,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use eventdbx_server::auth::{Authority, TokenRequest, MIN_TTL_SECS};
-use eventdbx_server::config::{init_workspace, Config, ConfigValue, InitOutcome};
+use eventdbx_server::config::{init_workspace, Config, ConfigValue};
 use eventdbx_server::fs::{write_atomic, write_secret, STATE_FILE_MODE};
 use eventdbx_server::{authority_config, read_server_key, Server};
 use rustix::process::{Pid, Signal};
@@ -77,7 +79,15 @@ enum Command {
         /// 2w); 0 = no expiry.
         #[arg(long, default_value = "86400", value_parser = parse_ttl)]
         ttl: u64,
+        /// Store in PostgreSQL at this URL (`[storage] backend = "postgres"`); the database is
+        /// checked and migrated now. A URL with a password is not written to config.toml: give
+        /// it to `dbx serve` and `dbx migrate` in DBX_POSTGRES_URL.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
+    /// The PostgreSQL schema: `status` (versions and pending migrations), `up` (apply them).
+    #[command(subcommand)]
+    Migrate(migrate::MigrateAction),
     /// Run the server in the foreground until Ctrl-C or SIGTERM (`serve start|stop|status|
     /// restart|destroy` manage a background server and the workspace).
     Serve {
@@ -301,7 +311,10 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Init { ttl } => init(ttl, cli.json),
+        Command::Init { ttl, postgres } => init::init(ttl, postgres, cli.json),
+        Command::Migrate(action) => {
+            migrate::migrate(&load_config(cli.config.as_deref())?, action, cli.json)
+        }
         Command::Serve { action: None }
         | Command::Serve {
             action: Some(ServeAction::Start { foreground: true }),
@@ -389,40 +402,6 @@ fn load_config(explicit: Option<&Path>) -> Result<Config> {
 fn auto_init() -> bool {
     std::env::var("EVENTDBX_AUTO_INIT")
         .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-}
-
-fn init(ttl: u64, json: bool) -> Result<()> {
-    let outcome = init_workspace(&std::env::current_dir()?)?;
-    let config = Config::load(outcome.config_path())?;
-    // Creates the store, the signing key and the v2 key, exactly as the server will use them.
-    let server = Server::open(config.clone())?;
-    let token_file = config.data_dir.join("cli.token");
-    let created = matches!(outcome, InitOutcome::Created(_));
-    if created || !token_file.exists() {
-        let token = server.auth().bootstrap(ttl)?;
-        write_secret(&token_file, token.as_bytes())?;
-    }
-    if json {
-        out!(
-            "{}",
-            serde_json::json!({
-                "initialized": created,
-                "config": outcome.config_path(),
-                "token_file": token_file,
-                "server_key_fingerprint": server.fingerprint().to_string(),
-            })
-        );
-    } else {
-        let verb = if created {
-            "initialized"
-        } else {
-            "already initialized"
-        };
-        out!("{verb}: {}", outcome.config_path().display());
-        out!("bootstrap token: {} (mode 0600)", token_file.display());
-        out!("server key fingerprint: {}", server.fingerprint());
-    }
-    Ok(())
 }
 
 fn serve(config: &Config) -> Result<()> {

@@ -104,7 +104,8 @@ impl Server {
                 backoff_unit_ms: config.plugin_queue.backoff_unit_ms,
             },
         )
-        .map_err(StartError::Plugins)?;
+        .map_err(StartError::Plugins)?
+        .with_lease(config.plugin_queue.lease_ms);
         tracing::info!(
             durability = storage.events.durability().as_str(),
             fingerprint = %server_key.fingerprint(),

@@ -70,7 +70,7 @@ mod schema;
 mod verify;
 mod write;
 
-pub use schema::SCHEMA_VERSION;
+pub use schema::{migrate_up, migration_status, Migration, MigrationStatus, SCHEMA_VERSION};
 
 const LOCK_STRIPES: usize = 1024;
 /// How long `/health` waits for the database to answer before calling it degraded.

@@ -111,6 +111,7 @@ struct StorageFile {
 #[serde(default)]
 struct PluginQueueFile {
     backoff_unit_ms: Option<u64>,
+    lease_ms: Option<u64>,
     prune: PruneFile,
 }
 
@@ -433,6 +434,9 @@ impl Keys<'_> {
             &mut config.plugin_queue.backoff_unit_ms,
             queue.backoff_unit_ms,
         );
+        if let Some(lease) = queue.lease_ms {
+            config.plugin_queue.lease_ms = self.at_least("plugin_queue.lease_ms", lease, 1);
+        }
         let prune = &mut config.plugin_queue.prune;
         set(&mut prune.done_ttl_secs, queue.prune.done_ttl_secs);
         if let Some(interval) = queue.prune.interval_secs {

@@ -34,7 +34,9 @@ mod render;
 
 pub use backend::{StorageOpenError, POSTGRES_URL_ENV};
 pub use edit::ConfigValue;
-pub use init::{init_workspace, InitOutcome};
+pub use init::{
+    init_workspace, init_workspace_with, postgres_url_has_password, InitOutcome, InitStorage,
+};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -211,6 +213,11 @@ pub struct PluginQueueConfig {
     /// when changed.
     #[serde(skip_serializing_if = "render::is_default_backoff")]
     pub backoff_unit_ms: u64,
+    /// `[plugin_queue] lease_ms` (ours): how long a claimed job is its server's; a job whose
+    /// server died is delivered by another (sharing the PostgreSQL database) after it. The
+    /// default is 60,000; written only when changed.
+    #[serde(skip_serializing_if = "render::is_default_lease")]
+    pub lease_ms: u64,
     /// `[plugin_queue.prune]`: removal of delivered jobs.
     pub prune: PruneConfig,
 }
@@ -220,6 +227,7 @@ impl Default for PluginQueueConfig {
         PluginQueueConfig {
             prune: PruneConfig::default(),
             backoff_unit_ms: RetryPolicy::default().backoff_unit_ms,
+            lease_ms: eventdbx_core::plugin::PROCESSING_DEADLINE_MS,
         }
     }
 }

@@ -39,6 +39,10 @@ pub(super) fn is_default_backoff(unit_ms: &u64) -> bool {
     *unit_ms == RetryPolicy::default().backoff_unit_ms
 }
 
+pub(super) fn is_default_lease(lease_ms: &u64) -> bool {
+    *lease_ms == eventdbx_core::plugin::PROCESSING_DEADLINE_MS
+}
+
 pub(super) fn is_default_pool_size(size: &u32) -> bool {
     *size == super::DEFAULT_POOL_SIZE
 }

@@ -62,6 +62,8 @@ pub struct Plugins {
     path: PathBuf,
     plugins_dir: PathBuf,
     policy: RetryPolicy,
+    /// How long a claimed job stays this server's before another may deliver it.
+    lease_ms: u64,
     loaded: RwLock<Loaded>,
     /// One per plugin id, kept across worker restarts so no wake-up is lost.
     notifies: Mutex<HashMap<String, Arc<Notify>>>,
@@ -96,6 +98,7 @@ impl Plugins {
             path,
             plugins_dir: data_dir.join("plugins"),
             policy,
+            lease_ms: PROCESSING_DEADLINE_MS,
             loaded: RwLock::new(Loaded {
                 routable: Arc::new(defs.iter().map(PluginDef::routable).collect()),
                 defs: Arc::new(defs),
@@ -113,6 +116,12 @@ impl Plugins {
     /// The definitions in force.
     pub fn defs(&self) -> Arc<Vec<PluginDef>> {
         Arc::clone(&self.loaded.read().unwrap_or_else(|p| p.into_inner()).defs)
+    }
+
+    /// Sets the lease of a claimed job (`[plugin_queue] lease_ms`; at least 1 ms).
+    pub fn with_lease(mut self, lease_ms: u64) -> Self {
+        self.lease_ms = lease_ms.max(1);
+        self
     }
 
     /// The retry rules.
@@ -323,6 +332,7 @@ impl Plugins {
                 notify: self.notify(&id),
                 stop: Arc::clone(&stop),
                 policy: self.policy,
+                lease_ms: self.lease_ms,
                 metrics: Arc::clone(&self.metrics),
                 plugins_dir: self.plugins_dir.clone(),
                 tasks: self.tasks.clone(),
@@ -375,6 +385,7 @@ struct WorkerContext {
     notify: Arc<Notify>,
     stop: Arc<AtomicBool>,
     policy: RetryPolicy,
+    lease_ms: u64,
     metrics: Arc<PluginMetrics>,
     plugins_dir: PathBuf,
     tasks: TaskTracker,
@@ -393,10 +404,9 @@ impl WorkerContext {
             }
             let claim = {
                 let (store, id, policy) = (Arc::clone(&self.store), id.clone(), self.policy);
+                let lease_ms = self.lease_ms;
                 self.tasks
-                    .spawn_blocking(move || {
-                        store.claim_job(&id, now_ms(), PROCESSING_DEADLINE_MS, policy)
-                    })
+                    .spawn_blocking(move || store.claim_job(&id, now_ms(), lease_ms, policy))
                     .await
             };
             let wait_until = match claim {
