@@ -11,10 +11,11 @@ use eventdbx_store::{Result, StoreError};
 use crate::{col, db, unsigned, Cached};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Migration `n` is `MIGRATIONS[n - 1]`; never edit one that has shipped, add the next.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE aggregates (
     tenant          text COLLATE "C" NOT NULL,
     aggregate_type  text COLLATE "C" NOT NULL,
@@ -88,7 +89,9 @@ CREATE INDEX plugin_job_queue ON plugin_jobs (plugin, rank, id)
     WHERE status IN ('pending', 'processing');
 CREATE INDEX plugin_job_done ON plugin_jobs (done_at_ms, id) WHERE status = 'done';
 CREATE INDEX plugin_job_dead ON plugin_jobs (id) WHERE status = 'dead';
-"#];
+"#,
+    include_str!("../migrations/0002_control_documents.sql"),
+];
 
 /// Applies the migrations the database lacks; refuses a newer schema.
 pub(crate) async fn migrate(client: &mut Client) -> Result<()> {
