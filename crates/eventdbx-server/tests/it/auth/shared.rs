@@ -1,13 +1,14 @@
 //! Authorities sharing control documents (`docs/storage.md`, "Several servers"), as the servers
 //! of one PostgreSQL database do, here on in-memory documents: each signs with its own key and
 //! accepts the others'; issues and revocations made by one are in force on the other once it is
-//! told the document changed; issues racing on the shared ledger all persist.
+//! told the document changed; an issue overtaken by another server's keeps both tokens.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use eventdbx_proto::noise::v2::TokenId;
 use eventdbx_server::auth::{AuthConfig, AuthError, Authority, KeyOverrides};
-use eventdbx_store::documents::{ControlDocuments, MemoryDocuments};
+use eventdbx_store::documents::{ControlDocument, ControlDocuments, Expected, MemoryDocuments};
 
 use super::request;
 
@@ -69,6 +70,82 @@ fn each_authority_accepts_the_others_tokens_and_revocations() {
     );
 }
 
+/// Documents that run a hook (once) just before a write, as if another server wrote then.
+#[derive(Default)]
+struct Overtaken {
+    inner: MemoryDocuments,
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for Overtaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Overtaken")
+    }
+}
+
+impl ControlDocuments for Overtaken {
+    fn read(&self, name: &str) -> eventdbx_store::Result<Option<ControlDocument>> {
+        self.inner.read(name)
+    }
+
+    fn write(
+        &self,
+        name: &str,
+        body: &[u8],
+        expected: Expected,
+    ) -> eventdbx_store::Result<Option<u64>> {
+        let hook = self.hook.lock().expect("hook").take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.inner.write(name, body, expected)
+    }
+
+    fn revisions(&self) -> eventdbx_store::Result<BTreeMap<String, u64>> {
+        self.inner.revisions()
+    }
+}
+
+#[test]
+fn an_issue_overtaken_by_another_servers_keeps_both_tokens() {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let documents = Arc::new(Overtaken::default());
+    let shared: Arc<dyn ControlDocuments> = Arc::clone(&documents) as Arc<dyn ControlDocuments>;
+    let open = |dir: &std::path::Path| {
+        Arc::new(
+            Authority::open_shared(
+                AuthConfig::defaults(dir),
+                KeyOverrides::default(),
+                Arc::clone(&shared),
+            )
+            .expect("open shared"),
+        )
+    };
+    let (a, b) = (open(a_dir.path()), open(b_dir.path()));
+    // A issues between B's read of the ledger and B's write of it.
+    let first = Arc::new(Mutex::new(None));
+    {
+        let (a, first) = (Arc::clone(&a), Arc::clone(&first));
+        *documents.hook.lock().expect("hook") = Some(Box::new(move || {
+            let (_, claims) = a.issue(request(&["aggregate.read"])).expect("a");
+            *first.lock().expect("first") = Some(claims.jti);
+        }));
+    }
+    let (_, second) = b.issue(request(&["aggregate.read"])).expect("b");
+    let first = first.lock().expect("first").clone().expect("a issued");
+    let fresh = open(tempfile::tempdir().expect("dir").path());
+    let ledger: Vec<String> = fresh.list().into_iter().map(|record| record.jti).collect();
+    assert!(ledger.contains(&first), "{first} missing from {ledger:?}");
+    assert!(
+        ledger.contains(&second.jti),
+        "{} missing from {ledger:?}",
+        second.jti
+    );
+}
+
 #[test]
 fn issues_racing_on_the_shared_ledger_all_persist() {
     const EACH: usize = 20;
@@ -79,8 +156,6 @@ fn issues_racing_on_the_shared_ledger_all_persist() {
     let documents = Arc::new(MemoryDocuments::default());
     let a = open_shared(a_dir.path(), &documents);
     let b = open_shared(b_dir.path(), &documents);
-    // Four issuers, two per authority: a write prepared from a ledger another one changed
-    // meanwhile loses its compare-and-swap and must keep the winner's tokens when it retries.
     let jtis: Vec<String> = std::thread::scope(|scope| {
         let issuers: Vec<_> = [&a, &b, &a, &b]
             .into_iter()
