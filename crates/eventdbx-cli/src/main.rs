@@ -48,10 +48,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use eventdbx_server::auth::{Authority, TokenRequest, MIN_TTL_SECS};
+use eventdbx_server::auth::{TokenRequest, MIN_TTL_SECS};
 use eventdbx_server::config::{init_workspace, Config, ConfigValue};
 use eventdbx_server::fs::{write_atomic, write_secret, STATE_FILE_MODE};
-use eventdbx_server::{authority_config, read_server_key, Server};
+use eventdbx_server::{open_authority, read_server_key, Server};
 use rustix::process::{Pid, Signal};
 
 #[derive(Parser)]
@@ -661,7 +661,8 @@ fn status(config: &Config, json: bool) -> Result<()> {
 }
 
 fn token(config: &Config, command: TokenCommand, json: bool) -> Result<()> {
-    let auth = Authority::open(authority_config(config))?;
+    // On a shared database the tokens are the database's, which every server reads.
+    let auth = open_authority(config)?;
     match command {
         TokenCommand::Bootstrap { stdout, ttl } => {
             note_raised_ttl(Some(ttl));

@@ -16,12 +16,15 @@
 //!   the modules below.
 //! - `server`: [`Server`] (open a data directory, [`Server::run`] the control port, serve HTTP
 //!   health and metrics) and [`run`].
+//! - `control`: the poll of the control documents servers sharing a database keep their
+//!   tokens, tenants and plugin definitions in.
 //! - `connection`: the hello, the v1/v2 handshakes and the session loops.
 //! - `commands`: one type per control request: parse, authorise, apply, encode.
 //! - `http`: `/health` and `/metrics`.
 
 mod commands;
 mod connection;
+mod control;
 pub mod error;
 mod heads;
 mod http;
@@ -36,5 +39,7 @@ mod random_id;
 pub mod tenants;
 
 pub use connection::admission::{MAX_PREAUTH, MAX_PREAUTH_PER_IP, PREAUTH_DEADLINE};
-pub use server::{authority_config, read_server_key, run, Server, StartError, MAX_CONNECTIONS};
+pub use server::{
+    authority_config, open_authority, read_server_key, run, Server, StartError, MAX_CONNECTIONS,
+};
 pub use state::{Metrics, ServerState, IDLE_TIMEOUT};

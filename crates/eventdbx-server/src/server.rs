@@ -5,6 +5,7 @@
 //! listener accepts every connection at once; `connection::admission` decides which may stay
 //! (`docs/server.md`, "Connection limits").
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventdbx_proto::noise::v2::{Fingerprint, StaticKeypair};
+use eventdbx_store::documents::ControlDocuments;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
@@ -19,6 +21,8 @@ use tokio::task::JoinSet;
 use crate::auth::{AuthConfig, Authority, KeyOverrides};
 use crate::config::Config;
 use crate::connection::{self, admission::Gate};
+use crate::control::DocumentPoll;
+use crate::plugins::Plugins;
 use crate::state::{Metrics, ServerState};
 use crate::tenants::Tenants;
 
@@ -72,6 +76,8 @@ fn store_failure(path: &str, error: &eventdbx_store::StoreError) -> String {
 #[derive(Debug, Clone)]
 pub struct Server {
     state: Arc<ServerState>,
+    /// On a shared database: its control documents and their revisions when they were loaded.
+    documents: Option<(Arc<dyn ControlDocuments>, BTreeMap<String, u64>)>,
 }
 
 impl Server {
@@ -85,25 +91,48 @@ impl Server {
                 error: eventdbx_store::StoreError::storage("cannot create the data directory", err),
             })?;
         }
-        let storage = config.open_storage().map_err(|err| StartError::Store {
-            path: err.location,
-            error: err.source,
-        })?;
-        let auth = Authority::open_with(authority_config(&config), KeyOverrides::from_env())?;
-        let tenants = Tenants::open(
-            &config.data_dir,
-            &config.tenant_meta_dir(),
-            config.tenants.shard_count,
-        )
+        let (storage, documents) =
+            config
+                .open_storage_shared()
+                .map_err(|err| StartError::Store {
+                    path: err.location,
+                    error: err.source,
+                })?;
+        // Read before anything is loaded: a change made meanwhile is then reloaded at once.
+        let documents = match documents {
+            Some(documents) => {
+                let seen = documents.revisions().map_err(|error| StartError::Store {
+                    path: "the shared control documents".to_owned(),
+                    error,
+                })?;
+                Some((documents, seen))
+            }
+            None => None,
+        };
+        let shared = documents
+            .as_ref()
+            .map(|(documents, _)| Arc::clone(documents));
+        let auth = open_authority_in(&config, shared.clone())?;
+        let tenants = match &shared {
+            Some(documents) => {
+                Tenants::open_shared(Arc::clone(documents), config.tenants.shard_count)
+            }
+            None => Tenants::open(
+                &config.data_dir,
+                &config.tenant_meta_dir(),
+                config.tenants.shard_count,
+            ),
+        }
         .map_err(StartError::Tenants)?;
         let server_key = load_or_create_server_key(&config)?;
-        let plugins = crate::plugins::Plugins::open(
-            &config.data_dir,
-            eventdbx_core::plugin::RetryPolicy {
-                max_attempts: config.plugin_max_attempts,
-                backoff_unit_ms: config.plugin_queue.backoff_unit_ms,
-            },
-        )
+        let policy = eventdbx_core::plugin::RetryPolicy {
+            max_attempts: config.plugin_max_attempts,
+            backoff_unit_ms: config.plugin_queue.backoff_unit_ms,
+        };
+        let plugins = match shared {
+            Some(documents) => Plugins::open_shared(&config.data_dir, policy, documents),
+            None => Plugins::open(&config.data_dir, policy),
+        }
         .map_err(StartError::Plugins)?
         .with_lease(config.plugin_queue.lease_ms);
         tracing::info!(
@@ -137,6 +166,7 @@ impl Server {
                 plugins: Arc::new(plugins),
                 registry_seen: std::sync::Mutex::new(None),
             }),
+            documents,
         })
     }
 
@@ -193,6 +223,17 @@ impl Server {
                 }
             })
         };
+        // Changes other servers of a shared database make reach this one here.
+        let poll = self.documents.clone().map(|(documents, seen)| {
+            let poll = DocumentPoll::new(
+                documents,
+                seen,
+                Arc::clone(&self.state.auth),
+                Arc::clone(&self.state.tenants),
+                Arc::clone(&self.state.plugins),
+            );
+            crate::control::spawn(poll, self.state.config.sync_interval())
+        });
         let (notify_shutdown, _) = broadcast::channel::<()>(1);
         // Every connection task holds the state (and so the store) until it ends; `run` must
         // not return before the last one has, or a restart on the same directory finds the
@@ -243,9 +284,15 @@ impl Server {
         drop(listener);
         gate.close_pending();
         refresher.abort();
+        if let Some(poll) = &poll {
+            poll.abort();
+        }
         drop(notify_shutdown);
         // An aborted task still owns what it captured until its handle resolves.
         let _ = refresher.await;
+        if let Some(poll) = poll {
+            let _ = poll.await;
+        }
         self.state.plugins.shutdown().await;
         while connections.join_next().await.is_some() {}
         self.state.store.close();
@@ -273,6 +320,33 @@ pub fn authority_config(config: &Config) -> AuthConfig {
         signing_key_file: config.signing_key_path(),
         state_dir: config.auth_state_dir(),
     }
+}
+
+/// The token authority of `config` outside a running server (`dbx token`): the files of its
+/// data directory, or on a shared database (`[storage] backend = "postgres"`) its control
+/// documents, which every server there reads.
+pub fn open_authority(config: &Config) -> Result<Authority, StartError> {
+    if config.storage.backend != "postgres" {
+        return open_authority_in(config, None);
+    }
+    let (_, documents) = config
+        .open_storage_shared()
+        .map_err(|err| StartError::Store {
+            path: err.location,
+            error: err.source,
+        })?;
+    open_authority_in(config, documents)
+}
+
+fn open_authority_in(
+    config: &Config,
+    documents: Option<Arc<dyn ControlDocuments>>,
+) -> Result<Authority, StartError> {
+    let auth = authority_config(config);
+    Ok(match documents {
+        Some(documents) => Authority::open_shared(auth, KeyOverrides::from_env(), documents)?,
+        None => Authority::open_with(auth, KeyOverrides::from_env())?,
+    })
 }
 
 /// Loads the v2 static key of a data directory without opening anything else (for

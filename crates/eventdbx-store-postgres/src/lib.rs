@@ -34,7 +34,8 @@
 //! between servers.
 //!
 //! # Layout
-//! `schema` (versioned migrations applied at open), `records` (stored forms), `write`,
+//! `schema` (versioned migrations applied at open), `records` (stored forms), `documents` (the
+//! control documents servers share), `write`,
 //! `archive` (archive, restore, referrers), `read` (aggregates, events, outbox, snapshots,
 //! usage), `list` (keyset paging), `verify`, `jobs` (the plugin outbox), `cluster` (a scratch
 //! cluster for tests, feature `test-cluster`). The tables and their indexes are described in
@@ -51,6 +52,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
 use eventdbx_core::query::filter::Filter;
 use eventdbx_core::snowflake::{Next, SnowflakeGenerator};
+use eventdbx_store::documents::ControlDocuments;
 use eventdbx_store::{
     CascadeRule, Durability, EventPage, EventStore, JobQueue, JobRoute, ListPage, ListQuery,
     OutboxPage, Referrer, Result, Storage, StorageHealth, StoreError, Usage, Visibility,
@@ -62,6 +64,7 @@ use tokio_postgres::{NoTls, Row};
 mod archive;
 #[cfg(feature = "test-cluster")]
 pub mod cluster;
+mod documents;
 mod jobs;
 mod list;
 mod read;
@@ -113,6 +116,20 @@ pub fn open_postgres(config: &PostgresConfig) -> Result<Storage> {
         events: Arc::clone(&engine) as Arc<dyn EventStore>,
         jobs: engine as Arc<dyn JobQueue>,
     })
+}
+
+/// [`open_postgres`], with the engine's control documents (`documents`): what servers sharing
+/// the database keep their tokens, tenants and plugin definitions in.
+pub fn open_postgres_shared(
+    config: &PostgresConfig,
+) -> Result<(Storage, Arc<dyn ControlDocuments>)> {
+    let engine = Arc::new(PostgresStore::open(config)?);
+    let storage = Storage {
+        events: Arc::clone(&engine) as Arc<dyn EventStore>,
+        jobs: Arc::clone(&engine) as Arc<dyn JobQueue>,
+    };
+    let documents: Arc<dyn ControlDocuments> = engine;
+    Ok((storage, documents))
 }
 
 /// The PostgreSQL engine. Cheap to share behind an `Arc`.

@@ -17,7 +17,7 @@ use tokio_postgres::NoTls;
 use crate::{col, db, unsigned, Cached};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Migration `n` is `MIGRATIONS[n - 1]`; never edit one that has shipped, add the next.
 const MIGRATIONS: &[&str] = &[
@@ -107,6 +107,7 @@ CREATE INDEX aggregates_by_updated
 CREATE INDEX aggregates_by_version
     ON aggregates (tenant, version, aggregate_type, aggregate_id);
 "#,
+    include_str!("../migrations/0003_control_documents.sql"),
 ];
 
 /// A migration as `dbx migrate status` shows it.

@@ -59,7 +59,7 @@ pub(crate) async fn put_aggregate(
     revision: Option<i64>,
     new: &AggregateRecord,
 ) -> Result<bool> {
-    let c = new.columns()?;
+    let c = crate::records::columns(new)?;
     let (t, i) = (new.aggregate_type.as_str(), new.aggregate_id.as_str());
     let written = match revision {
         None => txn

@@ -26,6 +26,10 @@
 //!
 //! # Layout
 //! - `lib.rs`: the traits, their request and result types, the error, [`open_embedded`].
+//! - [`documents`]: the control documents several servers share (the PostgreSQL engine's;
+//!   the embedded engine's server keeps files).
+//! - [`record`]: the stored forms of aggregates, snapshots and idempotency results, shared by
+//!   every engine.
 //! - [`redb_store`]: the embedded engine: key layout, group commit, paging.
 //! - [`subscription`]: event positions, pages after a position, commit listeners.
 //!
@@ -46,6 +50,8 @@ use eventdbx_core::write::{WriteBody, WriteKind};
 use eventdbx_core::CoreError;
 use serde_json::{Map, Value};
 
+pub mod documents;
+pub mod record;
 pub mod redb_store;
 pub mod subscription;
 

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use ed25519_dalek::VerifyingKey;
 use eventdbx_proto::noise::v2::TokenId;
+use eventdbx_store::documents::ControlDocuments;
 use sha2::{Digest, Sha256};
 
 use super::claims::Claims;
-use super::state::{StateFiles, Stored};
+use super::state::{Change, StateFiles, Stored};
 use super::{
     files, jwt, key, now_secs, read, write, AuthConfig, AuthError, Authority, KeyOverrides,
     ENV_PRIVATE_KEY, ENV_PUBLIC_KEY, MAX_CLOCK_SKEW_SECS, MIN_TTL_SECS,
@@ -29,6 +30,27 @@ impl Authority {
 
     /// [`Authority::open`] with explicit overrides instead of the environment.
     pub fn open_with(config: AuthConfig, overrides: KeyOverrides) -> Result<Self, AuthError> {
+        Self::open_in(config, overrides, None)
+    }
+
+    /// [`Authority::open_with`] for a server sharing its database with others
+    /// (`docs/storage.md`, "Several servers"): the ledger, revocations and registry live in
+    /// `documents`, and so does the set of public keys whose tokens every server accepts, to
+    /// which this server's key is added. The signing key stays this server's own (its file or
+    /// the environment's).
+    pub fn open_shared(
+        config: AuthConfig,
+        overrides: KeyOverrides,
+        documents: Arc<dyn ControlDocuments>,
+    ) -> Result<Self, AuthError> {
+        Self::open_in(config, overrides, Some(documents))
+    }
+
+    fn open_in(
+        config: AuthConfig,
+        overrides: KeyOverrides,
+        documents: Option<Arc<dyn ControlDocuments>>,
+    ) -> Result<Self, AuthError> {
         let signing_key = match &overrides.private_key {
             Some(text) => key::parse(text, ENV_PRIVATE_KEY)?,
             None => key::load_or_create(&config.signing_key_file)?,
@@ -49,7 +71,16 @@ impl Authority {
             Some(id) => id,
             None => persisted_key_id(&config.signing_key_file)?,
         };
-        let files = StateFiles::new(&config.state_dir);
+        let (files, trusted) = match documents {
+            Some(documents) => {
+                let trusted = key::register_public(documents.as_ref(), &key_id, &verifying_key)?;
+                let files = StateFiles::shared(&config.state_dir, documents);
+                bring_local_state(&files, &config.state_dir)?;
+                (files, trusted)
+            }
+            None => (StateFiles::new(&config.state_dir), Vec::new()),
+        };
+        let others = other_keys(&trusted, &verifying_key);
         let stored = files.load()?;
         let revoked = stored.revocations.iter().map(|r| r.jti.clone()).collect();
         let registry = stored.registry.clone();
@@ -74,6 +105,7 @@ impl Authority {
             registry: RwLock::new(registry),
             revoked_psks: RwLock::new(revoked_psks),
             verified: RwLock::new(VerifiedCache::default()),
+            others: RwLock::new(others),
         })
     }
 
@@ -138,7 +170,15 @@ impl Authority {
         if let Some(claims) = read(&self.verified).get(&digest) {
             return Ok(claims);
         }
-        let claims = Arc::new(self.keys.decode(token)?);
+        let claims = match self.keys.decode(token) {
+            Ok(claims) => claims,
+            // Another server's token, on a shared database.
+            Err(err) => read(&self.others)
+                .iter()
+                .find_map(|key| self.keys.decode_signed_by(token, key).ok())
+                .ok_or(err)?,
+        };
+        let claims = Arc::new(claims);
         write(&self.verified).insert(digest, Arc::clone(&claims));
         Ok(claims)
     }
@@ -171,11 +211,27 @@ impl Authority {
             .is_ok_and(|claims| read(&self.revoked).contains(&claims.jti))
     }
 
-    /// Re-reads the state directory and folds in what other processes wrote (tokens issued and
-    /// revoked by the CLI or another server). Call it every `revocation_refresh_secs`.
+    /// Re-reads the state directory (or the shared document) and folds in what other processes
+    /// wrote (tokens issued and revoked by the CLI or another server). Call it every
+    /// `revocation_refresh_secs`, and on a shared database when the document changed.
     pub fn reload(&self) -> Result<(), AuthError> {
         let mut stored = self.lock_stored();
         self.merge_from_disk(&mut stored)
+    }
+
+    /// Reloads the shared state when the control document `name` is it (another server changed
+    /// it); other documents, and an authority that keeps files, ignore the call.
+    pub fn document_changed(&self, name: &str) -> Result<(), AuthError> {
+        let Some(documents) = self.files.documents() else {
+            return Ok(());
+        };
+        if name == super::state::STATE_DOCUMENT {
+            self.reload()?;
+        } else if name == key::KEYS_DOCUMENT {
+            let trusted = key::public_keys(documents.as_ref())?;
+            *write(&self.others) = other_keys(&trusted, &self.verifying_key);
+        }
+        Ok(())
     }
 
     /// Merges the files into `stored` and refreshes the hot-path sets from it.
@@ -220,6 +276,47 @@ impl VerifiedCache {
             }
         }
     }
+}
+
+/// The keys of a shared key set other than this server's, as the decoder takes them.
+fn other_keys(trusted: &[VerifyingKey], mine: &VerifyingKey) -> Vec<jsonwebtoken::DecodingKey> {
+    trusted
+        .iter()
+        .filter(|key| *key != mine)
+        .map(jwt::decoding_key)
+        .collect()
+}
+
+/// Tokens this server issued and revoked in its files before it shared a database: merged
+/// into the shared state (a revocation on either side wins), so they keep working.
+fn bring_local_state(shared: &StateFiles, state_dir: &Path) -> Result<(), AuthError> {
+    if !state_dir.is_dir() {
+        return Ok(());
+    }
+    let local = StateFiles::new(state_dir).load()?;
+    if local.ledger.is_empty() && local.registry.is_empty() && local.revocations.is_empty() {
+        return Ok(());
+    }
+    for _ in 0..eventdbx_store::documents::MAX_DOCUMENT_RACES {
+        let mut stored = shared.load()?;
+        let before = (
+            stored.ledger.len(),
+            stored.registry.len(),
+            stored.revocations.len(),
+            stored.revoked_psks.len(),
+        );
+        stored.merge(local.clone());
+        let after = (
+            stored.ledger.len(),
+            stored.registry.len(),
+            stored.revocations.len(),
+            stored.revoked_psks.len(),
+        );
+        if before == after || shared.save(&stored, Change::Revoked)? {
+            return Ok(());
+        }
+    }
+    Err(super::lost_too_often())
 }
 
 /// The key id persisted beside the key file, created on first use.

@@ -2,10 +2,13 @@
 //! recorded in the ledger and the v2 registry before the token is handed out.
 
 use eventdbx_proto::noise::v2::{self, TokenId};
+use eventdbx_store::documents::MAX_DOCUMENT_RACES;
 
 use super::claims::{Claims, Limits, TokenRecord};
-use super::state::RegistryEntry;
-use super::{jwt, now_secs, write, AuthError, Authority, DEFAULT_ISSUED_BY, MIN_TTL_SECS};
+use super::state::{Change, RegistryEntry};
+use super::{
+    jwt, lost_too_often, now_secs, write, AuthError, Authority, DEFAULT_ISSUED_BY, MIN_TTL_SECS,
+};
 
 /// What a new token should carry (`dbx token generate`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,22 +63,28 @@ impl Authority {
         };
 
         let mut stored = self.lock_stored();
-        self.merge_from_disk(&mut stored)?;
-        stored.ledger.push(TokenRecord::from_claims(&claims));
-        stored.registry.insert(token_id, entry.clone());
-        let saved = self
-            .files
-            .save_registry(&stored.registry)
-            .and_then(|()| self.files.save_ledger(&stored.ledger));
-        if let Err(e) = saved {
-            stored.ledger.pop();
-            stored.registry.remove(&token_id);
-            return Err(e);
+        for _ in 0..MAX_DOCUMENT_RACES {
+            self.merge_from_disk(&mut stored)?;
+            stored.ledger.push(TokenRecord::from_claims(&claims));
+            stored.registry.insert(token_id, entry.clone());
+            let saved = self.files.save(&stored, Change::Issued);
+            if !matches!(saved, Ok(true)) {
+                stored.ledger.pop();
+                stored.registry.remove(&token_id);
+            }
+            match saved {
+                Ok(true) => {
+                    drop(stored);
+                    write(&self.registry).insert(token_id, entry);
+                    tracing::info!(jti = %claims.jti, sub = %claims.sub, "token issued");
+                    return Ok((token, claims));
+                }
+                // Another server wrote the shared state first: merge its tokens, try again.
+                Ok(false) => continue,
+                Err(e) => return Err(e),
+            }
         }
-        drop(stored);
-        write(&self.registry).insert(token_id, entry);
-        tracing::info!(jti = %claims.jti, sub = %claims.sub, "token issued");
-        Ok((token, claims))
+        Err(lost_too_often())
     }
 
     fn claims_for(&self, request: TokenRequest, now: u64) -> Result<Claims, AuthError> {

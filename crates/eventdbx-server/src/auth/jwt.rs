@@ -7,7 +7,7 @@
 //! the caller's clock and the configured skew, and they run on every verify, also for a token
 //! whose signature was checked before, so `jsonwebtoken`'s own claim checks stay off.
 
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use super::{key, AuthError, Claims};
@@ -51,16 +51,31 @@ impl TokenKeys {
     /// Checks the structure, the algorithm and the signature of `token`, then decodes its
     /// claims. Every failure is [`AuthError::InvalidToken`].
     pub(crate) fn decode(&self, token: &str) -> Result<Claims, AuthError> {
+        self.decode_signed_by(token, &self.decoding)
+    }
+
+    /// [`TokenKeys::decode`] of a token signed by another key (another server's, on a shared
+    /// database: [`decoding_key`]).
+    pub(crate) fn decode_signed_by(
+        &self,
+        token: &str,
+        decoding: &DecodingKey,
+    ) -> Result<Claims, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::InvalidToken);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let data = jsonwebtoken::decode::<Claims>(token, decoding, &self.validation)
             .map_err(|_| AuthError::InvalidToken)?;
         if data.header.typ.as_deref().is_some_and(|typ| typ != TYP) {
             return Err(AuthError::InvalidToken);
         }
         Ok(data.claims)
     }
+}
+
+/// The verifying half of another server's key, as [`TokenKeys::decode_signed_by`] takes it.
+pub(crate) fn decoding_key(key: &VerifyingKey) -> DecodingKey {
+    DecodingKey::from_ed_der(&key.to_bytes())
 }
 
 #[cfg(test)]

@@ -1,13 +1,93 @@
 //! The token signing key: Ed25519, kept in an owner-only file as base64 PKCS#8 DER (the format
-//! of the reference's `auth.private_key`), or taken from `EVENTDBX_AUTH_PRIVATE_KEY`.
+//! of the reference's `auth.private_key`), or taken from `EVENTDBX_AUTH_PRIVATE_KEY`. Servers
+//! sharing a database each keep their own key and publish its public half in the
+//! `auth/public_keys` control document, so each accepts the tokens of every other.
 
 use std::path::Path;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use eventdbx_store::documents::{update_document, ControlDocuments};
+use eventdbx_store::StoreError;
+use serde::{Deserialize, Serialize};
 
+use super::state::document_error;
 use super::{files, AuthError};
+
+/// The control document of the public keys of the servers sharing a database.
+pub(crate) const KEYS_DOCUMENT: &str = "auth/public_keys";
+
+/// One server's public key, as the shared key set lists it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PublicKeyEntry {
+    key_id: String,
+    /// Base64 of the raw 32-byte Ed25519 public key.
+    public_key: String,
+}
+
+/// Adds this server's public key (`key_id`, `key`) to the shared key set if it is not there,
+/// and returns the set's keys: every server signs with its own key and accepts the tokens of
+/// any key in the set.
+pub(crate) fn register_public(
+    documents: &dyn ControlDocuments,
+    key_id: &str,
+    key: &VerifyingKey,
+) -> Result<Vec<VerifyingKey>, AuthError> {
+    let mine = PublicKeyEntry {
+        key_id: key_id.to_owned(),
+        public_key: STANDARD.encode(key.to_bytes()),
+    };
+    update_document(documents, KEYS_DOCUMENT, |body| {
+        let mut entries = parse_key_set(body)?;
+        if entries
+            .iter()
+            .any(|entry| entry.public_key == mine.public_key)
+        {
+            return Ok((None, ()));
+        }
+        entries.push(mine.clone());
+        let body = serde_json::to_vec(&entries)
+            .map_err(|e| StoreError::storage("cannot encode the public key set", e))?;
+        Ok((Some(body), ()))
+    })
+    .map_err(document_error)?;
+    public_keys(documents)
+}
+
+/// The keys of the shared key set.
+pub(crate) fn public_keys(
+    documents: &dyn ControlDocuments,
+) -> Result<Vec<VerifyingKey>, AuthError> {
+    let read = documents.read(KEYS_DOCUMENT).map_err(document_error)?;
+    let entries =
+        parse_key_set(read.as_ref().map(|doc| doc.body.as_slice())).map_err(document_error)?;
+    entries
+        .iter()
+        .map(|entry| {
+            let bytes: [u8; 32] = STANDARD
+                .decode(&entry.public_key)
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| malformed(&entry.key_id))?;
+            VerifyingKey::from_bytes(&bytes).map_err(|_| malformed(&entry.key_id))
+        })
+        .collect()
+}
+
+fn parse_key_set(body: Option<&[u8]>) -> Result<Vec<PublicKeyEntry>, StoreError> {
+    match body {
+        None => Ok(Vec::new()),
+        Some(bytes) => serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::storage("the public key set is not valid JSON", e)),
+    }
+}
+
+fn malformed(key_id: &str) -> AuthError {
+    AuthError::Config(format!(
+        "{KEYS_DOCUMENT}: the public key of {key_id} is not an Ed25519 key"
+    ))
+}
 
 /// DER prefix of a PKCS#8 v1 `PrivateKeyInfo` for Ed25519 (RFC 8410), followed by the 32-byte
 /// seed.

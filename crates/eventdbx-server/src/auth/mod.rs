@@ -30,9 +30,10 @@
 //! - `issue`: [`TokenRequest`] to a signed token, bootstrap tokens.
 //! - `revoke`: revocation, refresh and the ledger listing.
 //! - `jwt`: the compact EdDSA JWS encoding, on `jsonwebtoken`.
-//! - `key`: the signing key file (base64 PKCS#8, mode 0600) and key ids.
+//! - `key`: the signing key file (base64 PKCS#8, mode 0600) and key ids; on a shared database,
+//!   the `auth/public_keys` control document of every server's public key.
 //! - `state`: `ledger.json`, `revocations.json`, `registry.json`, `revoked_psks.json` in the
-//!   state directory.
+//!   state directory, or the `auth/state` control document of a shared database.
 //! - `files`: the state and key files, through [`crate::fs`], in this module's error type.
 //! - `glob`: `*` / `?` patterns of actions and resources.
 
@@ -220,6 +221,8 @@ pub struct Authority {
     revoked_psks: RwLock<HashMap<TokenId, RegistryEntry>>,
     /// Tokens whose signature has been checked, keyed by SHA-256 of the token.
     verified: RwLock<VerifiedCache>,
+    /// On a shared database, the public keys of the other servers: their tokens verify here.
+    others: RwLock<Vec<jsonwebtoken::DecodingKey>>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -237,6 +240,15 @@ fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A mutation of the shared state that kept losing the race to other servers.
+fn lost_too_often() -> AuthError {
+    AuthError::Storage(format!(
+        "{} changed under {} attempts in a row to update it (retry later)",
+        state::STATE_DOCUMENT,
+        eventdbx_store::documents::MAX_DOCUMENT_RACES
+    ))
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

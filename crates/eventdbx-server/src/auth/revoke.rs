@@ -2,10 +2,12 @@
 //! each mutation holds the stored state across its file writes, after merging what other
 //! processes wrote.
 
+use eventdbx_store::documents::MAX_DOCUMENT_RACES;
+
 use super::claims::{Claims, TokenRecord};
 use super::issue::TokenRequest;
-use super::state::Revocation;
-use super::{now_secs, write, AuthError, Authority};
+use super::state::{Change, Revocation};
+use super::{lost_too_often, now_secs, write, AuthError, Authority};
 
 impl Authority {
     /// Revokes a token, given as the token itself or its `jti`; effective at once for every
@@ -43,52 +45,56 @@ impl Authority {
             .filter(|r| !r.is_empty());
 
         let mut stored = self.lock_stored();
-        self.merge_from_disk(&mut stored)?;
-        let index = match stored.ledger.iter().position(|r| r.jti == jti) {
-            Some(index) => index,
-            None => {
-                let claims = claims.ok_or(AuthError::InvalidToken)?;
-                stored.ledger.push(TokenRecord::from_claims(&claims));
-                stored.ledger.len() - 1
+        for _ in 0..MAX_DOCUMENT_RACES {
+            self.merge_from_disk(&mut stored)?;
+            let merged = stored.clone();
+            let index = match stored.ledger.iter().position(|r| r.jti == jti) {
+                Some(index) => index,
+                None => {
+                    let claims = claims.clone().ok_or(AuthError::InvalidToken)?;
+                    stored.ledger.push(TokenRecord::from_claims(&claims));
+                    stored.ledger.len() - 1
+                }
+            };
+            if stored.ledger[index].revoked {
+                return Ok(stored.ledger[index].clone());
             }
-        };
-        if stored.ledger[index].revoked {
-            return Ok(stored.ledger[index].clone());
+            // Memory first: the revocation holds from here on even if persisting it fails.
+            write(&self.revoked).insert(jti.clone());
+            write(&self.registry).retain(|_, e| e.jti != jti);
+            // The token's PSK stays, apart, until the token expires: a v2 handshake with it can
+            // then complete and be told that it was revoked.
+            let retired: Vec<_> = stored
+                .registry
+                .iter()
+                .filter(|(_, e)| e.jti == jti)
+                .map(|(id, e)| (*id, e.clone()))
+                .collect();
+            stored
+                .revoked_psks
+                .retain(|_, e| e.expires_at.is_none_or(|exp| exp > now));
+            stored.revoked_psks.extend(retired);
+            write(&self.revoked_psks).clone_from(&stored.revoked_psks);
+            let record = &mut stored.ledger[index];
+            record.revoked = true;
+            record.revoked_at = Some(now);
+            record.revoke_reason = reason.clone();
+            let record = record.clone();
+            stored.revocations.push(Revocation {
+                jti: jti.clone(),
+                revoked_at: now,
+                reason: reason.clone(),
+                expires_at: record.expires_at,
+            });
+            stored.registry.retain(|_, e| e.jti != jti);
+            if self.files.save(&stored, Change::Revoked)? {
+                tracing::info!(jti = %jti, "token revoked");
+                return Ok(record);
+            }
+            // Another server wrote the shared state first: start again from its state.
+            *stored = merged;
         }
-        // Memory first: the revocation holds from here on even if persisting it fails.
-        write(&self.revoked).insert(jti.clone());
-        write(&self.registry).retain(|_, e| e.jti != jti);
-        // The token's PSK stays, apart, until the token expires: a v2 handshake with it can
-        // then complete and be told that it was revoked.
-        let retired: Vec<_> = stored
-            .registry
-            .iter()
-            .filter(|(_, e)| e.jti == jti)
-            .map(|(id, e)| (*id, e.clone()))
-            .collect();
-        stored
-            .revoked_psks
-            .retain(|_, e| e.expires_at.is_none_or(|exp| exp > now));
-        stored.revoked_psks.extend(retired);
-        write(&self.revoked_psks).clone_from(&stored.revoked_psks);
-        let record = &mut stored.ledger[index];
-        record.revoked = true;
-        record.revoked_at = Some(now);
-        record.revoke_reason = reason.clone();
-        let record = record.clone();
-        stored.revocations.push(Revocation {
-            jti: jti.clone(),
-            revoked_at: now,
-            reason,
-            expires_at: record.expires_at,
-        });
-        stored.registry.retain(|_, e| e.jti != jti);
-        self.files.save_revocations(&stored.revocations)?;
-        self.files.save_revoked_psks(&stored.revoked_psks)?;
-        self.files.save_registry(&stored.registry)?;
-        self.files.save_ledger(&stored.ledger)?;
-        tracing::info!(jti = %jti, "token revoked");
-        Ok(record)
+        Err(lost_too_often())
     }
 
     /// Revokes `token` (reason `refreshed`) and issues one with the same claims, for `ttl_secs`

@@ -1,9 +1,13 @@
 //! Which storage engine a config selects (`[storage] backend`), and opening it: the embedded
 //! engine in `<data_dir>`, or PostgreSQL at `[storage] url` (or `DBX_POSTGRES_URL`) with the
-//! configured pool size and statement timeout.
+//! configured pool size and statement timeout. On PostgreSQL the server also keeps its control
+//! state (tokens, tenants, plugin definitions) in the database's control documents, shared by
+//! every server on it (`docs/storage.md`, "Several servers").
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use eventdbx_store::documents::ControlDocuments;
 use eventdbx_store::{Storage, StoreError};
 use eventdbx_store_postgres::PostgresConfig;
 
@@ -25,9 +29,18 @@ pub struct StorageOpenError {
 impl Config {
     /// Opens the configured engine. `DBX_POSTGRES_URL`, when set, is the `postgres` URL.
     pub fn open_storage(&self) -> Result<Storage, StorageOpenError> {
+        self.open_storage_shared().map(|(storage, _)| storage)
+    }
+
+    /// [`Config::open_storage`], with the control documents the servers of a shared database
+    /// keep their control state in: `None` for the embedded engine, whose server keeps files in
+    /// its data directory.
+    pub fn open_storage_shared(
+        &self,
+    ) -> Result<(Storage, Option<Arc<dyn ControlDocuments>>), StorageOpenError> {
         if self.storage.backend != "postgres" {
             let path = self.store_path();
-            return eventdbx_store::open_embedded(
+            let storage = eventdbx_store::open_embedded(
                 &path,
                 self.storage.durability,
                 self.snowflake_worker_id,
@@ -35,7 +48,8 @@ impl Config {
             .map_err(|source| StorageOpenError {
                 location: path.display().to_string(),
                 source,
-            });
+            })?;
+            return Ok((storage, None));
         }
         let url = std::env::var(POSTGRES_URL_ENV)
             .ok()
@@ -56,10 +70,23 @@ impl Config {
             durability: self.storage.durability,
             worker_id: self.snowflake_worker_id,
         };
-        eventdbx_store_postgres::open_postgres(&config).map_err(|source| StorageOpenError {
-            location: redact_password(&url),
-            source,
-        })
+        let (storage, documents) =
+            eventdbx_store_postgres::open_postgres_shared(&config).map_err(|source| {
+                StorageOpenError {
+                    location: redact_password(&url),
+                    source,
+                }
+            })?;
+        Ok((storage, Some(documents)))
+    }
+
+    /// How often a server of a shared database polls the control documents.
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_millis(
+            self.storage
+                .sync_interval_ms
+                .max(super::MIN_SYNC_INTERVAL_MS),
+        )
     }
 }
 

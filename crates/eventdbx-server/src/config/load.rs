@@ -105,6 +105,7 @@ struct StorageFile {
     durability: Option<String>,
     pool_size: Option<u32>,
     statement_timeout_ms: Option<u64>,
+    sync_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -416,6 +417,10 @@ impl Keys<'_> {
             &mut config.storage.statement_timeout_ms,
             storage.statement_timeout_ms,
         );
+        if let Some(ms) = storage.sync_interval_ms {
+            config.storage.sync_interval_ms =
+                self.at_least("storage.sync_interval_ms", ms, super::MIN_SYNC_INTERVAL_MS);
+        }
         if let Some(mode) = storage.durability {
             config.storage.durability = match mode.trim().to_ascii_lowercase().as_str() {
                 "sync" | "fsync" => Durability::Fsync,

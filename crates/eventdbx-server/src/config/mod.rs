@@ -197,10 +197,20 @@ pub struct StorageConfig {
     /// changed.
     #[serde(skip_serializing_if = "render::is_default_statement_timeout")]
     pub statement_timeout_ms: u64,
+    /// How often a `postgres` server polls the shared control documents for changes made by
+    /// the others, in ms, at least 10 (1,000). Written only when changed.
+    #[serde(skip_serializing_if = "render::is_default_sync_interval")]
+    pub sync_interval_ms: u64,
 }
 
 /// `[storage] pool_size` when the file has none.
 pub const DEFAULT_POOL_SIZE: u32 = 16;
+
+/// `[storage] sync_interval_ms` when the file has none.
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 1_000;
+
+/// The shortest `[storage] sync_interval_ms`.
+pub const MIN_SYNC_INTERVAL_MS: u64 = 10;
 
 /// `[storage] statement_timeout_ms` when the file has none.
 pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 30_000;
@@ -367,6 +377,7 @@ impl Config {
                 durability: Durability::Fsync,
                 pool_size: DEFAULT_POOL_SIZE,
                 statement_timeout_ms: DEFAULT_STATEMENT_TIMEOUT_MS,
+                sync_interval_ms: DEFAULT_SYNC_INTERVAL_MS,
             },
             plugin_queue: PluginQueueConfig::default(),
         }

@@ -50,3 +50,7 @@ pub(super) fn is_default_pool_size(size: &u32) -> bool {
 pub(super) fn is_default_statement_timeout(ms: &u64) -> bool {
     *ms == super::DEFAULT_STATEMENT_TIMEOUT_MS
 }
+
+pub(super) fn is_default_sync_interval(ms: &u64) -> bool {
+    *ms == super::DEFAULT_SYNC_INTERVAL_MS
+}

@@ -5,7 +5,9 @@
 //! Workers never poll: a write wakes the workers of its routes through a [`Notify`]; a worker
 //! whose head job waits for its backoff sleeps until then (or until woken). The plugins file is
 //! checked for changes once a second (a `stat`, never a read unless it changed) and on every
-//! admin request; writes only read the in-memory copy.
+//! admin request; writes only read the in-memory copy. On a shared database the definitions are
+//! a control document instead, reloaded when the server's poll of the documents sees it change
+//! ([`Plugins::document_changed`]).
 
 pub mod endpoint;
 pub mod kinds;
@@ -24,6 +26,7 @@ use eventdbx_core::plugin::{
 };
 use eventdbx_core::schema::AggregateSchema;
 use eventdbx_core::CoreError;
+use eventdbx_store::documents::ControlDocuments;
 use eventdbx_store::{Claim, JobQueue, JobRoute};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -54,12 +57,16 @@ struct Loaded {
     defs: Arc<Vec<PluginDef>>,
     routable: Arc<Vec<RoutablePlugin>>,
     modified: Option<SystemTime>,
+    /// The shared document's revision (`None`: absent, or the file is used).
+    revision: Option<u64>,
 }
 
 /// The plugin registry and its workers.
 #[derive(Debug)]
 pub struct Plugins {
     path: PathBuf,
+    /// The shared definitions, on a shared database.
+    documents: Option<Arc<dyn ControlDocuments>>,
     plugins_dir: PathBuf,
     policy: RetryPolicy,
     /// How long a claimed job stays this server's before another may deliver it.
@@ -92,10 +99,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Plugins {
     /// Loads `<data_dir>/plugins.json` (absent = no plugins).
     pub fn open(data_dir: &Path, policy: RetryPolicy) -> Result<Self, CoreError> {
+        Self::open_in(data_dir, policy, None)
+    }
+
+    /// [`Plugins::open`] for a server sharing its database with others: the definitions are
+    /// the shared control document's (`docs/storage.md`, "Several servers"); process plugin
+    /// binaries stay in `<data_dir>/plugins`.
+    pub fn open_shared(
+        data_dir: &Path,
+        policy: RetryPolicy,
+        documents: Arc<dyn ControlDocuments>,
+    ) -> Result<Self, CoreError> {
+        Self::open_in(data_dir, policy, Some(documents))
+    }
+
+    fn open_in(
+        data_dir: &Path,
+        policy: RetryPolicy,
+        documents: Option<Arc<dyn ControlDocuments>>,
+    ) -> Result<Self, CoreError> {
         let path = registry::path(data_dir);
-        let (defs, modified) = registry::load(&path)?;
+        let (defs, modified, revision) = match &documents {
+            Some(documents) => {
+                let (defs, revision) = registry::load_shared(documents.as_ref())?;
+                (defs, None, revision)
+            }
+            None => {
+                let (defs, modified) = registry::load(&path)?;
+                (defs, modified, None)
+            }
+        };
         Ok(Plugins {
             path,
+            documents,
             plugins_dir: data_dir.join("plugins"),
             policy,
             lease_ms: PROCESSING_DEADLINE_MS,
@@ -103,6 +139,7 @@ impl Plugins {
                 routable: Arc::new(defs.iter().map(PluginDef::routable).collect()),
                 defs: Arc::new(defs),
                 modified,
+                revision,
             }),
             notifies: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
@@ -175,8 +212,23 @@ impl Plugins {
         }
     }
 
-    /// Re-reads the plugins file when its modification time changed; returns whether it did.
+    /// Re-reads the plugins file when its modification time changed (the shared document when
+    /// its revision did); returns whether it did.
     pub fn reload_if_changed(&self) -> Result<bool, CoreError> {
+        if let Some(documents) = &self.documents {
+            let (defs, revision) = registry::load_shared(documents.as_ref())?;
+            if revision
+                == self
+                    .loaded
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .revision
+            {
+                return Ok(false);
+            }
+            self.install(defs, None, revision);
+            return Ok(true);
+        }
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
@@ -193,32 +245,69 @@ impl Plugins {
         Ok(true)
     }
 
-    /// Re-reads the plugins file and restarts the workers whose definition changed.
+    /// Re-reads the plugins file (or the shared document) and restarts the workers whose
+    /// definition changed.
     pub fn reload(&self) -> Result<(), CoreError> {
+        if let Some(documents) = &self.documents {
+            let (defs, revision) = registry::load_shared(documents.as_ref())?;
+            self.install(defs, None, revision);
+            return Ok(());
+        }
         let (defs, modified) = registry::load(&self.path)?;
-        self.install(defs, modified);
+        self.install(defs, modified, None);
+        Ok(())
+    }
+
+    /// Reloads the definitions when the control document `name` is theirs (another server
+    /// changed it); other documents are ignored.
+    pub fn document_changed(&self, name: &str) -> Result<(), CoreError> {
+        if self.documents.is_some() && name == registry::PLUGINS_DOCUMENT {
+            self.reload_if_changed()?;
+        }
         Ok(())
     }
 
     /// Saves `defs` to the plugins file and puts them in force.
+    ///
+    /// On a shared database the definitions are saved only if no other server changed them
+    /// since they were loaded; otherwise nothing is saved, the other server's definitions are
+    /// put in force, and the change is refused (`io`): made again, it applies to them.
     pub fn replace(&self, defs: Vec<PluginDef>) -> Result<(), CoreError> {
         for def in &defs {
             def.validate()?;
+        }
+        if let Some(documents) = &self.documents {
+            let loaded = self
+                .loaded
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .revision;
+            let Some(revision) = registry::save_shared(documents.as_ref(), &defs, loaded)? else {
+                self.reload()?;
+                return Err(CoreError::Io(
+                    "the plugin definitions were changed through another server meanwhile; \
+                     nothing was changed (retry)"
+                        .into(),
+                ));
+            };
+            self.install(defs, None, Some(revision));
+            return Ok(());
         }
         registry::save(&self.path, &defs)?;
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
-        self.install(defs, modified);
+        self.install(defs, modified, None);
         Ok(())
     }
 
-    fn install(&self, defs: Vec<PluginDef>, modified: Option<SystemTime>) {
+    fn install(&self, defs: Vec<PluginDef>, modified: Option<SystemTime>, revision: Option<u64>) {
         {
             let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
             loaded.routable = Arc::new(defs.iter().map(PluginDef::routable).collect());
             loaded.defs = Arc::new(defs);
             loaded.modified = modified;
+            loaded.revision = revision;
         }
         self.sync_workers();
     }
@@ -237,7 +326,8 @@ impl Plugins {
         }
         *lock(&self.running) = Some((tokio::runtime::Handle::current(), Arc::clone(&store)));
         self.sync_workers();
-        let watcher = {
+        // On a shared database the server's poll of the control documents reloads them.
+        let watcher = self.documents.is_none().then(|| {
             let plugins = Arc::clone(self);
             self.tasks.spawn(async move {
                 let mut ticks = tokio::time::interval(Duration::from_secs(1));
@@ -248,7 +338,7 @@ impl Plugins {
                     }
                 }
             })
-        };
+        });
         let tasks = self.tasks.clone();
         let pruner = self.tasks.spawn(async move {
             let every = Duration::from_secs(prune.interval_secs.max(1));
@@ -269,7 +359,9 @@ impl Plugins {
                 }
             }
         });
-        self.track(watcher.abort_handle());
+        if let Some(watcher) = watcher {
+            self.track(watcher.abort_handle());
+        }
         self.track(pruner.abort_handle());
     }
 

@@ -1,6 +1,7 @@
 //! Plugin definitions (`docs/plugins.md`, "Definitions and the registry"):
 //! `<data_dir>/plugins.json`, a JSON array, read once at start and again only when the file changes
-//! (or an admin request changes it); writes never read it.
+//! (or an admin request changes it); writes never read it. Servers sharing a database keep the
+//! array in the `plugins.json` control document instead (`docs/storage.md`, "Several servers").
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,11 @@ use std::time::SystemTime;
 
 use eventdbx_core::plugin::{PayloadMode, RoutablePlugin};
 use eventdbx_core::CoreError;
+use eventdbx_store::documents::{ControlDocuments, Expected};
 use serde::{Deserialize, Serialize};
+
+/// The control document of the definitions on a shared database.
+pub const PLUGINS_DOCUMENT: &str = "plugins.json";
 
 /// One plugin definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,12 +204,44 @@ pub fn load(path: &Path) -> Result<(Vec<PluginDef>, Option<SystemTime>), CoreErr
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
         Err(err) => return Err(CoreError::Io(format!("{}: {err}", path.display()))),
     };
+    Ok((parse(&text, &path.display().to_string())?, modified))
+}
+
+/// The definitions in a stored text (blank: none); `origin` names the file or document.
+fn parse(text: &str, origin: &str) -> Result<Vec<PluginDef>, CoreError> {
     if text.trim().is_empty() {
-        return Ok((Vec::new(), modified));
+        return Ok(Vec::new());
     }
-    let defs: Vec<PluginDef> = serde_json::from_str(&text)
-        .map_err(|err| CoreError::Config(format!("{}: {err}", path.display())))?;
-    Ok((defs, modified))
+    serde_json::from_str(text).map_err(|err| CoreError::Config(format!("{origin}: {err}")))
+}
+
+/// The definitions in the shared document (absent: none) and its revision.
+pub fn load_shared(
+    documents: &dyn ControlDocuments,
+) -> Result<(Vec<PluginDef>, Option<u64>), CoreError> {
+    let read = documents
+        .read(PLUGINS_DOCUMENT)
+        .map_err(|err| CoreError::Io(format!("cannot read {PLUGINS_DOCUMENT}: {err}")))?;
+    let Some(read) = read else {
+        return Ok((Vec::new(), None));
+    };
+    let text = String::from_utf8_lossy(&read.body);
+    Ok((parse(&text, PLUGINS_DOCUMENT)?, Some(read.revision)))
+}
+
+/// Stores the definitions in the shared document if it still has `revision` (`None`: absent);
+/// the new revision, or `None` when another server changed it first.
+pub fn save_shared(
+    documents: &dyn ControlDocuments,
+    defs: &[PluginDef],
+    revision: Option<u64>,
+) -> Result<Option<u64>, CoreError> {
+    let text = serde_json::to_string_pretty(defs)
+        .map_err(|err| CoreError::Serialization(err.to_string()))?;
+    let expected = revision.map_or(Expected::Absent, Expected::Revision);
+    documents
+        .write(PLUGINS_DOCUMENT, (text + "\n").as_bytes(), expected)
+        .map_err(|err| CoreError::Io(format!("cannot write {PLUGINS_DOCUMENT}: {err}")))
 }
 
 /// Writes the definitions atomically (temporary file, fsync, rename, directory fsync) with mode

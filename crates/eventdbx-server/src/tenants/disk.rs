@@ -34,7 +34,7 @@ pub(super) fn io_error(action: &str, path: &Path, err: &io::Error) -> CoreError 
     CoreError::Io(format!("cannot {action} {}: {err}", path.display()))
 }
 
-/// A stored file whose content cannot be decoded.
-pub(super) fn corrupt(path: &Path, err: &impl std::fmt::Display) -> CoreError {
-    CoreError::Config(format!("cannot load {}: {err}", path.display()))
+/// A stored file (or shared document, `what` names it) whose content cannot be decoded.
+pub(super) fn corrupt(what: &str, err: &impl std::fmt::Display) -> CoreError {
+    CoreError::Config(format!("cannot load {what}: {err}"))
 }

@@ -30,26 +30,31 @@
 //! - `publish`: publishing a schema set as a version and activating versions.
 //! - [`manifest`]: the manifest's JSON shape.
 //! - `meta_file`: the per-tenant JSON objects of `meta_dir` (shard map, quotas).
+//! - `place`: files, or the control documents of a shared database (`docs/storage.md`,
+//!   "Several servers"), named after the files.
 //! - `disk`: atomic replace (through [`crate::fs`]) and reading of the files.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hasher;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use eventdbx_core::names::normalize_tenant_id;
 use eventdbx_core::schema::SchemaMap;
 use eventdbx_core::CoreError;
+use eventdbx_store::documents::{ControlDocuments, Expected};
 use serde::Serialize;
 use siphasher::sip::SipHasher13;
 
 mod disk;
 pub mod manifest;
 mod meta_file;
+mod place;
 mod publish;
 
 pub use manifest::{AuditAction, AuditEntry, Manifest, SchemaVersion};
 use meta_file::MetaFile;
+use place::{Item, Place, MANIFEST, SCHEMAS};
 pub use publish::{ActivateOutcome, ActivateRequest, PublishOutcome, PublishRequest};
 
 /// Bytes in one quota megabyte (quotas are set in MB, usage is counted in bytes).
@@ -58,7 +63,7 @@ pub const BYTES_PER_MB: u64 = 1_048_576;
 /// Tenant metadata shared by every connection of a server (`Send + Sync`, held in an `Arc`).
 #[derive(Debug)]
 pub struct Tenants {
-    data_dir: PathBuf,
+    place: Arc<Place>,
     shard_count: u32,
     shards: MetaFile<String>,
     quotas: MetaFile<u64>,
@@ -71,36 +76,60 @@ impl Tenants {
     /// under `<data_dir>/tenants/`. Missing files mean "nothing stored"; a file that cannot be
     /// read or decoded is a `config` error naming it.
     pub fn open(data_dir: &Path, meta_dir: &Path, shard_count: u32) -> Result<Self, CoreError> {
-        let shards = MetaFile::open(meta_dir.join("shards.json"))?;
-        let quotas = MetaFile::open(meta_dir.join("quotas.json"))?;
+        let place = Place::Files {
+            data_dir: data_dir.to_owned(),
+            meta_dir: meta_dir.to_owned(),
+        };
+        Self::open_in(Arc::new(place), shard_count)
+    }
+
+    /// [`Tenants::open`] for a server sharing its database with others: the metadata lives in
+    /// `documents` (`docs/storage.md`, "Several servers"), and a change made through any server
+    /// reaches this one when [`Tenants::document_changed`] is told.
+    pub fn open_shared(
+        documents: Arc<dyn ControlDocuments>,
+        shard_count: u32,
+    ) -> Result<Self, CoreError> {
+        Self::open_in(Arc::new(Place::Shared(documents)), shard_count)
+    }
+
+    fn open_in(place: Arc<Place>, shard_count: u32) -> Result<Self, CoreError> {
+        let shards = MetaFile::open(Arc::clone(&place), "shards.json")?;
+        let quotas = MetaFile::open(Arc::clone(&place), "quotas.json")?;
         let mut states = BTreeMap::new();
-        let root = data_dir.join("tenants");
-        match std::fs::read_dir(&root) {
-            Ok(entries) => {
-                for entry in entries {
-                    let entry = entry.map_err(|err| disk::io_error("list", &root, &err))?;
-                    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                        continue;
-                    };
-                    if check_tenant(&name).is_err() || !entry.path().is_dir() {
-                        continue;
-                    }
-                    if let Some(files) = TenantFiles::load(&entry.path())? {
-                        states.insert(name, Arc::new(TenantState::new(files)));
-                    }
-                }
+        for name in place.tenant_names()? {
+            if check_tenant(&name).is_err() {
+                continue;
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(disk::io_error("list", &root, &err)),
+            if let Some(files) = TenantFiles::load(&place, &name)? {
+                states.insert(name, Arc::new(TenantState::new(files)));
+            }
         }
         Ok(Tenants {
-            data_dir: data_dir.to_owned(),
+            place,
             shard_count,
             shards,
             quotas,
             states: RwLock::new(states),
             empty: Arc::new(SchemaMap::default()),
         })
+    }
+
+    /// Reloads what the control document `name` holds, after another server changed it; other
+    /// documents are not the tenants' and are ignored.
+    pub fn document_changed(&self, name: &str) -> Result<(), CoreError> {
+        match place::changed_document(name) {
+            Some(None) => {
+                self.shards.reload_all()?;
+                self.quotas.reload_all()
+            }
+            Some(Some(tenant)) if check_tenant(tenant).is_ok() => {
+                let state = self.state_or_insert(tenant);
+                let _writer = lock(&state.writer);
+                self.refresh_locked(tenant, &state)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The default shard of a tenant: `shard-%04d` of SipHash-1-3 with keys (0, 0) over the
@@ -151,7 +180,7 @@ impl Tenants {
                 )));
             }
             let previous = map.insert(tenant.to_owned(), shard.clone());
-            Ok((previous.as_ref() != Some(&shard), shard))
+            Ok((previous.as_ref() != Some(&shard), shard.clone()))
         })
     }
 
@@ -206,7 +235,12 @@ impl Tenants {
         let count = u32::try_from(schemas.len()).unwrap_or(u32::MAX);
         let state = self.state_or_insert(tenant);
         let _writer = lock(&state.writer);
-        disk::write_atomic(&self.schemas_path(tenant), pretty(&schemas)?.as_bytes())?;
+        // A replacement of the whole set, whatever it replaces: it never loses a race.
+        self.place.write(
+            Item::Tenant(tenant, SCHEMAS),
+            pretty(&schemas)?.as_bytes(),
+            Expected::Any,
+        )?;
         let mut files = write(&state.files);
         files.schemas = Arc::new(schemas);
         files.stored = true;
@@ -228,8 +262,7 @@ impl Tenants {
         let state = self.state_or_insert(tenant);
         {
             let _writer = lock(&state.writer);
-            let files = TenantFiles::load(&self.tenant_dir(tenant))?.unwrap_or_default();
-            *write(&state.files) = files;
+            self.refresh_locked(tenant, &state)?;
         }
         self.shards.reload_entry(tenant)?;
         self.quotas.reload_entry(tenant)?;
@@ -285,18 +318,12 @@ impl Tenants {
         )
     }
 
-    fn tenant_dir(&self, tenant: &str) -> PathBuf {
-        self.data_dir.join("tenants").join(tenant)
-    }
-
-    fn schemas_path(&self, tenant: &str) -> PathBuf {
-        self.tenant_dir(tenant).join("schemas.json")
-    }
-
-    fn manifest_path(&self, tenant: &str) -> PathBuf {
-        self.tenant_dir(tenant)
-            .join("schemas")
-            .join("manifest.json")
+    /// Replaces the tenant's cached files with the stored ones; the caller holds its writer
+    /// lock. On error nothing in memory changes.
+    fn refresh_locked(&self, tenant: &str, state: &TenantState) -> Result<(), CoreError> {
+        let files = TenantFiles::load(&self.place, tenant)?.unwrap_or_default();
+        *write(&state.files) = files;
+        Ok(())
     }
 }
 
@@ -341,35 +368,46 @@ struct TenantFiles {
     manifest: Arc<Manifest>,
     /// `schemas.json` or the manifest exists.
     stored: bool,
+    /// The revision of the shared manifest this was read at (`None`: absent, or files).
+    manifest_revision: Option<u64>,
 }
 
 impl TenantFiles {
-    /// Reads a tenant directory; `None` when it holds neither a schema set nor a manifest.
-    fn load(dir: &Path) -> Result<Option<Self>, CoreError> {
-        let schemas_path = dir.join("schemas.json");
-        let manifest_path = dir.join("schemas").join("manifest.json");
-        let schemas_text = disk::read_optional(&schemas_path)?;
-        let manifest_text = disk::read_optional(&manifest_path)?;
-        if schemas_text.is_none() && manifest_text.is_none() {
+    /// Reads a tenant's files; `None` when it has neither a schema set nor a manifest.
+    fn load(place: &Place, tenant: &str) -> Result<Option<Self>, CoreError> {
+        let schemas_item = Item::Tenant(tenant, SCHEMAS);
+        let manifest_item = Item::Tenant(tenant, MANIFEST);
+        let schemas_text = place.read(schemas_item)?.text;
+        let manifest_read = place.read(manifest_item)?;
+        if schemas_text.is_none() && manifest_read.text.is_none() {
             return Ok(None);
         }
         let schemas = match schemas_text.as_deref().map(str::trim) {
             None | Some("") => SchemaMap::default(),
-            Some(text) => {
-                SchemaMap::from_json(text).map_err(|err| disk::corrupt(&schemas_path, &err))?
-            }
+            Some(text) => SchemaMap::from_json(text)
+                .map_err(|err| disk::corrupt(&place.describe(schemas_item), &err))?,
         };
-        let manifest = match manifest_text.as_deref().map(str::trim) {
+        let manifest = match manifest_read.text.as_deref().map(str::trim) {
             None | Some("") => Manifest::default(),
-            Some(text) => {
-                serde_json::from_str(text).map_err(|err| disk::corrupt(&manifest_path, &err))?
-            }
+            Some(text) => serde_json::from_str(text)
+                .map_err(|err| disk::corrupt(&place.describe(manifest_item), &err))?,
+        };
+        let manifest_revision = match manifest_read.expected {
+            Expected::Revision(revision) => Some(revision),
+            Expected::Absent | Expected::Any => None,
         };
         Ok(Some(TenantFiles {
             schemas: Arc::new(schemas),
             manifest: Arc::new(manifest),
             stored: true,
+            manifest_revision,
         }))
+    }
+
+    /// What a write of the manifest prepared from this expects.
+    fn manifest_expected(&self) -> Expected {
+        self.manifest_revision
+            .map_or(Expected::Absent, Expected::Revision)
     }
 }
 

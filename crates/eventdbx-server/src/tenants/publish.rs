@@ -2,16 +2,17 @@
 //! `tenantSchemaActivate`): content-addressed, idempotent, audited in the manifest.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use eventdbx_core::schema::SchemaMap;
 use eventdbx_core::time::format_unix_nanos;
 use eventdbx_core::CoreError;
+use eventdbx_store::documents::{Expected, MAX_DOCUMENT_RACES};
 use sha2::{Digest, Sha256};
 
 use super::manifest::{AuditAction, AuditEntry, Manifest, SchemaVersion};
+use super::place::{Item, MANIFEST, SCHEMAS};
 use super::{check_tenant, disk, lock, pretty, read, write, TenantState, Tenants};
 
 /// Collision suffixes `-01` … `-998` tried before a random one.
@@ -79,6 +80,9 @@ impl Tenants {
     /// 5. `activate` installs the version as the schema set, sets `active_version` and adds an
     ///    `activate` audit entry.
     /// 6. `reload` re-reads the tenant afterwards; a failure there is logged, not returned.
+    ///
+    /// On a shared database the tenant is read again first, and a publish that another server's
+    /// change of the manifest overtook starts again from that change.
     pub fn publish(
         &self,
         tenant: &str,
@@ -86,10 +90,9 @@ impl Tenants {
     ) -> Result<PublishOutcome, CoreError> {
         check_tenant(tenant)?;
         let state = self.state_or_insert(tenant);
-        let outcome = {
-            let _writer = lock(&state.writer);
-            self.publish_locked(tenant, &state, &request)?
-        };
+        let outcome = self.until_stored(tenant, &state, |state| {
+            self.publish_locked(tenant, state, &request)
+        })?;
         if request.reload {
             if let Err(err) = self.reload(tenant) {
                 tracing::warn!(tenant, error = %err, "reload after schema publish failed");
@@ -98,21 +101,48 @@ impl Tenants {
         Ok(outcome)
     }
 
+    /// Runs `attempt` under the tenant's writer lock until it stores its change: `None` from it
+    /// means another server changed the manifest first, so the tenant is read again and the
+    /// attempt repeated. Files are never raced (one server writes them).
+    fn until_stored<R>(
+        &self,
+        tenant: &str,
+        state: &TenantState,
+        mut attempt: impl FnMut(&TenantState) -> Result<Option<R>, CoreError>,
+    ) -> Result<R, CoreError> {
+        let _writer = lock(&state.writer);
+        for _ in 0..MAX_DOCUMENT_RACES {
+            if self.place.is_shared() {
+                self.refresh_locked(tenant, state)?;
+            }
+            if let Some(outcome) = attempt(state)? {
+                return Ok(outcome);
+            }
+        }
+        Err(CoreError::Io(format!(
+            "the schema manifest of tenant '{tenant}' changed under {MAX_DOCUMENT_RACES} \
+             attempts in a row to update it (retry later)"
+        )))
+    }
+
     fn publish_locked(
         &self,
         tenant: &str,
         state: &TenantState,
         request: &PublishRequest,
-    ) -> Result<PublishOutcome, CoreError> {
-        let (schemas, mut manifest) = {
+    ) -> Result<Option<PublishOutcome>, CoreError> {
+        let (schemas, mut manifest, expected) = {
             let files = read(&state.files);
-            (Arc::clone(&files.schemas), Manifest::clone(&files.manifest))
+            (
+                Arc::clone(&files.schemas),
+                Manifest::clone(&files.manifest),
+                files.manifest_expected(),
+            )
         };
         let content = pretty(&*schemas)?;
         let checksum = sha256_checksum(content.as_bytes());
         let now = now_nanos();
         let timestamp = format_unix_nanos(now);
-        let tenant_dir = self.tenant_dir(tenant);
 
         let latest = manifest
             .latest()
@@ -123,20 +153,33 @@ impl Tenants {
                     request.activate && manifest.active_version.as_deref() != Some(&latest_id);
                 if activated {
                     activate(&mut manifest, &latest_id, &timestamp, request);
-                    disk::write_atomic(&self.schemas_path(tenant), content.as_bytes())?;
-                    self.store_manifest(tenant, state, manifest)?;
+                    self.install_schemas(tenant, content.as_bytes())?;
+                    if !self.store_manifest(tenant, state, manifest, expected)? {
+                        return Ok(None);
+                    }
                 }
-                return Ok(PublishOutcome {
+                return Ok(Some(PublishOutcome {
                     version_id: latest_id,
                     activated,
                     skipped: true,
-                });
+                }));
             }
         }
 
-        let version_id = new_version_id(&manifest, &tenant_dir, now)?;
-        let file = format!("schemas/versions/{version_id}.json");
-        disk::write_atomic(&tenant_dir.join(&file), content.as_bytes())?;
+        let version_id = new_version_id(
+            &manifest,
+            &|id| self.place.exists(Item::Tenant(tenant, &version_file(id))),
+            now,
+        )?;
+        let file = version_file(&version_id);
+        // A version id another server took meanwhile: start again (with a new id).
+        if !self.place.write(
+            Item::Tenant(tenant, &file),
+            content.as_bytes(),
+            Expected::Absent,
+        )? {
+            return Ok(None);
+        }
         let parent = manifest.latest().map(|latest| latest.id.clone());
         manifest.versions.push(SchemaVersion {
             id: version_id.clone(),
@@ -166,28 +209,46 @@ impl Tenants {
             activate(&mut manifest, &version_id, &timestamp, request);
             // The version's content is the current set, so installing it changes no schema;
             // it only makes sure `schemas.json` exists and matches the active version.
-            disk::write_atomic(&self.schemas_path(tenant), content.as_bytes())?;
+            self.install_schemas(tenant, content.as_bytes())?;
         }
-        self.store_manifest(tenant, state, manifest)?;
-        Ok(PublishOutcome {
+        if !self.store_manifest(tenant, state, manifest, expected)? {
+            return Ok(None);
+        }
+        Ok(Some(PublishOutcome {
             version_id,
             activated: request.activate,
             skipped: false,
-        })
+        }))
     }
 
-    /// Writes the manifest and, once it is on disk, installs it in memory.
+    /// Writes the tenant's schema set (whatever it replaces).
+    fn install_schemas(&self, tenant: &str, content: &[u8]) -> Result<(), CoreError> {
+        self.place
+            .write(Item::Tenant(tenant, SCHEMAS), content, Expected::Any)
+            .map(|_| ())
+    }
+
+    /// Writes the manifest if it is still the one read (`expected`) and, once it is stored,
+    /// installs it in memory; `false` when another server changed it first.
     fn store_manifest(
         &self,
         tenant: &str,
         state: &TenantState,
         manifest: Manifest,
-    ) -> Result<(), CoreError> {
-        disk::write_atomic(&self.manifest_path(tenant), pretty(&manifest)?.as_bytes())?;
+        expected: Expected,
+    ) -> Result<bool, CoreError> {
+        let text = pretty(&manifest)?;
+        if !self
+            .place
+            .write(Item::Tenant(tenant, MANIFEST), text.as_bytes(), expected)?
+        {
+            return Ok(false);
+        }
         let mut files = write(&state.files);
         files.manifest = Arc::new(manifest);
         files.stored = true;
-        Ok(())
+        files.manifest_revision = bumped(expected);
+        Ok(true)
     }
 
     /// Makes a published version the tenant's schema set again (`dbx schema activate`): its
@@ -207,10 +268,25 @@ impl Tenants {
     ) -> Result<ActivateOutcome, CoreError> {
         check_tenant(tenant)?;
         let state = self.state_or_insert(tenant);
-        let _writer = lock(&state.writer);
-        let (current, mut manifest) = {
+        self.until_stored(tenant, &state, |state| {
+            self.activate_locked(tenant, state, version_id, request)
+        })
+    }
+
+    fn activate_locked(
+        &self,
+        tenant: &str,
+        state: &TenantState,
+        version_id: &str,
+        request: &ActivateRequest,
+    ) -> Result<Option<ActivateOutcome>, CoreError> {
+        let (current, mut manifest, expected) = {
             let files = read(&state.files);
-            (Arc::clone(&files.schemas), Manifest::clone(&files.manifest))
+            (
+                Arc::clone(&files.schemas),
+                Manifest::clone(&files.manifest),
+                files.manifest_expected(),
+            )
         };
         let Some(position) = manifest.versions.iter().position(|v| v.id == version_id) else {
             return Err(CoreError::Config(format!(
@@ -218,8 +294,8 @@ impl Tenants {
             )));
         };
         let version = manifest.versions[position].clone();
-        let path = self.tenant_dir(tenant).join(&version.file);
-        let content = disk::read_optional(&path)?.ok_or_else(|| {
+        let item = Item::Tenant(tenant, &version.file);
+        let content = self.place.read(item)?.text.ok_or_else(|| {
             CoreError::Config(format!(
                 "schema version '{version_id}' has no content file ({})",
                 version.file
@@ -230,14 +306,15 @@ impl Tenants {
                 "schema version '{version_id}' does not match its checksum; not activated"
             )));
         }
-        let schemas = SchemaMap::from_json(&content).map_err(|err| disk::corrupt(&path, &err))?;
+        let schemas = SchemaMap::from_json(&content)
+            .map_err(|err| disk::corrupt(&self.place.describe(item), &err))?;
         let already_active = manifest.active_version.as_deref() == Some(version_id);
         if already_active && pretty(&*current)? == content {
-            return Ok(ActivateOutcome {
+            return Ok(Some(ActivateOutcome {
                 version_id: version_id.to_owned(),
                 activated: false,
                 action: AuditAction::Activate,
-            });
+            }));
         }
         let active_position = manifest
             .active_version
@@ -257,17 +334,37 @@ impl Tenants {
             reason: request.reason.clone(),
             details: None,
         });
-        disk::write_atomic(&self.schemas_path(tenant), content.as_bytes())?;
-        disk::write_atomic(&self.manifest_path(tenant), pretty(&manifest)?.as_bytes())?;
-        let mut files = write(&state.files);
-        files.schemas = Arc::new(schemas);
-        files.manifest = Arc::new(manifest);
-        files.stored = true;
-        Ok(ActivateOutcome {
+        if self.place.is_shared() {
+            // The manifest decides the race; the schema set follows the winner's.
+            if !self.store_manifest(tenant, state, manifest, expected)? {
+                return Ok(None);
+            }
+            self.install_schemas(tenant, content.as_bytes())?;
+        } else {
+            self.install_schemas(tenant, content.as_bytes())?;
+            self.store_manifest(tenant, state, manifest, expected)?;
+        }
+        write(&state.files).schemas = Arc::new(schemas);
+        Ok(Some(ActivateOutcome {
             version_id: version_id.to_owned(),
             activated: true,
             action,
-        })
+        }))
+    }
+}
+
+/// Where a published version's content is, relative to the tenant's directory (or document
+/// prefix).
+fn version_file(id: &str) -> String {
+    format!("schemas/versions/{id}.json")
+}
+
+/// The revision a successful write under `expected` gave the document.
+fn bumped(expected: Expected) -> Option<u64> {
+    match expected {
+        Expected::Absent => Some(1),
+        Expected::Revision(revision) => Some(revision + 1),
+        Expected::Any => None,
     }
 }
 
@@ -286,13 +383,15 @@ fn activate(manifest: &mut Manifest, version: &str, timestamp: &str, request: &P
     });
 }
 
-/// A version id for a publish at `nanos` that no published version and no version file uses.
-fn new_version_id(manifest: &Manifest, tenant_dir: &Path, nanos: u64) -> Result<String, CoreError> {
+/// A version id for a publish at `nanos` that no published version and no stored version
+/// (`stored(id)`) uses.
+fn new_version_id(
+    manifest: &Manifest,
+    stored: &dyn Fn(&str) -> bool,
+    nanos: u64,
+) -> Result<String, CoreError> {
     let base = version_stamp(nanos);
-    let taken = |id: &str| {
-        manifest.contains(id)
-            || disk::exists(&tenant_dir.join(format!("schemas/versions/{id}.json")))
-    };
+    let taken = |id: &str| manifest.contains(id) || stored(id);
     if !taken(&base) {
         return Ok(base);
     }
@@ -358,7 +457,6 @@ mod tests {
 
     #[test]
     fn collisions_get_numbered_suffixes() {
-        let dir = std::env::temp_dir().join("tenants-unit-no-such-dir");
         let nanos = 1_774_347_330_123_000_000;
         let mut manifest = Manifest::default();
         for id in ["v20260324T101530123Z", "v20260324T101530123Z-01"] {
@@ -374,7 +472,7 @@ mod tests {
             });
         }
         assert_eq!(
-            new_version_id(&manifest, &dir, nanos).expect("id"),
+            new_version_id(&manifest, &|_| false, nanos).expect("id"),
             "v20260324T101530123Z-02"
         );
     }

@@ -15,6 +15,7 @@ mod process_plugin;
 mod references;
 mod restart;
 mod runtime_flavor;
+mod shared;
 mod standalone;
 mod subscriptions;
 mod support;

@@ -1,15 +1,11 @@
-//! The engine's tables and the records stored in them: the key layout of `docs/storage.md`
-//! ("Tables and keys"), the stored forms of aggregates, snapshots and idempotency results, and
-//! the writes that keep an aggregate's sort index entries equal to its record.
+//! The engine's tables: the key layout of `docs/storage.md` ("Tables and keys") and the writes
+//! that keep an aggregate's sort index entries equal to its record (the stored forms themselves
+//! are [`crate::record`]'s, shared with the other engines).
 
-use eventdbx_core::aggregate::{Aggregate, Snapshot};
-use eventdbx_core::merkle::{self, Event, MerkleBuilder};
-use eventdbx_core::time::parse_unix_millis;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use super::jobs::{QueueKey, JOBS, JOB_DEAD, JOB_DONE, JOB_QUEUE};
+pub(super) use crate::record::{AggregateRecord, IdempotencyRecord, SnapshotRecord};
 use crate::{Result, StoreError};
 
 /// (tenant, type, id) → aggregate record (JSON).
@@ -197,75 +193,12 @@ pub(super) fn json_error(err: serde_json::Error) -> StoreError {
     StoreError::storage("stored record is not valid JSON", err)
 }
 
-/// The stored form of an aggregate: the domain fields plus the Merkle frontier and archive
-/// bookkeeping.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct AggregateRecord {
-    pub(super) aggregate_type: String,
-    pub(super) aggregate_id: String,
-    pub(super) version: u64,
-    pub(super) state: Map<String, Value>,
-    pub(super) extensions: Map<String, Value>,
-    pub(super) merkle_root: String,
-    pub(super) created_at: Option<String>,
-    pub(super) updated_at: Option<String>,
-    pub(super) archived: bool,
-    /// The Merkle frontier as (leaf count, hex digest), largest subtree first.
-    pub(super) frontier: Vec<(u64, String)>,
-    pub(super) archived_at: Option<String>,
-    pub(super) archive_note: Option<String>,
-}
-
 impl AggregateRecord {
-    pub(super) fn from_aggregate(aggregate: &Aggregate, merkle: &MerkleBuilder) -> Self {
-        AggregateRecord {
-            aggregate_type: aggregate.aggregate_type.clone(),
-            aggregate_id: aggregate.aggregate_id.clone(),
-            version: aggregate.version,
-            state: aggregate.state.clone(),
-            extensions: aggregate.extensions.clone(),
-            merkle_root: aggregate.merkle_root.clone(),
-            created_at: aggregate.created_at.clone(),
-            updated_at: aggregate.updated_at.clone(),
-            archived: aggregate.archived,
-            frontier: merkle
-                .frontier()
-                .iter()
-                .map(|(n, d)| (*n, merkle::to_hex(d)))
-                .collect(),
-            archived_at: None,
-            archive_note: None,
-        }
-    }
-
-    pub(super) fn aggregate(&self) -> Aggregate {
-        Aggregate {
-            aggregate_type: self.aggregate_type.clone(),
-            aggregate_id: self.aggregate_id.clone(),
-            version: self.version,
-            state: self.state.clone(),
-            extensions: self.extensions.clone(),
-            merkle_root: self.merkle_root.clone(),
-            created_at: self.created_at.clone(),
-            updated_at: self.updated_at.clone(),
-            archived: self.archived,
-        }
-    }
-
-    pub(super) fn merkle(&self) -> Result<MerkleBuilder> {
-        let frontier = self
-            .frontier
-            .iter()
-            .map(|(n, hex)| Ok((*n, digest_from_hex(hex)?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(MerkleBuilder::from_frontier(frontier)?)
-    }
-
     /// The entries this aggregate has in [`SORT_INDEX`].
     pub(super) fn index_entries(&self) -> [(u8, u64, &str, &str); 7] {
         let (t, i) = (self.aggregate_type.as_str(), self.aggregate_id.as_str());
-        let created = timestamp_value(self.created_at.as_deref());
-        let updated = timestamp_value(self.updated_at.as_deref());
+        let created = self.created_sort_value();
+        let updated = self.updated_sort_value();
         [
             (IX_NATURAL, 0, t, i),
             (IX_ID, 0, i, t),
@@ -276,74 +209,6 @@ impl AggregateRecord {
             (IX_VERSION, self.version, t, i),
         ]
     }
-}
-
-/// Index value of a timestamp: 0 when absent (sorts first), else epoch ms + 1.
-pub(super) fn timestamp_value(text: Option<&str>) -> u64 {
-    text.and_then(parse_unix_millis).map_or(0, |ms| ms + 1)
-}
-
-/// A Merkle digest from its stored hex form.
-pub(super) fn digest_from_hex(hex: &str) -> Result<merkle::Digest> {
-    let bad = || StoreError::engine("stored merkle frontier is not hex");
-    if hex.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-            .map_err(|_| bad())?;
-    }
-    Ok(out)
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct SnapshotRecord {
-    pub(super) snapshot_id: u64,
-    pub(super) aggregate_type: String,
-    pub(super) aggregate_id: String,
-    pub(super) version: u64,
-    pub(super) state: Map<String, Value>,
-    pub(super) merkle_root: String,
-    pub(super) created_at: String,
-    pub(super) comment: Option<String>,
-}
-
-impl From<&Snapshot> for SnapshotRecord {
-    fn from(s: &Snapshot) -> Self {
-        SnapshotRecord {
-            snapshot_id: s.snapshot_id,
-            aggregate_type: s.aggregate_type.clone(),
-            aggregate_id: s.aggregate_id.clone(),
-            version: s.version,
-            state: s.state.clone(),
-            merkle_root: s.merkle_root.clone(),
-            created_at: s.created_at.clone(),
-            comment: s.comment.clone(),
-        }
-    }
-}
-
-impl From<SnapshotRecord> for Snapshot {
-    fn from(s: SnapshotRecord) -> Self {
-        Snapshot {
-            snapshot_id: s.snapshot_id,
-            aggregate_type: s.aggregate_type,
-            aggregate_id: s.aggregate_id,
-            version: s.version,
-            state: s.state,
-            merkle_root: s.merkle_root,
-            created_at: s.created_at,
-            comment: s.comment,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct IdempotencyRecord {
-    pub(super) digest: String,
-    pub(super) event: Event,
-    pub(super) aggregate: AggregateRecord,
 }
 
 /// An aggregate's stored record, if there is one.

@@ -1,12 +1,13 @@
 //! Integration tests of the store: the engine-independent conformance suite (run on each
 //! engine), then the redb engine's own (crash safety, relaxed commit, on-disk tampering, the
 //! corruption sweep, a full disk) and the PostgreSQL engine's own (several servers on one
-//! database, the schema version).
+//! database, the schema version, the control documents).
 
 mod conformance;
 mod corruption;
 mod crash;
 mod crash_cascade;
+mod documents;
 mod full_disk;
 mod postgres;
 mod recovery;

@@ -5,6 +5,7 @@ mod files;
 mod grants;
 mod legacy;
 mod revocation;
+mod shared;
 mod tokens;
 
 use std::path::Path;
