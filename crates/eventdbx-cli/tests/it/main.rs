@@ -11,6 +11,7 @@ mod plugins;
 mod postgres;
 mod schema;
 mod store;
+mod subscriptions;
 mod tenants;
 mod tokens;
 mod workspace;
