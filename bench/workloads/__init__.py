@@ -69,7 +69,7 @@ class Sizes:
                      w4_aggregates=1_000, w5_events=1_000, w5_appends=30,
                      w6_sizes=(10, 100, 1_000), w7_cycles=12, idle_seconds=0.5,
                      client_requests=500, fsync_probes=50, sub_stall_seconds=2.0,
-                     sub_latency_seconds=1.0)
+                     sub_latency_seconds=0.5)
 
 
 @dataclass
