@@ -113,6 +113,45 @@ def verdicts(outcome: "Outcome") -> List[Verdict]:
     else:
         out.append(Verdict("a server with 64 idle connections uses < 1% of a core",
                            "not measured", "not measured"))
+    out.extend(_subscriptions(outcome))
+    return out
+
+
+def _subscriptions(outcome: "Outcome") -> List[Verdict]:
+    """SUB's three targets (issue 18), on the one system that runs it."""
+    from .workloads.subscriptions import ALONE, STALLED, STEADY
+
+    key = "dbx-relaxed-v2"
+    throughput = "a stalled subscriber costs full-speed writers < 10% of their throughput"
+    memory = ("with a stalled subscriber the server's RSS stays bounded, and the subscriber "
+              "then gets every event in order")
+    latency = "p99 commit → delivery < 10 ms with writers at a steady 1,000 events/s"
+    alone, stalled = _find(outcome, "SUB", ALONE, key), _find(outcome, "SUB", STALLED, key)
+    out = []
+    if alone is None or stalled is None or alone.throughput.median <= 0:
+        out += [Verdict(throughput, "not measured", "not measured"),
+                Verdict(memory, "not measured", "not measured")]
+    else:
+        a, b = stalled.throughput.median, alone.throughput.median
+        drop = (1 - a / b) * 100
+        out.append(Verdict(throughput, f"{_num(a)} vs {_num(b)} appends/s alone: "
+                           f"{drop:+.1f}% drop", "met" if drop < 10 else "missed"))
+        grown = stalled.extra.get("rss_growth_mb", float("nan"))
+        base = alone.extra.get("rss_growth_mb", float("nan"))
+        # Bounded: no more growth than the writers cause alone, give or take 16 MiB of noise.
+        bounded = grown == grown and base == base and grown <= base + 16
+        everything = "every event in order afterwards" if not stalled.failed else (
+            f"NOT every event: {stalled.first_error}")
+        out.append(Verdict(memory, f"RSS growth {_num(grown, 1)} MiB (writers alone "
+                           f"{_num(base, 1)} MiB); {everything}",
+                           "met" if bounded and not stalled.failed else "missed"))
+    steady = _find(outcome, "SUB", STEADY, key)
+    if steady is None:
+        out.append(Verdict(latency, "not measured", "not measured"))
+    else:
+        p50, p99 = steady.latency(50).median, steady.latency(99).median
+        out.append(Verdict(latency, f"p50 {_ms(p50)} ms, p99 {_ms(p99)} ms (loopback)",
+                           "met" if p99 < 0.010 and not steady.failed else "missed"))
     return out
 
 

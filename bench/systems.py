@@ -99,7 +99,7 @@ def _postgres(synchronous_commit: bool) -> Callable[[Server], Driver]:
 
 
 #: Every workload id.
-ALL = frozenset({"W1", "W2", "W3", "W4", "W5", "W6", "W7", "IDLE", "CLIENT"})
+ALL = frozenset({"W1", "W2", "W3", "W4", "W5", "W6", "W7", "IDLE", "CLIENT", "SUB"})
 #: Reads do not depend on durability: one entry per server runs them.
 WRITES = frozenset({"W1", "W2", "W3", "W5"})
 
@@ -150,7 +150,7 @@ SYSTEMS: List[System] = [
     System("pg-sync-on", "PostgreSQL", "synchronous_commit=on", "durable", "psycopg", False,
            _POSTGRES, _postgres(True), WRITES | {"W7", "IDLE"}),
     System("pg-sync-off", "PostgreSQL", "synchronous_commit=off", "relaxed", "psycopg", False,
-           _POSTGRES, _postgres(False), ALL - {"IDLE", "CLIENT"}),
+           _POSTGRES, _postgres(False), ALL - {"IDLE", "CLIENT", "SUB"}),
     System("eventdbx-ref", "EventDBX (reference)", "no fsync", "relaxed", "v1", False,
            ReferenceSpec(), _dbx("v1"), frozenset({"W1", "W2", "W5", "W6", "W7"})),
 ]

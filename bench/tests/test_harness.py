@@ -91,3 +91,22 @@ def test_the_smoke_check_names_what_did_not_run(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps(
         {"quick": True, "skipped": skipped, "points": points}))
     assert problems(tmp_path) == []
+
+
+
+def test_the_subscription_targets() -> None:
+    def sub(variant: str, ops: int, rss: float) -> Point:
+        point = _point("SUB", variant, "dbx-relaxed-v2", ops)
+        point.extra = {"rss_growth_mb": rss}
+        return point
+
+    steady = _point("SUB", "delivery at 1,000/s", "dbx-relaxed-v2", 1_000)  # 1 ms each
+    outcome = _outcome([sub("writers alone", 1_000, 10.0), sub("stalled subscriber", 950, 12.0),
+                        steady])
+    throughput, memory, latency = verdicts(outcome)[-3:]
+    assert "throughput" in throughput.target and "RSS" in memory.target
+    assert (throughput.status, memory.status, latency.status) == ("met", "met", "met")
+    assert "+5.0% drop" in throughput.measured
+    assert "p99 1.00 ms" in latency.measured
+    outcome = _outcome([sub("writers alone", 1_000, 10.0), sub("stalled subscriber", 800, 90.0)])
+    assert [v.status for v in verdicts(outcome)[-3:]] == ["missed", "missed", "not measured"]

@@ -49,6 +49,10 @@ class Sizes:
     idle_seconds: float
     client_requests: int
     fsync_probes: int
+    #: SUB: writer connections, the stall and the steady-rate run (seconds).
+    sub_writers: int = 16
+    sub_stall_seconds: float = 30.0
+    sub_latency_seconds: float = 5.0
 
     @staticmethod
     def full() -> "Sizes":
@@ -64,7 +68,8 @@ class Sizes:
                      w2_pool=128, w3_rates=(200, 500), w3_seconds=0.4, w3_connections=8,
                      w4_aggregates=1_000, w5_events=1_000, w5_appends=30,
                      w6_sizes=(10, 100, 1_000), w7_cycles=12, idle_seconds=0.5,
-                     client_requests=500, fsync_probes=50)
+                     client_requests=500, fsync_probes=50, sub_stall_seconds=2.0,
+                     sub_latency_seconds=0.5)
 
 
 @dataclass
@@ -191,10 +196,11 @@ def registry() -> List[Workload]:
     from .client_cost import ClientCost
     from .connections import Idle, W7Connect
     from .reads import W4List, W5LongAggregate, W6Verify
+    from .subscriptions import Subscriptions
     from .writes import W1Sequential, W2Concurrent, W3OpenLoop
 
     return [W1Sequential(), W2Concurrent(), W3OpenLoop(), W4List(), W5LongAggregate(),
-            W6Verify(), W7Connect(), Idle(), ClientCost()]
+            W6Verify(), W7Connect(), Idle(), ClientCost(), Subscriptions()]
 
 
 def once(target: Target, key: str) -> bool:

@@ -395,12 +395,20 @@ pub struct EventsPage {
     pub events_json: String,
     /// Cursor of the next page; `None` on the last page.
     pub next_cursor: Option<String>,
+    /// Each event's position (`docs/subscriptions.md`), in the order of `events_json`; empty
+    /// when the server sends none (EventDBX's own server). See [`EventsPage::position`].
+    pub positions: Vec<Option<u64>>,
 }
 
 impl EventsPage {
     /// True when there is a next page.
     pub fn has_next_cursor(&self) -> bool {
         self.next_cursor.is_some()
+    }
+
+    /// The position of the `index`th event; `None` when the server sent none for it.
+    pub fn position(&self, index: usize) -> Option<u64> {
+        self.positions.get(index).copied().flatten()
     }
 
     /// The events, parsed.
@@ -449,9 +457,16 @@ pub struct OutboxPage {
     pub events_json: String,
     /// Checkpoint for the next call.
     pub next_after_event_id: Option<u64>,
+    /// Each event's position, as in [`EventsPage::positions`].
+    pub positions: Vec<Option<u64>>,
 }
 
 impl OutboxPage {
+    /// The position of the `index`th event; `None` when the server sent none for it.
+    pub fn position(&self, index: usize) -> Option<u64> {
+        self.positions.get(index).copied().flatten()
+    }
+
     /// The events, parsed.
     pub fn events(&self) -> Result<Vec<Value>> {
         parse_list(&self.events_json)
@@ -544,4 +559,13 @@ pub struct SchemaActivateResult {
     /// The audit action recorded: `activate`, or `rollback` for a version older than the
     /// active one.
     pub action: String,
+}
+
+/// The positions of an event page as the client reports them: the wire's 0 (an event without
+/// one) becomes `None`, and a server that sends none gives an empty list.
+pub(crate) fn page_positions(wire: Option<Vec<u64>>) -> Vec<Option<u64>> {
+    wire.unwrap_or_default()
+        .into_iter()
+        .map(|p| (p != 0).then_some(p))
+        .collect()
 }

@@ -200,6 +200,11 @@ struct ListEventsResponse {
   eventsJson @0 :Text;
   nextCursor @1 :Text;
   hasNextCursor @2 :Bool;
+  # Ours (docs/subscriptions.md): the position of each event of eventsJson, in the same order,
+  # 0 for an event without one. Read only when the flag is set; EventDBX's own server sends
+  # neither, and its events then have no position.
+  positions @3 :List(UInt64);
+  hasPositions @4 :Bool;
 }
 
 struct SelectAggregateRequest {
@@ -246,6 +251,9 @@ struct ReadOutboxResponse {
   eventsJson @0 :Text;
   nextAfterEventId @1 :UInt64;
   hasNextAfterEventId @2 :Bool;
+  # Ours, as in ListEventsResponse: each event's position, 0 for none, when the flag is set.
+  positions @3 :List(UInt64);
+  hasPositions @4 :Bool;
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -488,7 +488,8 @@ impl Client {
         })
     }
 
-    /// One page of events: `(events_json, next_cursor)`.
+    /// One page of events: `(events_json, next_cursor, positions)`, `positions` one per event
+    /// (`None` for an event without one) or `None` when the server sent none.
     #[pyo3(signature = (
         aggregate_type, aggregate_id, *, cursor = None, take = None, filter_expr = None,
         timeout = None, asynchronous = false
@@ -514,10 +515,10 @@ impl Client {
         };
         let client = self.handle(timeout)?;
         self.home.run(py, asynchronous, async move {
-            client
-                .events(&query)
-                .await
-                .map(|page| (page.events_json, page.next_cursor))
+            client.events(&query).await.map(|page| {
+                let positions = (!page.positions.is_empty()).then_some(page.positions);
+                (page.events_json, page.next_cursor, positions)
+            })
         })
     }
 

@@ -620,6 +620,14 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         Err(subscription::unsupported("events_after"))
     }
 
+    /// The position of each of `events` (events of `tenant` this engine returned), in order;
+    /// `None` for an event without one. The default: an engine without positions has none, and
+    /// its event pages are sent without them.
+    fn event_positions(&self, tenant: &str, events: &[Event]) -> Result<Vec<Option<u64>>> {
+        let _ = tenant;
+        Ok(vec![None; events.len()])
+    }
+
     /// The position of the tenant's latest committed event (0 when it has none).
     fn head_position(&self, tenant: &str) -> Result<u64> {
         let _ = tenant;

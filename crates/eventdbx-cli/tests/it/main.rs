@@ -14,6 +14,7 @@ mod postgres;
 mod scale_out;
 mod schema;
 mod store;
+mod subscriptions;
 mod tenants;
 mod tokens;
 mod workspace;

@@ -9,7 +9,8 @@ use eventdbx_proto::control::{
 use super::{require_aggregate, unexpected, Client, Safety, EVENTS_FILTER};
 use crate::error::{Error, Result};
 use crate::types::{
-    AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery, OutboxPage, SnapshotQuery,
+    page_positions, AggregatesPage, EventsPage, EventsQuery, Found, JsonList, ListQuery,
+    OutboxPage, SnapshotQuery,
 };
 
 impl Client {
@@ -122,6 +123,7 @@ impl Client {
             Reply::ListEvents(r) => Ok(EventsPage {
                 events_json: r.events_json,
                 next_cursor: r.next_cursor.filter(|c| !c.is_empty()),
+                positions: page_positions(r.positions),
             }),
             other => unexpected(&other),
         })
@@ -188,6 +190,7 @@ impl Client {
                 Reply::ReadOutbox(r) => Ok(OutboxPage {
                     events_json: r.events_json,
                     next_after_event_id: r.next_after_event_id,
+                    positions: page_positions(r.positions),
                 }),
                 other => unexpected(&other),
             })

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eventdbx_client::{
-    Client, ErrorKind, RetryOptions, SubscribeOptions, SubscribedEvent, SubscriptionStart,
-    Transport,
+    Client, ErrorKind, EventsQuery, RetryOptions, SubscribeOptions, SubscribedEvent,
+    SubscriptionStart, Transport,
 };
 use tokio::sync::oneshot;
 
@@ -138,4 +138,56 @@ async fn a_v1_connection_says_subscriptions_need_v2() {
         .expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(err.to_string().contains("protocol v2"), "{err}");
+}
+
+/// `(aggregate id, version) → position` of a page's events.
+fn positioned(
+    events: &[serde_json::Value],
+    position: impl Fn(usize) -> Option<u64>,
+) -> BTreeMap<(String, u64), u64> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let id = event["aggregate_id"].as_str().expect("id").to_owned();
+            let version = event["version"].as_u64().expect("version");
+            (
+                (id, version),
+                position(index).expect("every event has a position"),
+            )
+        })
+        .collect()
+}
+
+/// `events` and `read_outbox` pages carry each event's position: the one its subscription
+/// delivers it with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_pages_and_the_outbox_carry_the_positions_subscriptions_deliver() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.config()).await.expect("connect");
+    for n in 0..7 {
+        write(&client, n).await;
+    }
+    let mut subscription = client.subscribe(SubscribeOptions::new());
+    let mut delivered = BTreeMap::new();
+    for _ in 0..7 {
+        let event = subscription.next().await.expect("open").expect("event");
+        delivered.insert((event.aggregate_id, event.version), event.position);
+    }
+    let mut paged = BTreeMap::new();
+    for id in ["o-0", "o-1", "o-2"] {
+        let page = client
+            .events(&EventsQuery::new("order", id))
+            .await
+            .expect("events");
+        paged.extend(positioned(&page.events().expect("events json"), |i| {
+            page.position(i)
+        }));
+    }
+    assert_eq!(paged, delivered);
+    let outbox = client.read_outbox(None, None).await.expect("outbox");
+    let from_outbox = positioned(&outbox.events().expect("events json"), |i| {
+        outbox.position(i)
+    });
+    assert_eq!(from_outbox, delivered);
 }

@@ -1,5 +1,7 @@
 //! Event reads: `listEvents` and `readOutbox`.
 
+use capnp::primitive_list;
+
 use super::{optional_text, text};
 use crate::schema::control_capnp::{
     list_events_request, list_events_response, read_outbox_request, read_outbox_response,
@@ -56,6 +58,9 @@ pub struct ListEventsResponse {
     pub events_json: String,
     /// Sent as an empty text with the flag off when there is no next page.
     pub next_cursor: Option<String>,
+    /// Ours: each event's position (`docs/subscriptions.md`), in the order of `events_json`, 0
+    /// for an event without one. `None` from a server that sends none (EventDBX's own).
+    pub positions: Option<Vec<u64>>,
 }
 
 impl ListEventsResponse {
@@ -63,12 +68,17 @@ impl ListEventsResponse {
         r.set_events_json(self.events_json.as_str());
         r.set_next_cursor(self.next_cursor.as_deref().unwrap_or(""));
         r.set_has_next_cursor(self.next_cursor.is_some());
+        if let Some(positions) = &self.positions {
+            set_positions(r.reborrow().init_positions(list_size(positions)), positions);
+            r.set_has_positions(true);
+        }
     }
 
     pub fn decode(r: list_events_response::Reader<'_>) -> Result<Self> {
         Ok(ListEventsResponse {
             events_json: text(r.get_events_json())?,
             next_cursor: optional_text(r.get_has_next_cursor(), r.get_next_cursor())?,
+            positions: positions(r.get_has_positions(), r.get_positions())?,
         })
     }
 }
@@ -111,6 +121,8 @@ pub struct ReadOutboxResponse {
     /// A JSON array of events.
     pub events_json: String,
     pub next_after_event_id: Option<u64>,
+    /// Ours: each event's position, as in [`ListEventsResponse::positions`].
+    pub positions: Option<Vec<u64>>,
 }
 
 impl ReadOutboxResponse {
@@ -120,6 +132,10 @@ impl ReadOutboxResponse {
             r.set_next_after_event_id(next);
             r.set_has_next_after_event_id(true);
         }
+        if let Some(positions) = &self.positions {
+            set_positions(r.reborrow().init_positions(list_size(positions)), positions);
+            r.set_has_positions(true);
+        }
     }
 
     pub fn decode(r: read_outbox_response::Reader<'_>) -> Result<Self> {
@@ -128,6 +144,30 @@ impl ReadOutboxResponse {
             next_after_event_id: r
                 .get_has_next_after_event_id()
                 .then(|| r.get_next_after_event_id()),
+            positions: positions(r.get_has_positions(), r.get_positions())?,
         })
     }
+}
+
+/// The length of a positions list. A page holds far fewer events than the list limit (the
+/// message size caps it first), so a longer one is cut rather than refused.
+fn list_size(positions: &[u64]) -> u32 {
+    u32::try_from(positions.len()).unwrap_or(u32::MAX)
+}
+
+fn set_positions(mut list: primitive_list::Builder<'_, u64>, positions: &[u64]) {
+    for (index, position) in (0..list.len()).zip(positions) {
+        list.set(index, *position);
+    }
+}
+
+/// Reads a positions list whose `has…` flag is `has`; the list is not touched when it is off.
+fn positions(
+    has: bool,
+    field: capnp::Result<primitive_list::Reader<'_, u64>>,
+) -> Result<Option<Vec<u64>>> {
+    if !has {
+        return Ok(None);
+    }
+    Ok(Some(field?.iter().collect()))
 }

@@ -341,18 +341,24 @@ fn read_replies() -> impl Strategy<Value = Reply> {
         text().prop_map(|referrers_json| {
             Reply::ListReferrers(ListReferrersResponse { referrers_json })
         }),
-        (text(), of(text())).prop_map(|(events_json, next_cursor)| {
-            Reply::ListEvents(ListEventsResponse {
-                events_json,
-                next_cursor,
-            })
-        }),
-        (text(), of(any::<u64>())).prop_map(|(events_json, next_after_event_id)| {
-            Reply::ReadOutbox(ReadOutboxResponse {
-                events_json,
-                next_after_event_id,
-            })
-        }),
+        (text(), of(text()), of(vec(any::<u64>(), 0..4))).prop_map(
+            |(events_json, next_cursor, positions)| {
+                Reply::ListEvents(ListEventsResponse {
+                    events_json,
+                    next_cursor,
+                    positions,
+                })
+            }
+        ),
+        (text(), of(any::<u64>()), of(vec(any::<u64>(), 0..4))).prop_map(
+            |(events_json, next_after_event_id, positions)| {
+                Reply::ReadOutbox(ReadOutboxResponse {
+                    events_json,
+                    next_after_event_id,
+                    positions,
+                })
+            }
+        ),
         (text(), text()).prop_map(|(code, message)| Reply::Error(ErrorResponse { code, message })),
         text().prop_map(|snapshots_json| {
             Reply::ListSnapshots(ListSnapshotsResponse { snapshots_json })
@@ -558,6 +564,7 @@ fn replies_keep_the_reference_defaults() {
     let typed = Reply::ListEvents(ListEventsResponse {
         events_json: "[]".into(),
         next_cursor: None,
+        positions: None,
     })
     .encode(4)
     .expect("encode");

@@ -119,7 +119,8 @@ const REQUEST_SIZES: [(usize, usize); 30] = [
 const RESPONSE_SIZES: [(usize, usize); 31] = [
     (8, 3),
     (8, 2),
-    (8, 2),
+    // listEvents: `positions` (ours) is its third pointer.
+    (8, 3),
     (0, 1),
     (0, 1),
     (8, 1),
@@ -139,7 +140,8 @@ const RESPONSE_SIZES: [(usize, usize); 31] = [
     (0, 1),
     (8, 1),
     (0, 1),
-    (16, 1),
+    // readOutbox: `positions` (ours) is its second pointer.
+    (16, 2),
     // Ours: tenantList, tenantSchemaHistory, tenantSchemaActivate.
     (0, 1),
     (0, 1),
@@ -220,6 +222,14 @@ fn fill(mut builder: capnp::dynamic_struct::Builder<'_>, values: &mut Values) {
                             list.set(index, dynamic_value::Reader::Text(text.as_str().into()))
                                 .expect("set list text");
                         }
+                        TypeVariant::UInt64 => list
+                            .set(
+                                index,
+                                dynamic_value::Reader::UInt64(
+                                    0x0102_0304_0000_0000 + n * 10 + u64::from(index),
+                                ),
+                            )
+                            .expect("set list number"),
                         TypeVariant::Struct(_) => {
                             let dynamic_value::Builder::Struct(element) =
                                 list.reborrow().get(index).expect("list element")
@@ -282,6 +292,11 @@ fn check(reader: capnp::dynamic_struct::Reader<'_>, values: &mut Values, path: &
                         (TypeVariant::Text, dynamic_value::Reader::Text(v)) => assert_eq!(
                             v.to_str(),
                             Ok(text_value(name, n * 10 + u64::from(index)).as_str()),
+                            "{at}[{index}]"
+                        ),
+                        (TypeVariant::UInt64, dynamic_value::Reader::UInt64(v)) => assert_eq!(
+                            v,
+                            0x0102_0304_0000_0000 + n * 10 + u64::from(index),
                             "{at}[{index}]"
                         ),
                         (TypeVariant::Struct(_), dynamic_value::Reader::Struct(element)) => {

@@ -485,7 +485,7 @@ class _Commands(abc.ABC, Generic[Ack]):
             take=take,
             filter_expr=filter_expr,
             timeout=timeout,
-            post=lambda page: ListEventsResult(page[0], page[1], page[1] is not None),
+            post=lambda page: ListEventsResult(page[0], page[1], page[1] is not None, page[2]),
             before=None if filter_expr is None else self._warn_if_events_filter_ignored,
         )
 

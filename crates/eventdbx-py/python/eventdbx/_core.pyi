@@ -227,7 +227,7 @@ class Client:
         filter_expr: Optional[str] = None,
         timeout: Optional[float] = None,
         asynchronous: Literal[False] = False,
-    ) -> Tuple[str, Optional[str]]: ...
+    ) -> Tuple[str, Optional[str], Optional[List[Optional[int]]]]: ...
     @overload
     def events(
         self,
@@ -239,7 +239,7 @@ class Client:
         filter_expr: Optional[str] = None,
         timeout: Optional[float] = None,
         asynchronous: Literal[True],
-    ) -> Awaitable[Tuple[str, Optional[str]]]: ...
+    ) -> Awaitable[Tuple[str, Optional[str], Optional[List[Optional[int]]]]]: ...
     def subscribe(
         self,
         *,

@@ -154,16 +154,26 @@ class ListAggregatesResult(_Parsed):
 
 @dataclass
 class ListEventsResult(_Parsed):
-    """A page of event envelopes."""
+    """A page of event envelopes. ``positions`` holds each event's position in the tenant's
+    commit order (``docs/subscriptions.md``), in the order of ``events``: ``None`` for an event
+    without one, and ``positions`` itself ``None`` when the server sent none (EventDBX's own
+    server does not)."""
 
     events_json: str
     next_cursor: Optional[str] = None
     has_next_cursor: bool = False
+    positions: Optional[List[Optional[int]]] = None
 
     @property
     def events(self) -> List[Dict[str, Any]]:
         """The events, parsed."""
         return cast(List[Dict[str, Any]], self._view("events", self.events_json))
+
+    def position(self, index: int) -> Optional[int]:
+        """The position of ``events[index]``; ``None`` when the server sent none for it."""
+        if self.positions is None or not 0 <= index < len(self.positions):
+            return None
+        return self.positions[index]
 
 
 @dataclass

@@ -17,6 +17,16 @@ fn event_json(event: &eventdbx_core::merkle::Event) -> Result<String, RequestErr
     serde_json::to_string(event).map_err(RequestError::serialization)
 }
 
+/// The positions field of an event page (`docs/subscriptions.md`): sent when the engine knows
+/// any, 0 standing for an event without one (positions start at 1); left out, as EventDBX's own
+/// server does, by an engine without positions.
+fn wire_positions(positions: &[Option<u64>]) -> Option<Vec<u64>> {
+    positions
+        .iter()
+        .any(Option::is_some)
+        .then(|| positions.iter().map(|p| p.unwrap_or(0)).collect())
+}
+
 /// `listEvents`.
 impl Apply for ListEventsRequest {
     fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
@@ -48,6 +58,7 @@ impl Apply for ListEventsRequest {
             .state
             .store
             .events(ctx.tenant, t, i, after, take, filter.as_ref())?;
+        let positions = ctx.state.store.event_positions(ctx.tenant, &page.events)?;
         let items = page
             .events
             .iter()
@@ -63,6 +74,7 @@ impl Apply for ListEventsRequest {
                             .map(|(_, v)| EventCursor::after(t, i, false, *v).to_string())
                     })
                     .flatten(),
+                positions: positions.get(..prefix.len()).and_then(wire_positions),
             })
         };
         let sent = fit_prefix(&items, ctx.response_limit, |prefix| build(prefix, true))?;
@@ -84,6 +96,7 @@ impl Apply for ReadOutboxRequest {
             ctx.state
                 .store
                 .outbox(ctx.tenant, self.after_event_id.unwrap_or(0), take, &visible)?;
+        let positions = ctx.state.store.event_positions(ctx.tenant, &page.events)?;
         let items = page
             .events
             .iter()
@@ -93,6 +106,7 @@ impl Apply for ReadOutboxRequest {
             Reply::ReadOutbox(ReadOutboxResponse {
                 events_json: json_array(prefix.iter().map(|(json, _)| json.as_str())),
                 next_after_event_id: next,
+                positions: positions.get(..prefix.len()).and_then(wire_positions),
             })
         };
         let sent = fit_prefix(&items, ctx.response_limit, |prefix| {

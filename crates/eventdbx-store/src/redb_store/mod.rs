@@ -32,6 +32,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
+use eventdbx_core::merkle::Event;
 use eventdbx_core::query::filter::Filter;
 use eventdbx_core::snowflake::{Next, SnowflakeGenerator};
 use redb::{Database, ReadTransaction, ReadableTable};
@@ -240,6 +241,7 @@ fn prepare_tables(db: &Database) -> Result<u64> {
         tables.events()?;
         tables.outbox()?;
         tables.positions()?;
+        tables.event_positions()?;
         tables.index()?;
         tables.snapshots()?;
         tables.snapshots_by_aggregate()?;
@@ -449,6 +451,11 @@ impl EventStore for RedbStore {
     ) -> Result<PositionPage> {
         self.guard
             .run(|| positions::events_after(self, tenant, after, selector, take))
+    }
+
+    fn event_positions(&self, tenant: &str, events: &[Event]) -> Result<Vec<Option<u64>>> {
+        self.guard
+            .run(|| positions::of_events(self, tenant, events))
     }
 
     fn head_position(&self, tenant: &str) -> Result<u64> {

@@ -14,12 +14,16 @@ use std::sync::RwLock;
 use eventdbx_core::merkle::Event;
 use redb::{ReadableTable, WriteTransaction};
 
-use super::tables::{json_error, storage, Tables, EVENTS, META, POSITIONS};
+use super::tables::{json_error, storage, Tables, EVENTS, EVENT_POSITIONS, META, POSITIONS};
 use super::RedbStore;
 use crate::{CommitListener, EventSelector, PositionPage, PositionedEvent, Result};
 
 /// The [`META`] key set once every stored event has a position.
 const POSITIONS_ASSIGNED: &str = "positions_assigned";
+
+/// The [`META`] key set once [`EVENT_POSITIONS`] holds every position of [`POSITIONS`] (stores
+/// that had positions before the reverse table existed get it at open).
+const EVENT_POSITIONS_FILLED: &str = "event_positions_filled";
 
 /// How many rows one [`events_after`] call examines at most, so a selector that matches
 /// nothing does not read the whole history in one call (the page's `last_examined` advances).
@@ -52,6 +56,10 @@ pub(super) fn assign(
     positions
         .insert((tenant, position), (aggregate_type, aggregate_id, version))
         .map_err(storage)?;
+    tables
+        .event_positions()?
+        .insert((tenant, aggregate_type, aggregate_id, version), position)
+        .map_err(storage)?;
     assigned.store(position, Ordering::Release);
     Ok(position)
 }
@@ -59,6 +67,11 @@ pub(super) fn assign(
 /// Gives every stored event without a position one, per tenant in event id order (the order
 /// writes were sealed in), once: a store written before positions existed. Run at open.
 pub(super) fn assign_missing(txn: &WriteTransaction) -> Result<()> {
+    assign_in_event_id_order(txn)?;
+    fill_event_positions(txn)
+}
+
+fn assign_in_event_id_order(txn: &WriteTransaction) -> Result<()> {
     let mut meta = txn.open_table(META).map_err(storage)?;
     if meta.get(POSITIONS_ASSIGNED).map_err(storage)?.is_some() {
         return Ok(());
@@ -90,6 +103,51 @@ pub(super) fn assign_missing(txn: &WriteTransaction) -> Result<()> {
     }
     meta.insert(POSITIONS_ASSIGNED, 1).map_err(storage)?;
     Ok(())
+}
+
+/// Copies every position into [`EVENT_POSITIONS`], once: a store given positions before the
+/// reverse table existed. Later commits write both tables.
+fn fill_event_positions(txn: &WriteTransaction) -> Result<()> {
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    if meta.get(EVENT_POSITIONS_FILLED).map_err(storage)?.is_some() {
+        return Ok(());
+    }
+    let positions = txn.open_table(POSITIONS).map_err(storage)?;
+    let mut reverse = txn.open_table(EVENT_POSITIONS).map_err(storage)?;
+    for item in positions.iter().map_err(storage)? {
+        let (key, location) = item.map_err(storage)?;
+        let (tenant, position) = key.value();
+        let (t, i, version) = location.value();
+        reverse
+            .insert((tenant, t, i, version), position)
+            .map_err(storage)?;
+    }
+    meta.insert(EVENT_POSITIONS_FILLED, 1).map_err(storage)?;
+    Ok(())
+}
+
+/// [`crate::EventStore::event_positions`]: read after the events were, from a later snapshot,
+/// which holds them too (a position is written in the commit that stores its event and never
+/// changes).
+pub(super) fn of_events(
+    store: &RedbStore,
+    tenant: &str,
+    events: &[Event],
+) -> Result<Vec<Option<u64>>> {
+    let read = store.read()?;
+    let table = read.open_table(EVENT_POSITIONS).map_err(storage)?;
+    events
+        .iter()
+        .map(|event| {
+            let key = (
+                tenant,
+                event.aggregate_type.as_str(),
+                event.aggregate_id.as_str(),
+                event.version,
+            );
+            Ok(table.get(key).map_err(storage)?.map(|v| v.value()))
+        })
+        .collect()
 }
 
 /// [`crate::EventStore::head_position`].
@@ -234,6 +292,55 @@ mod tests {
         assert_eq!(
             got,
             vec![(1, "o-2", 1), (2, "o-1", 1), (3, "o-2", 2), (4, "o-1", 2)]
+        );
+    }
+
+    /// Event pages carry positions: the reverse table answers for each event, also in a store
+    /// whose positions were assigned before that table existed (it is filled at open).
+    #[test]
+    fn events_know_their_positions_also_in_a_store_from_before_the_reverse_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("data.redb");
+        {
+            let store = RedbStore::open(&path, Durability::Fsync).expect("open");
+            append(&store, "a", "o-1");
+            append(&store, "b", "o-1");
+            append(&store, "a", "o-1");
+        }
+        {
+            // Back to the layout before the reverse table: positions, but no table, no flag.
+            let db = Database::open(&path).expect("raw open");
+            let txn = db.begin_write().expect("write");
+            txn.delete_table(EVENT_POSITIONS)
+                .expect("drop the reverse table");
+            txn.open_table(META)
+                .expect("meta")
+                .remove(EVENT_POSITIONS_FILLED)
+                .expect("remove flag");
+            txn.commit().expect("commit");
+        }
+        let store = RedbStore::open(&path, Durability::Fsync).expect("reopen");
+        append(&store, "a", "o-2");
+        let positions_of = |tenant: &str, id: &str| {
+            let page = store
+                .events(tenant, "order", id, 0, 10, None)
+                .expect("events");
+            store
+                .event_positions(tenant, &page.events)
+                .expect("positions")
+        };
+        assert_eq!(positions_of("a", "o-1"), vec![Some(1), Some(2)]);
+        assert_eq!(positions_of("a", "o-2"), vec![Some(3)]);
+        assert_eq!(positions_of("b", "o-1"), vec![Some(1)]);
+        let elsewhere = store
+            .events("a", "order", "o-2", 0, 10, None)
+            .expect("events");
+        assert_eq!(
+            store
+                .event_positions("c", &elsewhere.events)
+                .expect("positions"),
+            vec![None],
+            "no position in a tenant that does not hold the event"
         );
     }
 }

@@ -25,6 +25,11 @@ pub(super) const OUTBOX: TableDefinition<(&str, u64), (&str, &str, u64)> =
 pub(super) const POSITIONS: TableDefinition<(&str, u64), (&str, &str, u64)> =
     TableDefinition::new("positions");
 
+/// (tenant, type, id, version) → position: the reverse of [`POSITIONS`], so the events a page
+/// returns carry their positions.
+pub(super) const EVENT_POSITIONS: TableDefinition<(&str, &str, &str, u64), u64> =
+    TableDefinition::new("event_positions");
+
 /// (tenant, index kind, value, a, b) → archived flag: one entry per aggregate per sort layout.
 pub(super) const SORT_INDEX: TableDefinition<(&str, u8, u64, &str, &str), u8> =
     TableDefinition::new("sort_index");
@@ -68,6 +73,7 @@ pub(crate) struct Tables<'t> {
     events: Option<redb::Table<'t, EventKey, Bytes>>,
     outbox: Option<redb::Table<'t, OutboxKey, OutboxValue>>,
     positions: Option<redb::Table<'t, OutboxKey, OutboxValue>>,
+    event_positions: Option<redb::Table<'t, EventKey, u64>>,
     index: Option<redb::Table<'t, IndexKey, u8>>,
     snapshots: Option<redb::Table<'t, SnapshotKey, Bytes>>,
     snapshots_by_aggregate: Option<redb::Table<'t, EventKey, ()>>,
@@ -129,6 +135,7 @@ impl<'t> Tables<'t> {
             events: None,
             outbox: None,
             positions: None,
+            event_positions: None,
             index: None,
             snapshots: None,
             snapshots_by_aggregate: None,
@@ -148,6 +155,7 @@ impl<'t> Tables<'t> {
     lazy_table!(events, EVENTS, EventKey, Bytes);
     lazy_table!(outbox, OUTBOX, OutboxKey, OutboxValue);
     lazy_table!(positions, POSITIONS, OutboxKey, OutboxValue);
+    lazy_table!(event_positions, EVENT_POSITIONS, EventKey, u64);
     lazy_table!(index, SORT_INDEX, IndexKey, u8);
     lazy_table!(snapshots, SNAPSHOTS, SnapshotKey, Bytes);
     lazy_table!(snapshots_by_aggregate, SNAPSHOTS_BY_AGGREGATE, EventKey, ());
