@@ -85,7 +85,7 @@ fn known_history() -> Vec<Event> {
 
 /// Reads `name = value` lines of the known-answer block in `docs/storage.md`.
 fn documented_vectors() -> BTreeMap<String, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/storage.md");
+    let path = crate::manifest_dir().join("../../docs/storage.md");
     let text = std::fs::read_to_string(path).expect("docs/storage.md is readable");
     text.lines()
         .filter_map(|line| line.strip_prefix("kat "))

@@ -318,11 +318,8 @@ fn the_stream_reader_stops_at_the_end_of_the_hello() {
 
 #[test]
 fn docs_hold_the_golden_bytes() {
-    let docs = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/protocol.md"
-    ))
-    .unwrap_or_default();
+    let docs = std::fs::read_to_string(crate::manifest_dir().join("../../docs/protocol.md"))
+        .unwrap_or_default();
     let lines: Vec<String> = [
         ("hello_v1_tok_default", HELLO_TOK_DEFAULT),
         ("hello_response_ok", RESPONSE_OK),

@@ -17,7 +17,7 @@ fn python() -> PathBuf {
     if let Some(path) = std::env::var_os("EVENTDBX_TEST_PYTHON") {
         return PathBuf::from(path);
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let venv = crate::manifest_dir().join("../../.venv/bin/python");
     assert!(
         venv.exists(),
         "no Python with noiseprotocol: run `scripts/setup-venv.sh` or set EVENTDBX_TEST_PYTHON"
@@ -33,7 +33,7 @@ struct Peer {
 fn spawn_peer(role: &str, token: &str, prologue: &[u8]) -> Peer {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let port = listener.local_addr().expect("local addr").port();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/noise_peer.py");
+    let script = crate::manifest_dir().join("tests/peers/noise_peer.py");
     let mut command = Command::new(python());
     command
         .arg(script)

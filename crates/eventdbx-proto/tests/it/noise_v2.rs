@@ -542,11 +542,8 @@ fn test_vectors() -> Vec<(&'static str, String)> {
 
 #[test]
 fn docs_hold_the_test_vectors_the_code_produces() {
-    let docs = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/protocol.md"
-    ))
-    .unwrap_or_default();
+    let docs = std::fs::read_to_string(crate::manifest_dir().join("../../docs/protocol.md"))
+        .unwrap_or_default();
     let lines: Vec<String> = test_vectors()
         .into_iter()
         .map(|(name, value)| format!("{name:<20} = {value}"))

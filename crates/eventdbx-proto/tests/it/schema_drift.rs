@@ -48,7 +48,7 @@ fn without_compiler_version(code: &str) -> String {
 }
 
 fn committed_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/schema")
+    crate::manifest_dir().join("src/schema")
 }
 
 #[test]

@@ -22,7 +22,7 @@ struct Reference {
 
 #[test]
 fn top_level_modules_do_not_import_each_other_in_a_cycle() {
-    let crate_graph = CrateGraph::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    let crate_graph = CrateGraph::read(&crate::manifest_dir().join("src"));
     let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for reference in &crate_graph.references {
         let from = reference.from[0].clone();
@@ -42,7 +42,7 @@ fn top_level_modules_do_not_import_each_other_in_a_cycle() {
 
 #[test]
 fn submodules_of_each_directory_module_do_not_import_each_other_in_a_cycle() {
-    let crate_graph = CrateGraph::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    let crate_graph = CrateGraph::read(&crate::manifest_dir().join("src"));
     let directories: BTreeSet<&String> = crate_graph
         .modules
         .iter()

@@ -58,9 +58,8 @@ fn documented_message<'a>(docs: &'a str, code: &str) -> Option<&'a str> {
 
 #[test]
 fn docs_errors_lists_every_code_with_the_start_of_its_message() {
-    let docs =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md"))
-            .expect("docs/errors.md");
+    let docs = std::fs::read_to_string(crate::manifest_dir().join("../../docs/errors.md"))
+        .expect("docs/errors.md");
     let mut wrong = Vec::new();
     for err in one_of_each_code() {
         match documented_message(&docs, &err.code) {

@@ -107,7 +107,7 @@ fn the_citation_matcher_knows_what_a_citation_looks_like() {
 
 #[test]
 fn no_file_cites_a_specification_outside_the_repository() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = crate::manifest_dir().join("../..");
     let root = root.canonicalize().expect("workspace root");
     let mut files = Vec::new();
     files_to_read(&root, &mut files);
