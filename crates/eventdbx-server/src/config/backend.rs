@@ -27,10 +27,14 @@ impl Config {
     pub fn open_storage(&self) -> Result<Storage, StorageOpenError> {
         if self.storage.backend != "postgres" {
             let path = self.store_path();
-            return eventdbx_store::open_embedded(
+            let options = eventdbx_store::EmbeddedOptions {
+                checkpoint_bytes: self.storage.checkpoint_bytes,
+            };
+            return eventdbx_store::open_embedded_with(
                 &path,
                 self.storage.durability,
                 self.snowflake_worker_id,
+                options,
             )
             .map_err(|source| StorageOpenError {
                 location: path.display().to_string(),

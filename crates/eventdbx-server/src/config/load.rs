@@ -14,8 +14,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::paths::resolve;
 use super::{
-    Config, ConfigError, MAX_BUSY_POLL_US, MIN_MESSAGE_BUDGET_BYTES, MIN_MESSAGE_TIMEOUT_MS,
-    MIN_PRUNE_INTERVAL_SECS,
+    Config, ConfigError, MAX_BUSY_POLL_US, MIN_CHECKPOINT_BYTES, MIN_MESSAGE_BUDGET_BYTES,
+    MIN_MESSAGE_TIMEOUT_MS, MIN_PRUNE_INTERVAL_SECS,
 };
 use crate::auth::{MAX_CLOCK_SKEW_SECS, MIN_TTL_SECS};
 
@@ -105,6 +105,7 @@ struct StorageFile {
     durability: Option<String>,
     pool_size: Option<u32>,
     statement_timeout_ms: Option<u64>,
+    checkpoint_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -415,6 +416,10 @@ impl Keys<'_> {
             &mut config.storage.statement_timeout_ms,
             storage.statement_timeout_ms,
         );
+        if let Some(bytes) = storage.checkpoint_bytes {
+            config.storage.checkpoint_bytes =
+                self.at_least("storage.checkpoint_bytes", bytes, MIN_CHECKPOINT_BYTES);
+        }
         if let Some(mode) = storage.durability {
             config.storage.durability = match mode.trim().to_ascii_lowercase().as_str() {
                 "sync" | "fsync" => Durability::Fsync,
