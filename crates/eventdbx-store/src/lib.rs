@@ -709,6 +709,26 @@ pub struct Storage {
     pub jobs: Arc<dyn JobQueue>,
 }
 
+/// The embedded engine's tuning beyond its durability (`[storage]` keys of the server's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// Durable mode: the size the write-ahead log reaches before a checkpoint (a durable
+    /// commit of the database file) lets it start over. It bounds the replay at open after a
+    /// crash (`docs/storage.md`, "Write-ahead log").
+    pub checkpoint_bytes: u64,
+}
+
+/// [`EmbeddedOptions::checkpoint_bytes`] by default: 4 MiB.
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
+        }
+    }
+}
+
 /// Opens (or creates) the embedded engine's database file at `path`; `worker_id` is the
 /// Snowflake worker id (0–1023). The engine is closed when [`EventStore::close`] is called or
 /// when the last handle of both views is dropped. A damaged file is refused with
@@ -718,7 +738,19 @@ pub fn open_embedded(
     durability: Durability,
     worker_id: u16,
 ) -> Result<Storage> {
-    let engine = Arc::new(RedbStore::open_with_worker(path, durability, worker_id)?);
+    open_embedded_with(path, durability, worker_id, EmbeddedOptions::default())
+}
+
+/// [`open_embedded`] with the engine's tuning.
+pub fn open_embedded_with(
+    path: impl AsRef<Path>,
+    durability: Durability,
+    worker_id: u16,
+    options: EmbeddedOptions,
+) -> Result<Storage> {
+    let engine = Arc::new(RedbStore::open_with_options(
+        path, durability, worker_id, options,
+    )?);
     Ok(Storage {
         events: Arc::clone(&engine) as Arc<dyn EventStore>,
         jobs: engine,

@@ -40,10 +40,14 @@ impl Config {
     ) -> Result<(Storage, Option<Arc<dyn ControlDocuments>>), StorageOpenError> {
         if self.storage.backend != "postgres" {
             let path = self.store_path();
-            let storage = eventdbx_store::open_embedded(
+            let options = eventdbx_store::EmbeddedOptions {
+                checkpoint_bytes: self.storage.checkpoint_bytes,
+            };
+            let storage = eventdbx_store::open_embedded_with(
                 &path,
                 self.storage.durability,
                 self.snowflake_worker_id,
+                options,
             )
             .map_err(|source| StorageOpenError {
                 location: path.display().to_string(),
@@ -116,6 +120,27 @@ mod tests {
 
     use super::redact_password;
     use crate::config::{Config, DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT_MS};
+
+    #[test]
+    fn checkpoint_bytes_loads_clamps_and_renders_only_when_changed() {
+        let text = "[storage]\ncheckpoint_bytes = 65536\n";
+        let config = Config::from_toml_str(text, Path::new("/w")).expect("config");
+        assert_eq!(config.storage.checkpoint_bytes, 65_536);
+        let rendered = config.to_toml().expect("render");
+        assert!(rendered.contains("checkpoint_bytes = 65536"), "{rendered}");
+        let again = Config::from_toml_str(&rendered, Path::new("/w")).expect("reload");
+        assert_eq!(again, config, "{rendered}");
+        let zero = Config::from_toml_str("[storage]\ncheckpoint_bytes = 0\n", Path::new("/w"))
+            .expect("config");
+        assert_eq!(zero.storage.checkpoint_bytes, 1, "raised to the minimum");
+        let defaults = Config::defaults("/w".into());
+        assert_eq!(
+            defaults.storage.checkpoint_bytes,
+            eventdbx_store::DEFAULT_CHECKPOINT_BYTES
+        );
+        let text = defaults.to_toml().expect("render");
+        assert!(!text.contains("checkpoint_bytes"), "{text}");
+    }
 
     #[test]
     fn postgres_keys_load_clamp_and_render_back() {

@@ -14,8 +14,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::paths::resolve;
 use super::{
-    Config, ConfigError, MAX_BUSY_POLL_US, MIN_MESSAGE_BUDGET_BYTES, MIN_MESSAGE_TIMEOUT_MS,
-    MIN_PRUNE_INTERVAL_SECS,
+    Config, ConfigError, MAX_BUSY_POLL_US, MIN_CHECKPOINT_BYTES, MIN_MESSAGE_BUDGET_BYTES,
+    MIN_MESSAGE_TIMEOUT_MS, MIN_PRUNE_INTERVAL_SECS,
 };
 use crate::auth::{MAX_CLOCK_SKEW_SECS, MIN_TTL_SECS};
 
@@ -106,6 +106,7 @@ struct StorageFile {
     pool_size: Option<u32>,
     statement_timeout_ms: Option<u64>,
     sync_interval_ms: Option<u64>,
+    checkpoint_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -420,6 +421,10 @@ impl Keys<'_> {
         if let Some(ms) = storage.sync_interval_ms {
             config.storage.sync_interval_ms =
                 self.at_least("storage.sync_interval_ms", ms, super::MIN_SYNC_INTERVAL_MS);
+        }
+        if let Some(bytes) = storage.checkpoint_bytes {
+            config.storage.checkpoint_bytes =
+                self.at_least("storage.checkpoint_bytes", bytes, MIN_CHECKPOINT_BYTES);
         }
         if let Some(mode) = storage.durability {
             config.storage.durability = match mode.trim().to_ascii_lowercase().as_str() {

@@ -201,7 +201,14 @@ pub struct StorageConfig {
     /// the others, in ms, at least 10 (1,000). Written only when changed.
     #[serde(skip_serializing_if = "render::is_default_sync_interval")]
     pub sync_interval_ms: u64,
+    /// The embedded engine's write-ahead log size that triggers a checkpoint (4 MiB), at
+    /// least [`MIN_CHECKPOINT_BYTES`]. Written only when changed.
+    #[serde(skip_serializing_if = "render::is_default_checkpoint_bytes")]
+    pub checkpoint_bytes: u64,
 }
+
+/// The smallest `[storage] checkpoint_bytes` (a checkpoint after every batch).
+pub const MIN_CHECKPOINT_BYTES: u64 = 1;
 
 /// `[storage] pool_size` when the file has none.
 pub const DEFAULT_POOL_SIZE: u32 = 16;
@@ -378,6 +385,7 @@ impl Config {
                 pool_size: DEFAULT_POOL_SIZE,
                 statement_timeout_ms: DEFAULT_STATEMENT_TIMEOUT_MS,
                 sync_interval_ms: DEFAULT_SYNC_INTERVAL_MS,
+                checkpoint_bytes: eventdbx_store::DEFAULT_CHECKPOINT_BYTES,
             },
             plugin_queue: PluginQueueConfig::default(),
         }

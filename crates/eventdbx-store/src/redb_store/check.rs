@@ -89,6 +89,7 @@ pub fn check(path: impl AsRef<Path>) -> Result<CheckReport> {
             Durability::Fsync,
             0,
             super::never_reopen,
+            super::Logging::ReadOnly,
         ) {
             Ok(store) => inspect(&store, &mut report),
             Err(err) => report.unreadable = Some(detail(&err)),
@@ -137,6 +138,7 @@ pub fn recover(path: impl AsRef<Path>) -> Result<RecoverReport> {
         Durability::Fsync,
         0,
         super::never_reopen,
+        super::Logging::ReadOnly,
     ) {
         Ok(store) => {
             inspect(&store, &mut check);

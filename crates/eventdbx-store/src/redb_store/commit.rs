@@ -8,6 +8,13 @@
 //! all, and concurrent writers share one commit (one fsync) per round, each waiting at most for
 //! the commit in progress and its own.
 //!
+//! The round's fsync is the write-ahead log's (`wal`): the batch runs in a redb transaction
+//! whose inserts and removes are recorded (`mutations`), the record is appended to the log and
+//! synced, and only then is the transaction committed, without a sync, and the writers
+//! answered. So a batch is visible to readers once it is durable, never before. After its
+//! answers, a leader whose round left the log past the checkpoint threshold checkpoints (a
+//! durable redb commit), and the log starts over.
+//!
 //! **Relaxed.** A commit costs redb far more than the inserts of one write (every touched
 //! table's root and page checksums are written back), and relaxed mode does not make a write
 //! durable when it is acknowledged anyway. So relaxed writes run their inserts in one *open*
@@ -41,7 +48,8 @@ use std::time::Duration;
 use redb::{ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use super::health::{commit_error, is_io_failure, Handle};
-use super::tables::{storage, Tables, LAST_ID};
+use super::tables::{storage, Tables, LAST_ID, META, WAL_CHECKPOINT};
+use super::wal::Log;
 use crate::{Durability, Result, StorageHealth, StoreError};
 
 /// How long a relaxed commit may stay non-durable.
@@ -102,6 +110,11 @@ struct Shared {
     /// open transaction discarded, non-durable commits dropped by a reopen); counted whenever
     /// anything was pending, so it may count a loss of nothing.
     losses: AtomicU64,
+    /// Durable mode's write-ahead log (`wal`); `None` in relaxed mode and in the read-only views
+    /// of `dbx store check`, which commit to redb durably instead.
+    log: Option<Mutex<Log>>,
+    /// The log's size that makes the leader checkpoint after its round.
+    checkpoint_bytes: u64,
 }
 
 impl Shared {
@@ -220,6 +233,53 @@ impl Shared {
     }
 }
 
+impl Shared {
+    fn log(&self) -> Option<MutexGuard<'_, Log>> {
+        self.log
+            .as_ref()
+            .map(|log| log.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Checkpoints when the log has grown past the threshold; the caller leads.
+    fn checkpoint_if_due(&self) {
+        let due = self
+            .log()
+            .is_some_and(|log| log.len() >= self.checkpoint_bytes);
+        if due && !self.handle.needs_reopen() {
+            // A failure is recorded in the handle; the log keeps every record until one succeeds.
+            let _ = self.checkpoint();
+        }
+    }
+
+    /// A durable redb commit recording the last LSN of the log, which every commit since the
+    /// previous checkpoint has applied; the log then starts over. The caller holds the writer
+    /// side (leads, or the store is closing).
+    fn checkpoint(&self) -> Result<()> {
+        let Some(mut log) = self.log() else {
+            return Ok(());
+        };
+        if log.is_checkpointed() {
+            return Ok(());
+        }
+        let lsn = log.last_lsn();
+        let result = self.handle.with_db(|db| {
+            let mut txn = db.begin_write().map_err(commit_error)?;
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|err| StoreError::storage("", err))?;
+            txn.open_table(META)
+                .map_err(storage)?
+                .insert(WAL_CHECKPOINT, lsn)
+                .map_err(storage)?;
+            txn.commit().map_err(commit_error)
+        });
+        self.handle.record(&result, true);
+        if result.is_ok() {
+            log.restart(lsn);
+        }
+        result
+    }
+}
+
 /// Where a write reads the latest state of its aggregate.
 pub(crate) enum Latest<'a> {
     /// Durable mode: a read transaction (every acknowledged write is committed).
@@ -243,7 +303,15 @@ fn closed() -> StoreError {
 }
 
 impl Committer {
-    pub(crate) fn new(handle: Handle, durability: Durability, reserved: u64) -> Result<Self> {
+    /// `log`: durable mode's write-ahead log, checkpointed once it holds `checkpoint_bytes`
+    /// (without one, durable batches commit to redb durably).
+    pub(crate) fn new(
+        handle: Handle,
+        durability: Durability,
+        reserved: u64,
+        log: Option<Log>,
+        checkpoint_bytes: u64,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
             handle,
             reserved: AtomicU64::new(reserved),
@@ -251,6 +319,8 @@ impl Committer {
             any_open: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             losses: AtomicU64::new(0),
+            log: log.map(Mutex::new),
+            checkpoint_bytes,
         });
         let flusher = match durability {
             Durability::Fsync => None,
@@ -337,8 +407,7 @@ impl Committer {
             apply(&mut tables).and_then(|()| match reservation {
                 Some(new) => tables
                     .meta()
-                    .and_then(|meta| meta.insert(LAST_ID, new).map_err(storage))
-                    .map(drop),
+                    .and_then(|mut meta| meta.insert(LAST_ID, new).map_err(storage)),
                 None => Ok(()),
             })
         };
@@ -413,6 +482,8 @@ impl Committer {
             Ok(()) => commit_batch(&self.shared, batch),
             Err(err) => reply_all(batch, &Err(err)),
         }
+        // After the answers: a checkpoint delays the next round, never this one's writers.
+        self.shared.checkpoint_if_due();
         self.step_down();
     }
 
@@ -535,6 +606,25 @@ impl Committer {
                 let _ = self.shared.make_durable();
             }
         }
+        self.close_log();
+    }
+
+    /// Durable mode: a last checkpoint, then the log emptied, so a closed store is whole in its
+    /// database file. Only when no commit is running (one still running leaves the log to the
+    /// next open's replay, which is as good).
+    fn close_log(&self) {
+        if self.shared.log.is_none() {
+            return;
+        }
+        if std::mem::replace(&mut self.queue().leading, true) {
+            return;
+        }
+        if self.shared.prepare_write(None).is_ok() && self.shared.checkpoint().is_ok() {
+            if let Some(mut log) = self.shared.log() {
+                let _ = log.truncate();
+            }
+        }
+        self.step_down();
     }
 }
 
@@ -576,45 +666,62 @@ fn flush(handle: &Handle) -> Result<()> {
 
 /// One durable group commit of `batch`; its outcome is recorded in the handle.
 fn commit_batch(shared: &Shared, batch: Vec<Job>) {
-    let (batch, result) = run_batch(&shared.handle, &shared.reserved, batch);
-    // An empty batch is one whose every job failed on its own: nothing was committed.
-    if !batch.is_empty() {
-        shared.handle.record(&result, true);
-    }
+    let (batch, result) = run_batch(shared, batch);
     reply_all(batch, &result);
 }
 
 /// Runs `batch` until it commits or the engine fails: a job that fails on its own is answered
-/// and dropped, and the others run again. Returns the jobs left to answer and their result.
-fn run_batch(handle: &Handle, reserved: &AtomicU64, mut batch: Vec<Job>) -> (Vec<Job>, Result<()>) {
+/// and dropped, and the others run again. Returns the jobs left to answer and their result,
+/// recorded in the handle.
+///
+/// With the write-ahead log, the batch's mutations are appended to it and synced before the
+/// redb commit, which is not synced: the batch is visible to readers only once it is durable.
+fn run_batch(shared: &Shared, mut batch: Vec<Job>) -> (Vec<Job>, Result<()>) {
+    let handle = &shared.handle;
+    let mut log = shared.log();
     while !batch.is_empty() {
         let mut txn = match handle.with_db(|db| db.begin_write().map_err(commit_error)) {
             Ok(txn) => txn,
-            Err(err) => return (batch, Err(err)),
+            Err(err) => {
+                handle.record(&Err(err.clone()), true);
+                return (batch, Err(err));
+            }
         };
-        if let Err(err) = txn.set_durability(redb::Durability::Immediate) {
+        let durability = match log {
+            Some(_) => redb::Durability::None,
+            None => redb::Durability::Immediate,
+        };
+        if let Err(err) = txn.set_durability(durability) {
             return (batch, Err(StoreError::storage("", err)));
         }
-        let mut tables = Tables::new(&txn);
+        let mut tables = match log {
+            Some(_) => Tables::logged(&txn),
+            None => Tables::new(&txn),
+        };
         let failed = batch
             .iter()
             .enumerate()
             .find_map(|(i, job)| (job.apply)(&mut tables).err().map(|err| (i, err)));
         let needed = batch.iter().map(|job| job.max_id).max().unwrap_or(0);
-        let reservation = (failed.is_none() && needed > reserved.load(Ordering::Acquire))
+        let reservation = (failed.is_none() && needed > shared.reserved.load(Ordering::Acquire))
             .then(|| needed.saturating_add(ID_RESERVATION));
         if let Some(new) = reservation {
             let written = tables
                 .meta()
-                .and_then(|meta| meta.insert(LAST_ID, new).map_err(storage));
+                .and_then(|mut meta| meta.insert(LAST_ID, new).map_err(storage));
             if let Err(err) = written {
+                handle.record(&Err(err.clone()), true);
                 return (batch, Err(err));
             }
         }
+        let mutations = tables.take_log();
         drop(tables);
         match failed {
             // The engine failed, not the job: the transaction is lost, and so is the batch.
-            Some((_, err)) if is_io_failure(&err) => return (batch, Err(err)),
+            Some((_, err)) if is_io_failure(&err) => {
+                handle.record(&Err(err.clone()), true);
+                return (batch, Err(err));
+            }
             Some((index, err)) => {
                 // Nothing of this transaction is kept; the others run again without the job.
                 drop(txn);
@@ -622,9 +729,34 @@ fn run_batch(handle: &Handle, reserved: &AtomicU64, mut batch: Vec<Job>) -> (Vec
                 let _ = job.reply.send(Reply::Done(Err(err)));
             }
             None => {
+                let appended = match log.as_deref_mut() {
+                    Some(log) if !mutations.is_empty() => {
+                        let at = log.position();
+                        match log.append(mutations.as_bytes()) {
+                            Ok(lsn) => Some((lsn, at)),
+                            Err(err) => {
+                                // Aborted: redb saw no error, so nothing needs a reopen.
+                                drop(txn);
+                                handle.record_unlatched(&Err(err.clone()));
+                                return (batch, Err(err));
+                            }
+                        }
+                    }
+                    _ => None,
+                };
                 let result = txn.commit().map_err(commit_error);
+                if let (Err(_), Some(log), Some((lsn, at))) =
+                    (&result, log.as_deref_mut(), appended)
+                {
+                    // A record that cannot be taken back is replayed by the reopen that this
+                    // failure calls for: its writes were reported failed but are kept, as an
+                    // I/O error leaves any database's last commit undecided.
+                    log.retract(lsn, at);
+                }
+                let reached_disk = log.is_none() || appended.is_some();
+                handle.record(&result, reached_disk);
                 if let (Ok(()), Some(new)) = (&result, reservation) {
-                    reserved.fetch_max(new, Ordering::AcqRel);
+                    shared.reserved.fetch_max(new, Ordering::AcqRel);
                 }
                 return (batch, result);
             }

@@ -164,6 +164,16 @@ impl Handle {
         }
     }
 
+    /// Records a commit that failed before redb saw the error (the write-ahead log's append):
+    /// the store is failing, but the database needs no reopen.
+    pub(crate) fn record_unlatched(&self, result: &Result<()>) {
+        if let Err(err) = result {
+            if is_io_failure(err) {
+                self.fail(err, false);
+            }
+        }
+    }
+
     /// Records a failed commit or reopen; `stale` when the database saw the error.
     fn fail(&self, err: &StoreError, stale: bool) {
         let mut failure = self.failure();

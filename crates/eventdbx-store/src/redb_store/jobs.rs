@@ -158,10 +158,12 @@ impl JobQueue for RedbStore {
                 let low = (plugin.as_str(), 0u8, 0u64);
                 let high = (plugin.as_str(), u8::MAX, u64::MAX);
                 let mut range = queue.range(low..=high).map_err(storage)?;
-                match range.next() {
+                // Bound before the block ends: the row borrows `queue`, which the block owns.
+                let head = match range.next() {
                     Some(item) => Some(item.map_err(storage)?.0.value().2),
                     None => None,
-                }
+                };
+                head
             };
             let Some(id) = head else {
                 return Ok(Claim::Empty);

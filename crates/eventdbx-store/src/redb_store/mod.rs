@@ -9,7 +9,8 @@
 //! parallel; writes to one aggregate are serialised, so the read snapshot is always current for
 //! it. The *commit* half is a closure of inserts queued for group commit (`commit`): one
 //! writer at a time leads, running every queued job in a single redb transaction committed
-//! once, so concurrent writers share one fsync. Callers are answered only after that commit.
+//! once, so concurrent writers share one fsync (durable mode: the write-ahead log's, and the
+//! redb commit is not synced). Callers are answered only after that commit.
 //! In relaxed mode the commit half runs in one open transaction shared by consecutive writes,
 //! committed before any read starts (see `commit`); a write's own reads then go through that
 //! transaction.
@@ -19,7 +20,9 @@
 //! which hands each method to the module of its concern: `tables` (key layout and stored
 //! records), `write`, `archive` (with the reference cascade), `list` (index planning and
 //! keyset paging), `events` (event and outbox pages), `verify`, `snapshots`, `usage`,
-//! `commit` (group commit), `health` (the database handle, reopened after an I/O error) and
+//! `commit` (group commit), `wal` (durable mode's write-ahead log: records, checkpoints, replay)
+//! with `mutations` (a batch's inserts and removes as data), `health` (the database handle,
+//! reopened after an I/O error) and
 //! `jobs` (the plugin outbox and its [`crate::JobQueue`] impl), `positions` (event positions and
 //! commit listeners, for subscriptions).
 //! `open` opens the file with redb's integrity check, `guard` fences every engine call against
@@ -45,6 +48,7 @@ mod guard;
 mod health;
 mod jobs;
 mod list;
+mod mutations;
 mod open;
 mod positions;
 mod replay;
@@ -52,6 +56,7 @@ mod snapshots;
 mod tables;
 mod usage;
 mod verify;
+mod wal;
 mod write;
 
 pub use check::{check, recover, AggregateDamage, CheckReport, RecoverReport};
@@ -59,12 +64,12 @@ use commit::{Apply, Committer};
 use guard::EngineGuard;
 use health::{Handle, OpenDatabase};
 use open::{open_database, Fallback};
-use tables::{read_record, storage, Tables, AGGREGATES, LAST_ID};
+use tables::{read_record, storage, Tables, AGGREGATES, LAST_ID, WAL_CHECKPOINT};
 
 use crate::{
-    CascadeRule, CommitListener, Durability, EventPage, EventSelector, EventStore, JobRoute,
-    ListPage, ListQuery, OutboxPage, PositionPage, Referrer, Result, StorageHealth, StoreError,
-    Usage, Visibility, WriteOutcome, WriteRequest,
+    CascadeRule, CommitListener, Durability, EmbeddedOptions, EventPage, EventSelector, EventStore,
+    JobRoute, ListPage, ListQuery, OutboxPage, PositionPage, Referrer, Result, StorageHealth,
+    StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
 };
 
 const LOCK_STRIPES: usize = 1024;
@@ -102,15 +107,37 @@ impl RedbStore {
         durability: Durability,
         worker_id: u16,
     ) -> Result<Self> {
+        Self::open_with_options(path, durability, worker_id, EmbeddedOptions::default())
+    }
+
+    /// [`RedbStore::open_with_worker`] with the engine's tuning (the write-ahead log's
+    /// checkpoint threshold).
+    pub fn open_with_options(
+        path: impl AsRef<Path>,
+        durability: Durability,
+        worker_id: u16,
+        options: EmbeddedOptions,
+    ) -> Result<Self> {
         let path = path.as_ref();
         let guard = EngineGuard::new(path.display().to_string());
         let opened = open_database(&guard, path, Fallback::Refuse, None)?;
-        Self::from_database(path, opened.db, guard, durability, worker_id, reopen_file)
+        let logging = Logging::Live {
+            checkpoint_bytes: options.checkpoint_bytes.max(1),
+        };
+        Self::from_database(
+            path,
+            opened.db,
+            guard,
+            durability,
+            worker_id,
+            reopen_file,
+            logging,
+        )
     }
 
-    /// The store over an opened database: creates any missing table and reads the id
-    /// reservation, inside the guard (these are the first reads of the file's tables).
-    /// `reopen` is what the handle runs after an I/O error (`health`).
+    /// The store over an opened database: creates any missing table, replays the write-ahead
+    /// log and reads the id reservation, inside the guard (these are the first reads of the
+    /// file's tables). `reopen` is what the handle runs after an I/O error (`health`).
     fn from_database(
         path: &Path,
         db: Database,
@@ -118,11 +145,30 @@ impl RedbStore {
         durability: Durability,
         worker_id: u16,
         reopen: OpenDatabase,
+        logging: Logging,
     ) -> Result<Self> {
-        let last_id = guard.run(|| prepare_tables(&db))?;
-        let ids = SnowflakeGenerator::new(worker_id, last_id)?;
+        let log_path = wal::path_for(path);
+        let prepared = guard.run(|| prepare_tables(&db, &log_path, redb::Durability::Immediate))?;
+        let (log, checkpoint_bytes) = match logging {
+            Logging::Live { checkpoint_bytes } => {
+                // Everything the log held is in the file now: it starts empty (relaxed mode
+                // does not use it, and only empties one a durable store left).
+                let log = if durability == Durability::Fsync || log_path.exists() {
+                    Some(wal::Log::create_empty(&log_path, prepared.last_lsn + 1)?)
+                } else {
+                    None
+                };
+                (
+                    log.filter(|_| durability == Durability::Fsync),
+                    checkpoint_bytes,
+                )
+            }
+            Logging::ReadOnly => (None, u64::MAX),
+        };
+        let ids = SnowflakeGenerator::new(worker_id, prepared.last_id)?;
         let handle = Handle::new(path.to_path_buf(), reopen, db);
-        let committer = Committer::new(handle, durability, last_id)?;
+        let committer =
+            Committer::new(handle, durability, prepared.last_id, log, checkpoint_bytes)?;
         Ok(RedbStore {
             durability,
             committer,
@@ -213,13 +259,23 @@ impl RedbStore {
     }
 }
 
+/// Whether a store writes the write-ahead log.
+enum Logging {
+    /// A serving store: the log is replayed, emptied, and appended to in durable mode.
+    Live { checkpoint_bytes: u64 },
+    /// `dbx store check` and `recover`: the log is replayed into the view and left as it is.
+    ReadOnly,
+}
+
 /// The reopen after an I/O error (`health`): the same open as at startup, the integrity check
-/// and the roll-back policy included.
+/// and the roll-back policy included, and the log's records replayed without a sync (the disk
+/// may still be full; the next checkpoint makes them durable again).
 fn reopen_file(path: &Path) -> Result<(Database, u64)> {
     let guard = EngineGuard::new(path.display().to_string());
     let opened = open_database(&guard, path, Fallback::Refuse, None)?;
-    let last_id = guard.run(|| prepare_tables(&opened.db))?;
-    Ok((opened.db, last_id))
+    let log_path = wal::path_for(path);
+    let prepared = guard.run(|| prepare_tables(&opened.db, &log_path, redb::Durability::None))?;
+    Ok((opened.db, prepared.last_id))
 }
 
 /// A view that is never reopened (`dbx store check` and `recover` read a copy-on-write
@@ -231,10 +287,22 @@ pub(crate) fn never_reopen(path: &Path) -> Result<(Database, u64)> {
     )))
 }
 
-/// Creates every table, so readers never meet a missing one, and reads the id reservation.
-fn prepare_tables(db: &Database) -> Result<u64> {
-    let txn = db.begin_write().map_err(storage)?;
-    let last_id = {
+/// What [`prepare_tables`] read.
+struct Prepared {
+    /// The id reservation.
+    last_id: u64,
+    /// The last log record the file holds now.
+    last_lsn: u64,
+}
+
+/// Creates every table, so readers never meet a missing one, replays the records of the
+/// write-ahead log at `log` that the file does not hold yet (recording the last one as its
+/// checkpoint in the same commit) and reads the id reservation.
+fn prepare_tables(db: &Database, log: &Path, durability: redb::Durability) -> Result<Prepared> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(durability)
+        .map_err(|err| StoreError::storage("", err))?;
+    let prepared = {
         let mut tables = Tables::new(&txn);
         // Create every table now, so readers never meet a missing one.
         tables.aggregates()?;
@@ -253,16 +321,37 @@ fn prepare_tables(db: &Database) -> Result<u64> {
         tables.job_queue()?;
         tables.job_done()?;
         tables.job_dead()?;
-        let last = tables
-            .meta()?
-            .get(LAST_ID)
-            .map_err(storage)?
-            .map_or(0, |v| v.value());
-        last
+        let checkpoint = read_meta(&mut tables, WAL_CHECKPOINT)?;
+        let scan = wal::scan(log, checkpoint)?;
+        if let Some(torn) = &scan.torn {
+            tracing::warn!(log = %log.display(), "{torn}");
+        }
+        for (_, body) in &scan.records {
+            mutations::replay(&mut tables, body)?;
+        }
+        if scan.last_lsn > checkpoint {
+            tables
+                .meta()?
+                .insert(WAL_CHECKPOINT, scan.last_lsn)
+                .map_err(storage)?;
+        }
+        Prepared {
+            last_id: read_meta(&mut tables, LAST_ID)?,
+            last_lsn: scan.last_lsn,
+        }
     };
     positions::assign_missing(&txn)?;
     txn.commit().map_err(storage)?;
-    Ok(last_id)
+    Ok(prepared)
+}
+
+/// A [`tables::META`] value (0 when absent).
+fn read_meta(tables: &mut Tables<'_>, key: &str) -> Result<u64> {
+    Ok(tables
+        .meta()?
+        .get(key)
+        .map_err(storage)?
+        .map_or(0, |v| v.value()))
 }
 
 impl Drop for RedbStore {

@@ -51,7 +51,7 @@ pub(super) fn assign(
     (tenant, aggregate_type, aggregate_id, version): (&str, &str, &str, u64),
     assigned: &AtomicU64,
 ) -> Result<u64> {
-    let positions = tables.positions()?;
+    let mut positions = tables.positions()?;
     let position = head_in(&*positions, tenant)? + 1;
     positions
         .insert((tenant, position), (aggregate_type, aggregate_id, version))

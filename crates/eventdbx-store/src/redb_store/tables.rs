@@ -5,6 +5,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::jobs::{QueueKey, JOBS, JOB_DEAD, JOB_DONE, JOB_QUEUE};
+use super::mutations::{Logged, MutationLog, TableTag};
 pub(super) use crate::record::{AggregateRecord, IdempotencyRecord, SnapshotRecord};
 use crate::{Result, StoreError};
 
@@ -59,16 +60,23 @@ pub(super) const REFERENCES: TableDefinition<(&str, &str, &str, &str), (&str, &s
 pub(super) const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
 
 /// name → value: [`LAST_ID`], at or above every Snowflake id ever issued (see
-/// `commit::reserve_ids`).
+/// `commit::reserve_ids`); [`WAL_CHECKPOINT`].
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The [`META`] key of the id reservation.
 pub(super) const LAST_ID: &str = "last_id";
 
+/// The [`META`] key of the last write-ahead log record the file holds (`wal`): written by each
+/// checkpoint, and by the replay at open in the same commit as the records it replays.
+pub(super) const WAL_CHECKPOINT: &str = "wal_checkpoint";
+
 /// The tables of one batch transaction, each opened on first use and then shared by the jobs
 /// of the batch (opening a table and writing back its root are a large part of a small commit).
 pub(crate) struct Tables<'t> {
     txn: &'t WriteTransaction,
+    /// Every insert and remove made through these tables, in order, when the batch goes to the
+    /// write-ahead log (`mutations`).
+    log: Option<MutationLog>,
     aggregates: Option<redb::Table<'t, AggregateKey, Bytes>>,
     events: Option<redb::Table<'t, EventKey, Bytes>>,
     outbox: Option<redb::Table<'t, OutboxKey, OutboxValue>>,
@@ -115,22 +123,40 @@ pub(super) type ReferrerKey = (
 pub(super) type IndexKey = (&'static str, u8, u64, &'static str, &'static str);
 
 macro_rules! lazy_table {
-    ($name:ident, $definition:expr, $key:ty, $value:ty) => {
-        pub(crate) fn $name(&mut self) -> Result<&mut redb::Table<'t, $key, $value>> {
+    ($name:ident, $tag:expr, $definition:expr, $key:ty, $value:ty) => {
+        pub(crate) fn $name(&mut self) -> Result<Logged<'_, 't, $key, $value>> {
             if self.$name.is_none() {
                 self.$name = Some(self.txn.open_table($definition).map_err(storage)?);
             }
-            self.$name
+            let table = self
+                .$name
                 .as_mut()
-                .ok_or_else(|| StoreError::engine("table vanished"))
+                .ok_or_else(|| StoreError::engine("table vanished"))?;
+            Ok(Logged::new(table, self.log.as_mut(), $tag))
         }
     };
 }
 
 impl<'t> Tables<'t> {
+    /// The tables of `txn`, not logged (relaxed mode, replay, the commits that bypass the log).
     pub(crate) fn new(txn: &'t WriteTransaction) -> Self {
+        Self::with_log(txn, None)
+    }
+
+    /// The tables of `txn`, recording every insert and remove for the write-ahead log.
+    pub(crate) fn logged(txn: &'t WriteTransaction) -> Self {
+        Self::with_log(txn, Some(MutationLog::default()))
+    }
+
+    /// What was recorded (empty when not logged).
+    pub(crate) fn take_log(&mut self) -> MutationLog {
+        self.log.take().unwrap_or_default()
+    }
+
+    fn with_log(txn: &'t WriteTransaction, log: Option<MutationLog>) -> Self {
         Tables {
             txn,
+            log,
             aggregates: None,
             events: None,
             outbox: None,
@@ -151,28 +177,65 @@ impl<'t> Tables<'t> {
         }
     }
 
-    lazy_table!(aggregates, AGGREGATES, AggregateKey, Bytes);
-    lazy_table!(events, EVENTS, EventKey, Bytes);
-    lazy_table!(outbox, OUTBOX, OutboxKey, OutboxValue);
-    lazy_table!(positions, POSITIONS, OutboxKey, OutboxValue);
-    lazy_table!(event_positions, EVENT_POSITIONS, EventKey, u64);
-    lazy_table!(index, SORT_INDEX, IndexKey, u8);
-    lazy_table!(snapshots, SNAPSHOTS, SnapshotKey, Bytes);
-    lazy_table!(snapshots_by_aggregate, SNAPSHOTS_BY_AGGREGATE, EventKey, ());
-    lazy_table!(idempotency, IDEMPOTENCY, IdempotencyKey, Bytes);
-    lazy_table!(usage, USAGE, &'static str, (u64, u64));
-    lazy_table!(referrers, REFERRERS, ReferrerKey, ());
+    lazy_table!(
+        aggregates,
+        TableTag::Aggregates,
+        AGGREGATES,
+        AggregateKey,
+        Bytes
+    );
+    lazy_table!(events, TableTag::Events, EVENTS, EventKey, Bytes);
+    lazy_table!(outbox, TableTag::Outbox, OUTBOX, OutboxKey, OutboxValue);
+    lazy_table!(
+        positions,
+        TableTag::Positions,
+        POSITIONS,
+        OutboxKey,
+        OutboxValue
+    );
+    lazy_table!(
+        event_positions,
+        TableTag::EventPositions,
+        EVENT_POSITIONS,
+        EventKey,
+        u64
+    );
+    lazy_table!(index, TableTag::Index, SORT_INDEX, IndexKey, u8);
+    lazy_table!(
+        snapshots,
+        TableTag::Snapshots,
+        SNAPSHOTS,
+        SnapshotKey,
+        Bytes
+    );
+    lazy_table!(
+        snapshots_by_aggregate,
+        TableTag::SnapshotsByAggregate,
+        SNAPSHOTS_BY_AGGREGATE,
+        EventKey,
+        ()
+    );
+    lazy_table!(
+        idempotency,
+        TableTag::Idempotency,
+        IDEMPOTENCY,
+        IdempotencyKey,
+        Bytes
+    );
+    lazy_table!(usage, TableTag::Usage, USAGE, &'static str, (u64, u64));
+    lazy_table!(referrers, TableTag::Referrers, REFERRERS, ReferrerKey, ());
     lazy_table!(
         references,
+        TableTag::References,
         REFERENCES,
         IdempotencyKey,
         (&'static str, &'static str)
     );
-    lazy_table!(meta, META, &'static str, u64);
-    lazy_table!(jobs, JOBS, u64, Bytes);
-    lazy_table!(job_queue, JOB_QUEUE, QueueKey, u8);
-    lazy_table!(job_done, JOB_DONE, (u64, u64), ());
-    lazy_table!(job_dead, JOB_DEAD, u64, ());
+    lazy_table!(meta, TableTag::Meta, META, &'static str, u64);
+    lazy_table!(jobs, TableTag::Jobs, JOBS, u64, Bytes);
+    lazy_table!(job_queue, TableTag::JobQueue, JOB_QUEUE, QueueKey, u8);
+    lazy_table!(job_done, TableTag::JobDone, JOB_DONE, (u64, u64), ());
+    lazy_table!(job_dead, TableTag::JobDead, JOB_DEAD, u64, ());
 }
 
 /// Sort layouts kept in [`SORT_INDEX`]: `(value, a, b)` per aggregate.

@@ -5,6 +5,8 @@
 //! [`child_writer`] test and an environment variable naming the database file. Several writer
 //! threads over several aggregates keep more than one write in each group commit, so a kill can
 //! land between preparing a write, queueing it, committing the batch and answering the callers.
+//! A durable writer may also checkpoint after every batch, so that kills land in checkpoints
+//! (the durable redb commit after which the write-ahead log starts over) as often as in appends.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -15,16 +17,18 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eventdbx_core::write::{WriteBody, WriteKind};
-use eventdbx_store::{Durability, EventStore, RedbStore, WriteRequest};
+use eventdbx_store::{Durability, EmbeddedOptions, EventStore, RedbStore, WriteRequest};
 use serde_json::json;
 
 /// Names the database file the child writes; its absence makes [`child_writer`] a no-op.
 const DATA_ENV: &str = "EVENTDBX_CRASH_DATA";
 /// `fsync` or `relaxed`: the durability the child opens the store with.
 const DURABILITY_ENV: &str = "EVENTDBX_CRASH_DURABILITY";
+/// Set: the child checkpoints its write-ahead log after every batch.
+const CHECKPOINT_ENV: &str = "EVENTDBX_CRASH_CHECKPOINT_EVERY_BATCH";
 const TENANT: &str = "default";
 const AGGREGATE_TYPE: &str = "account";
-const WRITER_THREADS: usize = 6;
+const WRITER_THREADS: usize = 16;
 const AGGREGATES_PER_WRITER: usize = 3;
 /// How long the parent waits for a child's first acknowledgement before giving up.
 const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(20);
@@ -52,7 +56,12 @@ fn child_writer() {
         Ok("relaxed") => Durability::Relaxed,
         _ => Durability::Fsync,
     };
-    let store = RedbStore::open(&path, durability).expect("child opens the store");
+    let mut options = EmbeddedOptions::default();
+    if std::env::var_os(CHECKPOINT_ENV).is_some() {
+        options.checkpoint_bytes = 1;
+    }
+    let store =
+        RedbStore::open_with_options(&path, durability, 0, options).expect("child opens the store");
     thread::scope(|scope| {
         if durability == Durability::Relaxed {
             let store = &store;
@@ -137,19 +146,36 @@ impl XorShift {
     }
 }
 
-fn spawn_child(path: &Path, durability: Durability) -> Child {
-    Command::new(std::env::current_exe().expect("the test binary's path"))
+fn spawn_child(path: &Path, durability: Durability, checkpoints: Checkpoints) -> Child {
+    let mut command = Command::new(std::env::current_exe().expect("the test binary's path"));
+    command
         .args(["--ignored", "--exact", "crash::child_writer", "--nocapture"])
         .env(DATA_ENV, path)
         .env(DURABILITY_ENV, durability.as_str())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the child writer")
+        .stderr(Stdio::null());
+    if checkpoints == Checkpoints::EveryBatch {
+        command.env(CHECKPOINT_ENV, "1");
+    }
+    command.spawn().expect("spawn the child writer")
 }
 
-fn run_and_kill(path: &Path, durability: Durability, rng: &mut XorShift) -> Transcript {
-    let mut child = spawn_child(path, durability);
+/// How often the child checkpoints its write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpoints {
+    /// At the default log size.
+    Default,
+    /// After every batch: most kills land in or next to a checkpoint.
+    EveryBatch,
+}
+
+fn run_and_kill(
+    path: &Path,
+    durability: Durability,
+    checkpoints: Checkpoints,
+    rng: &mut XorShift,
+) -> Transcript {
+    let mut child = spawn_child(path, durability, checkpoints);
     let stdout = child.stdout.take().expect("the child's stdout is piped");
     let (lines, received) = mpsc::channel::<String>();
     let reader = thread::spawn(move || {
@@ -307,13 +333,13 @@ fn check_after_kill(path: &Path, acked: &BTreeMap<String, u64>, round: usize) ->
     total
 }
 
-fn kill_loop(durability: Durability, rounds: usize) {
+fn kill_loop(durability: Durability, checkpoints: Checkpoints, rounds: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("data.redb");
     let mut rng = XorShift::from_clock();
     let mut previous_total = 0;
     for round in 0..rounds {
-        let acked = run_and_kill(&path, durability, &mut rng).must_survive(durability);
+        let acked = run_and_kill(&path, durability, checkpoints, &mut rng).must_survive(durability);
         assert!(
             !acked.is_empty(),
             "round {round}: no acknowledgement old enough to check"
@@ -326,7 +352,8 @@ fn kill_loop(durability: Durability, rounds: usize) {
         previous_total = total;
     }
     eprintln!(
-        "{rounds} kills of a {} writer: {previous_total} events stored, every ack that must survive did",
+        "{rounds} kills of a {} writer ({checkpoints:?} checkpoints): {previous_total} events \
+         stored, every ack that must survive did",
         durability.as_str()
     );
 }
@@ -334,12 +361,19 @@ fn kill_loop(durability: Durability, rounds: usize) {
 /// The acceptance test: 20 SIGKILLs of a durable writer; every ack survives each one.
 #[test]
 fn durable_writer_survives_sigkill() {
-    kill_loop(Durability::Fsync, 20);
+    kill_loop(Durability::Fsync, Checkpoints::Default, 20);
+}
+
+/// 20 SIGKILLs of a durable writer that checkpoints after every batch, so kills land during
+/// checkpoints: every ack survives each one.
+#[test]
+fn durable_writer_survives_sigkill_during_checkpoints() {
+    kill_loop(Durability::Fsync, Checkpoints::EveryBatch, 20);
 }
 
 /// Relaxed mode acknowledges before the flush; a kill may lose the writes after the last
 /// finished flush, never one a flush covered, and never leaves a half-written aggregate.
 #[test]
 fn relaxed_writer_loses_at_most_the_last_flush_window() {
-    kill_loop(Durability::Relaxed, 5);
+    kill_loop(Durability::Relaxed, Checkpoints::Default, 5);
 }

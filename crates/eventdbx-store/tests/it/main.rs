@@ -1,7 +1,7 @@
 //! Integration tests of the store: the engine-independent conformance suite (run on each
 //! engine), then the redb engine's own (crash safety, relaxed commit, on-disk tampering, the
-//! corruption sweep, a full disk) and the PostgreSQL engine's own (several servers on one
-//! database, the schema version, the control documents).
+//! corruption sweep, a full disk, the write-ahead log) and the PostgreSQL engine's own (several
+//! servers on one database, the schema version, the control documents).
 
 mod conformance;
 mod corruption;
@@ -13,3 +13,4 @@ mod postgres;
 mod recovery;
 mod relaxed;
 mod tamper;
+mod wal;
