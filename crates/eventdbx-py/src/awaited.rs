@@ -27,6 +27,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::{intern, IntoPyObjectExt};
 
+use crate::error::exception;
 use crate::runtime::runtime;
 
 /// How an awaited call ends: its result made a Python value (or exception) on the loop's
@@ -34,6 +35,17 @@ use crate::runtime::runtime;
 pub(crate) type Outcome = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
 type CallFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// The end of an awaited call: its value for Python, or its error as the exception.
+pub(crate) fn outcome<T>(result: eventdbx_client::Result<T>) -> Outcome
+where
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    Box::new(move |py: Python<'_>| match result {
+        Ok(value) => value.into_py_any(py),
+        Err(err) => Err(exception(py, &err)),
+    })
+}
 
 /// A poisoned lock only means a panic while it was held; what it guards stays usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -18,8 +18,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 
-use crate::awaited::{self, Outcome};
-use crate::error::{exception, to_py_err};
+use crate::awaited::{self, outcome, Outcome};
+use crate::error::to_py_err;
 use crate::runtime::runtime;
 
 /// Where a client's calls run.
@@ -101,17 +101,6 @@ impl Home {
             }
         }
     }
-}
-
-/// The end of an awaited call: its value for Python, or its error as the exception.
-fn outcome<T>(result: eventdbx_client::Result<T>) -> Outcome
-where
-    T: for<'py> IntoPyObject<'py> + Send + 'static,
-{
-    Box::new(move |py: Python<'_>| match result {
-        Ok(value) => value.into_py_any(py),
-        Err(err) => Err(exception(py, &err)),
-    })
 }
 
 /// How long a blocking call waits between looks at pending signals: short enough that Ctrl-C
