@@ -78,7 +78,7 @@ def _default_dbx() -> str:
 async def _run_workload(workload: Workload, target: Target, sizes: Sizes,
                         points: List[Point]) -> None:
     system = target.system
-    variants = workload.variants(sizes)
+    variants = workload.variants_for(system, sizes)
     began = time.perf_counter()
     try:
         await workload.prepare(target, sizes)

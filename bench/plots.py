@@ -106,7 +106,7 @@ def _client_cost(outcome: "Outcome", out: str) -> List[str]:
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("client CPU per request, µs (median, min–max)")
-    ax.set_title("Client cost: sequential get over protocol v1")
+    ax.set_title("Client cost: sequential get (psycopg: SELECT by primary key)")
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     name = "client_cpu_per_request.png"

@@ -103,7 +103,7 @@ def verdicts(outcome: "Outcome") -> List[Verdict]:
     out.append(Verdict("W5 append latency on the long aggregate within 10% of a fresh one",
                        "; ".join(parts) or "not measured", ("met" if met else "missed")
                        if seen else "not measured"))
-    out.append(_client_cost(outcome))
+    out += [_client_cost(outcome), _async_client_cost(outcome), _sync_client_cost(outcome)]
     idle = _find(outcome, "IDLE", "", "dbx-fsync-v2")
     if idle is not None and "server_core_pct" in idle.extra:
         pct = idle.extra["server_core_pct"]
@@ -155,20 +155,64 @@ def _subscriptions(outcome: "Outcome") -> List[Verdict]:
     return out
 
 
+def _client(outcome: "Outcome", variant: str, keys: Tuple[str, ...] = ("dbx-relaxed-v2",)
+            ) -> Optional[Point]:
+    """The CLIENT point of ``variant`` (exactly: one variant's name begins another's) on the
+    first of ``keys`` that measured it."""
+    for key in keys:
+        for p in outcome.points:
+            if p.workload == "CLIENT" and p.variant == variant and p.system_key == key and p.runs:
+                return p
+    return None
+
+
 def _client_cost(outcome: "Outcome") -> Verdict:
     from .workloads.client_cost import PURE, RUST, SDK_SYNC
 
     target = "Python client CPU per request ≤ ¼ of a pure-Python stack"
-    ours, pure = (_find(outcome, "CLIENT", v, "dbx-relaxed-v2") for v in (SDK_SYNC, PURE))
+    ours, pure = (_client(outcome, v) for v in (SDK_SYNC, PURE))
     if ours is None or pure is None:
         return Verdict(target, "not measured", "not measured")
     a, b = ours.client_cpu_us.median, pure.client_cpu_us.median
     measured = f"{a:.1f} vs {b:.1f} µs = {a / b:.2f}×"
-    rust = _find(outcome, "CLIENT", RUST, "dbx-relaxed-v2")
+    rust = _client(outcome, RUST)
     if rust is not None:
         measured += (f" (Rust client {rust.client_cpu_us.median:.1f} µs = "
                      f"{rust.client_cpu_us.median / b:.2f}× the pure-Python stack)")
     return Verdict(target, measured, "met" if a <= b / 4 else "missed")
+
+
+def _async_client_cost(outcome: "Outcome") -> Verdict:
+    """Issue 15: ``AsyncEventDBXClient`` costs no more client CPU per ``get`` than psycopg's
+    async ``SELECT`` (both awaited one at a time), over v1 and v2 alike."""
+    from .workloads.client_cost import PSYCOPG, SDK_ASYNC, SDK_ASYNC_V2
+
+    target = "async client CPU per get ≤ psycopg async per SELECT"
+    peer = _client(outcome, PSYCOPG, ("pg-sync-off", "pg-sync-on"))
+    ours = [p for p in (_client(outcome, v) for v in (SDK_ASYNC, SDK_ASYNC_V2)) if p]
+    if peer is None or not ours:
+        return Verdict(target, "not measured", "not measured")
+    limit = peer.client_cpu_us.median
+    parts = [f"{p.variant}: {p.client_cpu_us.median:.1f} µs" for p in ours]
+    measured = f"{'; '.join(parts)}; psycopg {limit:.1f} µs"
+    met = all(p.client_cpu_us.median <= limit for p in ours)
+    return Verdict(target, measured, "met" if met else "missed")
+
+
+#: Issue 15's bound on the synchronous client's CPU per ``get`` without answer polling.
+SYNC_GET_CPU_US = 15.0
+
+
+def _sync_client_cost(outcome: "Outcome") -> Verdict:
+    from .workloads.client_cost import SDK_SYNC_NO_POLL
+
+    target = f"sync client CPU per get ≤ {SYNC_GET_CPU_US:.0f} µs, busy-poll off"
+    ours = _client(outcome, SDK_SYNC_NO_POLL)
+    if ours is None:
+        return Verdict(target, "not measured", "not measured")
+    cpu = ours.client_cpu_us
+    return Verdict(target, f"{_spread(cpu, 1)} µs",
+                   "met" if cpu.median <= SYNC_GET_CPU_US else "missed")
 
 
 def ratios(outcome: "Outcome") -> List[Tuple[Point, Point, float, float]]:
@@ -273,7 +317,7 @@ def _workload_sections(outcome: "Outcome", systems: Dict[str, System],
         for p in points:
             s = systems[p.system_key]
             label = _label(s, outcome.versions.get(s.key, "?"))
-            transport = workload.transport or s.transport
+            transport = workload.transport_of(p.variant) or s.transport
             if not p.runs:
                 lines.append(f"| {p.variant} | {label} | {s.durability} | {transport} | "
                              f"**failed**: {p.first_error} |" + " |" * (len(PERCENTILES) + 4))

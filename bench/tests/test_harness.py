@@ -110,3 +110,41 @@ def test_the_subscription_targets() -> None:
     assert "p99 1.00 ms" in latency.measured
     outcome = _outcome([sub("writers alone", 1_000, 10.0), sub("stalled subscriber", 800, 90.0)])
     assert [v.status for v in verdicts(outcome)[-3:]] == ["missed", "missed", "not measured"]
+
+
+def _client_point(variant: str, key: str, cpu_us: float) -> Point:
+    run = Run(ops=1_000, seconds=1.0, client_cpu=cpu_us * 1_000 / 1e6)
+    return Point("CLIENT", variant, key, runs=[run])
+
+
+def test_client_cost_targets_compare_exact_variants() -> None:
+    from bench.workloads.client_cost import (
+        PSYCOPG,
+        SDK_ASYNC,
+        SDK_ASYNC_V2,
+        SDK_SYNC,
+        SDK_SYNC_NO_POLL,
+    )
+
+    def targets(points: List[Point]) -> dict:
+        return {v.target: v for v in verdicts(_outcome(points))}
+
+    async_target = "async client CPU per get ≤ psycopg async per SELECT"
+    sync_target = "sync client CPU per get ≤ 15 µs, busy-poll off"
+    found = targets([])
+    assert found[async_target].status == found[sync_target].status == "not measured"
+    points = [
+        # Listed first: a prefix match would take it for the busy-poll-off row.
+        _client_point(SDK_SYNC, "dbx-relaxed-v2", 30.0),
+        _client_point(SDK_SYNC_NO_POLL, "dbx-relaxed-v2", 14.0),
+        _client_point(SDK_ASYNC, "dbx-relaxed-v2", 90.0),
+        _client_point(SDK_ASYNC_V2, "dbx-relaxed-v2", 100.0),
+        _client_point(PSYCOPG, "pg-sync-off", 120.0),
+    ]
+    found = targets(points)
+    assert found[sync_target].status == "met", found[sync_target]
+    assert found[async_target].status == "met", found[async_target]
+    assert "psycopg 120.0 µs" in found[async_target].measured
+    # Either transport over psycopg's cost misses.
+    points[3] = _client_point(SDK_ASYNC_V2, "dbx-relaxed-v2", 121.0)
+    assert targets(points)[async_target].status == "missed"

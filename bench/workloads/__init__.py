@@ -176,6 +176,14 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def variants(self, sizes: Sizes) -> List[str]: ...
 
+    def variants_for(self, system: System, sizes: Sizes) -> List[str]:
+        """The variants ``system`` takes part in (most workloads: every one)."""
+        return self.variants(sizes)
+
+    def transport_of(self, variant: str) -> Optional[str]:
+        """The transport ``variant`` uses when the workload picks it (else the system's)."""
+        return self.transport
+
     def unit_of(self, variant: str) -> str:
         """What a run of ``variant`` counts (most workloads: one unit for every variant)."""
         return self.unit

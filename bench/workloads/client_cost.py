@@ -1,11 +1,16 @@
-"""CLIENT: what one request costs the client's CPU (issue 13, item 4), sequential `get`s on one
-connection to our server, protocol v1 so that every client speaks the same protocol:
+"""CLIENT: what one request costs the client's CPU (issues 13 and 15), sequential `get`s on one
+connection:
 
-- our Python SDK, synchronous (``EventDBXClient``) and asynchronous (``AsyncEventDBXClient``);
+- our Python SDK over protocol v1, so that every client of our server speaks the same
+  protocol: synchronous (``EventDBXClient``, with the Rust client's answer polling and with it
+  off) and asynchronous (``AsyncEventDBXClient``, awaited one at a time; also over v2, the
+  default transport);
 - a pure-Python stack doing the same work (``bench/pure_client.py``: socket, pycapnp,
   noiseprotocol);
 - our Rust client (the ``roundtrips`` example of ``eventdbx-client`` against this server, which
-  reports its own thread's CPU per request; ``bench/run`` builds it).
+  reports its own thread's CPU per request; ``bench/run`` builds it);
+- on PostgreSQL, what an asyncio application would use instead: psycopg's async ``SELECT`` of
+  one row by primary key (the harness's PostgreSQL driver, ``bench/drivers.py``).
 
 The Python clients run in this process, so their CPU is this process's (every thread, the SDK's
 Rust runtime included).
@@ -16,21 +21,28 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from typing import List
+from typing import Any, Dict, List, Optional
 
 from eventdbx import AsyncEventDBXClient, EventDBXClient
 
+from ..drivers import PostgresDriver
 from ..machine import build_dir
 from ..measure import Run, tree_cpu
 from ..pure_client import PureV1Client
 from ..servers import DbxServer
+from ..systems import System
 from . import Sizes, Target, Workload, measure, once, payloads
 
 TYPE = "account"
 PROBE = "client-probe"
 WARMUP = 200
-SDK_SYNC, SDK_ASYNC, PURE, RUST = ("SDK sync v1 get", "SDK async v1 get", "pure Python v1 get",
-                                   "Rust client v1 get")
+SDK_SYNC = "SDK sync v1 get"
+SDK_SYNC_NO_POLL = "SDK sync v1 get, busy-poll off"
+SDK_ASYNC = "SDK async v1 get"
+SDK_ASYNC_V2 = "SDK async v2 get"
+PURE = "pure Python v1 get"
+RUST = "Rust client v1 get"
+PSYCOPG = "psycopg async SELECT"
 _RUST_LINE = re.compile(r"^(\d+) sequential .*: ([\d.]+) requests/s, ([\d.]+) us per round")
 _RUST_CPU = re.compile(r"^client CPU: ([\d.]+) us per request")
 
@@ -43,12 +55,20 @@ def roundtrips_binary() -> str:
 
 class ClientCost(Workload):
     id = "CLIENT"
-    title = "client CPU per request: our SDK and Rust client against a pure-Python stack"
+    title = "client CPU per request: our SDK and Rust client, a pure-Python stack and psycopg"
     unit = "requests/s"
-    transport = "v1"
 
     def variants(self, sizes: Sizes) -> List[str]:
-        return [SDK_SYNC, SDK_ASYNC, PURE, RUST]
+        return [SDK_SYNC, SDK_SYNC_NO_POLL, SDK_ASYNC, SDK_ASYNC_V2, PURE, RUST, PSYCOPG]
+
+    def variants_for(self, system: System, sizes: Sizes) -> List[str]:
+        # PostgreSQL takes part only with psycopg; our server with everything else.
+        if system.ours:
+            return [v for v in self.variants(sizes) if v != PSYCOPG]
+        return [PSYCOPG]
+
+    def transport_of(self, variant: str) -> Optional[str]:
+        return None if variant == PSYCOPG else "v2" if variant == SDK_ASYNC_V2 else "v1"
 
     async def prepare(self, target: Target, sizes: Sizes) -> None:
         if once(target, "CLIENT"):
@@ -59,10 +79,12 @@ class ClientCost(Workload):
                 await driver.close()
 
     async def run(self, target: Target, variant: str, index: int, sizes: Sizes) -> Run:
+        requests = sizes.client_requests
+        if variant == PSYCOPG:
+            return await self._psycopg(target, requests)
         server = target.server
         if not isinstance(server, DbxServer):
-            raise TypeError("the client-cost workload runs against our dbx")
-        requests = sizes.client_requests
+            raise TypeError(f"{variant} runs against our dbx")
         if variant == RUST:
             return self._rust(server, requests)
         if variant == PURE:
@@ -79,9 +101,12 @@ class ClientCost(Workload):
                 return await measure(target, body)
             finally:
                 pure.close()
-        options = dict(token=server.token, tenant_id="default", host=server.host,
-                       port=server.port, protocol_version=1, verbose=False)
-        if variant == SDK_SYNC:
+        options: Dict[str, Any] = dict(token=server.token, tenant_id="default",
+                                       host=server.host, port=server.port, protocol_version=1,
+                                       verbose=False)
+        if variant in (SDK_SYNC, SDK_SYNC_NO_POLL):
+            if variant == SDK_SYNC_NO_POLL:
+                options["busy_poll_us"] = 0
             with EventDBXClient(**options) as client:
                 for _ in range(WARMUP):
                     client.get(aggregate_type=TYPE, aggregate_id=PROBE)
@@ -92,6 +117,9 @@ class ClientCost(Workload):
                     run.ops = requests
 
                 return await measure(target, body)
+        if variant == SDK_ASYNC_V2:
+            options["protocol_version"] = 2
+            options["server_key"] = server.fingerprint
         async with AsyncEventDBXClient(**options) as aclient:
             for _ in range(WARMUP):
                 await aclient.get(aggregate_type=TYPE, aggregate_id=PROBE)
@@ -102,6 +130,24 @@ class ClientCost(Workload):
                 run.ops = requests
 
             return await measure(target, body)
+
+    async def _psycopg(self, target: Target, requests: int) -> Run:
+        driver = target.driver()
+        if not isinstance(driver, PostgresDriver):
+            raise TypeError(f"{PSYCOPG} runs against PostgreSQL")
+        await driver.connect()
+        try:
+            for _ in range(WARMUP):
+                await driver.get(TYPE, PROBE)
+
+            async def body(run: Run) -> None:
+                for _ in range(requests):
+                    await driver.get(TYPE, PROBE)
+                run.ops = requests
+
+            return await measure(target, body)
+        finally:
+            await driver.close()
 
     def _rust(self, server: DbxServer, requests: int) -> Run:
         binary = roundtrips_binary()

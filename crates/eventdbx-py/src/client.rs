@@ -18,12 +18,9 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 
-use crate::error::{to_py_err, to_py_err_detached};
-
-/// The runtime every call runs on, shared with pyo3-async-runtimes.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    pyo3_async_runtimes::tokio::get_runtime()
-}
+use crate::awaited::{self, outcome, Outcome};
+use crate::error::to_py_err;
+use crate::runtime::runtime;
 
 /// Where a client's calls run.
 #[derive(Debug, Clone)]
@@ -33,8 +30,9 @@ pub(crate) enum Home {
     /// waits for the answer in `epoll` itself: no other thread is woken per round trip. Threads
     /// sharing the client take turns driving the runtime (as `eventdbx_client::blocking`).
     Own(Arc<tokio::runtime::Runtime>),
-    /// Connected for asyncio (`AsyncEventDBXClient`): the shared multi-thread runtime of
-    /// pyo3-async-runtimes.
+    /// Connected for asyncio (`AsyncEventDBXClient`): the extension's shared runtime
+    /// ([`runtime`]), whose workers read the sockets, while each call is polled on the event
+    /// loop's thread ([`awaited`]).
     Shared,
 }
 
@@ -52,19 +50,20 @@ impl Home {
     {
         if asynchronous {
             let awaitable = match self {
-                Home::Shared => pyo3_async_runtimes::tokio::future_into_py(py, async move {
-                    call.await.map_err(|err| to_py_err_detached(&err))
-                })?,
+                Home::Shared => awaited::spawn(py, async move { outcome(call.await) })?,
                 // Awaited on a client of the synchronous kind: its runtime is driven by a
                 // blocking thread of the shared one.
                 Home::Own(own) => {
                     let own = Arc::clone(own);
-                    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                    awaited::spawn(py, async move {
                         match tokio::task::spawn_blocking(move || own.block_on(call)).await {
-                            Ok(result) => result.map_err(|err| to_py_err_detached(&err)),
-                            Err(err) => Err(PyRuntimeError::new_err(format!(
-                                "the call did not complete: {err}"
-                            ))),
+                            Ok(result) => outcome(result),
+                            Err(err) => {
+                                let err = PyRuntimeError::new_err(format!(
+                                    "the call did not complete: {err}"
+                                ));
+                                Box::new(move |_: Python<'_>| Err(err)) as Outcome
+                            }
                         }
                     })?
                 }
@@ -78,11 +77,11 @@ impl Home {
     }
 
     /// Enters the runtime, so a task spawned meanwhile (a subscription's) runs on it.
-    fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
-        match self {
+    fn enter(&self, py: Python<'_>) -> PyResult<tokio::runtime::EnterGuard<'_>> {
+        Ok(match self {
             Home::Own(own) => own.enter(),
-            Home::Shared => runtime().enter(),
-        }
+            Home::Shared => runtime(py)?.enter(),
+        })
     }
 
     /// Runs `future` to completion on this thread with the GIL released, giving way to signals:
@@ -96,7 +95,10 @@ impl Home {
         let interruptible = interruptible(future);
         match self {
             Home::Own(own) => py.detach(|| own.block_on(interruptible)),
-            Home::Shared => py.detach(|| runtime().block_on(interruptible)),
+            Home::Shared => {
+                let runtime = runtime(py)?;
+                py.detach(|| runtime.block_on(interruptible))
+            }
         }
     }
 }
@@ -162,12 +164,16 @@ impl Client {
     /// seen speaking v2 (`None`: the default location, `""`, `"off"` or `"none"`: remember
     /// nothing, as for `EVENTDBX_KNOWN_V2_HOSTS`);
     /// `allow_v1_fallback = False` refuses the v1 fallback even on first contact.
+    /// `busy_poll_us` is how long a synchronous call polls the socket for its answer before it
+    /// sleeps (`None`: the Rust client's default, `0`: never); an asynchronous client never
+    /// polls.
     #[staticmethod]
     #[pyo3(signature = (
         *, host, port, token, tenant_id, transport = "auto", server_key = None,
         connect_timeout = 5.0, read_timeout = 15.0, attempts = 1, initial_delay_ms = 100,
         max_delay_ms = 1000, verbose = true, max_message_bytes = 16777216,
-        asynchronous = false, known_v2_hosts = None, allow_v1_fallback = true
+        asynchronous = false, known_v2_hosts = None, allow_v1_fallback = true,
+        busy_poll_us = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn connect(
@@ -188,6 +194,7 @@ impl Client {
         asynchronous: bool,
         known_v2_hosts: Option<String>,
         allow_v1_fallback: bool,
+        busy_poll_us: Option<u64>,
     ) -> PyResult<Py<PyAny>> {
         let transport = match transport {
             "auto" => Transport::Auto,
@@ -219,6 +226,9 @@ impl Client {
                 None => KnownV2Hosts::Default,
                 Some(setting) => KnownV2Hosts::from_setting(&setting),
             });
+        if let Some(micros) = busy_poll_us {
+            config = config.busy_poll(Duration::from_micros(micros));
+        }
         if let Some(key) = server_key {
             let key = key.trim().to_ascii_lowercase();
             config = config.server_key(key.parse().map_err(|err| {
@@ -226,6 +236,9 @@ impl Client {
             })?);
         }
         if asynchronous {
+            // A poll would spin on the event loop's thread, with the GIL: the loop waits for
+            // the answer in `epoll` instead (see `crate::awaited`).
+            config = config.busy_poll(Duration::ZERO);
             return Home::Shared.run(py, true, async move {
                 eventdbx_client::Client::connect(config)
                     .await
@@ -531,6 +544,7 @@ impl Client {
     #[allow(clippy::too_many_arguments)]
     fn subscribe(
         &self,
+        py: Python<'_>,
         from_end: bool,
         after: u64,
         aggregate_type: Option<String>,
@@ -538,7 +552,7 @@ impl Client {
         event_types: Vec<String>,
         batch_size: u32,
         credit_window: u32,
-    ) -> crate::subscription::Subscription {
+    ) -> PyResult<crate::subscription::Subscription> {
         let start = match (from_end, after) {
             (true, _) => SubscriptionStart::End,
             (false, 0) => SubscriptionStart::Beginning,
@@ -552,8 +566,11 @@ impl Client {
             batch_size,
             credit_window,
         };
-        let _entered = self.home.enter();
-        crate::subscription::Subscription::new(self.client.subscribe(options), self.home.clone())
+        let _entered = self.home.enter(py)?;
+        Ok(crate::subscription::Subscription::new(
+            self.client.subscribe(options),
+            self.home.clone(),
+        ))
     }
 
     /// The Merkle root of an aggregate's events (64 hex digits).

@@ -46,6 +46,12 @@ pub(crate) fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
     if let Err(interrupt) = py.check_signals() {
         return interrupt;
     }
+    exception(py, err)
+}
+
+/// [`to_py_err`] without the look at signals: the error of an awaited call, set on its
+/// `asyncio.Future` by the event loop, which runs the signal handlers itself.
+pub(crate) fn exception(py: Python<'_>, err: &Error) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let module = py.import("eventdbx.exceptions")?;
         let class = module
@@ -70,9 +76,4 @@ pub(crate) fn to_py_err(py: Python<'_>, err: &Error) -> PyErr {
             "{err} (and eventdbx.exceptions failed: {import_error})"
         ))
     })
-}
-
-/// [`to_py_err`] for code that does not hold the GIL (the end of an awaited call).
-pub(crate) fn to_py_err_detached(err: &Error) -> PyErr {
-    Python::attach(|py| to_py_err(py, err))
 }

@@ -2,12 +2,16 @@
 //! Python package in `python/eventdbx/`.
 //!
 //! # Layout
+//! - `awaited`: a Rust future as an `asyncio.Future`, polled on the event loop's thread and
+//!   woken through a socket the loop watches.
 //! - `client`: [`client::Client`], one class whose methods either block (releasing the GIL) or
 //!   return an awaitable, over the one async `eventdbx_client::Client`.
 //! - `error`: the one function that maps the client's errors onto the exceptions of
 //!   `eventdbx/exceptions.py`.
 //! - `logging`: the bridge from the crates' `tracing` events to Python's `logging` (logger
 //!   `eventdbx`).
+//! - `runtime`: the shared tokio runtime of the asynchronous clients (one worker per four
+//!   CPUs).
 //! - `server`: [`server::EmbeddedServer`], a real server on `127.0.0.1` for tests and
 //!   `python -m eventdbx.server`.
 //! - `subscription`: [`subscription::Subscription`], a running subscription whose `next`
@@ -15,15 +19,18 @@
 //!
 //! A synchronous client (`EventDBXClient`) owns a current-thread tokio runtime: its calls run
 //! on the calling thread with the GIL released, and that thread waits for the socket itself, so
-//! a round trip wakes no other thread. An asynchronous client (`AsyncEventDBXClient`) runs on
-//! pyo3-async-runtimes' shared multi-thread runtime. Both call the one async
+//! a round trip wakes no other thread. An asynchronous client (`AsyncEventDBXClient`) sends
+//! each request from the event loop's thread; a worker of the shared runtime reads the answer
+//! and wakes the loop once, which finishes the call on its thread. Both call the one async
 //! `eventdbx_client::Client`.
 
 use pyo3::prelude::*;
 
+mod awaited;
 pub mod client;
 mod error;
 mod logging;
+mod runtime;
 pub mod server;
 pub mod subscription;
 

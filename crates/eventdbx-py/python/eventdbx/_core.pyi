@@ -40,6 +40,7 @@ class Client:
         asynchronous: Literal[False] = False,
         known_v2_hosts: Optional[str] = None,
         allow_v1_fallback: bool = True,
+        busy_poll_us: Optional[int] = None,
     ) -> Client: ...
     @overload
     @staticmethod
@@ -61,6 +62,7 @@ class Client:
         asynchronous: Literal[True],
         known_v2_hosts: Optional[str] = None,
         allow_v1_fallback: bool = True,
+        busy_poll_us: Optional[int] = None,
     ) -> Awaitable[Client]: ...
     @overload
     def close(self, *, asynchronous: Literal[False] = False) -> None: ...

@@ -37,7 +37,7 @@ from ._commands import (
     _Paging,
     _Request,
 )
-from .exceptions import EventDBXConnectionError
+from .exceptions import EventDBXArgumentError, EventDBXConnectionError
 from .subscription import (
     AsyncSubscription,
     FromPosition,
@@ -62,9 +62,21 @@ __all__ = ["EventDBXClient", "AsyncEventDBXClient"]
 logger = logging.getLogger("eventdbx")
 
 
+def _busy_poll_us(value: Optional[int]) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EventDBXArgumentError("busy_poll_us must be None or a whole number of µs ≥ 0")
+    return value
+
+
 class EventDBXClient(_Commands[Ack]):
     """A synchronous client: connects and performs the handshake in the constructor; a
-    context manager; safe to share between threads (calls release the GIL)."""
+    context manager; safe to share between threads (calls release the GIL).
+
+    ``busy_poll_us``: how long a call reads the socket for its answer, after its request went
+    out, before the thread sleeps until the answer arrives (``None``: the Rust client's
+    default, 100 µs; ``0``: never). Polling answers a quick server sooner, in CPU time."""
 
     @overload
     def __init__(
@@ -86,6 +98,7 @@ class EventDBXClient(_Commands[Ack]):
         allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
+        busy_poll_us: Optional[int] = None,
     ) -> None: ...
 
     @overload
@@ -108,6 +121,7 @@ class EventDBXClient(_Commands[Ack]):
         allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
+        busy_poll_us: Optional[int] = None,
     ) -> None: ...
 
     @overload
@@ -130,6 +144,7 @@ class EventDBXClient(_Commands[Ack]):
         allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
+        busy_poll_us: Optional[int] = None,
     ) -> None: ...
 
     def __init__(
@@ -151,6 +166,7 @@ class EventDBXClient(_Commands[Ack]):
         allow_v1_fallback: bool = True,
         max_message_bytes: int = 16 * 1024 * 1024,
         transport: Any = None,
+        busy_poll_us: Optional[int] = None,
     ) -> None:
         settings = _connect_settings(
             token=token,
@@ -171,6 +187,7 @@ class EventDBXClient(_Commands[Ack]):
         # The memory of servers that spoke v2 (see the README, "Noise and plaintext").
         settings["known_v2_hosts"] = known_v2_hosts
         settings["allow_v1_fallback"] = bool(allow_v1_fallback)
+        settings["busy_poll_us"] = _busy_poll_us(busy_poll_us)
         self._verbose = bool(verbose)
         self.token = token
         self.tenant_id = tenant_id
@@ -911,9 +928,11 @@ class AsyncEventDBXClient(_Commands[Ack]):
         return self
 
     async def _run(self, request: _Request[T]) -> T:
-        await self.connect()
         core = self._core
-        assert core is not None
+        if core is None or self._closed:
+            await self.connect()
+            core = self._core
+            assert core is not None
         if request.before is not None:
             request.before()
         method = getattr(core, request.method)

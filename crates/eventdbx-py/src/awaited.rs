@@ -1,0 +1,339 @@
+//! Awaited calls: a Rust future handed to asyncio as an `asyncio.Future`, for one wake-up of
+//! the event loop per call and no other thread hop.
+//!
+//! [`spawn`] polls the future first on the calling thread, the event loop's, so the request
+//! goes out from there and no runtime worker is woken to send it. When the future waits (for
+//! its answer, mostly), its waker is its [`Call`]: woken on whichever thread delivers the
+//! answer (the runtime worker reading the connection), the call puts itself on its loop's
+//! [`LoopQueue`] and, when the queue was empty, writes one byte to a socket the loop watches
+//! (`loop.add_reader`). The loop then runs [`QueueReader`] on its own thread, which polls each
+//! queued call again and resolves its `asyncio.Future`. So no thread but the loop's takes the
+//! GIL (a worker never waits for a GIL the loop holds), the loop wakes once per batch of
+//! answers, and the runtime only reads sockets. A loop that cannot watch a socket
+//! (`add_reader` unsupported, as on Windows' proactor loop) is rung with
+//! `call_soon_threadsafe` from a blocking-pool thread instead, which costs a hop.
+//!
+//! Cancelling the `asyncio.Future` (a cancelled task, `asyncio.wait_for`) drops the Rust
+//! future at once, which abandons the request: the connection drops its late answer.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+
+use pyo3::exceptions::PyNotImplementedError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::{intern, IntoPyObjectExt};
+
+use crate::error::exception;
+use crate::runtime::runtime;
+
+/// How an awaited call ends: its result made a Python value (or exception) on the loop's
+/// thread, with the GIL.
+pub(crate) type Outcome = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+type CallFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// The end of an awaited call: its value for Python, or its error as the exception.
+pub(crate) fn outcome<T>(result: eventdbx_client::Result<T>) -> Outcome
+where
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    Box::new(move |py: Python<'_>| match result {
+        Ok(value) => value.into_py_any(py),
+        Err(err) => Err(exception(py, &err)),
+    })
+}
+
+/// A poisoned lock only means a panic while it was held; what it guards stays usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `future` for the running event loop: returns the `asyncio.Future` it resolves.
+pub(crate) fn spawn<'py, F>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let event_loop = GET_RUNNING_LOOP
+        .import(py, "asyncio", "get_running_loop")?
+        .call0()?;
+    let queue = queue_of(py, &event_loop)?;
+    let awaited = event_loop.call_method0(intern!(py, "create_future"))?;
+    let call = Arc::new(Call {
+        future: Mutex::new(Some(Box::pin(future))),
+        awaited: awaited.clone().unbind(),
+        on_done: Mutex::new(None),
+        queue,
+    });
+    let on_done = Py::new(
+        py,
+        CancelCall {
+            call: Arc::downgrade(&call),
+        },
+    )?
+    .into_any();
+    awaited.call_method1(intern!(py, "add_done_callback"), (on_done.clone_ref(py),))?;
+    *lock(&call.on_done) = Some(on_done);
+    call.advance(py)?;
+    Ok(awaited)
+}
+
+/// One awaited call: the Rust future until it completes, and the `asyncio.Future` it resolves.
+struct Call {
+    future: Mutex<Option<CallFuture>>,
+    awaited: Py<PyAny>,
+    /// The done callback that drops the future when `awaited` is cancelled; removed before
+    /// the result is set, so that a completed call schedules nothing more on the loop.
+    on_done: Mutex<Option<Py<PyAny>>>,
+    queue: Arc<LoopQueue>,
+}
+
+impl Wake for Call {
+    fn wake(self: Arc<Self>) {
+        let queue = Arc::clone(&self.queue);
+        queue.push(self);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.queue.push(Arc::clone(self));
+    }
+}
+
+impl Call {
+    /// Polls the future (on the loop's thread, in the runtime's context); once it is done,
+    /// resolves the `asyncio.Future`. An error is one of setting the result.
+    fn advance(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
+        let runtime = runtime(py)?;
+        let mut slot = lock(&self.future);
+        // Done already, or cancelled.
+        let Some(future) = slot.as_mut() else {
+            return Ok(());
+        };
+        let waker = Waker::from(Arc::clone(self));
+        let polled = {
+            let _entered = runtime.enter();
+            future.as_mut().poll(&mut Context::from_waker(&waker))
+        };
+        let Poll::Ready(outcome) = polled else {
+            return Ok(());
+        };
+        *slot = None;
+        drop(slot);
+        self.resolve(py, outcome(py))
+    }
+
+    fn resolve(&self, py: Python<'_>, result: PyResult<Py<PyAny>>) -> PyResult<()> {
+        let awaited = self.awaited.bind(py);
+        if let Some(on_done) = lock(&self.on_done).take() {
+            awaited.call_method1(intern!(py, "remove_done_callback"), (on_done,))?;
+        }
+        // Cancelled meanwhile: nobody waits for the result.
+        if awaited.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
+        }
+        match result {
+            Ok(value) => awaited.call_method1(intern!(py, "set_result"), (value,))?,
+            Err(err) => {
+                awaited.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?
+            }
+        };
+        Ok(())
+    }
+}
+
+/// The done callback of a call's `asyncio.Future`: when it was cancelled, drops the call's
+/// future (abandoning the request) without waiting for its answer or its timeout; a v1
+/// connection, which runs one request at a time, is free for the next one at once.
+#[pyclass(frozen)]
+struct CancelCall {
+    /// Weak: the `asyncio.Future` holds this callback, and the call holds the future.
+    call: Weak<Call>,
+}
+
+#[pymethods]
+impl CancelCall {
+    fn __call__(&self, py: Python<'_>, awaited: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(call) = self.call.upgrade() else {
+            return Ok(());
+        };
+        if !awaited
+            .call_method0(intern!(py, "cancelled"))?
+            .is_truthy()?
+        {
+            return Ok(());
+        }
+        let future = lock(&call.future).take();
+        let _entered = runtime(py)?.enter();
+        drop(future);
+        Ok(())
+    }
+}
+
+/// The calls of one event loop that were woken and wait to be polled on its thread, and how
+/// the loop is told there are some.
+struct LoopQueue {
+    woken: Mutex<Woken>,
+    alarm: Alarm,
+}
+
+#[derive(Default)]
+struct Woken {
+    calls: Vec<Arc<Call>>,
+    /// Whether the loop was told since it last took the calls: one wake-up per batch.
+    rung: bool,
+}
+
+enum Alarm {
+    /// A socket pair: a byte written to `ring` makes `heard`, which the loop watches,
+    /// readable.
+    #[cfg(unix)]
+    Socket {
+        ring: std::os::unix::net::UnixStream,
+        heard: std::os::unix::net::UnixStream,
+    },
+    /// The loop's `call_soon_threadsafe`, called from a blocking-pool thread (it takes the
+    /// GIL, which the waking thread may not wait for).
+    Threadsafe {
+        event_loop: Py<PyAny>,
+        runtime: tokio::runtime::Handle,
+    },
+}
+
+impl LoopQueue {
+    /// A queue for `event_loop`, watched through a socket when the loop can watch one.
+    fn watched_by(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<LoopQueue>> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+
+            let (ring, heard) = std::os::unix::net::UnixStream::pair()?;
+            ring.set_nonblocking(true)?;
+            heard.set_nonblocking(true)?;
+            let fd = heard.as_raw_fd();
+            let queue = Arc::new(LoopQueue {
+                woken: Mutex::default(),
+                alarm: Alarm::Socket { ring, heard },
+            });
+            let reader = Py::new(
+                py,
+                QueueReader {
+                    queue: Arc::clone(&queue),
+                },
+            )?;
+            match event_loop.call_method1(intern!(py, "add_reader"), (fd, reader)) {
+                Ok(_) => return Ok(queue),
+                Err(err) if err.is_instance_of::<PyNotImplementedError>(py) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(Arc::new(LoopQueue {
+            woken: Mutex::default(),
+            alarm: Alarm::Threadsafe {
+                event_loop: event_loop.clone().unbind(),
+                runtime: runtime(py)?.handle().clone(),
+            },
+        }))
+    }
+
+    /// Queues a woken call; tells the loop unless it was told already.
+    fn push(self: &Arc<Self>, call: Arc<Call>) {
+        let ring = {
+            let mut woken = lock(&self.woken);
+            woken.calls.push(call);
+            !std::mem::replace(&mut woken.rung, true)
+        };
+        if !ring {
+            return;
+        }
+        match &self.alarm {
+            #[cfg(unix)]
+            Alarm::Socket { ring, .. } => {
+                // Only fails once the loop closed the other end: then nobody listens.
+                let _ = std::io::Write::write(&mut &*ring, &[1]);
+            }
+            Alarm::Threadsafe { runtime, .. } => {
+                let queue = Arc::clone(self);
+                runtime.spawn_blocking(move || {
+                    Python::attach(|py| {
+                        let Alarm::Threadsafe { event_loop, .. } = &queue.alarm else {
+                            return;
+                        };
+                        let reader = QueueReader {
+                            queue: Arc::clone(&queue),
+                        };
+                        // Fails only once the loop is closed: then nobody listens.
+                        let _ = reader.into_bound_py_any(py).and_then(|reader| {
+                            event_loop.call_method1(
+                                py,
+                                intern!(py, "call_soon_threadsafe"),
+                                (reader,),
+                            )
+                        });
+                    });
+                });
+            }
+        }
+    }
+
+    /// Takes the woken calls (and hears the bell that announced them).
+    fn take(&self) -> Vec<Arc<Call>> {
+        #[cfg(unix)]
+        if let Alarm::Socket { heard, .. } = &self.alarm {
+            // One byte per batch, so one read empties the socket.
+            let mut bytes = [0u8; 64];
+            while let Ok(read) = std::io::Read::read(&mut &*heard, &mut bytes) {
+                if read < bytes.len() {
+                    break;
+                }
+            }
+        }
+        let mut woken = lock(&self.woken);
+        woken.rung = false;
+        std::mem::take(&mut woken.calls)
+    }
+}
+
+/// What the event loop runs when calls were woken: polls each on the loop's thread.
+#[pyclass(frozen)]
+struct QueueReader {
+    queue: Arc<LoopQueue>,
+}
+
+#[pymethods]
+impl QueueReader {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let mut failed = None;
+        for call in self.queue.take() {
+            // One call failing to set its result must not strand the others.
+            if let Err(err) = call.advance(py) {
+                failed.get_or_insert(err);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+thread_local! {
+    /// The queue of the event loop that last ran on this thread (a loop runs on one thread).
+    static CURRENT: RefCell<Option<(Py<PyAny>, Arc<LoopQueue>)>> = const { RefCell::new(None) };
+}
+
+/// The queue of `event_loop`, created (and watched) on its first call. Another loop on this
+/// thread replaces it; the loop that watched the old queue holds it until closed.
+fn queue_of(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<LoopQueue>> {
+    let known = CURRENT.with_borrow(|current| match current {
+        Some((known, queue)) if event_loop.is(known) => Some(Arc::clone(queue)),
+        _ => None,
+    });
+    if let Some(queue) = known {
+        return Ok(queue);
+    }
+    let queue = LoopQueue::watched_by(py, event_loop)?;
+    let previous = CURRENT.replace(Some((event_loop.clone().unbind(), Arc::clone(&queue))));
+    drop(previous);
+    Ok(queue)
+}

@@ -1,0 +1,183 @@
+"""How an awaited call runs (issue 15): the request goes out from the event loop's thread, one
+runtime thread reads the answer and wakes the loop once, and the loop finishes the call; a
+cancelled call lets go of what it held at once. Also the synchronous client's answer polling
+(``busy_poll_us``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import threading
+from typing import Dict, Tuple
+
+import pytest
+
+from eventdbx import exceptions as exc
+
+CALLS = 200
+#: The names of the embedded server's threads (its runtime's, its store's flusher), as
+#: ``/proc`` shows them (15 characters at most).
+SERVER_THREADS = ("eventdbx-server", "eventdbx-store-")
+
+
+def _threads() -> Dict[int, Tuple[str, int]]:
+    """Each live thread of this process: its name and its nanoseconds on a CPU."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm", encoding="utf-8") as f:
+                name = f.read().strip()
+            with open(f"/proc/self/task/{tid}/schedstat", encoding="ascii") as f:
+                ran = int(f.read().split()[0])
+        except OSError:  # the thread exited meanwhile
+            continue
+        out[int(tid)] = (name, ran)
+    return out
+
+
+def _create(server, kind: str) -> None:
+    with server.client() as client:
+        client.create(aggregate_type=kind, aggregate_id="a-1", event_type="opened",
+                      payload_json="{}")
+
+
+def test_sequential_awaited_calls_run_on_one_runtime_thread(server, uid):
+    """Besides the loop's thread, only the runtime's worker runs (one per four CPUs): no
+    thread is woken to send a request, none to hand an answer over to the loop, and the
+    runtime has no spare workers that wake each other (the embedded server's threads, which
+    serve the calls, are left out). Before: two workers, one of which spun for each answer,
+    and a blocking-pool thread per call to take the GIL (six threads ran on two CPUs)."""
+    kind = f"calls{uid}"
+    _create(server, kind)
+    loop_thread = threading.get_native_id()
+
+    async def scenario():
+        async with server.async_client() as client:
+            await client.get(aggregate_type=kind, aggregate_id="a-1")
+            before = _threads()
+            for _ in range(CALLS):
+                found = await client.get(aggregate_type=kind, aggregate_id="a-1")
+                assert found.found
+            return before, _threads()
+
+    before, after = asyncio.run(scenario())
+    ran = {f"{name}/{tid}" for tid, (name, cpu) in after.items()
+           if tid != loop_thread and not name.startswith(SERVER_THREADS)
+           and cpu > before.get(tid, ("", 0))[1]}
+    workers = max(1, len(os.sched_getaffinity(0)) // 4)
+    assert len(ran) <= workers, f"{len(ran)} threads ran for {CALLS} calls: {sorted(ran)}"
+
+
+class _CountingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """Counts the times the loop woke with something to read."""
+
+    wakes = 0
+
+    def select(self, timeout=None):
+        ready = super().select(timeout)
+        if ready:
+            self.wakes += 1
+        return ready
+
+
+def test_an_awaited_call_wakes_the_event_loop_once(server, uid):
+    kind = f"wakes{uid}"
+    _create(server, kind)
+    selector = _CountingSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+
+    async def scenario():
+        async with server.async_client() as client:
+            await client.get(aggregate_type=kind, aggregate_id="a-1")
+            woken = selector.wakes
+            for _ in range(CALLS):
+                await client.get(aggregate_type=kind, aggregate_id="a-1")
+            return selector.wakes - woken
+
+    try:
+        wakes = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert wakes <= CALLS, f"the loop woke {wakes} times for {CALLS} calls"
+
+
+class _NoReaderLoop(asyncio.SelectorEventLoop):
+    """A loop that cannot watch a file descriptor (as Windows' proactor loop)."""
+
+    def add_reader(self, fd, callback, *args):
+        raise NotImplementedError
+
+
+def test_a_loop_that_cannot_watch_a_socket_still_gets_its_answers(server, uid):
+    kind = f"noreader{uid}"
+    loop = _NoReaderLoop()
+
+    async def scenario():
+        async with server.async_client() as client:
+            await client.create(aggregate_type=kind, aggregate_id="a-1",
+                                event_type="opened", payload_json="{}")
+            got = await asyncio.gather(*[
+                client.get(aggregate_type=kind, aggregate_id="a-1") for _ in range(20)])
+            assert all(g.found for g in got)
+            with pytest.raises(exc.EventDBXAlreadyExistsError):
+                await client.create(aggregate_type=kind, aggregate_id="a-1",
+                                    event_type="opened", payload_json="{}")
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+
+
+def test_a_cancelled_call_lets_go_of_its_subscription(server, uid):
+    """A `next` cancelled while it waits for an event drops its Rust future at once: the
+    following `next` gets the event (a future left running would take the subscription's
+    lock and the event with it)."""
+    kind = f"cancel{uid}"
+
+    async def scenario():
+        async with server.async_client() as client:
+            async with client.subscribe(from_position="start", aggregate_type=kind) as events:
+                waiting = asyncio.ensure_future(events.__anext__())
+                # Until the task waits in the Rust call (the subscription started, `next`
+                # sent): each round lets it take one step.
+                for _ in range(1_000):
+                    await asyncio.sleep(0)
+                    if events._core is not None:
+                        break
+                for _ in range(10):
+                    await asyncio.sleep(0)
+                assert not waiting.done()
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+                await client.create(aggregate_type=kind, aggregate_id="a-1",
+                                    event_type="opened", payload_json='{"n": 0}')
+                event = await asyncio.wait_for(events.__anext__(), 60)
+                assert (event.aggregate_id, event.version) == ("a-1", 1)
+
+    asyncio.run(scenario())
+
+
+def test_an_async_client_round_trips_on_a_fresh_loop_each_time(server, uid):
+    """Each `asyncio.run` brings a new loop: a client made on each is served on its own."""
+    kind = f"loops{uid}"
+    _create(server, kind)
+
+    async def scenario():
+        async with server.async_client(verbose=False) as client:
+            return (await client.get(aggregate_type=kind, aggregate_id="a-1")).found
+
+    assert all(asyncio.run(scenario()) for _ in range(3))
+
+
+def test_the_sync_client_polls_for_answers_only_when_asked(server, uid):
+    kind = f"poll{uid}"
+    _create(server, kind)
+    for busy_poll_us in (0, 50, None):
+        with server.client(busy_poll_us=busy_poll_us) as client:
+            assert client.get(aggregate_type=kind, aggregate_id="a-1").found
+    for wrong in (-1, 1.5, True, "10"):
+        with pytest.raises(exc.EventDBXArgumentError, match="busy_poll_us"):
+            server.client(busy_poll_us=wrong)
