@@ -306,7 +306,11 @@ fn try_archive(
         archived,
         jobs,
     };
+    let queues_events = !plan.nullified.is_empty() || plan.own_event.is_some();
     let committed = store.run(commit_archive(store.pool(), plan))?;
+    if committed && queues_events {
+        store.positions().committed();
+    }
     Ok(committed.then_some(aggregate))
 }
 

@@ -27,7 +27,8 @@ as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync -E UTF8 --l
   >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; rm -rf "$dir"; exit 1; }
 as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "-p $port -k $dir \
   -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
-  -c max_connections=300 -c shared_buffers=32MB -c deadlock_timeout=100ms" start >/dev/null 2>&1 \
+  -c max_connections=300 -c shared_buffers=32MB -c deadlock_timeout=100ms \
+  -c shared_preload_libraries=pg_stat_statements" start >/dev/null 2>&1 \
   || { cat "$dir/server.log" >&2; rm -rf "$dir"; exit 1; }
 echo ready
 cat >/dev/null
@@ -74,7 +75,8 @@ impl TestCluster {
         let log = self.dir.join("server.log");
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
-             -c max_connections=300 -c shared_buffers=32MB -c deadlock_timeout=100ms",
+             -c max_connections=300 -c shared_buffers=32MB -c deadlock_timeout=100ms \
+             -c shared_preload_libraries=pg_stat_statements",
             self.port,
             self.dir.display()
         );
@@ -190,6 +192,46 @@ impl TestCluster {
         if !output.status.success() {
             panic!(
                 "psql failed on {sql:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs `script` in database `name` with `psql` reading it as a file: one session, each
+    /// statement its own transaction unless the script says otherwise (stops at the first
+    /// error); its output.
+    pub fn script(&self, name: &str, script: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args(["-U", "postgres", "-d", name, "-p"])
+            .arg(self.port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run psql: {err}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(script.as_bytes())
+                .unwrap_or_else(|err| panic!("cannot feed psql: {err}"));
+        }
+        let output = child
+            .wait_with_output()
+            .unwrap_or_else(|err| panic!("psql did not finish: {err}"));
+        if !output.status.success() {
+            panic!(
+                "psql failed on {script:?}: {}",
                 String::from_utf8_lossy(&output.stderr)
             );
         }

@@ -25,20 +25,22 @@
 //! the server's payload check, filters) runs on the caller's thread between round trips, never
 //! while a transaction is open.
 //!
-//! A write is optimistic: it reads the aggregate (with its `revision`), seals the event, then
-//! commits in one transaction that updates the aggregate only if its revision is unchanged and
-//! inserts the event under the unique `(tenant, aggregate_type, aggregate_id, version)` key. A
-//! lost race rolls back and the write is prepared again from the new state: an append then gets
-//! the next version, and a write with an expected version gets `version_conflict`. Writers of
-//! one aggregate in one process are also serialised by a striped lock, so races only happen
+//! A write is optimistic: it reads the aggregate (with its `revision`; or starts from the record
+//! this process committed last), seals the event, then commits in one statement (a server-side
+//! function, its own transaction) that updates the aggregate only if its revision is unchanged
+//! and inserts the event under the unique `(tenant, aggregate_type, aggregate_id, version)` key.
+//! A lost race rolls back and the write is prepared again from the stored state: an append then
+//! gets the next version, and a write with an expected version gets `version_conflict`. Writers
+//! of one aggregate in one process are also serialised by a striped lock, so races only happen
 //! between servers.
 //!
 //! # Layout
 //! `schema` (versioned migrations applied at open), `records` (stored forms), `documents` (the
 //! control documents servers share), `write`,
 //! `archive` (archive, restore, referrers), `read` (aggregates, events, outbox, snapshots,
-//! usage), `list` (keyset paging), `verify`, `jobs` (the plugin outbox), `cluster` (a scratch
-//! cluster for tests, feature `test-cluster`). The tables and their indexes are described in
+//! usage), `list` (keyset paging), `verify`, `jobs` (the plugin outbox), `positions` (event
+//! positions for subscriptions), `cluster` (a scratch cluster for tests, feature
+//! `test-cluster`). The tables and their indexes are described in
 //! `docs/storage.md`, "PostgreSQL engine".
 
 use std::collections::BTreeSet;
@@ -54,9 +56,9 @@ use eventdbx_core::query::filter::Filter;
 use eventdbx_core::snowflake::{Next, SnowflakeGenerator};
 use eventdbx_store::documents::ControlDocuments;
 use eventdbx_store::{
-    CascadeRule, Durability, EventPage, EventStore, JobQueue, JobRoute, ListPage, ListQuery,
-    OutboxPage, Referrer, Result, Storage, StorageHealth, StoreError, Usage, Visibility,
-    WriteOutcome, WriteRequest,
+    CascadeRule, CommitListener, Durability, EventPage, EventSelector, EventStore, JobQueue,
+    JobRoute, ListPage, ListQuery, OutboxPage, PositionPage, Referrer, Result, Storage,
+    StorageHealth, StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -67,6 +69,7 @@ pub mod cluster;
 mod documents;
 mod jobs;
 mod list;
+mod positions;
 mod read;
 mod records;
 mod schema;
@@ -139,8 +142,9 @@ pub struct PostgresStore {
     pool: Pool,
     durability: Durability,
     closed: AtomicBool,
-    locks: Vec<Mutex<()>>,
+    locks: Vec<Mutex<write::Stripe>>,
     ids: Mutex<SnowflakeGenerator>,
+    positions: Arc<positions::Positions>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -336,8 +340,11 @@ impl PostgresStore {
             pool,
             durability: config.durability,
             closed: AtomicBool::new(false),
-            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            locks: (0..LOCK_STRIPES)
+                .map(|_| Mutex::new(write::Stripe::default()))
+                .collect(),
             ids: Mutex::new(SnowflakeGenerator::new(config.worker_id, 0)?),
+            positions: Arc::default(),
         };
         let pool = store.pool.clone();
         let floor = store.run(async move {
@@ -347,6 +354,9 @@ impl PostgresStore {
         })?;
         *store.ids.lock().unwrap_or_else(|p| p.into_inner()) =
             SnowflakeGenerator::new(config.worker_id, floor)?;
+        // Events a server committed and did not live to number get their positions now.
+        positions::settle(&store, true)?;
+        positions::follow(&store.handle, store.pool(), Arc::clone(&store.positions));
         Ok(store)
     }
 
@@ -372,6 +382,11 @@ impl PostgresStore {
         self.pool.clone()
     }
 
+    /// The engine's position bookkeeping (commits to number, listeners).
+    pub(crate) fn positions(&self) -> &positions::Positions {
+        &self.positions
+    }
+
     /// Refuses writes once the store is closed.
     pub(crate) fn writable(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
@@ -392,7 +407,7 @@ impl PostgresStore {
         tenant: &str,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> MutexGuard<'_, ()> {
+    ) -> MutexGuard<'_, write::Stripe> {
         self.locks[Self::stripe(tenant, aggregate_type, aggregate_id)]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -403,7 +418,7 @@ impl PostgresStore {
         &self,
         tenant: &str,
         aggregates: impl Iterator<Item = (&'s str, &'s str)>,
-    ) -> Vec<MutexGuard<'_, ()>> {
+    ) -> Vec<MutexGuard<'_, write::Stripe>> {
         let stripes: BTreeSet<usize> = aggregates
             .map(|(t, i)| Self::stripe(tenant, t, i))
             .collect();
@@ -505,6 +520,9 @@ impl EventStore for PostgresStore {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        // The acknowledged writes get their positions before another process opens the
+        // database; a failure leaves them to the next round of any server (or this open's).
+        let _ = positions::settle(self, false);
         if self.durability == Durability::Relaxed {
             // Nothing to report to: a failed flush leaves the commits to PostgreSQL's own
             // WAL writer, which flushes them within its delay.
@@ -630,5 +648,24 @@ impl EventStore for PostgresStore {
 
     fn tenants(&self) -> Result<Vec<String>> {
         read::tenants(self)
+    }
+
+    fn events_after(
+        &self,
+        tenant: &str,
+        after: u64,
+        selector: &EventSelector,
+        take: usize,
+    ) -> Result<PositionPage> {
+        positions::events_after(self, tenant, after, selector, take)
+    }
+
+    fn head_position(&self, tenant: &str) -> Result<u64> {
+        positions::head(self, tenant)
+    }
+
+    fn listen_commits(&self, listener: CommitListener) -> Result<()> {
+        self.positions.listen(listener);
+        Ok(())
     }
 }

@@ -17,7 +17,7 @@ use tokio_postgres::NoTls;
 use crate::{col, db, unsigned, Cached};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Migration `n` is `MIGRATIONS[n - 1]`; never edit one that has shipped, add the next.
 const MIGRATIONS: &[&str] = &[
@@ -108,7 +108,204 @@ CREATE INDEX aggregates_by_version
     ON aggregates (tenant, version, aggregate_type, aggregate_id);
 "#,
     include_str!("../migrations/0003_control_documents.sql"),
+    POSITIONS_AND_ONE_STATEMENT_WRITES,
 ];
+
+/// Migration 4: event positions (`docs/subscriptions.md`, "Positions"; `positions.rs`) and the
+/// write as one statement (`write.rs`).
+///
+/// Every inserted event is queued by a trigger, whoever inserts it. A round of
+/// `eventdbx_assign_positions` (one at a time: it locks the `position_sequencer` row) takes the
+/// committed queue rows and numbers them after the tenant's head, so a position is only ever
+/// given to a committed event and above every position given before: a transaction that commits
+/// late is numbered late, never slipped in below a head a reader saw. The trigger is created
+/// before the existing events are numbered: it waits for the writers in flight and holds new ones
+/// off until the migration commits, so no event is missed between the two.
+///
+/// `eventdbx_write` is the whole commit of a create, append or patch in one round trip (it runs as
+/// its own transaction): the record at the revision that was read, the quota, the event, the
+/// snapshot, the idempotency result, the reference index, the plugin jobs and the usage. A lost
+/// race raises `serialization_failure` (or a unique violation), the quota `EDBQ1`; either way
+/// nothing of the write stays.
+const POSITIONS_AND_ONE_STATEMENT_WRITES: &str = r##"-- 4: event positions (a queue numbered after commit) and the write as one statement
+CREATE TABLE position_queue (
+    id              bigserial PRIMARY KEY,
+    tenant          text COLLATE "C" NOT NULL,
+    aggregate_type  text COLLATE "C" NOT NULL,
+    aggregate_id    text COLLATE "C" NOT NULL,
+    version         bigint NOT NULL
+);
+CREATE TABLE event_positions (
+    tenant          text COLLATE "C" NOT NULL,
+    position        bigint NOT NULL,
+    aggregate_type  text COLLATE "C" NOT NULL,
+    aggregate_id    text COLLATE "C" NOT NULL,
+    version         bigint NOT NULL,
+    PRIMARY KEY (tenant, position)
+);
+CREATE TABLE position_heads (
+    tenant          text COLLATE "C" PRIMARY KEY,
+    head            bigint NOT NULL
+);
+CREATE TABLE position_sequencer (id integer PRIMARY KEY);
+INSERT INTO position_sequencer VALUES (1);
+
+CREATE FUNCTION eventdbx_queue_position() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO position_queue (tenant, aggregate_type, aggregate_id, version)
+    VALUES (NEW.tenant, NEW.aggregate_type, NEW.aggregate_id, NEW.version);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_queue_position AFTER INSERT ON events
+    FOR EACH ROW EXECUTE FUNCTION eventdbx_queue_position();
+
+-- Events stored before positions, numbered in event id order; `sealed` (the highest id up to
+-- each version) keeps every aggregate's versions in order even where servers' clocks disagreed.
+INSERT INTO event_positions (tenant, position, aggregate_type, aggregate_id, version)
+SELECT tenant,
+       row_number() OVER (PARTITION BY tenant
+                          ORDER BY sealed, aggregate_type, aggregate_id, version),
+       aggregate_type, aggregate_id, version
+FROM (SELECT tenant, aggregate_type, aggregate_id, version,
+             max(event_id) OVER (PARTITION BY tenant, aggregate_type, aggregate_id
+                                 ORDER BY version) AS sealed
+      FROM events) AS stored;
+INSERT INTO position_heads (tenant, head)
+SELECT tenant, max(position) FROM event_positions GROUP BY tenant;
+
+CREATE FUNCTION eventdbx_assign_positions(p_limit integer)
+RETURNS TABLE (advanced_tenant text, new_head bigint, assigned bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    tenants text[];
+    heads_after bigint[];
+    counts bigint[];
+BEGIN
+    -- Nothing committed is waiting: a read-only probe, no lock taken and no WAL written.
+    PERFORM 1 FROM position_queue ORDER BY id LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- Durable even on a relaxed connection: a position a reader was shown is never taken back.
+    PERFORM set_config('synchronous_commit', 'on', true);
+    -- One round at a time, whichever server runs it. The next statement's snapshot is taken
+    -- after the lock is granted, so it sees the previous round's heads and every commit before.
+    PERFORM 1 FROM position_sequencer FOR UPDATE;
+    -- Collected into arrays and returned after: a data-modifying WITH runs as a plain statement.
+    WITH taken AS (
+        DELETE FROM position_queue
+        WHERE id IN (SELECT q.id FROM position_queue q ORDER BY q.id LIMIT p_limit)
+        RETURNING id, tenant, aggregate_type, aggregate_id, version
+    ), numbered AS (
+        -- Queue ids follow each aggregate's versions: version n + 1 is inserted only after
+        -- version n committed (its record's revision check), so it took a later id.
+        SELECT t.tenant, t.aggregate_type, t.aggregate_id, t.version,
+               coalesce(h.head, 0)
+                   + row_number() OVER (PARTITION BY t.tenant ORDER BY t.id) AS position
+        FROM taken t LEFT JOIN position_heads h ON h.tenant = t.tenant
+    ), placed AS (
+        INSERT INTO event_positions (tenant, position, aggregate_type, aggregate_id, version)
+        SELECT n.tenant, n.position, n.aggregate_type, n.aggregate_id, n.version FROM numbered n
+    ), heads AS (
+        INSERT INTO position_heads AS h (tenant, head)
+        SELECT n.tenant, max(n.position) FROM numbered n GROUP BY n.tenant
+        ON CONFLICT (tenant) DO UPDATE SET head = EXCLUDED.head
+        RETURNING h.tenant, h.head
+    )
+    SELECT array_agg(heads.tenant::text), array_agg(heads.head),
+           array_agg((SELECT count(*) FROM numbered n WHERE n.tenant = heads.tenant))
+    INTO tenants, heads_after, counts
+    FROM heads;
+    RETURN QUERY SELECT * FROM unnest(tenants, heads_after, counts);
+END $$;
+
+CREATE FUNCTION eventdbx_write(
+    p_tenant text, p_type text, p_id text, p_revision bigint,
+    p_version bigint, p_archived boolean, p_created_ms bigint, p_updated_ms bigint,
+    p_record text, p_quota bigint, p_event_id bigint, p_event_body text,
+    p_snapshot_id bigint, p_snapshot_version bigint, p_snapshot_body text,
+    p_idempotency_key text, p_idempotency_body text,
+    p_replace_references boolean, p_reference_paths text[], p_reference_types text[],
+    p_reference_ids text[], p_job_plugins text[], p_job_ranks integer[], p_job_tails text[],
+    p_usage_shard integer, p_usage_bytes bigint
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    changed bigint;
+    used bigint;
+    job bigint;
+BEGIN
+    -- The aggregate's row first, then the usage rows, as every write does: two writes never
+    -- lock the same rows in opposite orders.
+    IF p_revision IS NULL THEN
+        INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version,
+                                archived, created_ms, updated_ms, record)
+        VALUES (p_tenant, p_type, p_id, 1, p_version, p_archived, p_created_ms, p_updated_ms,
+                p_record)
+        ON CONFLICT DO NOTHING;
+    ELSE
+        UPDATE aggregates SET revision = revision + 1, version = p_version,
+            archived = p_archived, created_ms = p_created_ms, updated_ms = p_updated_ms,
+            record = p_record
+        WHERE tenant = p_tenant AND aggregate_type = p_type AND aggregate_id = p_id
+          AND revision = p_revision;
+    END IF;
+    GET DIAGNOSTICS changed = ROW_COUNT;
+    IF changed <> 1 THEN
+        RAISE EXCEPTION 'the aggregate changed since it was read'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    IF p_quota IS NOT NULL THEN
+        -- All 16 usage rows of the tenant (write.rs, USAGE_SHARDS), created when missing and
+        -- locked until the commit: writers under a quota are checked one after another.
+        INSERT INTO usage (tenant, shard, events, bytes)
+        SELECT p_tenant, s, 0, 0 FROM generate_series(0, 15) AS s ON CONFLICT DO NOTHING;
+        SELECT coalesce(sum(l.bytes), 0) INTO used
+        FROM (SELECT u.bytes FROM usage u WHERE u.tenant = p_tenant ORDER BY u.shard
+              FOR UPDATE) AS l;
+        IF used >= p_quota THEN
+            RAISE EXCEPTION 'tenant % uses its quota', p_tenant USING ERRCODE = 'EDBQ1';
+        END IF;
+    END IF;
+    INSERT INTO events (tenant, aggregate_type, aggregate_id, version, event_id, body)
+    VALUES (p_tenant, p_type, p_id, p_version, p_event_id, p_event_body);
+    IF p_snapshot_body IS NOT NULL THEN
+        INSERT INTO snapshots (tenant, snapshot_id, aggregate_type, aggregate_id, version, body)
+        VALUES (p_tenant, p_snapshot_id, p_type, p_id, p_snapshot_version, p_snapshot_body);
+    END IF;
+    IF p_idempotency_key IS NOT NULL THEN
+        INSERT INTO idempotency (tenant, aggregate_type, aggregate_id, key, body)
+        VALUES (p_tenant, p_type, p_id, p_idempotency_key, p_idempotency_body);
+    END IF;
+    IF p_replace_references THEN
+        -- Entries that changed or vanished go; the wanted ones not already there come.
+        DELETE FROM aggregate_references r
+        WHERE r.tenant = p_tenant AND r.source_type = p_type AND r.source_id = p_id
+          AND NOT EXISTS (
+              SELECT 1
+              FROM unnest(p_reference_paths, p_reference_types, p_reference_ids)
+                  AS w(path, target_type, target_id)
+              WHERE w.path = r.path AND w.target_type = r.target_type
+                AND w.target_id = r.target_id);
+        INSERT INTO aggregate_references
+            (tenant, source_type, source_id, path, target_type, target_id)
+        SELECT p_tenant, p_type, p_id, w.path, w.target_type, w.target_id
+        FROM unnest(p_reference_paths, p_reference_types, p_reference_ids)
+            AS w(path, target_type, target_id)
+        ON CONFLICT DO NOTHING;
+    END IF;
+    -- Each job's JSON comes without its id (unknown before the sequence gives it).
+    FOR k IN 1 .. coalesce(array_length(p_job_plugins, 1), 0) LOOP
+        job := nextval('plugin_job_ids');
+        INSERT INTO plugin_jobs (id, plugin, rank, status, done_at_ms, event_id, body)
+        VALUES (job, p_job_plugins[k], p_job_ranks[k], 'pending', NULL, p_event_id,
+                '{"id":' || job || ',' || p_job_tails[k]);
+    END LOOP;
+    INSERT INTO usage (tenant, shard, events, bytes)
+    VALUES (p_tenant, p_usage_shard, 1, p_usage_bytes)
+    ON CONFLICT (tenant, shard) DO UPDATE
+    SET events = usage.events + EXCLUDED.events, bytes = usage.bytes + EXCLUDED.bytes;
+END $$;
+"##;
 
 /// A migration as `dbx migrate status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,10 @@
-//! Create, append and patch. The write reads its aggregate (and idempotency key), seals the
-//! event on the caller's thread with `eventdbx-core`, then commits record, event, snapshot,
-//! idempotency result, reference index, plugin jobs and usage in one transaction. The record is
-//! updated only at the revision that was read, and the event's key is unique, so a write that
-//! lost a race changes nothing and is prepared again from the new state.
+//! Create, append and patch. The write reads its aggregate (and idempotency key), or starts
+//! from the record this process committed last for it ([`Stripe`]), seals the event on the
+//! caller's thread with `eventdbx-core`, then commits record, event, snapshot, idempotency
+//! result, reference index, plugin jobs and usage in one statement, `eventdbx_write` (its own
+//! transaction: one round trip). The record is updated only at the revision that was read, and
+//! the event's key is unique, so a write that lost a race changes nothing and is prepared again
+//! from the stored state.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -14,10 +16,10 @@ use eventdbx_core::plugin::{JobAction, PluginJob};
 use eventdbx_core::time::format_unix_nanos;
 use eventdbx_core::write::{self, NewEvent, WriteKind};
 use eventdbx_core::CoreError;
-use eventdbx_store::{ReferenceLink, Result, StoreError, WriteOutcome, WriteRequest};
+use eventdbx_store::{Result, StoreError, WriteOutcome, WriteRequest};
 
-use crate::jobs::{plugin_jobs, queue_jobs};
-use crate::records::{decode, AggregateRecord, IdempotencyRecord, SnapshotRecord};
+use crate::jobs::plugin_jobs;
+use crate::records::{decode, AggregateRecord, IdempotencyRecord, RecordColumns, SnapshotRecord};
 use crate::{col, db, json_error, lost_race, now_nanos, pool_error, signed, Cached, PostgresStore};
 
 /// How often a write is prepared again after losing a race before it gives up.
@@ -29,6 +31,57 @@ const USAGE_SHARDS: u64 = 16;
 
 /// An aggregate's stored record and the revision it was read at.
 pub(crate) type Stored = Option<(i64, AggregateRecord)>;
+
+/// Records remembered per lock stripe, and the largest one remembered (its JSON length): at most
+/// 4 × 1024 stripes × 16 KiB.
+const REMEMBERED_PER_STRIPE: usize = 4;
+const REMEMBERED_MAX_BYTES: usize = 16 * 1024;
+
+/// One lock stripe: its mutex serialises this process's writers of the aggregates hashed to it,
+/// and it remembers the records they committed last, so the next write of a hot aggregate starts
+/// from memory instead of a read. A remembered record is only a guess: the commit still checks
+/// the revision, so a record changed since (by another server, or an archive) makes the write
+/// lose its race and start again from the database.
+#[derive(Default)]
+pub(crate) struct Stripe {
+    recent: std::collections::VecDeque<(String, i64, AggregateRecord)>,
+}
+
+impl Stripe {
+    fn position(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Option<usize> {
+        self.recent.iter().position(|(t, _, record)| {
+            t == tenant
+                && record.aggregate_type == aggregate_type
+                && record.aggregate_id == aggregate_id
+        })
+    }
+
+    /// The record this process committed last for the aggregate, with its revision.
+    fn recall(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Stored {
+        let found = self.position(tenant, aggregate_type, aggregate_id)?;
+        self.recent
+            .get(found)
+            .map(|(_, revision, record)| (*revision, record.clone()))
+    }
+
+    fn forget(&mut self, tenant: &str, aggregate_type: &str, aggregate_id: &str) {
+        if let Some(found) = self.position(tenant, aggregate_type, aggregate_id) {
+            self.recent.remove(found);
+        }
+    }
+
+    fn remember(&mut self, tenant: &str, revision: i64, record: AggregateRecord, size: usize) {
+        self.forget(tenant, &record.aggregate_type, &record.aggregate_id);
+        if size > REMEMBERED_MAX_BYTES {
+            return;
+        }
+        if self.recent.len() >= REMEMBERED_PER_STRIPE {
+            self.recent.pop_back();
+        }
+        self.recent
+            .push_front((tenant.to_owned(), revision, record));
+    }
+}
 
 /// Reads an aggregate's record and revision.
 pub(crate) async fn read_record(
@@ -155,9 +208,7 @@ pub(crate) async fn add_usage(
     events: u64,
     bytes: u64,
 ) -> Result<()> {
-    let mut hasher = DefaultHasher::new();
-    (aggregate_type, aggregate_id).hash(&mut hasher);
-    let shard = i32::try_from(hasher.finish() % USAGE_SHARDS).unwrap_or(0);
+    let shard = usage_shard(aggregate_type, aggregate_id);
     txn.execute_cached(
         "INSERT INTO usage (tenant, shard, events, bytes) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (tenant, shard) DO UPDATE \
@@ -169,102 +220,20 @@ pub(crate) async fn add_usage(
     Ok(())
 }
 
-/// Refuses the write when the tenant already uses its quota. The tenant's usage rows (all of
-/// them, created if missing) stay locked until the commit, so writers under a quota are checked
-/// one after another against what the others committed, as in the embedded engine: concurrent
-/// writes never pass the quota on the same reading.
-async fn check_quota(txn: &Transaction<'_>, tenant: &str, quota: u64) -> Result<()> {
-    let shards = i32::try_from(USAGE_SHARDS).unwrap_or(i32::MAX) - 1;
-    txn.execute_cached(
-        "INSERT INTO usage (tenant, shard, events, bytes) \
-         SELECT $1, shard, 0, 0 FROM generate_series(0, $2) AS shard ON CONFLICT DO NOTHING",
-        &[&tenant, &shards],
-    )
-    .await
-    .map_err(db)?;
-    let row = txn
-        .query_one_cached(
-            "SELECT coalesce(sum(bytes), 0)::bigint FROM \
-             (SELECT bytes FROM usage WHERE tenant = $1 ORDER BY shard FOR UPDATE) AS locked",
-            &[&tenant],
-        )
-        .await
-        .map_err(db)?;
-    let used = crate::unsigned(col(&row, 0)?);
-    if used >= quota {
-        return Err(CoreError::TenantQuota {
-            tenant: tenant.to_owned(),
-            quota_mb: quota / (1024 * 1024),
-        }
-        .into());
-    }
-    Ok(())
-}
+/// The whole commit of a write, one statement (migration 2 in `schema.rs`): PostgreSQL runs it
+/// as its own transaction, so a write costs one round trip and one WAL flush, which PostgreSQL
+/// shares between concurrent commits.
+const WRITE: &str = "SELECT eventdbx_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                     $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)";
 
-/// Makes the reference index entries of a source aggregate equal to `links`.
-async fn put_references(
-    txn: &Transaction<'_>,
-    tenant: &str,
-    (source_type, source_id): (&str, &str),
-    links: &[ReferenceLink],
-) -> Result<()> {
-    let rows = txn
-        .query_cached(
-            "SELECT path, target_type, target_id FROM aggregate_references \
-             WHERE tenant = $1 AND source_type = $2 AND source_id = $3",
-            &[&tenant, &source_type, &source_id],
-        )
-        .await
-        .map_err(db)?;
-    let mut previous: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for row in &rows {
-        previous.insert(col(row, 0)?, (col(row, 1)?, col(row, 2)?));
-    }
-    let wanted: BTreeMap<&str, (&str, &str)> = links
-        .iter()
-        .map(|l| {
-            (
-                l.path.as_str(),
-                (l.target_type.as_str(), l.target_id.as_str()),
-            )
-        })
-        .collect();
-    for (path, (target_type, target_id)) in &previous {
-        if wanted.get(path.as_str()) == Some(&(target_type.as_str(), target_id.as_str())) {
-            continue;
-        }
-        txn.execute_cached(
-            "DELETE FROM aggregate_references \
-             WHERE tenant = $1 AND source_type = $2 AND source_id = $3 AND path = $4",
-            &[&tenant, &source_type, &source_id, path],
-        )
-        .await
-        .map_err(db)?;
-    }
-    for (path, (target_type, target_id)) in wanted {
-        let unchanged = previous
-            .get(path)
-            .is_some_and(|(t, i)| t == target_type && i == target_id);
-        if unchanged {
-            continue;
-        }
-        txn.execute_cached(
-            "INSERT INTO aggregate_references \
-             (tenant, source_type, source_id, path, target_type, target_id) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &tenant,
-                &source_type,
-                &source_id,
-                &path,
-                &target_type,
-                &target_id,
-            ],
-        )
-        .await
-        .map_err(db)?;
-    }
-    Ok(())
+/// The SQLSTATE `eventdbx_write` raises when the tenant already uses its quota.
+const QUOTA_EXCEEDED: &str = "EDBQ1";
+
+/// The usage row of an aggregate among its tenant's [`USAGE_SHARDS`].
+fn usage_shard(aggregate_type: &str, aggregate_id: &str) -> i32 {
+    let mut hasher = DefaultHasher::new();
+    (aggregate_type, aggregate_id).hash(&mut hasher);
+    i32::try_from(hasher.finish() % USAGE_SHARDS).unwrap_or(0)
 }
 
 /// What a prepared write commits.
@@ -272,67 +241,137 @@ struct Plan {
     tenant: String,
     revision: Option<i64>,
     record: AggregateRecord,
-    event: Event,
+    columns: RecordColumns,
+    event_id: u64,
     event_body: String,
     snapshot: Option<(Snapshot, String)>,
     idempotency: Option<(String, String)>,
-    links: Option<Vec<ReferenceLink>>,
-    jobs: Vec<PluginJob>,
+    /// The reference index entries wanted, by path (`None`: leave them alone).
+    links: Option<BTreeMap<String, (String, String)>>,
+    jobs: Vec<QueuedJob>,
     quota: Option<u64>,
 }
 
-/// Commits a prepared write; `Ok(false)` when it lost a race (nothing written).
-async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<bool> {
-    match try_commit(pool, plan).await {
-        Err(err) if crate::raced(&err) => Ok(false),
-        other => other,
+/// A plugin job of the write: its JSON after the id, which the sequence gives in the commit.
+struct QueuedJob {
+    plugin: String,
+    rank: i32,
+    tail: String,
+}
+
+impl QueuedJob {
+    fn new(job: &PluginJob) -> Result<Self> {
+        let body = serde_json::to_string(job).map_err(json_error)?;
+        // `id` is the job's first field (eventdbx-core); the commit writes the real one in.
+        let tail = body
+            .strip_prefix(&format!("{{\"id\":{},", job.id))
+            .ok_or_else(|| StoreError::engine("a plugin job's JSON does not start with its id"))?
+            .to_owned();
+        Ok(QueuedJob {
+            plugin: job.plugin.clone(),
+            rank: i32::from(job.priority.rank()),
+            tail,
+        })
     }
 }
 
-async fn try_commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<bool> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let txn = client.transaction().await.map_err(db)?;
-    let tenant = plan.tenant.as_str();
+/// What a committed write leaves for the next write of its aggregate.
+struct Committed {
+    revision: i64,
+    record: AggregateRecord,
+    size: usize,
+}
+
+/// Commits a prepared write; `Ok(None)` when it lost a race (nothing was written).
+async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<Option<Committed>> {
+    let client = pool.get().await.map_err(pool_error)?;
     let (t, i) = (
         plan.record.aggregate_type.as_str(),
         plan.record.aggregate_id.as_str(),
     );
-    // The aggregate's row first, then the usage rows, in every write: two writes never take
-    // the same rows in opposite orders (a deadlock PostgreSQL would break after a second).
-    if !put_aggregate(&txn, tenant, plan.revision, &plan.record).await? {
-        return Ok(false);
-    }
-    if let Some(quota) = plan.quota {
-        check_quota(&txn, tenant, quota).await?;
-    }
-    if !insert_event(&txn, tenant, &plan.event, &plan.event_body).await? {
-        return Ok(false);
-    }
-    let mut bytes = plan.event_body.len() as u64;
-    if let Some((snapshot, body)) = &plan.snapshot {
-        insert_snapshot(&txn, tenant, snapshot, body).await?;
-        bytes += body.len() as u64;
-    }
-    if let Some((key, body)) = &plan.idempotency {
-        let inserted = txn
-            .execute_cached(
-                "INSERT INTO idempotency (tenant, aggregate_type, aggregate_id, key, body) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &[&tenant, &t, &i, key, body],
-            )
-            .await
-            .map_err(db)?;
-        if inserted == 0 {
-            return Ok(false);
+    let c = &plan.columns;
+    let (snapshot_id, snapshot_version, snapshot_body) = match &plan.snapshot {
+        Some((snapshot, body)) => (
+            Some(signed(snapshot.snapshot_id)),
+            Some(signed(snapshot.version)),
+            Some(body.as_str()),
+        ),
+        None => (None, None, None),
+    };
+    let (key, key_body) = match &plan.idempotency {
+        Some((key, body)) => (Some(key.as_str()), Some(body.as_str())),
+        None => (None, None),
+    };
+    let links = plan.links.as_ref();
+    let paths: Vec<&str> = links
+        .into_iter()
+        .flatten()
+        .map(|(p, _)| p.as_str())
+        .collect();
+    let types: Vec<&str> = links
+        .into_iter()
+        .flatten()
+        .map(|(_, (t, _))| t.as_str())
+        .collect();
+    let ids: Vec<&str> = links
+        .into_iter()
+        .flatten()
+        .map(|(_, (_, i))| i.as_str())
+        .collect();
+    let plugins: Vec<&str> = plan.jobs.iter().map(|j| j.plugin.as_str()).collect();
+    let ranks: Vec<i32> = plan.jobs.iter().map(|j| j.rank).collect();
+    let tails: Vec<&str> = plan.jobs.iter().map(|j| j.tail.as_str()).collect();
+    let bytes = plan.event_body.len() + snapshot_body.map_or(0, str::len);
+    let written = client
+        .execute_cached(
+            WRITE,
+            &[
+                &plan.tenant,
+                &t,
+                &i,
+                &plan.revision,
+                &c.version,
+                &c.archived,
+                &c.created_ms,
+                &c.updated_ms,
+                &c.text,
+                &plan.quota.map(signed),
+                &signed(plan.event_id),
+                &plan.event_body,
+                &snapshot_id,
+                &snapshot_version,
+                &snapshot_body,
+                &key,
+                &key_body,
+                &links.is_some(),
+                &paths,
+                &types,
+                &ids,
+                &plugins,
+                &ranks,
+                &tails,
+                &usage_shard(t, i),
+                &signed(bytes as u64),
+            ],
+        )
+        .await;
+    match written {
+        Ok(_) => Ok(Some(Committed {
+            revision: plan.revision.map_or(1, |r| r + 1),
+            size: c.text.len(),
+            record: plan.record,
+        })),
+        Err(err) if lost_race(&err) => Ok(None),
+        Err(err) if err.code().is_some_and(|c| c.code() == QUOTA_EXCEEDED) => {
+            let quota = plan.quota.unwrap_or(0);
+            Err(CoreError::TenantQuota {
+                tenant: plan.tenant.clone(),
+                quota_mb: quota / (1024 * 1024),
+            }
+            .into())
         }
+        Err(err) => Err(db(err)),
     }
-    if let Some(links) = &plan.links {
-        put_references(&txn, tenant, (t, i), links).await?;
-    }
-    queue_jobs(&txn, &plan.jobs).await?;
-    add_usage(&txn, tenant, (t, i), 1, bytes).await?;
-    txn.commit().await.map_err(db)?;
-    Ok(true)
 }
 
 /// Reads what a write starts from: the idempotency key's first result, else the record.
@@ -361,7 +400,8 @@ async fn read_for_write(
     Ok((None, stored))
 }
 
-/// [`eventdbx_store::EventStore::write`].
+/// [`eventdbx_store::EventStore::write`]: one round trip (the commit) when this process
+/// wrote the aggregate last and still remembers its record, two otherwise (read, commit).
 pub(crate) fn write(
     store: &PostgresStore,
     tenant: &str,
@@ -372,30 +412,57 @@ pub(crate) fn write(
         request.aggregate_type.as_str(),
         request.aggregate_id.as_str(),
     );
-    let _guard = store.lock(tenant, t, i);
+    let mut stripe = store.lock(tenant, t, i);
+    // A write with an idempotency key reads the key first: its first result decides.
+    let mut remembered = match request.idempotency {
+        Some(_) => None,
+        None => stripe.recall(tenant, t, i),
+    };
     for _ in 0..MAX_ATTEMPTS {
-        let key = request.idempotency.as_ref().map(|idem| idem.key.clone());
-        let (replay, stored) = store.run(read_for_write(
-            store.pool(),
-            tenant.to_owned(),
-            t.to_owned(),
-            i.to_owned(),
-            key,
-        ))?;
-        if let (Some(record), Some(idempotency)) = (replay, &request.idempotency) {
-            if record.digest != merkle::to_hex(&idempotency.digest) {
-                return Err(CoreError::IdempotencyConflict(idempotency.key.clone()).into());
+        let from_memory = remembered.is_some();
+        let stored = match remembered.take() {
+            Some(stored) => Some(stored),
+            None => {
+                let key = request.idempotency.as_ref().map(|idem| idem.key.clone());
+                let (replay, stored) = store.run(read_for_write(
+                    store.pool(),
+                    tenant.to_owned(),
+                    t.to_owned(),
+                    i.to_owned(),
+                    key,
+                ))?;
+                if let (Some(record), Some(idempotency)) = (replay, &request.idempotency) {
+                    if record.digest != merkle::to_hex(&idempotency.digest) {
+                        return Err(CoreError::IdempotencyConflict(idempotency.key.clone()).into());
+                    }
+                    return Ok(WriteOutcome {
+                        event: record.event,
+                        aggregate: record.aggregate.aggregate(),
+                        snapshot: None,
+                        replayed: true,
+                    });
+                }
+                stored
             }
-            return Ok(WriteOutcome {
-                event: record.event,
-                aggregate: record.aggregate.aggregate(),
-                snapshot: None,
-                replayed: true,
-            });
-        }
-        let (plan, outcome) = prepare(store, tenant, &request, stored)?;
-        if store.run(commit(store.pool(), plan))? {
-            return Ok(outcome);
+        };
+        let (plan, outcome) = match prepare(store, tenant, &request, stored) {
+            Ok(prepared) => prepared,
+            // A refusal decided on a remembered record (another server may have changed the
+            // aggregate since) is decided again on the stored one.
+            Err(_) if from_memory => {
+                stripe.forget(tenant, t, i);
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        match store.run(commit(store.pool(), plan))? {
+            Some(committed) => {
+                stripe.remember(tenant, committed.revision, committed.record, committed.size);
+                drop(stripe);
+                store.positions().committed();
+                return Ok(outcome);
+            }
+            None => stripe.forget(tenant, t, i),
         }
     }
     Err(StoreError::engine(format!(
@@ -451,7 +518,13 @@ fn prepare(
             created_at: created_at.clone(),
         },
     );
-    let links = request.references.as_ref().map(|scan| scan(&aggregate));
+    // One entry per path, the last one winning, as the embedded engine's index keeps them.
+    let links = request.references.as_ref().map(|scan| {
+        scan(&aggregate)
+            .into_iter()
+            .map(|l| (l.path, (l.target_type, l.target_id)))
+            .collect::<BTreeMap<_, _>>()
+    });
     let snapshot = match request.snapshot_threshold {
         Some(n)
             if n > 0 && request.kind != WriteKind::Create && event.version.is_multiple_of(n) =>
@@ -497,12 +570,16 @@ fn prepare(
         event_id,
         Some(&event),
         &aggregate,
-    );
+    )
+    .iter()
+    .map(QueuedJob::new)
+    .collect::<Result<Vec<_>>>()?;
     let plan = Plan {
         tenant: tenant.to_owned(),
         revision,
+        columns: record.columns()?,
         record,
-        event: event.clone(),
+        event_id,
         event_body,
         snapshot: snapshot.clone().zip(snapshot_body),
         idempotency,
@@ -519,4 +596,33 @@ fn prepare(
             replayed: false,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use eventdbx_core::plugin::{PayloadMode, Priority};
+    use eventdbx_store::JobRoute;
+
+    use super::*;
+
+    /// The commit writes a job's id in front of the rest of its JSON: the JSON must start with
+    /// the id, and the two together must be the job again.
+    #[test]
+    fn a_queued_job_is_its_json_after_the_id() {
+        let route = JobRoute {
+            plugin: "search".into(),
+            mode: PayloadMode::All,
+            priority: Priority::High,
+            schema: None,
+        };
+        let aggregate = Aggregate::new("order", "o-1");
+        let jobs = plugin_jobs("default", &[route], JobAction::Event, 7, None, &aggregate);
+        let queued = QueuedJob::new(&jobs[0]).expect("queued");
+        assert_eq!((queued.plugin.as_str(), queued.rank), ("search", 0));
+        let stored: PluginJob =
+            serde_json::from_str(&format!("{{\"id\":42,{}", queued.tail)).expect("job JSON");
+        let mut expected = jobs[0].clone();
+        expected.id = 42;
+        assert_eq!(stored, expected);
+    }
 }

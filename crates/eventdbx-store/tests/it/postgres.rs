@@ -1,8 +1,9 @@
 //! The PostgreSQL engine's own tests, beside the conformance suite: several engines on one
 //! database (as several `dbx` servers would be) racing on hot aggregates and sharing the plugin
 //! queue, where the in-process lock stripes cannot help and only the database's constraints
-//! keep versions gapless; calls from inside a tokio runtime; the schema version check; and a
-//! database that cannot be reached.
+//! keep versions gapless; calls from inside a tokio runtime; the schema version check; a
+//! database that cannot be reached; the one-statement write and the records it remembers; and
+//! positions given after commit (a late commit, several servers, the migration).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier, Mutex};
@@ -507,4 +508,235 @@ fn writers_with_and_without_a_quota_on_two_servers_never_fail_on_a_deadlock() {
         .expect("get")
         .expect("exists");
     assert_eq!(aggregate.version, 1 + 2 * APPENDS as u64);
+}
+
+/// The statements of database `name` PostgreSQL ran since the last reset, but the position
+/// rounds and the counting itself (`pg_stat_statements`, loaded by the test cluster).
+fn statements_run(cluster: &TestCluster, name: &str) -> u64 {
+    let count = cluster.sql(
+        name,
+        "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s \
+         JOIN pg_database d ON d.oid = s.dbid \
+         WHERE d.datname = current_database() AND s.toplevel \
+         AND s.query NOT LIKE '%assign_positions%' AND s.query NOT LIKE '%position_heads%' \
+         AND s.query NOT LIKE '%pg_stat_statements%'",
+    );
+    count.trim().parse().expect("a count")
+}
+
+#[test]
+fn an_append_to_an_aggregate_this_server_wrote_last_is_one_statement() {
+    const APPENDS: u64 = 10;
+    let cluster = TestCluster::shared();
+    let url = cluster.database("one_statement");
+    cluster.sql(
+        "one_statement",
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+    );
+    let storage = server(&url, 1);
+    let create = request(WriteKind::Create, "order", "o-1", json!({}));
+    storage.events.write(T, create).expect("create");
+    cluster.sql("one_statement", "SELECT pg_stat_statements_reset()");
+    for n in 0..APPENDS {
+        let append = request(WriteKind::Append, "order", "o-1", json!({ "n": n }));
+        storage.events.write(T, append).expect("append");
+    }
+    // No read (the record is the one this server committed), no BEGIN or COMMIT: the commit
+    // is one statement, its own transaction.
+    assert_eq!(statements_run(cluster, "one_statement"), APPENDS);
+    let aggregate = storage
+        .events
+        .get(T, "order", "o-1")
+        .expect("get")
+        .expect("exists");
+    assert_eq!(aggregate.version, 1 + APPENDS);
+    storage.events.verify(T, "order", "o-1").expect("verify");
+}
+
+#[test]
+fn a_remembered_record_another_server_changed_is_decided_again_on_the_stored_one() {
+    let url = TestCluster::shared().database("remembered");
+    let (a, b) = (server(&url, 1), server(&url, 2));
+    let create = request(WriteKind::Create, "order", "o-1", json!({"n": 0}));
+    a.events.write(T, create).expect("create");
+    let append = |n: u64| request(WriteKind::Append, "order", "o-1", json!({ "n": n }));
+    // `a` remembers version 1; `b` moves the aggregate to version 2 behind its back.
+    b.events.write(T, append(1)).expect("append on b");
+    let mut expecting_2 = append(2);
+    expecting_2.expected_version = Some(2);
+    let outcome = a
+        .events
+        .write(T, expecting_2)
+        .expect("decided on version 2");
+    assert_eq!(outcome.event.version, 3);
+    assert_eq!(outcome.aggregate.state.get("n"), Some(&json!(2)));
+    let mut stale = append(3);
+    stale.expected_version = Some(2);
+    let err = a.events.write(T, stale).expect_err("version 3 is stored");
+    assert!(
+        matches!(domain(err), CoreError::VersionConflict { .. }),
+        "a stale expectation is a conflict"
+    );
+    // An archive by `b`: `a`'s remembered record says active, the stored one archived.
+    b.events
+        .set_archived(T, "order", "o-1", true, None)
+        .expect("archive on b");
+    let err = a.events.write(T, append(4)).expect_err("archived");
+    assert!(
+        matches!(domain(err), CoreError::AggregateArchived),
+        "the archive is seen"
+    );
+    b.events
+        .set_archived(T, "order", "o-1", false, None)
+        .expect("restore on b");
+    let outcome = a
+        .events
+        .write(T, append(5))
+        .expect("append after the restore");
+    assert_eq!(outcome.event.version, 4);
+    a.events.verify(T, "order", "o-1").expect("verify");
+}
+
+/// The trap of positions taken before a commit: a transaction that queued its event first but
+/// commits after another one, which a reader was already shown, gets a position above it.
+#[test]
+fn an_event_committed_late_is_numbered_above_the_head_a_reader_saw() {
+    let cluster = TestCluster::shared();
+    let url = cluster.database("late_commit");
+    let storage = server(&url, 1);
+    let create = request(WriteKind::Create, "order", "o-1", json!({}));
+    storage.events.write(T, create).expect("create");
+    assert_eq!(storage.events.head_position(T).expect("head"), 1);
+    // A second session (dblink) inserts an event and holds its transaction open while this
+    // one commits another event, numbers it and reads the head; then the second commits.
+    let copy = |id: &str, extra: u64| {
+        format!(
+            "INSERT INTO events (tenant, aggregate_type, aggregate_id, version, event_id, body) \
+             SELECT tenant, aggregate_type, '{id}', version, event_id + {extra}, \
+             replace(body, '\"o-1\"', '\"{id}\"') FROM events WHERE aggregate_id = 'o-1'"
+        )
+    };
+    let script = format!(
+        "CREATE EXTENSION IF NOT EXISTS dblink;\n\
+         SELECT dblink_connect('late', 'host=127.0.0.1 port={port} user=postgres \
+         dbname=late_commit') IS NOT NULL;\n\
+         SELECT dblink_exec('late', 'BEGIN');\n\
+         SELECT dblink_exec('late', $late${late}$late$);\n\
+         {early};\n\
+         SELECT count(*) FROM eventdbx_assign_positions(100);\n\
+         SELECT 'seen ' || head FROM position_heads WHERE tenant = '{T}';\n\
+         SELECT dblink_exec('late', 'COMMIT');\n\
+         SELECT count(*) FROM eventdbx_assign_positions(100);\n",
+        port = cluster.port(),
+        late = copy("o-2", 1),
+        early = copy("o-3", 2),
+    );
+    let output = cluster.script("late_commit", &script);
+    assert!(output.contains("seen 2"), "{output}");
+    let page = storage
+        .events
+        .events_after(T, 0, &eventdbx_store::EventSelector::default(), 10)
+        .expect("page");
+    let got: Vec<(u64, &str)> = page
+        .events
+        .iter()
+        .map(|e| (e.position, e.event.aggregate_id.as_str()))
+        .collect();
+    assert_eq!(got, vec![(1, "o-1"), (2, "o-3"), (3, "o-2")]);
+    assert_eq!(page.head, 3);
+}
+
+/// Two servers writing at once: one gapless order of positions, each aggregate's versions in
+/// it in order, readable from a third.
+#[test]
+fn two_servers_writes_get_one_gapless_order_of_positions() {
+    const APPENDS: u64 = 40;
+    let url = TestCluster::shared().database("positions_shared");
+    let servers = [server(&url, 1), server(&url, 2)];
+    let start = Arc::new(Barrier::new(2));
+    let writers: Vec<_> = servers
+        .iter()
+        .map(|storage| {
+            let (store, start) = (Arc::clone(&storage.events), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                for n in 0..APPENDS {
+                    let id = format!("o-{}", n % 3);
+                    store
+                        .write(
+                            T,
+                            request(WriteKind::Append, "order", &id, json!({ "n": n })),
+                        )
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    // Each server numbers what it acknowledged before its reads answer.
+    for storage in &servers {
+        assert!(storage.events.head_position(T).expect("head") <= 2 * APPENDS);
+    }
+    let reader = server(&url, 3);
+    assert_eq!(reader.events.head_position(T).expect("head"), 2 * APPENDS);
+    let page = reader
+        .events
+        .events_after(T, 0, &eventdbx_store::EventSelector::default(), 1_000)
+        .expect("page");
+    let positions: Vec<u64> = page.events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=2 * APPENDS).collect::<Vec<_>>());
+    let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in &page.events {
+        let last = versions.entry(e.event.aggregate_id.as_str()).or_insert(0);
+        assert_eq!(e.event.version, *last + 1, "{}", e.event.aggregate_id);
+        *last = e.event.version;
+    }
+}
+
+/// A database written before positions (schema 3) gets them when the migration runs: per tenant
+/// in the order the events were sealed, each aggregate's versions in order; later writes
+/// continue from there.
+#[test]
+fn events_stored_before_positions_are_numbered_by_the_migration() {
+    let cluster = TestCluster::shared();
+    let url = cluster.database("before_positions");
+    {
+        let storage = server(&url, 1);
+        for (tenant, id) in [("a", "o-2"), ("b", "o-1"), ("a", "o-1"), ("a", "o-2")] {
+            let append = request(WriteKind::Append, "order", id, json!({}));
+            storage.events.write(tenant, append).expect("append");
+        }
+        storage.events.close();
+    }
+    // Back to schema 3: what migration 4 added, gone.
+    cluster.sql(
+        "before_positions",
+        "DROP TRIGGER events_queue_position ON events; \
+         DROP FUNCTION eventdbx_queue_position(), eventdbx_assign_positions(integer), \
+         eventdbx_write(text, text, text, bigint, bigint, boolean, bigint, bigint, text, \
+         bigint, bigint, text, bigint, bigint, text, text, text, boolean, text[], text[], \
+         text[], text[], integer[], text[], integer, bigint); \
+         DROP TABLE position_queue, event_positions, position_heads, position_sequencer; \
+         DELETE FROM eventdbx_migrations WHERE version = 4",
+    );
+    let storage = server(&url, 1);
+    assert_eq!(storage.events.head_position("a").expect("head"), 3);
+    assert_eq!(storage.events.head_position("b").expect("head"), 1);
+    let append = request(WriteKind::Append, "order", "o-1", json!({}));
+    storage.events.write("a", append).expect("append");
+    let page = storage
+        .events
+        .events_after("a", 0, &eventdbx_store::EventSelector::default(), 10)
+        .expect("page");
+    let got: Vec<(u64, &str, u64)> = page
+        .events
+        .iter()
+        .map(|e| (e.position, e.event.aggregate_id.as_str(), e.event.version))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(1, "o-2", 1), (2, "o-1", 1), (3, "o-2", 2), (4, "o-1", 2)]
+    );
 }

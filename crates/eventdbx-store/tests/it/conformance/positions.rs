@@ -3,14 +3,15 @@
 //! reopen, per tenant, and announced to commit listeners.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use eventdbx_core::write::WriteKind;
 use eventdbx_store::{Durability, EventSelector, EventStore, PositionedEvent};
 use serde_json::json;
 
-use super::{append, engine, open, relaxed, request, T};
+use super::{append, engine, open, relaxed, request, LISTENERS_HEAR_BEFORE_THE_WRITE_RETURNS, T};
 
 const WRITERS: usize = 8;
 const PER_WRITER: usize = 60;
@@ -201,27 +202,53 @@ fn positions_are_per_tenant_and_selectors_narrow_the_page() {
     assert_eq!(page.last_examined, 3);
 }
 
+/// The highest head a listener reported, and a condition to wait for a higher one.
+type Heard = Arc<(Mutex<u64>, Condvar)>;
+
+fn heard_now(heard: &Heard) -> u64 {
+    *heard.0.lock().expect("lock")
+}
+
+/// Waits until the listener heard `head` (an engine whose listeners hear a commit after the
+/// write returns); fails after 30 s.
+fn wait_until_heard(heard: &Heard, head: u64) -> u64 {
+    let (lock, changed) = &**heard;
+    let guard = lock.lock().expect("lock");
+    let (guard, waited) = changed
+        .wait_timeout_while(guard, Duration::from_secs(30), |h| *h < head)
+        .expect("lock");
+    assert!(!waited.timed_out(), "no listener heard head {head}");
+    *guard
+}
+
 #[test]
 fn commit_listeners_hear_the_head_once_it_is_readable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = engine(dir.path(), Durability::Relaxed);
     let store = storage.events;
-    let heard = Arc::new(AtomicU64::new(0));
+    let heard: Heard = Arc::new((Mutex::new(0), Condvar::new()));
     {
         let heard = Arc::clone(&heard);
         store
             .listen_commits(Arc::new(move |tenant, head| {
                 if tenant == T {
-                    heard.fetch_max(head, Ordering::AcqRel);
+                    let (lock, changed) = &*heard;
+                    let mut value = lock.lock().expect("lock");
+                    *value = (*value).max(head);
+                    changed.notify_all();
                 }
             }))
             .expect("listen");
     }
     append(&*store, "acme", "order", "o-1", json!({}));
-    assert_eq!(heard.load(Ordering::Acquire), 0, "another tenant's commit");
+    assert_eq!(heard_now(&heard), 0, "another tenant's commit");
     for n in 1..=3 {
         append(&*store, T, "order", "o-1", json!({ "n": n }));
-        let head = heard.load(Ordering::Acquire);
+        let head = if LISTENERS_HEAR_BEFORE_THE_WRITE_RETURNS {
+            heard_now(&heard)
+        } else {
+            wait_until_heard(&heard, n)
+        };
         assert_eq!(head, n);
         let page = store
             .events_after(T, head - 1, &EventSelector::default(), 10)

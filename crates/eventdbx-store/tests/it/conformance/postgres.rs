@@ -20,10 +20,16 @@ pub(crate) use super::{append, append_until_refused, domain, request, T};
 mod jobs;
 #[path = "paging.rs"]
 mod paging;
+#[path = "positions.rs"]
+mod positions;
 #[path = "references.rs"]
 pub(crate) mod references;
 #[path = "writes.rs"]
 mod writes;
+
+/// Commit listeners hear a head once a round numbered the commit's events, just after the
+/// write returns (docs/subscriptions.md, "Positions").
+pub(crate) const LISTENERS_HEAR_BEFORE_THE_WRITE_RETURNS: bool = false;
 
 /// The engine under test, opened (or reopened) on the database of `dir` with `durability`.
 pub(crate) fn engine(dir: &Path, durability: Durability) -> Storage {

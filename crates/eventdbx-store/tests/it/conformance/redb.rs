@@ -15,14 +15,15 @@ pub(crate) use super::{append, append_until_refused, domain, request, T};
 mod jobs;
 #[path = "paging.rs"]
 mod paging;
-// Positions are the embedded engine's alone so far (the PostgreSQL engine refuses
-// subscriptions: docs/subscriptions.md); this moves beside the others once both have them.
 #[path = "positions.rs"]
 mod positions;
 #[path = "references.rs"]
 pub(crate) mod references;
 #[path = "writes.rs"]
 mod writes;
+
+/// Commit listeners are called inside the commit, before the write returns.
+pub(crate) const LISTENERS_HEAR_BEFORE_THE_WRITE_RETURNS: bool = true;
 
 /// The engine under test, opened (or reopened) on `dir` with `durability`. Every engine must
 /// honour both durability modes; the suite uses relaxed mode where a test writes a lot.

@@ -1,0 +1,280 @@
+//! Event positions on PostgreSQL (`docs/subscriptions.md`, "Positions"): every committed event
+//! gets its tenant's next position after it commits, never before, so no reader can be shown a
+//! position that a slower transaction later fills in below it.
+//!
+//! A write only queues its events (a trigger on `events` adds a row to `position_queue` in the
+//! write's own transaction). A *round*, `eventdbx_assign_positions` (migration 2 in
+//! `schema.rs`), numbers the queue rows that have committed after the tenant's head and raises
+//! the head, in one transaction; rounds run one at a time across every server sharing the
+//! database (each locks the `position_sequencer` row). A transaction that commits late is simply
+//! numbered by a later round, above every position shown before. Readers only read numbered
+//! events. Neither advisory locks nor LISTEN/NOTIFY are involved.
+//!
+//! Who runs rounds:
+//! - a task of each engine ([`follow`]), woken by this engine's commits (so its own commits are
+//!   numbered at once, and its commit listeners hear the new head) and at least every
+//!   [`POLL`], which also numbers commits of a server that died before its round and reports
+//!   heads raised by other servers' rounds to this engine's listeners;
+//! - a reader ([`events_after`], [`head`]) that finds commits of this engine not yet covered by
+//!   a finished round: what this process acknowledged is readable by its next read;
+//! - the engine at open and at close.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use eventdbx_core::merkle::Event;
+use eventdbx_store::{CommitListener, EventSelector, PositionPage, PositionedEvent, Result};
+
+use crate::records::decode;
+use crate::{col, db, pool_error, signed, unsigned, Cached, PostgresStore};
+
+/// The longest time before a commit of another server (or one that died before numbering it)
+/// gets its position and this engine's listeners hear of it.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// Queue rows one round numbers at most (a round that takes this many runs again).
+const ROUND_LIMIT: i32 = 10_000;
+
+/// How many rows one [`events_after`] call examines at most, as in the embedded engine, so a
+/// selector that matches nothing does not read the whole history in one call.
+const MAX_EXAMINED: usize = 10_000;
+
+/// Rows read per round trip by [`events_after`].
+const BATCH: i64 = 512;
+
+const ASSIGN: &str =
+    "SELECT advanced_tenant, new_head, assigned FROM eventdbx_assign_positions($1)";
+
+/// What the engine knows about its own commits and who listens.
+#[derive(Default)]
+pub(crate) struct Positions {
+    /// Commits of this engine that queued events, counted once each has committed.
+    committed: AtomicU64,
+    /// The value of `committed` when the latest finished round began: every commit counted up
+    /// to it has its positions.
+    covered: AtomicU64,
+    wake: tokio::sync::Notify,
+    listeners: RwLock<Vec<CommitListener>>,
+    /// The last head each listener heard per tenant, so a head is reported once.
+    reported: Mutex<HashMap<String, u64>>,
+}
+
+impl Positions {
+    /// Counts a commit that queued events and wakes the follower to number them.
+    pub(crate) fn committed(&self) {
+        self.committed.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn listen(&self, listener: CommitListener) {
+        self.listeners
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(listener);
+    }
+
+    fn listening(&self) -> bool {
+        !self
+            .listeners
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_empty()
+    }
+
+    /// Tells the listeners about every head above what they heard.
+    fn report(&self, heads: Vec<(String, u64)>) {
+        if heads.is_empty() || !self.listening() {
+            return;
+        }
+        let raised: Vec<(String, u64)> = {
+            let mut reported = self
+                .reported
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            heads
+                .into_iter()
+                .filter(|(tenant, head)| {
+                    let heard = reported.entry(tenant.clone()).or_insert(0);
+                    let higher = *head > *heard;
+                    *heard = (*heard).max(*head);
+                    higher
+                })
+                .collect()
+        };
+        let listeners = self
+            .listeners
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (tenant, head) in &raised {
+            for listener in listeners.iter() {
+                listener(tenant, *head);
+            }
+        }
+    }
+}
+
+/// Runs rounds until the queue holds nothing committed, then records what they covered.
+async fn round(pool: &Pool, positions: &Positions) -> Result<()> {
+    let target = positions.committed.load(Ordering::Acquire);
+    let client = pool.get().await.map_err(pool_error)?;
+    loop {
+        let rows = client
+            .query_cached(ASSIGN, &[&ROUND_LIMIT])
+            .await
+            .map_err(db)?;
+        let mut assigned = 0;
+        let mut heads = Vec::with_capacity(rows.len());
+        for row in &rows {
+            heads.push((col::<String>(row, 0)?, unsigned(col(row, 1)?)));
+            assigned += col::<i64>(row, 2)?;
+        }
+        positions.report(heads);
+        if assigned < i64::from(ROUND_LIMIT) {
+            break;
+        }
+    }
+    positions.covered.fetch_max(target, Ordering::AcqRel);
+    Ok(())
+}
+
+/// Reports the heads other servers' rounds raised.
+async fn poll_heads(pool: &Pool, positions: &Positions) -> Result<()> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let rows = client
+        .query_cached("SELECT tenant, head FROM position_heads", &[])
+        .await
+        .map_err(db)?;
+    let heads = rows
+        .iter()
+        .map(|row| Ok((col::<String>(row, 0)?, unsigned(col(row, 1)?))))
+        .collect::<Result<Vec<_>>>()?;
+    positions.report(heads);
+    Ok(())
+}
+
+/// Numbers the commits this engine acknowledged that no finished round covers yet (`always`:
+/// runs a round anyway, for commits of other processes).
+pub(crate) fn settle(store: &PostgresStore, always: bool) -> Result<()> {
+    let positions = store.positions();
+    let behind =
+        positions.covered.load(Ordering::Acquire) < positions.committed.load(Ordering::Acquire);
+    if !(always || behind) {
+        return Ok(());
+    }
+    let (pool, positions) = (store.pool(), Arc::clone(&store.positions));
+    store.run(async move { round(&pool, &positions).await })
+}
+
+/// Starts the engine's follower on its runtime: a round after each wake-up by a local commit and
+/// every [`POLL`] at the latest; failures (the database away) are retried at the next turn.
+pub(crate) fn follow(handle: &tokio::runtime::Handle, pool: Pool, positions: Arc<Positions>) {
+    handle.spawn(async move {
+        let mut polled = tokio::time::Instant::now();
+        loop {
+            let _ = tokio::time::timeout(POLL, positions.wake.notified()).await;
+            let _ = round(&pool, &positions).await;
+            if positions.listening() && polled.elapsed() >= POLL {
+                polled = tokio::time::Instant::now();
+                let _ = poll_heads(&pool, &positions).await;
+            }
+        }
+    });
+}
+
+/// The tenant's head as stored (0 for none).
+fn stored_head(store: &PostgresStore, tenant: &str) -> Result<u64> {
+    let (pool, tenant) = (store.pool(), tenant.to_owned());
+    store.run(async move {
+        let client = pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt_cached(
+                "SELECT head FROM position_heads WHERE tenant = $1",
+                &[&tenant],
+            )
+            .await
+            .map_err(db)?;
+        row.map_or(Ok(0), |row| Ok(unsigned(col(&row, 0)?)))
+    })
+}
+
+/// [`eventdbx_store::EventStore::head_position`].
+pub(crate) fn head(store: &PostgresStore, tenant: &str) -> Result<u64> {
+    settle(store, false)?;
+    stored_head(store, tenant)
+}
+
+/// One batch of numbered events after `after`: (position, type, id, event JSON).
+type Numbered = Vec<(u64, String, String, String)>;
+
+fn numbered_after(store: &PostgresStore, tenant: &str, after: u64, limit: i64) -> Result<Numbered> {
+    let (pool, tenant) = (store.pool(), tenant.to_owned());
+    store.run(async move {
+        let client = pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query_cached(
+                "SELECT p.position, p.aggregate_type, p.aggregate_id, e.body \
+                 FROM event_positions p JOIN events e ON e.tenant = p.tenant \
+                 AND e.aggregate_type = p.aggregate_type AND e.aggregate_id = p.aggregate_id \
+                 AND e.version = p.version \
+                 WHERE p.tenant = $1 AND p.position > $2 ORDER BY p.position LIMIT $3",
+                &[&tenant, &signed(after), &limit],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    unsigned(col(row, 0)?),
+                    col(row, 1)?,
+                    col(row, 2)?,
+                    col(row, 3)?,
+                ))
+            })
+            .collect::<Result<Numbered>>()
+    })
+}
+
+/// [`eventdbx_store::EventStore::events_after`]. The head is read after the events, so it is
+/// never below a position the page holds (heads only rise).
+pub(crate) fn events_after(
+    store: &PostgresStore,
+    tenant: &str,
+    after: u64,
+    selector: &EventSelector,
+    take: usize,
+) -> Result<PositionPage> {
+    settle(store, false)?;
+    let mut page = PositionPage {
+        events: Vec::new(),
+        last_examined: after,
+        head: 0,
+    };
+    let mut examined = 0;
+    'pages: while take > 0 && examined < MAX_EXAMINED {
+        let limit = BATCH.min(i64::try_from(MAX_EXAMINED - examined).unwrap_or(BATCH));
+        let rows = numbered_after(store, tenant, page.last_examined, limit)?;
+        let exhausted = (rows.len() as i64) < limit;
+        for (position, aggregate_type, aggregate_id, body) in rows {
+            examined += 1;
+            page.last_examined = position;
+            if !selector.takes_aggregate(&aggregate_type, &aggregate_id) {
+                continue;
+            }
+            let event: Event = decode(&body)?;
+            if selector.takes(&event) {
+                page.events.push(PositionedEvent { position, event });
+                if page.events.len() >= take {
+                    break 'pages;
+                }
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    page.head = stored_head(store, tenant)?;
+    Ok(page)
+}
