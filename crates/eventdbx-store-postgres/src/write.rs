@@ -577,7 +577,7 @@ fn prepare(
     let plan = Plan {
         tenant: tenant.to_owned(),
         revision,
-        columns: record.columns()?,
+        columns: crate::records::columns(&record)?,
         record,
         event_id,
         event_body,
