@@ -201,8 +201,9 @@ fn polling_sessions_stay_under_the_cap_and_give_their_slots_back() {
 /// reading an answer: too late for any poll of the default 50 µs, yet within the millisecond
 /// that makes a conversation look busy) costs the server ever fewer polls: each poll that
 /// catches nothing doubles the waits before the next (1, 2, 4, … 1,024), so 2,000 requests see
-/// at most 11 polls, none of them a hit. A slower machine only stretches the gaps, which makes
-/// fewer polls, never more.
+/// at most 11 polls. A slower machine only stretches the gaps, which makes fewer polls, with one
+/// exception: a poll whose thread is preempted past the request's arrival catches it, and each
+/// catch restarts the back-off (at most 4 halving polls, then 11 more).
 #[test]
 fn a_client_slower_than_the_poll_costs_ever_fewer_polls() {
     let server = TestServer::start(|config| config.allow_plaintext = true);
@@ -217,12 +218,8 @@ fn a_client_slower_than_the_poll_costs_ever_fewer_polls() {
         assert_eq!(got["aggregate"]["aggregate_id"], "o-slow", "{got}");
     }
     let (polls, hits) = poll_counts(server.server().metrics());
-    assert_eq!(
-        hits, 0,
-        "no poll can catch a request sent 300 µs after the answer"
-    );
     assert!(
-        polls <= 11,
-        "{polls} polls for 2,000 requests that no poll can catch"
+        polls <= 11 + 15 * hits,
+        "{polls} polls ({hits} caught a request) for 2,000 requests sent after the poll ended"
     );
 }
