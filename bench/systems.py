@@ -138,9 +138,9 @@ SYSTEMS: List[System] = [
     System("dbx-fsync-plain", "dbx", "fsync", "durable", "plaintext", True, _FSYNC,
            _dbx("plaintext"), frozenset({"W1", "W7"})),
     System("dbx-relaxed-v2", "dbx", "relaxed", "relaxed", "v2", True, _RELAXED, _dbx("v2"),
-           ALL - {"IDLE"}),
+           ALL),
     # The server's busy-polling off (`[socket] busy_poll_us = 0`): its CPU per request beside
-    # the row above, and at rest.
+    # the row above, at rest and with mostly idle connections (the report pairs the two).
     System("dbx-relaxed-v2-nopoll", "dbx (server busy-poll off)", "relaxed", "relaxed", "v2",
            True, _RELAXED_NO_POLL, _dbx("v2"), frozenset({"W1", "W7", "IDLE", "CLIENT"})),
     # Our server storing in PostgreSQL (its own scratch cluster; the server's CPU includes the

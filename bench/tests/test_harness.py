@@ -148,3 +148,33 @@ def test_client_cost_targets_compare_exact_variants() -> None:
     # Either transport over psycopg's cost misses.
     points[3] = _client_point(SDK_ASYNC_V2, "dbx-relaxed-v2", 121.0)
     assert targets(points)[async_target].status == "missed"
+
+
+def test_idle_verdicts_and_the_busy_poll_pairs() -> None:
+    from bench.report import POLL_OFF, POLL_ON, busy_poll_pairs, markdown
+    from bench.workloads.connections import PACED, SILENT
+
+    def idle(variant: str, key: str, pct: float) -> Point:
+        point = _point("IDLE", variant, key, 100, seconds=10.0)
+        point.extra = {"server_core_pct": pct}
+        return point
+
+    points = [idle(SILENT, "dbx-fsync-v2", 0.4), idle(PACED, POLL_ON, 2.1),
+              idle(PACED, POLL_OFF, 2.0), idle(SILENT, POLL_OFF, 0.3),
+              _point("W1", "create + 10 appends", POLL_ON, 3_000)]
+    by_target = {v.target: v for v in verdicts(_outcome(points))}
+    silent = by_target["a server with 64 idle connections uses < 1% of a core"]
+    assert (silent.status, silent.measured.split(" (")[0]) == ("met", "0.40% of a core")
+    paced = next(v for t, v in by_target.items() if t.startswith("64 connections sending"))
+    assert paced.status == "met", paced  # within the 10% the run's noise is allowed
+    assert paced.measured.startswith("2.10% vs 2.00% of a core")
+    points[1].extra = {"server_core_pct": 2.3}
+    paced = next(v for v in verdicts(_outcome(points)) if v.target.startswith("64 connections"))
+    assert paced.status == "missed"
+    # Only the points both servers measured are paired (W1 ran with polling on only here).
+    pairs = busy_poll_pairs(_outcome(points))
+    assert [(a.variant, a.system_key, b.system_key) for a, b in pairs] == [
+        (PACED, POLL_ON, POLL_OFF)]
+    assert "| IDLE | " + PACED + " | " in markdown(_outcome(points), figures=[])
+    empty = {v.target: v.status for v in verdicts(_outcome([]))}
+    assert empty["a server with 64 idle connections uses < 1% of a core"] == "not measured"

@@ -1,16 +1,22 @@
 """Connection workloads: W7 (connect, handshake, one call, close; sequential and 8-way) and
-IDLE (what a server burns at rest with 64 open, idle connections)."""
+IDLE (what a server burns at rest with 64 open connections, silent or each sending a `get` every
+100 ms)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Dict, List
 
+from ..drivers import Driver
 from ..measure import Run
 from . import Sizes, Target, Workload, close_all, measure, once, payloads, timed
 
 TYPE = "account"
 IDLE_CONNECTIONS = 64
+#: How often each connection of the paced IDLE variant sends its `get`.
+PACED_PERIOD = 0.1
+SILENT = f"{IDLE_CONNECTIONS} idle connections"
+PACED = f"{IDLE_CONNECTIONS} connections, a get every 100 ms each"
 
 
 async def _seed_one(target: Target) -> None:
@@ -57,16 +63,21 @@ class W7Connect(Workload):
 
 
 class Idle(Workload):
-    """64 connections each make one call, then stay open and silent while the server's CPU is
-    read over ``Sizes.idle_seconds``: the run's one "operation" is that interval, so its server
-    CPU per op is the CPU of the whole idle interval."""
+    """64 connections each make one call, then, while the server's CPU is read over
+    ``Sizes.idle_seconds``, either stay open and silent (``SILENT``: the run's one "operation"
+    is that interval, so its server CPU per op is the CPU of the whole idle interval) or each
+    send one `get` every 100 ms (``PACED``: mostly idle but not silent, where a busy-poll that
+    did not adapt would spin after every answer; its operations are the requests)."""
 
     id = "IDLE"
-    title = "server CPU at rest with 64 idle connections"
+    title = "server CPU at rest: 64 idle connections, and 64 sending a get every 100 ms each"
     unit = "intervals/s"
 
     def variants(self, sizes: Sizes) -> List[str]:
-        return [f"{IDLE_CONNECTIONS} idle connections"]
+        return [SILENT, PACED]
+
+    def unit_of(self, variant: str) -> str:
+        return self.unit if variant == SILENT else "requests/s"
 
     async def prepare(self, target: Target, sizes: Sizes) -> None:
         await _seed_one(target)
@@ -75,12 +86,27 @@ class Idle(Workload):
         drivers = await target.connect(IDLE_CONNECTIONS)
         try:
             await asyncio.gather(*(d.get(TYPE, "w7-probe") for d in drivers))
+            if variant == SILENT:
+                async def silent(run: Run) -> None:
+                    await asyncio.sleep(sizes.idle_seconds)  # the measured interval itself
+                    run.ops = 1
 
-            async def body(run: Run) -> None:
-                await asyncio.sleep(sizes.idle_seconds)  # the measured interval itself
-                run.ops = 1
+                return await measure(target, silent)
+            ticks = max(1, round(sizes.idle_seconds / PACED_PERIOD))
 
-            return await measure(target, body)
+            async def lane(run: Run, driver: Driver, offset: float) -> None:
+                # On a fixed schedule (no drift), the connections spread over the period.
+                loop = asyncio.get_running_loop()
+                start = loop.time() + offset
+                for tick in range(ticks):
+                    await asyncio.sleep(max(0.0, start + tick * PACED_PERIOD - loop.time()))
+                    await timed(run, driver.get(TYPE, "w7-probe"))
+
+            async def paced(run: Run) -> None:
+                await asyncio.gather(*(lane(run, d, i * PACED_PERIOD / IDLE_CONNECTIONS)
+                                       for i, d in enumerate(drivers)))
+
+            return await measure(target, paced)
         finally:
             await close_all(drivers)
 

@@ -8,6 +8,8 @@
 //! ```text
 //! cargo run --release -p eventdbx-client --example roundtrips [requests] [v1|v2|plaintext] [get|apply] [async|blocking]
 //! ```
+//!
+//! `EVENTDBX_BUSY_POLL_US` sets the client's poll budget (`0`: no polling).
 
 use std::time::{Duration, Instant};
 
@@ -90,7 +92,12 @@ fn main() -> Result<()> {
         let (config, dir, runtime) = in_process_server(transport == Transport::Plaintext)?;
         (config, Some((dir, runtime)))
     };
-    let config = config.transport(transport);
+    let mut config = config.transport(transport);
+    // The client's own poll for its answers (`ClientConfig::busy_poll`; 0 turns it off), to
+    // measure what it costs and saves.
+    if let Ok(micros) = std::env::var("EVENTDBX_BUSY_POLL_US") {
+        config = config.busy_poll(Duration::from_micros(micros.parse()?));
+    }
     let what = if apply { "applies" } else { "gets" };
     if blocking {
         // The blocking client, as a synchronous caller (the Python SDK's sync methods) uses it.

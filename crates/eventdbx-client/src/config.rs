@@ -147,9 +147,13 @@ pub struct ClientConfig {
     /// current-thread runtime (the [`blocking`](crate::blocking) client's, the Python SDK's
     /// synchronous client's) that runtime runs nothing else meanwhile; on a multi-thread
     /// runtime it holds one worker. At most one caller per CPU but one, and one per worker but
-    /// one, polls at a time in the process; none on a single CPU. Adaptive: after polls that end with no answer, the
-    /// connection polls once every 2, 4, … 64 requests until one catches an answer again.
-    /// Polling time is CPU time.
+    /// one, polls at a time in the process; none on a single CPU. Adaptive: a caller polls only
+    /// while the connection's conversation is hot, for a request that follows the previous
+    /// answer within a millisecond and after answers that came within a millisecond of their
+    /// request; polls that end with no answer halve the budget down to no polling at all, and
+    /// each such cool-down doubles the quick answers needed before the next poll (1, 2, 4, …
+    /// 1,024), so a connection used now and then, or one whose answers are slow (durable
+    /// writes), costs next to nothing. Polling time is CPU time.
     pub busy_poll: Duration,
     /// Whether [`Transport::Auto`] may fall back to protocol v1, which sends the token in clear,
     /// on first contact with a server that does not speak v2 (default `true`, for EventDBX

@@ -42,7 +42,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// The target of this module's log events, whichever file they come from: Python sees them as
 /// the `eventdbx.client.connection` logger, a name applications configure.
 const LOG_TARGET: &str = "eventdbx_client::connection";
-use read_side::{read_loop, Opening, Pending, Shared};
+use read_side::{read_loop, AnswerWait, Opening, Pending, Shared};
 use writer::{Sealing, Writer};
 
 /// A decoded `ControlResponse`.
@@ -188,12 +188,15 @@ impl Connection {
         let mut answer = answer;
         let exchange = async {
             self.send(id, &bytes).await?;
-            if let Some(result) = self.poll_for_answer(&mut answer) {
-                return result;
-            }
-            answer
+            let parked = match self.poll_for_answer(&mut answer) {
+                AnswerWait::Answered(result) => return result,
+                AnswerWait::Parked(parked) => parked,
+            };
+            let result = answer
                 .await
-                .unwrap_or_else(|_| Err(Error::connection("connection closed")))
+                .unwrap_or_else(|_| Err(Error::connection("connection closed")));
+            self.answer_came(parked);
+            result
         };
         match tokio::time::timeout_at(deadline, exchange).await {
             Ok(result) => {

@@ -4,12 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use eventdbx_proto::frame::{FrameBuffer, Polled};
+use eventdbx_proto::frame::FrameBuffer;
 use eventdbx_proto::message;
 use eventdbx_proto::noise::{self, v2};
-use eventdbx_proto::transport::{available_cpus, poll_cap, PollSlot};
+use eventdbx_proto::transport::{available_cpus, poll_cap, PollBudget, PollSlot, Waited, WARM_GAP};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 
@@ -177,30 +177,56 @@ fn closing_notice(message: &[u8]) -> Error {
     }
 }
 
+/// How a caller's poll for its answer ended.
+pub(super) enum AnswerWait {
+    /// The poll caught the answer (or the connection's end).
+    Answered(Result<Response>),
+    /// The caller waits for the reader task; once its answer came, it hands this to
+    /// [`Connection::answer_came`].
+    Parked(ParkedWait),
+}
+
+/// A caller waiting for the reader task to deliver its answer.
+pub(super) struct ParkedWait {
+    /// When the request went out (`None` when polling is off: nothing to learn).
+    sent: Option<Instant>,
+    /// The caller polled first and the poll ended with nothing.
+    polled: bool,
+}
+
 impl Connection {
     /// Reads the socket for the answer for up to the poll budget, on the caller's thread (see
-    /// [`crate::ClientConfig::busy_poll`]): `None` when it did not come in time (or polling is off, or
-    /// not this request's turn), and the caller then waits for the reader task as usual.
+    /// [`crate::ClientConfig::busy_poll`]), when [`AnswerPoll`] says so: `Parked` when the
+    /// answer did not come in time (or polling is off, or the conversation is not hot, or no
+    /// turn is free), and the caller then waits for the reader task as usual.
     /// Bytes read here go through the same buffer and cipher as the reader's, under the same
     /// lock, so whoever reads next continues the stream in step; reading behind tokio's back
     /// is sound with its edge-triggered reactor (a stale readiness costs one empty read).
     pub(super) fn poll_for_answer(
         &self,
         answer: &mut oneshot::Receiver<Result<Response>>,
-    ) -> Option<Result<Response>> {
+    ) -> AnswerWait {
         if !self.polls {
-            return None;
+            return AnswerWait::Parked(ParkedWait {
+                sent: None,
+                polled: false,
+            });
         }
-        let budget = {
-            let mut poll = self.shared.answer_poll();
-            if !poll.due() {
-                return None;
-            }
-            poll.budget
+        let started = Instant::now();
+        let budget = self.shared.answer_poll().due(started);
+        let parked = |polled| {
+            AnswerWait::Parked(ParkedWait {
+                sent: Some(started),
+                polled,
+            })
         };
-        let _slot = poll_turn()?;
+        if budget.is_zero() {
+            return parked(false);
+        }
+        let Some(_slot) = poll_turn() else {
+            return parked(false);
+        };
         let socket = socket2::SockRef::from(&self.watch);
-        let started = std::time::Instant::now();
         let outcome = loop {
             match answer.try_recv() {
                 Ok(result) => break Some(result),
@@ -234,52 +260,64 @@ impl Connection {
                 self.kill(err);
             }
         };
-        self.shared.answer_poll().polled(if outcome.is_some() {
-            Polled::Frame
-        } else {
-            Polled::TimedOut
-        });
-        outcome
+        match outcome {
+            Some(result) => {
+                self.shared
+                    .answer_poll()
+                    .answered(Waited::Caught, Instant::now());
+                AnswerWait::Answered(result)
+            }
+            None => parked(true),
+        }
+    }
+
+    /// The reader task delivered the answer of a caller that had parked.
+    pub(super) fn answer_came(&self, wait: ParkedWait) {
+        if let Some(sent) = wait.sent {
+            let now = Instant::now();
+            let waited = Waited::Parked {
+                polled: wait.polled,
+                after: now.saturating_duration_since(sent),
+            };
+            self.shared.answer_poll().answered(waited, now);
+        }
     }
 }
 
-/// When the reader polls for an answer (see [`crate::ClientConfig::busy_poll`]): once per request
-/// sent, unless recent polls ended with no answer; after `n` such polls in a row (up to 6) it
-/// lets 2^n requests go by unpolled before it tries again.
+/// When callers poll for their answers (see [`crate::ClientConfig::busy_poll`]): only while the
+/// conversation is hot, as a [`PollBudget`] learns it from how the answers came, and only for
+/// a request that follows the connection's previous answer within [`WARM_GAP`] (a caller
+/// that pauses between requests starts cold, so a mostly idle connection never polls).
 #[derive(Debug)]
 struct AnswerPoll {
-    budget: Duration,
-    /// Polls in a row that ended with no answer (at most 6).
-    misses: u32,
-    /// Requests still to let go by without polling.
-    skip: u32,
+    budget: PollBudget,
+    /// When the latest answer came.
+    last_answer: Option<Instant>,
 }
 
 impl AnswerPoll {
     fn new(budget: Duration) -> Self {
         AnswerPoll {
-            budget,
-            misses: 0,
-            skip: 0,
+            budget: PollBudget::new(budget),
+            last_answer: None,
         }
     }
 
-    /// A request went out: whether to poll for its answer.
-    fn due(&mut self) -> bool {
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
+    /// A request goes out `now`: how long to poll for its answer (zero: not at all).
+    fn due(&mut self, now: Instant) -> Duration {
+        let follows = self
+            .last_answer
+            .is_some_and(|at| now.saturating_duration_since(at) <= WARM_GAP);
+        if !follows {
+            self.budget.paused();
         }
-        true
+        self.budget.budget()
     }
 
-    fn polled(&mut self, outcome: Polled) {
-        if outcome == Polled::TimedOut {
-            self.misses = (self.misses + 1).min(6);
-            self.skip = 1 << self.misses;
-        } else {
-            self.misses = 0;
-        }
+    /// An answer came `now`, this way.
+    fn answered(&mut self, waited: Waited, now: Instant) {
+        self.budget.waited(waited);
+        self.last_answer = Some(now);
     }
 }
 
@@ -358,6 +396,69 @@ mod tests {
         );
         let other = closing_notice(b"not a reply").to_string();
         assert!(other.contains("request id 0"), "{other}");
+    }
+
+    /// Answers that come 50 µs after their request, once the caller parked.
+    const QUICK: Waited = Waited::Parked {
+        polled: false,
+        after: Duration::from_micros(50),
+    };
+
+    #[test]
+    fn a_caller_in_a_quick_conversation_polls_and_one_that_pauses_does_not() {
+        let budget = Duration::from_micros(100);
+        let mut poll = AnswerPoll::new(budget);
+        let start = Instant::now();
+        let at = |micros: u64| start + Duration::from_micros(micros);
+        // The first request of a connection is not polled for; its quick answer arms the poll.
+        assert_eq!(poll.due(at(0)), Duration::ZERO);
+        poll.answered(QUICK, at(50));
+        // The next request follows the answer within a millisecond: polled for.
+        assert_eq!(poll.due(at(80)), budget);
+        poll.answered(Waited::Caught, at(120));
+        assert_eq!(poll.due(at(150)), budget);
+        poll.answered(Waited::Caught, at(190));
+        // A request 100 ms after the previous answer: the caller paused, no poll. Its answer
+        // (quick again) re-arms the poll for a request that follows it at once.
+        assert_eq!(poll.due(at(100_190)), Duration::ZERO);
+        poll.answered(QUICK, at(100_240));
+        assert_eq!(poll.due(at(100_260)), budget);
+    }
+
+    #[test]
+    fn a_connection_used_once_every_100_ms_never_polls() {
+        let mut poll = AnswerPoll::new(Duration::from_micros(100));
+        let start = Instant::now();
+        for n in 0..1_000u64 {
+            let sent = start + Duration::from_millis(100 * n);
+            assert_eq!(poll.due(sent), Duration::ZERO, "request {n}");
+            poll.answered(QUICK, sent + Duration::from_micros(50));
+        }
+    }
+
+    #[test]
+    fn answers_slower_than_the_poll_stop_the_polling() {
+        let budget = Duration::from_micros(100);
+        let mut poll = AnswerPoll::new(budget);
+        let start = Instant::now();
+        let mut now = start;
+        let mut polled = 0;
+        // Durable writes: each answer 400 µs after its request, the next request at once.
+        for _ in 0..2_000 {
+            let due = poll.due(now);
+            now += Duration::from_micros(400);
+            if !due.is_zero() {
+                polled += 1;
+            }
+            let waited = Waited::Parked {
+                polled: !due.is_zero(),
+                after: Duration::from_micros(400),
+            };
+            poll.answered(waited, now);
+        }
+        // Every fruitless poll doubles the requests before the next one (1, 2, 4, … 1,024).
+        assert!(polled <= 11, "{polled} polls for 2,000 slow answers");
+        assert!(polled >= 1, "the conversation looked hot at first");
     }
 
     #[test]

@@ -11,15 +11,18 @@
 //!   [`read_hello`]: reading and writing what [`crate::frame`] and [`crate::hello`] encode.
 //! - [`SessionLimits`]: the frame cap and largest message of each v1 session kind.
 //! - [`PollSlot`] and [`poll_cap`]: the process-wide cap on sessions busy-polling at once.
+//! - [`PollBudget`]: how long one waiter polls, adapted to how its recent waits ended.
 
 mod io;
 mod poll;
+mod poll_budget;
 
 use crate::frame::{NOISE_MAX_PLAINTEXT, V1_MAX_NOISE_FRAME, V1_MAX_PLAINTEXT_FRAME};
 use crate::ProtoError;
 
 pub use io::{read_frame, read_handshake_frame, read_hello, write_frame, FrameReader};
 pub use poll::{available_cpus, poll_cap, PollSlot};
+pub use poll_budget::{PollBudget, Waited, WARM_GAP};
 
 /// What can end a read or a write of the transport.
 #[derive(Debug, thiserror::Error)]

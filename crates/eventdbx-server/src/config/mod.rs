@@ -125,15 +125,18 @@ pub enum ConfigError {
 pub struct SocketConfig {
     /// Address the control socket binds; `127.0.0.1:6363` (the reference binds `0.0.0.0`).
     pub bind_addr: String,
-    /// `busy_poll_us` (ours; 50): how long, in microseconds, a session whose conversation is
-    /// hot polls its socket with non-blocking reads after answering, before it parks until the
-    /// socket is readable. A sequential client's next request then finds the server running,
-    /// instead of on a CPU that went idle and must be woken (tens of microseconds on a VM whose
-    /// idle vCPUs halt). A session polls only when it has nothing in flight and nothing
-    /// buffered, and its previous request came within a millisecond of the previous answer;
-    /// after polls that end with no request it polls less often (every 2nd, 4th, … up to every
-    /// 64th answer). At most one session per runtime worker but one (at least one) polls at a
-    /// time, none on a single CPU. Polling time is CPU time. `0` disables it; at most 1000.
+    /// `busy_poll_us` (ours; 50): the longest time, in microseconds, a session whose
+    /// conversation is hot polls its socket with non-blocking reads after answering, before it
+    /// parks until the socket is readable. A sequential client's next request then finds the
+    /// server running, instead of on a CPU that went idle and must be woken (tens of
+    /// microseconds on a VM whose idle vCPUs halt). Adaptive: a session polls only when it has
+    /// nothing in flight and nothing buffered, after requests that came within a millisecond of
+    /// the answer before them; polls that catch a request keep the whole budget, polls that end
+    /// with nothing halve it down to no polling at all, and each such cool-down doubles the
+    /// quick requests needed before the next poll (1, 2, 4, … 1,024), so an idle or slow
+    /// connection costs next to nothing. At most one session per runtime worker but one (at
+    /// least one) polls at a time, none on a single CPU. Polling time is CPU time. `0` disables
+    /// it; at most 1000.
     pub busy_poll_us: u64,
     /// `message_budget_bytes` (ours; 64 MiB): bytes of messages being received (and then
     /// answered) across all connections at once. A message of several chunks reserves its

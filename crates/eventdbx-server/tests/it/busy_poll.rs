@@ -196,3 +196,30 @@ fn polling_sessions_stay_under_the_cap_and_give_their_slots_back() {
     assert_counts_consistent(metrics, "capped");
     assert_eq!(metrics.busy_polling.load(Ordering::SeqCst), 0);
 }
+
+/// A client that always sends its next request a little after the poll has ended (300 µs after
+/// reading an answer: too late for any poll of the default 50 µs, yet within the millisecond
+/// that makes a conversation look busy) costs the server ever fewer polls: each poll that
+/// catches nothing doubles the waits before the next (1, 2, 4, … 1,024), so 2,000 requests see
+/// at most 11 polls. A slower machine only stretches the gaps, which makes fewer polls, with one
+/// exception: a poll whose thread is preempted past the request's arrival catches it, and each
+/// catch restarts the back-off (at most 4 halving polls, then 11 more).
+#[test]
+fn a_client_slower_than_the_poll_costs_ever_fewer_polls() {
+    let server = TestServer::start(|config| config.allow_plaintext = true);
+    assert_eq!(server.server().config().socket.busy_poll_us, 50);
+    let token = server.admin_token();
+    let mut session = connect_v1(server.addr, &token, "default", true).expect("session");
+    ok(session.create("order", "o-slow", "created", r#"{"n":1}"#));
+    for _ in 0..2_000 {
+        // The client's own pace (a lower bound on the gap), not a synchronisation.
+        std::thread::sleep(Duration::from_micros(300));
+        let got = ok(session.get("order", "o-slow"));
+        assert_eq!(got["aggregate"]["aggregate_id"], "o-slow", "{got}");
+    }
+    let (polls, hits) = poll_counts(server.server().metrics());
+    assert!(
+        polls <= 11 + 15 * hits,
+        "{polls} polls ({hits} caught a request) for 2,000 requests sent after the poll ended"
+    );
+}
