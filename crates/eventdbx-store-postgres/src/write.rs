@@ -331,7 +331,7 @@ async fn try_commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<bool> {
     }
     queue_jobs(&txn, &plan.jobs).await?;
     add_usage(&txn, tenant, (t, i), 1, bytes).await?;
-    txn.commit().await.map_err(db)?;
+    txn.commit().await.map_err(crate::commit_error)?;
     Ok(true)
 }
 
