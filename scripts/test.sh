@@ -15,6 +15,12 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Before the Rust tests: pg_outage (crate eventdbx-cli) drives this tree's SDK through
+# EVENTDBX_TEST_PYTHON.
+echo "== Python SDK (crates/eventdbx-py): pip install -e '.[dev]' into .venv, as the README's"
+echo "   development steps do (maturin builds the extension in the dev profile, which the tests reuse)"
+MATURIN_PEP517_ARGS="--profile dev" .venv/bin/python -m pip install --quiet \
+  --disable-pip-version-check -e ".[dev]" -c scripts/requirements-test.txt
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
@@ -32,10 +38,6 @@ else
   echo "capnp is not installed (scripts/setup.sh installs it with apt-get): compatibility test NOT run"
   exit 1
 fi
-echo "== Python SDK (crates/eventdbx-py): pip install -e '.[dev]' into .venv, as the README's"
-echo "   development steps do (maturin builds the extension; the dev profile reuses the build above)"
-MATURIN_PEP517_ARGS="--profile dev" .venv/bin/python -m pip install --quiet \
-  --disable-pip-version-check -e ".[dev]" -c scripts/requirements-test.txt
 echo "== Python SDK: the _core.pyi stub against the built extension (mypy.stubtest), ruff"
 .venv/bin/python -m mypy.stubtest eventdbx._core
 .venv/bin/ruff check

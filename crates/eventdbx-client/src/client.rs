@@ -44,6 +44,19 @@ enum Safety {
     Mutation { keyed: bool },
 }
 
+impl Safety {
+    /// Whether a failed attempt may be sent again: a retriable failure of a repeatable call,
+    /// or of a mutation that carries an idempotency key or provably had no effect (never sent,
+    /// or answered `unavailable`: the server's storage did nothing).
+    fn may_retry(self, error: &Error) -> bool {
+        error.is_retriable()
+            && match self {
+                Safety::Repeatable => true,
+                Safety::Mutation { keyed } => keyed || error.had_no_effect(),
+            }
+    }
+}
+
 /// An EventDBX client.
 ///
 /// Cheap to clone: clones share one connection. Any number of tasks may call it at once; on
@@ -258,16 +271,12 @@ impl Client {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            let allowed = error.is_retriable()
-                && match safety {
-                    Safety::Repeatable => true,
-                    Safety::Mutation { keyed } => keyed || error.was_unsent(),
-                };
-            if !allowed || retry + 1 >= retry_options.attempts || self.is_closed() {
+            if !safety.may_retry(&error) || retry + 1 >= retry_options.attempts || self.is_closed()
+            {
                 return Err(error);
             }
             retry += 1;
-            tracing::debug!(error = %error, retry, "request failed; retrying on a new connection");
+            tracing::debug!(error = %error, retry, "request failed; retrying");
             tokio::time::sleep(retry_options.delay(retry)).await;
         }
     }
@@ -284,7 +293,8 @@ impl Client {
             .map_err(|err| Error::argument(format!("cannot encode the request: {err}")))?;
         let response = connection.request(id, bytes, self.request_timeout).await?;
         match read_reply(&response, id).and_then(decode) {
-            Err(error) if error.is_retriable() => {
+            // Not a server's answer (`unavailable` is one: the session is sound).
+            Err(error) if error.kind() == crate::ErrorKind::Protocol => {
                 // An undecodable reply: the session can no longer be trusted.
                 connection.kill(error.clone());
                 Err(error)
@@ -386,4 +396,34 @@ fn random_key() -> Result<String> {
     getrandom::fill(&mut bytes)
         .map_err(|err| Error::argument(format!("no system randomness: {err}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_answer_is_retried_for_reads_and_for_writes_with_or_without_a_key() {
+        let unavailable = Error::server("unavailable", "unavailable: cannot reach the database");
+        assert!(Safety::Repeatable.may_retry(&unavailable));
+        assert!(Safety::Mutation { keyed: true }.may_retry(&unavailable));
+        assert!(Safety::Mutation { keyed: false }.may_retry(&unavailable));
+    }
+
+    #[test]
+    fn an_unknown_outcome_or_a_sent_write_is_not_retried_without_a_key() {
+        let unknown = Error::server("storage", "storage error: the outcome is unknown");
+        for safety in [
+            Safety::Repeatable,
+            Safety::Mutation { keyed: true },
+            Safety::Mutation { keyed: false },
+        ] {
+            assert!(!safety.may_retry(&unknown), "{safety:?}");
+        }
+        let lost = Error::connection("connection reset");
+        assert!(Safety::Repeatable.may_retry(&lost));
+        assert!(Safety::Mutation { keyed: true }.may_retry(&lost));
+        assert!(!Safety::Mutation { keyed: false }.may_retry(&lost));
+        assert!(Safety::Mutation { keyed: false }.may_retry(&lost.unsent(true)));
+    }
 }

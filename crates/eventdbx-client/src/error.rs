@@ -2,6 +2,11 @@
 
 use std::fmt;
 
+/// The code a server answers when its storage could not be reached and did nothing: the same
+/// request may be sent again as it is, even a write (`docs/errors.md`, `unavailable`).
+/// EventDBX's own server never sends it; our server does on the PostgreSQL engine.
+const UNAVAILABLE: &str = "unavailable";
+
 /// What kind of failure an [`Error`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -130,9 +135,15 @@ impl Error {
         self
     }
 
-    /// True when the request provably never left the client.
-    pub(crate) fn was_unsent(&self) -> bool {
-        self.0.unsent
+    /// True when the request provably had no effect: it never left the client, or the server
+    /// answered `unavailable` (its storage did nothing). Sending it again cannot apply it twice.
+    pub(crate) fn had_no_effect(&self) -> bool {
+        self.0.unsent || self.is_unavailable()
+    }
+
+    /// The server answered `unavailable`.
+    fn is_unavailable(&self) -> bool {
+        self.0.kind == ErrorKind::Server && self.0.code.as_deref() == Some(UNAVAILABLE)
     }
 
     /// The kind of failure.
@@ -152,13 +163,16 @@ impl Error {
         &self.0.message
     }
 
-    /// True for transport-level failures that a retry on a fresh connection may cure:
-    /// connection loss, timeouts and undecodable or mismatched replies.
+    /// True for failures that a retry may cure: transport-level ones (connection loss,
+    /// timeouts, undecodable or mismatched replies; retried on a fresh connection), and the
+    /// server's `unavailable` (its storage could not be reached and did nothing; retried on the
+    /// same connection). Every other answer of the server is final.
     pub fn is_retriable(&self) -> bool {
-        matches!(
-            self.0.kind,
-            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Protocol
-        )
+        match self.0.kind {
+            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Protocol => true,
+            ErrorKind::Server => self.is_unavailable(),
+            _ => false,
+        }
     }
 
     /// True when connecting or the request timed out.
@@ -216,3 +230,30 @@ impl From<capnp::NotInSchema> for Error {
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_is_the_one_retriable_server_answer_and_had_no_effect() {
+        let unavailable = Error::server("unavailable", "unavailable: cannot reach the database");
+        assert!(unavailable.is_retriable());
+        assert!(unavailable.had_no_effect());
+        assert!(!unavailable.0.unsent);
+        // An unknown outcome, and every other answer of the server, stays final.
+        for code in [
+            "storage",
+            "version_conflict",
+            "aggregate_not_found",
+            "server",
+        ] {
+            let answer = Error::server(code, "storage error: the outcome is unknown");
+            assert!(!answer.is_retriable(), "{code}");
+            assert!(!answer.had_no_effect(), "{code}");
+        }
+        // A client-side kind whose code string happens to read `unavailable` is not the answer.
+        let lost = Error::connection("unavailable");
+        assert!(lost.is_retriable() && !lost.had_no_effect());
+    }
+}

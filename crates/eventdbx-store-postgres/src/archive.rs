@@ -121,7 +121,7 @@ pub(crate) fn set_archived(
                 return Ok(false);
             }
             queue_jobs(&txn, &jobs).await?;
-            txn.commit().await.map_err(db)?;
+            txn.commit().await.map_err(crate::commit_error)?;
             Ok(true)
         });
         let committed = match committed {
@@ -384,6 +384,6 @@ async fn try_commit_archive(pool: deadpool_postgres::Pool, plan: ArchivePlan) ->
         return Ok(false);
     }
     queue_jobs(&txn, &plan.jobs).await?;
-    txn.commit().await.map_err(db)?;
+    txn.commit().await.map_err(crate::commit_error)?;
     Ok(true)
 }

@@ -179,7 +179,7 @@ impl PostgresStore {
             let mut client = pool.get().await.map_err(pool_error)?;
             let txn = client.transaction().await.map_err(db)?;
             let out = body(&txn).await?;
-            txn.commit().await.map_err(db)?;
+            txn.commit().await.map_err(crate::commit_error)?;
             Ok(out)
         })
     }

@@ -73,6 +73,8 @@ mod positions;
 mod read;
 mod records;
 mod schema;
+#[cfg(test)]
+mod session_loss_tests;
 mod verify;
 mod write;
 
@@ -155,25 +157,66 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// An engine failure with the driver's error as its source. A lost connection or a database
-/// shutting down says that a retry may succeed; the pool replaces the connection by itself.
-pub(crate) fn db(err: tokio_postgres::Error) -> StoreError {
+/// Whether the driver says the session is gone: the connection closed or broke, or the
+/// database is shutting down, crashed or not yet accepting connections. A transaction in such a
+/// session that did not reach its COMMIT is rolled back by PostgreSQL.
+fn session_lost(err: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
-    let unavailable = err.is_closed()
+    err.is_closed()
         || err.code().is_some_and(|code| {
             *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
-        });
-    if unavailable {
-        return StoreError::storage("the database connection was lost (retry later)", err);
+        })
+}
+
+/// A failed statement that cannot have committed anything: a read, BEGIN, or a statement of a
+/// transaction before its COMMIT was sent (every call site awaits each statement before the
+/// next, so nothing is in flight behind it). A lost session is therefore
+/// [`StoreError::Unavailable`]: nothing was done, the request may be sent again; the pool
+/// replaces the connection by itself. A statement that commits (COMMIT, or one outside a
+/// transaction that writes) maps its error with [`commit_error`] instead.
+pub(crate) fn db(err: tokio_postgres::Error) -> StoreError {
+    if session_lost(&err) {
+        return StoreError::unavailable("the database connection was lost (retry later)", err);
     }
     StoreError::storage("database", err)
 }
 
-/// No connection could be had from the pool (the database is down or saturated).
+/// A failed COMMIT, or a failed statement that commits by itself. When the session was lost
+/// the COMMIT may have been applied before the answer was lost: the outcome is unknown, so it
+/// stays `storage` (never `unavailable`, which promises that nothing was done) and says so.
+/// Any other failure is [`db`]'s (a lost race or a constraint at commit rolled back).
+pub(crate) fn commit_error(err: tokio_postgres::Error) -> StoreError {
+    if session_lost(&err) {
+        return StoreError::storage(
+            "the database connection was lost during the commit: the outcome is unknown (read \
+             the data back before retrying)",
+            err,
+        );
+    }
+    db(err)
+}
+
+/// No connection could be had from the pool: the database refused or did not answer, or the
+/// pool stayed full. Nothing was sent, so it is [`StoreError::Unavailable`], except when the
+/// database answered a connection with a refusal a retry cannot cure (a wrong password, an
+/// unknown database) or the pool itself is closed or misconfigured.
 pub(crate) fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::storage("cannot reach the database (retry later)", err)
+    use deadpool_postgres::PoolError;
+    use tokio_postgres::error::SqlState;
+    let transient = match &err {
+        PoolError::Timeout(_) => true,
+        PoolError::Backend(backend) => match backend.code() {
+            None => true,
+            Some(code) => session_lost(backend) || *code == SqlState::TOO_MANY_CONNECTIONS,
+        },
+        _ => false,
+    };
+    if transient {
+        return StoreError::unavailable("cannot reach the database (retry later)", err);
+    }
+    StoreError::storage("cannot get a database connection", err)
 }
 
 /// A stored record that no longer decodes.

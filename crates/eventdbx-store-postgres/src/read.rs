@@ -241,7 +241,7 @@ pub(crate) fn create_snapshot(
         insert_snapshot(&txn, &tenant, &stored, &body).await?;
         let key = (stored.aggregate_type.as_str(), stored.aggregate_id.as_str());
         add_usage(&txn, &tenant, key, 0, body.len() as u64).await?;
-        txn.commit().await.map_err(db)
+        txn.commit().await.map_err(crate::commit_error)
     })?;
     Ok(snapshot)
 }
@@ -383,7 +383,7 @@ pub(crate) fn recalc_usage(store: &PostgresStore, tenant: &str) -> Result<Usage>
         )
         .await
         .map_err(db)?;
-        txn.commit().await.map_err(db)?;
+        txn.commit().await.map_err(crate::commit_error)?;
         Ok(usage)
     })
 }

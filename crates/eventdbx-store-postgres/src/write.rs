@@ -322,9 +322,12 @@ async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<Option<Comm
     let ranks: Vec<i32> = plan.jobs.iter().map(|j| j.rank).collect();
     let tails: Vec<&str> = plan.jobs.iter().map(|j| j.tail.as_str()).collect();
     let bytes = plan.event_body.len() + snapshot_body.map_or(0, str::len);
+    // Preparing sends nothing of the write (a failure there is `db`'s); the statement itself is
+    // the commit, so a session lost while it runs leaves the outcome unknown (`commit_error`).
+    let statement = client.prepare_cached(WRITE).await.map_err(db)?;
     let written = client
-        .execute_cached(
-            WRITE,
+        .execute(
+            &statement,
             &[
                 &plan.tenant,
                 &t,
@@ -370,7 +373,7 @@ async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<Option<Comm
             }
             .into())
         }
-        Err(err) => Err(db(err)),
+        Err(err) => Err(crate::commit_error(err)),
     }
 }
 

@@ -99,6 +99,18 @@ pub enum StoreError {
         /// The engine's error, when one caused this.
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
+    /// The engine could not be reached and certainly did nothing: the connection was lost or
+    /// refused before the request's commit was sent, the database is shutting down or starting,
+    /// or no connection could be had. The same request can be sent again as it is (a client's
+    /// retry is safe even for a write). A failure that may have happened after a commit was sent
+    /// is never this: its outcome is unknown, and it is [`StoreError::Storage`], saying so
+    /// (`docs/errors.md`, `unavailable`).
+    Unavailable {
+        /// What the store was doing.
+        context: Cow<'static, str>,
+        /// The engine's error, when one caused this.
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// The store's file is damaged: a page that fails its checksum, a structure the engine
     /// cannot read, or an engine panic on it. Refused, never served; once seen, every later
     /// request of the same store is refused too (`docs/storage.md`, "Damaged files and
@@ -120,6 +132,10 @@ impl std::fmt::Display for StoreError {
                 Some(source) => write!(f, "storage error: {context}: {source}"),
                 None => write!(f, "storage error: {context}"),
             },
+            StoreError::Unavailable { context, source } => match source {
+                Some(source) => write!(f, "unavailable: {context}: {source}"),
+                None => write!(f, "unavailable: {context}"),
+            },
             StoreError::Damaged { file, detail } => write!(
                 f,
                 "the store file {file} is damaged ({detail}); `dbx store check` reports the \
@@ -135,7 +151,7 @@ impl std::error::Error for StoreError {
         match self {
             // Transparent, as the domain error's own text is this error's text.
             StoreError::Domain(err) => err.source(),
-            StoreError::Storage { source, .. } => source
+            StoreError::Storage { source, .. } | StoreError::Unavailable { source, .. } => source
                 .as_deref()
                 .map(|err| err as &(dyn std::error::Error + 'static)),
             StoreError::Damaged { .. } => None,
@@ -150,12 +166,13 @@ impl From<CoreError> for StoreError {
 }
 
 impl StoreError {
-    /// The stable wire code (`storage` for engine failures, `integrity_violation` for a damaged
-    /// file).
+    /// The stable wire code (`storage` for engine failures, `unavailable` for an engine that
+    /// could not be reached and did nothing, `integrity_violation` for a damaged file).
     pub fn code(&self) -> &'static str {
         match self {
             StoreError::Domain(err) => err.code(),
             StoreError::Storage { .. } => "storage",
+            StoreError::Unavailable { .. } => "unavailable",
             StoreError::Damaged { .. } => "integrity_violation",
         }
     }
@@ -174,6 +191,24 @@ impl StoreError {
             context: context.into(),
             source: Some(Arc::from(source.into())),
         }
+    }
+
+    /// The engine could not be reached while the store was doing `context`, and did nothing
+    /// ([`StoreError::Unavailable`]).
+    pub fn unavailable(
+        context: impl Into<Cow<'static, str>>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Unavailable {
+            context: context.into(),
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// Whether this is [`StoreError::Unavailable`]: nothing was done, the request can be sent
+    /// again.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
     }
 
     /// An engine failure with no underlying error (a closed store, a broken invariant).
@@ -780,6 +815,20 @@ mod tests {
         // One group commit answers all its writers with clones of one error.
         let copy = err.clone();
         assert!(copy.source().is_some());
+    }
+
+    #[test]
+    fn an_unreachable_engine_is_unavailable_with_its_source() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = StoreError::unavailable("cannot reach the database", refused);
+        assert_eq!(err.code(), "unavailable");
+        assert_eq!(
+            err.to_string(),
+            "unavailable: cannot reach the database: refused"
+        );
+        assert!(err.is_unavailable() && !err.is_damaged());
+        assert!(err.source().is_some());
+        assert!(!StoreError::engine("closed").is_unavailable());
     }
 
     #[test]

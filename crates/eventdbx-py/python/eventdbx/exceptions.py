@@ -125,7 +125,9 @@ class EventDBXArgumentError(EventDBXError, ValueError):
 
 
 class EventDBXAPIError(EventDBXError):
-    """The server answered with an error; ``code`` is its code."""
+    """The server answered with an error; ``code`` is its code. ``retriable`` is true only for
+    ``unavailable``: the server's storage could not be reached and did nothing, so the same call
+    may be made again (the client's retries do)."""
 
     default_code = "server"
     default_retriable = False

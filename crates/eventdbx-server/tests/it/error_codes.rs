@@ -35,6 +35,13 @@ fn one_of_each_code() -> Vec<RequestError> {
     ];
     let mut errors: Vec<RequestError> = domain.into_iter().map(RequestError::from).collect();
     errors.push(StoreError::engine("the store is closed").into());
+    errors.push(
+        StoreError::unavailable(
+            "cannot reach the database",
+            std::io::Error::other("refused"),
+        )
+        .into(),
+    );
     errors.extend(
         [
             AuthError::InvalidToken,

@@ -258,7 +258,7 @@ fn an_unreachable_database_is_a_storage_error_that_says_so() {
         Durability::Fsync,
     );
     let err = eventdbx_store_postgres::open_postgres(&config).expect_err("unreachable");
-    assert_eq!(err.code(), "storage");
+    assert_eq!(err.code(), "unavailable");
     assert!(
         err.to_string().contains("cannot reach the database"),
         "{err}"
@@ -286,13 +286,13 @@ fn a_database_restart_fails_requests_clearly_then_service_resumes_by_itself() {
         .events
         .write(T, append.clone())
         .expect_err("the database is down");
-    assert_eq!(err.code(), "storage", "{err}");
+    assert_eq!(err.code(), "unavailable", "{err}");
     assert!(err.to_string().contains("(retry later)"), "{err}");
     let err = storage
         .events
         .get(T, "order", "o-1")
         .expect_err("the database is down");
-    assert_eq!(err.code(), "storage", "{err}");
+    assert_eq!(err.code(), "unavailable", "{err}");
 
     cluster.restart();
     // The pool drops the connections the restart closed and opens new ones: no reopen needed.
