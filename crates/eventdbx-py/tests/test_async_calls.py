@@ -106,7 +106,9 @@ class _NoReaderLoop(asyncio.SelectorEventLoop):
     """A loop that cannot watch a file descriptor (as Windows' proactor loop)."""
 
     def add_reader(self, fd, callback, *args):
-        raise NotImplementedError
+        # What asyncio's ProactorEventLoop answers: the SDK must fall back to
+        # call_soon_threadsafe.
+        raise NotImplementedError("this loop cannot watch file descriptors")
 
 
 def test_a_loop_that_cannot_watch_a_socket_still_gets_its_answers(server, uid):

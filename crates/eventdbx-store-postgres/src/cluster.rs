@@ -170,9 +170,11 @@ impl TestCluster {
         self.url(name)
     }
 
-    /// Runs `sql` in database `name` with `psql` (stops at the first error); its output.
-    pub fn sql(&self, name: &str, sql: &str) -> String {
-        let output = Command::new(self.bin.join("psql"))
+    /// `psql` on database `name` as the superuser: quiet, unaligned tuples only, stopping at
+    /// the first error.
+    fn psql(&self, name: &str) -> Command {
+        let mut command = Command::new(self.bin.join("psql"));
+        command
             .args([
                 "-X",
                 "-q",
@@ -184,7 +186,14 @@ impl TestCluster {
                 "127.0.0.1",
             ])
             .args(["-U", "postgres", "-d", name, "-p"])
-            .arg(self.port.to_string())
+            .arg(self.port.to_string());
+        command
+    }
+
+    /// Runs `sql` in database `name` with `psql` (stops at the first error); its output.
+    pub fn sql(&self, name: &str, sql: &str) -> String {
+        let output = self
+            .psql(name)
             .arg("-c")
             .arg(sql)
             .output()
@@ -203,19 +212,8 @@ impl TestCluster {
     /// error); its output.
     pub fn script(&self, name: &str, script: &str) -> String {
         use std::io::Write;
-        let mut child = Command::new(self.bin.join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-            ])
-            .args(["-U", "postgres", "-d", name, "-p"])
-            .arg(self.port.to_string())
+        let mut child = self
+            .psql(name)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
