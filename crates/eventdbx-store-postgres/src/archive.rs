@@ -16,10 +16,11 @@ use eventdbx_core::write::{self, NewEvent};
 use eventdbx_core::CoreError;
 use eventdbx_store::{CascadeRule, JobRoute, Referrer, Result, StoreError};
 
-use crate::jobs::{plugin_jobs, queue_jobs};
+use crate::jobs::queue_jobs;
 use crate::records::AggregateRecord;
 use crate::write::{add_usage, insert_event, put_aggregate, Stored, MAX_ATTEMPTS};
 use crate::{col, db, json_error, now_nanos, pool_error, Cached, PostgresStore};
+use eventdbx_store::plugin_jobs;
 
 /// How often an archive is planned again when its referrers change under it.
 const ARCHIVE_ATTEMPTS: usize = 8;

@@ -6,53 +6,11 @@
 //! deliverable again. Ids come from a sequence, so they increase in the order jobs are queued.
 
 use deadpool_postgres::Transaction;
-use eventdbx_core::aggregate::Aggregate;
-use eventdbx_core::merkle::Event;
-use eventdbx_core::plugin::{JobAction, JobStatus, PluginJob, RetryPolicy};
-use eventdbx_store::{Claim, JobCounts, JobFilter, JobQueue, JobRoute, Result, StoreError};
+use eventdbx_core::plugin::{JobStatus, PluginJob, RetryPolicy};
+use eventdbx_store::{Claim, JobCounts, JobFilter, JobQueue, Result, StoreError};
 
 use crate::records::decode;
-use crate::{col, db, json_error, now_nanos, pool_error, signed, unsigned, Cached, PostgresStore};
-
-/// The jobs of one write or state change, one per route (ids are assigned when queued).
-pub(crate) fn plugin_jobs(
-    tenant: &str,
-    publish: &[JobRoute],
-    action: JobAction,
-    event_id: u64,
-    event: Option<&Event>,
-    aggregate: &Aggregate,
-) -> Vec<PluginJob> {
-    if publish.is_empty() {
-        return Vec::new();
-    }
-    let now_ms = now_nanos() / 1_000_000;
-    let aggregate_json = aggregate.to_json(&[]);
-    publish
-        .iter()
-        .map(|route| PluginJob {
-            id: 0,
-            plugin: route.plugin.clone(),
-            tenant: tenant.to_owned(),
-            mode: route.mode,
-            priority: route.priority,
-            status: JobStatus::Pending,
-            attempts: 0,
-            next_retry_at_ms: now_ms,
-            deadline_ms: None,
-            last_error: None,
-            created_at_ms: now_ms,
-            updated_at_ms: now_ms,
-            event_id,
-            action,
-            event: event.cloned(),
-            aggregate_type: aggregate.aggregate_type.clone(),
-            aggregate_id: aggregate.aggregate_id.clone(),
-            aggregate: aggregate_json.clone(),
-            schema: route.schema.clone(),
-        })
-        .collect()
-}
+use crate::{col, db, json_error, pool_error, signed, unsigned, Cached, PostgresStore};
 
 fn status_text(status: JobStatus) -> &'static str {
     match status {

@@ -18,9 +18,9 @@ use eventdbx_core::write::{self, NewEvent, WriteKind};
 use eventdbx_core::CoreError;
 use eventdbx_store::{Result, StoreError, WriteOutcome, WriteRequest};
 
-use crate::jobs::plugin_jobs;
 use crate::records::{decode, AggregateRecord, IdempotencyRecord, RecordColumns, SnapshotRecord};
 use crate::{col, db, json_error, lost_race, now_nanos, pool_error, signed, Cached, PostgresStore};
+use eventdbx_store::plugin_jobs;
 
 /// How often a write is prepared again after losing a race before it gives up.
 pub(crate) const MAX_ATTEMPTS: usize = 256;

@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
 use eventdbx_core::merkle::{Event, IssuedBy};
-use eventdbx_core::plugin::{JobStatus, PayloadMode, PluginJob, Priority, RetryPolicy};
+use eventdbx_core::plugin::{JobAction, JobStatus, PayloadMode, PluginJob, Priority, RetryPolicy};
 use eventdbx_core::query::cursor::{ListOrder, PagePlan};
 use eventdbx_core::query::filter::Filter;
 use eventdbx_core::query::Scope;
@@ -202,6 +202,47 @@ pub struct JobRoute {
     pub priority: Priority,
     /// The aggregate's schema JSON, if it has one (kept with the job).
     pub schema: Option<Value>,
+}
+
+/// The jobs of one write or state change, one per route of `publish` (every engine queues these
+/// in the write's commit; ids are assigned when they are queued).
+pub fn plugin_jobs(
+    tenant: &str,
+    publish: &[JobRoute],
+    action: JobAction,
+    event_id: u64,
+    event: Option<&Event>,
+    aggregate: &Aggregate,
+) -> Vec<PluginJob> {
+    if publish.is_empty() {
+        return Vec::new();
+    }
+    let now_ms = redb_store::now_nanos() / 1_000_000;
+    let aggregate_json = aggregate.to_json(&[]);
+    publish
+        .iter()
+        .map(|route| PluginJob {
+            id: 0,
+            plugin: route.plugin.clone(),
+            tenant: tenant.to_owned(),
+            mode: route.mode,
+            priority: route.priority,
+            status: JobStatus::Pending,
+            attempts: 0,
+            next_retry_at_ms: now_ms,
+            deadline_ms: None,
+            last_error: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            event_id,
+            action,
+            event: event.cloned(),
+            aggregate_type: aggregate.aggregate_type.clone(),
+            aggregate_id: aggregate.aggregate_id.clone(),
+            aggregate: aggregate_json.clone(),
+            schema: route.schema.clone(),
+        })
+        .collect()
 }
 
 /// What [`JobQueue::claim_job`] found at the head of a plugin's queue.

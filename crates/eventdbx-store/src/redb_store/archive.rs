@@ -15,7 +15,7 @@ use eventdbx_core::write::{self, NewEvent};
 use eventdbx_core::CoreError;
 use redb::{ReadTransaction, ReadableTable};
 
-use super::jobs::{plugin_jobs, queue_jobs};
+use super::jobs::queue_jobs;
 use super::positions;
 use super::tables::{
     json_error, put_aggregate, read_record, storage, AggregateRecord, ReferrerKey, Tables,
@@ -23,6 +23,7 @@ use super::tables::{
 };
 use super::usage::add_usage;
 use super::{now_nanos, RedbStore};
+use crate::plugin_jobs;
 use crate::{CascadeRule, JobRoute, Referrer, Result, StoreError};
 
 /// How often an archive is re-planned when its referrers change under it.

@@ -9,14 +9,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use eventdbx_core::aggregate::Aggregate;
-use eventdbx_core::merkle::Event;
-use eventdbx_core::plugin::{JobAction, JobStatus, PluginJob, RetryPolicy};
+use eventdbx_core::plugin::{JobStatus, PluginJob, RetryPolicy};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::tables::{json_error, storage, Tables};
-use super::{now_nanos, RedbStore};
-use crate::{Claim, JobCounts, JobFilter, JobQueue, JobRoute, Result, StoreError};
+use super::RedbStore;
+use crate::{Claim, JobCounts, JobFilter, JobQueue, Result, StoreError};
 
 /// job id → job record (JSON).
 pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("plugin_jobs");
@@ -464,44 +462,4 @@ impl JobQueue for RedbStore {
         }
         Ok(counts)
     }
-}
-
-/// The jobs of one write or state change, one per route (ids are assigned in the commit).
-pub(super) fn plugin_jobs(
-    tenant: &str,
-    publish: &[JobRoute],
-    action: JobAction,
-    event_id: u64,
-    event: Option<&Event>,
-    aggregate: &Aggregate,
-) -> Vec<PluginJob> {
-    if publish.is_empty() {
-        return Vec::new();
-    }
-    let now_ms = now_nanos() / 1_000_000;
-    let aggregate_json = aggregate.to_json(&[]);
-    publish
-        .iter()
-        .map(|route| PluginJob {
-            id: 0,
-            plugin: route.plugin.clone(),
-            tenant: tenant.to_owned(),
-            mode: route.mode,
-            priority: route.priority,
-            status: JobStatus::Pending,
-            attempts: 0,
-            next_retry_at_ms: now_ms,
-            deadline_ms: None,
-            last_error: None,
-            created_at_ms: now_ms,
-            updated_at_ms: now_ms,
-            event_id,
-            action,
-            event: event.cloned(),
-            aggregate_type: aggregate.aggregate_type.clone(),
-            aggregate_id: aggregate.aggregate_id.clone(),
-            aggregate: aggregate_json.clone(),
-            schema: route.schema.clone(),
-        })
-        .collect()
 }

@@ -361,7 +361,7 @@ impl Drop for RedbStore {
 }
 
 /// Wall-clock time for ids and timestamps (0 before the epoch).
-fn now_nanos() -> u64 {
+pub(crate) fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))

@@ -15,7 +15,7 @@ use eventdbx_core::CoreError;
 use redb::ReadableTable;
 
 use super::commit::Latest;
-use super::jobs::{plugin_jobs, queue_jobs};
+use super::jobs::queue_jobs;
 use super::positions;
 use super::snapshots::put_snapshot;
 use super::tables::{
@@ -24,6 +24,7 @@ use super::tables::{
 };
 use super::usage::{add_usage, check_quota};
 use super::{now_nanos, RedbStore};
+use crate::plugin_jobs;
 use crate::{ReferenceLink, Result, WriteOutcome, WriteRequest};
 
 /// What a write reads before it prepares: the first result of its idempotency key (if it has
