@@ -46,17 +46,19 @@ fn an_event_page_holding_an_event_not_yet_numbered_gets_its_position_from_a_roun
     assert_eq!(writer.events.head_position(T).expect("head"), 1);
     cluster.sql(DATABASE, "CREATE TABLE test_release (at integer)");
     // Holds the sequencer row until three rounds wait for it (both followers', and the one the
-    // page's lookup runs) or the test releases it (a lookup that did not wait for a round).
+    // page's lookup runs) or the test releases it (a lookup that did not wait for a round); a
+    // minute at most, so a change in who runs rounds makes this test slow, never hung.
     let holder = thread::spawn(move || {
         cluster.script(
             DATABASE,
             "SET application_name = 'holder';\n\
              BEGIN;\n\
              SELECT 1 FROM position_sequencer FOR UPDATE;\n\
-             DO $$ BEGIN\n\
+             DO $$ DECLARE started timestamptz := clock_timestamp(); BEGIN\n\
                LOOP\n\
                  PERFORM pg_stat_clear_snapshot();\n\
-                 EXIT WHEN EXISTS (SELECT 1 FROM test_release) OR (\n\
+                 EXIT WHEN EXISTS (SELECT 1 FROM test_release)\n\
+                   OR clock_timestamp() > started + interval '60 seconds' OR (\n\
                    SELECT count(*) FROM pg_stat_activity\n\
                    WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock'\n\
                      AND query LIKE '%eventdbx_assign_positions%') >= 3;\n\
