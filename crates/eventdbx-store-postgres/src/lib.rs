@@ -703,6 +703,14 @@ impl EventStore for PostgresStore {
         positions::events_after(self, tenant, after, selector, take)
     }
 
+    fn event_positions(
+        &self,
+        tenant: &str,
+        events: &[eventdbx_core::merkle::Event],
+    ) -> Result<Vec<Option<u64>>> {
+        positions::of_events(self, tenant, events)
+    }
+
     fn head_position(&self, tenant: &str) -> Result<u64> {
         positions::head(self, tenant)
     }

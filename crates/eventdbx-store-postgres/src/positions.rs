@@ -17,7 +17,10 @@
 //!   heads raised by other servers' rounds to this engine's listeners;
 //! - a reader ([`events_after`], [`head`]) that finds commits of this engine not yet covered by
 //!   a finished round: what this process acknowledged is readable by its next read;
-//! - the engine at open and at close.
+//! - the engine at open and at close;
+//! - [`of_events`] (the positions of an event page) when the page holds an event no round has
+//!   numbered yet, wherever it was committed: the page is answered with every position, never
+//!   with a hole a reader could take for "no position".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -277,4 +280,58 @@ pub(crate) fn events_after(
     }
     page.head = stored_head(store, tenant)?;
     Ok(page)
+}
+
+/// The position of each of `events` in `tenant` (`None` where it has none), in one query
+/// through `event_positions_by_event` (migration 5).
+fn lookup(store: &PostgresStore, tenant: &str, events: &[Event]) -> Result<Vec<Option<u64>>> {
+    let tenant = tenant.to_owned();
+    let types: Vec<String> = events.iter().map(|e| e.aggregate_type.clone()).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.aggregate_id.clone()).collect();
+    let versions: Vec<i64> = events.iter().map(|e| signed(e.version)).collect();
+    let (pool, count) = (store.pool(), events.len());
+    store.run(async move {
+        let client = pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query_cached(
+                "SELECT k.n, p.position \
+                 FROM unnest($2::text[], $3::text[], $4::bigint[]) \
+                      WITH ORDINALITY AS k(aggregate_type, aggregate_id, version, n) \
+                 JOIN event_positions p ON p.tenant = $1 \
+                 AND p.aggregate_type = k.aggregate_type COLLATE \"C\" \
+                 AND p.aggregate_id = k.aggregate_id COLLATE \"C\" AND p.version = k.version",
+                &[&tenant, &types, &ids, &versions],
+            )
+            .await
+            .map_err(db)?;
+        let mut positions = vec![None; count];
+        for row in &rows {
+            let index = usize::try_from(col::<i64>(row, 0)? - 1).unwrap_or(usize::MAX);
+            if let Some(slot) = positions.get_mut(index) {
+                *slot = Some(unsigned(col(row, 1)?));
+            }
+        }
+        Ok(positions)
+    })
+}
+
+/// [`eventdbx_store::EventStore::event_positions`]. An event the page was read with has
+/// committed, but its round may not have run yet (a commit of another server, or of this one
+/// whose follower has not turned): then one round, which numbers every committed event, and the
+/// lookup again. So a page never goes out with some positions missing while its events wait for
+/// theirs; `None` remains only for an event `tenant` does not hold.
+pub(crate) fn of_events(
+    store: &PostgresStore,
+    tenant: &str,
+    events: &[Event],
+) -> Result<Vec<Option<u64>>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let positions = lookup(store, tenant, events)?;
+    if positions.iter().all(Option::is_some) {
+        return Ok(positions);
+    }
+    settle(store, true)?;
+    lookup(store, tenant, events)
 }

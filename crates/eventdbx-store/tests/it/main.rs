@@ -10,6 +10,7 @@ mod crash_cascade;
 mod documents;
 mod full_disk;
 mod postgres;
+mod postgres_pages;
 mod recovery;
 mod relaxed;
 mod tamper;

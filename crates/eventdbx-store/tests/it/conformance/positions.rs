@@ -260,3 +260,87 @@ fn commit_listeners_hear_the_head_once_it_is_readable() {
         );
     }
 }
+
+/// Each event's position, keyed by (aggregate id, version), as `event_positions` gives it for
+/// `events`; an event without one fails the test.
+fn positions_of(
+    store: &dyn EventStore,
+    tenant: &str,
+    events: &[eventdbx_core::merkle::Event],
+) -> BTreeMap<(String, u64), u64> {
+    let positions = store.event_positions(tenant, events).expect("positions");
+    assert_eq!(positions.len(), events.len());
+    events
+        .iter()
+        .zip(positions)
+        .map(|(event, position)| {
+            let key = (event.aggregate_id.clone(), event.version);
+            let position = position.unwrap_or_else(|| panic!("no position for {key:?}"));
+            (key, position)
+        })
+        .collect()
+}
+
+/// Event pages (an aggregate's events, the outbox) carry each event's position: the one a
+/// subscription delivers it with (`docs/subscriptions.md`, "Positions of event pages").
+#[test]
+fn event_pages_carry_the_positions_a_subscription_delivers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = relaxed(&dir);
+    append(&*store, "acme", "order", "w0-0", json!({}));
+    for handle in run_writers(&store) {
+        handle.join().expect("writer");
+    }
+    let delivered: BTreeMap<(String, u64), u64> = read_all(&*store, T, 0)
+        .into_iter()
+        .map(|e| ((e.event.aggregate_id, e.event.version), e.position))
+        .collect();
+    assert_eq!(delivered.len(), WRITERS * PER_WRITER);
+
+    let mut paged = BTreeMap::new();
+    for w in 0..WRITERS {
+        for half in 0..2 {
+            let id = format!("w{w}-{half}");
+            let mut after = 0;
+            loop {
+                let page = store
+                    .events(T, "order", &id, after, 25, None)
+                    .expect("events");
+                paged.extend(positions_of(&*store, T, &page.events));
+                match page.events.last() {
+                    Some(last) if page.full => after = last.version,
+                    _ => break,
+                }
+            }
+        }
+    }
+    assert_eq!(paged, delivered, "aggregate pages");
+
+    let mut from_outbox = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page = store.outbox(T, after, 100, &|_, _| true).expect("outbox");
+        from_outbox.extend(positions_of(&*store, T, &page.events));
+        match page.last_examined {
+            Some(last) if page.full => after = last,
+            _ => break,
+        }
+    }
+    assert_eq!(from_outbox, delivered, "outbox pages");
+
+    let acme = store
+        .events("acme", "order", "w0-0", 0, 10, None)
+        .expect("events");
+    assert_eq!(
+        positions_of(&*store, "acme", &acme.events),
+        BTreeMap::from([(("w0-0".to_owned(), 1), 1)]),
+        "positions are the tenant's own"
+    );
+    assert_eq!(
+        store
+            .event_positions("nobody", &acme.events)
+            .expect("positions"),
+        vec![None],
+        "no position in a tenant that does not hold the event"
+    );
+}
