@@ -44,4 +44,4 @@ pub use server::{
 };
 #[cfg(feature = "test-hooks")]
 pub use state::HeldRead;
-pub use state::{Metrics, ServerState, IDLE_TIMEOUT};
+pub use state::{Metrics, ServerState, DRAIN_TIMEOUT, IDLE_TIMEOUT};

@@ -1,7 +1,9 @@
 //! The server: shared state, the accept loop, graceful shutdown.
 //!
 //! Structure after mini-redis: a listener, one task per connection, shutdown by broadcast, and a
-//! drain that waits for every handler to finish its in-flight request before `run` returns. The
+//! drain that waits for every handler to finish its in-flight request before `run` returns (for
+//! at most [`DRAIN_TIMEOUT`], then aborts it), and then for every task the sessions started
+//! apart, which may hold the store as long as the sessions themselves (`ServerState::tasks`). The
 //! listener accepts every connection at once; `connection::admission` decides which may stay
 //! (`docs/server.md`, "Connection limits").
 
@@ -403,7 +405,8 @@ pub fn read_server_key(config: &Config) -> Result<Option<StaticKeypair>, StartEr
     load_or_create_server_key(config).map(Some)
 }
 
-/// Opens the server from `config` and serves the control protocol until `shutdown`.
+/// Opens the server from `config` and serves the control protocol until `shutdown`; returns once
+/// the store is closed and its files released (see [`Server::run`]).
 pub async fn run(
     listener: TcpListener,
     config: Config,

@@ -24,7 +24,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub(crate) const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How long a stopping server lets its connections finish their in-flight requests; a connection
 /// still busy then (e.g. a peer that reads no answers) is aborted.
-pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Least time between two log lines about the same kind of trouble: a flood logs once per burst,
 /// with the number of occurrences it left unsaid.
