@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventdbx_store::documents::ControlDocuments;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Authority;
 use crate::plugins::Plugins;
@@ -84,19 +85,25 @@ impl DocumentPoll {
     }
 }
 
-/// Polls every `every` until the returned task is aborted.
-pub(crate) fn spawn(mut poll: DocumentPoll, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Polls every `every` until the returned task is aborted. Each poll runs as a blocking call of
+/// `tasks`, which an abort cannot cut short: the server waits for it there.
+pub(crate) fn spawn(
+    mut poll: DocumentPoll,
+    every: Duration,
+    tasks: TaskTracker,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             // The store answers on its own runtime; the poll blocks this thread meanwhile.
-            let polled = tokio::task::spawn_blocking(move || {
-                let reloaded = poll.poll();
-                (poll, reloaded)
-            })
-            .await;
+            let polled = tasks
+                .spawn_blocking(move || {
+                    let reloaded = poll.poll();
+                    (poll, reloaded)
+                })
+                .await;
             let Ok((returned, reloaded)) = polled else {
                 return;
             };

@@ -42,4 +42,6 @@ pub use connection::admission::{MAX_PREAUTH, MAX_PREAUTH_PER_IP, PREAUTH_DEADLIN
 pub use server::{
     authority_config, open_authority, read_server_key, run, Server, StartError, MAX_CONNECTIONS,
 };
-pub use state::{Metrics, ServerState, IDLE_TIMEOUT};
+#[cfg(feature = "test-hooks")]
+pub use state::HeldRead;
+pub use state::{Metrics, ServerState, DRAIN_TIMEOUT, IDLE_TIMEOUT};

@@ -1,7 +1,9 @@
 //! The server: shared state, the accept loop, graceful shutdown.
 //!
 //! Structure after mini-redis: a listener, one task per connection, shutdown by broadcast, and a
-//! drain that waits for every handler to finish its in-flight request before `run` returns. The
+//! drain that waits for every handler to finish its in-flight request before `run` returns (for
+//! at most [`DRAIN_TIMEOUT`], then aborts it), and then for every task the sessions started
+//! apart, which may hold the store as long as the sessions themselves (`ServerState::tasks`). The
 //! listener accepts every connection at once; `connection::admission` decides which may stay
 //! (`docs/server.md`, "Connection limits").
 
@@ -17,13 +19,14 @@ use eventdbx_store::documents::ControlDocuments;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthConfig, Authority, KeyOverrides};
 use crate::config::Config;
 use crate::connection::{self, admission::Gate};
 use crate::control::DocumentPoll;
 use crate::plugins::Plugins;
-use crate::state::{Metrics, ServerState};
+use crate::state::{Metrics, ServerState, DRAIN_TIMEOUT};
 use crate::tenants::Tenants;
 
 /// Most concurrent authenticated control sessions; a further one is told the server is busy.
@@ -165,6 +168,9 @@ impl Server {
                 log_bursts: crate::state::LogBursts::default(),
                 plugins: Arc::new(plugins),
                 registry_seen: std::sync::Mutex::new(None),
+                tasks: TaskTracker::new(),
+                #[cfg(feature = "test-hooks")]
+                hooks: crate::state::Hooks::default(),
             }),
             documents,
         })
@@ -195,9 +201,18 @@ impl Server {
         self.state.server_key.fingerprint()
     }
 
+    /// Test builds: the next subscription read waits, holding the server's state, until the
+    /// returned hold is released or dropped.
+    #[cfg(feature = "test-hooks")]
+    pub fn hold_next_read(&self) -> crate::state::HeldRead {
+        self.state.hooks.hold_next_read()
+    }
+
     /// Serves the control protocol on `listener` until `shutdown` completes, then stops
-    /// accepting, lets every connection finish its in-flight request, and returns once no task
-    /// it started still holds the store (so the data directory can be opened again at once).
+    /// accepting, lets every connection finish its in-flight request (for at most
+    /// [`DRAIN_TIMEOUT`], then aborts it), and returns once every task it started has ended and
+    /// the store is closed: with no other clone of this `Server` alive, the store's files are
+    /// then released, and the data directory can be opened again at once.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -212,12 +227,14 @@ impl Server {
         let refresher = {
             let auth = Arc::clone(&self.state.auth);
             let every = Duration::from_secs(self.state.config.revocation_refresh_secs.max(1));
+            // Its reload outlives an abort (a blocking call cannot be cut short): tracked.
+            let tasks = self.state.tasks.clone();
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(every);
                 loop {
                     ticks.tick().await;
                     let auth = Arc::clone(&auth);
-                    if let Ok(Err(err)) = tokio::task::spawn_blocking(move || auth.reload()).await {
+                    if let Ok(Err(err)) = tasks.spawn_blocking(move || auth.reload()).await {
                         tracing::warn!(error = %err, "could not refresh tokens and revocations");
                     }
                 }
@@ -232,7 +249,11 @@ impl Server {
                 Arc::clone(&self.state.tenants),
                 Arc::clone(&self.state.plugins),
             );
-            crate::control::spawn(poll, self.state.config.sync_interval())
+            crate::control::spawn(
+                poll,
+                self.state.config.sync_interval(),
+                self.state.tasks.clone(),
+            )
         });
         let (notify_shutdown, _) = broadcast::channel::<()>(1);
         // Every connection task holds the state (and so the store) until it ends; `run` must
@@ -288,13 +309,21 @@ impl Server {
             poll.abort();
         }
         drop(notify_shutdown);
+        drain(&mut connections).await;
         // An aborted task still owns what it captured until its handle resolves.
         let _ = refresher.await;
         if let Some(poll) = poll {
             let _ = poll.await;
         }
         self.state.plugins.shutdown().await;
-        while connections.join_next().await.is_some() {}
+        // What the sessions started apart was ended (aborted) by its owners as the sessions
+        // ended; what is left is being dropped, or is a blocking call, which ends on its own.
+        self.state.tasks.close();
+        #[cfg(feature = "test-hooks")]
+        if !self.state.tasks.is_empty() {
+            self.state.hooks.waiting_for_tasks.notify_one();
+        }
+        self.state.tasks.wait().await;
         self.state.store.close();
         Ok(())
     }
@@ -306,6 +335,24 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         crate::http::serve(Arc::clone(&self.state), listener, shutdown).await
+    }
+}
+
+/// Waits for every connection task to end, for at most [`DRAIN_TIMEOUT`]; then aborts the ones
+/// left and waits until they are dropped (an aborted task holds what it captured, the state
+/// among it, until then).
+async fn drain(connections: &mut JoinSet<()>) {
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "connections still busy {DRAIN_TIMEOUT:?} after the shutdown began: aborting them"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
 }
 
@@ -358,7 +405,8 @@ pub fn read_server_key(config: &Config) -> Result<Option<StaticKeypair>, StartEr
     load_or_create_server_key(config).map(Some)
 }
 
-/// Opens the server from `config` and serves the control protocol until `shutdown`.
+/// Opens the server from `config` and serves the control protocol until `shutdown`; returns once
+/// the store is closed and its files released (see [`Server::run`]).
 pub async fn run(
     listener: TcpListener,
     config: Config,

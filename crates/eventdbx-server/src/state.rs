@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use eventdbx_proto::noise::v2::StaticKeypair;
 use eventdbx_store::{EventStore, JobQueue};
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Authority;
 use crate::config::Config;
@@ -21,6 +22,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a listener (control or HTTP) waits after a failed accept: such failures (too many
 /// open files) are transient, and retrying at once would spin.
 pub(crate) const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// How long a stopping server lets its connections finish their in-flight requests; a connection
+/// still busy then (e.g. a peer that reads no answers) is aborted.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Least time between two log lines about the same kind of trouble: a flood logs once per burst,
 /// with the number of occurrences it left unsaid.
@@ -124,6 +128,13 @@ pub struct ServerState {
     pub(crate) heads: Arc<crate::heads::CommitHeads>,
     /// Modification time of the token-id registry when it was last read for an unknown id.
     pub(crate) registry_seen: std::sync::Mutex<Option<std::time::SystemTime>>,
+    /// Every task a session starts apart from its own (requests run apart, subscriptions, their
+    /// blocking reads), and the blocking calls of the server's own background tasks: each may
+    /// hold this state, and so the store, until it ends. `Server::run` waits for all of them
+    /// (aborted by their owners first) before it returns.
+    pub(crate) tasks: TaskTracker,
+    #[cfg(feature = "test-hooks")]
+    pub(crate) hooks: Hooks,
 }
 
 impl ServerState {
@@ -141,5 +152,86 @@ impl ServerState {
         }
         *seen = Some(modified);
         true
+    }
+}
+
+/// Seams for this crate's own tests (the `test-hooks` feature): a subscription read held in
+/// flight across a shutdown.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug, Default)]
+pub(crate) struct Hooks {
+    /// Taken by the next subscription read, which then waits at it.
+    pub(crate) read_gate: Mutex<Option<ReadGate>>,
+    /// Told when `Server::run`, its connections ended, starts waiting for the tasks left.
+    pub(crate) waiting_for_tasks: Arc<tokio::sync::Notify>,
+}
+
+#[cfg(feature = "test-hooks")]
+impl Hooks {
+    /// Makes the next subscription read wait until the returned [`HeldRead`] is released.
+    pub(crate) fn hold_next_read(&self) -> HeldRead {
+        let (entered, entered_rx) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        *self.read_gate.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReadGate {
+            entered,
+            release: release_rx,
+        });
+        HeldRead {
+            entered: entered_rx,
+            release: Some(release),
+            waiting: Arc::clone(&self.waiting_for_tasks),
+        }
+    }
+
+    /// The gate of the next read, if one is set.
+    pub(crate) fn take_read_gate(&self) -> Option<ReadGate> {
+        self.read_gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+/// Where a held read waits.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug)]
+pub(crate) struct ReadGate {
+    entered: tokio::sync::oneshot::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+#[cfg(feature = "test-hooks")]
+impl ReadGate {
+    /// Says the read is held, then blocks this (blocking) thread until it is released.
+    pub(crate) fn wait(self) {
+        let _ = self.entered.send(());
+        let _ = self.release.recv();
+    }
+}
+
+/// A subscription read held in flight (`Server::hold_next_read`); dropping it releases the read.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug)]
+pub struct HeldRead {
+    entered: tokio::sync::oneshot::Receiver<()>,
+    release: Option<std::sync::mpsc::Sender<()>>,
+    waiting: Arc<tokio::sync::Notify>,
+}
+
+#[cfg(feature = "test-hooks")]
+impl HeldRead {
+    /// Resolves once a read is held (on a blocking thread, with the server's state).
+    pub async fn entered(&mut self) {
+        let _ = (&mut self.entered).await;
+    }
+
+    /// Resolves once `Server::run` has seen its connections end and waits for the tasks left.
+    pub async fn server_waiting(&self) {
+        self.waiting.notified().await;
+    }
+
+    /// Lets the held read go on.
+    pub fn release(&mut self) {
+        self.release = None;
     }
 }

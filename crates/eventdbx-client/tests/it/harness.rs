@@ -137,19 +137,9 @@ impl TestServer {
     /// Starts the server again on the same port and data directory.
     pub async fn restart(&mut self) {
         self.stop().await;
-        // The stopped server's last tasks can still hold the store file for a moment after its
-        // run returned (seen under load): wait until the file is free, for at most 10 s.
-        let mut tries = 0;
-        let server = loop {
-            match Server::open(config(self.dir.path(), self.options)) {
-                Ok(server) => break server,
-                Err(err) if tries < 1_000 && format!("{err:?}").contains("DatabaseAlreadyOpen") => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                Err(err) => panic!("reopen server: {err:?}"),
-            }
-        };
+        // `run` returned only once nothing of the stopped server held the store: it opens now.
+        let server = Server::open(config(self.dir.path(), self.options))
+            .unwrap_or_else(|err| panic!("reopen server: {err:?}"));
         let listener = listen_on(self.port);
         self.serve(server, listener);
     }

@@ -259,7 +259,10 @@ async fn answer_apart(
     {
         tokio::task::block_in_place(|| execute(&state, &session, id, command, response_limit))
     } else {
-        tokio::task::spawn_blocking(move || execute(&state, &session, id, command, response_limit))
+        // Tracked: an aborted session leaves it running, and the server waits for it.
+        let tasks = state.tasks.clone();
+        tasks
+            .spawn_blocking(move || execute(&state, &session, id, command, response_limit))
             .await
             .ok()
             .flatten()

@@ -124,7 +124,9 @@ impl Subscriptions {
             0 => commands::subscribe::DEFAULT_CREDIT,
             n => n.min(commands::subscribe::MAX_CREDIT),
         };
-        let task = tokio::spawn(async move {
+        // Tracked: aborted, it still holds the state until the runtime drops it, and the server
+        // waits for that.
+        let task = tokio::spawn(self.state.tasks.track_future(async move {
             if full {
                 let refused = RequestError::unsupported(format!(
                     "a session holds at most {MAX_SUBSCRIPTIONS} subscriptions"
@@ -132,7 +134,7 @@ impl Subscriptions {
                 return task.send(Err(refused)).await;
             }
             task.run(request).await;
-        });
+        }));
         self.running.insert(
             subscription_id,
             Running {
@@ -205,16 +207,25 @@ impl Task {
             Arc::clone(&self.info),
             self.response_limit,
         );
-        tokio::task::spawn_blocking(move || {
-            f(&Context {
-                state: &state,
-                tenant: &info.tenant,
-                hello_token: &info.hello_token,
-                response_limit: limit,
+        #[cfg(feature = "test-hooks")]
+        let gate = self.state.hooks.take_read_gate();
+        // Tracked: a read outlives the abort of its subscription, and the server waits for it.
+        let tasks = &self.state.tasks;
+        tasks
+            .spawn_blocking(move || {
+                #[cfg(feature = "test-hooks")]
+                if let Some(gate) = gate {
+                    gate.wait();
+                }
+                f(&Context {
+                    state: &state,
+                    tenant: &info.tenant,
+                    hello_token: &info.hello_token,
+                    response_limit: limit,
+                })
             })
-        })
-        .await
-        .map_err(|err| RequestError::new("storage", format!("storage error: {err}")))?
+            .await
+            .map_err(|err| RequestError::new("storage", format!("storage error: {err}")))?
     }
 
     async fn run(self, request: SubscribeRequest) {

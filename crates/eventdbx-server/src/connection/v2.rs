@@ -9,6 +9,7 @@ use eventdbx_proto::transport::{read_frame, write_frame, FrameReader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinSet;
 use tokio::time::timeout_at;
 
 use super::admission::{SessionsFull, Ticket};
@@ -61,7 +62,7 @@ pub(super) async fn serve_v2(
         // again; read them now (only when the registry file changed) rather than refuse it for
         // up to a refresh period.
         let auth = Arc::clone(&state.auth);
-        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || auth.reload()).await {
+        if let Ok(Err(err)) = state.tasks.spawn_blocking(move || auth.reload()).await {
             tracing::warn!(error = %err, "could not refresh tokens");
         }
         psk = state.auth.handshake_psk(&token_id);
@@ -156,6 +157,9 @@ async fn v2_loop(
         response_limit,
     );
     let slots = Arc::new(Semaphore::new(V2_IN_FLIGHT));
+    // The requests running apart: aborted if this session is (the server's drain deadline), and
+    // tracked, so the server waits until they are dropped.
+    let mut apart = JoinSet::new();
     let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
     let mut clock = MessageClock::new(&state);
     // The budget held by the message being reassembled; it goes with the message to its answer.
@@ -239,15 +243,17 @@ async fn v2_loop(
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             break;
         };
+        while apart.try_join_next().is_some() {}
+        let tasks = state.tasks.clone();
         let (state, info, outbound) =
             (Arc::clone(&state), Arc::clone(&info), Arc::clone(&outbound));
-        tokio::spawn(async move {
+        apart.spawn(tasks.track_future(async move {
             if let Some(answer) = answer_apart(state, info, id, command, response_limit).await {
                 outbound.lock().await.send(&answer).await;
             }
             drop(held);
             drop(permit);
-        });
+        }));
     }
     // A message cut short gives its budget back before the peer sees the connection close.
     drop(reservation);

@@ -16,6 +16,7 @@ mod references;
 mod restart;
 mod runtime_flavor;
 mod shared;
+mod shutdown;
 mod standalone;
 mod subscriptions;
 mod support;

@@ -32,6 +32,15 @@ impl Wire {
         }
     }
 
+    /// Waits until the peer has sent something more, reading none of it.
+    pub fn wait_readable(&self) -> std::io::Result<()> {
+        let mut buf = [0u8; 1];
+        match self.stream.peek(&mut buf)? {
+            0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes all of `bytes`.
     pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.sent.extend_from_slice(bytes);
