@@ -40,9 +40,10 @@ pub struct Client {
 impl Client {
     /// Connects and performs the handshake (see [`crate::Client::connect`]).
     pub fn connect(config: ClientConfig) -> Result<Client> {
-        // A current-thread runtime: each call runs on the calling thread, which also waits for
-        // the socket itself, so a round trip costs no wake-up of another thread (a worker
-        // thread would add two per call: the worker woken by the response, then the caller).
+        // A current-thread runtime: each call runs on the calling thread, which also reads its
+        // answer itself (in a blocking read, see `Client::connect_blocking_caller`), so a round
+        // trip costs no wake-up of another thread (a worker thread would add two per call: the
+        // worker woken by the response, then the caller) and no trip through the runtime.
         // The connection's reader task runs while a call waits; a connection the server closed
         // between calls is noticed before the next request (see `Connection::is_alive`).
         // Threads sharing the client take turns driving the runtime.
@@ -50,7 +51,7 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|err| Error::connection(format!("cannot start the runtime: {err}")))?;
-        let client = runtime.block_on(crate::Client::connect(config))?;
+        let client = runtime.block_on(crate::Client::connect_blocking_caller(config))?;
         Ok(Client {
             client,
             runtime: Arc::new(runtime),
