@@ -7,7 +7,7 @@
 //! reader task's `recv`, its second `recv` that finds the socket empty, and a second
 //! `epoll_wait` before `block_on` returns. Reading the answer directly costs one `recv` that
 //! sleeps until the answer is there, between two `ioctl`s that make the socket blocking for it
-//! and non-blocking again (`docs/benchmarks.md`, "The synchronous client's CPU per call").
+//! and non-blocking again.
 //!
 //! The bytes go through the same buffer and cipher as the reader task's, under the same lock,
 //! so whoever reads next continues the stream in step (as the answer poll's do, see
