@@ -96,7 +96,7 @@ impl Home {
     {
         let interruptible = interruptible(future);
         match self {
-            Home::Own(own) => py.detach(|| own.block_on(interruptible)),
+            Home::Own(own) => py.detach(|| eventdbx_client::blocking::run(own, interruptible)),
             Home::Shared => {
                 let runtime = runtime(py)?;
                 py.detach(|| runtime.block_on(interruptible))
