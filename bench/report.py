@@ -103,10 +103,31 @@ def verdicts(outcome: "Outcome") -> List[Verdict]:
     out.append(Verdict("W5 append latency on the long aggregate within 10% of a fresh one",
                        "; ".join(parts) or "not measured", ("met" if met else "missed")
                        if seen else "not measured"))
+    out += [_sync_append_latency(outcome)]
     out += [_client_cost(outcome), _async_client_cost(outcome), _sync_client_cost(outcome)]
     out += _idle(outcome)
     out.extend(_subscriptions(outcome))
     return out
+
+
+#: Issue 15's bound on the synchronous client's sequential durable append p50, in multiples
+#: of the disk's append-plus-``fdatasync`` p50 measured at the start of the same run.
+SYNC_APPEND_FSYNCS = 2.0
+
+
+def _sync_append_latency(outcome: "Outcome") -> Verdict:
+    from .workloads.sync_writes import VARIANT
+
+    target = (f"sequential durable append p50 through the synchronous client ≤ "
+              f"{SYNC_APPEND_FSYNCS:.0f}× the disk's append + fdatasync p50")
+    point = _find(outcome, "W1S", VARIANT, "dbx-fsync-v2")
+    fsync_us = outcome.machine.fsync_p50_us
+    if point is None or not fsync_us == fsync_us or fsync_us <= 0:
+        return Verdict(target, "not measured", "not measured")
+    p50_us = point.latency(50).median * 1e6
+    ratio = p50_us / fsync_us
+    return Verdict(target, f"p50 {p50_us:,.0f} µs vs fsync p50 {fsync_us:,.0f} µs = "
+                   f"{ratio:.2f}×", "met" if ratio <= SYNC_APPEND_FSYNCS else "missed")
 
 
 #: Our server with its busy-polling on (the default) and off, the same otherwise.

@@ -178,3 +178,22 @@ def test_idle_verdicts_and_the_busy_poll_pairs() -> None:
     assert "| IDLE | " + PACED + " | " in markdown(_outcome(points), figures=[])
     empty = {v.target: v.status for v in verdicts(_outcome([]))}
     assert empty["a server with 64 idle connections uses < 1% of a core"] == "not measured"
+
+
+def test_the_sync_append_target_compares_with_the_runs_fsync_p50() -> None:
+    from bench.workloads.sync_writes import VARIANT
+
+    target = ("sequential durable append p50 through the synchronous client ≤ 2× the disk's "
+              "append + fdatasync p50")
+
+    def verdict(latency_s: float, key: str = "dbx-fsync-v2"):  # type: ignore[no-untyped-def]
+        point = _point("W1S", VARIANT, key, 1_000, seconds=latency_s * 1_000)
+        return {v.target: v for v in verdicts(_outcome([point]))}[target]
+
+    # The machine note's fsync p50 is 100 µs (`_outcome`).
+    met = verdict(0.000150)
+    assert met.status == "met", met
+    assert met.measured == "p50 150 µs vs fsync p50 100 µs = 1.50×"
+    assert verdict(0.000250).status == "missed"
+    # Only the durable server's row counts.
+    assert verdict(0.000150, key="dbx-relaxed-v2").status == "not measured"

@@ -205,10 +205,11 @@ def registry() -> List[Workload]:
     from .connections import Idle, W7Connect
     from .reads import W4List, W5LongAggregate, W6Verify
     from .subscriptions import Subscriptions
+    from .sync_writes import W1SSyncAppends
     from .writes import W1Sequential, W2Concurrent, W3OpenLoop
 
-    return [W1Sequential(), W2Concurrent(), W3OpenLoop(), W4List(), W5LongAggregate(),
-            W6Verify(), W7Connect(), Idle(), ClientCost(), Subscriptions()]
+    return [W1Sequential(), W1SSyncAppends(), W2Concurrent(), W3OpenLoop(), W4List(),
+            W5LongAggregate(), W6Verify(), W7Connect(), Idle(), ClientCost(), Subscriptions()]
 
 
 def once(target: Target, key: str) -> bool:

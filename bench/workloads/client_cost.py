@@ -8,7 +8,8 @@ connection:
 - a pure-Python stack doing the same work (``bench/pure_client.py``: socket, pycapnp,
   noiseprotocol);
 - our Rust client (the ``roundtrips`` example of ``eventdbx-client`` against this server, which
-  reports its own thread's CPU per request; ``bench/run`` builds it);
+  reports its own thread's CPU per request; ``bench/run`` builds it): the async client, and the
+  blocking one (what the SDK's synchronous client runs) with its answer polling off;
 - on PostgreSQL, what an asyncio application would use instead: psycopg's async ``SELECT`` of
   one row by primary key (the harness's PostgreSQL driver, ``bench/drivers.py``).
 
@@ -42,6 +43,7 @@ SDK_ASYNC = "SDK async v1 get"
 SDK_ASYNC_V2 = "SDK async v2 get"
 PURE = "pure Python v1 get"
 RUST = "Rust client v1 get"
+RUST_BLOCKING_NO_POLL = "Rust blocking client v1 get, busy-poll off"
 PSYCOPG = "psycopg async SELECT"
 _RUST_LINE = re.compile(r"^(\d+) sequential .*: ([\d.]+) requests/s, ([\d.]+) us per round")
 _RUST_CPU = re.compile(r"^client CPU: ([\d.]+) us per request")
@@ -59,7 +61,8 @@ class ClientCost(Workload):
     unit = "requests/s"
 
     def variants(self, sizes: Sizes) -> List[str]:
-        return [SDK_SYNC, SDK_SYNC_NO_POLL, SDK_ASYNC, SDK_ASYNC_V2, PURE, RUST, PSYCOPG]
+        return [SDK_SYNC, SDK_SYNC_NO_POLL, SDK_ASYNC, SDK_ASYNC_V2, PURE, RUST,
+                RUST_BLOCKING_NO_POLL, PSYCOPG]
 
     def variants_for(self, system: System, sizes: Sizes) -> List[str]:
         # PostgreSQL takes part only with psycopg; our server with everything else.
@@ -87,6 +90,8 @@ class ClientCost(Workload):
             raise TypeError(f"{variant} runs against our dbx")
         if variant == RUST:
             return self._rust(server, requests)
+        if variant == RUST_BLOCKING_NO_POLL:
+            return self._rust(server, requests, blocking=True, busy_poll_us=0)
         if variant == PURE:
             pure = PureV1Client(server.host, server.port, server.token)
             try:
@@ -149,14 +154,18 @@ class ClientCost(Workload):
         finally:
             await driver.close()
 
-    def _rust(self, server: DbxServer, requests: int) -> Run:
+    def _rust(self, server: DbxServer, requests: int, blocking: bool = False,
+              busy_poll_us: Optional[int] = None) -> Run:
         binary = roundtrips_binary()
         if not os.access(binary, os.X_OK):
             raise FileNotFoundError(f"{binary} is not built (bench/run builds it)")
         env = dict(os.environ, EVENTDBX_TOKEN=server.token, EVENTDBX_HOST=server.host,
                    EVENTDBX_PORT=str(server.port), EVENTDBX_TENANT_ID="default")
+        if busy_poll_us is not None:
+            env["EVENTDBX_BUSY_POLL_US"] = str(busy_poll_us)
+        mode = ["blocking"] if blocking else ["async"]
         server0 = tree_cpu(*server.cpu_roots)
-        out = subprocess.run([binary, str(requests), "v1", "get"], env=env, text=True,
+        out = subprocess.run([binary, str(requests), "v1", "get", *mode], env=env, text=True,
                              capture_output=True, timeout=300, check=True).stdout
         # Its warm-up requests reach the server too: the server's share is only indicative.
         run = Run(server_cpu=tree_cpu(*server.cpu_roots).since(server0))

@@ -97,6 +97,8 @@ struct Inner {
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
     /// The transport the first connection settled on; reconnects use exactly this one.
     negotiated: std::sync::OnceLock<Protocol>,
+    /// Callers block their thread for their answers ([`Client::connect_blocking_caller`]).
+    caller_waits: bool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -109,6 +111,7 @@ impl std::fmt::Debug for Inner {
             .field("closed", &self.closed)
             .field("connection", &self.connection)
             .field("negotiated", &self.negotiated)
+            .field("caller_waits", &self.caller_waits)
             .finish()
     }
 }
@@ -118,6 +121,21 @@ impl Client {
     ///
     /// [`RetryOptions`]: crate::RetryOptions
     pub async fn connect(config: ClientConfig) -> Result<Client> {
+        Client::connect_with(config, false).await
+    }
+
+    /// Connects as [`connect`](Self::connect) does, for a caller that runs each call to
+    /// completion with `block_on` on a current-thread runtime of its own (the
+    /// [`blocking`](crate::blocking) client, the Python SDK's synchronous client): a call whose
+    /// answer its poll did not catch ([`ClientConfig::busy_poll`]) then waits for it in a
+    /// blocking read on the calling thread, for up to 20 ms, instead of in the runtime's
+    /// `epoll_wait` (which also costs the reader task's two reads). The runtime runs nothing
+    /// else meanwhile: do not use it on a runtime whose other tasks must not wait that long.
+    pub async fn connect_blocking_caller(config: ClientConfig) -> Result<Client> {
+        Client::connect_with(config, true).await
+    }
+
+    async fn connect_with(config: ClientConfig, caller_waits: bool) -> Result<Client> {
         config.validate()?;
         let client = Client {
             request_timeout: config.request_timeout,
@@ -128,6 +146,7 @@ impl Client {
                 closed: AtomicBool::new(false),
                 connection: tokio::sync::Mutex::new(None),
                 negotiated: std::sync::OnceLock::new(),
+                caller_waits,
             }),
         };
         let mut retry = 0;
@@ -236,7 +255,11 @@ impl Client {
         }
         *slot = None;
         let negotiated = self.inner.negotiated.get().copied();
-        let connection = Arc::new(Connection::open(&self.inner.config, negotiated).await?);
+        let mut connection = Connection::open(&self.inner.config, negotiated).await?;
+        if self.inner.caller_waits {
+            connection.let_callers_wait();
+        }
+        let connection = Arc::new(connection);
         let _ = self.inner.negotiated.set(connection.protocol());
         if self.is_closed() {
             connection.kill(Error::closed());

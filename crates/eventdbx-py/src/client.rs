@@ -27,8 +27,10 @@ use crate::runtime::runtime;
 pub(crate) enum Home {
     /// Connected for synchronous use (`EventDBXClient`): the client's own current-thread
     /// runtime. A call runs on the calling thread (GIL released), which writes the request and
-    /// waits for the answer in `epoll` itself: no other thread is woken per round trip. Threads
-    /// sharing the client take turns driving the runtime (as `eventdbx_client::blocking`).
+    /// reads the answer itself, in a blocking read
+    /// (`eventdbx_client::Client::connect_blocking_caller`): no other thread is woken per round
+    /// trip, and the runtime's `epoll` is not involved. Threads sharing the client take turns
+    /// driving the runtime (as `eventdbx_client::blocking`).
     Own(Arc<tokio::runtime::Runtime>),
     /// Connected for asyncio (`AsyncEventDBXClient`): the extension's shared runtime
     /// ([`runtime`]), whose workers read the sockets, while each call is polled on the event
@@ -94,7 +96,7 @@ impl Home {
     {
         let interruptible = interruptible(future);
         match self {
-            Home::Own(own) => py.detach(|| own.block_on(interruptible)),
+            Home::Own(own) => py.detach(|| eventdbx_client::blocking::run(own, interruptible)),
             Home::Shared => {
                 let runtime = runtime(py)?;
                 py.detach(|| runtime.block_on(interruptible))
@@ -254,7 +256,7 @@ impl Client {
             .map_err(|err| PyRuntimeError::new_err(format!("cannot start the runtime: {err}")))?;
         let home = Home::Own(Arc::new(own));
         let client = home
-            .block_on(py, eventdbx_client::Client::connect(config))?
+            .block_on(py, eventdbx_client::Client::connect_blocking_caller(config))?
             .map_err(|err| to_py_err(py, &err))?;
         Client { client, home }.into_py_any(py)
     }

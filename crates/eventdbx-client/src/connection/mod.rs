@@ -14,14 +14,18 @@
 //! [`PollSlot`](eventdbx_proto::transport::PollSlot)), decoding whatever arrives and
 //! handing each answer to its waiter; the reader task reads only what the caller did not wait
 //! for. So a sequential caller whose answer comes within the poll gets it on its own thread,
-//! with no task wake-up in between, on any runtime flavour.
+//! with no task wake-up in between, on any runtime flavour. On the blocking clients'
+//! connections a caller whose answer the poll did not catch then reads it in a blocking `recv`
+//! on its own thread for a while (`caller_wait`), before it leaves it to the reader task.
 //!
 //! # Layout
+//! - `caller_wait`: the blocking clients' wait for an answer on the caller's thread.
 //! - `open`: the hello, the v1 or v2 handshake and the fallback between them.
 //! - `read_side`: what the reader task and polling callers share (the pending map, the buffer
 //!   and the opening cipher), the answer poll and the reader task.
 //! - `writer`: the sealing cipher and the write half, and [`Connection::send`].
 
+mod caller_wait;
 mod open;
 mod read_side;
 mod writer;
@@ -74,6 +78,9 @@ pub(crate) struct Connection {
     watch: std::net::TcpStream,
     /// Whether callers poll for their answers ([`Connection::poll_for_answer`]).
     polls: bool,
+    /// Whether a caller may block its thread reading its answer
+    /// ([`Connection::wait_for_answer`]): only the blocking clients' connections.
+    caller_waits: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -192,9 +199,12 @@ impl Connection {
                 AnswerWait::Answered(result) => return result,
                 AnswerWait::Parked(parked) => parked,
             };
-            let result = answer
-                .await
-                .unwrap_or_else(|_| Err(Error::connection("connection closed")));
+            let result = match self.wait_for_answer(&mut answer, deadline.into_std()) {
+                Some(result) => result,
+                None => answer
+                    .await
+                    .unwrap_or_else(|_| Err(Error::connection("connection closed"))),
+            };
             self.answer_came(parked);
             result
         };
@@ -314,6 +324,7 @@ impl Connection {
             fingerprint,
             watch,
             polls: !busy_poll.is_zero(),
+            caller_waits: false,
         }
     }
 }

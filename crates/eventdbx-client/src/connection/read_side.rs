@@ -38,8 +38,8 @@ pub(super) struct Shared {
     poll: Mutex<AnswerPoll>,
 }
 
-struct ReadSide {
-    buffer: FrameBuffer,
+pub(super) struct ReadSide {
+    pub(super) buffer: FrameBuffer,
     opening: Opening,
 }
 
@@ -74,6 +74,11 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The read side, unless a reader holds it right now.
+    pub(super) fn try_read_side(&self) -> Option<MutexGuard<'_, ReadSide>> {
+        self.read.try_lock().ok()
+    }
+
     fn answer_poll(&self) -> MutexGuard<'_, AnswerPoll> {
         self.poll
             .lock()
@@ -82,7 +87,7 @@ impl Shared {
 
     /// Decodes every whole frame received and hands each answer to its waiter. An error means
     /// the connection is out of step and must die.
-    fn deliver(&self, side: &mut ReadSide) -> std::result::Result<(), Error> {
+    pub(super) fn deliver(&self, side: &mut ReadSide) -> std::result::Result<(), Error> {
         loop {
             let payload = match side.buffer.has_frame() {
                 Ok(true) => match side.buffer.next_frame() {

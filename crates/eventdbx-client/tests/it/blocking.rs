@@ -1,9 +1,11 @@
 //! The blocking client: a smoke test from plain threads.
 
+use std::time::{Duration, Instant};
+
 use eventdbx_client::blocking::Client;
 use eventdbx_client::{EventsQuery, ListQuery, Write};
 
-use crate::harness::TestServer;
+use crate::harness::{Fault, Proxy, TestServer};
 
 #[test]
 fn blocking_client_smoke() {
@@ -101,6 +103,51 @@ fn blocking_client_notices_a_connection_closed_between_calls() {
         .expect("found");
     assert_eq!(got["version"], 4);
     assert_eq!(got["state"]["n"], 4);
+    client.close();
+    drop(client);
+    runtime.block_on(server.stop());
+}
+
+/// A blocking caller reads its answer itself for a while, then leaves it to the connection's
+/// reader task: a call whose answer never comes still ends with its timeout, long before the
+/// default one, and the connection stays in step for the next call (whose late predecessor's
+/// answer is dropped).
+#[test]
+fn a_blocking_call_whose_answer_is_held_times_out_and_the_next_one_is_answered() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let mut server = runtime.block_on(TestServer::start());
+    let proxy = runtime.block_on(Proxy::start(server.port, false));
+    let default = Duration::from_secs(120);
+    let client = Client::connect(server.config().port(proxy.port).request_timeout(default))
+        .expect("connect");
+    client
+        .create("item", "i-1", "item_added", r#"{"n":1}"#)
+        .expect("create");
+    // Timeouts above and below twice the caller's own wait (20 ms): the first waits on the
+    // caller's thread then in the runtime, the second only in the runtime.
+    for timeout in [Duration::from_millis(150), Duration::from_millis(30)] {
+        proxy.arm(Fault::HoldNextResponse);
+        let started = Instant::now();
+        let err = client
+            .with_request_timeout(timeout)
+            .get("item", "i-1")
+            .expect_err("the answer is held");
+        assert!(err.is_timeout(), "{err}");
+        assert!(started.elapsed() < default / 2, "{:?}", started.elapsed());
+        proxy.release();
+        runtime.block_on(proxy.forwarded());
+        let got = client
+            .get("item", "i-1")
+            .expect("the next call")
+            .value()
+            .expect("json")
+            .expect("found");
+        assert_eq!(got["version"], 1);
+    }
     client.close();
     drop(client);
     runtime.block_on(server.stop());
