@@ -64,9 +64,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 mod archive;
-#[cfg(feature = "test-cluster")]
+#[cfg(any(test, feature = "test-cluster"))]
 pub mod cluster;
 mod documents;
+mod group;
+#[cfg(test)]
+mod group_tests;
 mod jobs;
 mod list;
 mod positions;
@@ -147,6 +150,7 @@ pub struct PostgresStore {
     locks: Vec<Mutex<write::Stripe>>,
     ids: Mutex<SnowflakeGenerator>,
     positions: Arc<positions::Positions>,
+    group: group::GroupCommit,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -160,7 +164,7 @@ impl std::fmt::Debug for PostgresStore {
 /// Whether the driver says the session is gone: the connection closed or broke, or the
 /// database is shutting down, crashed or not yet accepting connections. A transaction in such a
 /// session that did not reach its COMMIT is rolled back by PostgreSQL.
-fn session_lost(err: &tokio_postgres::Error) -> bool {
+pub(crate) fn session_lost(err: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     err.is_closed()
         || err.code().is_some_and(|code| {
@@ -379,6 +383,7 @@ impl PostgresStore {
         let handle = runtime.handle().clone();
         let store = PostgresStore {
             runtime: Mutex::new(Some(runtime)),
+            group: group::GroupCommit::start(&handle, &pool, config.worker_id),
             handle,
             pool,
             durability: config.durability,
@@ -423,6 +428,11 @@ impl PostgresStore {
     /// A pool handle for a task.
     pub(crate) fn pool(&self) -> Pool {
         self.pool.clone()
+    }
+
+    /// The committers of plain writes.
+    pub(crate) fn group(&self) -> &group::GroupCommit {
+        &self.group
     }
 
     /// The engine's position bookkeeping (commits to number, listeners).
