@@ -26,21 +26,22 @@
 //! while a transaction is open.
 //!
 //! A write is optimistic: it reads the aggregate (with its `revision`; or starts from the record
-//! this process committed last), seals the event, then commits in one statement (a server-side
-//! function, its own transaction) that updates the aggregate only if its revision is unchanged
-//! and inserts the event under the unique `(tenant, aggregate_type, aggregate_id, version)` key.
-//! A lost race rolls back and the write is prepared again from the stored state: an append then
-//! gets the next version, and a write with an expected version gets `version_conflict`. Writers
-//! of one aggregate in one process are also serialised by a striped lock, so races only happen
-//! between servers.
+//! this process committed last), seals the event, then commits in one statement, its own
+//! transaction, that updates the aggregate only if its revision is unchanged and inserts the
+//! event under the unique `(tenant, aggregate_type, aggregate_id, version)` key: a server-side
+//! function for a write alone, or one statement for a group of plain writes of other aggregates
+//! that were ready at the same time (`group`). A lost race stores nothing of that write, which is
+//! prepared again from the stored state: an append then gets the next version, and a write with an
+//! expected version gets `version_conflict`. Writers of one aggregate in one process are also
+//! serialised by a striped lock, so races only happen between servers.
 //!
 //! # Layout
 //! `schema` (versioned migrations applied at open), `records` (stored forms), `documents` (the
-//! control documents servers share), `write`,
-//! `archive` (archive, restore, referrers), `read` (aggregates, events, outbox, snapshots,
-//! usage), `list` (keyset paging), `verify`, `jobs` (the plugin outbox), `positions` (event
-//! positions for subscriptions), `cluster` (a scratch cluster for tests, feature
-//! `test-cluster`). The tables and their indexes are described in
+//! control documents servers share), `write`, `group` (plain writes ready together, committed
+//! as one statement), `archive` (archive, restore, referrers), `read` (aggregates, events,
+//! outbox, snapshots, usage), `list` (keyset paging), `verify`, `jobs` (the plugin outbox),
+//! `positions` (event positions for subscriptions), `cluster` (a scratch cluster for tests,
+//! feature `test-cluster`). The tables and their indexes are described in
 //! `docs/storage.md`, "PostgreSQL engine".
 
 use std::collections::BTreeSet;

@@ -2,9 +2,10 @@
 //! from the record this process committed last for it ([`Stripe`]), seals the event on the
 //! caller's thread with `eventdbx-core`, then commits record, event, snapshot, idempotency
 //! result, reference index, plugin jobs and usage in one statement, `eventdbx_write` (its own
-//! transaction: one round trip). The record is updated only at the revision that was read, and
-//! the event's key is unique, so a write that lost a race changes nothing and is prepared again
-//! from the stored state.
+//! transaction: one round trip), or, for a plain write, in the statement of its group with the
+//! other plain writes ready at the same time (`group.rs`). The record is updated only at the
+//! revision that was read, and the event's key is unique, so a write that lost a race changes
+//! nothing and is prepared again from the stored state.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
