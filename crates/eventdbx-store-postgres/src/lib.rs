@@ -20,8 +20,8 @@
 //!
 //! # Concurrency
 //! The traits are synchronous and the server also calls them from async tasks, so the engine
-//! never blocks on a runtime: it owns a small tokio runtime, spawns each database round trip on
-//! it and waits for the answer on a channel ([`PostgresStore::run`]). Domain work (sealing,
+//! never blocks on a runtime: it owns a tokio runtime on a thread of its own, spawns each
+//! database round trip on it and waits for the answer on a channel ([`PostgresStore::run`]). Domain work (sealing,
 //! the server's payload check, filters) runs on the caller's thread between round trips, never
 //! while a transaction is open.
 //!
@@ -143,7 +143,8 @@ pub fn open_postgres_shared(
 
 /// The PostgreSQL engine. Cheap to share behind an `Arc`.
 pub struct PostgresStore {
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    /// Ends the thread that runs the engine's runtime (dropped with the store).
+    runtime: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     handle: tokio::runtime::Handle,
     pool: Pool,
     durability: Durability,
@@ -342,9 +343,10 @@ fn closed() -> StoreError {
 impl PostgresStore {
     /// Connects, migrates and seeds the id generator above every stored id.
     pub fn open(config: &PostgresConfig) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("eventdbx-postgres")
+        // One thread runs every database task: a round trip's tasks (the caller's, a group
+        // committer, the driver's connection) then hand over to each other without waking
+        // another thread, which on two cores cost more than the work itself.
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|err| StoreError::storage("cannot start the database runtime", err))?;
@@ -382,8 +384,18 @@ impl PostgresStore {
             .build()
             .map_err(|err| StoreError::storage("cannot build the connection pool", err))?;
         let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("eventdbx-postgres".to_owned())
+            .spawn(move || {
+                // Until the store is dropped; the runtime and its tasks go with this thread.
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|err| StoreError::storage("cannot start the database thread", err))?;
         let store = PostgresStore {
-            runtime: Mutex::new(Some(runtime)),
+            runtime: Mutex::new(Some(stop)),
             group: group::GroupCommit::start(&handle, &pool, config.worker_id),
             handle,
             pool,
@@ -536,15 +548,15 @@ impl PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        let runtime = self
+        // The runtime's own thread drops it, never this one: dropping a runtime blocks, which
+        // is refused inside another runtime's task (where the server may drop its last handle).
+        let stop = self
             .runtime
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(runtime) = runtime {
-            // Dropping a runtime blocks, which is refused inside another runtime's task (where
-            // the server may drop its last handle).
-            runtime.shutdown_background();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
         }
     }
 }
