@@ -20,27 +20,28 @@
 //!
 //! # Concurrency
 //! The traits are synchronous and the server also calls them from async tasks, so the engine
-//! never blocks on a runtime: it owns a small tokio runtime, spawns each database round trip on
-//! it and waits for the answer on a channel ([`PostgresStore::run`]). Domain work (sealing,
+//! never blocks on a runtime: it owns a tokio runtime on a thread of its own, spawns each
+//! database round trip on it and waits for the answer on a channel ([`PostgresStore::run`]). Domain work (sealing,
 //! the server's payload check, filters) runs on the caller's thread between round trips, never
 //! while a transaction is open.
 //!
 //! A write is optimistic: it reads the aggregate (with its `revision`; or starts from the record
-//! this process committed last), seals the event, then commits in one statement (a server-side
-//! function, its own transaction) that updates the aggregate only if its revision is unchanged
-//! and inserts the event under the unique `(tenant, aggregate_type, aggregate_id, version)` key.
-//! A lost race rolls back and the write is prepared again from the stored state: an append then
-//! gets the next version, and a write with an expected version gets `version_conflict`. Writers
-//! of one aggregate in one process are also serialised by a striped lock, so races only happen
-//! between servers.
+//! this process committed last), seals the event, then commits in one statement, its own
+//! transaction, that updates the aggregate only if its revision is unchanged and inserts the
+//! event under the unique `(tenant, aggregate_type, aggregate_id, version)` key: a server-side
+//! function for a write alone, or one statement for a group of plain writes of other aggregates
+//! that were ready at the same time (`group`). A lost race stores nothing of that write, which is
+//! prepared again from the stored state: an append then gets the next version, and a write with an
+//! expected version gets `version_conflict`. Writers of one aggregate in one process are also
+//! serialised by a striped lock, so races only happen between servers.
 //!
 //! # Layout
 //! `schema` (versioned migrations applied at open), `records` (stored forms), `documents` (the
-//! control documents servers share), `write`,
-//! `archive` (archive, restore, referrers), `read` (aggregates, events, outbox, snapshots,
-//! usage), `list` (keyset paging), `verify`, `jobs` (the plugin outbox), `positions` (event
-//! positions for subscriptions), `cluster` (a scratch cluster for tests, feature
-//! `test-cluster`). The tables and their indexes are described in
+//! control documents servers share), `write`, `group` (plain writes ready together, committed
+//! as one statement), `archive` (archive, restore, referrers), `read` (aggregates, events,
+//! outbox, snapshots, usage), `list` (keyset paging), `verify`, `jobs` (the plugin outbox),
+//! `positions` (event positions for subscriptions), `cluster` (a scratch cluster for tests,
+//! feature `test-cluster`). The tables and their indexes are described in
 //! `docs/storage.md`, "PostgreSQL engine".
 
 use std::collections::BTreeSet;
@@ -64,9 +65,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 mod archive;
-#[cfg(feature = "test-cluster")]
+#[cfg(any(test, feature = "test-cluster"))]
 pub mod cluster;
 mod documents;
+mod group;
+#[cfg(test)]
+mod group_tests;
 mod jobs;
 mod list;
 mod positions;
@@ -139,7 +143,8 @@ pub fn open_postgres_shared(
 
 /// The PostgreSQL engine. Cheap to share behind an `Arc`.
 pub struct PostgresStore {
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    /// Ends the thread that runs the engine's runtime (dropped with the store).
+    runtime: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     handle: tokio::runtime::Handle,
     pool: Pool,
     durability: Durability,
@@ -147,6 +152,7 @@ pub struct PostgresStore {
     locks: Vec<Mutex<write::Stripe>>,
     ids: Mutex<SnowflakeGenerator>,
     positions: Arc<positions::Positions>,
+    group: group::GroupCommit,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -160,7 +166,7 @@ impl std::fmt::Debug for PostgresStore {
 /// Whether the driver says the session is gone: the connection closed or broke, or the
 /// database is shutting down, crashed or not yet accepting connections. A transaction in such a
 /// session that did not reach its COMMIT is rolled back by PostgreSQL.
-fn session_lost(err: &tokio_postgres::Error) -> bool {
+pub(crate) fn session_lost(err: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     err.is_closed()
         || err.code().is_some_and(|code| {
@@ -337,9 +343,10 @@ fn closed() -> StoreError {
 impl PostgresStore {
     /// Connects, migrates and seeds the id generator above every stored id.
     pub fn open(config: &PostgresConfig) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("eventdbx-postgres")
+        // One thread runs every database task: a round trip's tasks (the caller's, a group
+        // committer, the driver's connection) then hand over to each other without waking
+        // another thread, which on two cores cost more than the work itself.
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|err| StoreError::storage("cannot start the database runtime", err))?;
@@ -377,8 +384,19 @@ impl PostgresStore {
             .build()
             .map_err(|err| StoreError::storage("cannot build the connection pool", err))?;
         let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("eventdbx-postgres".to_owned())
+            .spawn(move || {
+                // Until the store is dropped; the runtime and its tasks go with this thread.
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|err| StoreError::storage("cannot start the database thread", err))?;
         let store = PostgresStore {
-            runtime: Mutex::new(Some(runtime)),
+            runtime: Mutex::new(Some(stop)),
+            group: group::GroupCommit::start(&handle, &pool, config.worker_id),
             handle,
             pool,
             durability: config.durability,
@@ -423,6 +441,11 @@ impl PostgresStore {
     /// A pool handle for a task.
     pub(crate) fn pool(&self) -> Pool {
         self.pool.clone()
+    }
+
+    /// The committers of plain writes.
+    pub(crate) fn group(&self) -> &group::GroupCommit {
+        &self.group
     }
 
     /// The engine's position bookkeeping (commits to number, listeners).
@@ -525,15 +548,15 @@ impl PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        let runtime = self
+        // The runtime's own thread drops it, never this one: dropping a runtime blocks, which
+        // is refused inside another runtime's task (where the server may drop its last handle).
+        let stop = self
             .runtime
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(runtime) = runtime {
-            // Dropping a runtime blocks, which is refused inside another runtime's task (where
-            // the server may drop its last handle).
-            runtime.shutdown_background();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
         }
     }
 }

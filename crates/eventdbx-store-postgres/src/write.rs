@@ -2,9 +2,10 @@
 //! from the record this process committed last for it ([`Stripe`]), seals the event on the
 //! caller's thread with `eventdbx-core`, then commits record, event, snapshot, idempotency
 //! result, reference index, plugin jobs and usage in one statement, `eventdbx_write` (its own
-//! transaction: one round trip). The record is updated only at the revision that was read, and
-//! the event's key is unique, so a write that lost a race changes nothing and is prepared again
-//! from the stored state.
+//! transaction: one round trip), or, for a plain write, in the statement of its group with the
+//! other plain writes ready at the same time (`group.rs`). The record is updated only at the
+//! revision that was read, and the event's key is unique, so a write that lost a race changes
+//! nothing and is prepared again from the stored state.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -18,6 +19,7 @@ use eventdbx_core::write::{self, NewEvent, WriteKind};
 use eventdbx_core::CoreError;
 use eventdbx_store::{Result, StoreError, WriteOutcome, WriteRequest};
 
+use crate::group::GroupCommit;
 use crate::records::{decode, AggregateRecord, IdempotencyRecord, RecordColumns, SnapshotRecord};
 use crate::{col, db, json_error, lost_race, now_nanos, pool_error, signed, Cached, PostgresStore};
 use eventdbx_store::plugin_jobs;
@@ -27,7 +29,7 @@ pub(crate) const MAX_ATTEMPTS: usize = 256;
 
 /// Usage counters per tenant are spread over this many rows, so concurrent writes of one tenant
 /// do not queue on one row lock until they commit.
-const USAGE_SHARDS: u64 = 16;
+pub(crate) const USAGE_SHARDS: u64 = 16;
 
 /// An aggregate's stored record and the revision it was read at.
 pub(crate) type Stored = Option<(i64, AggregateRecord)>;
@@ -237,23 +239,23 @@ fn usage_shard(aggregate_type: &str, aggregate_id: &str) -> i32 {
 }
 
 /// What a prepared write commits.
-struct Plan {
-    tenant: String,
-    revision: Option<i64>,
-    record: AggregateRecord,
-    columns: RecordColumns,
-    event_id: u64,
-    event_body: String,
-    snapshot: Option<(Snapshot, String)>,
-    idempotency: Option<(String, String)>,
+pub(crate) struct Plan {
+    pub(crate) tenant: String,
+    pub(crate) revision: Option<i64>,
+    pub(crate) record: AggregateRecord,
+    pub(crate) columns: RecordColumns,
+    pub(crate) event_id: u64,
+    pub(crate) event_body: String,
+    pub(crate) snapshot: Option<(Snapshot, String)>,
+    pub(crate) idempotency: Option<(String, String)>,
     /// The reference index entries wanted, by path (`None`: leave them alone).
-    links: Option<BTreeMap<String, (String, String)>>,
-    jobs: Vec<QueuedJob>,
-    quota: Option<u64>,
+    pub(crate) links: Option<BTreeMap<String, (String, String)>>,
+    pub(crate) jobs: Vec<QueuedJob>,
+    pub(crate) quota: Option<u64>,
 }
 
 /// A plugin job of the write: its JSON after the id, which the sequence gives in the commit.
-struct QueuedJob {
+pub(crate) struct QueuedJob {
     plugin: String,
     rank: i32,
     tail: String,
@@ -276,15 +278,35 @@ impl QueuedJob {
 }
 
 /// What a committed write leaves for the next write of its aggregate.
-struct Committed {
+pub(crate) struct Committed {
     revision: i64,
     record: AggregateRecord,
     size: usize,
 }
 
-/// Commits a prepared write; `Ok(None)` when it lost a race (nothing was written).
+impl Committed {
+    /// What `plan` leaves once committed.
+    pub(crate) fn of(plan: Plan) -> Self {
+        Committed {
+            revision: plan.revision.map_or(1, |r| r + 1),
+            size: plan.columns.text.len(),
+            record: plan.record,
+        }
+    }
+}
+
+/// Commits a prepared write on a connection of the pool; `Ok(None)` when it lost a race.
 async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<Option<Committed>> {
     let client = pool.get().await.map_err(pool_error)?;
+    commit_alone(&client, plan).await
+}
+
+/// Commits a prepared write by itself (`eventdbx_write`); `Ok(None)` when it lost a race
+/// (nothing was written).
+pub(crate) async fn commit_alone(
+    client: &deadpool_postgres::Client,
+    plan: Plan,
+) -> Result<Option<Committed>> {
     let (t, i) = (
         plan.record.aggregate_type.as_str(),
         plan.record.aggregate_id.as_str(),
@@ -359,11 +381,7 @@ async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<Option<Comm
         )
         .await;
     match written {
-        Ok(_) => Ok(Some(Committed {
-            revision: plan.revision.map_or(1, |r| r + 1),
-            size: c.text.len(),
-            record: plan.record,
-        })),
+        Ok(_) => Ok(Some(Committed::of(plan))),
         Err(err) if lost_race(&err) => Ok(None),
         Err(err) if err.code().is_some_and(|c| c.code() == QUOTA_EXCEEDED) => {
             let quota = plan.quota.unwrap_or(0);
@@ -458,7 +476,12 @@ pub(crate) fn write(
             }
             Err(err) => return Err(err),
         };
-        match store.run(commit(store.pool(), plan))? {
+        let committed = if GroupCommit::takes(&plan) {
+            store.group().commit(plan)?
+        } else {
+            store.run(commit(store.pool(), plan))?
+        };
+        match committed {
             Some(committed) => {
                 stripe.remember(tenant, committed.revision, committed.record, committed.size);
                 drop(stripe);
@@ -474,7 +497,7 @@ pub(crate) fn write(
 }
 
 /// The prepare half: domain checks, payload, sealing, snapshot and serialisation.
-fn prepare(
+pub(crate) fn prepare(
     store: &PostgresStore,
     tenant: &str,
     request: &WriteRequest,

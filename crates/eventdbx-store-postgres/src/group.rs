@@ -1,0 +1,247 @@
+//! Group commit: plain writes of different aggregates that are ready at the same time are
+//! committed by one statement, one transaction, one WAL flush and one round trip, instead of
+//! one each (`docs/storage.md`, "PostgreSQL engine: performance").
+//!
+//! A *plain* write stores its record, its event and its usage, and clears the aggregate's
+//! reference index when it was asked to keep it and found no reference: no quota to check, no
+//! snapshot, no idempotency result, no reference to add, no plugin job. Those others commit alone
+//! through `eventdbx_write` as before (`write.rs`), which is what keeps their checks (the quota
+//! locks, the key's first result) exactly as they were.
+//!
+//! A few committer tasks ([`COMMITTERS`]) share one queue; each takes everything queued when it
+//! is free (at most [`MAX_GROUP`]) and sends it as [`GROUP`]. So a lone write goes at once, and
+//! writes only gather while every committer is busy: the group's size follows the load, with no
+//! timer. The statement decides each write on its own: a write whose record changed since it was
+//! read (its revision) updates nothing and stores nothing, and only the writes whose record was
+//! written insert their events, so one lost race never fails the others; its writer prepares it
+//! again from the stored state, as a lone lost race is. Any error of the statement as a whole (a
+//! deadlock with another server's group, a key taken that no revision check foresaw) rolled it
+//! all back, so each write of the group is then committed alone, which decides it exactly as
+//! before. Only a session lost while the statement ran leaves every write of the group with an
+//! unknown outcome, as it leaves a lone commit's.
+//!
+//! Writers of one aggregate in one process are serialised by their stripe lock, held through the
+//! commit, so no group holds two writes of one aggregate. Each committer counts its groups' usage
+//! on a usage row of its own, so concurrent groups of one server never wait for each other's
+//! usage row.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use eventdbx_store::{Result, StoreError};
+use tokio::sync::{mpsc, Mutex};
+
+use crate::write::{commit_alone, Committed, Plan, USAGE_SHARDS};
+use crate::{col, commit_error, db, pool_error, signed};
+
+/// Group statements in flight at once. More gives smaller groups, so more transactions and more
+/// database CPU per write (at 16 writers, 4 committers cost the database about a third more per
+/// write than 2); one leaves the database idle while its group's WAL flush runs.
+pub(crate) const COMMITTERS: usize = 2;
+
+/// The most writes one statement commits.
+pub(crate) const MAX_GROUP: usize = 64;
+
+/// One statement for the whole group, run as its own transaction. Each write is a row of the
+/// unnested arrays, numbered by `k`; the result is the `k` of every write that was stored.
+/// Creates insert their record unless it exists, appends update theirs at the revision read;
+/// `written` is the writes that did, and only they insert an event, clear references and count
+/// usage (one row per tenant, on this committer's shard).
+const GROUP: &str = r#"WITH w AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                         $6::boolean[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[],
+                         $11::text[], $12::bigint[], $13::boolean[])
+        WITH ORDINALITY AS w(tenant, aggregate_type, aggregate_id, revision, version, archived,
+                             created_ms, updated_ms, record, event_id, event_body, bytes,
+                             clear_references, k)
+), created AS (
+    INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version, archived,
+                            created_ms, updated_ms, record)
+    SELECT w.tenant, w.aggregate_type, w.aggregate_id, 1, w.version, w.archived, w.created_ms,
+           w.updated_ms, w.record
+    FROM w WHERE w.revision IS NULL
+    ON CONFLICT DO NOTHING
+    RETURNING tenant, aggregate_type, aggregate_id
+), updated AS (
+    UPDATE aggregates a SET revision = a.revision + 1, version = w.version,
+        archived = w.archived, created_ms = w.created_ms, updated_ms = w.updated_ms,
+        record = w.record
+    FROM w
+    WHERE a.tenant = w.tenant AND a.aggregate_type = w.aggregate_type
+      AND a.aggregate_id = w.aggregate_id AND a.revision = w.revision
+    RETURNING a.tenant, a.aggregate_type, a.aggregate_id
+), written AS (
+    SELECT w.* FROM w
+    JOIN (SELECT * FROM created UNION ALL SELECT * FROM updated) AS d
+      ON d.tenant = w.tenant AND d.aggregate_type = w.aggregate_type
+     AND d.aggregate_id = w.aggregate_id
+), stored AS (
+    INSERT INTO events (tenant, aggregate_type, aggregate_id, version, event_id, body)
+    SELECT tenant, aggregate_type, aggregate_id, version, event_id, event_body FROM written
+), unlinked AS (
+    DELETE FROM aggregate_references r USING written
+    WHERE written.clear_references AND r.tenant = written.tenant
+      AND r.source_type = written.aggregate_type AND r.source_id = written.aggregate_id
+), counted AS (
+    INSERT INTO usage (tenant, shard, events, bytes)
+    SELECT tenant, $14, count(*), sum(bytes) FROM written GROUP BY tenant
+    ON CONFLICT (tenant, shard) DO UPDATE
+    SET events = usage.events + EXCLUDED.events, bytes = usage.bytes + EXCLUDED.bytes
+)
+SELECT k FROM written"#;
+
+/// Where a queued write's outcome arrives: `Ok(None)` when it lost a race.
+pub(crate) type Answered = std::sync::mpsc::Receiver<Result<Option<Committed>>>;
+
+/// A write waiting for its group, and where its outcome goes.
+pub(crate) struct Queued {
+    plan: Plan,
+    answer: std::sync::mpsc::SyncSender<Result<Option<Committed>>>,
+}
+
+impl Queued {
+    /// `plan` ready to queue, and where its outcome will arrive.
+    pub(crate) fn new(plan: Plan) -> (Self, Answered) {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        (Queued { plan, answer }, answered)
+    }
+}
+
+/// The queue of plain writes and the committers that empty it.
+pub(crate) struct GroupCommit {
+    queue: mpsc::UnboundedSender<Queued>,
+}
+
+impl GroupCommit {
+    /// Starts the committers on the engine's runtime. `worker_id` spreads the usage rows of
+    /// servers sharing the database over the shards.
+    pub(crate) fn start(handle: &tokio::runtime::Handle, pool: &Pool, worker_id: u16) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        let waiting = Arc::new(Mutex::new(waiting));
+        for committer in 0..COMMITTERS {
+            let shard = (usize::from(worker_id) * COMMITTERS + committer) % USAGE_SHARDS as usize;
+            handle.spawn(commit_groups(
+                pool.clone(),
+                Arc::clone(&waiting),
+                i32::try_from(shard).unwrap_or(0),
+            ));
+        }
+        GroupCommit { queue }
+    }
+
+    /// Whether `plan` may commit in a group (see the module's documentation).
+    pub(crate) fn takes(plan: &Plan) -> bool {
+        plan.quota.is_none()
+            && plan.snapshot.is_none()
+            && plan.idempotency.is_none()
+            && plan.jobs.is_empty()
+            && plan.links.as_ref().is_none_or(|links| links.is_empty())
+    }
+
+    /// Commits a plain write with whatever else is ready; `Ok(None)` when it lost a race
+    /// (nothing of it was written). Blocks this thread until the outcome is known.
+    pub(crate) fn commit(&self, plan: Plan) -> Result<Option<Committed>> {
+        let (queued, answered) = Queued::new(plan);
+        self.queue
+            .send(queued)
+            .map_err(|_| StoreError::engine("the store is closed"))?;
+        answered
+            .recv()
+            .map_err(|_| StoreError::engine("the group commit ended without an answer"))?
+    }
+}
+
+/// One committer: takes what is queued, commits it, answers, until the queue closes.
+async fn commit_groups(
+    pool: Pool,
+    waiting: Arc<Mutex<mpsc::UnboundedReceiver<Queued>>>,
+    shard: i32,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    loop {
+        let taken = waiting.lock().await.recv_many(&mut group, MAX_GROUP).await;
+        if taken == 0 {
+            return;
+        }
+        commit_group(&pool, shard, &mut group).await;
+    }
+}
+
+/// Answers every writer of `group` (emptying it) with the same error.
+fn fail(group: &mut Vec<Queued>, err: &StoreError) {
+    for queued in group.drain(..) {
+        let _ = queued.answer.send(Err(err.clone()));
+    }
+}
+
+/// Commits `group` (emptying it) and answers each of its writers.
+pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued>) {
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(err) => return fail(group, &pool_error(err)),
+    };
+    // Preparing sends nothing of the writes: a failure there is `db`'s (nothing was done).
+    let statement = match client.prepare_cached(GROUP).await {
+        Ok(statement) => statement,
+        Err(err) => return fail(group, &db(err)),
+    };
+    let written = run_group(&client, &statement, shard, group)
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|row| col::<i64>(row, 0))
+                .collect::<Result<Vec<_>>>()
+        });
+    match written {
+        // Committed, but its answer does not say which writes were stored.
+        Ok(Err(err)) => fail(group, &err),
+        Ok(Ok(written)) => {
+            for (k, queued) in (1..).zip(group.drain(..)) {
+                let outcome = written.contains(&k).then(|| Committed::of(queued.plan));
+                let _ = queued.answer.send(Ok(outcome));
+            }
+        }
+        // The statement may have committed before the answer was lost.
+        Err(err) if crate::session_lost(&err) => fail(group, &commit_error(err)),
+        Err(_) => {
+            // Rolled back as a whole: each write is decided alone, as it would have been.
+            for queued in group.drain(..) {
+                let outcome = commit_alone(&client, queued.plan).await;
+                let _ = queued.answer.send(outcome);
+            }
+        }
+    }
+}
+
+/// Runs [`GROUP`] (`statement`) for `group`: a row with the number (from 1) of each write that
+/// was stored.
+async fn run_group(
+    client: &deadpool_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    shard: i32,
+    group: &[Queued],
+) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let plans = || group.iter().map(|queued| &queued.plan);
+    let tenants: Vec<&str> = plans().map(|p| p.tenant.as_str()).collect();
+    let types: Vec<&str> = plans().map(|p| p.record.aggregate_type.as_str()).collect();
+    let ids: Vec<&str> = plans().map(|p| p.record.aggregate_id.as_str()).collect();
+    let revisions: Vec<Option<i64>> = plans().map(|p| p.revision).collect();
+    let versions: Vec<i64> = plans().map(|p| p.columns.version).collect();
+    let archived: Vec<bool> = plans().map(|p| p.columns.archived).collect();
+    let created: Vec<i64> = plans().map(|p| p.columns.created_ms).collect();
+    let updated: Vec<i64> = plans().map(|p| p.columns.updated_ms).collect();
+    let records: Vec<&str> = plans().map(|p| p.columns.text.as_str()).collect();
+    let event_ids: Vec<i64> = plans().map(|p| signed(p.event_id)).collect();
+    let bodies: Vec<&str> = plans().map(|p| p.event_body.as_str()).collect();
+    let bytes: Vec<i64> = plans().map(|p| signed(p.event_body.len() as u64)).collect();
+    let clear: Vec<bool> = plans().map(|p| p.links.is_some()).collect();
+    client
+        .query(
+            statement,
+            &[
+                &tenants, &types, &ids, &revisions, &versions, &archived, &created, &updated,
+                &records, &event_ids, &bodies, &bytes, &clear, &shard,
+            ],
+        )
+        .await
+}
