@@ -62,6 +62,15 @@ impl MutationLog {
         self.bytes.is_empty()
     }
 
+    /// Bytes recorded so far: a job that failed without adding any changed nothing.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     fn push(&mut self, tag: TableTag, op: u8, key: &[u8], value: Option<&[u8]>) {
         self.bytes.push(tag as u8);
         self.bytes.push(op);
