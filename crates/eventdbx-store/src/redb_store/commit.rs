@@ -407,6 +407,12 @@ impl Committer {
         }
     }
 
+    /// Whether a durable round is running (a write now would wait for it); relaxed writes never
+    /// wait for one.
+    pub(crate) fn commit_running(&self) -> bool {
+        self.durability == Durability::Fsync && self.queue().leading
+    }
+
     /// Runs `apply` in the open transaction (opening one if needed).
     fn commit_relaxed(&self, max_id: u64, apply: &Apply) -> Result<()> {
         let shared = &*self.shared;
