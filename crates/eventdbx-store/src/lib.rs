@@ -361,6 +361,13 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// How writes are made durable.
     fn durability(&self) -> Durability;
 
+    /// Whether a write made now would wait for a commit of other writes already running (the
+    /// embedded engine's group commit). A caller may run a write that would not on a thread it
+    /// can afford to block for the sync; an engine that cannot tell answers `true`.
+    fn commit_running(&self) -> bool {
+        true
+    }
+
     /// Whether writes commit now, or fail since an I/O error (and why). While they fail, the
     /// engine may probe (a small durable write) to find out whether they would commit again, so
     /// a caller that never writes still sees the recovery. An engine that cannot tell reports

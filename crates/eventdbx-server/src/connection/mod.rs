@@ -243,6 +243,23 @@ fn runs_inline(state: &ServerState, command: &Result<Command, RequestError>) -> 
     }
 }
 
+/// Whether a request is a write that waits for the store's sync before it is answered (a
+/// durable store's writes and snapshots).
+fn waits_for_sync(state: &ServerState, command: &Result<Command, RequestError>) -> bool {
+    state.store.durability() == Durability::Fsync
+        && matches!(command, Ok(Command::Write(_) | Command::CreateSnapshot(_)))
+}
+
+/// Whether a lone durable write runs on the runtime's thread itself, blocking it for the sync:
+/// when no commit is running it leads its own round at once, and handing this thread's other
+/// tasks to a new thread and back ([`answer_apart`]) costs more CPU than the write (the other
+/// workers steal those tasks meanwhile). When a commit is running the write would wait for it,
+/// and goes apart. Only on the multi-thread runtime.
+fn leads_alone(state: &ServerState) -> bool {
+    tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        && !state.store.commit_running()
+}
+
 /// Runs one request off the runtime's scheduling: `block_in_place` on the multi-thread runtime
 /// (the runtime moves this worker's other tasks elsewhere meanwhile, cheaper than a hop to a
 /// blocking thread and back), a blocking thread on a current-thread runtime (a library user's

@@ -17,8 +17,9 @@ use super::busy_poll::{poll_before_waiting, BusyPoll};
 use super::inbound::{message_timed_out, next_frame, Inbound, MessageBudget, MessageClock};
 use super::push::{Outlet, Subscriptions};
 use super::{
-    accepted, answer_apart, closing_notice, execute, hello_tenant, reject, runs_inline,
-    session_ended, take_session, SessionInfo, NOTICE_TIMEOUT, V2_IN_FLIGHT,
+    accepted, answer_apart, closing_notice, execute, hello_tenant, leads_alone, reject,
+    runs_inline, session_ended, take_session, waits_for_sync, SessionInfo, NOTICE_TIMEOUT,
+    V2_IN_FLIGHT,
 };
 use crate::commands;
 use crate::state::ServerState;
@@ -227,14 +228,24 @@ async fn v2_loop(
         let Some(command) = subscriptions.take(id, command).await else {
             continue;
         };
-        // A lone request (none in flight, no other one already received) runs right here and
-        // its answer goes out at once: a sequential client then costs no task hand-off per
-        // request. A pipelining client, and every request that may block or take long (a
-        // durable write, a list, a verify, file I/O), gets its own task, so they run side by
-        // side and durable writes share a commit.
+        // A lone request (none in flight, no other one already received) runs from this task
+        // and its answer goes out at once: a sequential client then costs no task hand-off per
+        // request. Quick ones run right here, and so does a lone durable write that leads its
+        // own round ([`leads_alone`]); one that would wait for a running commit goes off the
+        // runtime's scheduling ([`answer_apart`]) but still from this task, since spawning it
+        // costs a wake-up and a hand-off per write. Requests that come in meanwhile wait in
+        // the socket and are read (no longer lone) once it is answered. A pipelining client, and every
+        // other request that may take long (a list, a verify, file I/O), gets its own task, so
+        // they run side by side and durable writes share a commit.
         let lone = slots.available_permits() == V2_IN_FLIGHT && reader.buffered() == 0;
-        if lone && runs_inline(&state, &command) {
-            if let Some(answer) = execute(&state, &info, id, command, response_limit) {
+        if lone && (runs_inline(&state, &command) || waits_for_sync(&state, &command)) {
+            let answer = if runs_inline(&state, &command) || leads_alone(&state) {
+                execute(&state, &info, id, command, response_limit)
+            } else {
+                let info = Arc::clone(&info);
+                answer_apart(Arc::clone(&state), info, id, command, response_limit).await
+            };
+            if let Some(answer) = answer {
                 outbound.lock().await.send(&answer).await;
             }
             drop(held);

@@ -8,12 +8,18 @@
 //! all, and concurrent writers share one commit (one fsync) per round, each waiting at most for
 //! the commit in progress and its own.
 //!
-//! The round's fsync is the write-ahead log's (`wal`): the batch runs in a redb transaction
-//! whose inserts and removes are recorded (`mutations`), the record is appended to the log and
-//! synced, and only then is the transaction committed, without a sync, and the writers
-//! answered. So a batch is visible to readers once it is durable, never before. After its
-//! answers, a leader whose round left the log past the checkpoint threshold checkpoints (a
-//! durable redb commit), and the log starts over.
+//! The round's fsync is the write-ahead log's (`wal`): the batch runs in the *open* redb
+//! transaction, its inserts and removes recorded (`mutations`), the record is appended to the
+//! log and synced, and only then are the writers answered (`round`). The open transaction is
+//! not committed with every round: a redb commit, even without a sync, costs more CPU than the
+//! writes of a small round (copy-on-write of every touched B-tree path, checksums, the
+//! allocator's bookkeeping), so rounds share one, as relaxed writes do (below), committed before
+//! any read transaction starts, after [`MAX_OPEN_WRITES`] writes, and by checkpoints. A round is
+//! therefore visible to readers once it is durable, never before: [`Committer::settle`] waits
+//! for the round being synced before it commits, and a round whose append fails leaves the
+//! transaction, which is rebuilt from the records of the rounds before it. After its answers, a
+//! leader whose round left the log past the checkpoint threshold checkpoints (the open
+//! transaction committed durably, recording the last record), and the log starts over.
 //!
 //! **Relaxed.** A commit costs redb far more than the inserts of one write (every touched
 //! table's root and page checksums are written back), and relaxed mode does not make a write
@@ -30,8 +36,9 @@
 //! it lost before: the writes since the last durable commit, at most one flush interval.
 //!
 //! A job that fails must not have changed anything, unless the engine itself failed
-//! ([`StoreError::Storage`]): in durable mode the leader then aborts the transaction and runs
-//! the batch again without the failing job; in relaxed mode the open transaction is discarded,
+//! ([`StoreError::Storage`]): in durable mode a job that changed something before it failed
+//! makes the leader rebuild the open transaction from the log records of its earlier rounds and
+//! run the round again without that job; in relaxed mode the open transaction is discarded,
 //! losing the writes acknowledged since the last commit as a crash would.
 //!
 //! Every transaction begins from the [`Handle`], and every commit's outcome is recorded there: an
@@ -41,16 +48,19 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use redb::{ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use super::health::{commit_error, is_io_failure, Handle};
-use super::tables::{storage, Tables, LAST_ID, META, WAL_CHECKPOINT};
+use super::mutations;
+use super::tables::{storage, Tables, LAST_ID};
 use super::wal::Log;
 use crate::{Durability, Result, StorageHealth, StoreError};
+
+mod round;
 
 /// How long a relaxed commit may stay non-durable.
 pub(crate) const RELAXED_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -87,13 +97,19 @@ struct Queue {
     closed: bool,
 }
 
-/// The open transaction of relaxed mode.
+/// The open transaction: of relaxed mode, and of the logged rounds of durable mode.
 struct Open {
     txn: WriteTransaction,
     /// Writes acknowledged in it.
     writes: usize,
     /// The id reservation written in it (0 for none); it counts once the commit succeeds.
     reservation: u64,
+    /// Durable mode: the log records of the rounds it holds, in order, to rebuild it from when
+    /// it is lost before its commit (a failed commit, a job that failed half-way).
+    rounds: Vec<Vec<u8>>,
+    /// Durable mode: the last round applied here is being appended to the log and synced; no
+    /// commit may make it visible until that is done.
+    syncing: bool,
 }
 
 /// What relaxed writers, readers and the flusher share.
@@ -102,6 +118,8 @@ struct Shared {
     /// Every id at or below this is covered by a committed reservation.
     reserved: AtomicU64,
     open: Mutex<Option<Open>>,
+    /// Signalled when a round's sync ends (`Open::syncing`).
+    synced: Condvar,
     /// Whether `open` may hold a transaction: readers skip the lock when it does not.
     any_open: AtomicBool,
     /// Whether something was committed (or opened) since the last durable commit.
@@ -126,7 +144,8 @@ impl Shared {
             return Ok(());
         }
         if let Some(slot) = slot {
-            if slot.take().is_some() {
+            // Durable mode loses nothing: the reopen replays the log, which holds every round.
+            if slot.take().is_some() && self.log.is_none() {
                 self.losses.fetch_add(1, Ordering::AcqRel);
             }
             self.any_open.store(false, Ordering::Release);
@@ -163,12 +182,22 @@ impl Shared {
         }
     }
 
+    /// Waits until no round is being synced in the open transaction (durable mode).
+    fn synced<'s>(&self, mut slot: MutexGuard<'s, Option<Open>>) -> MutexGuard<'s, Option<Open>> {
+        while slot.as_ref().is_some_and(|open| open.syncing) {
+            slot = self.synced.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+        slot
+    }
+
     /// Commits the open transaction, if any (`durable` makes it, and every earlier commit,
-    /// durable). The caller holds the lock.
+    /// durable). The caller holds the lock, and no round is being synced in it. In durable mode
+    /// a failed commit leaves the transaction rebuilt from its rounds' records.
     fn commit_open(&self, slot: &mut Option<Open>, durable: bool) -> Result<bool> {
         let Some(mut open) = slot.take() else {
             return Ok(false);
         };
+        let rounds = std::mem::take(&mut open.rounds);
         let committed = if open.writes == 0 && !durable {
             // Opened for a write's reads only; nothing to keep.
             Ok(false)
@@ -185,11 +214,15 @@ impl Shared {
                 .map(|()| true);
             self.handle
                 .record(&committed.as_ref().map(drop).map_err(Clone::clone), durable);
-            if committed.is_err() {
+            if committed.is_err() && self.log.is_none() {
                 self.losses.fetch_add(1, Ordering::AcqRel);
             }
             committed
         };
+        if committed.is_err() {
+            self.rebuild(slot, rounds);
+            return committed;
+        }
         if committed.is_ok() && open.reservation > 0 {
             self.reserved.fetch_max(open.reservation, Ordering::AcqRel);
         }
@@ -197,6 +230,35 @@ impl Shared {
         // committed, not in a commit still running.
         self.any_open.store(false, Ordering::Release);
         committed
+    }
+
+    /// Durable mode: the open transaction holding `rounds` (acknowledged, in the log) was lost
+    /// before its commit; begins a new one holding them again, replayed from their records, so
+    /// every acknowledged write stays visible. When that fails the database is marked stale: it
+    /// is reopened before the next read or write, which replays the log from the file.
+    fn rebuild(&self, slot: &mut Option<Open>, rounds: Vec<Vec<u8>>) {
+        *slot = None;
+        self.any_open.store(false, Ordering::Release);
+        if rounds.is_empty() {
+            return;
+        }
+        let rebuilt = begin_open(&self.handle).and_then(|mut open| {
+            let mut tables = Tables::new(&open.txn);
+            for body in &rounds {
+                mutations::replay(&mut tables, body)?;
+            }
+            drop(tables);
+            open.writes = rounds.len();
+            open.rounds = rounds;
+            Ok(open)
+        });
+        match rebuilt {
+            Ok(open) => {
+                *slot = Some(open);
+                self.any_open.store(true, Ordering::Release);
+            }
+            Err(err) => self.handle.record_stale(&err),
+        }
     }
 
     /// Makes every relaxed write so far durable: commits the open transaction durably, or makes
@@ -228,53 +290,6 @@ impl Shared {
         if result.is_err() {
             // Left to the next flush.
             self.dirty.store(true, Ordering::Release);
-        }
-        result
-    }
-}
-
-impl Shared {
-    fn log(&self) -> Option<MutexGuard<'_, Log>> {
-        self.log
-            .as_ref()
-            .map(|log| log.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Checkpoints when the log has grown past the threshold; the caller leads.
-    fn checkpoint_if_due(&self) {
-        let due = self
-            .log()
-            .is_some_and(|log| log.len() >= self.checkpoint_bytes);
-        if due && !self.handle.needs_reopen() {
-            // A failure is recorded in the handle; the log keeps every record until one succeeds.
-            let _ = self.checkpoint();
-        }
-    }
-
-    /// A durable redb commit recording the last LSN of the log, which every commit since the
-    /// previous checkpoint has applied; the log then starts over. The caller holds the writer
-    /// side (leads, or the store is closing).
-    fn checkpoint(&self) -> Result<()> {
-        let Some(mut log) = self.log() else {
-            return Ok(());
-        };
-        if log.is_checkpointed() {
-            return Ok(());
-        }
-        let lsn = log.last_lsn();
-        let result = self.handle.with_db(|db| {
-            let mut txn = db.begin_write().map_err(commit_error)?;
-            txn.set_durability(redb::Durability::Immediate)
-                .map_err(|err| StoreError::storage("", err))?;
-            txn.open_table(META)
-                .map_err(storage)?
-                .insert(WAL_CHECKPOINT, lsn)
-                .map_err(storage)?;
-            txn.commit().map_err(commit_error)
-        });
-        self.handle.record(&result, true);
-        if result.is_ok() {
-            log.restart(lsn);
         }
         result
     }
@@ -316,6 +331,7 @@ impl Committer {
             handle,
             reserved: AtomicU64::new(reserved),
             open: Mutex::new(None),
+            synced: Condvar::new(),
             any_open: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             losses: AtomicU64::new(0),
@@ -391,6 +407,12 @@ impl Committer {
         }
     }
 
+    /// Whether a durable round is running (a write now would wait for it); relaxed writes never
+    /// wait for one.
+    pub(crate) fn commit_running(&self) -> bool {
+        self.durability == Durability::Fsync && self.queue().leading
+    }
+
     /// Runs `apply` in the open transaction (opening one if needed).
     fn commit_relaxed(&self, max_id: u64, apply: &Apply) -> Result<()> {
         let shared = &*self.shared;
@@ -455,7 +477,7 @@ impl Committer {
         if !self.shared.any_open.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut slot = self.shared.open();
+        let mut slot = self.shared.synced(self.shared.open());
         self.shared.commit_open(&mut slot, false).map(drop)
     }
 
@@ -465,7 +487,14 @@ impl Committer {
     pub(crate) fn read_latest<T>(&self, read: impl FnOnce(Latest<'_>) -> Result<T>) -> Result<T> {
         if self.durability == Durability::Fsync {
             self.reopen_for_read()?;
-            return read(Latest::Committed(self.begin_read()?));
+            let slot = self.shared.open();
+            // The open transaction holds acknowledged rounds a read transaction would miss, and
+            // may hold the round being synced: never this writer's aggregate, whose lock stripe
+            // it holds until its own write is answered.
+            return match slot.as_ref() {
+                Some(open) => read(Latest::Open(&open.txn)),
+                None => read(Latest::Committed(self.begin_read()?)),
+            };
         }
         let shared = &*self.shared;
         let mut slot = self.open_slot()?;
@@ -478,8 +507,9 @@ impl Committer {
     /// One round as leader: commit everything queued, then pass leadership on or step down.
     fn lead(&self) {
         let batch = std::mem::take(&mut self.queue().jobs);
-        match self.shared.prepare_write(None) {
-            Ok(()) => commit_batch(&self.shared, batch),
+        let prepared = self.shared.prepare_write(Some(&mut self.shared.open()));
+        match prepared {
+            Ok(()) => round::commit_batch(&self.shared, batch),
             Err(err) => reply_all(batch, &Err(err)),
         }
         // After the answers: a checkpoint delays the next round, never this one's writers.
@@ -516,7 +546,7 @@ impl Committer {
                 if !lead {
                     return Ok(());
                 }
-                let reopened = self.shared.prepare_write(None);
+                let reopened = self.shared.prepare_write(Some(&mut self.shared.open()));
                 self.step_down();
                 reopened
             }
@@ -531,28 +561,23 @@ impl Committer {
         if !handle.probe_due() {
             return;
         }
-        match self.durability {
-            Durability::Relaxed => {
-                let mut slot = self.shared.open();
-                if self.shared.prepare_write(Some(&mut slot)).is_err() {
-                    return;
-                }
-                if slot.is_some() {
-                    // Pending writes: their durable commit is the probe.
-                    let _ = self.shared.commit_open(&mut slot, true);
-                } else {
-                    handle.probe();
-                }
+        let lead = self.durability == Durability::Fsync;
+        if lead && std::mem::replace(&mut self.queue().leading, true) {
+            return;
+        }
+        let mut slot = self.shared.open();
+        if self.shared.prepare_write(Some(&mut slot)).is_ok() {
+            if slot.is_some() {
+                // Pending writes: their durable commit is the probe (a probe's own transaction
+                // would wait for the open one forever).
+                let _ = self.shared.commit_open(&mut slot, true);
+            } else {
+                handle.probe();
             }
-            Durability::Fsync => {
-                if std::mem::replace(&mut self.queue().leading, true) {
-                    return;
-                }
-                if self.shared.prepare_write(None).is_ok() {
-                    handle.probe();
-                }
-                self.step_down();
-            }
+        }
+        drop(slot);
+        if lead {
+            self.step_down();
         }
     }
 
@@ -619,7 +644,8 @@ impl Committer {
         if std::mem::replace(&mut self.queue().leading, true) {
             return;
         }
-        if self.shared.prepare_write(None).is_ok() && self.shared.checkpoint().is_ok() {
+        let prepared = self.shared.prepare_write(Some(&mut self.shared.open()));
+        if prepared.is_ok() && self.shared.checkpoint().is_ok() {
             if let Some(mut log) = self.shared.log() {
                 let _ = log.truncate();
             }
@@ -628,7 +654,7 @@ impl Committer {
     }
 }
 
-/// The open transaction for relaxed writes, begun if there is none.
+/// The open transaction, begun if there is none.
 fn ensure_open<'s>(slot: &'s mut Option<Open>, shared: &Shared) -> Result<&'s mut Open> {
     if slot.is_none() {
         let begun = begin_open(&shared.handle);
@@ -653,6 +679,8 @@ fn begin_open(handle: &Handle) -> Result<Open> {
         txn,
         writes: 0,
         reservation: 0,
+        rounds: Vec::new(),
+        syncing: false,
     })
 }
 
@@ -662,107 +690,6 @@ fn flush(handle: &Handle) -> Result<()> {
     txn.set_durability(redb::Durability::Immediate)
         .map_err(|err| StoreError::storage("", err))?;
     txn.commit().map_err(commit_error)
-}
-
-/// One durable group commit of `batch`; its outcome is recorded in the handle.
-fn commit_batch(shared: &Shared, batch: Vec<Job>) {
-    let (batch, result) = run_batch(shared, batch);
-    reply_all(batch, &result);
-}
-
-/// Runs `batch` until it commits or the engine fails: a job that fails on its own is answered
-/// and dropped, and the others run again. Returns the jobs left to answer and their result,
-/// recorded in the handle.
-///
-/// With the write-ahead log, the batch's mutations are appended to it and synced before the
-/// redb commit, which is not synced: the batch is visible to readers only once it is durable.
-fn run_batch(shared: &Shared, mut batch: Vec<Job>) -> (Vec<Job>, Result<()>) {
-    let handle = &shared.handle;
-    let mut log = shared.log();
-    while !batch.is_empty() {
-        let mut txn = match handle.with_db(|db| db.begin_write().map_err(commit_error)) {
-            Ok(txn) => txn,
-            Err(err) => {
-                handle.record(&Err(err.clone()), true);
-                return (batch, Err(err));
-            }
-        };
-        let durability = match log {
-            Some(_) => redb::Durability::None,
-            None => redb::Durability::Immediate,
-        };
-        if let Err(err) = txn.set_durability(durability) {
-            return (batch, Err(StoreError::storage("", err)));
-        }
-        let mut tables = match log {
-            Some(_) => Tables::logged(&txn),
-            None => Tables::new(&txn),
-        };
-        let failed = batch
-            .iter()
-            .enumerate()
-            .find_map(|(i, job)| (job.apply)(&mut tables).err().map(|err| (i, err)));
-        let needed = batch.iter().map(|job| job.max_id).max().unwrap_or(0);
-        let reservation = (failed.is_none() && needed > shared.reserved.load(Ordering::Acquire))
-            .then(|| needed.saturating_add(ID_RESERVATION));
-        if let Some(new) = reservation {
-            let written = tables
-                .meta()
-                .and_then(|mut meta| meta.insert(LAST_ID, new).map_err(storage));
-            if let Err(err) = written {
-                handle.record(&Err(err.clone()), true);
-                return (batch, Err(err));
-            }
-        }
-        let mutations = tables.take_log();
-        drop(tables);
-        match failed {
-            // The engine failed, not the job: the transaction is lost, and so is the batch.
-            Some((_, err)) if is_io_failure(&err) => {
-                handle.record(&Err(err.clone()), true);
-                return (batch, Err(err));
-            }
-            Some((index, err)) => {
-                // Nothing of this transaction is kept; the others run again without the job.
-                drop(txn);
-                let job = batch.remove(index);
-                let _ = job.reply.send(Reply::Done(Err(err)));
-            }
-            None => {
-                let appended = match log.as_deref_mut() {
-                    Some(log) if !mutations.is_empty() => {
-                        let at = log.position();
-                        match log.append(mutations.as_bytes()) {
-                            Ok(lsn) => Some((lsn, at)),
-                            Err(err) => {
-                                // Aborted: redb saw no error, so nothing needs a reopen.
-                                drop(txn);
-                                handle.record_unlatched(&Err(err.clone()));
-                                return (batch, Err(err));
-                            }
-                        }
-                    }
-                    _ => None,
-                };
-                let result = txn.commit().map_err(commit_error);
-                if let (Err(_), Some(log), Some((lsn, at))) =
-                    (&result, log.as_deref_mut(), appended)
-                {
-                    // A record that cannot be taken back is replayed by the reopen that this
-                    // failure calls for: its writes were reported failed but are kept, as an
-                    // I/O error leaves any database's last commit undecided.
-                    log.retract(lsn, at);
-                }
-                let reached_disk = log.is_none() || appended.is_some();
-                handle.record(&result, reached_disk);
-                if let (Ok(()), Some(new)) = (&result, reservation) {
-                    shared.reserved.fetch_max(new, Ordering::AcqRel);
-                }
-                return (batch, result);
-            }
-        }
-    }
-    (batch, Ok(()))
 }
 
 fn reply_all(batch: Vec<Job>, result: &Result<()>) {

@@ -174,6 +174,13 @@ impl Handle {
         }
     }
 
+    /// Records that the open database lost acknowledged writes it held (durable mode: a
+    /// transaction of logged rounds that could not be rebuilt, `commit`): whatever the error,
+    /// the database is reopened before the next read or write, which replays them from the log.
+    pub(crate) fn record_stale(&self, err: &StoreError) {
+        self.fail(err, true);
+    }
+
     /// Records a failed commit or reopen; `stale` when the database saw the error.
     fn fail(&self, err: &StoreError, stale: bool) {
         let mut failure = self.failure();

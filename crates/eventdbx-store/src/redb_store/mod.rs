@@ -372,6 +372,10 @@ impl EventStore for RedbStore {
         self.durability
     }
 
+    fn commit_running(&self) -> bool {
+        self.committer.commit_running()
+    }
+
     fn health(&self) -> StorageHealth {
         // A damaged file is not a passing fault: it stays degraded until `dbx store recover`.
         if let Some(damage) = self.guard.damage() {

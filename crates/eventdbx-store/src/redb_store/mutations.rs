@@ -45,6 +45,8 @@ pub(crate) enum TableTag {
 }
 
 const INSERT: u8 = 1;
+/// The first allocation of a batch's mutations (bytes).
+const FIRST_CAPACITY: usize = 8 * 1024;
 const REMOVE: u8 = 2;
 
 /// The recorded mutations of one batch, encoded.
@@ -62,7 +64,20 @@ impl MutationLog {
         self.bytes.is_empty()
     }
 
+    /// Bytes recorded so far: a job that failed without adding any changed nothing.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     fn push(&mut self, tag: TableTag, op: u8, key: &[u8], value: Option<&[u8]>) {
+        if self.bytes.capacity() == 0 {
+            // A write's mutations take a few KiB: grown once, not doubled from nothing.
+            self.bytes.reserve(FIRST_CAPACITY);
+        }
         self.bytes.push(tag as u8);
         self.bytes.push(op);
         push_slice(&mut self.bytes, key);

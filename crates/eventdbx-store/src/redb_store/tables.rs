@@ -148,6 +148,11 @@ impl<'t> Tables<'t> {
         Self::with_log(txn, Some(MutationLog::default()))
     }
 
+    /// How many bytes of mutations were recorded so far (0 when not logged).
+    pub(crate) fn recorded(&self) -> usize {
+        self.log.as_ref().map_or(0, MutationLog::len)
+    }
+
     /// What was recorded (empty when not logged).
     pub(crate) fn take_log(&mut self) -> MutationLog {
         self.log.take().unwrap_or_default()

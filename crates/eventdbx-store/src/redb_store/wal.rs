@@ -269,25 +269,6 @@ impl Log {
         Ok(lsn)
     }
 
-    /// Takes back the last record appended (its batch did not commit): its header is zeroed
-    /// and synced. Returns false when that failed, and the record stays (then it counts).
-    pub(crate) fn retract(&mut self, lsn: u64, at: u64) -> bool {
-        let zeroed = self
-            .file
-            .write_all_at(&[0u8; HEADER], at)
-            .and_then(|()| self.file.sync_data());
-        if zeroed.is_ok() && lsn + 1 == self.next_lsn {
-            self.next_lsn = lsn;
-            self.end = at;
-        }
-        zeroed.is_ok()
-    }
-
-    /// Where the next record goes (for [`Log::retract`]).
-    pub(crate) fn position(&self) -> u64 {
-        self.end
-    }
-
     /// Whether a checkpoint recorded every record appended.
     pub(crate) fn is_checkpointed(&self) -> bool {
         self.checkpointed == self.last_lsn()
