@@ -186,7 +186,11 @@ impl Handle {
         let mut failure = self.failure();
         match failure.as_mut() {
             Some(failure) => {
-                failure.cause = err.to_string();
+                // A request that met the latch says only that an earlier error stopped the
+                // database: the cause to report stays the earlier one (a full disk, say).
+                if !is_latched(err) {
+                    failure.cause = err.to_string();
+                }
                 failure.failed += 1;
                 failure.stale |= stale;
             }
@@ -309,6 +313,30 @@ pub(crate) fn is_io_failure(err: &StoreError) -> bool {
         }
         if let Some(inner) = err.downcast_ref::<StoreError>() {
             return is_io_failure(inner);
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// Whether `err` is only [`Latched`] (or redb's own "previous I/O error"), not a cause.
+fn is_latched(err: &StoreError) -> bool {
+    let StoreError::Storage {
+        source: Some(source),
+        ..
+    } = err
+    else {
+        return false;
+    };
+    let mut next: Option<&(dyn Error + 'static)> = Some(source.as_ref());
+    while let Some(err) = next {
+        if err.downcast_ref::<Latched>().is_some()
+            || matches!(err.downcast_ref(), Some(redb::Error::PreviousIo))
+        {
+            return true;
+        }
+        if let Some(inner) = err.downcast_ref::<StoreError>() {
+            return is_latched(inner);
         }
         next = err.source();
     }
