@@ -211,6 +211,12 @@ impl TestCluster {
     /// statement its own transaction unless the script says otherwise (stops at the first
     /// error); its output.
     pub fn script(&self, name: &str, script: &str) -> String {
+        self.session(name, script).0
+    }
+
+    /// Like [`TestCluster::script`], with what the session printed apart from results: its
+    /// output and its notices (the plans `auto_explain` shows at `log_level = notice`, say).
+    pub fn session(&self, name: &str, script: &str) -> (String, String) {
         use std::io::Write;
         let mut child = self
             .psql(name)
@@ -233,7 +239,10 @@ impl TestCluster {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     /// The URL of database `name`, as the superuser `postgres` (trust authentication).

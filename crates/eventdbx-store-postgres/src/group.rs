@@ -42,53 +42,14 @@ pub(crate) const COMMITTERS: usize = 2;
 /// The most writes one statement commits.
 pub(crate) const MAX_GROUP: usize = 64;
 
-/// One statement for the whole group, run as its own transaction. Each write is a row of the
-/// unnested arrays, numbered by `k`; the result is the `k` of every write that was stored.
-/// Creates insert their record unless it exists, appends update theirs at the revision read;
-/// `written` is the writes that did, and only they insert an event, clear references and count
-/// usage (one row per tenant, on this committer's shard).
-const GROUP: &str = r#"WITH w AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                         $6::boolean[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[],
-                         $11::text[], $12::bigint[], $13::boolean[])
-        WITH ORDINALITY AS w(tenant, aggregate_type, aggregate_id, revision, version, archived,
-                             created_ms, updated_ms, record, event_id, event_body, bytes,
-                             clear_references, k)
-), created AS (
-    INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version, archived,
-                            created_ms, updated_ms, record)
-    SELECT w.tenant, w.aggregate_type, w.aggregate_id, 1, w.version, w.archived, w.created_ms,
-           w.updated_ms, w.record
-    FROM w WHERE w.revision IS NULL
-    ON CONFLICT DO NOTHING
-    RETURNING tenant, aggregate_type, aggregate_id
-), updated AS (
-    UPDATE aggregates a SET revision = a.revision + 1, version = w.version,
-        archived = w.archived, created_ms = w.created_ms, updated_ms = w.updated_ms,
-        record = w.record
-    FROM w
-    WHERE a.tenant = w.tenant AND a.aggregate_type = w.aggregate_type
-      AND a.aggregate_id = w.aggregate_id AND a.revision = w.revision
-    RETURNING a.tenant, a.aggregate_type, a.aggregate_id
-), written AS (
-    SELECT w.* FROM w
-    JOIN (SELECT * FROM created UNION ALL SELECT * FROM updated) AS d
-      ON d.tenant = w.tenant AND d.aggregate_type = w.aggregate_type
-     AND d.aggregate_id = w.aggregate_id
-), stored AS (
-    INSERT INTO events (tenant, aggregate_type, aggregate_id, version, event_id, body)
-    SELECT tenant, aggregate_type, aggregate_id, version, event_id, event_body FROM written
-), unlinked AS (
-    DELETE FROM aggregate_references r USING written
-    WHERE written.clear_references AND r.tenant = written.tenant
-      AND r.source_type = written.aggregate_type AND r.source_id = written.aggregate_id
-), counted AS (
-    INSERT INTO usage (tenant, shard, events, bytes)
-    SELECT tenant, $14, count(*), sum(bytes) FROM written GROUP BY tenant
-    ON CONFLICT (tenant, shard) DO UPDATE
-    SET events = usage.events + EXCLUDED.events, bytes = usage.bytes + EXCLUDED.bytes
-)
-SELECT k FROM written"#;
+/// The group's statement: `eventdbx_write_group` (migration 6), one transaction. Each write is a
+/// row of the arrays, numbered from 1; the result is the number of every write that was stored.
+/// Creates insert their record unless it exists, appends update theirs at the revision read; only
+/// the writes that did insert an event, clear references and count usage (one row per tenant, on
+/// this committer's shard).
+const GROUP: &str = "SELECT k FROM eventdbx_write_group($1::text[], $2::text[], $3::text[], \
+     $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[], $8::bigint[], $9::text[], \
+     $10::bigint[], $11::text[], $12::bigint[], $13::boolean[], $14::integer) AS k";
 
 /// Where a queued write's outcome arrives: `Ok(None)` when it lost a race.
 pub(crate) type Answered = std::sync::mpsc::Receiver<Result<Option<Committed>>>;

@@ -205,3 +205,48 @@ fn a_write_in_a_group_clears_the_references_it_no_longer_has() {
         .expect("referrers")
         .is_empty());
 }
+
+/// One call of the group write for one aggregate of `account`: `revision` is the SQL for the
+/// revision read (`NULL` for a create).
+fn group_call(id: &str, revision: &str, version: &str, event_id: &str) -> String {
+    format!(
+        "eventdbx_write_group(ARRAY['{T}'], ARRAY['account'], ARRAY[{id}], \
+         ARRAY[{revision}]::bigint[], ARRAY[{version}]::bigint[], ARRAY[false], \
+         ARRAY[1]::bigint[], ARRAY[1]::bigint[], ARRAY['{{}}'], ARRAY[{event_id}]::bigint[], \
+         ARRAY['{{}}'], ARRAY[2]::bigint[], ARRAY[false], 0)"
+    )
+}
+
+/// The plan the group write caches in a session while `aggregates` holds a few rows is the plan
+/// it keeps (no statistics change while autovacuum is off for the table): after the table grew
+/// to 20,000 rows, an update still finds its record by key, never by reading the whole table.
+#[test]
+fn the_group_write_keeps_finding_records_by_key_after_the_table_grew() {
+    drop(open("group_plan"));
+    let creates = group_call("'w-' || n", "NULL", "1", "n");
+    let appends = group_call("'w-' || n", "1", "2", "100 + n");
+    let last = group_call("'w-1'", "2", "3", "1000");
+    let script = format!(
+        "ALTER TABLE aggregates SET (autovacuum_enabled = off);
+         LOAD 'auto_explain';
+         SET auto_explain.log_nested_statements = on;
+         SET auto_explain.log_level = notice;
+         SELECT count(*) FROM generate_series(1, 8) AS n, LATERAL {creates};
+         SELECT count(*) FROM generate_series(1, 8) AS n, LATERAL {appends};
+         INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version,
+                                 archived, created_ms, updated_ms, record)
+         SELECT '{T}', 'account', 'bulk-' || n, 1, 1, false, 1, 1, '{{}}'
+         FROM generate_series(1, 20000) AS n;
+         SET auto_explain.log_min_duration = 0;
+         SELECT count(*) FROM {last};"
+    );
+    let cluster = TestCluster::shared();
+    let (stored, plans) = cluster.session("group_plan", &script);
+    assert_eq!(
+        stored.split_whitespace().collect::<Vec<_>>(),
+        ["8", "8", "1"],
+        "every write stored"
+    );
+    assert!(plans.contains("Update on aggregates"), "{plans}");
+    assert!(!plans.contains("Seq Scan on aggregates"), "{plans}");
+}

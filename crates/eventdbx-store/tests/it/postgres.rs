@@ -710,7 +710,8 @@ fn events_stored_before_positions_are_numbered_by_the_migration() {
         }
         storage.events.close();
     }
-    // Back to schema 3: what migration 4 added (and migration 5's index on it), gone.
+    // Back to schema 3: what migration 4 added (and migration 5's index on it, migration 6's
+    // group write), gone.
     cluster.sql(
         "before_positions",
         "DROP TRIGGER events_queue_position ON events; \
@@ -718,6 +719,7 @@ fn events_stored_before_positions_are_numbered_by_the_migration() {
          eventdbx_write(text, text, text, bigint, bigint, boolean, bigint, bigint, text, \
          bigint, bigint, text, bigint, bigint, text, text, text, boolean, text[], text[], \
          text[], text[], integer[], text[], integer, bigint); \
+         DROP FUNCTION eventdbx_write_group; \
          DROP TABLE position_queue, event_positions, position_heads, position_sequencer; \
          DELETE FROM eventdbx_migrations WHERE version >= 4",
     );
