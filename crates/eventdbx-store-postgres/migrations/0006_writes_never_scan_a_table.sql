@@ -1,8 +1,11 @@
 -- 6: writes never scan a whole table (a plan cached while the tables were small keeps index lookups)
 -- A prepared statement or a PL/pgSQL function keeps the plan it made first: planned while
 -- `aggregates` held a few rows, an update by key could keep a sequential scan for as long as the
--- session lives, whatever the table grew to. The write functions forbid it for themselves.
-ALTER FUNCTION eventdbx_write SET enable_seqscan = off;
+-- session lives, whatever the table grew to (with only sequential scans forbidden, a plan read
+-- the primary key end to end into a hash instead). The write functions find every row by key:
+-- nested loops over the writes, probing the indexes.
+ALTER FUNCTION eventdbx_write SET enable_seqscan = off SET enable_hashjoin = off
+    SET enable_mergejoin = off;
 
 -- The group commit's statement (`group.rs`): one row per write, numbered by `k`; returns the `k`
 -- of every write that was stored.
@@ -11,7 +14,8 @@ CREATE FUNCTION eventdbx_write_group(
     p_archived boolean[], p_created_ms bigint[], p_updated_ms bigint[], p_records text[],
     p_event_ids bigint[], p_event_bodies text[], p_bytes bigint[],
     p_clear_references boolean[], p_usage_shard integer
-) RETURNS SETOF bigint LANGUAGE plpgsql SET enable_seqscan = off AS $$
+) RETURNS SETOF bigint LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     stored_ks bigint[];
 BEGIN

@@ -247,6 +247,15 @@ fn the_group_write_keeps_finding_records_by_key_after_the_table_grew() {
         ["8", "8", "1"],
         "every write stored"
     );
+    // Each write's record found by its key: a nested loop probing the primary key with the
+    // write's own key, never a whole-table read (a sequential scan, or an index read end to end
+    // into a hash or a merge).
     assert!(plans.contains("Update on aggregates"), "{plans}");
     assert!(!plans.contains("Seq Scan on aggregates"), "{plans}");
+    assert!(!plans.contains("Hash Join") && !plans.contains("Merge Join"), "{plans}");
+    assert!(
+        plans.contains("Index Scan using aggregates_pkey on aggregates")
+            && plans.contains("aggregate_id = (w"),
+        "{plans}"
+    );
 }
