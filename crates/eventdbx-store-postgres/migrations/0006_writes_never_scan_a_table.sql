@@ -3,9 +3,11 @@
 -- `aggregates` held a few rows, an update by key could keep a sequential scan for as long as the
 -- session lives, whatever the table grew to (with only sequential scans forbidden, a plan read
 -- the primary key end to end into a hash instead). The write functions find every row by key:
--- nested loops over the writes, probing the indexes.
+-- nested loops over the writes, probing the indexes. That plan suits every call, so it is made
+-- once per session (a generic plan): planned again for each call, since the arrays' sizes make
+-- each call's own plan look cheaper, the group's statement cost more to plan than to run.
 ALTER FUNCTION eventdbx_write SET enable_seqscan = off SET enable_hashjoin = off
-    SET enable_mergejoin = off;
+    SET enable_mergejoin = off SET plan_cache_mode = force_generic_plan;
 
 -- The group commit's statement (`group.rs`): one row per write, numbered by `k`; returns the `k`
 -- of every write that was stored.
@@ -15,7 +17,8 @@ CREATE FUNCTION eventdbx_write_group(
     p_event_ids bigint[], p_event_bodies text[], p_bytes bigint[],
     p_clear_references boolean[], p_usage_shard integer
 ) RETURNS SETOF bigint LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     stored_ks bigint[];
 BEGIN
