@@ -252,7 +252,10 @@ fn the_group_write_keeps_finding_records_by_key_after_the_table_grew() {
     // into a hash or a merge).
     assert!(plans.contains("Update on aggregates"), "{plans}");
     assert!(!plans.contains("Seq Scan on aggregates"), "{plans}");
-    assert!(!plans.contains("Hash Join") && !plans.contains("Merge Join"), "{plans}");
+    assert!(
+        !plans.contains("Hash Join") && !plans.contains("Merge Join"),
+        "{plans}"
+    );
     assert!(
         plans.contains("Index Scan using aggregates_pkey on aggregates")
             && plans.contains("aggregate_id = (w"),
