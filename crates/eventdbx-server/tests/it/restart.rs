@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 
 use eventdbx_proto::noise::v2::Fingerprint;
-use eventdbx_server::auth::TokenRequest;
 use eventdbx_server::config::Config;
 use eventdbx_server::Server;
 use eventdbx_store::Durability;
@@ -17,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::plugins::receiver::{http_plugin, write_plugins, Receiver};
-use crate::support::{connect_v2, ok, Client, WriteOpts, ALL_ACTIONS};
+use crate::support::{connect_v2, issue_token, ok, serve_on, Client, WriteOpts, ALL_ACTIONS};
 
 const ROUNDS: u64 = 12;
 const WRITERS: usize = 3;
@@ -44,32 +43,9 @@ fn start<'r>(
     config.storage.durability = durability;
     let server = Server::open(config)
         .unwrap_or_else(|err| panic!("round {round}: reopening the data directory: {err}"));
-    let token = server
-        .auth()
-        .issue(TokenRequest {
-            group: "ops".into(),
-            user: "jane".into(),
-            actions: ALL_ACTIONS.iter().map(|a| (*a).to_owned()).collect(),
-            resources: vec!["*".into()],
-            ttl_secs: Some(3600),
-            ..TokenRequest::default()
-        })
-        .expect("issue token")
-        .0;
+    let token = issue_token(&server, &ALL_ACTIONS);
     let fingerprint = server.fingerprint();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        server
-            .run(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server run");
-    });
+    let (addr, stop, task) = serve_on(runtime, server);
     Running {
         runtime,
         addr,

@@ -7,13 +7,11 @@
 use std::time::Duration;
 
 use eventdbx_proto::control::SubscribeRequest;
-use eventdbx_server::auth::TokenRequest;
 use eventdbx_server::config::Config;
 use eventdbx_server::Server;
 use eventdbx_store::Durability;
-use tokio::sync::oneshot;
 
-use crate::support::{connect_v2, ok, ALL_ACTIONS};
+use crate::support::{connect_v2, issue_token, ok, serve_on, ALL_ACTIONS};
 
 fn config(data: &std::path::Path) -> Config {
     let mut config = Config::defaults(data.to_path_buf());
@@ -31,33 +29,10 @@ fn run_returns_only_after_a_subscription_read_in_flight_has_released_the_store()
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let server = Server::open(config(&data)).expect("open server");
-    let token = server
-        .auth()
-        .issue(TokenRequest {
-            group: "ops".into(),
-            user: "jane".into(),
-            actions: vec!["aggregate.read".into()],
-            resources: vec!["*".into()],
-            ttl_secs: Some(3600),
-            ..TokenRequest::default()
-        })
-        .expect("issue token")
-        .0;
+    let token = issue_token(&server, &["aggregate.read"]);
     let fingerprint = server.fingerprint();
     let mut held = server.hold_next_read();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let mut serving = runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        server
-            .run(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server run");
-    });
+    let (addr, stop, mut serving) = serve_on(&runtime, server);
 
     let mut session = connect_v2(addr, &token, "default", Some(fingerprint)).expect("session");
     let request = SubscribeRequest {
@@ -118,32 +93,9 @@ fn a_session_whose_peer_reads_nothing_is_aborted_at_the_drain_deadline_and_run_r
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let server = Server::open(config(&data)).expect("open server");
-    let token = server
-        .auth()
-        .issue(TokenRequest {
-            group: "ops".into(),
-            user: "jane".into(),
-            actions: ALL_ACTIONS.iter().map(|a| (*a).to_owned()).collect(),
-            resources: vec!["*".into()],
-            ttl_secs: Some(3600),
-            ..TokenRequest::default()
-        })
-        .expect("issue token")
-        .0;
+    let token = issue_token(&server, &ALL_ACTIONS);
     let fingerprint = server.fingerprint();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let serving = runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        server
-            .run(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server run");
-    });
+    let (addr, stop, serving) = serve_on(&runtime, server);
 
     // A page of aggregates far larger than the socket buffers between the server and a peer
     // that reads nothing (a few MiB on loopback): 60 aggregates of 200 KiB (an event's payload is

@@ -172,3 +172,42 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// A token for `actions` on every resource of every tenant, issued by `server` itself: for tests
+/// that run a `Server` of their own rather than a [`TestServer`].
+pub fn issue_token(server: &Server, actions: &[&str]) -> String {
+    server
+        .auth()
+        .issue(TokenRequest {
+            group: "ops".into(),
+            user: "jane".into(),
+            actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+            resources: vec!["*".into()],
+            ttl_secs: Some(3600),
+            ..TokenRequest::default()
+        })
+        .expect("issue token")
+        .0
+}
+
+/// `server` running on a fresh loopback port as a task of `runtime`, until the sender is used
+/// (or dropped): its address, the stop signal, and the task, which ends when `run` returns.
+pub fn serve_on(
+    runtime: &tokio::runtime::Runtime,
+    server: Server,
+) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        server
+            .run(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server run");
+    });
+    (addr, stop, task)
+}
