@@ -3,6 +3,7 @@
 //! (`docs/subscriptions.md`).
 
 use super::{fill_texts, list_len, optional_text, text, texts};
+use crate::message::refuse_textless_elements;
 use crate::schema::control_capnp::{
     subscribe_request, subscribe_response, subscription_ack_request, subscription_ack_response,
     subscription_batch, unsubscribe_request, unsubscribe_response,
@@ -211,8 +212,10 @@ impl SubscriptionBatch {
     }
 
     pub fn decode(r: subscription_batch::Reader<'_>) -> Result<Self> {
-        let events = r
-            .get_events()?
+        let list = r.get_events()?;
+        let first = list.iter().next().map(|event| event.has_event_json());
+        refuse_textless_elements(list.len(), first, "subscribed events")?;
+        let events = list
             .iter()
             .map(|item| {
                 Ok(SubscribedEvent {

@@ -686,3 +686,30 @@ fn publish_targets_read_from_a_list_of_numbers_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn subscribed_events_of_empty_structs_are_refused() {
+    // Found by the `control_reply` fuzz target: an 89-byte reply decoded into 6 million empty
+    // events, whose re-encoding is over the message limit (a server's reply the client decodes).
+    let batch = SubscriptionBatch {
+        subscription_id: 1,
+        events: vec![SubscribedEvent {
+            position: 1,
+            event_json: "{}".into(),
+        }],
+        head: 1,
+        last_position: 1,
+    };
+    let encoded = Reply::SubscriptionBatch(batch).encode(5).expect("encode");
+    // One element of one data word and one pointer.
+    let bytes = with_empty_elements(encoded, [4, 0, 0, 0, 1, 0, 1, 0], 6_000_000);
+    // Not `expect_err`: its message would print the six million events.
+    let Err(err) = decode_reply(&bytes) else {
+        panic!("six million empty subscribed events decoded");
+    };
+    assert!(
+        matches!(&err, ProtoError::Malformed(m)
+            if m.contains("6000000 subscribed events without their text")),
+        "{err}"
+    );
+}
