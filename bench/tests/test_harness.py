@@ -63,6 +63,25 @@ def test_targets_are_met_missed_or_not_measured() -> None:
     assert by_target["W4 pages/s"].status == "not measured"
 
 
+def test_every_target_names_its_issue_and_the_postgresql_backend_is_judged() -> None:
+    outcome = _outcome([
+        _point("W2", "N=1 uniform", "dbx-fsync-v2", 1_000),
+        _point("W2", "N=1 uniform", "pg-sync-on", 999),
+        _point("W2", "N=16 uniform", "dbx-pg-v2", 800),
+        _point("W2", "N=16 uniform", "pg-sync-on", 1_000),
+        _point("W2", "N=64 uniform", "dbx-pg-v2", 790),
+        _point("W2", "N=64 uniform", "pg-sync-on", 1_000),
+    ])
+    found = verdicts(outcome)
+    assert all(v.issue in (13, 15, 17, 18) for v in found)
+    by_target = {v.target.split(" ≥")[0]: v for v in found}
+    alone = by_target["durable W2 (uniform) at N=1"]
+    assert (alone.issue, alone.status) == (15, "met")
+    backend = by_target["durable W2 (uniform) through dbx on PostgreSQL at N=16 and N=64"]
+    assert (backend.issue, backend.status) == (17, "missed")
+    assert "N=16 uniform: 800 vs 1,000 ops/s = 0.80×" in backend.measured
+
+
 def test_write_docs_keeps_the_history_below_and_replaces_itself(tmp_path: Path) -> None:
     history = "# Storage benchmarks\n\nEngineering history, kept as written.\n"
     (tmp_path / "benchmarks.md").write_text(history, encoding="utf-8")
