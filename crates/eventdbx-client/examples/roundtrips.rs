@@ -10,6 +10,10 @@
 //! ```
 //!
 //! `EVENTDBX_BUSY_POLL_US` sets the client's poll budget (`0`: no polling).
+//! `EVENTDBX_PAUSE_US` (blocking client only) sleeps that long before each request, as a caller
+//! that does other work between requests; the pauses' own CPU, measured first alone, is taken
+//! out of the figure. It shows what a request costs a caller whose thread has slept: on a
+//! virtual machine noticeably more than back to back, whatever the client does.
 
 use std::time::{Duration, Instant};
 
@@ -20,15 +24,53 @@ use eventdbx_server::Server;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// User plus system CPU time of the calling thread (Linux; `None` elsewhere). The client runs
-/// on a current-thread runtime, so this is the client's CPU, its connection tasks included.
-fn thread_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on every Linux this runs on.
-    Some(Duration::from_millis(ticks * 10))
+/// What the calling thread has spent so far (Linux; `None` elsewhere). The client runs on a
+/// current-thread runtime, so this is the client's CPU, its connection tasks included.
+#[derive(Debug, Clone, Copy)]
+struct ThreadCpu {
+    /// Time on a CPU, to the nanosecond (`schedstat`).
+    on_cpu: Duration,
+    /// User and system time in clock ticks (`stat`): only their ratio is used, to split
+    /// `on_cpu`, since a tick is 10 ms.
+    user_ticks: u64,
+    system_ticks: u64,
+    /// Times the thread went to sleep (`voluntary_ctxt_switches`): a sequential caller that
+    /// blocks for each answer sleeps once per request, and each sleep is a context switch out
+    /// and back in, charged to the caller's system time.
+    sleeps: u64,
+}
+
+impl ThreadCpu {
+    fn now() -> Option<ThreadCpu> {
+        let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        let nanos: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+        // Fields after the command name (which is in parentheses and may hold spaces).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+        let sleeps = status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(ThreadCpu {
+            on_cpu: Duration::from_nanos(nanos),
+            user_ticks: fields.get(11)?.parse().ok()?,
+            system_ticks: fields.get(12)?.parse().ok()?,
+            sleeps,
+        })
+    }
+
+    /// What the thread spent since `before`.
+    fn since(self, before: ThreadCpu) -> ThreadCpu {
+        ThreadCpu {
+            on_cpu: self.on_cpu.saturating_sub(before.on_cpu),
+            user_ticks: self.user_ticks.saturating_sub(before.user_ticks),
+            system_ticks: self.system_ticks.saturating_sub(before.system_ticks),
+            sleeps: self.sleeps.saturating_sub(before.sleeps),
+        }
+    }
 }
 
 fn in_process_server(
@@ -57,16 +99,29 @@ fn in_process_server(
     Ok((ClientConfig::new(token, "default").port(port), dir, runtime))
 }
 
-fn report(requests: u32, what: &str, elapsed: Duration, cpu: Option<Duration>) {
+fn report(requests: u32, what: &str, elapsed: Duration, cpu: Option<ThreadCpu>) {
     println!(
         "{requests} sequential {what}: {:.0} requests/s, {:.1} us per round trip",
         f64::from(requests) / elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e6 / f64::from(requests)
     );
     if let Some(cpu) = cpu {
+        let per_request = cpu.on_cpu.as_secs_f64() * 1e6 / f64::from(requests);
+        let ticks = cpu.user_ticks + cpu.system_ticks;
+        // Where the time went: the kernel's share (syscalls, the sleep and wake-up per
+        // answer) against the client's own code (encoding, the cipher, the runtime).
+        let split = if ticks == 0 {
+            String::new()
+        } else {
+            let system = per_request * cpu.system_ticks as f64 / ticks as f64;
+            format!(
+                "user {:.1} us, system {system:.1} us; ",
+                per_request - system
+            )
+        };
         println!(
-            "client CPU: {:.1} us per request",
-            cpu.as_secs_f64() * 1e6 / f64::from(requests)
+            "client CPU: {per_request:.1} us per request ({split}{:.2} sleeps per request)",
+            cpu.sleeps as f64 / f64::from(requests)
         );
     }
 }
@@ -115,16 +170,43 @@ fn main() -> Result<()> {
         for _ in 0..1000 {
             call(&client)?;
         }
-        let cpu_before = thread_cpu();
+        let pause = match std::env::var("EVENTDBX_PAUSE_US") {
+            Ok(micros) => Duration::from_micros(micros.parse()?),
+            Err(_) => Duration::ZERO,
+        };
+        let pauses = (!pause.is_zero()).then(|| {
+            let before = ThreadCpu::now();
+            let started = Instant::now();
+            for _ in 0..requests {
+                std::thread::sleep(pause);
+            }
+            let elapsed = started.elapsed();
+            ThreadCpu::now()
+                .zip(before)
+                .map(|(after, before)| (after.since(before), elapsed))
+        });
+        let cpu_before = ThreadCpu::now();
         let started = Instant::now();
         for _ in 0..requests {
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
             call(&client)?;
         }
-        let elapsed = started.elapsed();
-        let cpu = thread_cpu()
+        let mut elapsed = started.elapsed();
+        let mut cpu = ThreadCpu::now()
             .zip(cpu_before)
-            .map(|(after, before)| after - before);
-        let what = format!("{what} (blocking client) over {:?}", client.protocol());
+            .map(|(after, before)| after.since(before));
+        let mut what = format!("{what} (blocking client) over {:?}", client.protocol());
+        if let Some((alone, paused)) = pauses.flatten() {
+            elapsed = elapsed.saturating_sub(paused);
+            println!(
+                "a pause of {pause:?} alone: {:.1} us of CPU",
+                alone.on_cpu.as_secs_f64() * 1e6 / f64::from(requests)
+            );
+            cpu = cpu.map(|cpu| cpu.since(alone));
+            what = format!("{what}, each after a pause of {pause:?} (its time and CPU taken out)");
+        }
         report(requests, &what, elapsed, cpu);
         client.close();
         return Ok(());
@@ -151,7 +233,7 @@ fn main() -> Result<()> {
                 client.get("bench", "b-1").await?;
             }
         }
-        let cpu_before = thread_cpu();
+        let cpu_before = ThreadCpu::now();
         let started = Instant::now();
         for _ in 0..requests {
             if apply {
@@ -161,9 +243,9 @@ fn main() -> Result<()> {
             }
         }
         let elapsed = started.elapsed();
-        let cpu = thread_cpu()
+        let cpu = ThreadCpu::now()
             .zip(cpu_before)
-            .map(|(after, before)| after - before);
+            .map(|(after, before)| after.since(before));
         let what = format!("{what} over {:?}", client.protocol().await);
         report(requests, &what, elapsed, cpu);
         client.close().await;

@@ -162,6 +162,11 @@ def _require_aggregate(aggregate_type: str, aggregate_id: str) -> None:
         raise EventDBXArgumentError("aggregate_type and aggregate_id must be provided")
 
 
+def _found_aggregate(text: Optional[str]) -> GetAggregateResult:
+    """A ``get``'s answer (the aggregate JSON, or ``None`` when not found) as its result."""
+    return GetAggregateResult(text is not None, text)
+
+
 def _require_tenant(tenant_id: str) -> None:
     if not tenant_id:
         raise EventDBXArgumentError("tenant_id must be provided")
@@ -416,7 +421,7 @@ class _Commands(abc.ABC, Generic[Ack]):
             aggregate_type,
             aggregate_id,
             timeout=timeout,
-            post=lambda text: GetAggregateResult(text is not None, text),
+            post=_found_aggregate,
         )
 
     def _build_select(

@@ -34,8 +34,10 @@ from ._commands import (
     Targets,
     _Commands,
     _connect_settings,
+    _found_aggregate,
     _Paging,
     _Request,
+    _require_aggregate,
 )
 from .exceptions import EventDBXArgumentError, EventDBXConnectionError
 from .subscription import (
@@ -413,9 +415,11 @@ class EventDBXClient(_Commands[Ack]):
         self, *, aggregate_type: str, aggregate_id: str, timeout: Optional[float] = None
     ) -> GetAggregateResult:
         """One aggregate's current state: ``GetAggregateResult``."""
-        return self._run(self._build_get(
-            aggregate_type=aggregate_type, aggregate_id=aggregate_id, timeout=timeout
-        ))
+        # What `_build_get` and `_run` do, without building and unpacking the generic request:
+        # this is a sequential caller's hottest call, and Python run after each blocking wait
+        # costs several times what it does in a warm loop (about 3.5 µs of CPU per get here).
+        _require_aggregate(aggregate_type, aggregate_id)
+        return _found_aggregate(self._core.get(aggregate_type, aggregate_id, timeout=timeout))
 
     def select(
         self,
