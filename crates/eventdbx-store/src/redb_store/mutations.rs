@@ -56,6 +56,7 @@ pub(crate) struct MutationLog {
 }
 
 impl MutationLog {
+    #[cfg(test)]
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
