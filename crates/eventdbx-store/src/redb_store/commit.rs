@@ -3,11 +3,10 @@
 //!
 //! **Durable.** A writer queues its inserts. If no commit is running it becomes the *leader*: it
 //! takes every queued job, runs them in one redb transaction and commits once, answering each
-//! job. As soon as its round holds the log (below), it hands leadership to the first job queued
-//! meanwhile, or steps down: the next round's jobs then run while this round's record is
-//! synced, so a sync is in flight whenever writers wait for one. A lone writer therefore commits
-//! on its own thread with no hand-off at all, and concurrent writers share one sync per round,
-//! each waiting at most for the sync in progress and its own.
+//! job. If more jobs queued up meanwhile, it hands leadership to the first of them and returns;
+//! otherwise it steps down. A lone writer therefore commits on its own thread with no hand-off at
+//! all, and concurrent writers share one commit (one fsync) per round, each waiting at most for
+//! the commit in progress and its own.
 //!
 //! The round's fsync is the write-ahead log's (`wal`): the batch runs in the *open* redb
 //! transaction, its inserts and removes recorded (`mutations`), the record is appended to the
@@ -17,11 +16,10 @@
 //! allocator's bookkeeping), so rounds share one, as relaxed writes do (below), committed before
 //! any read transaction starts, after [`MAX_OPEN_WRITES`] writes, and by checkpoints. A round is
 //! therefore visible to readers once it is durable, never before: [`Committer::settle`] waits
-//! for the rounds being synced before it commits (and holds back new rounds meanwhile), and a
-//! round whose append fails leaves the transaction with the round applied after it, rebuilt
-//! from the records of the rounds before it. Before its round, a leader that finds the log past
-//! the checkpoint threshold checkpoints (the open transaction committed durably, recording the
-//! last record), and the log starts over.
+//! for the round being synced before it commits, and a round whose append fails leaves the
+//! transaction, which is rebuilt from the records of the rounds before it. After its answers, a
+//! leader whose round left the log past the checkpoint threshold checkpoints (the open
+//! transaction committed durably, recording the last record), and the log starts over.
 //!
 //! **Relaxed.** A commit costs redb far more than the inserts of one write (every touched
 //! table's root and page checksums are written back), and relaxed mode does not make a write
@@ -48,8 +46,7 @@
 //! `health`). Only the writer side reopens: the leader in durable mode, the holder of the
 //! open-transaction lock in relaxed mode, so no write transaction is alive when it does.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -110,17 +107,9 @@ struct Open {
     /// Durable mode: the log records of the rounds it holds, in order, to rebuild it from when
     /// it is lost before its commit (a failed commit, a job that failed half-way).
     rounds: Vec<Vec<u8>>,
-    /// Durable mode: the rounds applied here whose records are not synced yet (the one being
-    /// synced, and the next one waiting for the log), in order; no commit may make them visible
-    /// until they are.
-    pending: VecDeque<Pending>,
-}
-
-/// A round applied in the open transaction whose record is not synced yet.
-struct Pending {
-    /// The round's number ([`Shared::rounds_begun`]).
-    round: u64,
-    body: Arc<Vec<u8>>,
+    /// Durable mode: the last round applied here is being appended to the log and synced; no
+    /// commit may make it visible until that is done.
+    syncing: bool,
 }
 
 /// What relaxed writers, readers and the flusher share.
@@ -129,25 +118,8 @@ struct Shared {
     /// Every id at or below this is covered by a committed reservation.
     reserved: AtomicU64,
     open: Mutex<Option<Open>>,
-    /// Signalled when a round's sync ends (`Open::pending`), and when a reader that waited
-    /// for one has committed (`held`).
+    /// Signalled when a round's sync ends (`Open::syncing`).
     synced: Condvar,
-    /// Readers waiting for the pending rounds' syncs so that they can commit: no new round is
-    /// applied meanwhile, or a steady stream of rounds would keep them waiting.
-    held: AtomicUsize,
-    /// Durable mode: a round holds the log (its append and sync are running or next).
-    syncing: AtomicBool,
-    /// Durable mode: the log's length after the last append, so that a leader can tell a
-    /// checkpoint is due without waiting for the log's lock.
-    log_len: AtomicU64,
-    /// Numbers the rounds (`Pending::round`).
-    rounds_begun: AtomicU64,
-    /// The append failure that dropped the rounds applied after the failed one, for them to
-    /// report.
-    dropped: Mutex<Option<StoreError>>,
-    /// Tests: run by a round holding the log, just before its append.
-    #[cfg(test)]
-    before_append: Mutex<Option<Box<dyn FnMut() + Send>>>,
     /// Whether `open` may hold a transaction: readers skip the lock when it does not.
     any_open: AtomicBool,
     /// Whether something was committed (or opened) since the last durable commit.
@@ -210,19 +182,9 @@ impl Shared {
         }
     }
 
-    /// Waits until the open transaction holds no round whose record is not synced (durable
-    /// mode).
+    /// Waits until no round is being synced in the open transaction (durable mode).
     fn synced<'s>(&self, mut slot: MutexGuard<'s, Option<Open>>) -> MutexGuard<'s, Option<Open>> {
-        while slot.as_ref().is_some_and(|open| !open.pending.is_empty()) {
-            slot = self.synced.wait(slot).unwrap_or_else(|p| p.into_inner());
-        }
-        slot
-    }
-
-    /// Waits until no reader waits to commit the open transaction ([`Shared::held`]), before a
-    /// round is applied in it.
-    fn unheld<'s>(&self, mut slot: MutexGuard<'s, Option<Open>>) -> MutexGuard<'s, Option<Open>> {
-        while self.held.load(Ordering::Acquire) > 0 {
+        while slot.as_ref().is_some_and(|open| open.syncing) {
             slot = self.synced.wait(slot).unwrap_or_else(|p| p.into_inner());
         }
         slot
@@ -236,7 +198,6 @@ impl Shared {
             return Ok(false);
         };
         let rounds = std::mem::take(&mut open.rounds);
-        let pending = std::mem::take(&mut open.pending);
         let committed = if open.writes == 0 && !durable {
             // Opened for a write's reads only; nothing to keep.
             Ok(false)
@@ -259,7 +220,7 @@ impl Shared {
             committed
         };
         if committed.is_err() {
-            self.rebuild(slot, rounds, pending);
+            self.rebuild(slot, rounds);
             return committed;
         }
         if committed.is_ok() && open.reservation > 0 {
@@ -271,16 +232,14 @@ impl Shared {
         committed
     }
 
-    /// Durable mode: the open transaction holding `rounds` (acknowledged, in the log) and
-    /// `pending` (applied, their records not synced yet) was lost before its commit; begins a
-    /// new one holding them again, replayed from their records, so every acknowledged write
-    /// stays visible and the pending rounds' syncs go on. When that fails the database is
-    /// marked stale: it is reopened before the next read or write, which replays the log from
-    /// the file (a pending round then finds itself gone and fails).
-    fn rebuild(&self, slot: &mut Option<Open>, rounds: Vec<Vec<u8>>, pending: VecDeque<Pending>) {
+    /// Durable mode: the open transaction holding `rounds` (acknowledged, in the log) was lost
+    /// before its commit; begins a new one holding them again, replayed from their records, so
+    /// every acknowledged write stays visible. When that fails the database is marked stale: it
+    /// is reopened before the next read or write, which replays the log from the file.
+    fn rebuild(&self, slot: &mut Option<Open>, rounds: Vec<Vec<u8>>) {
         *slot = None;
         self.any_open.store(false, Ordering::Release);
-        if rounds.is_empty() && pending.is_empty() {
+        if rounds.is_empty() {
             return;
         }
         let rebuilt = begin_open(&self.handle).and_then(|mut open| {
@@ -288,13 +247,9 @@ impl Shared {
             for body in &rounds {
                 mutations::replay(&mut tables, body)?;
             }
-            for round in &pending {
-                mutations::replay(&mut tables, &round.body)?;
-            }
             drop(tables);
             open.writes = rounds.len();
             open.rounds = rounds;
-            open.pending = pending;
             Ok(open)
         });
         match rebuilt {
@@ -377,13 +332,6 @@ impl Committer {
             reserved: AtomicU64::new(reserved),
             open: Mutex::new(None),
             synced: Condvar::new(),
-            held: AtomicUsize::new(0),
-            syncing: AtomicBool::new(false),
-            log_len: AtomicU64::new(0),
-            rounds_begun: AtomicU64::new(0),
-            dropped: Mutex::new(None),
-            #[cfg(test)]
-            before_append: Mutex::new(None),
             any_open: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             losses: AtomicU64::new(0),
@@ -459,11 +407,10 @@ impl Committer {
         }
     }
 
-    /// Whether a durable round is running or syncing (a write now would wait for it); relaxed
-    /// writes never wait for one.
+    /// Whether a durable round is running (a write now would wait for it); relaxed writes never
+    /// wait for one.
     pub(crate) fn commit_running(&self) -> bool {
-        self.durability == Durability::Fsync
-            && (self.shared.syncing.load(Ordering::Acquire) || self.queue().leading)
+        self.durability == Durability::Fsync && self.queue().leading
     }
 
     /// Runs `apply` in the open transaction (opening one if needed).
@@ -527,22 +474,11 @@ impl Committer {
     /// Commits the open relaxed transaction, so a read transaction started after this sees
     /// every acknowledged write. Cheap when there is none.
     pub(crate) fn settle(&self) -> Result<()> {
-        let shared = &*self.shared;
-        if !shared.any_open.load(Ordering::Acquire) {
+        if !self.shared.any_open.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut slot = shared.open();
-        if slot.as_ref().is_some_and(|open| !open.pending.is_empty()) {
-            // Rounds are syncing: no new one starts until this reader has committed.
-            shared.held.fetch_add(1, Ordering::AcqRel);
-            slot = shared.synced(slot);
-            let committed = shared.commit_open(&mut slot, false).map(drop);
-            shared.held.fetch_sub(1, Ordering::AcqRel);
-            drop(slot);
-            shared.synced.notify_all();
-            return committed;
-        }
-        shared.commit_open(&mut slot, false).map(drop)
+        let mut slot = self.shared.synced(self.shared.open());
+        self.shared.commit_open(&mut slot, false).map(drop)
     }
 
     /// Runs `read` against the latest state a write must see: the open transaction in relaxed
@@ -568,32 +504,17 @@ impl Committer {
         read(Latest::Open(&open.txn))
     }
 
-    /// One round as leader: commit everything queued, passing leadership on (or stepping down)
-    /// as soon as the round holds the log, so that the next round is applied while this one's
-    /// record is synced.
+    /// One round as leader: commit everything queued, then pass leadership on or step down.
     fn lead(&self) {
-        // Before the round: a checkpoint delays the next round, never the writers before it.
-        self.shared.checkpoint_if_due();
         let batch = std::mem::take(&mut self.queue().jobs);
-        match self.prepare_write() {
-            Ok(()) => round::commit_batch(&self.shared, batch, &|| self.step_down()),
-            Err(err) => {
-                reply_all(batch, &Err(err));
-                self.step_down();
-            }
-        }
-    }
-
-    /// [`Shared::prepare_write`] for the leader: a reopen waits for the round being synced
-    /// (holding the log), since it replays the log and discards the open transaction.
-    fn prepare_write(&self) -> Result<()> {
-        if !self.shared.handle.needs_reopen() {
-            return Ok(());
-        }
-        let log = self.shared.log();
         let prepared = self.shared.prepare_write(Some(&mut self.shared.open()));
-        drop(log);
-        prepared
+        match prepared {
+            Ok(()) => round::commit_batch(&self.shared, batch),
+            Err(err) => reply_all(batch, &Err(err)),
+        }
+        // After the answers: a checkpoint delays the next round, never this one's writers.
+        self.shared.checkpoint_if_due();
+        self.step_down();
     }
 
     /// Ends a turn as leader: hands leadership to the first queued writer, or steps down.
@@ -625,7 +546,7 @@ impl Committer {
                 if !lead {
                     return Ok(());
                 }
-                let reopened = self.prepare_write();
+                let reopened = self.shared.prepare_write(Some(&mut self.shared.open()));
                 self.step_down();
                 reopened
             }
@@ -644,8 +565,6 @@ impl Committer {
         if lead && std::mem::replace(&mut self.queue().leading, true) {
             return;
         }
-        // The leader's side includes the log: no round is syncing while this commits.
-        let log = lead.then(|| self.shared.log()).flatten();
         let mut slot = self.shared.open();
         if self.shared.prepare_write(Some(&mut slot)).is_ok() {
             if slot.is_some() {
@@ -657,7 +576,6 @@ impl Committer {
             }
         }
         drop(slot);
-        drop(log);
         if lead {
             self.step_down();
         }
@@ -726,7 +644,7 @@ impl Committer {
         if std::mem::replace(&mut self.queue().leading, true) {
             return;
         }
-        let prepared = self.prepare_write();
+        let prepared = self.shared.prepare_write(Some(&mut self.shared.open()));
         if prepared.is_ok() && self.shared.checkpoint().is_ok() {
             if let Some(mut log) = self.shared.log() {
                 let _ = log.truncate();
@@ -762,7 +680,7 @@ fn begin_open(handle: &Handle) -> Result<Open> {
         writes: 0,
         reservation: 0,
         rounds: Vec::new(),
-        pending: VecDeque::new(),
+        syncing: false,
     })
 }
 

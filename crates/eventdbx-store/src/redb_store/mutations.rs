@@ -56,7 +56,6 @@ pub(crate) struct MutationLog {
 }
 
 impl MutationLog {
-    #[cfg(test)]
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }

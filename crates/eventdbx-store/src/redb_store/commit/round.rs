@@ -15,45 +15,22 @@
 //!
 //! Without a log (the read-only views of `dbx store check`), a round is one durable redb commit.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::MutexGuard;
 
-use super::{
-    ensure_open, reply_all, Job, Open, Pending, Reply, Shared, ID_RESERVATION, LAST_ID,
-    MAX_OPEN_WRITES,
-};
+use super::{ensure_open, reply_all, Job, Reply, Shared, ID_RESERVATION, LAST_ID, MAX_OPEN_WRITES};
 use crate::redb_store::health::{commit_error, is_io_failure};
 use crate::redb_store::tables::{storage, Tables, META, WAL_CHECKPOINT};
 use crate::redb_store::wal::Log;
 use crate::{Result, StoreError};
 
-/// One durable group commit of `batch`; its outcome is recorded in the handle. `step_down`
-/// ends the caller's turn as leader, called once: as soon as the round holds the log (the next
-/// leader then applies its round while this one's record is synced), or after the answers.
-pub(super) fn commit_batch(shared: &Shared, batch: Vec<Job>, step_down: &dyn Fn()) {
-    let mut handed = false;
-    let (batch, result) = match shared.log.is_some() {
-        true => run_logged(shared, batch, &mut || {
-            step_down();
-            handed = true;
-        }),
-        false => run_unlogged(shared, batch),
+/// One durable group commit of `batch`; its outcome is recorded in the handle.
+pub(super) fn commit_batch(shared: &Shared, batch: Vec<Job>) {
+    let (batch, result) = match shared.log() {
+        Some(mut log) => run_logged(shared, &mut log, batch),
+        None => run_unlogged(shared, batch),
     };
     reply_all(batch, &result);
-    if !handed {
-        step_down();
-    }
-}
-
-impl Open {
-    /// The rounds it holds, synced and pending, to rebuild it from.
-    fn take_rounds(&mut self) -> (Vec<Vec<u8>>, VecDeque<Pending>) {
-        (
-            std::mem::take(&mut self.rounds),
-            std::mem::take(&mut self.pending),
-        )
-    }
 }
 
 /// The id reservation a round must write: above the highest id its jobs store, when the last
@@ -68,18 +45,10 @@ fn reservation(shared: &Shared, batch: &[Job]) -> Option<u64> {
 /// that fails without changing anything is answered alone; one that fails after changing
 /// something is answered, the transaction rebuilt without its round, and the others run
 /// again. Returns the jobs left to answer and their result.
-///
-/// The round is applied while the round before it may still be syncing; it then waits for
-/// the log, and once it holds it calls `hand_over`, so the next round is applied during this
-/// one's sync. Records reach the log in the order their rounds were applied.
-fn run_logged(
-    shared: &Shared,
-    mut batch: Vec<Job>,
-    hand_over: &mut dyn FnMut(),
-) -> (Vec<Job>, Result<()>) {
+fn run_logged(shared: &Shared, log: &mut Log, mut batch: Vec<Job>) -> (Vec<Job>, Result<()>) {
     let handle = &shared.handle;
     while !batch.is_empty() {
-        let mut slot = shared.unheld(shared.open());
+        let mut slot = shared.open();
         let open = match ensure_open(&mut slot, shared) {
             Ok(open) => open,
             Err(err) => return (batch, Err(err)),
@@ -114,89 +83,43 @@ fn run_logged(
         drop(tables);
         if let Err(err) = reserved {
             // The engine failed in the middle of the round.
-            let (rounds, pending) = open.take_rounds();
+            let rounds = std::mem::take(&mut open.rounds);
             handle.record(&Err(err.clone()), true);
-            shared.rebuild(&mut slot, rounds, pending);
+            shared.rebuild(&mut slot, rounds);
             return (kept, Err(err));
         }
         if let Some((job, err)) = broken {
             // The transaction holds changes of this round that will never be logged.
-            let (rounds, pending) = open.take_rounds();
+            let rounds = std::mem::take(&mut open.rounds);
             if is_io_failure(&err) {
                 handle.record(&Err(err.clone()), true);
-                shared.rebuild(&mut slot, rounds, pending);
+                shared.rebuild(&mut slot, rounds);
                 kept.push(job);
                 return (kept, Err(err));
             }
             let _ = job.reply.send(Reply::Done(Err(err)));
-            shared.rebuild(&mut slot, rounds, pending);
+            shared.rebuild(&mut slot, rounds);
             batch = kept;
             continue;
         }
         if mutations.is_empty() {
             return (kept, Ok(()));
         }
-        let round = shared.rounds_begun.fetch_add(1, Ordering::AcqRel);
-        let body = Arc::new(mutations.into_bytes());
-        open.pending.push_back(Pending {
-            round,
-            body: Arc::clone(&body),
-        });
+        open.syncing = true;
         drop(slot);
-        let result = sync_round(shared, round, body, kept.len(), hand_over, reservation);
-        return (kept, result);
-    }
-    (batch, Ok(()))
-}
-
-/// Appends the record of `round` (applied, pending in the open transaction) once the log is
-/// free, handing leadership over as soon as it holds it, and settles the round's place in the
-/// transaction: with the acknowledged rounds once synced, or out of it with every round applied
-/// after it when the append fails.
-fn sync_round(
-    shared: &Shared,
-    round: u64,
-    body: Arc<Vec<u8>>,
-    writes: usize,
-    hand_over: &mut dyn FnMut(),
-    reservation: Option<u64>,
-) -> Result<()> {
-    let handle = &shared.handle;
-    let Some(mut log) = shared.log() else {
-        return Err(StoreError::engine("the store has no log"));
-    };
-    shared.syncing.store(true, Ordering::Release);
-    hand_over();
-    // The round before may have failed its append, taking this one out of the transaction.
-    let alive = shared
-        .open()
-        .as_ref()
-        .and_then(|open| open.pending.front())
-        .is_some_and(|first| first.round == round);
-    let result = if alive {
-        #[cfg(test)]
-        if let Some(hook) = shared.before_append.lock().expect("hook").as_mut() {
-            hook();
-        }
-        let appended = log.append(&body);
-        // The transaction's copy is the only one left, moved to the acknowledged rounds.
-        drop(body);
-        shared.log_len.store(log.len(), Ordering::Release);
+        let appended = log.append(mutations.as_bytes());
         let mut slot = shared.open();
-        match appended {
+        let result = match appended {
             Ok(_) => {
                 if let Some(new) = reservation {
                     shared.reserved.fetch_max(new, Ordering::AcqRel);
                 }
                 handle.record(&Ok(()), true);
                 let full = slot.as_mut().is_some_and(|open| {
-                    if let Some(synced) = open.pending.pop_front() {
-                        let bytes = Arc::try_unwrap(synced.body).unwrap_or_else(|b| (*b).clone());
-                        open.rounds.push(bytes);
-                    }
-                    open.writes += writes;
-                    // A round still pending must not become visible with this commit.
-                    open.writes >= MAX_OPEN_WRITES && open.pending.is_empty()
+                    open.syncing = false;
+                    open.writes += kept.len();
+                    open.rounds.push(mutations.into_bytes());
+                    open.writes >= MAX_OPEN_WRITES
                 });
                 if full {
                     // Bounds the transaction's memory; a failure rebuilds it, and the round is
@@ -207,27 +130,21 @@ fn sync_round(
             }
             Err(err) => {
                 // Aborted: redb saw no error, so nothing needs a reopen; the round leaves the
-                // transaction with it, and so does the round applied after it (built on it),
-                // which finds itself gone and fails with this error.
-                let (rounds, pending) = slot.as_mut().map(Open::take_rounds).unwrap_or_default();
-                if pending.len() > 1 {
-                    *shared.dropped() = Some(err.clone());
-                }
-                shared.rebuild(&mut slot, rounds, VecDeque::new());
+                // transaction with it.
+                let rounds = slot
+                    .as_mut()
+                    .map(|open| std::mem::take(&mut open.rounds))
+                    .unwrap_or_default();
+                shared.rebuild(&mut slot, rounds);
                 handle.record_unlatched(&Err(err.clone()));
                 Err(err)
             }
-        }
-    } else {
-        Err(shared
-            .dropped()
-            .take()
-            .unwrap_or_else(|| StoreError::engine("the round was lost with the open transaction")))
-    };
-    shared.syncing.store(false, Ordering::Release);
-    drop(log);
-    shared.synced.notify_all();
-    result
+        };
+        drop(slot);
+        shared.synced.notify_all();
+        return (kept, result);
+    }
+    (batch, Ok(()))
 }
 
 /// Runs `batch` in its own durable redb commit until it commits or the engine fails: a job that
@@ -297,15 +214,11 @@ impl Shared {
             .map(|log| log.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn dropped(&self) -> MutexGuard<'_, Option<StoreError>> {
-        self.dropped.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Checkpoints when the log has grown past the threshold; the caller leads. Told by the
-    /// length after the last append, not by the log itself, whose lock a syncing round holds.
+    /// Checkpoints when the log has grown past the threshold; the caller leads.
     pub(super) fn checkpoint_if_due(&self) {
-        let due =
-            self.log.is_some() && self.log_len.load(Ordering::Acquire) >= self.checkpoint_bytes;
+        let due = self
+            .log()
+            .is_some_and(|log| log.len() >= self.checkpoint_bytes);
         if due && !self.handle.needs_reopen() {
             // A failure is recorded in the handle; the log keeps every record until one succeeds.
             let _ = self.checkpoint();
@@ -328,8 +241,8 @@ impl Shared {
             Some(open) => match mark_checkpoint(&open.txn, lsn) {
                 Ok(()) => self.commit_open(&mut slot, true).map(drop),
                 Err(err) => {
-                    let (rounds, pending) = open.take_rounds();
-                    self.rebuild(&mut slot, rounds, pending);
+                    let rounds = std::mem::take(&mut open.rounds);
+                    self.rebuild(&mut slot, rounds);
                     self.handle.record(&Err(err.clone()), true);
                     Err(err)
                 }
@@ -348,7 +261,6 @@ impl Shared {
         };
         if result.is_ok() {
             log.restart(lsn);
-            self.log_len.store(log.len(), Ordering::Release);
         }
         result
     }
@@ -365,8 +277,6 @@ fn mark_checkpoint(txn: &redb::WriteTransaction, lsn: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
-
     use eventdbx_core::write::{WriteBody, WriteKind};
     use eventdbx_core::CoreError;
     use serde_json::json;
@@ -413,53 +323,6 @@ mod tests {
             assert_eq!(got.map(|a| a.version), Some(1), "{id}");
         }
         assert!(committed(&store, "o-0") && committed(&store, "o-9"));
-    }
-
-    #[test]
-    fn the_next_round_is_applied_while_the_round_before_is_syncing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = RedbStore::open(dir.path().join("s.redb"), Durability::Fsync).expect("open");
-        let (syncing, is_syncing) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let mut first = true;
-        *store.committer.shared.before_append.lock().expect("hook") = Some(Box::new(move || {
-            if std::mem::take(&mut first) {
-                let _ = syncing.send(());
-                let _ = released.recv();
-            }
-        }));
-        let shared_store = &store;
-        std::thread::scope(|scope| {
-            let a = scope.spawn(move || write(shared_store, "a", 1));
-            is_syncing
-                .recv()
-                .expect("the first round reaches its append");
-            let (applied, was_applied) = mpsc::channel();
-            let b = scope.spawn(move || {
-                shared_store.commit(
-                    0,
-                    Box::new(move |tables| {
-                        let _ = applied.send(());
-                        tables.meta()?.insert("b", 1).map_err(storage).map(drop)
-                    }),
-                )
-            });
-            // A bound on a failure, not a synchronisation: before, the second round waited for
-            // the first one's sync, which waits for this test.
-            let overlapped = was_applied.recv_timeout(std::time::Duration::from_secs(30));
-            release.send(()).expect("release the first round");
-            a.join().expect("a");
-            b.join().expect("b").expect("the second round commits");
-            assert!(
-                overlapped.is_ok(),
-                "the second round was applied only after the first one's sync"
-            );
-        });
-        let got = store.get(T, "order", "a").expect("get");
-        assert_eq!(got.map(|a| a.version), Some(1));
-        let read = store.read().expect("read");
-        let meta = read.open_table(META).expect("meta");
-        assert_eq!(meta.get("b").expect("get").map(|v| v.value()), Some(1));
     }
 
     #[test]
