@@ -14,7 +14,7 @@
 //! not committed with every round: a redb commit, even without a sync, costs more CPU than the
 //! writes of a small round (copy-on-write of every touched B-tree path, checksums, the
 //! allocator's bookkeeping), so rounds share one, as relaxed writes do (below), committed before
-//! any read transaction starts, after [`MAX_OPEN_WRITES`] writes, and by checkpoints. A round is
+//! any read transaction starts, after [`MAX_OPEN_LOGGED_WRITES`] writes, and by checkpoints. A round is
 //! therefore visible to readers once it is durable, never before: [`Committer::settle`] waits
 //! for the round being synced before it commits, and a round whose append fails leaves the
 //! transaction, which is rebuilt from the records of the rounds before it. After its answers, a
@@ -46,7 +46,7 @@
 //! `health`). Only the writer side reopens: the leader in durable mode, the holder of the
 //! open-transaction lock in relaxed mode, so no write transaction is alive when it does.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -90,6 +90,12 @@ const ID_RESERVATION: u64 = 100 << 22;
 /// How many relaxed writes share one open transaction before it is committed.
 pub(crate) const MAX_OPEN_WRITES: usize = 256;
 
+/// How many durable writes share one open transaction before it is committed. More than
+/// relaxed ones: a commit in the middle of a round holds up that round's writers, and a
+/// checkpoint (every `checkpoint_bytes` of log) commits the transaction anyway, which bounds
+/// its memory too (its rounds' records are kept until then).
+pub(crate) const MAX_OPEN_LOGGED_WRITES: usize = 4096;
+
 #[derive(Default)]
 struct Queue {
     jobs: Vec<Job>,
@@ -120,6 +126,9 @@ struct Shared {
     open: Mutex<Option<Open>>,
     /// Signalled when a round's sync ends (`Open::syncing`).
     synced: Condvar,
+    /// How many threads wait on `synced`: a round that ends with none skips the signal (a
+    /// system call each round).
+    awaiting_sync: AtomicUsize,
     /// Whether `open` may hold a transaction: readers skip the lock when it does not.
     any_open: AtomicBool,
     /// Whether something was committed (or opened) since the last durable commit.
@@ -185,7 +194,10 @@ impl Shared {
     /// Waits until no round is being synced in the open transaction (durable mode).
     fn synced<'s>(&self, mut slot: MutexGuard<'s, Option<Open>>) -> MutexGuard<'s, Option<Open>> {
         while slot.as_ref().is_some_and(|open| open.syncing) {
+            // Counted under the lock that the round takes to end its sync, so the round sees it.
+            self.awaiting_sync.fetch_add(1, Ordering::AcqRel);
             slot = self.synced.wait(slot).unwrap_or_else(|p| p.into_inner());
+            self.awaiting_sync.fetch_sub(1, Ordering::AcqRel);
         }
         slot
     }
@@ -332,6 +344,7 @@ impl Committer {
             reserved: AtomicU64::new(reserved),
             open: Mutex::new(None),
             synced: Condvar::new(),
+            awaiting_sync: AtomicUsize::new(0),
             any_open: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             losses: AtomicU64::new(0),

@@ -28,14 +28,15 @@ use crate::plugin_jobs;
 use crate::{ReferenceLink, Result, WriteOutcome, WriteRequest};
 
 /// What a write reads before it prepares: the first result of its idempotency key (if it has
-/// one and it was used) and its aggregate's record.
+/// one and it was used) and its aggregate's record. `idempotency` is opened only for a write
+/// with a key: opening a table in the shared write transaction is not free.
 fn read_for_write(
-    idempotency: &impl ReadableTable<IdempotencyKey, Bytes>,
+    idempotency: Option<&impl ReadableTable<IdempotencyKey, Bytes>>,
     aggregates: &impl ReadableTable<AggregateKey, Bytes>,
     (tenant, aggregate_type, aggregate_id): (&str, &str, &str),
     idempotency_key: Option<&str>,
 ) -> Result<(Option<IdempotencyRecord>, Option<AggregateRecord>)> {
-    if let Some(key) = idempotency_key {
+    if let (Some(key), Some(idempotency)) = (idempotency_key, idempotency) {
         if let Some(bytes) = idempotency
             .get((tenant, aggregate_type, aggregate_id, key))
             .map_err(storage)?
@@ -132,13 +133,21 @@ pub(super) fn write(
     let idempotency_key = request.idempotency.as_ref().map(|idem| idem.key.as_str());
     let (replay, old) = store.committer.read_latest(|latest| match latest {
         Latest::Committed(read) => read_for_write(
-            &read.open_table(IDEMPOTENCY).map_err(storage)?,
+            idempotency_key
+                .map(|_| read.open_table(IDEMPOTENCY))
+                .transpose()
+                .map_err(storage)?
+                .as_ref(),
             &read.open_table(AGGREGATES).map_err(storage)?,
             (tenant, t, i),
             idempotency_key,
         ),
         Latest::Open(txn) => read_for_write(
-            &txn.open_table(IDEMPOTENCY).map_err(storage)?,
+            idempotency_key
+                .map(|_| txn.open_table(IDEMPOTENCY))
+                .transpose()
+                .map_err(storage)?
+                .as_ref(),
             &txn.open_table(AGGREGATES).map_err(storage)?,
             (tenant, t, i),
             idempotency_key,
