@@ -8,10 +8,10 @@
 //! through `eventdbx_write` as before (`write.rs`), which is what keeps their checks (the quota
 //! locks, the key's first result) exactly as they were.
 //!
-//! A few committer tasks ([`COMMITTERS`]) share one queue; each takes everything queued when it
-//! is free (at most [`MAX_GROUP`]) and sends it as [`GROUP`]. So a lone write goes at once, and
-//! writes only gather while every committer is busy: the group's size follows the load, with no
-//! timer. The statement decides each write on its own: a write whose record changed since it was
+//! The committer tasks ([`COMMITTERS`], one today) share one queue; each takes everything queued
+//! when it is free (at most [`MAX_GROUP`]) and sends it as [`GROUP`]. So a lone write goes at
+//! once, and writes only gather while every committer is busy: the group's size follows the
+//! load, with no timer. The statement decides each write on its own: a write whose record changed since it was
 //! read (its revision) updates nothing and stores nothing, and only the writes whose record was
 //! written insert their events, so one lost race never fails the others; its writer prepares it
 //! again from the stored state, as a lone lost race is. Any error of the statement as a whole (a
@@ -35,9 +35,12 @@ use crate::write::{commit_alone, Committed, Plan, USAGE_SHARDS};
 use crate::{col, commit_error, db, pool_error, signed};
 
 /// Group statements in flight at once. More gives smaller groups, so more transactions and more
-/// database CPU per write (at 16 writers, 4 committers cost the database about a third more per
-/// write than 2); one leaves the database idle while its group's WAL flush runs.
-pub(crate) const COMMITTERS: usize = 2;
+/// database CPU per write: at 16 writers, 4 committers cost the database about a third more per
+/// write than 2, and 2 cost 15-25% more than 1 (groups of 4 writes against 6.5; at 64 writers,
+/// 5-15% more), for no more appends per second, since the database's CPU, not its WAL flush, is
+/// what these loads wait for (`docs/storage.md`, "PostgreSQL engine: performance"). One leaves
+/// the database idle during its group's WAL flush, which the writers' own work then fills.
+pub(crate) const COMMITTERS: usize = 1;
 
 /// The most writes one statement commits.
 pub(crate) const MAX_GROUP: usize = 64;
