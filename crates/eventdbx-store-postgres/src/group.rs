@@ -45,14 +45,16 @@ pub(crate) const COMMITTERS: usize = 1;
 /// The most writes one statement commits.
 pub(crate) const MAX_GROUP: usize = 64;
 
-/// The group's statement: `eventdbx_write_group` (migration 6), one transaction. Each write is a
-/// row of the arrays, numbered from 1; the result is the number of every write that was stored.
-/// Creates insert their record unless it exists, appends update theirs at the revision read; only
-/// the writes that did insert an event, clear references and count usage (one row per tenant, on
-/// this committer's shard).
-const GROUP: &str = "SELECT k FROM eventdbx_write_group($1::text[], $2::text[], $3::text[], \
+/// The group's statement: `eventdbx_commit_group` (migration 7), one transaction. Each write is
+/// a row of the arrays, numbered from 1; the result is the number of every write that was stored
+/// (NULL: none). Appends update their record at the revision read, and the writes updated insert
+/// their events, clear references and count usage (one row per tenant, on this committer's
+/// shard), all from the one pass of the update; a group holding a create is committed by
+/// `eventdbx_write_group` (migration 6), which also inserts the records of creates unless they
+/// exist.
+const GROUP: &str = "SELECT eventdbx_commit_group($1::text[], $2::text[], $3::text[], \
      $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[], $8::bigint[], $9::text[], \
-     $10::bigint[], $11::text[], $12::bigint[], $13::boolean[], $14::integer) AS k";
+     $10::bigint[], $11::text[], $12::bigint[], $13::boolean[], $14::integer)";
 
 /// Where a queued write's outcome arrives: `Ok(None)` when it lost a race.
 pub(crate) type Answered = std::sync::mpsc::Receiver<Result<Option<Committed>>>;
@@ -151,11 +153,7 @@ pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued
     };
     let written = run_group(&client, &statement, shard, group)
         .await
-        .map(|rows| {
-            rows.iter()
-                .map(|row| col::<i64>(row, 0))
-                .collect::<Result<Vec<_>>>()
-        });
+        .map(|row| col::<Option<Vec<i64>>>(&row, 0).map(Option::unwrap_or_default));
     match written {
         // Committed, but its answer does not say which writes were stored.
         Ok(Err(err)) => fail(group, &err),
@@ -177,14 +175,14 @@ pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued
     }
 }
 
-/// Runs [`GROUP`] (`statement`) for `group`: a row with the number (from 1) of each write that
-/// was stored.
+/// Runs [`GROUP`] (`statement`) for `group`: its row, the numbers (from 1) of the writes that
+/// were stored.
 async fn run_group(
     client: &deadpool_postgres::Client,
     statement: &tokio_postgres::Statement,
     shard: i32,
     group: &[Queued],
-) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+) -> std::result::Result<tokio_postgres::Row, tokio_postgres::Error> {
     let plans = || group.iter().map(|queued| &queued.plan);
     let tenants: Vec<&str> = plans().map(|p| p.tenant.as_str()).collect();
     let types: Vec<&str> = plans().map(|p| p.record.aggregate_type.as_str()).collect();
@@ -200,7 +198,7 @@ async fn run_group(
     let bytes: Vec<i64> = plans().map(|p| signed(p.event_body.len() as u64)).collect();
     let clear: Vec<bool> = plans().map(|p| p.links.is_some()).collect();
     client
-        .query(
+        .query_one(
             statement,
             &[
                 &tenants, &types, &ids, &revisions, &versions, &archived, &created, &updated,

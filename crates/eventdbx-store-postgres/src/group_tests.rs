@@ -262,3 +262,55 @@ fn the_group_write_keeps_finding_records_by_key_after_the_table_grew() {
         "{plans}"
     );
 }
+
+/// A group of appends is stored from the update's own result: each write's record found by its
+/// key, and the writes updated carried on to their events, references and usage, with no join
+/// of every write against every record written (a nested loop of the group by itself, which
+/// grew with the square of the group). Nor is anything compiled (JIT) or read whole.
+#[test]
+fn a_group_of_appends_is_stored_in_one_pass_over_the_writes() {
+    drop(open("group_one_pass"));
+    let creates = group_call("'w-' || n", "NULL", "1", "n");
+    let arrays = |value: &str, kind: &str| format!("array_fill({value}::{kind}, ARRAY[8])");
+    let appends = format!(
+        "eventdbx_commit_group({}, {}, ARRAY(SELECT 'w-' || n FROM generate_series(1, 8) AS n), \
+         {}, {}, {}, {}, {}, {}, ARRAY(SELECT 100 + n FROM generate_series(1, 8) AS n)::bigint[], \
+         {}, {}, {}, 0)",
+        arrays("'default'", "text"),
+        arrays("'account'", "text"),
+        arrays("1", "bigint"),
+        arrays("2", "bigint"),
+        arrays("false", "boolean"),
+        arrays("1", "bigint"),
+        arrays("2", "bigint"),
+        arrays("'{}'", "text"),
+        arrays("'{}'", "text"),
+        arrays("2", "bigint"),
+        arrays("true", "boolean"),
+    );
+    let script = format!(
+        "LOAD 'auto_explain';
+         SET auto_explain.log_nested_statements = on;
+         SET auto_explain.log_level = notice;
+         SELECT count(*) FROM generate_series(1, 8) AS n, LATERAL {creates};
+         SET auto_explain.log_min_duration = 0;
+         SELECT array_to_string({appends}, ',');
+         SELECT count(*) FROM events WHERE aggregate_id LIKE 'w-%' AND version = 2;"
+    );
+    let cluster = TestCluster::shared();
+    let (stored, plans) = cluster.session("group_one_pass", &script);
+    assert_eq!(
+        stored.split_whitespace().collect::<Vec<_>>(),
+        ["8", "1,2,3,4,5,6,7,8", "8"],
+        "every append stored, once"
+    );
+    assert!(
+        plans.contains("Update on aggregates")
+            && plans.contains("Index Scan using aggregates_pkey on aggregates"),
+        "{plans}"
+    );
+    // The writes are read once, by the update; nothing joins them back to what it wrote.
+    assert!(!plans.contains("CTE Scan on w"), "{plans}");
+    assert!(!plans.contains("Seq Scan on aggregates"), "{plans}");
+    assert!(!plans.contains("JIT:"), "{plans}");
+}
