@@ -8,10 +8,10 @@
 //! through `eventdbx_write` as before (`write.rs`), which is what keeps their checks (the quota
 //! locks, the key's first result) exactly as they were.
 //!
-//! The committer tasks ([`COMMITTERS`], one today) share one queue; each takes everything queued
-//! when it is free (at most [`MAX_GROUP`]) and sends it as [`GROUP`]. So a lone write goes at
-//! once, and writes only gather while every committer is busy: the group's size follows the
-//! load, with no timer. The statement decides each write on its own: a write whose record changed since it was
+//! A few committer tasks ([`COMMITTERS`]) share one queue; each takes everything queued when it
+//! is free (at most [`MAX_GROUP`]) and sends it as [`GROUP`]. So a lone write goes at once, and
+//! writes only gather while every committer is busy: the group's size follows the load, with no
+//! timer. The statement decides each write on its own: a write whose record changed since it was
 //! read (its revision) updates nothing and stores nothing, and only the writes whose record was
 //! written insert their events, so one lost race never fails the others; its writer prepares it
 //! again from the stored state, as a lone lost race is. Any error of the statement as a whole (a
@@ -35,26 +35,21 @@ use crate::write::{commit_alone, Committed, Plan, USAGE_SHARDS};
 use crate::{col, commit_error, db, pool_error, signed};
 
 /// Group statements in flight at once. More gives smaller groups, so more transactions and more
-/// database CPU per write: at 16 writers, 4 committers cost the database about a third more per
-/// write than 2, and 2 cost 15-25% more than 1 (groups of 4 writes against 6.5; at 64 writers,
-/// 5-15% more), for no more appends per second, since the database's CPU, not its WAL flush, is
-/// what these loads wait for (`docs/storage.md`, "PostgreSQL engine: performance"). One leaves
-/// the database idle during its group's WAL flush, which the writers' own work then fills.
-pub(crate) const COMMITTERS: usize = 1;
+/// database CPU per write (at 16 writers, 4 committers cost the database about a third more per
+/// write than 2); one leaves the database idle while its group's WAL flush runs.
+pub(crate) const COMMITTERS: usize = 2;
 
 /// The most writes one statement commits.
 pub(crate) const MAX_GROUP: usize = 64;
 
-/// The group's statement: `eventdbx_commit_group` (migration 7), one transaction. Each write is
-/// a row of the arrays, numbered from 1; the result is the number of every write that was stored
-/// (NULL: none). Appends update their record at the revision read, and the writes updated insert
-/// their events, clear references and count usage (one row per tenant, on this committer's
-/// shard), all from the one pass of the update; a group holding a create is committed by
-/// `eventdbx_write_group` (migration 6), which also inserts the records of creates unless they
-/// exist.
-const GROUP: &str = "SELECT eventdbx_commit_group($1::text[], $2::text[], $3::text[], \
+/// The group's statement: `eventdbx_write_group` (migration 6), one transaction. Each write is a
+/// row of the arrays, numbered from 1; the result is the number of every write that was stored.
+/// Creates insert their record unless it exists, appends update theirs at the revision read; only
+/// the writes that did insert an event, clear references and count usage (one row per tenant, on
+/// this committer's shard).
+const GROUP: &str = "SELECT k FROM eventdbx_write_group($1::text[], $2::text[], $3::text[], \
      $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[], $8::bigint[], $9::text[], \
-     $10::bigint[], $11::text[], $12::bigint[], $13::boolean[], $14::integer)";
+     $10::bigint[], $11::text[], $12::bigint[], $13::boolean[], $14::integer) AS k";
 
 /// Where a queued write's outcome arrives: `Ok(None)` when it lost a race.
 pub(crate) type Answered = std::sync::mpsc::Receiver<Result<Option<Committed>>>;
@@ -153,7 +148,11 @@ pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued
     };
     let written = run_group(&client, &statement, shard, group)
         .await
-        .map(|row| col::<Option<Vec<i64>>>(&row, 0).map(Option::unwrap_or_default));
+        .map(|rows| {
+            rows.iter()
+                .map(|row| col::<i64>(row, 0))
+                .collect::<Result<Vec<_>>>()
+        });
     match written {
         // Committed, but its answer does not say which writes were stored.
         Ok(Err(err)) => fail(group, &err),
@@ -175,14 +174,14 @@ pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued
     }
 }
 
-/// Runs [`GROUP`] (`statement`) for `group`: its row, the numbers (from 1) of the writes that
-/// were stored.
+/// Runs [`GROUP`] (`statement`) for `group`: a row with the number (from 1) of each write that
+/// was stored.
 async fn run_group(
     client: &deadpool_postgres::Client,
     statement: &tokio_postgres::Statement,
     shard: i32,
     group: &[Queued],
-) -> std::result::Result<tokio_postgres::Row, tokio_postgres::Error> {
+) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let plans = || group.iter().map(|queued| &queued.plan);
     let tenants: Vec<&str> = plans().map(|p| p.tenant.as_str()).collect();
     let types: Vec<&str> = plans().map(|p| p.record.aggregate_type.as_str()).collect();
@@ -198,7 +197,7 @@ async fn run_group(
     let bytes: Vec<i64> = plans().map(|p| signed(p.event_body.len() as u64)).collect();
     let clear: Vec<bool> = plans().map(|p| p.links.is_some()).collect();
     client
-        .query_one(
+        .query(
             statement,
             &[
                 &tenants, &types, &ids, &revisions, &versions, &archived, &created, &updated,

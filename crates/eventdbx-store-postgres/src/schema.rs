@@ -111,7 +111,7 @@ CREATE INDEX aggregates_by_version
     POSITIONS_AND_ONE_STATEMENT_WRITES,
     include_str!("../migrations/0005_event_positions_by_event.sql"),
     include_str!("../migrations/0006_writes_never_scan_a_table.sql"),
-    include_str!("../migrations/0007_rounds_by_key_group_appends_in_one_pass.sql"),
+    include_str!("../migrations/0007_rounds_take_the_queue_by_key.sql"),
 ];
 
 /// Migration 4: event positions (`docs/subscriptions.md`, "Positions"; `positions.rs`) and the
