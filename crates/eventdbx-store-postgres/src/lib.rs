@@ -74,6 +74,8 @@ mod group_tests;
 mod jobs;
 mod list;
 mod positions;
+#[cfg(test)]
+mod positions_tests;
 mod read;
 mod records;
 mod schema;

@@ -3,7 +3,7 @@
 //! position that a slower transaction later fills in below it.
 //!
 //! A write only queues its events (a trigger on `events` adds a row to `position_queue` in the
-//! write's own transaction). A *round*, `eventdbx_assign_positions` (migration 2 in
+//! write's own transaction). A *round*, `eventdbx_assign_positions` (migrations 4 and 7 in
 //! `schema.rs`), numbers the queue rows that have committed after the tenant's head and raises
 //! the head, in one transaction; rounds run one at a time across every server sharing the
 //! database (each locks the `position_sequencer` row). A transaction that commits late is simply

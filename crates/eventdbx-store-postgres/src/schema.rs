@@ -17,7 +17,7 @@ use tokio_postgres::NoTls;
 use crate::{col, db, unsigned, Cached};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Migration `n` is `MIGRATIONS[n - 1]`; never edit one that has shipped, add the next.
 const MIGRATIONS: &[&str] = &[
@@ -111,6 +111,7 @@ CREATE INDEX aggregates_by_version
     POSITIONS_AND_ONE_STATEMENT_WRITES,
     include_str!("../migrations/0005_event_positions_by_event.sql"),
     include_str!("../migrations/0006_writes_never_scan_a_table.sql"),
+    include_str!("../migrations/0007_rounds_take_the_queue_by_key.sql"),
 ];
 
 /// Migration 4: event positions (`docs/subscriptions.md`, "Positions"; `positions.rs`) and the
