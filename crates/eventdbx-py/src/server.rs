@@ -28,7 +28,6 @@ const ALL_ACTIONS: [&str; 7] = [
 #[pyclass(module = "eventdbx._core", frozen)]
 #[derive(Debug)]
 pub struct EmbeddedServer {
-    server: Server,
     /// The control port.
     #[pyo3(get)]
     port: u16,
@@ -41,7 +40,16 @@ pub struct EmbeddedServer {
     /// The port of the HTTP `/health` and `/metrics` endpoint, when one was asked for.
     #[pyo3(get)]
     http_port: Option<u16>,
-    running: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    running: Mutex<Option<Running>>,
+}
+
+/// What a running server holds; `stop()` drops it, and with it the last handle on the store, so
+/// that the data directory can be opened again at once (by a restart in this process too).
+#[derive(Debug)]
+struct Running {
+    server: Server,
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
 }
 
 fn os_error(what: &str, err: impl std::fmt::Display) -> PyErr {
@@ -164,11 +172,14 @@ impl EmbeddedServer {
                 .map_err(|err| os_error("cannot start the server thread", err))?;
             Ok(EmbeddedServer {
                 fingerprint: server.fingerprint().to_string(),
-                server,
                 port,
                 http_port,
                 data_dir,
-                running: Mutex::new(Some((stop, thread))),
+                running: Mutex::new(Some(Running {
+                    server,
+                    stop,
+                    thread,
+                })),
             })
         })
     }
@@ -182,9 +193,19 @@ impl EmbeddedServer {
         tenants: Vec<String>,
         ttl_secs: u64,
     ) -> PyResult<String> {
+        let server = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|running| running.as_ref().map(|running| running.server.clone()));
         // Without the GIL: the token registry's lock may be held by a server thread that is
         // waiting for the GIL to log (the `logging` bridge).
-        py.detach(|| issue(self.server.auth(), actions, tenants, ttl_secs))
+        py.detach(|| match server {
+            Some(server) => issue(server.auth(), actions, tenants, ttl_secs),
+            // Stopped: the token files of the data directory, as for a server in another
+            // process; a server started on it again accepts the token.
+            None => issue_in(self.data_dir.clone(), actions, tenants, ttl_secs),
+        })
     }
 
     /// True until `stop()`.
@@ -197,14 +218,20 @@ impl EmbeddedServer {
     }
 
     /// Stops accepting, lets open connections finish their requests, and waits for the
-    /// server to close its store. Idempotent.
+    /// server to close its store and release its files. Idempotent.
     fn stop(&self, py: Python<'_>) {
         let running = self
             .running
             .lock()
             .ok()
             .and_then(|mut running| running.take());
-        if let Some((stop, thread)) = running {
+        if let Some(Running {
+            server,
+            stop,
+            thread,
+        }) = running
+        {
+            drop(server);
             let _ = stop.send(());
             py.detach(|| {
                 let _ = thread.join();
@@ -225,11 +252,18 @@ pub fn issue_token(
     tenants: Vec<String>,
     ttl_secs: u64,
 ) -> PyResult<String> {
-    py.detach(|| {
-        let authority = Authority::open(authority_config(&Config::defaults(data_dir)))
-            .map_err(|err| os_error("cannot open the token authority", err))?;
-        issue(&authority, actions, tenants, ttl_secs)
-    })
+    py.detach(|| issue_in(data_dir, actions, tenants, ttl_secs))
+}
+
+fn issue_in(
+    data_dir: PathBuf,
+    actions: Option<Vec<String>>,
+    tenants: Vec<String>,
+    ttl_secs: u64,
+) -> PyResult<String> {
+    let authority = Authority::open(authority_config(&Config::defaults(data_dir)))
+        .map_err(|err| os_error("cannot open the token authority", err))?;
+    issue(&authority, actions, tenants, ttl_secs)
 }
 
 fn issue(
