@@ -293,34 +293,26 @@ impl Handle {
 /// Whether `err` is the engine failing to read or write its file (as opposed to a domain rule,
 /// a value too large, or a corrupt record): the errors after which redb must be reopened.
 pub(crate) fn is_io_failure(err: &StoreError) -> bool {
-    let StoreError::Storage {
-        source: Some(source),
-        ..
-    } = err
-    else {
-        return false;
-    };
-    let mut next: Option<&(dyn Error + 'static)> = Some(source.as_ref());
-    while let Some(err) = next {
-        if let Some(redb::Error::Io(_) | redb::Error::PreviousIo) = err.downcast_ref() {
-            return true;
-        }
-        if err.downcast_ref::<Latched>().is_some() {
-            return true;
-        }
-        if err.downcast_ref::<std::io::Error>().is_some() {
-            return true;
-        }
-        if let Some(inner) = err.downcast_ref::<StoreError>() {
-            return is_io_failure(inner);
-        }
-        next = err.source();
-    }
-    false
+    caused_by(err, &|err| {
+        matches!(
+            err.downcast_ref(),
+            Some(redb::Error::Io(_) | redb::Error::PreviousIo)
+        ) || err.downcast_ref::<Latched>().is_some()
+            || err.downcast_ref::<std::io::Error>().is_some()
+    })
 }
 
 /// Whether `err` is only [`Latched`] (or redb's own "previous I/O error"), not a cause.
 fn is_latched(err: &StoreError) -> bool {
+    caused_by(err, &|err| {
+        err.downcast_ref::<Latched>().is_some()
+            || matches!(err.downcast_ref(), Some(redb::Error::PreviousIo))
+    })
+}
+
+/// Whether an error in the chain of sources of a storage error `err` (through store errors
+/// nested in it) passes `test`.
+fn caused_by(err: &StoreError, test: &dyn Fn(&(dyn Error + 'static)) -> bool) -> bool {
     let StoreError::Storage {
         source: Some(source),
         ..
@@ -330,13 +322,11 @@ fn is_latched(err: &StoreError) -> bool {
     };
     let mut next: Option<&(dyn Error + 'static)> = Some(source.as_ref());
     while let Some(err) = next {
-        if err.downcast_ref::<Latched>().is_some()
-            || matches!(err.downcast_ref(), Some(redb::Error::PreviousIo))
-        {
+        if test(err) {
             return true;
         }
         if let Some(inner) = err.downcast_ref::<StoreError>() {
-            return is_latched(inner);
+            return caused_by(inner, test);
         }
         next = err.source();
     }
