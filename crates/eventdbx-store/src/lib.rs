@@ -356,6 +356,9 @@ pub struct OutboxPage {
     pub full: bool,
 }
 
+/// What [`EventStore::write_then`] calls with a write's outcome.
+pub type WriteDone = Box<dyn FnOnce(Result<WriteOutcome>) + Send + 'static>;
+
 /// The storage engine interface.
 pub trait EventStore: Send + Sync + std::fmt::Debug {
     /// How writes are made durable.
@@ -378,6 +381,14 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
 
     /// Creates, appends or patches atomically; see `docs/server.md`, "Writes".
     fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome>;
+
+    /// Starts a write like [`EventStore::write`] and calls `done` with its outcome once it is
+    /// durable (or has failed), on whichever thread finishes it: a caller can then await a write
+    /// without a thread blocked on it while it waits for its group's commit. The default runs
+    /// [`EventStore::write`] on the calling thread.
+    fn write_then(&self, tenant: &str, request: WriteRequest, done: WriteDone) {
+        done(self.write(tenant, request));
+    }
 
     /// Archives (`true`) or restores (`false`) an aggregate; returns it afterwards. Archiving
     /// is refused while any aggregate refers to it (see [`EventStore::archive`]).
