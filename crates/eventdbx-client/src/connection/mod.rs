@@ -74,7 +74,8 @@ pub(crate) struct Connection {
     capabilities: Vec<String>,
     max_request: usize,
     fingerprint: Option<v2::Fingerprint>,
-    /// A second handle on the socket, only ever peeked (see [`Connection::is_alive`]).
+    /// A second handle on the socket: peeked (see [`Connection::is_alive`]), and read by callers
+    /// reading their answers themselves (`caller_wait`, `read_side`).
     watch: std::net::TcpStream,
     /// Whether callers poll for their answers ([`Connection::poll_for_answer`]).
     polls: bool,
@@ -126,7 +127,7 @@ impl Connection {
 
     /// On a current-thread runtime (the blocking client's) the reader task only runs while a
     /// caller waits, so a connection the server closed between calls may not be known dead yet.
-    /// A non-blocking peek tells, without consuming anything; the connection is then killed, so
+    /// A peek that does not wait tells, without consuming anything; the connection is then killed, so
     /// the next request goes out on a new one instead of into a dead socket.
     fn closed_while_idle(&self) -> bool {
         let current_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
@@ -135,8 +136,7 @@ impl Connection {
         if !current_thread {
             return false;
         }
-        let mut byte = [0u8; 1];
-        let closed = match self.watch.peek(&mut byte) {
+        let closed = match caller_wait::peek_without_waiting(&self.watch) {
             Ok(0) => Error::connection("the server closed the connection"),
             Ok(_) => return false,
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return false,

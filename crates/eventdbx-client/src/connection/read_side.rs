@@ -41,6 +41,29 @@ pub(super) struct Shared {
 pub(super) struct ReadSide {
     pub(super) buffer: FrameBuffer,
     opening: Opening,
+    /// Whether the socket is in blocking mode now. A blocking caller leaves it so after
+    /// reading its answer (`caller_wait`), and the next one reads without switching; whoever
+    /// reads otherwise (the reader task, a polling caller) makes it non-blocking again first.
+    /// Changed only under this lock, by whoever reads next.
+    pub(super) blocking: bool,
+    /// How many times the socket's mode changed, for the tests.
+    pub(super) mode_changes: u64,
+}
+
+impl ReadSide {
+    /// Puts `socket` in blocking mode or takes it out, unless it already is so.
+    pub(super) fn make_blocking(
+        &mut self,
+        socket: &socket2::SockRef<'_>,
+        blocking: bool,
+    ) -> std::io::Result<()> {
+        if self.blocking != blocking {
+            socket.set_nonblocking(!blocking)?;
+            self.blocking = blocking;
+            self.mode_changes += 1;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -61,6 +84,8 @@ impl Shared {
             read: Mutex::new(ReadSide {
                 buffer: FrameBuffer::new(frame_limit),
                 opening,
+                blocking: false,
+                mode_changes: 0,
             }),
             poll: Mutex::new(AnswerPoll::new(busy_poll)),
         }
@@ -247,6 +272,9 @@ impl Connection {
             let Ok(mut side) = self.shared.read.try_lock() else {
                 continue;
             };
+            if side.make_blocking(&socket, false).is_err() {
+                break None; // the reader task fails the same way and kills the connection
+            }
             match std::io::Read::read(&mut &*socket, side.buffer.read_space()) {
                 Ok(0) => break None, // the reader task sees the end and kills the connection
                 Ok(read) => side.buffer.filled(read),
@@ -356,6 +384,11 @@ pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
         }
         let read = {
             let mut side = shared.read_side();
+            // A blocking caller may have left the socket blocking (`caller_wait`): tokio must
+            // never read it so.
+            if let Err(err) = side.make_blocking(&socket2::SockRef::from(reader.as_ref()), false) {
+                break Error::io("making the socket non-blocking again", &err);
+            }
             // Each read takes whatever the socket holds: a response that arrived whole costs
             // one `recv`, not one for its header and one for its payload.
             match reader.try_read(side.buffer.read_space()) {
