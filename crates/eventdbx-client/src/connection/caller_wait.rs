@@ -153,7 +153,7 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use eventdbx_proto::control::{ErrorResponse, Reply, Request};
-    use eventdbx_proto::frame;
+    use eventdbx_proto::frame::{self, FrameBuffer};
     use eventdbx_proto::transport::SessionLimits;
 
     use super::super::read_side::Opening;
@@ -355,5 +355,61 @@ mod tests {
         assert_eq!(response.get().expect("decode").get_id(), 1);
         let side = connection.shared.try_read_side().expect("nobody reads");
         assert!(!side.blocking, "the reader task read a blocking socket");
+    }
+    #[test]
+    fn the_reader_task_reads_each_answer_once_and_never_an_empty_socket() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (connection, mut server) = runtime.block_on(async { plaintext_pair() });
+        let limit = SessionLimits::V1_PLAINTEXT.frame;
+        // The server answers each request once it has read it whole, so the answer is never
+        // on the wire before its request goes out.
+        let answering = std::thread::spawn(move || {
+            let mut frames = FrameBuffer::new(limit);
+            for id in 1..=3u64 {
+                loop {
+                    if let Some(_request) = frames.next_frame().expect("a request frame") {
+                        break;
+                    }
+                    let read = std::io::Read::read(&mut server, frames.read_space())
+                        .expect("read a request");
+                    assert!(read > 0, "the client closed the connection");
+                    frames.filled(read);
+                }
+                let answer = Reply::Error(ErrorResponse {
+                    code: "not_found".into(),
+                    message: "no such aggregate".into(),
+                })
+                .encode(id)
+                .expect("encode");
+                server
+                    .write_all(&frame::encode(&answer, limit).expect("frame"))
+                    .expect("send the answer");
+            }
+            server
+        });
+        for id in 1..=3u64 {
+            let request = Request::GetAggregate(Default::default())
+                .encode(id)
+                .expect("encode");
+            let response = runtime
+                .block_on(connection.request(id, request, Duration::from_secs(5)))
+                .expect("the answer");
+            assert_eq!(response.get().expect("decode").get_id(), id);
+        }
+        let _server = answering.join().expect("the server's thread");
+        // A read that did not fill the buffer emptied the socket: looking again before the
+        // next readiness only costs a `recv` that finds nothing, once per answer.
+        let empty = connection
+            .shared
+            .try_read_side()
+            .expect("nobody reads")
+            .empty_reads;
+        assert_eq!(
+            empty, 0,
+            "the reader task read an empty socket {empty} times"
+        );
     }
 }

@@ -48,6 +48,8 @@ pub(super) struct ReadSide {
     pub(super) blocking: bool,
     /// How many times the socket's mode changed, for the tests.
     pub(super) mode_changes: u64,
+    /// Reads of the reader task's that found nothing, for the tests.
+    pub(super) empty_reads: u64,
 }
 
 impl ReadSide {
@@ -86,6 +88,7 @@ impl Shared {
                 opening,
                 blocking: false,
                 mode_changes: 0,
+                empty_reads: 0,
             }),
             poll: Mutex::new(AnswerPoll::new(busy_poll)),
         }
@@ -390,13 +393,31 @@ pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
                 break Error::io("making the socket non-blocking again", &err);
             }
             // Each read takes whatever the socket holds: a response that arrived whole costs
-            // one `recv`, not one for its header and one for its payload.
-            match reader.try_read(side.buffer.read_space()) {
-                Ok(read) => {
+            // one `recv`, not one for its header and one for its payload. A read that leaves
+            // room in the buffer emptied the socket, so it tells tokio to forget the readiness
+            // (as its own `poll_read` does); otherwise the next turn's `recv` would only find
+            // the socket empty, one wasted system call per answer. Bytes that arrive after the
+            // read bring a readiness of their own, which this does not clear.
+            let space = side.buffer.read_space();
+            let room = space.len();
+            let mut read = 0;
+            let outcome = reader.as_ref().try_io(tokio::io::Interest::READABLE, || {
+                read = std::io::Read::read(&mut &*socket2::SockRef::from(reader.as_ref()), space)?;
+                if read > 0 && read < room {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(read)
+            });
+            match outcome {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock && read == 0 => {
+                    side.empty_reads += 1;
+                    Err(err)
+                }
+                Err(err) if err.kind() != std::io::ErrorKind::WouldBlock => Err(err),
+                _ => {
                     side.buffer.filled(read);
                     Ok(read)
                 }
-                Err(err) => Err(err),
             }
         };
         match read {
