@@ -4,8 +4,7 @@
 //! A blocking client ([`crate::blocking::Client`], the Python SDK's synchronous client) runs
 //! every call with `block_on` on a current-thread runtime of its own: the thread that waits for
 //! an answer is the one that drives the runtime, so parking there costs an `epoll_wait`, the
-//! reader task's `recv`, its second `recv` that finds the socket empty, and a second
-//! `epoll_wait` before `block_on` returns. Reading the answer directly costs one `recv` that
+//! reader task's `recv` and a second `epoll_wait` before `block_on` returns. Reading the answer directly costs one `recv` that
 //! sleeps until the answer is there. The socket is made blocking for it, and left so for the
 //! next caller (on Linux): what else reads the socket (the reader task, a caller polling for
 //! its answer) makes it non-blocking again first, under the read side's lock, and the idle
@@ -62,7 +61,7 @@ impl Connection {
     /// socket obeys: a write of tokio's that meets the socket blocking with its send buffer full
     /// then gives way after that long, as if it were non-blocking.
     pub(crate) fn let_callers_wait(&mut self) {
-        let socket = socket2::SockRef::from(&self.watch);
+        let socket = socket2::SockRef::from(&self.shared.watch);
         self.caller_waits = socket.set_read_timeout(Some(CALLER_WAIT)).is_ok()
             && socket.set_write_timeout(Some(CALLER_WAIT)).is_ok();
     }
@@ -93,8 +92,8 @@ impl Connection {
         }
         // The reader task may be decoding right now: then it delivers the answer.
         let mut side = self.shared.try_read_side()?;
-        let socket = socket2::SockRef::from(&self.watch);
-        if side.make_blocking(&socket, true).is_err() {
+        let socket = socket2::SockRef::from(&self.shared.watch);
+        if side.make_blocking(&self.shared.watch, true).is_err() {
             return None;
         }
         let until = started + CALLER_WAIT;
@@ -136,7 +135,7 @@ impl Connection {
         };
         // Left blocking for the next caller (see the module docs) where the idle check's peek
         // can ask not to wait; elsewhere the peek needs a non-blocking socket.
-        if !LEFT_BLOCKING && side.make_blocking(&socket, false).is_err() {
+        if !LEFT_BLOCKING && side.make_blocking(&self.shared.watch, false).is_err() {
             // Tokio must never read a blocking socket: the connection cannot be used again.
             self.kill(Error::connection(
                 "cannot make the socket non-blocking again; connection discarded",
@@ -213,12 +212,18 @@ mod tests {
             .write_all(&frame::encode(&answer, limit).expect("frame"))
             .expect("send the answer");
         let mut byte = [0u8; 1];
-        connection.watch.set_nonblocking(false).expect("blocking");
         connection
+            .shared
+            .watch
+            .set_nonblocking(false)
+            .expect("blocking");
+        connection
+            .shared
             .watch
             .peek(&mut byte)
             .expect("the answer arrived");
         connection
+            .shared
             .watch
             .set_nonblocking(true)
             .expect("non-blocking");
@@ -331,7 +336,7 @@ mod tests {
         // As a blocking caller leaves it.
         {
             let mut side = connection.shared.try_read_side().expect("nobody reads");
-            side.make_blocking(&socket2::SockRef::from(&connection.watch), true)
+            side.make_blocking(&connection.shared.watch, true)
                 .expect("blocking");
         }
         // A caller that leaves its answer to the reader task (as one whose deadline is near).

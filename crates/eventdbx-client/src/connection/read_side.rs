@@ -30,6 +30,10 @@ pub(super) struct Pending {
 
 /// The state of a connection its reader task shares with its callers.
 pub(super) struct Shared {
+    /// A second handle on the socket (the reader task's is tokio's): peeked (see
+    /// [`Connection::is_alive`]), read by callers reading their answers themselves (the answer
+    /// poll, `caller_wait`), and how the socket's mode is switched ([`ReadSide::make_blocking`]).
+    pub(super) watch: std::net::TcpStream,
     state: Mutex<State>,
     /// What was received and not yet decoded, and the cipher that opens it. Locked only for a
     /// read and the decoding after it, never across an `.await`.
@@ -53,10 +57,11 @@ pub(super) struct ReadSide {
 }
 
 impl ReadSide {
-    /// Puts `socket` in blocking mode or takes it out, unless it already is so.
+    /// Puts `socket` in blocking mode or takes it out, unless it already is so (std's switch
+    /// is one `ioctl`, socket2's two `fcntl`s).
     pub(super) fn make_blocking(
         &mut self,
-        socket: &socket2::SockRef<'_>,
+        socket: &std::net::TcpStream,
         blocking: bool,
     ) -> std::io::Result<()> {
         if self.blocking != blocking {
@@ -80,8 +85,14 @@ pub(super) struct State {
 }
 
 impl Shared {
-    pub(super) fn new(opening: Opening, frame_limit: usize, busy_poll: Duration) -> Self {
+    pub(super) fn new(
+        opening: Opening,
+        frame_limit: usize,
+        busy_poll: Duration,
+        watch: std::net::TcpStream,
+    ) -> Self {
         Shared {
+            watch,
             state: Mutex::new(State::default()),
             read: Mutex::new(ReadSide {
                 buffer: FrameBuffer::new(frame_limit),
@@ -259,7 +270,7 @@ impl Connection {
         let Some(_slot) = poll_turn() else {
             return parked(false);
         };
-        let socket = socket2::SockRef::from(&self.watch);
+        let socket = socket2::SockRef::from(&self.shared.watch);
         let outcome = loop {
             match answer.try_recv() {
                 Ok(result) => break Some(result),
@@ -275,7 +286,7 @@ impl Connection {
             let Ok(mut side) = self.shared.read.try_lock() else {
                 continue;
             };
-            if side.make_blocking(&socket, false).is_err() {
+            if side.make_blocking(&self.shared.watch, false).is_err() {
                 break None; // the reader task fails the same way and kills the connection
             }
             match std::io::Read::read(&mut &*socket, side.buffer.read_space()) {
@@ -389,7 +400,7 @@ pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
             let mut side = shared.read_side();
             // A blocking caller may have left the socket blocking (`caller_wait`): tokio must
             // never read it so.
-            if let Err(err) = side.make_blocking(&socket2::SockRef::from(reader.as_ref()), false) {
+            if let Err(err) = side.make_blocking(&shared.watch, false) {
                 break Error::io("making the socket non-blocking again", &err);
             }
             // Each read takes whatever the socket holds: a response that arrived whole costs
