@@ -183,3 +183,50 @@ def test_the_sync_client_polls_for_answers_only_when_asked(server, uid):
     for wrong in (-1, 1.5, True, "10"):
         with pytest.raises(exc.EventDBXArgumentError, match="busy_poll_us"):
             server.client(busy_poll_us=wrong)
+
+
+def test_awaited_gets_and_appends_build_no_generic_request(server, uid, monkeypatch):
+    """An asyncio caller's hottest calls, ``get`` and ``apply``, go to the core without the
+    generic request (`_Request`, its argument tuple and keyword dictionary, unpacked again by
+    ``_run``): Python objects made per call are CPU the event loop's thread spends (issue 15).
+    Before: one `_Request` per call."""
+    from eventdbx import _commands
+
+    kind = f"fast{uid}"
+    _create(server, kind)
+    built = []
+
+    class Counted(_commands._Request):
+        __slots__ = ()
+
+        def __init__(self, *args, **kwargs):
+            built.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(_commands, "_Request", Counted)
+
+    async def scenario():
+        async with server.async_client() as client:
+            found = await client.get(aggregate_type=kind, aggregate_id="a-1")
+            assert found.found
+            missing = await client.get(aggregate_type=kind, aggregate_id="no-such")
+            assert not missing.found
+            written = await client.apply(aggregate_type=kind, aggregate_id="a-1",
+                                         event_type="ticked", payload_json='{"n": 1}',
+                                         expected_version=1)
+            assert written
+            with pytest.raises(exc.EventDBXConflictError):
+                await client.apply(aggregate_type=kind, aggregate_id="a-1",
+                                   event_type="ticked", payload_json='{"n": 2}',
+                                   expected_version=1)
+            with pytest.raises(exc.EventDBXArgumentError):
+                client.apply(aggregate_type=kind, aggregate_id="", event_type="ticked",
+                             payload_json="{}")
+            with pytest.raises(exc.EventDBXArgumentError):
+                client.get(aggregate_type="", aggregate_id="a-1")
+            # A create through `apply` keeps the general path.
+            await client.apply(aggregate_type=kind, aggregate_id="a-2", event_type="opened",
+                               payload_json="{}", create=True)
+
+    asyncio.run(scenario())
+    assert built == ["write"], built

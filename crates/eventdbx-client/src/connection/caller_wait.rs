@@ -4,10 +4,14 @@
 //! A blocking client ([`crate::blocking::Client`], the Python SDK's synchronous client) runs
 //! every call with `block_on` on a current-thread runtime of its own: the thread that waits for
 //! an answer is the one that drives the runtime, so parking there costs an `epoll_wait`, the
-//! reader task's `recv`, its second `recv` that finds the socket empty, and a second
-//! `epoll_wait` before `block_on` returns. Reading the answer directly costs one `recv` that
-//! sleeps until the answer is there, between two `ioctl`s that make the socket blocking for it
-//! and non-blocking again.
+//! reader task's `recv` and a second `epoll_wait` before `block_on` returns. Reading the answer directly costs one `recv` that
+//! sleeps until the answer is there. The socket is made blocking for it, and left so for the
+//! next caller (on Linux): what else reads the socket (the reader task, a caller polling for
+//! its answer) makes it non-blocking again first, under the read side's lock, and the idle
+//! check's peek asks not to wait. So a sequential caller's request costs a peek, a `send` and
+//! a `recv`, where switching the mode around each read added two `ioctl`s. The socket's send
+//! and receive timeouts ([`CALLER_WAIT`]) bound what a blocking `send` or `recv` of tokio's
+//! could wait if one ever met the socket blocking.
 //!
 //! The bytes go through the same buffer and cipher as the reader task's, under the same lock,
 //! so whoever reads next continues the stream in step (as the answer poll's do, see
@@ -28,12 +32,38 @@ use crate::error::{Error, Result};
 /// the runtime would run meanwhile is only that late.
 pub(super) const CALLER_WAIT: Duration = Duration::from_millis(20);
 
+/// Whether a caller leaves the socket blocking after its read: where a peek can be made
+/// non-blocking by its flags ([`peek_without_waiting`]).
+const LEFT_BLOCKING: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// Looks at the socket's next byte without taking it and without waiting, whatever the
+/// socket's mode: `Ok(0)` at the end of the stream, `WouldBlock` when nothing is there.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(super) fn peek_without_waiting(socket: &std::net::TcpStream) -> std::io::Result<usize> {
+    // Linux's `MSG_PEEK` and `MSG_DONTWAIT` (the same on every architecture); socket2 does not
+    // export them.
+    const MSG_PEEK: i32 = 0x2;
+    const MSG_DONTWAIT: i32 = 0x40;
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    socket2::SockRef::from(socket).recv_with_flags(&mut byte, MSG_PEEK | MSG_DONTWAIT)
+}
+
+/// Looks at the socket's next byte without taking it; the socket is non-blocking here, as
+/// callers never leave it blocking ([`LEFT_BLOCKING`]).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(super) fn peek_without_waiting(socket: &std::net::TcpStream) -> std::io::Result<usize> {
+    socket.peek(&mut [0u8; 1])
+}
+
 impl Connection {
     /// Marks this connection as one whose callers block their thread for their answers (see
-    /// the module docs). Sets the socket's receive timeout, which only blocking reads obey.
+    /// the module docs). Sets the socket's receive and send timeouts, which only a blocking
+    /// socket obeys: a write of tokio's that meets the socket blocking with its send buffer full
+    /// then gives way after that long, as if it were non-blocking.
     pub(crate) fn let_callers_wait(&mut self) {
-        let socket = socket2::SockRef::from(&self.watch);
-        self.caller_waits = socket.set_read_timeout(Some(CALLER_WAIT)).is_ok();
+        let socket = socket2::SockRef::from(&self.shared.watch);
+        self.caller_waits = socket.set_read_timeout(Some(CALLER_WAIT)).is_ok()
+            && socket.set_write_timeout(Some(CALLER_WAIT)).is_ok();
     }
 
     /// Reads the answer on the caller's thread, blocking, for up to [`CALLER_WAIT`]: `None`
@@ -62,9 +92,8 @@ impl Connection {
         }
         // The reader task may be decoding right now: then it delivers the answer.
         let mut side = self.shared.try_read_side()?;
-        let socket = socket2::SockRef::from(&self.watch);
-        // std's `set_nonblocking` is one `ioctl` (socket2's two `fcntl`s).
-        if self.watch.set_nonblocking(false).is_err() {
+        let socket = socket2::SockRef::from(&self.shared.watch);
+        if side.make_blocking(&self.shared.watch, true).is_err() {
             return None;
         }
         let until = started + CALLER_WAIT;
@@ -96,7 +125,6 @@ impl Connection {
                 Err(_) => break None,
             }
             if let Err(err) = self.shared.deliver(&mut side) {
-                drop(side);
                 self.kill(err);
                 break Some(
                     answer
@@ -105,7 +133,9 @@ impl Connection {
                 );
             }
         };
-        if self.watch.set_nonblocking(true).is_err() {
+        // Left blocking for the next caller (see the module docs) where the idle check's peek
+        // can ask not to wait; elsewhere the peek needs a non-blocking socket.
+        if !LEFT_BLOCKING && side.make_blocking(&self.shared.watch, false).is_err() {
             // Tokio must never read a blocking socket: the connection cannot be used again.
             self.kill(Error::connection(
                 "cannot make the socket non-blocking again; connection discarded",
@@ -122,7 +152,7 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use eventdbx_proto::control::{ErrorResponse, Reply, Request};
-    use eventdbx_proto::frame;
+    use eventdbx_proto::frame::{self, FrameBuffer};
     use eventdbx_proto::transport::SessionLimits;
 
     use super::super::read_side::Opening;
@@ -182,12 +212,18 @@ mod tests {
             .write_all(&frame::encode(&answer, limit).expect("frame"))
             .expect("send the answer");
         let mut byte = [0u8; 1];
-        connection.watch.set_nonblocking(false).expect("blocking");
         connection
+            .shared
+            .watch
+            .set_nonblocking(false)
+            .expect("blocking");
+        connection
+            .shared
             .watch
             .peek(&mut byte)
             .expect("the answer arrived");
         connection
+            .shared
             .watch
             .set_nonblocking(true)
             .expect("non-blocking");
@@ -236,5 +272,149 @@ mod tests {
         });
         let response = response.expect("the answer");
         assert_eq!(response.get().expect("decode").get_id(), 1);
+    }
+    #[test]
+    fn consecutive_blocking_callers_leave_the_socket_blocking_between_their_reads() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _entered = runtime.enter();
+        let (mut connection, mut server) = plaintext_pair();
+        connection.let_callers_wait();
+        runtime.block_on(tokio::task::yield_now());
+        let limit = SessionLimits::V1_PLAINTEXT.frame;
+        for id in 1..=3 {
+            // Sent before the request, so the caller's read finds it whatever the timing.
+            let answer = Reply::Error(ErrorResponse {
+                code: "not_found".into(),
+                message: "no such aggregate".into(),
+            })
+            .encode(id)
+            .expect("encode");
+            server
+                .write_all(&frame::encode(&answer, limit).expect("frame"))
+                .expect("send the answer");
+            let request = Request::GetAggregate(Default::default())
+                .encode(id)
+                .expect("encode");
+            let call = connection.request(id, request, Duration::from_secs(5));
+            let mut call = std::pin::pin!(call);
+            let Poll::Ready(result) = call.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+            else {
+                panic!("request {id} waited for the runtime instead of reading its answer");
+            };
+            assert_eq!(
+                result.expect("the answer").get().expect("decode").get_id(),
+                id
+            );
+        }
+        // One switch to blocking for the first caller; none after it (each switch is a
+        // system call, and two per request were a fifth of a get's system calls).
+        let changes = connection
+            .shared
+            .try_read_side()
+            .expect("nobody reads")
+            .mode_changes;
+        assert_eq!(
+            changes, 1,
+            "the socket's mode changed {changes} times for 3 requests"
+        );
+        // The reader task makes the socket non-blocking again before it reads: an answer that
+        // only the reader task can deliver (the caller's first poll is skipped) still comes.
+        assert!(connection.is_alive(), "the connection stays usable");
+    }
+    #[test]
+    fn the_reader_task_makes_a_socket_left_blocking_non_blocking_before_it_reads() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _entered = runtime.enter();
+        let (mut connection, mut server) = plaintext_pair();
+        connection.let_callers_wait();
+        // As a blocking caller leaves it.
+        {
+            let mut side = connection.shared.try_read_side().expect("nobody reads");
+            side.make_blocking(&connection.shared.watch, true)
+                .expect("blocking");
+        }
+        // A caller that leaves its answer to the reader task (as one whose deadline is near).
+        connection.caller_waits = false;
+        let answer = Reply::Error(ErrorResponse {
+            code: "not_found".into(),
+            message: "no such aggregate".into(),
+        })
+        .encode(1)
+        .expect("encode");
+        let limit = SessionLimits::V1_PLAINTEXT.frame;
+        server
+            .write_all(&frame::encode(&answer, limit).expect("frame"))
+            .expect("send the answer");
+        let request = Request::GetAggregate(Default::default())
+            .encode(1)
+            .expect("encode");
+        let response = runtime
+            .block_on(connection.request(1, request, Duration::from_secs(5)))
+            .expect("the answer");
+        assert_eq!(response.get().expect("decode").get_id(), 1);
+        let side = connection.shared.try_read_side().expect("nobody reads");
+        assert!(!side.blocking, "the reader task read a blocking socket");
+    }
+    #[test]
+    fn the_reader_task_reads_each_answer_once_and_never_an_empty_socket() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (connection, mut server) = runtime.block_on(async { plaintext_pair() });
+        let limit = SessionLimits::V1_PLAINTEXT.frame;
+        // The server answers each request once it has read it whole, so the answer is never
+        // on the wire before its request goes out.
+        let answering = std::thread::spawn(move || {
+            let mut frames = FrameBuffer::new(limit);
+            for id in 1..=3u64 {
+                loop {
+                    if let Some(_request) = frames.next_frame().expect("a request frame") {
+                        break;
+                    }
+                    let read = std::io::Read::read(&mut server, frames.read_space())
+                        .expect("read a request");
+                    assert!(read > 0, "the client closed the connection");
+                    frames.filled(read);
+                }
+                let answer = Reply::Error(ErrorResponse {
+                    code: "not_found".into(),
+                    message: "no such aggregate".into(),
+                })
+                .encode(id)
+                .expect("encode");
+                server
+                    .write_all(&frame::encode(&answer, limit).expect("frame"))
+                    .expect("send the answer");
+            }
+            server
+        });
+        for id in 1..=3u64 {
+            let request = Request::GetAggregate(Default::default())
+                .encode(id)
+                .expect("encode");
+            let response = runtime
+                .block_on(connection.request(id, request, Duration::from_secs(5)))
+                .expect("the answer");
+            assert_eq!(response.get().expect("decode").get_id(), id);
+        }
+        let _server = answering.join().expect("the server's thread");
+        // A read that did not fill the buffer emptied the socket: looking again before the
+        // next readiness only costs a `recv` that finds nothing, once per answer.
+        let empty = connection
+            .shared
+            .try_read_side()
+            .expect("nobody reads")
+            .empty_reads;
+        assert_eq!(
+            empty, 0,
+            "the reader task read an empty socket {empty} times"
+        );
     }
 }

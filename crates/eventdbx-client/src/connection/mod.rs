@@ -74,8 +74,6 @@ pub(crate) struct Connection {
     capabilities: Vec<String>,
     max_request: usize,
     fingerprint: Option<v2::Fingerprint>,
-    /// A second handle on the socket, only ever peeked (see [`Connection::is_alive`]).
-    watch: std::net::TcpStream,
     /// Whether callers poll for their answers ([`Connection::poll_for_answer`]).
     polls: bool,
     /// Whether a caller may block its thread reading its answer
@@ -126,8 +124,8 @@ impl Connection {
 
     /// On a current-thread runtime (the blocking client's) the reader task only runs while a
     /// caller waits, so a connection the server closed between calls may not be known dead yet.
-    /// A non-blocking peek tells, without consuming anything; the connection is then killed, so
-    /// the next request goes out on a new one instead of into a dead socket.
+    /// A peek that does not wait tells, without consuming anything; the connection is then
+    /// killed, so the next request goes out on a new one instead of into a dead socket.
     fn closed_while_idle(&self) -> bool {
         let current_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
             handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
@@ -135,8 +133,7 @@ impl Connection {
         if !current_thread {
             return false;
         }
-        let mut byte = [0u8; 1];
-        let closed = match self.watch.peek(&mut byte) {
+        let closed = match caller_wait::peek_without_waiting(&self.shared.watch) {
             Ok(0) => Error::connection("the server closed the connection"),
             Ok(_) => return false,
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return false,
@@ -311,7 +308,7 @@ impl Connection {
             Protocol::V1 => SessionLimits::V1_NOISE.frame,
             Protocol::Plaintext => SessionLimits::V1_PLAINTEXT.frame,
         };
-        let shared = Arc::new(Shared::new(opening, frame_limit, busy_poll));
+        let shared = Arc::new(Shared::new(opening, frame_limit, busy_poll, watch));
         let reader = tokio::spawn(read_loop(Arc::clone(&shared), read_half));
         Connection {
             shared,
@@ -322,7 +319,6 @@ impl Connection {
             capabilities,
             max_request,
             fingerprint,
-            watch,
             polls: !busy_poll.is_zero(),
             caller_waits: false,
         }

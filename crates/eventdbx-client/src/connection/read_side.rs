@@ -30,6 +30,10 @@ pub(super) struct Pending {
 
 /// The state of a connection its reader task shares with its callers.
 pub(super) struct Shared {
+    /// A second handle on the socket (the reader task's is tokio's): peeked (see
+    /// [`Connection::is_alive`]), read by callers reading their answers themselves (the answer
+    /// poll, `caller_wait`), and how the socket's mode is switched ([`ReadSide::make_blocking`]).
+    pub(super) watch: std::net::TcpStream,
     state: Mutex<State>,
     /// What was received and not yet decoded, and the cipher that opens it. Locked only for a
     /// read and the decoding after it, never across an `.await`.
@@ -41,6 +45,32 @@ pub(super) struct Shared {
 pub(super) struct ReadSide {
     pub(super) buffer: FrameBuffer,
     opening: Opening,
+    /// Whether the socket is in blocking mode now. A blocking caller leaves it so after
+    /// reading its answer (`caller_wait`), and the next one reads without switching; whoever
+    /// reads otherwise (the reader task, a polling caller) makes it non-blocking again first.
+    /// Changed only under this lock, by whoever reads next.
+    pub(super) blocking: bool,
+    /// How many times the socket's mode changed, for the tests.
+    pub(super) mode_changes: u64,
+    /// Reads of the reader task's that found nothing, for the tests.
+    pub(super) empty_reads: u64,
+}
+
+impl ReadSide {
+    /// Puts `socket` in blocking mode or takes it out, unless it already is so (std's switch
+    /// is one `ioctl`, socket2's two `fcntl`s).
+    pub(super) fn make_blocking(
+        &mut self,
+        socket: &std::net::TcpStream,
+        blocking: bool,
+    ) -> std::io::Result<()> {
+        if self.blocking != blocking {
+            socket.set_nonblocking(!blocking)?;
+            self.blocking = blocking;
+            self.mode_changes += 1;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -55,12 +85,21 @@ pub(super) struct State {
 }
 
 impl Shared {
-    pub(super) fn new(opening: Opening, frame_limit: usize, busy_poll: Duration) -> Self {
+    pub(super) fn new(
+        opening: Opening,
+        frame_limit: usize,
+        busy_poll: Duration,
+        watch: std::net::TcpStream,
+    ) -> Self {
         Shared {
+            watch,
             state: Mutex::new(State::default()),
             read: Mutex::new(ReadSide {
                 buffer: FrameBuffer::new(frame_limit),
                 opening,
+                blocking: false,
+                mode_changes: 0,
+                empty_reads: 0,
             }),
             poll: Mutex::new(AnswerPoll::new(busy_poll)),
         }
@@ -231,7 +270,7 @@ impl Connection {
         let Some(_slot) = poll_turn() else {
             return parked(false);
         };
-        let socket = socket2::SockRef::from(&self.watch);
+        let socket = socket2::SockRef::from(&self.shared.watch);
         let outcome = loop {
             match answer.try_recv() {
                 Ok(result) => break Some(result),
@@ -247,6 +286,9 @@ impl Connection {
             let Ok(mut side) = self.shared.read.try_lock() else {
                 continue;
             };
+            if side.make_blocking(&self.shared.watch, false).is_err() {
+                break None; // the reader task fails the same way and kills the connection
+            }
             match std::io::Read::read(&mut &*socket, side.buffer.read_space()) {
                 Ok(0) => break None, // the reader task sees the end and kills the connection
                 Ok(read) => side.buffer.filled(read),
@@ -356,14 +398,37 @@ pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
         }
         let read = {
             let mut side = shared.read_side();
+            // A blocking caller may have left the socket blocking (`caller_wait`): tokio must
+            // never read it so.
+            if let Err(err) = side.make_blocking(&shared.watch, false) {
+                break Error::io("making the socket non-blocking again", &err);
+            }
             // Each read takes whatever the socket holds: a response that arrived whole costs
-            // one `recv`, not one for its header and one for its payload.
-            match reader.try_read(side.buffer.read_space()) {
-                Ok(read) => {
+            // one `recv`, not one for its header and one for its payload. A read that leaves
+            // room in the buffer emptied the socket, so it tells tokio to forget the readiness
+            // (as its own `poll_read` does); otherwise the next turn's `recv` would only find
+            // the socket empty, one wasted system call per answer. Bytes that arrive after the
+            // read bring a readiness of their own, which this does not clear.
+            let space = side.buffer.read_space();
+            let room = space.len();
+            let mut read = 0;
+            let outcome = reader.as_ref().try_io(tokio::io::Interest::READABLE, || {
+                read = std::io::Read::read(&mut &*socket2::SockRef::from(reader.as_ref()), space)?;
+                if read > 0 && read < room {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(read)
+            });
+            match outcome {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock && read == 0 => {
+                    side.empty_reads += 1;
+                    Err(err)
+                }
+                Err(err) if err.kind() != std::io::ErrorKind::WouldBlock => Err(err),
+                _ => {
                     side.buffer.filled(read);
                     Ok(read)
                 }
-                Err(err) => Err(err),
             }
         };
         match read {

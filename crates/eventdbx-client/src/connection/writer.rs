@@ -36,9 +36,7 @@ impl Writer {
     fn seal(&mut self, bytes: &[u8]) -> std::result::Result<Vec<u8>, ProtoError> {
         match &mut self.sealing {
             Sealing::V2(sealer) => sealer.seal_message(bytes),
-            Sealing::V1(sealer) => sealer
-                .seal(bytes)
-                .and_then(|sealed| frame::encode(&sealed, self.frame_limit)),
+            Sealing::V1(sealer) => sealer.seal_frame(bytes, self.frame_limit),
             Sealing::Plain => frame::encode(bytes, self.frame_limit),
         }
     }

@@ -21,6 +21,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Tuple,
     Union,
     overload,
 )
@@ -38,6 +39,8 @@ from ._commands import (
     _Paging,
     _Request,
     _require_aggregate,
+    _require_event,
+    _targets,
 )
 from .exceptions import EventDBXArgumentError, EventDBXConnectionError
 from .subscription import (
@@ -1025,20 +1028,30 @@ class AsyncEventDBXClient(_Commands[Ack]):
     ) -> Coroutine[Any, Any, Ack]:
         """Appends an event. Returns the event JSON (the aggregate JSON with ``create=True``;
         ``True`` when ``verbose=False``)."""
-        return self._run(
-            self._build_apply(
-                aggregate_type=aggregate_type,
-                aggregate_id=aggregate_id,
-                event_type=event_type,
-                payload_json=payload_json,
-                note=note,
-                metadata_json=metadata_json,
-                publish_targets=publish_targets,
-                create=create,
-                expected_version=expected_version,
-                idempotency_key=idempotency_key,
-                timeout=timeout,
+        if create:
+            return self._run(
+                self._build_apply(
+                    aggregate_type=aggregate_type,
+                    aggregate_id=aggregate_id,
+                    event_type=event_type,
+                    payload_json=payload_json,
+                    note=note,
+                    metadata_json=metadata_json,
+                    publish_targets=publish_targets,
+                    create=create,
+                    expected_version=expected_version,
+                    idempotency_key=idempotency_key,
+                    timeout=timeout,
+                )
             )
+        # What `_build_apply` and `_run` do, without building and unpacking the generic
+        # request (as `get`): an appending caller's every call.
+        _require_event(aggregate_type, aggregate_id, event_type)
+        if expected_version is not None and expected_version < 0:
+            raise EventDBXArgumentError("expected_version cannot be negative")
+        return self._applied(
+            aggregate_type, aggregate_id, event_type, payload_json, note, metadata_json,
+            _targets(publish_targets), expected_version, idempotency_key, timeout,
         )
 
     def patch(
@@ -1156,9 +1169,49 @@ class AsyncEventDBXClient(_Commands[Ack]):
         self, *, aggregate_type: str, aggregate_id: str, timeout: Optional[float] = None
     ) -> Coroutine[Any, Any, GetAggregateResult]:
         """One aggregate's current state: ``GetAggregateResult``."""
-        return self._run(self._build_get(
-            aggregate_type=aggregate_type, aggregate_id=aggregate_id, timeout=timeout
+        # What `_build_get` and `_run` do, without building and unpacking the generic request
+        # (a `_Request` and its keyword dictionary): an asyncio caller's hottest call.
+        _require_aggregate(aggregate_type, aggregate_id)
+        return self._found(aggregate_type, aggregate_id, timeout)
+
+    async def _found(
+        self, aggregate_type: str, aggregate_id: str, timeout: Optional[float]
+    ) -> GetAggregateResult:
+        core = self._core
+        if core is None or self._closed:
+            core = await self._connected_core()
+        return _found_aggregate(
+            await core.get(aggregate_type, aggregate_id, timeout=timeout, asynchronous=True)
+        )
+
+    async def _applied(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        event_type: str,
+        payload_json: str,
+        note: Optional[str],
+        metadata_json: Optional[str],
+        publish_targets: Optional[List[Tuple[str, Optional[str], Optional[str]]]],
+        expected_version: Optional[int],
+        idempotency_key: Optional[str],
+        timeout: Optional[float],
+    ) -> Ack:
+        core = self._core
+        if core is None or self._closed:
+            core = await self._connected_core()
+        return self._written(await core.write(
+            "apply", aggregate_type, aggregate_id, event_type, payload_json, note=note,
+            metadata_json=metadata_json, publish_targets=publish_targets,
+            expected_version=expected_version, idempotency_key=idempotency_key,
+            timeout=timeout, asynchronous=True,
         ))
+
+    async def _connected_core(self) -> _core.Client:
+        await self.connect()
+        core = self._core
+        assert core is not None
+        return core
 
     def select(
         self,
