@@ -384,8 +384,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
 
     /// Starts a write like [`EventStore::write`] and calls `done` with its outcome once it is
     /// durable (or has failed), on whichever thread finishes it: a caller can then await a write
-    /// without a thread blocked on it while it waits for its group's commit. The default runs
-    /// [`EventStore::write`] on the calling thread.
+    /// without a thread blocked on it while it waits for its group's commit. `done` should only
+    /// hand the outcome on (a channel, a waker): it may run on the thread that commits other
+    /// writers' groups, so a `done` that waits for another write of the same store may never
+    /// return. The default runs [`EventStore::write`] on the calling thread.
     fn write_then(&self, tenant: &str, request: WriteRequest, done: WriteDone) {
         done(self.write(tenant, request));
     }

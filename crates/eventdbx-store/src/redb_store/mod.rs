@@ -423,9 +423,13 @@ impl EventStore for RedbStore {
             apply,
             answer: answered,
         } = pending;
-        let listeners = Arc::clone(&self.listeners);
+        let (listeners, guard) = (Arc::clone(&self.listeners), Arc::clone(&self.guard));
         let answer = Answer::new(move |result: Result<()>| {
-            done(result.map(|()| answered.committed(&listeners)));
+            done(
+                guard
+                    .checked(result)
+                    .map(|()| answered.committed(&listeners)),
+            );
         });
         // A round that panics answers its writers with an error (`commit`, "leader") before
         // the guard marks the store damaged.

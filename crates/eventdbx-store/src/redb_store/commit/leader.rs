@@ -201,8 +201,13 @@ impl Shared {
 
     /// One round as leader, then the lead passed on (true: lead the next round too).
     fn lead_round(&self, round_thread: bool) -> bool {
-        let batch = std::mem::take(&mut self.leadership.queue().jobs);
-        let jobs = batch.len() as u64;
+        let batch = {
+            // Counted before the answers, so an answered writer sees its round counted.
+            let mut queue = self.leadership.queue();
+            queue.rounds += 1;
+            queue.round_jobs += queue.jobs.len() as u64;
+            std::mem::take(&mut queue.jobs)
+        };
         let prepared = self.prepare_write(Some(&mut self.open()));
         match prepared {
             Ok(()) => round::commit_batch(self, batch),
@@ -210,10 +215,7 @@ impl Shared {
         }
         // After the answers: a checkpoint delays the next round, never this one's writers.
         self.checkpoint_if_due();
-        let mut queue = self.leadership.queue();
-        queue.rounds += 1;
-        queue.round_jobs += jobs;
-        self.pass_lead(queue, round_thread)
+        self.pass_lead(self.leadership.queue(), round_thread)
     }
 
     /// Ends a turn as leader (the caller holds `queue`): steps down when nothing is queued,
