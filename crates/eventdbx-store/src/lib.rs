@@ -371,6 +371,15 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// Whether a write to this aggregate made now would first wait, blocking its thread, for an
+    /// earlier write to it that is not answered yet (the embedded engine's lock stripe). A caller
+    /// of [`EventStore::write_then`] may then make it where blocking is cheap. An engine that
+    /// never blocks a write's caller for another write answers `false`.
+    fn write_waits(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> bool {
+        let _ = (tenant, aggregate_type, aggregate_id);
+        false
+    }
+
     /// Whether writes commit now, or fail since an I/O error (and why). While they fail, the
     /// engine may probe (a small durable write) to find out whether they would commit again, so
     /// a caller that never writes still sees the recovery. An engine that cannot tell reports

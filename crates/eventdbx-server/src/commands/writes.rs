@@ -80,7 +80,19 @@ impl Write {
             // The request's task awaits it; one that is gone needs no answer.
             let _ = send.send(outcome);
         });
-        ctx.state.store.write_then(ctx.tenant, request, done);
+        let store = &ctx.state.store;
+        let waits = store.write_waits(ctx.tenant, &request.aggregate_type, &request.aggregate_id);
+        if waits
+            && tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            // An earlier write to this aggregate is not answered yet and its lock would block
+            // this thread until it is: the runtime hands this worker's other tasks on meanwhile
+            // (a current-thread runtime cannot, and simply waits).
+            tokio::task::block_in_place(|| store.write_then(ctx.tenant, request, done));
+        } else {
+            store.write_then(ctx.tenant, request, done);
+        }
         let outcome = outcome
             .await
             .map_err(|_| StoreError::engine("the store dropped the write unanswered"))??;

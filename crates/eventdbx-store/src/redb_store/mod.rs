@@ -381,6 +381,11 @@ impl EventStore for RedbStore {
         self.committer.commit_running()
     }
 
+    fn write_waits(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> bool {
+        self.locks
+            .is_held(Self::stripe(tenant, aggregate_type, aggregate_id))
+    }
+
     fn health(&self) -> StorageHealth {
         // A damaged file is not a passing fault: it stays degraded until `dbx store recover`.
         if let Some(damage) = self.guard.damage() {

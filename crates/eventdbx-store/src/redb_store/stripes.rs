@@ -37,6 +37,11 @@ impl Stripes {
         Stripes((0..count).map(|_| Stripe::default()).collect())
     }
 
+    /// Whether stripe `index` is held now.
+    pub(crate) fn is_held(&self, index: usize) -> bool {
+        self.0[index].state().held
+    }
+
     /// Waits for stripe `index` to be free and takes it.
     pub(crate) fn lock(&self, index: usize) -> StripeGuard {
         let stripe = &self.0[index];

@@ -320,12 +320,15 @@ mod tests {
             answered.try_recv().is_err(),
             "answered while its round could not have run"
         );
+        // Its aggregate's lock is held until it is answered: the next write to it would wait.
+        assert!(store.write_waits(T, "order", "o-2"));
         drop(held);
         let (version, in_log) = answered.recv().expect("answered");
+        queued.join().expect("queued writer");
+        assert!(!store.write_waits(T, "order", "o-2"));
         assert_eq!(version.expect("the write succeeds"), 1);
         assert!(in_log, "answered before its record was appended and synced");
         assert_eq!(leader.join().expect("leader").expect("write"), 1);
-        queued.join().expect("queued writer");
         // Read-your-writes from any thread once answered.
         let got = store.get(T, "order", "o-2").expect("get");
         assert_eq!(got.map(|a| a.version), Some(1));
