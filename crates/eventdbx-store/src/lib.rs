@@ -371,6 +371,15 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// Whether a write to this aggregate made now would first wait, blocking its thread, for an
+    /// earlier write to it that is not answered yet (the embedded engine's lock stripe). A caller
+    /// of [`EventStore::write_then`] may then make it where blocking is cheap. An engine that
+    /// never blocks a write's caller for another write answers `false`.
+    fn write_waits(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> bool {
+        let _ = (tenant, aggregate_type, aggregate_id);
+        false
+    }
+
     /// Whether writes commit now, or fail since an I/O error (and why). While they fail, the
     /// engine may probe (a small durable write) to find out whether they would commit again, so
     /// a caller that never writes still sees the recovery. An engine that cannot tell reports
@@ -384,8 +393,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
 
     /// Starts a write like [`EventStore::write`] and calls `done` with its outcome once it is
     /// durable (or has failed), on whichever thread finishes it: a caller can then await a write
-    /// without a thread blocked on it while it waits for its group's commit. The default runs
-    /// [`EventStore::write`] on the calling thread.
+    /// without a thread blocked on it while it waits for its group's commit. `done` should only
+    /// hand the outcome on (a channel, a waker): it may run on the thread that commits other
+    /// writers' groups, so a `done` that waits for another write of the same store may never
+    /// return. The default runs [`EventStore::write`] on the calling thread.
     fn write_then(&self, tenant: &str, request: WriteRequest, done: WriteDone) {
         done(self.write(tenant, request));
     }

@@ -34,6 +34,7 @@ use crate::state::ServerState;
 
 /// Replies are the protocol crate's typed replies, encoded by [`encode`].
 pub(crate) use eventdbx_proto::control::Reply;
+pub(crate) use writes::Write;
 
 /// What a request runs with: the server, the session's tenant and hello token, and the largest
 /// response the transport can carry.

@@ -10,6 +10,7 @@ use eventdbx_core::names::{
 };
 use eventdbx_core::plugin::PublishTarget;
 use eventdbx_core::schema::reference::{normalize_references, reference_rules, state_references};
+use eventdbx_core::schema::SchemaMap;
 use eventdbx_core::schema::{validate_write, ReferenceCascade, ReferenceIntegrity};
 use eventdbx_core::write::{request_digest, WriteBody, WriteKind};
 use eventdbx_core::CoreError;
@@ -18,7 +19,8 @@ use eventdbx_proto::control::{
     SetAggregateArchiveRequest, SetAggregateArchiveResponse, WriteRequest,
 };
 use eventdbx_store::{
-    Idempotency, PayloadCheck, ReferenceScan, Referrer, StoreError, WriteRequest as StoreWrite,
+    Idempotency, PayloadCheck, ReferenceScan, Referrer, StoreError, WriteOutcome,
+    WriteRequest as StoreWrite,
 };
 
 use super::{resource, Apply, Context, Reply};
@@ -60,7 +62,46 @@ impl Write {
         }
     }
 
-    pub fn apply(mut self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+    /// Runs the write, blocking this thread until it is durable.
+    pub fn apply(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        let (request, answer) = self.prepare(ctx)?;
+        let outcome = ctx.state.store.write(ctx.tenant, request)?;
+        answer.reply(ctx, outcome)
+    }
+
+    /// Runs the write without a thread blocked while it waits for its group's commit
+    /// ([`eventdbx_store::EventStore::write_then`]): the checks and the store's prepare half run
+    /// on this thread, then the answer is awaited. When no commit is running this thread leads
+    /// the write's round itself, sync included.
+    pub async fn apply_awaiting(self, ctx: &Context<'_>) -> Result<Reply, RequestError> {
+        let (request, answer) = self.prepare(ctx)?;
+        let (send, outcome) = tokio::sync::oneshot::channel();
+        let done = Box::new(move |outcome| {
+            // The request's task awaits it; one that is gone needs no answer.
+            let _ = send.send(outcome);
+        });
+        let store = &ctx.state.store;
+        let waits = store.write_waits(ctx.tenant, &request.aggregate_type, &request.aggregate_id);
+        if waits
+            && tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            // An earlier write to this aggregate is not answered yet and its lock would block
+            // this thread until it is: the runtime hands this worker's other tasks on meanwhile
+            // (a current-thread runtime cannot, and simply waits).
+            tokio::task::block_in_place(|| store.write_then(ctx.tenant, request, done));
+        } else {
+            store.write_then(ctx.tenant, request, done);
+        }
+        let outcome = outcome
+            .await
+            .map_err(|_| StoreError::engine("the store dropped the write unanswered"))??;
+        answer.reply(ctx, outcome)
+    }
+
+    /// Steps 1 to 8 of `docs/server.md`, "Writes": authorisation, parsing, routes and names,
+    /// then the store's request and what its answer needs.
+    fn prepare(mut self, ctx: &Context<'_>) -> Result<(StoreWrite, WriteAnswer), RequestError> {
         let (t, i) = (
             self.request.aggregate_type.as_str(),
             self.request.aggregate_id.as_str(),
@@ -173,9 +214,30 @@ impl Write {
             references: Some(references),
             publish,
         };
-        let outcome = ctx.state.store.write(ctx.tenant, request)?;
+        let answer = WriteAnswer {
+            kind: self.kind,
+            routed,
+            schemas,
+        };
+        Ok((request, answer))
+    }
+}
+
+/// What a write's reply needs besides the store's outcome.
+struct WriteAnswer {
+    kind: WriteKind,
+    /// The plugins the event is routed to, woken once it is stored.
+    routed: Vec<String>,
+    schemas: Arc<SchemaMap>,
+}
+
+impl WriteAnswer {
+    fn reply(self, ctx: &Context<'_>, outcome: WriteOutcome) -> Result<Reply, RequestError> {
+        let schemas = self.schemas;
         if !outcome.replayed {
-            ctx.state.plugins.wake(routed.iter().map(String::as_str));
+            ctx.state
+                .plugins
+                .wake(self.routed.iter().map(String::as_str));
         }
         let verbose = ctx.state.config.verbose_responses;
         Ok(match self.kind {

@@ -206,9 +206,10 @@ fn hello_tenant(state: &ServerState, hello: &ReceivedHello) -> Result<(String, S
 /// Whether a request runs on the session's own task, without leaving the runtime's thread:
 /// the reads of one aggregate, one snapshot, the schemas or one outbox page, and writes to one
 /// aggregate when the store does not flush before acknowledging. These take tens of
-/// microseconds, less than handing them to another thread and back. The rest run apart
+/// microseconds, less than handing them to another thread and back. Durable writes await their
+/// round ([`answer_write`]). The rest run apart
 /// ([`answer_apart`]), so that they never hold up the other tasks of this runtime thread:
-/// durable writes wait for a flush (and share it with concurrent ones), lists may scan many
+/// durable snapshots wait for a flush (and share it with concurrent writes), lists may scan many
 /// entries to fill a filtered page, verify reads a whole aggregate, an archive may cascade to
 /// its referrers, and the schema, tenant and plugin administration commands touch files.
 fn runs_inline(state: &ServerState, command: &Result<Command, RequestError>) -> bool {
@@ -243,6 +244,52 @@ fn runs_inline(state: &ServerState, command: &Result<Command, RequestError>) -> 
     }
 }
 
+/// Answers one request: a durable write awaits its round without a thread waiting for it
+/// ([`answer_write`]); any other runs `here`, on the session's task, or apart
+/// ([`answer_apart`]).
+async fn answer(
+    state: &Arc<ServerState>,
+    session: &Arc<SessionInfo>,
+    id: u64,
+    command: Result<Command, RequestError>,
+    response_limit: usize,
+    here: bool,
+) -> Option<Vec<u8>> {
+    match command {
+        Ok(Command::Write(write)) if state.store.durability() == Durability::Fsync => {
+            Some(answer_write(state, session, id, write, response_limit).await)
+        }
+        command if here => execute(state, session, id, command, response_limit),
+        command => {
+            let (state, session) = (Arc::clone(state), Arc::clone(session));
+            answer_apart(state, session, id, command, response_limit).await
+        }
+    }
+}
+
+/// A durable write: its checks and the store's prepare half run on this task, and its answer
+/// is awaited (`EventStore::write_then`): a write queued behind a running round returns the
+/// thread to the runtime at once, and the round's leader answers it after the round's sync. A
+/// write that finds no round running leads its own, sync included, on this thread: a hand-off
+/// to another thread and back would cost more than the write.
+async fn answer_write(
+    state: &ServerState,
+    session: &SessionInfo,
+    id: u64,
+    write: commands::Write,
+    response_limit: usize,
+) -> Vec<u8> {
+    let ctx = Context {
+        state,
+        tenant: &session.tenant,
+        hello_token: &session.hello_token,
+        response_limit,
+    };
+    let name = write.name();
+    let result = write.apply_awaiting(&ctx).await;
+    answered(state, session, id, name, result, response_limit)
+}
+
 /// Whether a request is a write that waits for the store's sync before it is answered (a
 /// durable store's writes and snapshots).
 fn waits_for_sync(state: &ServerState, command: &Result<Command, RequestError>) -> bool {
@@ -250,11 +297,12 @@ fn waits_for_sync(state: &ServerState, command: &Result<Command, RequestError>) 
         && matches!(command, Ok(Command::Write(_) | Command::CreateSnapshot(_)))
 }
 
-/// Whether a lone durable write runs on the runtime's thread itself, blocking it for the sync:
-/// when no commit is running it leads its own round at once, and handing this thread's other
-/// tasks to a new thread and back ([`answer_apart`]) costs more CPU than the write (the other
-/// workers steal those tasks meanwhile). When a commit is running the write would wait for it,
-/// and goes apart. Only on the multi-thread runtime.
+/// Whether a lone durable snapshot runs on the runtime's thread itself, blocking it for the
+/// sync: when no commit is running it leads its own round at once, and handing this thread's
+/// other tasks to a new thread and back ([`answer_apart`]) costs more CPU than the snapshot (the
+/// other workers steal those tasks meanwhile). When a commit is running it would wait for it,
+/// and goes apart. Only on the multi-thread runtime. (Durable writes never block a thread to
+/// wait: [`answer_write`].)
 fn leads_alone(state: &ServerState) -> bool {
     tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
         && !state.store.commit_running()
@@ -302,6 +350,18 @@ fn execute(
     };
     let name = command.as_ref().map_or("unknown", |c| c.name());
     let result = command.and_then(|c| c.apply(&ctx));
+    Some(answered(state, session, id, name, result, response_limit))
+}
+
+/// Counts and logs a request's outcome and encodes its answer.
+fn answered(
+    state: &ServerState,
+    session: &SessionInfo,
+    id: u64,
+    name: &str,
+    result: Result<commands::Reply, RequestError>,
+    response_limit: usize,
+) -> Vec<u8> {
     Metrics::add(&state.metrics.requests, 1);
     if let Err(err) = &result {
         Metrics::add(&state.metrics.request_errors, 1);
@@ -309,5 +369,5 @@ fn execute(
     } else {
         tracing::trace!(request = name, id, tenant = %session.tenant, "request answered");
     }
-    Some(commands::encode(id, result, response_limit))
+    commands::encode(id, result, response_limit)
 }

@@ -17,8 +17,8 @@ use super::admission::{SessionsFull, Ticket};
 use super::busy_poll::{poll_before_waiting, BusyPoll};
 use super::inbound::{message_timed_out, next_frame, Inbound, MessageClock};
 use super::{
-    accepted, answer_apart, closing_notice, execute, hello_tenant, leads_alone, reject,
-    runs_inline, session_ended, take_session, waits_for_sync, SessionInfo, NOTICE_TIMEOUT,
+    accepted, answer, closing_notice, hello_tenant, leads_alone, reject, runs_inline,
+    session_ended, take_session, waits_for_sync, SessionInfo, NOTICE_TIMEOUT,
 };
 use crate::commands;
 use crate::state::ServerState;
@@ -194,22 +194,11 @@ async fn v1_loop(
                 .await;
             }
         };
-        // One request at a time: a durable write that leads its own round runs right here too
-        // (`leads_alone`).
+        // One request at a time: a durable write awaits its round on this task (`answer_write`),
+        // and a durable snapshot that leads its own round runs right here too (`leads_alone`).
         let here = runs_inline(&state, &command)
             || (waits_for_sync(&state, &command) && leads_alone(&state));
-        let response = if here {
-            execute(&state, &session, id, command, response_limit)
-        } else {
-            answer_apart(
-                Arc::clone(&state),
-                Arc::clone(&session),
-                id,
-                command,
-                response_limit,
-            )
-            .await
-        };
+        let response = answer(&state, &session, id, command, response_limit, here).await;
         let Some(response) = response else {
             return;
         };

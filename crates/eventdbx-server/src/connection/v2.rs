@@ -17,9 +17,8 @@ use super::busy_poll::{poll_before_waiting, BusyPoll};
 use super::inbound::{message_timed_out, next_frame, Inbound, MessageBudget, MessageClock};
 use super::push::{Outlet, Subscriptions};
 use super::{
-    accepted, answer_apart, closing_notice, execute, hello_tenant, leads_alone, reject,
-    runs_inline, session_ended, take_session, waits_for_sync, SessionInfo, NOTICE_TIMEOUT,
-    V2_IN_FLIGHT,
+    accepted, answer, closing_notice, hello_tenant, leads_alone, reject, runs_inline,
+    session_ended, take_session, waits_for_sync, SessionInfo, NOTICE_TIMEOUT, V2_IN_FLIGHT,
 };
 use crate::commands;
 use crate::state::ServerState;
@@ -230,21 +229,19 @@ async fn v2_loop(
         };
         // A lone request (none in flight, no other one already received) runs from this task
         // and its answer goes out at once: a sequential client then costs no task hand-off per
-        // request. Quick ones run right here, and so does a lone durable write that leads its
-        // own round ([`leads_alone`]); one that would wait for a running commit goes off the
+        // request. Quick ones run right here; a lone durable write awaits its round here
+        // ([`answer`]: it leads the round itself when none is running, and otherwise its task
+        // waits without its thread), and so does a lone durable snapshot that leads its own
+        // round ([`leads_alone`]); one that would wait for a running commit goes off the
         // runtime's scheduling ([`answer_apart`]) but still from this task, since spawning it
-        // costs a wake-up and a hand-off per write. Requests that come in meanwhile wait in
+        // costs a wake-up and a hand-off per request. Requests that come in meanwhile wait in
         // the socket and are read (no longer lone) once it is answered. A pipelining client, and every
         // other request that may take long (a list, a verify, file I/O), gets its own task, so
         // they run side by side and durable writes share a commit.
         let lone = slots.available_permits() == V2_IN_FLIGHT && reader.buffered() == 0;
         if lone && (runs_inline(&state, &command) || waits_for_sync(&state, &command)) {
-            let answer = if runs_inline(&state, &command) || leads_alone(&state) {
-                execute(&state, &info, id, command, response_limit)
-            } else {
-                let info = Arc::clone(&info);
-                answer_apart(Arc::clone(&state), info, id, command, response_limit).await
-            };
+            let here = runs_inline(&state, &command) || leads_alone(&state);
+            let answer = answer(&state, &info, id, command, response_limit, here).await;
             if let Some(answer) = answer {
                 outbound.lock().await.send(&answer).await;
             }
@@ -259,7 +256,7 @@ async fn v2_loop(
         let (state, info, outbound) =
             (Arc::clone(&state), Arc::clone(&info), Arc::clone(&outbound));
         apart.spawn(tasks.track_future(async move {
-            if let Some(answer) = answer_apart(state, info, id, command, response_limit).await {
+            if let Some(answer) = answer(&state, &info, id, command, response_limit, false).await {
                 outbound.lock().await.send(&answer).await;
             }
             drop(held);

@@ -1,4 +1,5 @@
-//! The server also runs on a current-thread runtime (commands then go to blocking threads).
+//! The server also runs on a current-thread runtime (commands then go to blocking threads, and
+//! durable writes await their group's commit on the runtime's one thread).
 
 use eventdbx_proto::hello::{Hello, HelloResponse};
 use eventdbx_proto::message::{self, StreamMessageReader, MAX_MESSAGE_BYTES};
@@ -6,7 +7,10 @@ use eventdbx_proto::schema::control_capnp::control_response;
 use eventdbx_server::auth::TokenRequest;
 use eventdbx_server::config::Config;
 use eventdbx_server::Server;
+use eventdbx_store::Durability;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{connect_v2, issue_token, ok, serve_on, ALL_ACTIONS};
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_plaintext_session_on_a_current_thread_runtime() {
@@ -82,4 +86,72 @@ async fn a_plaintext_session_on_a_current_thread_runtime() {
         .await
         .expect("server task")
         .expect("server stops cleanly");
+}
+
+/// Many sessions writing durably at once to a server on a current-thread runtime: a write that
+/// finds a round running is queued and its task awaits the answer while the runtime's one
+/// thread serves the others; every write is answered, in order per aggregate, and readable.
+#[test]
+fn concurrent_durable_writes_on_a_current_thread_runtime_all_complete() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::defaults(dir.path().join("data"));
+    config.storage.durability = Durability::Fsync;
+    let server = Server::open(config).expect("server");
+    let token = issue_token(&server, &ALL_ACTIONS);
+    let fingerprint = server.fingerprint();
+    let (addr, stop, task) = serve_on(&runtime, server);
+    let serving = std::thread::spawn(move || runtime.block_on(task).expect("server task"));
+    const SESSIONS: usize = 8;
+    const WRITES: u64 = 12;
+    let mut setup = connect_v2(addr, &token, "default", Some(fingerprint)).expect("session");
+    for n in 0..SESSIONS / 2 {
+        ok(setup.create("order", &format!("shared-{n}"), "created", "{}"));
+    }
+    let writers: Vec<_> = (0..SESSIONS)
+        .map(|n| {
+            let token = token.clone();
+            std::thread::spawn(move || {
+                let mut session =
+                    connect_v2(addr, &token, "default", Some(fingerprint)).expect("session");
+                // Two aggregates per session, one shared with the next session.
+                let ids = [format!("own-{n}"), format!("shared-{}", n / 2)];
+                for version in 1..=WRITES {
+                    for id in &ids {
+                        let payload = format!(r#"{{"n":{n},"v":{version}}}"#);
+                        let reply = if version == 1 && id.starts_with("own") {
+                            session.create("order", id, "created", &payload)
+                        } else {
+                            session.apply("order", id, "changed", &payload)
+                        };
+                        ok(reply);
+                    }
+                }
+                session
+            })
+        })
+        .collect();
+    let sessions: Vec<_> = writers
+        .into_iter()
+        .map(|writer| writer.join().expect("writer"))
+        .collect();
+    // Read from another session than the writers'.
+    for n in 0..SESSIONS {
+        let own = ok(setup.get("order", &format!("own-{n}")));
+        assert_eq!(own["aggregate"]["version"], WRITES, "own-{n}: {own}");
+    }
+    for n in 0..SESSIONS / 2 {
+        let shared = ok(setup.get("order", &format!("shared-{n}")));
+        assert_eq!(
+            shared["aggregate"]["version"],
+            1 + 2 * WRITES,
+            "shared-{n}: {shared}"
+        );
+    }
+    drop((setup, sessions));
+    let _ = stop.send(());
+    serving.join().expect("server thread");
 }

@@ -1,12 +1,13 @@
-//! Group commit without a writer thread: leader/follower (durable mode), and one open
+//! Group commit: rounds led by a writer or the round thread (durable mode), and one open
 //! transaction shared by consecutive writes (relaxed mode).
 //!
-//! **Durable.** A writer queues its inserts. If no commit is running it becomes the *leader*: it
-//! takes every queued job, runs them in one redb transaction and commits once, answering each
-//! job. If more jobs queued up meanwhile, it hands leadership to the first of them and returns;
-//! otherwise it steps down. A lone writer therefore commits on its own thread with no hand-off at
-//! all, and concurrent writers share one commit (one fsync) per round, each waiting at most for
-//! the commit in progress and its own.
+//! **Durable.** A writer queues its inserts with the answer to call once they are durable. If no
+//! commit is running it becomes the *leader*: it takes every queued job, runs them in one redb
+//! transaction and commits once, answering each job. If more jobs queued up meanwhile, it hands
+//! the lead to the round thread, which leads until the queue is empty (`leader`). A lone writer
+//! therefore commits on its own thread with no hand-off at all, a writer that finds a round
+//! running returns at once (its answer comes from the next round's leader), and concurrent
+//! writers share one commit (one fsync) per round.
 //!
 //! The round's fsync is the write-ahead log's (`wal`): the batch runs in the *open* redb
 //! transaction, its inserts and removes recorded (`mutations`), the record is appended to the
@@ -47,20 +48,25 @@
 //! open-transaction lock in relaxed mode, so no write transaction is alive when it does.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use redb::{ReadTransaction, ReadableDatabase, WriteTransaction};
 
+use super::guard::EngineGuard;
 use super::health::{commit_error, is_io_failure, Handle};
 use super::mutations;
 use super::tables::{storage, Tables, LAST_ID};
 use super::wal::Log;
 use crate::{Durability, Result, StorageHealth, StoreError};
 
+mod leader;
 mod round;
+
+pub(crate) use leader::Answer;
+use leader::{Leadership, RoundThread};
 
 /// How long a relaxed commit may stay non-durable.
 pub(crate) const RELAXED_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -69,18 +75,6 @@ pub(crate) const RELAXED_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// changes anything, or be safe to re-run: the leader aborts the transaction and runs the batch
 /// again without the failing job.
 pub(crate) type Apply = Box<dyn for<'t> Fn(&mut Tables<'t>) -> Result<()> + Send>;
-
-enum Reply {
-    Done(Result<()>),
-    Lead,
-}
-
-struct Job {
-    apply: Apply,
-    /// The highest Snowflake id the job stores.
-    max_id: u64,
-    reply: SyncSender<Reply>,
-}
 
 /// Ids are reserved this far ahead (100 ms worth of Snowflake ids), so the reservation is
 /// written about ten times a second rather than with every commit. After a restart the id
@@ -95,13 +89,6 @@ pub(crate) const MAX_OPEN_WRITES: usize = 256;
 /// checkpoint (every `checkpoint_bytes` of log) commits the transaction anyway, which bounds
 /// its memory too (its rounds' records are kept until then).
 pub(crate) const MAX_OPEN_LOGGED_WRITES: usize = 4096;
-
-#[derive(Default)]
-struct Queue {
-    jobs: Vec<Job>,
-    leading: bool,
-    closed: bool,
-}
 
 /// The open transaction: of relaxed mode, and of the logged rounds of durable mode.
 struct Open {
@@ -121,6 +108,8 @@ struct Open {
 /// What relaxed writers, readers and the flusher share.
 struct Shared {
     handle: Handle,
+    /// Durable mode's queue of jobs and who leads their rounds (`leader`).
+    leadership: Leadership,
     /// Every id at or below this is covered by a committed reservation.
     reserved: AtomicU64,
     open: Mutex<Option<Open>>,
@@ -317,10 +306,11 @@ pub(crate) enum Latest<'a> {
 
 pub(crate) struct Committer {
     durability: Durability,
-    queue: Mutex<Queue>,
     shared: Arc<Shared>,
     closed: AtomicBool,
     flusher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// Durable mode's round thread (`leader`), stopped when the store closes.
+    rounds: Mutex<Option<RoundThread>>,
     /// `Shared::losses` as the last [`Committer::flush`] reported it.
     losses_reported: AtomicU64,
 }
@@ -331,16 +321,20 @@ fn closed() -> StoreError {
 
 impl Committer {
     /// `log`: durable mode's write-ahead log, checkpointed once it holds `checkpoint_bytes`
-    /// (without one, durable batches commit to redb durably).
+    /// (without one, durable batches commit to redb durably). `guard` fences the rounds the
+    /// round thread leads, as the store's methods fence the others.
     pub(crate) fn new(
         handle: Handle,
         durability: Durability,
         reserved: u64,
         log: Option<Log>,
         checkpoint_bytes: u64,
+        guard: Arc<EngineGuard>,
     ) -> Result<Self> {
+        let durable = durability == Durability::Fsync;
         let shared = Arc::new(Shared {
             handle,
+            leadership: Leadership::new(durable),
             reserved: AtomicU64::new(reserved),
             open: Mutex::new(None),
             synced: Condvar::new(),
@@ -373,20 +367,19 @@ impl Committer {
                 Some((stop, handle))
             }
         };
+        let rounds = if durable {
+            Some(RoundThread::start(Arc::clone(&shared), guard)?)
+        } else {
+            None
+        };
         Ok(Committer {
             durability,
-            queue: Mutex::new(Queue::default()),
             shared,
             closed: AtomicBool::new(false),
             flusher: Mutex::new(flusher),
+            rounds: Mutex::new(rounds),
             losses_reported: AtomicU64::new(0),
         })
-    }
-
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Commits `apply` (with whatever else is queued) and returns once it is committed, or,
@@ -395,35 +388,40 @@ impl Committer {
         if self.durability == Durability::Relaxed {
             return self.commit_relaxed(max_id, &apply);
         }
-        let (reply, answer) = mpsc::sync_channel(2);
-        let lead_now = {
-            let mut queue = self.queue();
-            if queue.closed {
-                return Err(closed());
-            }
-            queue.jobs.push(Job {
-                apply,
-                max_id,
-                reply,
-            });
-            !std::mem::replace(&mut queue.leading, true)
-        };
-        if lead_now {
-            self.lead();
+        let (answer, answered) = mpsc::sync_channel(1);
+        self.submit(
+            max_id,
+            apply,
+            Answer::new(move |result| {
+                // The caller waits on the other end.
+                let _ = answer.send(result);
+            }),
+        );
+        answered.recv().unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// Queues `apply` and calls `answer` once it is committed (durable mode: once its round's
+    /// log record is synced), on whichever thread leads its round. When no round is running
+    /// this thread leads one at once, and `answer` is called before this returns; otherwise
+    /// this returns at once. Relaxed mode runs it at once.
+    pub(crate) fn submit(&self, max_id: u64, apply: Apply, answer: Answer) {
+        if self.durability == Durability::Relaxed {
+            answer.send(self.commit_relaxed(max_id, &apply));
+            return;
         }
-        loop {
-            match answer.recv() {
-                Ok(Reply::Done(result)) => return result,
-                Ok(Reply::Lead) => self.lead(),
-                Err(_) => return Err(closed()),
-            }
-        }
+        self.shared.submit(max_id, apply, answer);
     }
 
     /// Whether a durable round is running (a write now would wait for it); relaxed writes never
     /// wait for one.
     pub(crate) fn commit_running(&self) -> bool {
-        self.durability == Durability::Fsync && self.queue().leading
+        self.durability == Durability::Fsync && self.shared.leadership.queue().leading
+    }
+
+    /// Durable rounds run since the store opened, and the jobs they held.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn rounds(&self) -> (u64, u64) {
+        self.shared.leadership.rounds()
     }
 
     /// Runs `apply` in the open transaction (opening one if needed).
@@ -517,31 +515,6 @@ impl Committer {
         read(Latest::Open(&open.txn))
     }
 
-    /// One round as leader: commit everything queued, then pass leadership on or step down.
-    fn lead(&self) {
-        let batch = std::mem::take(&mut self.queue().jobs);
-        let prepared = self.shared.prepare_write(Some(&mut self.shared.open()));
-        match prepared {
-            Ok(()) => round::commit_batch(&self.shared, batch),
-            Err(err) => reply_all(batch, &Err(err)),
-        }
-        // After the answers: a checkpoint delays the next round, never this one's writers.
-        self.shared.checkpoint_if_due();
-        self.step_down();
-    }
-
-    /// Ends a turn as leader: hands leadership to the first queued writer, or steps down.
-    fn step_down(&self) {
-        let mut queue = self.queue();
-        match queue.jobs.first() {
-            // The next writer is blocked on its answer channel, which has room for this.
-            Some(next) => {
-                let _ = next.reply.send(Reply::Lead);
-            }
-            None => queue.leading = false,
-        }
-    }
-
     /// Reopens the database before a read when an I/O error left it stale (redb then refuses
     /// reads too) or closed. Takes the writer side as a write would: the open-transaction lock,
     /// or the lead when no commit is running (a running leader reopens before its commit).
@@ -555,12 +528,11 @@ impl Committer {
                 self.shared.prepare_write(Some(&mut slot))
             }
             Durability::Fsync => {
-                let lead = !std::mem::replace(&mut self.queue().leading, true);
-                if !lead {
+                if !self.shared.take_lead() {
                     return Ok(());
                 }
                 let reopened = self.shared.prepare_write(Some(&mut self.shared.open()));
-                self.step_down();
+                self.shared.give_up_lead();
                 reopened
             }
         }
@@ -575,7 +547,7 @@ impl Committer {
             return;
         }
         let lead = self.durability == Durability::Fsync;
-        if lead && std::mem::replace(&mut self.queue().leading, true) {
+        if lead && !self.shared.take_lead() {
             return;
         }
         let mut slot = self.shared.open();
@@ -590,7 +562,7 @@ impl Committer {
         }
         drop(slot);
         if lead {
-            self.step_down();
+            self.shared.give_up_lead();
         }
     }
 
@@ -629,8 +601,13 @@ impl Committer {
 
     /// Refuses new writes and makes relaxed commits durable. Writes already queued finish.
     pub(crate) fn close(&self) {
-        self.queue().closed = true;
+        self.shared.leadership.queue().closed = true;
         self.closed.store(true, Ordering::Release);
+        let rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rounds) = rounds {
+            // Its last rounds answer the writers queued before the close.
+            rounds.stop(&self.shared);
+        }
         let flusher = self
             .flusher
             .lock()
@@ -654,7 +631,7 @@ impl Committer {
         if self.shared.log.is_none() {
             return;
         }
-        if std::mem::replace(&mut self.queue().leading, true) {
+        if !self.shared.take_lead() {
             return;
         }
         let prepared = self.shared.prepare_write(Some(&mut self.shared.open()));
@@ -663,7 +640,7 @@ impl Committer {
                 let _ = log.truncate();
             }
         }
-        self.step_down();
+        self.shared.give_up_lead();
     }
 }
 
@@ -703,12 +680,4 @@ fn flush(handle: &Handle) -> Result<()> {
     txn.set_durability(redb::Durability::Immediate)
         .map_err(|err| StoreError::storage("", err))?;
     txn.commit().map_err(commit_error)
-}
-
-fn reply_all(batch: Vec<Job>, result: &Result<()>) {
-    for job in batch {
-        // Every job's owner is waiting; a send can only fail if it is gone, and then no one
-        // needs the answer.
-        let _ = job.reply.send(Reply::Done(result.clone()));
-    }
 }

@@ -140,18 +140,26 @@ impl EngineGuard {
             return Err(self.damaged(format!("refused since an earlier request found: {seen}")));
         }
         match catch_engine_panic(f) {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) if is_corruption(&err) => {
-                let detail = err.to_string();
-                self.mark(&detail);
-                Err(self.damaged(detail))
-            }
-            Ok(Err(err)) => Err(err),
+            Ok(result) => self.checked(result),
             Err(panic) => {
                 let detail = format!("the engine panicked reading it: {panic}");
                 self.mark(&detail);
                 Err(self.damaged(detail))
             }
+        }
+    }
+
+    /// The outcome of an engine call made elsewhere (a write answered by its round's leader):
+    /// a corruption error becomes [`StoreError::Damaged`] and marks the store, as in
+    /// [`EngineGuard::run`].
+    pub(crate) fn checked<T>(&self, result: Result<T>) -> Result<T> {
+        match result {
+            Err(err) if is_corruption(&err) => {
+                let detail = err.to_string();
+                self.mark(&detail);
+                Err(self.damaged(detail))
+            }
+            result => result,
         }
     }
 }

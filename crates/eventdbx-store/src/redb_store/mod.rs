@@ -8,9 +8,10 @@
 //! domain rules, patches, hashes and serialises. Writes to different aggregates prepare in
 //! parallel; writes to one aggregate are serialised, so the read snapshot is always current for
 //! it. The *commit* half is a closure of inserts queued for group commit (`commit`): one
-//! writer at a time leads, running every queued job in a single redb transaction committed
-//! once, so concurrent writers share one fsync (durable mode: the write-ahead log's, and the
-//! redb commit is not synced). Callers are answered only after that commit.
+//! writer (or the round thread) at a time leads, running every queued job in a single redb
+//! transaction committed once, so concurrent writers share one fsync (durable mode: the
+//! write-ahead log's, and the redb commit is not synced). Callers are answered only after that
+//! commit, and hold their aggregate's stripe until then (`stripes`).
 //! In relaxed mode the commit half runs in one open transaction shared by consecutive writes,
 //! committed before any read starts (see `commit`); a write's own reads then go through that
 //! transaction.
@@ -25,13 +26,14 @@
 //! reopened after an I/O error) and
 //! `jobs` (the plugin outbox and its [`crate::JobQueue`] impl), `positions` (event positions and
 //! commit listeners, for subscriptions).
+//! `stripes` are the aggregate locks.
 //! `open` opens the file with redb's integrity check, `guard` fences every engine call against
 //! a damaged file, and `check` is `dbx store check` and `dbx store recover`.
 
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
@@ -53,6 +55,7 @@ mod open;
 mod positions;
 mod replay;
 mod snapshots;
+mod stripes;
 mod tables;
 mod usage;
 mod verify;
@@ -60,16 +63,17 @@ mod wal;
 mod write;
 
 pub use check::{check, recover, AggregateDamage, CheckReport, RecoverReport};
-use commit::{Apply, Committer};
+use commit::{Answer, Apply, Committer};
 use guard::EngineGuard;
 use health::{Handle, OpenDatabase};
 use open::{open_database, Fallback};
+use stripes::{StripeGuard, Stripes};
 use tables::{read_record, storage, Tables, AGGREGATES, LAST_ID, WAL_CHECKPOINT};
 
 use crate::{
     CascadeRule, CommitListener, Durability, EmbeddedOptions, EventPage, EventSelector, EventStore,
     JobRoute, ListPage, ListQuery, OutboxPage, PositionPage, Referrer, Result, StorageHealth,
-    StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
+    StoreError, Usage, Visibility, WriteDone, WriteOutcome, WriteRequest,
 };
 
 const LOCK_STRIPES: usize = 1024;
@@ -79,10 +83,10 @@ const LOCK_STRIPES: usize = 1024;
 pub struct RedbStore {
     durability: Durability,
     committer: Committer,
-    locks: Vec<Mutex<()>>,
+    locks: Stripes,
     ids: Mutex<SnowflakeGenerator>,
-    guard: EngineGuard,
-    listeners: positions::Listeners,
+    guard: Arc<EngineGuard>,
+    listeners: Arc<positions::Listeners>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -167,15 +171,22 @@ impl RedbStore {
         };
         let ids = SnowflakeGenerator::new(worker_id, prepared.last_id)?;
         let handle = Handle::new(path.to_path_buf(), reopen, db);
-        let committer =
-            Committer::new(handle, durability, prepared.last_id, log, checkpoint_bytes)?;
+        let guard = Arc::new(guard);
+        let committer = Committer::new(
+            handle,
+            durability,
+            prepared.last_id,
+            log,
+            checkpoint_bytes,
+            Arc::clone(&guard),
+        )?;
         Ok(RedbStore {
             durability,
             committer,
-            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            locks: Stripes::new(LOCK_STRIPES),
             ids: Mutex::new(ids),
             guard,
-            listeners: positions::Listeners::default(),
+            listeners: Arc::default(),
         })
     }
 
@@ -185,11 +196,9 @@ impl RedbStore {
         (hasher.finish() % LOCK_STRIPES as u64) as usize
     }
 
-    fn lock(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> MutexGuard<'_, ()> {
-        // A poisoned stripe only means another writer panicked; the data it guards is redb's.
-        self.locks[Self::stripe(tenant, aggregate_type, aggregate_id)]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> StripeGuard {
+        self.locks
+            .lock(Self::stripe(tenant, aggregate_type, aggregate_id))
     }
 
     /// Locks the stripes of several aggregates, in stripe order so two multi-aggregate writers
@@ -198,17 +207,13 @@ impl RedbStore {
         &self,
         tenant: &str,
         aggregates: impl Iterator<Item = (&'s str, &'s str)>,
-    ) -> Vec<MutexGuard<'_, ()>> {
+    ) -> Vec<StripeGuard> {
         let stripes: BTreeSet<usize> = aggregates
             .map(|(t, i)| Self::stripe(tenant, t, i))
             .collect();
         stripes
             .into_iter()
-            .map(|stripe| {
-                self.locks[stripe]
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-            })
+            .map(|stripe| self.locks.lock(stripe))
             .collect()
     }
 
@@ -376,6 +381,11 @@ impl EventStore for RedbStore {
         self.committer.commit_running()
     }
 
+    fn write_waits(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> bool {
+        self.locks
+            .is_held(Self::stripe(tenant, aggregate_type, aggregate_id))
+    }
+
     fn health(&self) -> StorageHealth {
         // A damaged file is not a passing fault: it stays degraded until `dbx store recover`.
         if let Some(damage) = self.guard.damage() {
@@ -397,6 +407,41 @@ impl EventStore for RedbStore {
 
     fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome> {
         self.guard.run(|| write::write(self, tenant, request))
+    }
+
+    /// Durable mode: prepares the write on this thread, then queues it; when no round is
+    /// running this thread leads one at once (`done` is called before this returns), and
+    /// otherwise this returns at once and the running round's leader calls `done` after the
+    /// round's log record is synced (`commit`, "leader"). The aggregate's lock stripe is held
+    /// until then, so the next write to it reads this one.
+    fn write_then(&self, tenant: &str, request: WriteRequest, done: WriteDone) {
+        if self.durability == Durability::Relaxed {
+            return done(self.write(tenant, request));
+        }
+        let pending = match self.guard.run(|| write::prepare(self, tenant, request)) {
+            Ok(write::Prepared::Queued(pending)) => pending,
+            Ok(write::Prepared::Replayed(outcome)) => return done(Ok(outcome)),
+            Err(err) => return done(Err(err)),
+        };
+        let write::Pending {
+            max_id,
+            apply,
+            answer: answered,
+        } = pending;
+        let (listeners, guard) = (Arc::clone(&self.listeners), Arc::clone(&self.guard));
+        let answer = Answer::new(move |result: Result<()>| {
+            done(
+                guard
+                    .checked(result)
+                    .map(|()| answered.committed(&listeners)),
+            );
+        });
+        // A round that panics answers its writers with an error (`commit`, "leader") before
+        // the guard marks the store damaged.
+        let _ = self.guard.run(|| {
+            self.committer.submit(max_id, apply, answer);
+            Ok(())
+        });
     }
 
     fn set_archived_publishing(

@@ -14,10 +14,11 @@ use eventdbx_core::write::{self, NewEvent, WriteKind};
 use eventdbx_core::CoreError;
 use redb::ReadableTable;
 
-use super::commit::Latest;
+use super::commit::{Apply, Latest};
 use super::jobs::queue_jobs;
-use super::positions;
+use super::positions::{self, Listeners};
 use super::snapshots::put_snapshot;
+use super::stripes::StripeGuard;
 use super::tables::{
     json_error, put_aggregate, read_record, storage, AggregateKey, AggregateRecord, Bytes,
     IdempotencyKey, IdempotencyRecord, SnapshotRecord, Tables, AGGREGATES, IDEMPOTENCY, TOP,
@@ -119,17 +120,65 @@ fn put_references(
     Ok(())
 }
 
+/// A write prepared under its aggregate's lock stripe: answered from its idempotency record, or
+/// its commit half ready to queue.
+pub(super) enum Prepared {
+    Replayed(WriteOutcome),
+    Queued(Pending),
+}
+
+/// The commit half of a write.
+pub(super) struct Pending {
+    /// The highest Snowflake id the job stores.
+    pub(super) max_id: u64,
+    pub(super) apply: Apply,
+    pub(super) answer: Answered,
+}
+
+/// What a write's answer needs once its commit is done.
+pub(super) struct Answered {
+    /// Held until the write is answered (`stripes`).
+    stripe: StripeGuard,
+    tenant: String,
+    /// The position the job assigned to the event.
+    assigned: Arc<AtomicU64>,
+    outcome: WriteOutcome,
+}
+
+impl Answered {
+    /// The outcome once the commit succeeded: the commit listeners are told of the new head
+    /// (the commit is visible to readers now), then the stripe is released.
+    pub(super) fn committed(self, listeners: &Listeners) -> WriteOutcome {
+        listeners.committed(&self.tenant, self.assigned.load(Ordering::Acquire));
+        drop(self.stripe);
+        self.outcome
+    }
+}
+
 /// [`crate::EventStore::write`].
 pub(super) fn write(
     store: &RedbStore,
     tenant: &str,
     request: WriteRequest,
 ) -> Result<WriteOutcome> {
+    match prepare(store, tenant, request)? {
+        Prepared::Replayed(outcome) => Ok(outcome),
+        Prepared::Queued(pending) => {
+            // A failed commit releases the stripe with the answer.
+            store.commit(pending.max_id, pending.apply)?;
+            Ok(pending.answer.committed(&store.listeners))
+        }
+    }
+}
+
+/// The prepare half of a write, on the caller's thread: takes the aggregate's stripe, reads its
+/// latest state, checks, seals and serialises, and builds the job of inserts for the commit.
+pub(super) fn prepare(store: &RedbStore, tenant: &str, request: WriteRequest) -> Result<Prepared> {
     let (t, i) = (
         request.aggregate_type.as_str(),
         request.aggregate_id.as_str(),
     );
-    let _guard = store.lock(tenant, t, i);
+    let stripe = store.lock(tenant, t, i);
     let idempotency_key = request.idempotency.as_ref().map(|idem| idem.key.as_str());
     let (replay, old) = store.committer.read_latest(|latest| match latest {
         Latest::Committed(read) => read_for_write(
@@ -157,12 +206,12 @@ pub(super) fn write(
         if record.digest != merkle::to_hex(&idempotency.digest) {
             return Err(CoreError::IdempotencyConflict(idempotency.key.clone()).into());
         }
-        return Ok(WriteOutcome {
+        return Ok(Prepared::Replayed(WriteOutcome {
             event: record.event,
             aggregate: record.aggregate.aggregate(),
             snapshot: None,
             replayed: true,
-        });
+        }));
     }
     let current = old.as_ref().map(AggregateRecord::aggregate);
     write::check_write(
@@ -252,52 +301,58 @@ pub(super) fn write(
     let snapshot_for_job = snapshot.clone();
     let assigned = Arc::new(AtomicU64::new(0));
     let position = Arc::clone(&assigned);
-    store.commit(
-        snapshot
-            .as_ref()
-            .map_or(event_id, |s| s.snapshot_id.max(event_id)),
-        Box::new(move |tables| {
-            let tenant = tenant_owned.as_str();
-            check_quota(tables, tenant, quota)?;
-            let (t, i) = (
-                new_record.aggregate_type.as_str(),
-                new_record.aggregate_id.as_str(),
-            );
-            put_aggregate(tables, tenant, old.as_ref(), &new_record, &record_bytes)?;
-            let event_key = (tenant, t, i, version);
+    let max_id = snapshot
+        .as_ref()
+        .map_or(event_id, |s| s.snapshot_id.max(event_id));
+    let apply: Apply = Box::new(move |tables| {
+        let tenant = tenant_owned.as_str();
+        check_quota(tables, tenant, quota)?;
+        let (t, i) = (
+            new_record.aggregate_type.as_str(),
+            new_record.aggregate_id.as_str(),
+        );
+        put_aggregate(tables, tenant, old.as_ref(), &new_record, &record_bytes)?;
+        let event_key = (tenant, t, i, version);
+        tables
+            .events()?
+            .insert(event_key, event_bytes.as_slice())
+            .map_err(storage)?;
+        tables
+            .outbox()?
+            .insert((tenant, event_id), (t, i, version))
+            .map_err(storage)?;
+        positions::assign(tables, event_key, &position)?;
+        let mut bytes = event_bytes.len() as u64;
+        if let (Some(snapshot), Some(snapshot_bytes)) = (&snapshot_for_job, &snapshot_bytes) {
+            put_snapshot(tables, tenant, snapshot, snapshot_bytes)?;
+            bytes += snapshot_bytes.len() as u64;
+        }
+        if let (Some(key), Some(idempotency_bytes)) = (&key, &idempotency_bytes) {
+            let idempotency_key = (tenant, t, i, key.as_str());
             tables
-                .events()?
-                .insert(event_key, event_bytes.as_slice())
+                .idempotency()?
+                .insert(idempotency_key, idempotency_bytes.as_slice())
                 .map_err(storage)?;
-            tables
-                .outbox()?
-                .insert((tenant, event_id), (t, i, version))
-                .map_err(storage)?;
-            positions::assign(tables, event_key, &position)?;
-            let mut bytes = event_bytes.len() as u64;
-            if let (Some(snapshot), Some(snapshot_bytes)) = (&snapshot_for_job, &snapshot_bytes) {
-                put_snapshot(tables, tenant, snapshot, snapshot_bytes)?;
-                bytes += snapshot_bytes.len() as u64;
-            }
-            if let (Some(key), Some(idempotency_bytes)) = (&key, &idempotency_bytes) {
-                let idempotency_key = (tenant, t, i, key.as_str());
-                tables
-                    .idempotency()?
-                    .insert(idempotency_key, idempotency_bytes.as_slice())
-                    .map_err(storage)?;
-            }
-            if let Some(links) = &links {
-                put_references(tables, tenant, t, i, links)?;
-            }
-            queue_jobs(tables, &jobs)?;
-            add_usage(tables, tenant, 1, bytes)
-        }),
-    )?;
-    store.committed(tenant, assigned.load(Ordering::Acquire));
-    Ok(WriteOutcome {
-        event,
-        aggregate,
-        snapshot,
-        replayed: false,
-    })
+        }
+        if let Some(links) = &links {
+            put_references(tables, tenant, t, i, links)?;
+        }
+        queue_jobs(tables, &jobs)?;
+        add_usage(tables, tenant, 1, bytes)
+    });
+    Ok(Prepared::Queued(Pending {
+        max_id,
+        apply,
+        answer: Answered {
+            stripe,
+            tenant: tenant.to_owned(),
+            assigned,
+            outcome: WriteOutcome {
+                event,
+                aggregate,
+                snapshot,
+                replayed: false,
+            },
+        },
+    }))
 }

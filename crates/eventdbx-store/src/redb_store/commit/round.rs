@@ -18,9 +18,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 
-use super::{
-    ensure_open, reply_all, Job, Reply, Shared, ID_RESERVATION, LAST_ID, MAX_OPEN_LOGGED_WRITES,
-};
+use super::leader::{reply_all, Job};
+use super::{ensure_open, Shared, ID_RESERVATION, LAST_ID, MAX_OPEN_LOGGED_WRITES};
 use crate::redb_store::health::{commit_error, is_io_failure};
 use crate::redb_store::tables::{storage, Tables, META, WAL_CHECKPOINT};
 use crate::redb_store::wal::Log;
@@ -65,7 +64,7 @@ fn run_logged(shared: &Shared, log: &mut Log, mut batch: Vec<Job>) -> (Vec<Job>,
             match (job.apply)(&mut tables) {
                 Ok(()) => kept.push(job),
                 Err(err) if !is_io_failure(&err) && tables.recorded() == before => {
-                    let _ = job.reply.send(Reply::Done(Err(err)));
+                    job.answer.send(Err(err));
                 }
                 Err(err) => {
                     broken = Some((job, err));
@@ -99,7 +98,7 @@ fn run_logged(shared: &Shared, log: &mut Log, mut batch: Vec<Job>) -> (Vec<Job>,
                 kept.push(job);
                 return (kept, Err(err));
             }
-            let _ = job.reply.send(Reply::Done(Err(err)));
+            job.answer.send(Err(err));
             shared.rebuild(&mut slot, rounds);
             batch = kept;
             continue;
@@ -196,7 +195,7 @@ fn run_unlogged(shared: &Shared, mut batch: Vec<Job>) -> (Vec<Job>, Result<()>) 
                 // Nothing of this transaction is kept; the others run again without the job.
                 drop(txn);
                 let job = batch.remove(index);
-                let _ = job.reply.send(Reply::Done(Err(err)));
+                job.answer.send(Err(err));
             }
             None => {
                 let result = txn.commit().map_err(commit_error);
