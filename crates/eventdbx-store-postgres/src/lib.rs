@@ -153,6 +153,8 @@ pub struct PostgresStore {
     /// Ends the thread that runs the engine's runtime (dropped with the store).
     runtime: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     handle: tokio::runtime::Handle,
+    /// The thread that runs the runtime: a call waiting on it from there would wait forever.
+    engine_thread: std::thread::ThreadId,
     pool: Pool,
     durability: Durability,
     closed: AtomicBool,
@@ -406,7 +408,7 @@ impl PostgresStore {
             .map_err(|err| StoreError::storage("cannot build the connection pool", err))?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
+        let engine_thread = std::thread::Builder::new()
             .name("eventdbx-postgres".to_owned())
             .spawn(move || {
                 // Until the store is dropped; the runtime and its tasks go with this thread.
@@ -414,9 +416,12 @@ impl PostgresStore {
                     let _ = stopped.await;
                 });
             })
-            .map_err(|err| StoreError::storage("cannot start the database thread", err))?;
+            .map_err(|err| StoreError::storage("cannot start the database thread", err))?
+            .thread()
+            .id();
         let store = PostgresStore {
             runtime: Mutex::new(Some(stop)),
+            engine_thread,
             group: group::GroupCommit::start(&handle, &pool, config.worker_id),
             handle,
             pool,
@@ -448,6 +453,7 @@ impl PostgresStore {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        self.off_engine()?;
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
             let _ = answer.send(task.await);
@@ -455,6 +461,18 @@ impl PostgresStore {
         answered
             .recv()
             .map_err(|_| StoreError::engine("the database task ended without an answer"))?
+    }
+
+    /// Refuses a call that would wait on the engine's own thread (a `write_then` answer that
+    /// calls the store again runs there): it would wait for a task only that thread can run.
+    pub(crate) fn off_engine(&self) -> Result<()> {
+        if std::thread::current().id() == self.engine_thread {
+            return Err(StoreError::engine(
+                "a store call from the engine's own thread: a write's answer must not wait on \
+                 the store",
+            ));
+        }
+        Ok(())
     }
 
     /// A pool handle for a task.

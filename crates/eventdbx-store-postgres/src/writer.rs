@@ -44,6 +44,7 @@ pub(crate) fn write(
     tenant: &str,
     request: WriteRequest,
 ) -> Result<WriteOutcome> {
+    store.off_engine()?;
     let (answer, answered) = std::sync::mpsc::sync_channel(1);
     write_then(
         store,

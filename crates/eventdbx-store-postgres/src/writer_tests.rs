@@ -193,3 +193,36 @@ fn a_payload_check_that_reads_the_store_is_answered_on_every_path() {
     let (_, appended) = answered[1].recv_timeout(wait).expect("a-2 answered");
     assert_eq!(appended.expect("appended").event.version, 2);
 }
+
+/// A write's answer runs on the engine's thread: a store call from it is refused with an error
+/// instead of waiting forever for a task only that thread can run.
+#[test]
+fn a_store_call_from_a_write_answer_is_refused_not_stalled() {
+    let store = Arc::new(open("writer_answer_calls", 0));
+    store
+        .write(T, request(WriteKind::Create, "a-1", 0))
+        .expect("create");
+    let (answer, answered) = channel();
+    let reader = Arc::clone(&store);
+    store.write_then(
+        T,
+        request(WriteKind::Append, "a-1", 1),
+        Box::new(move |outcome| {
+            let read = reader.get(T, "account", "a-1");
+            let write = reader.write(T, request(WriteKind::Append, "a-1", 2));
+            let _ = answer.send((outcome.map(|o| o.event.version), read.is_err(), write.err()));
+        }),
+    );
+    // A bound on a failure (an engine stalled for good), not a wait for the write.
+    let (version, read_refused, write_refused) = answered
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("answered");
+    assert_eq!(version.expect("appended"), 2);
+    assert!(read_refused, "a read from the answer is refused");
+    assert!(
+        write_refused.is_some_and(|err| err.to_string().contains("engine's own thread")),
+        "a write from the answer is refused"
+    );
+    // The engine still serves everyone else.
+    assert_eq!(history(&store, "a-1"), vec![0, 1]);
+}
