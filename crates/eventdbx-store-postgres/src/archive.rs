@@ -92,7 +92,7 @@ pub(crate) fn set_archived(
             "the referrers of {aggregate_type}:{aggregate_id} kept changing during the archive"
         )));
     }
-    let _guard = store.lock(tenant, aggregate_type, aggregate_id);
+    let _guard = store.lock(tenant, aggregate_type, aggregate_id)?;
     for _ in 0..MAX_ATTEMPTS {
         let (revision, old) = crate::read::record(store, tenant, aggregate_type, aggregate_id)?
             .filter(|(_, record)| record.version > 0)
@@ -243,7 +243,7 @@ fn try_archive(
         tenant,
         std::iter::once((aggregate_type, aggregate_id))
             .chain(by_source.keys().map(|(t, i)| (t.as_str(), i.as_str()))),
-    );
+    )?;
     let target_key = (aggregate_type.to_owned(), aggregate_id.to_owned());
     let mut keys = vec![target_key.clone()];
     keys.extend(by_source.keys().cloned());

@@ -52,23 +52,38 @@ const GROUP: &str = "SELECT k FROM eventdbx_write_group($1::text[], $2::text[], 
      $10::bigint[], $11::text[], $12::bigint[], $13::boolean[], $14::integer) AS k";
 
 /// Where a queued write's outcome arrives: `Ok(None)` when it lost a race.
+#[cfg(test)]
 pub(crate) type Answered = std::sync::mpsc::Receiver<Result<Option<Committed>>>;
 
-/// A write waiting for its group, and where its outcome goes.
+/// What a committer calls with a queued write's outcome (`Ok(None)`: it lost a race), on the
+/// engine's runtime: it must not block.
+pub(crate) type Answer = Box<dyn FnOnce(Result<Option<Committed>>) + Send + 'static>;
+
+/// A write waiting for its group, and what to call with its outcome.
 pub(crate) struct Queued {
     plan: Plan,
-    answer: std::sync::mpsc::SyncSender<Result<Option<Committed>>>,
+    answer: Answer,
 }
 
 impl Queued {
     /// `plan` ready to queue, and where its outcome will arrive.
+    #[cfg(test)]
     pub(crate) fn new(plan: Plan) -> (Self, Answered) {
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let answer: Answer = Box::new(move |outcome| {
+            let _ = answer.send(outcome);
+        });
         (Queued { plan, answer }, answered)
+    }
+
+    /// `plan` ready to queue; `answer` is called with its outcome.
+    pub(crate) fn then(plan: Plan, answer: Answer) -> Self {
+        Queued { plan, answer }
     }
 }
 
 /// The queue of plain writes and the committers that empty it.
+#[derive(Clone)]
 pub(crate) struct GroupCommit {
     queue: mpsc::UnboundedSender<Queued>,
 }
@@ -99,15 +114,26 @@ impl GroupCommit {
             && plan.links.as_ref().is_none_or(|links| links.is_empty())
     }
 
+    /// Queues a plain write for the next group; its answer is called once the group's outcome
+    /// is known (at once, with an error, when the store is closed). Never waits.
+    pub(crate) fn queue(&self, queued: Queued) {
+        if let Err(mpsc::error::SendError(queued)) = self.queue.send(queued) {
+            (queued.answer)(Err(StoreError::engine("the store is closed")));
+        }
+    }
+
     /// Commits a plain write with whatever else is ready; `Ok(None)` when it lost a race
-    /// (nothing of it was written). Blocks this thread until the outcome is known.
-    pub(crate) fn commit(&self, plan: Plan) -> Result<Option<Committed>> {
-        let (queued, answered) = Queued::new(plan);
-        self.queue
-            .send(queued)
-            .map_err(|_| StoreError::engine("the store is closed"))?;
+    /// (nothing of it was written). For a task on the engine's runtime.
+    pub(crate) async fn commit(&self, plan: Plan) -> Result<Option<Committed>> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.queue(Queued::then(
+            plan,
+            Box::new(move |outcome| {
+                let _ = answer.send(outcome);
+            }),
+        ));
         answered
-            .recv()
+            .await
             .map_err(|_| StoreError::engine("the group commit ended without an answer"))?
     }
 }
@@ -131,7 +157,7 @@ async fn commit_groups(
 /// Answers every writer of `group` (emptying it) with the same error.
 fn fail(group: &mut Vec<Queued>, err: &StoreError) {
     for queued in group.drain(..) {
-        let _ = queued.answer.send(Err(err.clone()));
+        (queued.answer)(Err(err.clone()));
     }
 }
 
@@ -146,7 +172,9 @@ pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued
         Ok(statement) => statement,
         Err(err) => return fail(group, &db(err)),
     };
-    let written = run_group(&client, &statement, shard, group)
+    // The plans alone cross the round trip: an answer need not be shareable between threads.
+    let plans: Vec<&Plan> = group.iter().map(|queued| &queued.plan).collect();
+    let written = run_group(&client, &statement, shard, &plans)
         .await
         .map(|rows| {
             rows.iter()
@@ -159,7 +187,7 @@ pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued
         Ok(Ok(written)) => {
             for (k, queued) in (1..).zip(group.drain(..)) {
                 let outcome = written.contains(&k).then(|| Committed::of(queued.plan));
-                let _ = queued.answer.send(Ok(outcome));
+                (queued.answer)(Ok(outcome));
             }
         }
         // The statement may have committed before the answer was lost.
@@ -168,7 +196,7 @@ pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued
             // Rolled back as a whole: each write is decided alone, as it would have been.
             for queued in group.drain(..) {
                 let outcome = commit_alone(&client, queued.plan).await;
-                let _ = queued.answer.send(outcome);
+                (queued.answer)(outcome);
             }
         }
     }
@@ -180,9 +208,9 @@ async fn run_group(
     client: &deadpool_postgres::Client,
     statement: &tokio_postgres::Statement,
     shard: i32,
-    group: &[Queued],
+    group: &[&Plan],
 ) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-    let plans = || group.iter().map(|queued| &queued.plan);
+    let plans = || group.iter().copied();
     let tenants: Vec<&str> = plans().map(|p| p.tenant.as_str()).collect();
     let types: Vec<&str> = plans().map(|p| p.record.aggregate_type.as_str()).collect();
     let ids: Vec<&str> = plans().map(|p| p.record.aggregate_id.as_str()).collect();

@@ -45,7 +45,7 @@ fn plan(store: &PostgresStore, request: &WriteRequest) -> Plan {
             read_record(&client, T, "account", &id).await
         })
         .expect("read the record");
-    prepare(store, T, request, stored).expect("prepare").0
+    prepare(&store.ids, T, request, stored).expect("prepare").0
 }
 
 /// Commits `plans` as one group: whether each was written.

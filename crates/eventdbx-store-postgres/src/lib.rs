@@ -23,7 +23,8 @@
 //! never blocks on a runtime: it owns a tokio runtime on a thread of its own, spawns each
 //! database round trip on it and waits for the answer on a channel ([`PostgresStore::run`]). Domain work (sealing,
 //! the server's payload check, filters) runs on the caller's thread between round trips, never
-//! while a transaction is open.
+//! while a transaction is open. A write can also be started without waiting
+//! ([`EventStore::write_then`], `writer`): the thread that learns its outcome answers it.
 //!
 //! A write is optimistic: it reads the aggregate (with its `revision`; or starts from the record
 //! this process committed last), seals the event, then commits in one statement, its own
@@ -37,18 +38,18 @@
 //!
 //! # Layout
 //! `schema` (versioned migrations applied at open), `records` (stored forms), `documents` (the
-//! control documents servers share), `write`, `group` (plain writes ready together, committed
-//! as one statement), `archive` (archive, restore, referrers), `read` (aggregates, events,
-//! outbox, snapshots, usage), `list` (keyset paging), `verify`, `jobs` (the plugin outbox),
-//! `positions` (event positions for subscriptions), `cluster` (a scratch cluster for tests,
-//! feature `test-cluster`). The tables and their indexes are described in
+//! control documents servers share), `write`, `writer` (a write from request to outcome),
+//! `group` (plain writes ready together, committed as one statement), `archive` (archive,
+//! restore, referrers), `read` (aggregates, events, outbox, snapshots, usage), `list` (keyset
+//! paging), `verify`, `jobs` (the plugin outbox), `positions` (event positions for
+//! subscriptions), `cluster` (a scratch cluster for tests, feature `test-cluster`). The tables and their indexes are described in
 //! `docs/storage.md`, "PostgreSQL engine".
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -59,8 +60,9 @@ use eventdbx_store::documents::ControlDocuments;
 use eventdbx_store::{
     CascadeRule, CommitListener, Durability, EventPage, EventSelector, EventStore, JobQueue,
     JobRoute, ListPage, ListQuery, OutboxPage, PositionPage, Referrer, Result, Storage,
-    StorageHealth, StoreError, Usage, Visibility, WriteOutcome, WriteRequest,
+    StorageHealth, StoreError, Usage, Visibility, WriteDone, WriteOutcome, WriteRequest,
 };
+use tokio::sync::OwnedMutexGuard;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
@@ -83,6 +85,9 @@ mod schema;
 mod session_loss_tests;
 mod verify;
 mod write;
+mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 pub use schema::{migrate_up, migration_status, Migration, MigrationStatus, SCHEMA_VERSION};
 
@@ -148,11 +153,13 @@ pub struct PostgresStore {
     /// Ends the thread that runs the engine's runtime (dropped with the store).
     runtime: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     handle: tokio::runtime::Handle,
+    /// The thread that runs the runtime: a call waiting on it from there would wait forever.
+    engine_thread: std::thread::ThreadId,
     pool: Pool,
     durability: Durability,
     closed: AtomicBool,
-    locks: Vec<Mutex<write::Stripe>>,
-    ids: Mutex<SnowflakeGenerator>,
+    locks: Vec<Arc<tokio::sync::Mutex<write::Stripe>>>,
+    ids: Arc<Mutex<SnowflakeGenerator>>,
     positions: Arc<positions::Positions>,
     group: group::GroupCommit,
 }
@@ -338,6 +345,20 @@ pub(crate) fn signed(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// The next Snowflake id of `ids`, waiting out a clock that went back or a full millisecond.
+pub(crate) fn next_id(ids: &Mutex<SnowflakeGenerator>) -> u64 {
+    loop {
+        let now_ms = now_nanos() / 1_000_000;
+        let next = ids.lock().unwrap_or_else(|p| p.into_inner()).next(now_ms);
+        match next {
+            Next::Id(id) => return id,
+            Next::WaitUntil(at) => {
+                std::thread::sleep(Duration::from_millis(at.saturating_sub(now_ms).max(1)));
+            }
+        }
+    }
+}
+
 fn closed() -> StoreError {
     StoreError::engine("the store is closed")
 }
@@ -387,7 +408,7 @@ impl PostgresStore {
             .map_err(|err| StoreError::storage("cannot build the connection pool", err))?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
+        let engine_thread = std::thread::Builder::new()
             .name("eventdbx-postgres".to_owned())
             .spawn(move || {
                 // Until the store is dropped; the runtime and its tasks go with this thread.
@@ -395,18 +416,19 @@ impl PostgresStore {
                     let _ = stopped.await;
                 });
             })
-            .map_err(|err| StoreError::storage("cannot start the database thread", err))?;
+            .map_err(|err| StoreError::storage("cannot start the database thread", err))?
+            .thread()
+            .id();
         let store = PostgresStore {
             runtime: Mutex::new(Some(stop)),
+            engine_thread,
             group: group::GroupCommit::start(&handle, &pool, config.worker_id),
             handle,
             pool,
             durability: config.durability,
             closed: AtomicBool::new(false),
-            locks: (0..LOCK_STRIPES)
-                .map(|_| Mutex::new(write::Stripe::default()))
-                .collect(),
-            ids: Mutex::new(SnowflakeGenerator::new(config.worker_id, 0)?),
+            locks: (0..LOCK_STRIPES).map(|_| Arc::default()).collect(),
+            ids: Arc::new(Mutex::new(SnowflakeGenerator::new(config.worker_id, 0)?)),
             positions: Arc::default(),
         };
         let pool = store.pool.clone();
@@ -431,6 +453,7 @@ impl PostgresStore {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        self.off_engine()?;
         let (answer, answered) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
             let _ = answer.send(task.await);
@@ -440,14 +463,21 @@ impl PostgresStore {
             .map_err(|_| StoreError::engine("the database task ended without an answer"))?
     }
 
+    /// Refuses a call that would wait on the engine's own thread (a `write_then` answer that
+    /// calls the store again runs there): it would wait for a task only that thread can run.
+    pub(crate) fn off_engine(&self) -> Result<()> {
+        if std::thread::current().id() == self.engine_thread {
+            return Err(StoreError::engine(
+                "a store call from the engine's own thread: a write's answer must not wait on \
+                 the store",
+            ));
+        }
+        Ok(())
+    }
+
     /// A pool handle for a task.
     pub(crate) fn pool(&self) -> Pool {
         self.pool.clone()
-    }
-
-    /// The committers of plain writes.
-    pub(crate) fn group(&self) -> &group::GroupCommit {
-        &self.group
     }
 
     /// The engine's position bookkeeping (commits to number, listeners).
@@ -469,16 +499,35 @@ impl PostgresStore {
         (hasher.finish() % LOCK_STRIPES as u64) as usize
     }
 
-    /// The in-process lock of one aggregate: fewer lost races between writers of one server.
+    /// The in-process lock of one aggregate's stripe: fewer lost races between writers of one
+    /// server. A write holds it through its commit, released by whichever thread finishes it.
+    pub(crate) fn stripe_lock(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Arc<tokio::sync::Mutex<write::Stripe>> {
+        Arc::clone(&self.locks[Self::stripe(tenant, aggregate_type, aggregate_id)])
+    }
+
+    /// Takes a stripe on this thread: at once when it is free, else waiting for it on the
+    /// engine's runtime (never entering a runtime here).
+    fn take_stripe(&self, stripe: usize) -> Result<OwnedMutexGuard<write::Stripe>> {
+        let lock = Arc::clone(&self.locks[stripe]);
+        match Arc::clone(&lock).try_lock_owned() {
+            Ok(guard) => Ok(guard),
+            Err(_) => self.run(async move { Ok(lock.lock_owned().await) }),
+        }
+    }
+
+    /// Locks one aggregate's stripe on this thread (see [`PostgresStore::stripe_lock`]).
     pub(crate) fn lock(
         &self,
         tenant: &str,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> MutexGuard<'_, write::Stripe> {
-        self.locks[Self::stripe(tenant, aggregate_type, aggregate_id)]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    ) -> Result<OwnedMutexGuard<write::Stripe>> {
+        self.take_stripe(Self::stripe(tenant, aggregate_type, aggregate_id))
     }
 
     /// Locks several aggregates' stripes in stripe order (no deadlock between two such callers).
@@ -486,34 +535,28 @@ impl PostgresStore {
         &self,
         tenant: &str,
         aggregates: impl Iterator<Item = (&'s str, &'s str)>,
-    ) -> Vec<MutexGuard<'_, write::Stripe>> {
+    ) -> Result<Vec<OwnedMutexGuard<write::Stripe>>> {
         let stripes: BTreeSet<usize> = aggregates
             .map(|(t, i)| Self::stripe(tenant, t, i))
             .collect();
         stripes
             .into_iter()
-            .map(|stripe| {
-                self.locks[stripe]
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-            })
+            .map(|stripe| self.take_stripe(stripe))
             .collect()
     }
 
     pub(crate) fn next_id(&self) -> u64 {
-        loop {
-            let now_ms = now_nanos() / 1_000_000;
-            let next = self
-                .ids
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .next(now_ms);
-            match next {
-                Next::Id(id) => return id,
-                Next::WaitUntil(at) => {
-                    std::thread::sleep(Duration::from_millis(at.saturating_sub(now_ms).max(1)));
-                }
-            }
+        next_id(&self.ids)
+    }
+
+    /// What a write needs of the store, owned, so that it can finish on the engine's runtime.
+    pub(crate) fn writer(&self) -> writer::Writer {
+        writer::Writer {
+            handle: self.handle.clone(),
+            pool: self.pool.clone(),
+            group: self.group.clone(),
+            ids: Arc::clone(&self.ids),
+            positions: Arc::clone(&self.positions),
         }
     }
 
@@ -599,7 +642,11 @@ impl EventStore for PostgresStore {
     }
 
     fn write(&self, tenant: &str, request: WriteRequest) -> Result<WriteOutcome> {
-        write::write(self, tenant, request)
+        writer::write(self, tenant, request)
+    }
+
+    fn write_then(&self, tenant: &str, request: WriteRequest, done: WriteDone) {
+        writer::write_then(self, tenant, request, done);
     }
 
     fn set_archived_publishing(

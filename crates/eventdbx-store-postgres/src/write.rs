@@ -1,6 +1,7 @@
-//! Create, append and patch. The write reads its aggregate (and idempotency key), or starts
-//! from the record this process committed last for it ([`Stripe`]), seals the event on the
-//! caller's thread with `eventdbx-core`, then commits record, event, snapshot, idempotency
+//! Create, append and patch: the statements and the prepare half (`writer.rs` runs a write from
+//! its request to its outcome). The write reads its aggregate (and idempotency key), or starts
+//! from the record this process committed last for it ([`Stripe`]), seals the event with
+//! `eventdbx-core`, then commits record, event, snapshot, idempotency
 //! result, reference index, plugin jobs and usage in one statement, `eventdbx_write` (its own
 //! transaction: one round trip), or, for a plain write, in the statement of its group with the
 //! other plain writes ready at the same time (`group.rs`). The record is updated only at the
@@ -9,19 +10,20 @@
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
 
 use deadpool_postgres::Transaction;
 use eventdbx_core::aggregate::{Aggregate, Snapshot};
 use eventdbx_core::merkle::{self, Event, MerkleBuilder};
 use eventdbx_core::plugin::{JobAction, PluginJob};
+use eventdbx_core::snowflake::SnowflakeGenerator;
 use eventdbx_core::time::format_unix_nanos;
 use eventdbx_core::write::{self, NewEvent, WriteKind};
 use eventdbx_core::CoreError;
 use eventdbx_store::{Result, StoreError, WriteOutcome, WriteRequest};
 
-use crate::group::GroupCommit;
 use crate::records::{decode, AggregateRecord, IdempotencyRecord, RecordColumns, SnapshotRecord};
-use crate::{col, db, json_error, lost_race, now_nanos, pool_error, signed, Cached, PostgresStore};
+use crate::{col, db, json_error, lost_race, next_id, now_nanos, pool_error, signed, Cached};
 use eventdbx_store::plugin_jobs;
 
 /// How often a write is prepared again after losing a race before it gives up.
@@ -59,20 +61,26 @@ impl Stripe {
     }
 
     /// The record this process committed last for the aggregate, with its revision.
-    fn recall(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Stored {
+    pub(crate) fn recall(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Stored {
         let found = self.position(tenant, aggregate_type, aggregate_id)?;
         self.recent
             .get(found)
             .map(|(_, revision, record)| (*revision, record.clone()))
     }
 
-    fn forget(&mut self, tenant: &str, aggregate_type: &str, aggregate_id: &str) {
+    pub(crate) fn forget(&mut self, tenant: &str, aggregate_type: &str, aggregate_id: &str) {
         if let Some(found) = self.position(tenant, aggregate_type, aggregate_id) {
             self.recent.remove(found);
         }
     }
 
-    fn remember(&mut self, tenant: &str, revision: i64, record: AggregateRecord, size: usize) {
+    /// Remembers what `committed` left for the next write of its aggregate.
+    pub(crate) fn remember(&mut self, tenant: &str, committed: Committed) {
+        let Committed {
+            revision,
+            record,
+            size,
+        } = committed;
         self.forget(tenant, &record.aggregate_type, &record.aggregate_id);
         if size > REMEMBERED_MAX_BYTES {
             return;
@@ -296,7 +304,7 @@ impl Committed {
 }
 
 /// Commits a prepared write on a connection of the pool; `Ok(None)` when it lost a race.
-async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<Option<Committed>> {
+pub(crate) async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<Option<Committed>> {
     let client = pool.get().await.map_err(pool_error)?;
     commit_alone(&client, plan).await
 }
@@ -396,7 +404,7 @@ pub(crate) async fn commit_alone(
 }
 
 /// Reads what a write starts from: the idempotency key's first result, else the record.
-async fn read_for_write(
+pub(crate) async fn read_for_write(
     pool: deadpool_postgres::Pool,
     tenant: String,
     aggregate_type: String,
@@ -421,84 +429,9 @@ async fn read_for_write(
     Ok((None, stored))
 }
 
-/// [`eventdbx_store::EventStore::write`]: one round trip (the commit) when this process
-/// wrote the aggregate last and still remembers its record, two otherwise (read, commit).
-pub(crate) fn write(
-    store: &PostgresStore,
-    tenant: &str,
-    request: WriteRequest,
-) -> Result<WriteOutcome> {
-    store.writable()?;
-    let (t, i) = (
-        request.aggregate_type.as_str(),
-        request.aggregate_id.as_str(),
-    );
-    let mut stripe = store.lock(tenant, t, i);
-    // A write with an idempotency key reads the key first: its first result decides.
-    let mut remembered = match request.idempotency {
-        Some(_) => None,
-        None => stripe.recall(tenant, t, i),
-    };
-    for _ in 0..MAX_ATTEMPTS {
-        let from_memory = remembered.is_some();
-        let stored = match remembered.take() {
-            Some(stored) => Some(stored),
-            None => {
-                let key = request.idempotency.as_ref().map(|idem| idem.key.clone());
-                let (replay, stored) = store.run(read_for_write(
-                    store.pool(),
-                    tenant.to_owned(),
-                    t.to_owned(),
-                    i.to_owned(),
-                    key,
-                ))?;
-                if let (Some(record), Some(idempotency)) = (replay, &request.idempotency) {
-                    if record.digest != merkle::to_hex(&idempotency.digest) {
-                        return Err(CoreError::IdempotencyConflict(idempotency.key.clone()).into());
-                    }
-                    return Ok(WriteOutcome {
-                        event: record.event,
-                        aggregate: record.aggregate.aggregate(),
-                        snapshot: None,
-                        replayed: true,
-                    });
-                }
-                stored
-            }
-        };
-        let (plan, outcome) = match prepare(store, tenant, &request, stored) {
-            Ok(prepared) => prepared,
-            // A refusal decided on a remembered record (another server may have changed the
-            // aggregate since) is decided again on the stored one.
-            Err(_) if from_memory => {
-                stripe.forget(tenant, t, i);
-                continue;
-            }
-            Err(err) => return Err(err),
-        };
-        let committed = if GroupCommit::takes(&plan) {
-            store.group().commit(plan)?
-        } else {
-            store.run(commit(store.pool(), plan))?
-        };
-        match committed {
-            Some(committed) => {
-                stripe.remember(tenant, committed.revision, committed.record, committed.size);
-                drop(stripe);
-                store.positions().committed();
-                return Ok(outcome);
-            }
-            None => stripe.forget(tenant, t, i),
-        }
-    }
-    Err(StoreError::engine(format!(
-        "{t}:{i} kept changing under the write (retry later)"
-    )))
-}
-
 /// The prepare half: domain checks, payload, sealing, snapshot and serialisation.
 pub(crate) fn prepare(
-    store: &PostgresStore,
+    ids: &Mutex<SnowflakeGenerator>,
     tenant: &str,
     request: &WriteRequest,
     stored: Stored,
@@ -527,7 +460,7 @@ pub(crate) fn prepare(
     if let Some(prepare) = &request.prepare {
         prepare(&aggregate, &mut payload)?;
     }
-    let event_id = store.next_id();
+    let event_id = next_id(ids);
     let created_at = format_unix_nanos(now_nanos());
     let event = write::seal_event(
         tenant,
@@ -558,7 +491,7 @@ pub(crate) fn prepare(
             let comment = format!("auto snapshot v{}", event.version);
             Some(Snapshot::of(
                 &aggregate,
-                store.next_id(),
+                next_id(ids),
                 created_at,
                 Some(&comment),
             ))
