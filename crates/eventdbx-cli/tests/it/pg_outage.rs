@@ -177,6 +177,8 @@ impl PythonClient {
 #[derive(Default)]
 struct Load {
     stop: AtomicBool,
+    /// Writers whose aggregate is created (before the outage, which their `create` must not meet).
+    created: AtomicUsize,
     acks: AtomicUsize,
     errors: AtomicUsize,
     /// Acknowledged (aggregate, version, marker).
@@ -362,10 +364,18 @@ fn postgres_stopped_for_five_seconds_under_load() {
                     .create("order", &format!("o-{writer}"), "opened", "{}")
                     .await
                     .expect("create");
+                load.created.fetch_add(1, Ordering::AcqRel);
                 write_loop(writer, client, load).await;
             })
         })
         .collect();
+    // Every writer's create first: one that a slow machine left pending would meet the outage
+    // and fail, which this run does not test (its appends do).
+    wait_count(
+        &load.created,
+        WRITERS,
+        "writers did not create their aggregates",
+    );
     wait_count(&load.acks, 40, "no writes before the outage");
 
     let stopped_at = Instant::now();
