@@ -186,6 +186,17 @@ mod tests {
         (connection, server)
     }
 
+    /// The server's framed answer to request `id`: an error, as for a missing aggregate.
+    fn not_found_answer(id: u64) -> Vec<u8> {
+        let answer = Reply::Error(ErrorResponse {
+            code: "not_found".into(),
+            message: "no such aggregate".into(),
+        })
+        .encode(id)
+        .expect("encode");
+        frame::encode(&answer, SessionLimits::V1_PLAINTEXT.frame).expect("frame")
+    }
+
     #[test]
     fn a_blocking_caller_reads_its_answer_itself_without_the_runtime() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -201,16 +212,8 @@ mod tests {
         // The answer to request 1 is on the wire before the request goes out, and the runtime
         // does not run again (so its reader task never reads): the call completes in its
         // first poll only if the caller reads the answer itself.
-        let answer = Reply::Error(ErrorResponse {
-            code: "not_found".into(),
-            message: "no such aggregate".into(),
-        })
-        .encode(1)
-        .expect("encode");
-        let limit = SessionLimits::V1_PLAINTEXT.frame;
-        server
-            .write_all(&frame::encode(&answer, limit).expect("frame"))
-            .expect("send the answer");
+        let answer = not_found_answer(1);
+        server.write_all(&answer).expect("send the answer");
         let mut byte = [0u8; 1];
         connection
             .shared
@@ -249,13 +252,7 @@ mod tests {
             .build()
             .expect("runtime");
         let (connection, mut server) = runtime.block_on(async { plaintext_pair() });
-        let answer = Reply::Error(ErrorResponse {
-            code: "not_found".into(),
-            message: "no such aggregate".into(),
-        })
-        .encode(1)
-        .expect("encode");
-        let limit = SessionLimits::V1_PLAINTEXT.frame;
+        let answer = not_found_answer(1);
         let request = Request::GetAggregate(Default::default())
             .encode(1)
             .expect("encode");
@@ -265,9 +262,7 @@ mod tests {
             // Without `let_callers_wait` the caller parks: the answer is not even sent yet.
             let first = std::future::poll_fn(|context| Poll::Ready(call.as_mut().poll(context)));
             assert!(first.await.is_pending());
-            server
-                .write_all(&frame::encode(&answer, limit).expect("frame"))
-                .expect("send the answer");
+            server.write_all(&answer).expect("send the answer");
             call.await
         });
         let response = response.expect("the answer");
@@ -283,18 +278,10 @@ mod tests {
         let (mut connection, mut server) = plaintext_pair();
         connection.let_callers_wait();
         runtime.block_on(tokio::task::yield_now());
-        let limit = SessionLimits::V1_PLAINTEXT.frame;
         for id in 1..=3 {
             // Sent before the request, so the caller's read finds it whatever the timing.
-            let answer = Reply::Error(ErrorResponse {
-                code: "not_found".into(),
-                message: "no such aggregate".into(),
-            })
-            .encode(id)
-            .expect("encode");
-            server
-                .write_all(&frame::encode(&answer, limit).expect("frame"))
-                .expect("send the answer");
+            let answer = not_found_answer(id);
+            server.write_all(&answer).expect("send the answer");
             let request = Request::GetAggregate(Default::default())
                 .encode(id)
                 .expect("encode");
@@ -341,16 +328,8 @@ mod tests {
         }
         // A caller that leaves its answer to the reader task (as one whose deadline is near).
         connection.caller_waits = false;
-        let answer = Reply::Error(ErrorResponse {
-            code: "not_found".into(),
-            message: "no such aggregate".into(),
-        })
-        .encode(1)
-        .expect("encode");
-        let limit = SessionLimits::V1_PLAINTEXT.frame;
-        server
-            .write_all(&frame::encode(&answer, limit).expect("frame"))
-            .expect("send the answer");
+        let answer = not_found_answer(1);
+        server.write_all(&answer).expect("send the answer");
         let request = Request::GetAggregate(Default::default())
             .encode(1)
             .expect("encode");
@@ -383,15 +362,8 @@ mod tests {
                     assert!(read > 0, "the client closed the connection");
                     frames.filled(read);
                 }
-                let answer = Reply::Error(ErrorResponse {
-                    code: "not_found".into(),
-                    message: "no such aggregate".into(),
-                })
-                .encode(id)
-                .expect("encode");
-                server
-                    .write_all(&frame::encode(&answer, limit).expect("frame"))
-                    .expect("send the answer");
+                let answer = not_found_answer(id);
+                server.write_all(&answer).expect("send the answer");
             }
             server
         });
