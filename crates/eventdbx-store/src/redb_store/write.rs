@@ -221,8 +221,9 @@ pub(super) fn prepare(store: &RedbStore, tenant: &str, request: WriteRequest) ->
         current.as_ref(),
         request.expected_version,
     )?;
-    let (mut aggregate, mut merkle) = match &old {
-        Some(record) if record.version > 0 => (record.aggregate(), record.merkle()?),
+    // The checked state is the one the event extends: no second copy of it.
+    let (mut aggregate, mut merkle) = match (current, &old) {
+        (Some(current), Some(record)) if record.version > 0 => (current, record.merkle()?),
         _ => (Aggregate::new(t, i), MerkleBuilder::new()),
     };
     let mut payload = write::event_payload(&aggregate.state, &request.body)?;
@@ -236,12 +237,13 @@ pub(super) fn prepare(store: &RedbStore, tenant: &str, request: WriteRequest) ->
         &mut aggregate,
         &mut merkle,
         NewEvent {
-            event_type: request.event_type.clone(),
-            event_type_raw: request.event_type_raw.clone(),
+            // The request is the write's own: its fields move into the event.
+            event_type: request.event_type,
+            event_type_raw: request.event_type_raw,
             payload,
-            extensions: request.extensions.clone(),
-            note: request.note.clone(),
-            issued_by: request.issued_by.clone(),
+            extensions: request.extensions,
+            note: request.note,
+            issued_by: request.issued_by,
             event_id,
             created_at: created_at.clone(),
         },
