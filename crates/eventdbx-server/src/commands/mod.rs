@@ -53,8 +53,9 @@ impl Context<'_> {
         token: &str,
         action: &str,
         resource: Option<&str>,
-    ) -> Result<Claims, RequestError> {
-        let claims = self.state.auth.verify(token)?;
+    ) -> Result<Arc<Claims>, RequestError> {
+        // The cached claims themselves: every request checks them, none changes them.
+        let claims = self.state.auth.verify_shared(token)?;
         if !claims.allows_tenant(self.tenant) {
             return Err(RequestError::unauthorized());
         }

@@ -266,7 +266,7 @@ impl WriteAnswer {
 /// targets checked in the writer's tenant; the payload size is checked again after normalisation.
 fn payload_check(
     ctx: &Context<'_>,
-    claims: &Claims,
+    claims: &Arc<Claims>,
     aggregate_type: &str,
     event_type: &str,
     schema: Option<AggregateSchema>,
@@ -274,7 +274,7 @@ fn payload_check(
     let mode = ctx.state.config.restrict;
     let store = Arc::clone(&ctx.state.store);
     let tenant = ctx.tenant.to_owned();
-    let claims = claims.clone();
+    let claims = Arc::clone(claims);
     let aggregate_type = aggregate_type.to_owned();
     let event_type = event_type.to_owned();
     Arc::new(move |_, payload| {

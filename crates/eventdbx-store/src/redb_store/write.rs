@@ -51,6 +51,23 @@ fn read_for_write(
     Ok((None, old))
 }
 
+/// The aggregate a stored record holds, its state and extensions moved out rather than copied:
+/// past this point a write keeps the old record only for its keys, its sort index values and its
+/// archive fields (`put_aggregate`), and the state is the costliest part of it to copy.
+fn take_aggregate(record: &mut AggregateRecord) -> Aggregate {
+    Aggregate {
+        aggregate_type: record.aggregate_type.clone(),
+        aggregate_id: record.aggregate_id.clone(),
+        version: record.version,
+        state: std::mem::take(&mut record.state),
+        extensions: std::mem::take(&mut record.extensions),
+        merkle_root: record.merkle_root.clone(),
+        created_at: record.created_at.clone(),
+        updated_at: record.updated_at.clone(),
+        archived: record.archived,
+    }
+}
+
 /// Makes the reference index entries of a source aggregate equal to `links` (the references of
 /// its new state): entries that did not change are left alone.
 fn put_references(
@@ -180,7 +197,7 @@ pub(super) fn prepare(store: &RedbStore, tenant: &str, request: WriteRequest) ->
     );
     let stripe = store.lock(tenant, t, i);
     let idempotency_key = request.idempotency.as_ref().map(|idem| idem.key.as_str());
-    let (replay, old) = store.committer.read_latest(|latest| match latest {
+    let (replay, mut old) = store.committer.read_latest(|latest| match latest {
         Latest::Committed(read) => read_for_write(
             idempotency_key
                 .map(|_| read.open_table(IDEMPOTENCY))
@@ -213,7 +230,7 @@ pub(super) fn prepare(store: &RedbStore, tenant: &str, request: WriteRequest) ->
             replayed: true,
         }));
     }
-    let current = old.as_ref().map(AggregateRecord::aggregate);
+    let current = old.as_mut().map(take_aggregate);
     write::check_write(
         request.kind,
         t,
@@ -221,8 +238,9 @@ pub(super) fn prepare(store: &RedbStore, tenant: &str, request: WriteRequest) ->
         current.as_ref(),
         request.expected_version,
     )?;
-    let (mut aggregate, mut merkle) = match &old {
-        Some(record) if record.version > 0 => (record.aggregate(), record.merkle()?),
+    // The checked state is the one the event extends: no second copy of it.
+    let (mut aggregate, mut merkle) = match (current, &old) {
+        (Some(current), Some(record)) if record.version > 0 => (current, record.merkle()?),
         _ => (Aggregate::new(t, i), MerkleBuilder::new()),
     };
     let mut payload = write::event_payload(&aggregate.state, &request.body)?;
@@ -236,12 +254,13 @@ pub(super) fn prepare(store: &RedbStore, tenant: &str, request: WriteRequest) ->
         &mut aggregate,
         &mut merkle,
         NewEvent {
-            event_type: request.event_type.clone(),
-            event_type_raw: request.event_type_raw.clone(),
+            // The request is the write's own: its fields move into the event.
+            event_type: request.event_type,
+            event_type_raw: request.event_type_raw,
             payload,
-            extensions: request.extensions.clone(),
-            note: request.note.clone(),
-            issued_by: request.issued_by.clone(),
+            extensions: request.extensions,
+            note: request.note,
+            issued_by: request.issued_by,
             event_id,
             created_at: created_at.clone(),
         },
