@@ -5,36 +5,14 @@
 //! The groups here are built by hand and committed with [`commit_group`], so which writes share
 //! a statement does not depend on timing.
 
-use std::sync::Arc;
+use eventdbx_core::write::WriteKind;
+use eventdbx_store::{EventStore, WriteRequest};
 
-use eventdbx_core::write::{WriteBody, WriteKind};
-use eventdbx_store::{Durability, EventStore, WriteRequest};
-use serde_json::json;
-
+use crate::account_writes::{history, open, request, T};
 use crate::cluster::TestCluster;
 use crate::group::{commit_group, Queued};
 use crate::write::{prepare, read_record, Plan};
-use crate::{pool_error, PostgresConfig, PostgresStore};
-
-const T: &str = "default";
-
-fn open(name: &str) -> PostgresStore {
-    let url = TestCluster::shared().database(name);
-    PostgresStore::open(&PostgresConfig::new(url, Durability::Fsync)).expect("open the engine")
-}
-
-fn request(kind: WriteKind, id: &str, n: u64) -> WriteRequest {
-    let mut request = WriteRequest::new(
-        kind,
-        "account",
-        id,
-        "thing.changed",
-        WriteBody::Payload(json!({ "n": n })),
-    );
-    // As the server asks: keep the reference index, here with no reference found.
-    request.references = Some(Arc::new(|_| Vec::new()));
-    request
-}
+use crate::{pool_error, PostgresStore};
 
 /// The plan of `request`, prepared on the stored record as a write prepares it.
 fn plan(store: &PostgresStore, request: &WriteRequest) -> Plan {
@@ -76,24 +54,9 @@ fn create(store: &PostgresStore, id: &str) {
         .expect("create");
 }
 
-/// The payloads' `n` of an aggregate's events, in version order.
-fn history(store: &PostgresStore, id: &str) -> Vec<u64> {
-    let page = store
-        .events(T, "account", id, 0, 100, None)
-        .expect("events");
-    page.events
-        .iter()
-        .enumerate()
-        .map(|(k, event)| {
-            assert_eq!(event.version, k as u64 + 1, "versions are gapless");
-            event.payload["n"].as_u64().expect("n")
-        })
-        .collect()
-}
-
 #[test]
 fn a_group_of_plain_writes_is_one_transaction_with_each_write_stored() {
-    let store = open("group_one_transaction");
+    let store = open("group_one_transaction", 0);
     for id in ["a-1", "a-2", "a-3"] {
         create(&store, id);
     }
@@ -137,7 +100,7 @@ fn a_group_of_plain_writes_is_one_transaction_with_each_write_stored() {
 
 #[test]
 fn a_lost_race_in_a_group_loses_only_that_write() {
-    let store = open("group_lost_race");
+    let store = open("group_lost_race", 0);
     for id in ["a-1", "a-2"] {
         create(&store, id);
     }
@@ -161,7 +124,7 @@ fn a_lost_race_in_a_group_loses_only_that_write() {
 
 #[test]
 fn a_group_rolled_back_as_a_whole_is_committed_write_by_write() {
-    let store = open("group_rolled_back");
+    let store = open("group_rolled_back", 0);
     for id in ["a-1", "a-2"] {
         create(&store, id);
     }
@@ -191,7 +154,7 @@ fn a_group_rolled_back_as_a_whole_is_committed_write_by_write() {
 
 #[test]
 fn a_write_in_a_group_clears_the_references_it_no_longer_has() {
-    let store = open("group_references");
+    let store = open("group_references", 0);
     create(&store, "a-1");
     TestCluster::shared().sql(
         "group_references",
@@ -222,7 +185,7 @@ fn group_call(id: &str, revision: &str, version: &str, event_id: &str) -> String
 /// to 20,000 rows, an update still finds its record by key, never by reading the whole table.
 #[test]
 fn the_group_write_keeps_finding_records_by_key_after_the_table_grew() {
-    drop(open("group_plan"));
+    drop(open("group_plan", 0));
     let creates = group_call("'w-' || n", "NULL", "1", "n");
     let appends = group_call("'w-' || n", "1", "2", "100 + n");
     let last = group_call("'w-1'", "2", "3", "1000");

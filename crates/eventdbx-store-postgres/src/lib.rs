@@ -66,6 +66,8 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+#[cfg(test)]
+mod account_writes;
 mod archive;
 #[cfg(any(test, feature = "test-cluster"))]
 pub mod cluster;

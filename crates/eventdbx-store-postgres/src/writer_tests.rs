@@ -6,32 +6,11 @@ use std::sync::mpsc::{channel, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread::ThreadId;
 
-use eventdbx_core::write::{WriteBody, WriteKind};
-use eventdbx_store::{Durability, EventStore, Result, WriteOutcome, WriteRequest};
-use serde_json::json;
+use eventdbx_core::write::WriteKind;
+use eventdbx_store::{EventStore, Result, WriteOutcome, WriteRequest};
 
-use crate::cluster::TestCluster;
-use crate::{db, pool_error, PostgresConfig, PostgresStore};
-
-const T: &str = "default";
-
-fn open(name: &str, worker_id: u16) -> PostgresStore {
-    let mut config = PostgresConfig::new(TestCluster::shared().database(name), Durability::Fsync);
-    config.worker_id = worker_id;
-    PostgresStore::open(&config).expect("open the engine")
-}
-
-fn request(kind: WriteKind, id: &str, n: u64) -> WriteRequest {
-    let mut request = WriteRequest::new(
-        kind,
-        "account",
-        id,
-        "thing.changed",
-        WriteBody::Payload(json!({ "n": n })),
-    );
-    request.references = Some(Arc::new(|_| Vec::new()));
-    request
-}
+use crate::account_writes::{history, open, request, T};
+use crate::{db, pool_error, PostgresStore};
 
 type Answers = Receiver<(ThreadId, Result<WriteOutcome>)>;
 
@@ -50,21 +29,6 @@ fn start_all(store: &PostgresStore, requests: Vec<WriteRequest>) -> Vec<Answers>
                 }),
             );
             answered
-        })
-        .collect()
-}
-
-/// The payloads' `n` of an aggregate's events, in version order.
-fn history(store: &PostgresStore, id: &str) -> Vec<u64> {
-    let page = store
-        .events(T, "account", id, 0, 100, None)
-        .expect("events");
-    page.events
-        .iter()
-        .enumerate()
-        .map(|(k, event)| {
-            assert_eq!(event.version, k as u64 + 1, "versions are gapless");
-            event.payload["n"].as_u64().expect("n")
         })
         .collect()
 }
