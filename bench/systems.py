@@ -125,6 +125,7 @@ class System:
 
 
 _FSYNC = DbxSpec(DbxConfig("fsync"))
+_FSYNC_NO_POLL = DbxSpec(DbxConfig("fsync", busy_poll_us=0))
 _RELAXED = DbxSpec(DbxConfig("relaxed"))
 _RELAXED_NO_POLL = DbxSpec(DbxConfig("relaxed", busy_poll_us=0))
 _POSTGRES = PostgresSpec()
@@ -135,6 +136,10 @@ SYSTEMS: List[System] = [
     # 15's target compares their p50 with the disk's fsync p50).
     System("dbx-fsync-v2", "dbx", "fsync", "durable", "v2", True, _FSYNC, _dbx("v2"),
            WRITES | {"W1S", "W7", "IDLE"}),
+    # The durable server with its busy-polling off: whether polling after each answer pays
+    # for itself on the durable path (each request waits for a sync anyway).
+    System("dbx-fsync-v2-nopoll", "dbx (server busy-poll off)", "fsync", "durable", "v2", True,
+           _FSYNC_NO_POLL, _dbx("v2"), frozenset({"W1", "W1S", "W2"})),
     System("dbx-fsync-v1", "dbx", "fsync", "durable", "v1", True, _FSYNC, _dbx("v1"),
            frozenset({"W1", "W7"})),
     System("dbx-fsync-plain", "dbx", "fsync", "durable", "plaintext", True, _FSYNC,
