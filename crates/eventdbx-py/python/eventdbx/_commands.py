@@ -1,6 +1,7 @@
 """What both clients send: argument checks (before any I/O), the request for the Rust core and
 the conversion of its answer into a result class, written once for ``EventDBXClient`` and
-``AsyncEventDBXClient`` (``client.py``), which differ only in how a request runs."""
+``AsyncEventDBXClient`` (``_sync_client.py``, ``_async_client.py``), which differ only in how a
+request runs."""
 
 from __future__ import annotations
 
