@@ -181,13 +181,8 @@ class DbxServer(Server):
             text = re.sub(r'(?m)^durability = ".*"$', f'durability = "{config.durability}"',
                           text)
             if config.busy_poll_us is not None:
-                # `dbx init` writes the key only when it differs from the backend's default.
-                line = f"busy_poll_us = {config.busy_poll_us}"
-                text, found = re.subn(r"(?m)^busy_poll_us = \d+$", line, text)
-                if not found:
-                    text, found = re.subn(r"(?m)^\[socket\]$", f"[socket]\n{line}", text)
-                if not found:
-                    text += f"\n[socket]\n{line}\n"
+                text = re.sub(r"(?m)^busy_poll_us = \d+$",
+                              f"busy_poll_us = {config.busy_poll_us}", text)
             if config.backend == "postgres":
                 # The server creates its tables itself (its migrations) on first start.
                 self._database = PostgresServer("SELECT 1")

@@ -27,22 +27,6 @@ pub struct StorageOpenError {
 }
 
 impl Config {
-    /// `[socket] busy_poll_us` in force: the file's value, else the backend's default. The
-    /// embedded engine polls (50 µs); the `postgres` backend does not, since there the server
-    /// shares the CPU with its database, whose work each answer waits for: on two cores a
-    /// session spinning after its answer took CPU from the database, and W2 at 16 connections
-    /// measured more appends per second and less CPU per append with polling off
-    /// (`docs/storage.md`, "PostgreSQL engine: performance").
-    pub fn busy_poll_us(&self) -> u64 {
-        self.socket
-            .busy_poll_us
-            .unwrap_or(if self.storage.backend == "postgres" {
-                super::DEFAULT_POSTGRES_BUSY_POLL_US
-            } else {
-                super::DEFAULT_BUSY_POLL_US
-            })
-    }
-
     /// Opens the configured engine. `DBX_POSTGRES_URL`, when set, is the `postgres` URL.
     pub fn open_storage(&self) -> Result<Storage, StorageOpenError> {
         self.open_storage_shared().map(|(storage, _)| storage)
@@ -185,29 +169,6 @@ mod tests {
             !text.contains("pool_size") && !text.contains("statement_timeout_ms"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn the_postgres_backend_does_not_poll_unless_the_file_says_so() {
-        let postgres = "[storage]\nbackend = \"postgres\"\nurl = \"postgres://dbx@db/events\"\n";
-        let config = Config::from_toml_str(postgres, Path::new("/w")).expect("config");
-        assert_eq!(config.busy_poll_us(), 0);
-        let embedded = Config::from_toml_str("", Path::new("/w")).expect("config");
-        assert_eq!(embedded.busy_poll_us(), 50);
-        // A value in the file holds on either backend.
-        let text = format!("{postgres}[socket]\nbusy_poll_us = 50\n");
-        let config = Config::from_toml_str(&text, Path::new("/w")).expect("config");
-        assert_eq!(config.busy_poll_us(), 50);
-        let config =
-            Config::from_toml_str("[socket]\nbusy_poll_us = 0\n", Path::new("/w")).expect("config");
-        assert_eq!(config.busy_poll_us(), 0);
-        // The default is not written (`dbx init`'s file), so a workspace switched to postgres
-        // afterwards gets that backend's default.
-        let mut defaults = Config::defaults("/w".into());
-        let text = defaults.to_toml().expect("render");
-        assert!(!text.contains("busy_poll_us"), "{text}");
-        defaults.storage.backend = "postgres".into();
-        assert_eq!(defaults.busy_poll_us(), 0);
     }
 
     #[test]

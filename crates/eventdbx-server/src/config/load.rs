@@ -336,7 +336,7 @@ impl Keys<'_> {
 
         set(&mut config.socket.bind_addr, file.socket.bind_addr);
         if let Some(micros) = file.socket.busy_poll_us {
-            config.socket.busy_poll_us = Some(if micros > MAX_BUSY_POLL_US {
+            config.socket.busy_poll_us = if micros > MAX_BUSY_POLL_US {
                 self.warn(
                     "socket.busy_poll_us",
                     &format!("{micros} is above the maximum {MAX_BUSY_POLL_US}; using {MAX_BUSY_POLL_US}"),
@@ -344,7 +344,7 @@ impl Keys<'_> {
                 MAX_BUSY_POLL_US
             } else {
                 micros
-            });
+            };
         }
         if let Some(bytes) = file.socket.message_budget_bytes {
             config.socket.message_budget_bytes = self.at_least(

@@ -55,10 +55,8 @@ pub const CONFIG_FILE: &str = "config.toml";
 
 /// Smallest `[plugin_queue.prune] interval_secs`; smaller values are raised to it.
 pub const MIN_PRUNE_INTERVAL_SECS: u64 = 60;
-/// Default `[socket] busy_poll_us` on the embedded engine.
+/// Default `[socket] busy_poll_us`.
 pub const DEFAULT_BUSY_POLL_US: u64 = 50;
-/// Default `[socket] busy_poll_us` on the `postgres` backend: no polling ([`Config::busy_poll_us`]).
-pub const DEFAULT_POSTGRES_BUSY_POLL_US: u64 = 0;
 /// Largest `[socket] busy_poll_us`; larger values are lowered to it.
 pub const MAX_BUSY_POLL_US: u64 = 1000;
 /// Default `[socket] message_budget_bytes`: four largest messages at once.
@@ -127,7 +125,7 @@ pub enum ConfigError {
 pub struct SocketConfig {
     /// Address the control socket binds; `127.0.0.1:6363` (the reference binds `0.0.0.0`).
     pub bind_addr: String,
-    /// `busy_poll_us` (ours; 50, 0 on the `postgres` backend): the longest time, in microseconds, a session whose
+    /// `busy_poll_us` (ours; 50): the longest time, in microseconds, a session whose
     /// conversation is hot polls its socket with non-blocking reads after answering, before it
     /// parks until the socket is readable. A sequential client's next request then finds the
     /// server running, instead of on a CPU that went idle and must be woken (tens of
@@ -138,10 +136,8 @@ pub struct SocketConfig {
     /// quick requests needed before the next poll (1, 2, 4, … 1,024), so an idle or slow
     /// connection costs next to nothing. At most one session per runtime worker but one (at
     /// least one) polls at a time, none on a single CPU. Polling time is CPU time. `0` disables
-    /// it; at most 1000. `None` (not in the file, and not written): the backend's default, what
-    /// [`Config::busy_poll_us`] gives.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub busy_poll_us: Option<u64>,
+    /// it; at most 1000.
+    pub busy_poll_us: u64,
     /// `message_budget_bytes` (ours; 64 MiB): bytes of messages being received (and then
     /// answered) across all connections at once. A message of several chunks reserves its
     /// announced length before it is reassembled; when the budget is spent its session stops
@@ -367,7 +363,7 @@ impl Config {
             updated_at: None,
             socket: SocketConfig {
                 bind_addr: "127.0.0.1:6363".to_owned(),
-                busy_poll_us: None,
+                busy_poll_us: DEFAULT_BUSY_POLL_US,
                 message_budget_bytes: DEFAULT_MESSAGE_BUDGET_BYTES,
                 message_timeout_ms: DEFAULT_MESSAGE_TIMEOUT_MS,
             },

@@ -143,7 +143,7 @@ async fn v1_loop(
     } = SessionLimits::v1(noise.is_some());
     let (reader, mut writer) = socket.into_split();
     let mut reader = FrameReader::new(reader, frame_limit);
-    let mut busy = BusyPoll::new(state.config.busy_poll_us());
+    let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
     // A v1 message is one frame: the clock runs from a frame's first byte to its last.
     let mut clock = MessageClock::new(&state);
     loop {

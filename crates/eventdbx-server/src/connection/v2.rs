@@ -160,7 +160,7 @@ async fn v2_loop(
     // The requests running apart: aborted if this session is (the server's drain deadline), and
     // tracked, so the server waits until they are dropped.
     let mut apart = JoinSet::new();
-    let mut busy = BusyPoll::new(state.config.busy_poll_us());
+    let mut busy = BusyPoll::new(state.config.socket.busy_poll_us);
     let mut clock = MessageClock::new(&state);
     // The budget held by the message being reassembled; it goes with the message to its answer.
     let mut reservation = None;

@@ -56,7 +56,7 @@ fn assert_counts_consistent(metrics: &Metrics, name: &str) {
 #[test]
 fn a_polling_session_reads_a_request_written_in_pieces_slower_than_the_poll() {
     let server = TestServer::start(|config| {
-        config.socket.busy_poll_us = Some(1000);
+        config.socket.busy_poll_us = 1000;
         config.allow_plaintext = true;
     });
     let token = server.admin_token();
@@ -96,10 +96,10 @@ fn a_zero_budget_never_polls_and_the_default_does() {
     for micros in [0, 50] {
         let server = TestServer::start(|config| {
             if micros == 0 {
-                config.socket.busy_poll_us = Some(0);
+                config.socket.busy_poll_us = 0;
             }
         });
-        assert_eq!(server.server().config().busy_poll_us(), micros);
+        assert_eq!(server.server().config().socket.busy_poll_us, micros);
         let mut session = server.v2("default");
         ok(session.create("order", "o-1", "created", r#"{"n":1}"#));
         for n in 2..=200u64 {
@@ -131,7 +131,7 @@ fn a_zero_budget_never_polls_and_the_default_does() {
 #[test]
 fn polling_sessions_stay_under_the_cap_and_give_their_slots_back() {
     let server = TestServer::start(|config| {
-        config.socket.busy_poll_us = Some(1000);
+        config.socket.busy_poll_us = 1000;
         config.allow_plaintext = true;
     });
     let token = server.admin_token();
@@ -207,7 +207,7 @@ fn polling_sessions_stay_under_the_cap_and_give_their_slots_back() {
 #[test]
 fn a_client_slower_than_the_poll_costs_ever_fewer_polls() {
     let server = TestServer::start(|config| config.allow_plaintext = true);
-    assert_eq!(server.server().config().busy_poll_us(), 50);
+    assert_eq!(server.server().config().socket.busy_poll_us, 50);
     let token = server.admin_token();
     let mut session = connect_v1(server.addr, &token, "default", true).expect("session");
     ok(session.create("order", "o-slow", "created", r#"{"n":1}"#));

@@ -23,7 +23,7 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 fn defaults_bind_loopback_on_both_ports() {
     let config = Config::defaults(PathBuf::from("/d"));
     assert_eq!(config.socket.bind_addr, "127.0.0.1:6363");
-    assert_eq!(config.busy_poll_us(), 50);
+    assert_eq!(config.socket.busy_poll_us, 50);
     assert_eq!(config.http_bind_addr(), "127.0.0.1:7070");
     assert_eq!(config.port, 7070);
     assert_eq!(config.domain, "default");
@@ -160,7 +160,7 @@ fn every_key_is_read_and_round_trips() -> TestResult {
     assert_eq!(config.created_at.as_deref(), Some("2026-01-02T03:04:05Z"));
     assert_eq!(config.updated_at.as_deref(), Some("2026-02-03T04:05:06Z"));
     assert_eq!(config.socket.bind_addr, "0.0.0.0:7000");
-    assert_eq!(config.busy_poll_us(), 20);
+    assert_eq!(config.socket.busy_poll_us, 20);
     assert_eq!(config.http_bind_addr(), "0.0.0.0:8081");
     assert!(config.tenants.multi_tenant);
     assert_eq!(config.tenants.shard_count, 4);
@@ -458,9 +458,15 @@ fn to_toml_never_contains_secret_file_contents() -> TestResult {
 
 #[test]
 fn busy_poll_is_zero_to_disable_and_capped_at_a_millisecond() -> TestResult {
-    assert_eq!(parse("[socket]\nbusy_poll_us = 0")?.busy_poll_us(), 0);
-    assert_eq!(parse("[socket]\nbusy_poll_us = 250")?.busy_poll_us(), 250);
-    assert_eq!(parse("[socket]\nbusy_poll_us = 5000")?.busy_poll_us(), 1000);
+    assert_eq!(parse("[socket]\nbusy_poll_us = 0")?.socket.busy_poll_us, 0);
+    assert_eq!(
+        parse("[socket]\nbusy_poll_us = 250")?.socket.busy_poll_us,
+        250
+    );
+    assert_eq!(
+        parse("[socket]\nbusy_poll_us = 5000")?.socket.busy_poll_us,
+        1000
+    );
     assert!(parse("[socket]\nbusy_poll_us = -1").is_err());
     assert!(parse("[socket]\nbusy_poll_us = \"fast\"").is_err());
     Ok(())
