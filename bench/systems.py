@@ -130,6 +130,7 @@ _RELAXED = DbxSpec(DbxConfig("relaxed"))
 _RELAXED_NO_POLL = DbxSpec(DbxConfig("relaxed", busy_poll_us=0))
 _POSTGRES = PostgresSpec()
 _ON_POSTGRES = DbxSpec(DbxConfig("fsync", backend="postgres"))
+_ON_POSTGRES_NO_POLL = DbxSpec(DbxConfig("fsync", busy_poll_us=0, backend="postgres"))
 
 SYSTEMS: List[System] = [
     # W1S: the synchronous client's sequential appends, on the durable server only (issue
@@ -154,6 +155,11 @@ SYSTEMS: List[System] = [
     # database's): what running several servers over one database costs against one alone.
     System("dbx-pg-v2", "dbx on PostgreSQL", "synchronous_commit=on", "durable", "v2", True,
            _ON_POSTGRES, _dbx("v2"), WRITES | {"W7"}),
+    # The same with the server's busy-polling off: whether polling after each answer pays where
+    # the server shares the CPU with its database (W2 beside `dbx-pg-v2`).
+    System("dbx-pg-v2-nopoll", "dbx on PostgreSQL (server busy-poll off)",
+           "synchronous_commit=on", "durable", "v2", True, _ON_POSTGRES_NO_POLL, _dbx("v2"),
+           frozenset({"W2"})),
     System("pg-sync-on", "PostgreSQL", "synchronous_commit=on", "durable", "psycopg", False,
            _POSTGRES, _postgres(True), WRITES | {"W7", "IDLE"}),
     # CLIENT: psycopg's async `SELECT`, beside our SDK's `get` (the workload's only variant
