@@ -158,7 +158,7 @@ class DbxConfig:
 
     durability: str  # "fsync" or "relaxed"
     busy_poll_us: Optional[int] = None  # None: the server's default
-    #: `[storage] wal_direct_io`; None: the server's default (direct log writes)
+    #: `[storage] wal_direct_io`; None: the server's default (buffered log writes)
     wal_direct_io: Optional[bool] = None
     #: "embedded" (the server's own store) or "postgres": then the server starts a scratch
     #: PostgreSQL cluster of its own and stores there.

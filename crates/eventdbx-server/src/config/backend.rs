@@ -145,15 +145,15 @@ mod tests {
 
     #[test]
     fn wal_direct_io_loads_and_renders_only_when_changed() {
-        let config = Config::from_toml_str("[storage]\nwal_direct_io = false\n", Path::new("/w"))
+        let config = Config::from_toml_str("[storage]\nwal_direct_io = true\n", Path::new("/w"))
             .expect("config");
-        assert!(!config.storage.wal_direct_io);
+        assert!(config.storage.wal_direct_io);
         let rendered = config.to_toml().expect("render");
-        assert!(rendered.contains("wal_direct_io = false"), "{rendered}");
+        assert!(rendered.contains("wal_direct_io = true"), "{rendered}");
         let again = Config::from_toml_str(&rendered, Path::new("/w")).expect("reload");
         assert_eq!(again, config, "{rendered}");
         let defaults = Config::defaults("/w".into());
-        assert!(defaults.storage.wal_direct_io);
+        assert!(!defaults.storage.wal_direct_io);
         let text = defaults.to_toml().expect("render");
         assert!(!text.contains("wal_direct_io"), "{text}");
     }

@@ -18,9 +18,10 @@
 //!
 //! The file grows in zeroed, synced chunks and is then overwritten in place: an overwrite plus
 //! `fdatasync` does not change the file's size, so the sync writes no metadata (on this machine
-//! about half the cost of an append plus `fdatasync`). Where the filesystem allows it, records
-//! are written with `O_DIRECT | O_DSYNC` instead, one system call ([`direct`]); elsewhere, or
-//! when [`Io::Buffered`] is asked for, with a buffered `pwrite` and `fdatasync`.
+//! about half the cost of an append plus `fdatasync`). With [`Io::Direct`] (`[storage]
+//! wal_direct_io = true`) and where the filesystem allows it, records are written with
+//! `O_DIRECT | O_DSYNC` instead, one system call ([`direct`]); otherwise with a buffered
+//! `pwrite` and `fdatasync`.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;

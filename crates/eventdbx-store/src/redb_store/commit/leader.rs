@@ -337,8 +337,9 @@ mod tests {
     }
 
     #[test]
-    fn a_durable_store_writes_its_log_directly_unless_told_otherwise() {
+    fn a_durable_store_writes_its_log_directly_only_when_told_to() {
         let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!crate::EmbeddedOptions::default().wal_direct_io);
         for (name, direct) in [("d.redb", true), ("b.redb", false)] {
             let options = crate::EmbeddedOptions {
                 wal_direct_io: direct,
