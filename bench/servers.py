@@ -158,6 +158,8 @@ class DbxConfig:
 
     durability: str  # "fsync" or "relaxed"
     busy_poll_us: Optional[int] = None  # None: the server's default
+    #: `[storage] wal_direct_io`; None: the server's default (buffered log writes)
+    wal_direct_io: Optional[bool] = None
     #: "embedded" (the server's own store) or "postgres": then the server starts a scratch
     #: PostgreSQL cluster of its own and stores there.
     backend: str = "embedded"
@@ -183,6 +185,12 @@ class DbxServer(Server):
             if config.busy_poll_us is not None:
                 text = re.sub(r"(?m)^busy_poll_us = \d+$",
                               f"busy_poll_us = {config.busy_poll_us}", text)
+            if config.wal_direct_io is not None:
+                value = "true" if config.wal_direct_io else "false"
+                text, found = re.subn(r"(?m)^\[storage\]$", f"[storage]\nwal_direct_io = {value}",
+                                      text)
+                if found != 1:
+                    raise RuntimeError("dbx init wrote no [storage] section")
             if config.backend == "postgres":
                 # The server creates its tables itself (its migrations) on first start.
                 self._database = PostgresServer("SELECT 1")

@@ -126,6 +126,7 @@ class System:
 
 _FSYNC = DbxSpec(DbxConfig("fsync"))
 _FSYNC_NO_POLL = DbxSpec(DbxConfig("fsync", busy_poll_us=0))
+_FSYNC_DIRECT = DbxSpec(DbxConfig("fsync", wal_direct_io=True))
 _RELAXED = DbxSpec(DbxConfig("relaxed"))
 _RELAXED_NO_POLL = DbxSpec(DbxConfig("relaxed", busy_poll_us=0))
 _POSTGRES = PostgresSpec()
@@ -141,6 +142,10 @@ SYSTEMS: List[System] = [
     # for itself on the durable path (each request waits for a sync anyway).
     System("dbx-fsync-v2-nopoll", "dbx (server busy-poll off)", "fsync", "durable", "v2", True,
            _FSYNC_NO_POLL, _dbx("v2"), frozenset({"W1", "W1S", "W2"})),
+    # The durable server writing its log with `O_DIRECT | O_DSYNC` (`[storage] wal_direct_io =
+    # true`) against the default buffered `pwrite` and `fdatasync` per record.
+    System("dbx-fsync-v2-direct", "dbx (direct log writes)", "fsync", "durable", "v2", True,
+           _FSYNC_DIRECT, _dbx("v2"), frozenset({"W1", "W1S", "W2"})),
     System("dbx-fsync-v1", "dbx", "fsync", "durable", "v1", True, _FSYNC, _dbx("v1"),
            frozenset({"W1", "W7"})),
     System("dbx-fsync-plain", "dbx", "fsync", "durable", "plaintext", True, _FSYNC,

@@ -656,6 +656,11 @@ pub struct EmbeddedOptions {
     /// commit of the database file) lets it start over. It bounds the replay at open after a
     /// crash (`docs/storage.md`, "Write-ahead log").
     pub checkpoint_bytes: u64,
+    /// Durable mode: the write-ahead log's records are written with `O_DIRECT | O_DSYNC` where
+    /// the filesystem allows it (true), else with a buffered write and `fdatasync` (false, the
+    /// default: direct writes measured no better in the benchmark; `docs/storage.md`,
+    /// "Write-ahead log").
+    pub wal_direct_io: bool,
 }
 
 /// [`EmbeddedOptions::checkpoint_bytes`] by default: 4 MiB.
@@ -665,6 +670,7 @@ impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
             checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
+            wal_direct_io: false,
         }
     }
 }

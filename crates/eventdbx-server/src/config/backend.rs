@@ -42,6 +42,7 @@ impl Config {
             let path = self.store_path();
             let options = eventdbx_store::EmbeddedOptions {
                 checkpoint_bytes: self.storage.checkpoint_bytes,
+                wal_direct_io: self.storage.wal_direct_io,
             };
             let storage = eventdbx_store::open_embedded_with(
                 &path,
@@ -140,6 +141,21 @@ mod tests {
         );
         let text = defaults.to_toml().expect("render");
         assert!(!text.contains("checkpoint_bytes"), "{text}");
+    }
+
+    #[test]
+    fn wal_direct_io_loads_and_renders_only_when_changed() {
+        let config = Config::from_toml_str("[storage]\nwal_direct_io = true\n", Path::new("/w"))
+            .expect("config");
+        assert!(config.storage.wal_direct_io);
+        let rendered = config.to_toml().expect("render");
+        assert!(rendered.contains("wal_direct_io = true"), "{rendered}");
+        let again = Config::from_toml_str(&rendered, Path::new("/w")).expect("reload");
+        assert_eq!(again, config, "{rendered}");
+        let defaults = Config::defaults("/w".into());
+        assert!(!defaults.storage.wal_direct_io);
+        let text = defaults.to_toml().expect("render");
+        assert!(!text.contains("wal_direct_io"), "{text}");
     }
 
     #[test]

@@ -107,6 +107,7 @@ struct StorageFile {
     statement_timeout_ms: Option<u64>,
     sync_interval_ms: Option<u64>,
     checkpoint_bytes: Option<u64>,
+    wal_direct_io: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -426,6 +427,7 @@ impl Keys<'_> {
             config.storage.checkpoint_bytes =
                 self.at_least("storage.checkpoint_bytes", bytes, MIN_CHECKPOINT_BYTES);
         }
+        set(&mut config.storage.wal_direct_io, storage.wal_direct_io);
         if let Some(mode) = storage.durability {
             config.storage.durability = match mode.trim().to_ascii_lowercase().as_str() {
                 "sync" | "fsync" => Durability::Fsync,

@@ -208,6 +208,11 @@ pub struct StorageConfig {
     /// least [`MIN_CHECKPOINT_BYTES`]. Written only when changed.
     #[serde(skip_serializing_if = "render::is_default_checkpoint_bytes")]
     pub checkpoint_bytes: u64,
+    /// Whether the embedded engine writes its write-ahead log with `O_DIRECT | O_DSYNC` where
+    /// the filesystem allows it (true) or with buffered writes and `fdatasync` (false, the
+    /// default). Written only when changed.
+    #[serde(skip_serializing_if = "render::is_false")]
+    pub wal_direct_io: bool,
 }
 
 /// The smallest `[storage] checkpoint_bytes` (a checkpoint after every batch).
@@ -389,6 +394,7 @@ impl Config {
                 statement_timeout_ms: DEFAULT_STATEMENT_TIMEOUT_MS,
                 sync_interval_ms: DEFAULT_SYNC_INTERVAL_MS,
                 checkpoint_bytes: eventdbx_store::DEFAULT_CHECKPOINT_BYTES,
+                wal_direct_io: false,
             },
             plugin_queue: PluginQueueConfig::default(),
         }

@@ -51,6 +51,10 @@ pub(super) fn is_default_checkpoint_bytes(bytes: &u64) -> bool {
     *bytes == eventdbx_store::DEFAULT_CHECKPOINT_BYTES
 }
 
+pub(super) fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 pub(super) fn is_default_statement_timeout(ms: &u64) -> bool {
     *ms == super::DEFAULT_STATEMENT_TIMEOUT_MS
 }

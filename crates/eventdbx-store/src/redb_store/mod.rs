@@ -127,6 +127,11 @@ impl RedbStore {
         let opened = open_database(&guard, path, Fallback::Refuse, None)?;
         let logging = Logging::Live {
             checkpoint_bytes: options.checkpoint_bytes.max(1),
+            io: if options.wal_direct_io {
+                wal::Io::Direct
+            } else {
+                wal::Io::Buffered
+            },
         };
         Self::from_database(
             path,
@@ -154,11 +159,18 @@ impl RedbStore {
         let log_path = wal::path_for(path);
         let prepared = guard.run(|| prepare_tables(&db, &log_path, redb::Durability::Immediate))?;
         let (log, checkpoint_bytes) = match logging {
-            Logging::Live { checkpoint_bytes } => {
+            Logging::Live {
+                checkpoint_bytes,
+                io,
+            } => {
                 // Everything the log held is in the file now: it starts empty (relaxed mode
                 // does not use it, and only empties one a durable store left).
                 let log = if durability == Durability::Fsync || log_path.exists() {
-                    Some(wal::Log::create_empty(&log_path, prepared.last_lsn + 1)?)
+                    Some(wal::Log::create_empty(
+                        &log_path,
+                        prepared.last_lsn + 1,
+                        io,
+                    )?)
                 } else {
                     None
                 };
@@ -267,7 +279,7 @@ impl RedbStore {
 /// Whether a store writes the write-ahead log.
 enum Logging {
     /// A serving store: the log is replayed, emptied, and appended to in durable mode.
-    Live { checkpoint_bytes: u64 },
+    Live { checkpoint_bytes: u64, io: wal::Io },
     /// `dbx store check` and `recover`: the log is replayed into the view and left as it is.
     ReadOnly,
 }

@@ -18,7 +18,10 @@
 //!
 //! The file grows in zeroed, synced chunks and is then overwritten in place: an overwrite plus
 //! `fdatasync` does not change the file's size, so the sync writes no metadata (on this machine
-//! about half the cost of an append plus `fdatasync`).
+//! about half the cost of an append plus `fdatasync`). With [`Io::Direct`] (`[storage]
+//! wal_direct_io = true`) and where the filesystem allows it, records are written with
+//! `O_DIRECT | O_DSYNC` instead, one system call ([`direct`]); otherwise with a buffered
+//! `pwrite` and `fdatasync`.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -27,6 +30,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::{Result, StoreError};
+
+mod direct;
+
+use direct::Direct;
 
 const MAGIC: &[u8; 4] = b"DBXW";
 const HEADER: usize = 24;
@@ -155,11 +162,26 @@ fn find_magic(bytes: &[u8], from: usize) -> Option<usize> {
         .map(|p| p + from)
 }
 
+/// How the log writes its records (`[storage] wal_direct_io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Io {
+    /// `O_DIRECT | O_DSYNC` where the filesystem allows it, else as [`Io::Buffered`].
+    Direct,
+    /// A buffered `pwrite` and `fdatasync`.
+    Buffered,
+    /// [`Io::Direct`] on a filesystem that refuses to open the file with `O_DIRECT`.
+    #[cfg(test)]
+    DirectRefused,
+}
+
 /// The log a durable store appends to.
 #[derive(Debug)]
 pub(crate) struct Log {
     path: PathBuf,
+    /// Grows, empties and (without `direct`) writes and syncs the file.
     file: File,
+    /// Writes the records when the filesystem allows direct writes.
+    direct: Option<Direct>,
     /// Where the next record goes.
     end: u64,
     /// Bytes of the file already written (zeros or records) and synced: overwritten in place.
@@ -193,7 +215,7 @@ impl Log {
     /// Opens the log at `path` empty, the next record numbered `next_lsn`: the store has
     /// replayed and checkpointed everything it held. Creating the file syncs its directory, so
     /// the file itself survives a power loss.
-    pub(crate) fn create_empty(path: &Path, next_lsn: u64) -> Result<Self> {
+    pub(crate) fn create_empty(path: &Path, next_lsn: u64, io: Io) -> Result<Self> {
         let existed = path.exists();
         let file = File::options()
             .read(true)
@@ -208,9 +230,18 @@ impl Log {
         if !existed {
             sync_parent(path).map_err(|err| io_error(path, "cannot sync the directory of", err))?;
         }
+        // Any failure to open for direct writes leaves the buffered path, which opened.
+        let opened = match io {
+            Io::Buffered => None,
+            Io::Direct => Some(Direct::open(path)),
+            #[cfg(test)]
+            Io::DirectRefused => Some(Err(std::io::Error::from_raw_os_error(22))),
+        };
+        let direct = opened.and_then(|opened| opened.inspect_err(|err| refused(path, err)).ok());
         Ok(Log {
             path: path.to_path_buf(),
             file,
+            direct,
             end: 0,
             allocated: 0,
             next_lsn,
@@ -237,17 +268,50 @@ impl Log {
         let lsn = self.next_lsn;
         let len = u32::try_from(body.len())
             .map_err(|_| StoreError::engine("a batch too large for one log record (4 GiB)"))?;
-        self.buffer.clear();
-        self.buffer.extend_from_slice(MAGIC);
-        self.buffer.extend_from_slice(&len.to_le_bytes());
-        self.buffer.extend_from_slice(&lsn.to_le_bytes());
-        self.buffer.extend_from_slice(&checksum(lsn, body));
-        self.buffer.extend_from_slice(body);
+        let mut header = [0u8; HEADER];
+        header[..4].copy_from_slice(MAGIC);
+        header[4..8].copy_from_slice(&len.to_le_bytes());
+        header[8..16].copy_from_slice(&lsn.to_le_bytes());
+        header[16..].copy_from_slice(&checksum(lsn, body));
         let at = self.end;
-        let needed = at + self.buffer.len() as u64;
+        let needed = at + (HEADER + body.len()) as u64;
+        // `allocated` is a multiple of `GROWTH`, so it covers the blocks a direct write covers.
         if needed > self.allocated || self.short_of_space {
             self.grow(needed.max(self.allocated + 1))?;
         }
+        match self.write_direct(at, &header, body) {
+            Some(written) => written?,
+            None => self.write_buffered(at, &header, body)?,
+        }
+        self.end = needed;
+        self.next_lsn += 1;
+        Ok(lsn)
+    }
+
+    /// Writes a record with [`Direct`]: `None` without it, or when its first write says that
+    /// the filesystem refuses direct writes (the log then writes buffered from now on).
+    fn write_direct(&mut self, at: u64, header: &[u8; HEADER], body: &[u8]) -> Option<Result<()>> {
+        let direct = self.direct.as_mut()?;
+        match direct.write(at, header, body) {
+            Ok(()) => Some(Ok(())),
+            Err(err) if direct.refused(&err) => {
+                refused(&self.path, &err);
+                self.direct = None;
+                None
+            }
+            Err(err) => {
+                if direct.zero_header(at).is_err() {
+                    let _ = self.zero_header_buffered(at);
+                }
+                Some(Err(io_error(&self.path, "cannot append to", err)))
+            }
+        }
+    }
+
+    fn write_buffered(&mut self, at: u64, header: &[u8; HEADER], body: &[u8]) -> Result<()> {
+        self.buffer.clear();
+        self.buffer.extend_from_slice(header);
+        self.buffer.extend_from_slice(body);
         let written = self
             .file
             .write_all_at(&self.buffer, at)
@@ -257,16 +321,22 @@ impl Log {
                     .sync_data()
                     .map_err(|err| io_error(&self.path, "cannot sync", err))
             });
-        if let Err(err) = written {
-            let _ = self
-                .file
-                .write_all_at(&[0u8; HEADER], at)
-                .and_then(|()| self.file.sync_data());
-            return Err(err);
+        if written.is_err() {
+            let _ = self.zero_header_buffered(at);
         }
-        self.end = needed;
-        self.next_lsn += 1;
-        Ok(lsn)
+        written
+    }
+
+    fn zero_header_buffered(&self, at: u64) -> std::io::Result<()> {
+        self.file
+            .write_all_at(&[0u8; HEADER], at)
+            .and_then(|()| self.file.sync_data())
+    }
+
+    /// Whether records are written with `O_DIRECT | O_DSYNC`.
+    #[cfg(test)]
+    pub(crate) fn writes_directly(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// Whether a checkpoint recorded every record appended.
@@ -299,6 +369,10 @@ impl Log {
         grown
     }
 
+    /// Grows the file with zeros written and synced through the page cache, before any
+    /// direct write lands in them: a direct write then overwrites written blocks (no unwritten
+    /// extent to convert, so no journal commit), and the kernel writes back and drops the cached
+    /// pages of the range it writes, so the two descriptors never see different bytes.
     fn zero_fill(&mut self, needed: u64) -> Result<()> {
         let target = needed.div_ceil(GROWTH) * GROWTH;
         let zeros = vec![0u8; 64 * 1024];
@@ -318,6 +392,15 @@ impl Log {
     }
 }
 
+/// Says once per log that it writes buffered although direct writes were asked for.
+fn refused(path: &Path, err: &std::io::Error) {
+    tracing::info!(
+        log = %path.display(),
+        "storage: the filesystem refuses direct writes ({err}); the write-ahead log is written \
+         with buffered writes and fdatasync"
+    );
+}
+
 fn sync_parent(path: &Path) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -333,7 +416,7 @@ mod tests {
     fn log_with(records: &[&[u8]], first_lsn: u64) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("data.redb-wal");
-        let mut log = Log::create_empty(&path, first_lsn).expect("create");
+        let mut log = Log::create_empty(&path, first_lsn, Io::Direct).expect("create");
         for body in records {
             log.append(body).expect("append");
         }
@@ -365,7 +448,7 @@ mod tests {
     fn a_restarted_log_ends_at_the_older_records_it_did_not_overwrite() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("data.redb-wal");
-        let mut log = Log::create_empty(&path, 1).expect("create");
+        let mut log = Log::create_empty(&path, 1, Io::Direct).expect("create");
         for body in [&[7u8; 300][..], &[8u8; 300][..], &[9u8; 300][..]] {
             log.append(body).expect("append");
         }

@@ -56,7 +56,12 @@ fn child_writer() {
         Ok("relaxed") => Durability::Relaxed,
         _ => Durability::Fsync,
     };
-    let mut options = EmbeddedOptions::default();
+    // Direct log writes (`[storage] wal_direct_io`): the buffered default is what the CLI's
+    // chaos test runs through `dbx serve`.
+    let mut options = EmbeddedOptions {
+        wal_direct_io: true,
+        ..EmbeddedOptions::default()
+    };
     if std::env::var_os(CHECKPOINT_ENV).is_some() {
         options.checkpoint_bytes = 1;
     }

@@ -19,6 +19,7 @@ const EVENTS_EACH: u64 = 4;
 fn never_checkpoint() -> EmbeddedOptions {
     EmbeddedOptions {
         checkpoint_bytes: u64::MAX,
+        ..EmbeddedOptions::default()
     }
 }
 

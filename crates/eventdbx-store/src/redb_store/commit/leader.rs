@@ -335,4 +335,28 @@ mod tests {
         let (rounds, jobs) = store.committer.rounds();
         assert_eq!(jobs, 3, "{rounds} rounds");
     }
+
+    #[test]
+    fn a_durable_store_writes_its_log_directly_only_when_told_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!crate::EmbeddedOptions::default().wal_direct_io);
+        for (name, direct) in [("d.redb", true), ("b.redb", false)] {
+            let options = crate::EmbeddedOptions {
+                wal_direct_io: direct,
+                ..crate::EmbeddedOptions::default()
+            };
+            let path = dir.path().join(name);
+            let store =
+                RedbStore::open_with_options(&path, Durability::Fsync, 0, options).expect("open");
+            store.write(T, create("o-1")).expect("write");
+            let log = store.committer.shared.log().expect("a durable store logs");
+            assert_eq!(
+                log.writes_directly(),
+                direct,
+                "wal_direct_io = {direct} (the temporary directory must take O_DIRECT writes)"
+            );
+            drop(log);
+            assert!(logged(&wal::path_for(&path), "o-1"));
+        }
+    }
 }
