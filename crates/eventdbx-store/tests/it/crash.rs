@@ -26,6 +26,9 @@ const DATA_ENV: &str = "EVENTDBX_CRASH_DATA";
 const DURABILITY_ENV: &str = "EVENTDBX_CRASH_DURABILITY";
 /// Set: the child checkpoints its write-ahead log after every batch.
 const CHECKPOINT_ENV: &str = "EVENTDBX_CRASH_CHECKPOINT_EVERY_BATCH";
+/// Set: the child writes its log with `O_DIRECT | O_DSYNC` (`[storage] wal_direct_io`), unset:
+/// buffered writes and `fdatasync` (the default). The kill loops alternate the two.
+const DIRECT_ENV: &str = "EVENTDBX_CRASH_WAL_DIRECT_IO";
 const TENANT: &str = "default";
 const AGGREGATE_TYPE: &str = "account";
 const WRITER_THREADS: usize = 16;
@@ -56,10 +59,8 @@ fn child_writer() {
         Ok("relaxed") => Durability::Relaxed,
         _ => Durability::Fsync,
     };
-    // Direct log writes (`[storage] wal_direct_io`): the buffered default is what the CLI's
-    // chaos test runs through `dbx serve`.
     let mut options = EmbeddedOptions {
-        wal_direct_io: true,
+        wal_direct_io: std::env::var_os(DIRECT_ENV).is_some(),
         ..EmbeddedOptions::default()
     };
     if std::env::var_os(CHECKPOINT_ENV).is_some() {
@@ -151,7 +152,12 @@ impl XorShift {
     }
 }
 
-fn spawn_child(path: &Path, durability: Durability, checkpoints: Checkpoints) -> Child {
+fn spawn_child(
+    path: &Path,
+    durability: Durability,
+    checkpoints: Checkpoints,
+    direct: bool,
+) -> Child {
     let mut command = Command::new(std::env::current_exe().expect("the test binary's path"));
     command
         .args(["--ignored", "--exact", "crash::child_writer", "--nocapture"])
@@ -161,6 +167,9 @@ fn spawn_child(path: &Path, durability: Durability, checkpoints: Checkpoints) ->
         .stderr(Stdio::null());
     if checkpoints == Checkpoints::EveryBatch {
         command.env(CHECKPOINT_ENV, "1");
+    }
+    if direct {
+        command.env(DIRECT_ENV, "1");
     }
     command.spawn().expect("spawn the child writer")
 }
@@ -178,9 +187,10 @@ fn run_and_kill(
     path: &Path,
     durability: Durability,
     checkpoints: Checkpoints,
+    direct: bool,
     rng: &mut XorShift,
 ) -> Transcript {
-    let mut child = spawn_child(path, durability, checkpoints);
+    let mut child = spawn_child(path, durability, checkpoints, direct);
     let stdout = child.stdout.take().expect("the child's stdout is piped");
     let (lines, received) = mpsc::channel::<String>();
     let reader = thread::spawn(move || {
@@ -344,7 +354,11 @@ fn kill_loop(durability: Durability, checkpoints: Checkpoints, rounds: usize) {
     let mut rng = XorShift::from_clock();
     let mut previous_total = 0;
     for round in 0..rounds {
-        let acked = run_and_kill(&path, durability, checkpoints, &mut rng).must_survive(durability);
+        // Every other child writes its log directly: both write paths are killed and reopened
+        // in turn, on the same file.
+        let direct = round % 2 == 1;
+        let acked =
+            run_and_kill(&path, durability, checkpoints, direct, &mut rng).must_survive(durability);
         assert!(
             !acked.is_empty(),
             "round {round}: no acknowledgement old enough to check"
