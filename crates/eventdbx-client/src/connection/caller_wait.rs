@@ -160,6 +160,14 @@ mod tests {
     use super::super::Protocol;
     use super::*;
 
+    /// The one-thread runtime each test drives by hand.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
     /// A plaintext connection over loopback, and the server's end of it.
     fn plaintext_pair() -> (Connection, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -199,10 +207,7 @@ mod tests {
 
     #[test]
     fn a_blocking_caller_reads_its_answer_itself_without_the_runtime() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = runtime();
         let _entered = runtime.enter();
         let (mut connection, mut server) = plaintext_pair();
         connection.let_callers_wait();
@@ -247,10 +252,7 @@ mod tests {
 
     #[test]
     fn a_connection_of_the_async_client_leaves_its_answers_to_the_reader_task() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = runtime();
         let (connection, mut server) = runtime.block_on(async { plaintext_pair() });
         let answer = not_found_answer(1);
         let request = Request::GetAggregate(Default::default())
@@ -270,10 +272,7 @@ mod tests {
     }
     #[test]
     fn consecutive_blocking_callers_leave_the_socket_blocking_between_their_reads() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = runtime();
         let _entered = runtime.enter();
         let (mut connection, mut server) = plaintext_pair();
         connection.let_callers_wait();
@@ -313,10 +312,7 @@ mod tests {
     }
     #[test]
     fn the_reader_task_makes_a_socket_left_blocking_non_blocking_before_it_reads() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = runtime();
         let _entered = runtime.enter();
         let (mut connection, mut server) = plaintext_pair();
         connection.let_callers_wait();
@@ -342,10 +338,7 @@ mod tests {
     }
     #[test]
     fn the_reader_task_reads_each_answer_once_and_never_an_empty_socket() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = runtime();
         let (connection, mut server) = runtime.block_on(async { plaintext_pair() });
         let limit = SessionLimits::V1_PLAINTEXT.frame;
         // The server answers each request once it has read it whole, so the answer is never
