@@ -1,6 +1,6 @@
 """The result types reach a user's type checker: ``mypy --strict`` accepts a small program
 that uses them right (``typed_usage/good.py``) and reports each misuse in its twin
-(``typed_usage/bad.py``), on the marked lines."""
+(``typed_usage/bad.py``), on the marked lines. The package itself passes ``mypy --strict``."""
 
 from __future__ import annotations
 
@@ -45,3 +45,15 @@ def test_each_misuse_of_a_result_type_fails_mypy_strict(tmp_path):
     assert len(reported) == len(expected), errors
     for (line, text), (seen_line, seen_text) in zip(expected, reported):
         assert seen_line == line and seen_text.startswith(text), errors
+
+
+def test_the_package_itself_passes_mypy_strict(tmp_path):
+    """A user's mypy reports nothing inside an installed package, so the programs above do not
+    check the SDK's own code: e.g. that the async client's reference-SDK names
+    (``_async_aliases.py``) call the methods they stand for as those are declared."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--config-file", "", "--cache-dir",
+         str(tmp_path), "--no-error-summary", "--hide-error-context", "-p", "eventdbx"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr

@@ -1,5 +1,6 @@
 """``AsyncEventDBXClient``: the asynchronous client, whose calls return coroutines (the requests
-it builds are ``_commands._Commands``'s, shared with ``EventDBXClient``)."""
+it builds are ``_commands._Commands``'s, shared with ``EventDBXClient``; the reference SDK's names
+for its methods are ``_async_aliases._AsyncAliases``'s)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import (
 )
 
 from . import _core
+from ._async_aliases import _AsyncAliases
 from ._commands import (
     Ack,
     Item,
@@ -56,7 +58,7 @@ from .types import (
 __all__ = ["AsyncEventDBXClient"]
 
 
-class AsyncEventDBXClient(_Commands[Ack]):
+class AsyncEventDBXClient(_Commands[Ack], _AsyncAliases[Ack]):
     """The asynchronous twin of ``EventDBXClient``: the same methods, returning coroutines
     (arguments are checked when the method is called, before any I/O). The constructor does no
     I/O; ``async with`` or ``await client.connect()`` connects (the first call connects
@@ -633,162 +635,6 @@ class AsyncEventDBXClient(_Commands[Ack]):
                 reload=reload,
                 timeout=timeout,
             )
-        )
-
-    def send_event(
-        self,
-        *,
-        aggregate_type: str,
-        aggregate_id: str,
-        event_type: str,
-        payload_json: str,
-        note: Optional[str] = None,
-        metadata_json: Optional[str] = None,
-        publish_targets: Targets = None,
-        expected_version: Optional[int] = None,
-        idempotency_key: Optional[str] = None,
-        timeout: Optional[float] = None,
-    ) -> Coroutine[Any, Any, Ack]:
-        """The reference SDK's name (appendEvent) for ``apply`` without ``create``."""
-        return self.apply(
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            event_type=event_type,
-            payload_json=payload_json,
-            note=note,
-            metadata_json=metadata_json,
-            publish_targets=publish_targets,
-            expected_version=expected_version,
-            idempotency_key=idempotency_key,
-            timeout=timeout,
-        )
-
-    def create_aggregate(
-        self,
-        *,
-        aggregate_type: str,
-        aggregate_id: str,
-        event_type: str,
-        payload_json: str,
-        note: Optional[str] = None,
-        metadata_json: Optional[str] = None,
-        publish_targets: Targets = None,
-        idempotency_key: Optional[str] = None,
-        timeout: Optional[float] = None,
-    ) -> Coroutine[Any, Any, Ack]:
-        """The reference SDK's name for ``create``."""
-        return self.create(
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            event_type=event_type,
-            payload_json=payload_json,
-            note=note,
-            metadata_json=metadata_json,
-            publish_targets=publish_targets,
-            idempotency_key=idempotency_key,
-            timeout=timeout,
-        )
-
-    def patch_event(
-        self,
-        *,
-        aggregate_type: str,
-        aggregate_id: str,
-        event_type: str,
-        patches: Sequence[Mapping[str, Any]],
-        note: Optional[str] = None,
-        metadata_json: Optional[str] = None,
-        publish_targets: Targets = None,
-        expected_version: Optional[int] = None,
-        idempotency_key: Optional[str] = None,
-        timeout: Optional[float] = None,
-    ) -> Coroutine[Any, Any, Ack]:
-        """The reference SDK's name for ``patch``."""
-        return self.patch(
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            event_type=event_type,
-            patches=patches,
-            note=note,
-            metadata_json=metadata_json,
-            publish_targets=publish_targets,
-            expected_version=expected_version,
-            idempotency_key=idempotency_key,
-            timeout=timeout,
-        )
-
-    def list_aggregates(
-        self,
-        *,
-        cursor: Optional[str] = None,
-        take: Optional[int] = None,
-        filter_expr: Optional[str] = None,
-        sort: Sort = None,
-        include_archived: Optional[bool] = None,
-        archived_only: Optional[bool] = None,
-        timeout: Optional[float] = None,
-    ) -> Coroutine[Any, Any, ListAggregatesResult]:
-        """The reference SDK's name for ``list``."""
-        return self.list(
-            cursor=cursor,
-            take=take,
-            filter_expr=filter_expr,
-            sort=sort,
-            include_archived=include_archived,
-            archived_only=archived_only,
-            timeout=timeout,
-        )
-
-    def list_events(
-        self,
-        *,
-        aggregate_type: str,
-        aggregate_id: str,
-        cursor: Optional[str] = None,
-        take: Optional[int] = None,
-        filter_expr: Optional[str] = None,
-        timeout: Optional[float] = None,
-    ) -> Coroutine[Any, Any, ListEventsResult]:
-        """The reference SDK's name for ``events``."""
-        return self.events(
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            cursor=cursor,
-            take=take,
-            filter_expr=filter_expr,
-            timeout=timeout,
-        )
-
-    def get_aggregate(
-        self, *, aggregate_type: str, aggregate_id: str, timeout: Optional[float] = None
-    ) -> Coroutine[Any, Any, GetAggregateResult]:
-        """The reference SDK's name for ``get``."""
-        return self.get(aggregate_type=aggregate_type, aggregate_id=aggregate_id, timeout=timeout)
-
-    def select_aggregate(
-        self,
-        *,
-        aggregate_type: str,
-        aggregate_id: str,
-        fields: Sequence[str],
-        timeout: Optional[float] = None,
-    ) -> Coroutine[Any, Any, SelectAggregateResult]:
-        """The reference SDK's name for ``select``."""
-        return self.select(
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            fields=fields,
-            timeout=timeout,
-        )
-
-    def verify_aggregate(
-        self, *, aggregate_type: str, aggregate_id: str, timeout: Optional[float] = None
-    ) -> Coroutine[Any, Any, str]:
-        """The reference SDK's name for ``verify``."""
-        return self.verify(
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            timeout=timeout,
         )
 
     async def iter_list(
