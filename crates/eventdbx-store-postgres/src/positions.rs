@@ -48,6 +48,15 @@ pub(crate) const PACE: Duration = Duration::from_millis(10);
 /// Queue rows one round numbers at most (a round that takes this many runs again).
 const ROUND_LIMIT: i32 = 10_000;
 
+/// Events this engine's rounds number between two vacuums of `position_queue` by its follower
+/// ([`vacuum_if_due`]).
+pub(crate) const VACUUM_EVERY: u64 = 20_000;
+
+/// The follower's vacuum of the queue: `SKIP_LOCKED`, so a server whose neighbour is vacuuming
+/// does not wait for it; `TRUNCATE false`, so it never takes the lock that would hold up the
+/// writers queueing their events.
+const VACUUM: &str = "VACUUM (SKIP_LOCKED, TRUNCATE false) position_queue";
+
 /// How many rows one [`events_after`] call examines at most, as in the embedded engine, so a
 /// selector that matches nothing does not read the whole history in one call.
 const MAX_EXAMINED: usize = 10_000;
@@ -66,6 +75,8 @@ pub(crate) struct Positions {
     /// The value of `committed` when the latest finished round began: every commit counted up
     /// to it has its positions.
     covered: AtomicU64,
+    /// Events this engine's rounds numbered since its follower last vacuumed the queue.
+    numbered: AtomicU64,
     wake: tokio::sync::Notify,
     listeners: RwLock<Vec<CommitListener>>,
     /// The last head each listener heard per tenant, so a head is reported once.
@@ -77,6 +88,14 @@ impl Positions {
     pub(crate) fn committed(&self) {
         self.committed.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_one();
+    }
+
+    /// A bookkeeping whose rounds have numbered `events` since the last vacuum.
+    #[cfg(test)]
+    pub(crate) fn numbered(events: u64) -> Self {
+        let positions = Positions::default();
+        positions.numbered.store(events, Ordering::Release);
+        positions
     }
 
     pub(crate) fn listen(&self, listener: CommitListener) {
@@ -142,12 +161,33 @@ async fn round(pool: &Pool, positions: &Positions) -> Result<()> {
             assigned += col::<i64>(row, 2)?;
         }
         positions.report(heads);
+        positions
+            .numbered
+            .fetch_add(u64::try_from(assigned).unwrap_or(0), Ordering::AcqRel);
         if assigned < i64::from(ROUND_LIMIT) {
             break;
         }
     }
     positions.covered.fetch_max(target, Ordering::AcqRel);
     Ok(())
+}
+
+/// Vacuums `position_queue` once this engine's rounds have numbered [`VACUUM_EVERY`] events since
+/// the last time; `Ok(true)` when it did (or another server's vacuum was running). Every event
+/// passes through the queue, so it fills with dead rows that autovacuum removes at most once a
+/// minute, and each round walks the primary key over all of them to find the first live row:
+/// 160,000 dead rows made a round of 16 events cost three times its CPU (`docs/storage.md`,
+/// "PostgreSQL engine: performance"). A failed vacuum (an engine without `VACUUM`) is not
+/// retried before as many events again.
+pub(crate) async fn vacuum_if_due(pool: &Pool, positions: &Positions) -> Result<bool> {
+    let numbered = positions.numbered.load(Ordering::Acquire);
+    if numbered < VACUUM_EVERY {
+        return Ok(false);
+    }
+    positions.numbered.fetch_sub(numbered, Ordering::AcqRel);
+    let client = pool.get().await.map_err(pool_error)?;
+    client.batch_execute(VACUUM).await.map_err(db)?;
+    Ok(true)
 }
 
 /// Reports the heads other servers' rounds raised.
@@ -188,6 +228,7 @@ pub(crate) fn follow(handle: &tokio::runtime::Handle, pool: Pool, positions: Arc
             let _ = tokio::time::timeout(POLL, positions.wake.notified()).await;
             let began = tokio::time::Instant::now();
             let _ = round(&pool, &positions).await;
+            let _ = vacuum_if_due(&pool, &positions).await;
             // Commits during the pause leave their wake-up stored: the next round takes them.
             tokio::time::sleep_until(began + PACE).await;
             if positions.listening() && polled.elapsed() >= POLL {
