@@ -92,7 +92,7 @@ impl Positions {
 
     /// A bookkeeping whose rounds have numbered `events` since the last vacuum.
     #[cfg(test)]
-    pub(crate) fn numbered(events: u64) -> Self {
+    pub(crate) fn having_numbered(events: u64) -> Self {
         let positions = Positions::default();
         positions.numbered.store(events, Ordering::Release);
         positions

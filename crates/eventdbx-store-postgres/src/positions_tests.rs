@@ -84,7 +84,7 @@ fn the_queue_is_vacuumed_after_its_rounds_numbered_enough_events() {
          COMMIT;",
     );
     assert_eq!(vacuums(), "0");
-    let positions = Arc::new(Positions::numbered(VACUUM_EVERY));
+    let positions = Arc::new(Positions::having_numbered(VACUUM_EVERY));
     let turn = || {
         let (pool, positions) = (store.pool(), Arc::clone(&positions));
         store
