@@ -13,10 +13,19 @@
 //! (`add_reader` unsupported, as on Windows' proactor loop) is rung with
 //! `call_soon_threadsafe` from a blocking-pool thread instead, which costs a hop.
 //!
+//! Better still, a call that waits for its answer hands over its connection's socket
+//! ([`eventdbx_client::offered_socket`]): the loop watches it too (`loop.add_reader`, from the
+//! first call that waits on the connection until the connection ends), and when the answer
+//! arrives the loop reads it itself ([`AnswerReader`]) and polls the calls it completed at
+//! once. While every request in flight on the connection is so watched, the runtime's reader
+//! task leaves the bytes to the loop. So an answer costs the loop one wake-up and waits for no
+//! other thread.
+//!
 //! Cancelling the `asyncio.Future` (a cancelled task, `asyncio.wait_for`) drops the Rust
 //! future at once, which abandons the request: the connection drops its late answer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -26,6 +35,8 @@ use pyo3::exceptions::PyNotImplementedError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::{intern, IntoPyObjectExt};
+
+use eventdbx_client::{offered_socket, AnswerSocket, LoopReading};
 
 use crate::error::exception;
 use crate::runtime::runtime;
@@ -114,11 +125,15 @@ impl Call {
             return Ok(());
         };
         let waker = Waker::from(Arc::clone(self));
-        let polled = {
+        let (polled, offered) = {
             let _entered = runtime.enter();
-            future.as_mut().poll(&mut Context::from_waker(&waker))
+            offered_socket(|| future.as_mut().poll(&mut Context::from_waker(&waker)))
         };
         let Poll::Ready(outcome) = polled else {
+            drop(slot);
+            if let Some(socket) = offered {
+                self.queue.watch(py, self.awaited.bind(py), &socket)?;
+            }
             return Ok(());
         };
         *slot = None;
@@ -178,6 +193,18 @@ impl CancelCall {
 struct LoopQueue {
     woken: Mutex<Woken>,
     alarm: Alarm,
+    /// The connections' sockets the loop watches for its calls' answers, by descriptor: each
+    /// from the first call that waits on it until its connection ends ([`AnswerReader`] keeps
+    /// the descriptor open meanwhile, so it cannot be reused while listed).
+    watched: Mutex<HashMap<i64, AnswerSocket>>,
+    /// Cleared once the loop refused to watch a socket (`add_reader` unsupported).
+    can_watch: std::sync::atomic::AtomicBool,
+}
+
+thread_local! {
+    /// The queue whose loop is reading answers on this thread right now ([`AnswerReader`]):
+    /// a call it wakes is queued without ringing the loop, which polls it next anyway.
+    static READING: Cell<usize> = const { Cell::new(0) };
 }
 
 #[derive(Default)]
@@ -217,6 +244,8 @@ impl LoopQueue {
             let queue = Arc::new(LoopQueue {
                 woken: Mutex::default(),
                 alarm: Alarm::Socket { ring, heard },
+                watched: Mutex::default(),
+                can_watch: true.into(),
             });
             let reader = Py::new(
                 py,
@@ -236,11 +265,81 @@ impl LoopQueue {
                 event_loop: event_loop.clone().unbind(),
                 runtime: runtime(py)?.handle().clone(),
             },
+            watched: Mutex::default(),
+            can_watch: false.into(),
         }))
     }
 
-    /// Queues a woken call; tells the loop unless it was told already.
+    /// A call waits on `socket`: the loop watches it unless it does already, and reads what
+    /// arrives on it until its connection ends. Nothing when the loop cannot watch sockets
+    /// (the runtime's reader task then delivers, as before).
+    fn watch(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        awaited: &Bound<'_, PyAny>,
+        socket: &AnswerSocket,
+    ) -> PyResult<()> {
+        use std::sync::atomic::Ordering;
+
+        if !self.can_watch.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let fd = socket.fd();
+        if lock(&self.watched)
+            .get(&fd)
+            .is_some_and(|watched| watched.same_as(socket))
+        {
+            return Ok(());
+        }
+        let event_loop = awaited.call_method0(intern!(py, "get_loop"))?;
+        let reader = AnswerReader {
+            socket: socket.clone(),
+            queue: Arc::clone(self),
+            event_loop: event_loop.clone().unbind(),
+            _reading: socket.reading(),
+        };
+        match event_loop.call_method1(intern!(py, "add_reader"), (fd, reader)) {
+            Ok(_) => {}
+            Err(err) if err.is_instance_of::<PyNotImplementedError>(py) => {
+                self.can_watch.store(false, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        }
+        lock(&self.watched).insert(fd, socket.clone());
+        Ok(())
+    }
+
+    /// The connection of `socket` ended: the loop stops watching it (which lets its
+    /// descriptor close).
+    fn ended(
+        &self,
+        py: Python<'_>,
+        event_loop: &Bound<'_, PyAny>,
+        socket: &AnswerSocket,
+    ) -> PyResult<()> {
+        let fd = socket.fd();
+        let listed = {
+            let mut watched = lock(&self.watched);
+            let listed = watched.get(&fd).is_some_and(|known| known.same_as(socket));
+            if listed {
+                watched.remove(&fd);
+            }
+            listed
+        };
+        if listed {
+            event_loop.call_method1(intern!(py, "remove_reader"), (fd,))?;
+        }
+        Ok(())
+    }
+
+    /// Queues a woken call; tells the loop unless it was told already, or is reading answers
+    /// on this thread (then it polls the call right after).
     fn push(self: &Arc<Self>, call: Arc<Call>) {
+        if READING.get() == Arc::as_ptr(self) as usize {
+            lock(&self.woken).calls.push(call);
+            return;
+        }
         let ring = {
             let mut woken = lock(&self.woken);
             woken.calls.push(call);
@@ -297,6 +396,48 @@ impl LoopQueue {
     }
 }
 
+/// What the event loop runs when a socket its calls wait on is readable: reads the answers
+/// there and polls the calls they woke, on the loop's thread.
+#[pyclass(frozen)]
+struct AnswerReader {
+    socket: AnswerSocket,
+    queue: Arc<LoopQueue>,
+    event_loop: Py<PyAny>,
+    /// Keeps the connection's reader task off the socket while the loop reads it (dropped
+    /// with the reader: when the loop stops watching, or closes).
+    _reading: LoopReading,
+}
+
+#[pymethods]
+impl AnswerReader {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let previous = READING.replace(Arc::as_ptr(&self.queue) as usize);
+        let alive = {
+            let _entered = runtime(py)?.enter();
+            self.socket.read_answers()
+        };
+        READING.set(previous);
+        if !alive {
+            self.queue
+                .ended(py, self.event_loop.bind(py), &self.socket)?;
+        }
+        // The calls woken here (the alarm was not rung for them), and any others waiting.
+        let calls = std::mem::take(&mut lock(&self.queue.woken).calls);
+        advance_all(py, calls)
+    }
+}
+
+/// Polls each call; one failing to set its result must not strand the others.
+fn advance_all(py: Python<'_>, calls: Vec<Arc<Call>>) -> PyResult<()> {
+    let mut failed = None;
+    for call in calls {
+        if let Err(err) = call.advance(py) {
+            failed.get_or_insert(err);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
 /// What the event loop runs when calls were woken: polls each on the loop's thread.
 #[pyclass(frozen)]
 struct QueueReader {
@@ -306,14 +447,7 @@ struct QueueReader {
 #[pymethods]
 impl QueueReader {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let mut failed = None;
-        for call in self.queue.take() {
-            // One call failing to set its result must not strand the others.
-            if let Err(err) = call.advance(py) {
-                failed.get_or_insert(err);
-            }
-        }
-        failed.map_or(Ok(()), Err)
+        advance_all(py, self.queue.take())
     }
 }
 

@@ -230,3 +230,77 @@ def test_awaited_gets_and_appends_build_no_generic_request(server, uid, monkeypa
 
     asyncio.run(scenario())
     assert built == ["write"], built
+
+
+class _CountingReadersLoop(asyncio.SelectorEventLoop):
+    """Records what the SDK asks the loop to watch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list = []
+
+    def add_reader(self, fd, callback, *args):
+        self.added.append(type(callback).__name__)
+        return super().add_reader(fd, callback, *args)
+
+
+def _answer_readers(loop: asyncio.AbstractEventLoop) -> list:
+    """The sockets the loop reads answers from: its readers that are the SDK's `AnswerReader`."""
+    selector = loop._selector  # type: ignore[attr-defined]
+    return [key.fd for key in selector.get_map().values()
+            if key.data[0] is not None
+            and type(key.data[0]._callback).__name__ == "AnswerReader"]
+
+
+def test_the_event_loop_reads_its_answers_from_the_connection_itself(server, uid):
+    """The loop watches the connection's socket from the first call that waits on it until
+    the connection ends, and reads the answers there (one thread woken per answer, not the
+    runtime's worker and then the loop): one `add_reader` for the socket however many calls,
+    and none left once the client closed."""
+    kind = f"loopreads{uid}"
+    _create(server, kind)
+    loop = _CountingReadersLoop()
+
+    async def scenario():
+        async with server.async_client() as client:
+            for _ in range(CALLS):
+                assert (await client.get(aggregate_type=kind, aggregate_id="a-1")).found
+            watched = _answer_readers(loop)
+            assert len(watched) == 1, watched
+            # Concurrent calls on the one connection are read there too.
+            got = await asyncio.gather(*[
+                client.get(aggregate_type=kind, aggregate_id="a-1") for _ in range(20)])
+            assert all(g.found for g in got)
+            assert _answer_readers(loop) == watched
+        # The connection ended: the loop reads the end of its stream on its next turn and
+        # lets go of the socket (each turn here is one pass of the loop, no timing involved).
+        for _ in range(100):
+            if not _answer_readers(loop):
+                break
+            await asyncio.sleep(0)
+        assert _answer_readers(loop) == []
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert loop.added.count("AnswerReader") == 1, loop.added
+
+
+def test_a_call_cancelled_while_the_loop_reads_its_socket_leaves_the_connection_usable(
+        server, uid):
+    kind = f"loopcancel{uid}"
+    _create(server, kind)
+
+    async def scenario():
+        async with server.async_client() as client:
+            await client.get(aggregate_type=kind, aggregate_id="a-1")
+            waiting = asyncio.ensure_future(client.get(aggregate_type=kind, aggregate_id="a-1"))
+            await asyncio.sleep(0)  # the request goes out; its answer is not read yet
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            for _ in range(20):
+                assert (await client.get(aggregate_type=kind, aggregate_id="a-1")).found
+
+    asyncio.run(scenario())

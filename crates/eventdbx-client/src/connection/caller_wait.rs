@@ -146,7 +146,7 @@ impl Connection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::future::Future;
     use std::io::Write;
     use std::task::{Context, Poll, Waker};
@@ -161,7 +161,7 @@ mod tests {
     use super::*;
 
     /// The one-thread runtime each test drives by hand.
-    fn runtime() -> tokio::runtime::Runtime {
+    pub(in crate::connection) fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -169,7 +169,7 @@ mod tests {
     }
 
     /// A plaintext connection over loopback, and the server's end of it.
-    fn plaintext_pair() -> (Connection, std::net::TcpStream) {
+    pub(in crate::connection) fn plaintext_pair() -> (Connection, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let client =
             std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
@@ -195,7 +195,7 @@ mod tests {
     }
 
     /// The server's framed answer to request `id`: an error, as for a missing aggregate.
-    fn not_found_answer(id: u64) -> Vec<u8> {
+    pub(in crate::connection) fn not_found_answer(id: u64) -> Vec<u8> {
         let answer = Reply::Error(ErrorResponse {
             code: "not_found".into(),
             message: "no such aggregate".into(),

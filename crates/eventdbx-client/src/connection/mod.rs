@@ -26,6 +26,7 @@
 //! - `writer`: the sealing cipher and the write half, and [`Connection::send`].
 
 mod caller_wait;
+mod loop_read;
 mod open;
 mod read_side;
 mod writer;
@@ -46,6 +47,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// The target of this module's log events, whichever file they come from: Python sees them as
 /// the `eventdbx.client.connection` logger, a name applications configure.
 const LOG_TARGET: &str = "eventdbx_client::connection";
+pub use loop_read::{offered_socket, AnswerSocket, LoopReading};
 use read_side::{read_loop, AnswerWait, Opening, Pending, Shared};
 use writer::{Sealing, Writer};
 
@@ -94,6 +96,10 @@ impl std::fmt::Debug for Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.reader.abort();
+        // An event loop watching the socket (`loop_read`) keeps a handle on it open: the end
+        // of the stream, which it then reads, tells it to let go, and the server sees the
+        // connection close now rather than when that handle closes.
+        let _ = self.shared.watch.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -198,9 +204,12 @@ impl Connection {
             };
             let result = match self.wait_for_answer(&mut answer, deadline.into_std()) {
                 Some(result) => result,
-                None => answer
-                    .await
-                    .unwrap_or_else(|_| Err(Error::connection("connection closed"))),
+                None => {
+                    loop_read::offer(&self.shared);
+                    answer
+                        .await
+                        .unwrap_or_else(|_| Err(Error::connection("connection closed")))
+                }
             };
             self.answer_came(parked);
             result

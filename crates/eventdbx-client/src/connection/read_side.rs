@@ -2,7 +2,7 @@
 //! flight, the bytes received and the cipher that opens them, and when to poll.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,11 @@ pub(super) struct Shared {
     read: Mutex<ReadSide>,
     /// When callers poll for their answers.
     poll: Mutex<AnswerPoll>,
+    /// Event loops watching the socket that read what arrives (`loop_read`): while there is
+    /// one, the reader task waits for [`Shared::resume`] instead of the socket.
+    pub(super) loop_readers: AtomicUsize,
+    /// Rung when the last loop stops reading the socket.
+    pub(super) resume: tokio::sync::Notify,
 }
 
 pub(super) struct ReadSide {
@@ -102,7 +107,14 @@ impl Shared {
                 empty_reads: 0,
             }),
             poll: Mutex::new(AnswerPoll::new(busy_poll)),
+            loop_readers: AtomicUsize::new(0),
+            resume: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Whether an event loop reads what arrives (`loop_read`).
+    fn loop_reads(&self) -> bool {
+        self.loop_readers.load(Ordering::Acquire) > 0
     }
 
     fn read_side(&self) -> MutexGuard<'_, ReadSide> {
@@ -384,7 +396,8 @@ fn poll_turn() -> Option<PollSlot<'static>> {
     PollSlot::take(&POLLING_READERS, poll_cap(threads))
 }
 
-/// The reader task: reads what arrives when no caller is polling for it and delivers it.
+/// The reader task: reads what arrives when no caller is polling for it and no event loop
+/// reads it (`loop_read`), and delivers it.
 pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
     let reason = loop {
         if let Err(err) = {
@@ -393,8 +406,17 @@ pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
         } {
             break err;
         }
+        if shared.loop_reads() {
+            // The loop reads the socket (the end of the stream included) until it lets go.
+            shared.resume.notified().await;
+            continue;
+        }
         if let Err(err) = reader.readable().await {
             break Error::io("reading from the server", &err);
+        }
+        if shared.loop_reads() {
+            // A loop began to read meanwhile: what came is its to read.
+            continue;
         }
         let read = {
             let mut side = shared.read_side();
