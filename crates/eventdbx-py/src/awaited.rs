@@ -15,11 +15,11 @@
 //!
 //! Better still, a call that waits for its answer hands over its connection's socket
 //! ([`eventdbx_client::offered_socket`]): the loop watches it too (`loop.add_reader`, from the
-//! first call that waits on the connection until the connection ends), and when the answer
-//! arrives the loop reads it itself ([`AnswerReader`]) and polls the calls it completed at
-//! once. While every request in flight on the connection is so watched, the runtime's reader
-//! task leaves the bytes to the loop. So an answer costs the loop one wake-up and waits for no
-//! other thread.
+//! first call that waits on the connection until the connection ends; a few connections per
+//! loop, [`LOOP_READS_AT_MOST`]), and when the answer arrives the loop reads it itself
+//! ([`AnswerReader`]) and polls the calls it completed at once. Meanwhile the connection's
+//! reader task leaves the socket to the loop. So an answer costs the loop one wake-up and
+//! waits for no other thread.
 //!
 //! Cancelling the `asyncio.Future` (a cancelled task, `asyncio.wait_for`) drops the Rust
 //! future at once, which abandons the request: the connection drops its late answer.
@@ -201,6 +201,15 @@ struct LoopQueue {
     can_watch: std::sync::atomic::AtomicBool,
 }
 
+/// How many connections' sockets one loop reads itself; the answers of any more are read by
+/// the runtime's worker, in parallel with the loop. Reading an answer on the loop's thread
+/// saves the wake-up of a second thread, which is what a loop waiting for one answer at a
+/// time pays for each; a loop busy with many answers gains nothing from it and would do on
+/// its own thread the reads and decryption the worker does beside it (measured in
+/// `docs/benchmarks.md`: one connection 15-25% more appends/s, 4 and 16 no gain, 64 7%
+/// fewer when the loop read every connection).
+const LOOP_READS_AT_MOST: usize = 1;
+
 thread_local! {
     /// The queue whose loop is reading answers on this thread right now ([`AnswerReader`]):
     /// a call it wakes is queued without ringing the loop, which polls it next anyway.
@@ -271,8 +280,10 @@ impl LoopQueue {
     }
 
     /// A call waits on `socket`: the loop watches it unless it does already, and reads what
-    /// arrives on it until its connection ends. Nothing when the loop cannot watch sockets
-    /// (the runtime's reader task then delivers, as before).
+    /// arrives on it until its connection ends. Not when the loop cannot watch sockets, or
+    /// reads [`LOOP_READS_AT_MOST`] already, or when the call is not the only one waiting on
+    /// that connection: the loop then lets go of it for good (the runtime's reader task
+    /// delivers its answers, as it does where the loop does not read).
     fn watch(
         self: &Arc<Self>,
         py: Python<'_>,
@@ -285,11 +296,17 @@ impl LoopQueue {
             return Ok(());
         }
         let fd = socket.fd();
-        if lock(&self.watched)
-            .get(&fd)
-            .is_some_and(|watched| watched.same_as(socket))
+        if !socket.alone() {
+            socket.decline();
+            return self.let_go(py, &awaited.call_method0(intern!(py, "get_loop"))?, socket);
+        }
         {
-            return Ok(());
+            let watched = lock(&self.watched);
+            if watched.len() >= LOOP_READS_AT_MOST
+                || watched.get(&fd).is_some_and(|known| known.same_as(socket))
+            {
+                return Ok(());
+            }
         }
         let event_loop = awaited.call_method0(intern!(py, "get_loop"))?;
         let reader = AnswerReader {
@@ -310,9 +327,9 @@ impl LoopQueue {
         Ok(())
     }
 
-    /// The connection of `socket` ended: the loop stops watching it (which lets its
+    /// The loop stops watching `socket`, if it does (when its connection ended, this lets its
     /// descriptor close).
-    fn ended(
+    fn let_go(
         &self,
         py: Python<'_>,
         event_loop: &Bound<'_, PyAny>,
@@ -419,7 +436,7 @@ impl AnswerReader {
         READING.set(previous);
         if !alive {
             self.queue
-                .ended(py, self.event_loop.bind(py), &self.socket)?;
+                .let_go(py, self.event_loop.bind(py), &self.socket)?;
         }
         // The calls woken here (the alarm was not rung for them), and any others waiting.
         let calls = std::mem::take(&mut lock(&self.queue.woken).calls);

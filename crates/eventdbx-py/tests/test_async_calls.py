@@ -253,10 +253,10 @@ def _answer_readers(loop: asyncio.AbstractEventLoop) -> list:
 
 
 def test_the_event_loop_reads_its_answers_from_the_connection_itself(server, uid):
-    """The loop watches the connection's socket from the first call that waits on it until
-    the connection ends, and reads the answers there (one thread woken per answer, not the
-    runtime's worker and then the loop): one `add_reader` for the socket however many calls,
-    and none left once the client closed."""
+    """A loop making one call at a time watches the connection's socket from the first call
+    until the connection ends, and reads the answers there (one thread woken per answer, not
+    the runtime's worker and then the loop): one `add_reader` for the socket however many
+    calls, and none left once the client closed."""
     kind = f"loopreads{uid}"
     _create(server, kind)
     loop = _CountingReadersLoop()
@@ -267,11 +267,6 @@ def test_the_event_loop_reads_its_answers_from_the_connection_itself(server, uid
                 assert (await client.get(aggregate_type=kind, aggregate_id="a-1")).found
             watched = _answer_readers(loop)
             assert len(watched) == 1, watched
-            # Concurrent calls on the one connection are read there too.
-            got = await asyncio.gather(*[
-                client.get(aggregate_type=kind, aggregate_id="a-1") for _ in range(20)])
-            assert all(g.found for g in got)
-            assert _answer_readers(loop) == watched
         # The connection ended: the loop reads the end of its stream on its next turn and
         # lets go of the socket (each turn here is one pass of the loop, no timing involved).
         for _ in range(100):
@@ -279,6 +274,32 @@ def test_the_event_loop_reads_its_answers_from_the_connection_itself(server, uid
                 break
             await asyncio.sleep(0)
         assert _answer_readers(loop) == []
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert loop.added.count("AnswerReader") == 1, loop.added
+
+
+def test_a_loop_lets_go_of_a_connection_with_answers_many_at_a_time(server, uid):
+    """Calls in flight together on one connection: the runtime's worker reads their answers
+    beside the loop (the loop would only do that work on its own thread), for good."""
+    kind = f"loopshared{uid}"
+    _create(server, kind)
+    loop = _CountingReadersLoop()
+
+    async def scenario():
+        async with server.async_client() as client:
+            await client.get(aggregate_type=kind, aggregate_id="a-1")
+            assert len(_answer_readers(loop)) == 1
+            got = await asyncio.gather(*[
+                client.get(aggregate_type=kind, aggregate_id="a-1") for _ in range(20)])
+            assert all(g.found for g in got)
+            assert _answer_readers(loop) == []
+            for _ in range(5):
+                assert (await client.get(aggregate_type=kind, aggregate_id="a-1")).found
+            assert _answer_readers(loop) == []
 
     try:
         loop.run_until_complete(scenario())
@@ -304,3 +325,31 @@ def test_a_call_cancelled_while_the_loop_reads_its_socket_leaves_the_connection_
                 assert (await client.get(aggregate_type=kind, aggregate_id="a-1")).found
 
     asyncio.run(scenario())
+
+
+def test_a_loop_reads_one_connection_itself_and_leaves_the_rest_to_the_runtime(server, uid):
+    """A loop busy with many connections gains nothing from reading their answers itself:
+    the runtime's worker reads all but one beside it, and every call is answered."""
+    kind = f"loopmany{uid}"
+    _create(server, kind)
+    loop = asyncio.SelectorEventLoop()
+
+    async def scenario():
+        clients = [server.async_client() for _ in range(12)]
+        for client in clients:
+            await client.connect()
+        try:
+            for _ in range(3):
+                got = await asyncio.gather(*[
+                    client.get(aggregate_type=kind, aggregate_id="a-1") for client in clients])
+                assert all(g.found for g in got)
+            return len(_answer_readers(loop))
+        finally:
+            for client in clients:
+                await client.close()
+
+    try:
+        read_by_the_loop = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert read_by_the_loop == 1, read_by_the_loop

@@ -170,6 +170,12 @@ pub(super) mod tests {
 
     /// A plaintext connection over loopback, and the server's end of it.
     pub(in crate::connection) fn plaintext_pair() -> (Connection, std::net::TcpStream) {
+        pair(Protocol::Plaintext)
+    }
+
+    /// A connection over loopback that runs `protocol`'s rules (v2: requests pipelined)
+    /// without encryption, and the server's end of it.
+    pub(in crate::connection) fn pair(protocol: Protocol) -> (Connection, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let client =
             std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
@@ -185,7 +191,7 @@ pub(super) mod tests {
             watch,
             Sealing::Plain,
             Opening::Plain,
-            Protocol::Plaintext,
+            protocol,
             Vec::new(),
             limit,
             None,

@@ -1,16 +1,20 @@
 //! Answers read by the caller's event loop: a call that waits for its answer can hand its
 //! connection's socket to whoever polls it, so that an event loop that watches sockets itself
-//! (Python's asyncio, through the SDK) reads the answer on its own thread when the socket
+//! (Python's asyncio, through the SDK) reads the answers on its own thread when the socket
 //! becomes readable, instead of waiting for the runtime worker that runs the reader task to
-//! read it and wake the loop: one thread woken per answer instead of two, one after the other.
+//! read them and wake the loop: one thread woken per answer instead of two, one after the
+//! other.
 //!
 //! The poller asks for the socket around its poll ([`offered_socket`]); a request that parks
-//! for its answer offers it ([`offer`]). The poller watches [`AnswerSocket::fd`] and, when it
-//! is readable, calls [`AnswerSocket::read_answers`], which reads what the socket holds and
-//! hands each whole answer to its waiter: the same buffer and cipher as the reader task's,
-//! under the same lock, so whoever reads next continues the stream in step (as the answer
-//! poll's readers do). The reader task stays: it still reads what nobody else did (a
-//! subscription's batches, answers while the loop is busy) and notices the end of the stream.
+//! for its answer offers it ([`offer`]). The poller then watches [`AnswerSocket::fd`] and,
+//! when it is readable, calls [`AnswerSocket::read_answers`], which reads what the socket
+//! holds and hands each whole answer to its waiter: the same buffer and cipher as the reader
+//! task's, under the same lock, so the stream stays in step whoever reads it. While a loop
+//! says it reads the socket ([`AnswerSocket::reading`]), the reader task does not wait on the
+//! socket at all (its worker would only race the loop for the bytes); when the last loop lets
+//! go (the connection ended, or the loop closed), the reader task takes the socket back.
+//! A dropped connection shuts its socket down, so a loop that watches it reads the end of the
+//! stream and lets go of its handle.
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -23,6 +27,8 @@ use crate::error::Error;
 #[derive(Clone)]
 pub struct AnswerSocket {
     shared: Arc<Shared>,
+    /// Whether the request that offered it was the only one in flight on its connection.
+    alone: bool,
 }
 
 impl std::fmt::Debug for AnswerSocket {
@@ -46,13 +52,20 @@ pub fn offered_socket<R>(poll: impl FnOnce() -> R) -> (R, Option<AnswerSocket>) 
 }
 
 /// A request on this connection parks for its answer: its poller may read the socket.
+/// Not once a poller declined it ([`AnswerSocket::decline`]).
 pub(super) fn offer(shared: &Arc<Shared>) {
     OFFERED.with_borrow_mut(|offered| {
-        if let Some(slot) = offered {
-            *slot = Some(AnswerSocket {
-                shared: Arc::clone(shared),
-            });
+        let Some(slot) = offered else {
+            return;
+        };
+        if shared.loop_declined.load(Ordering::Relaxed) {
+            return;
         }
+        let alone = shared.lock().pending.len() <= 1;
+        *slot = Some(AnswerSocket {
+            shared: Arc::clone(shared),
+            alone,
+        });
     });
 }
 
@@ -80,6 +93,19 @@ impl AnswerSocket {
         LoopReading {
             shared: Arc::clone(&self.shared),
         }
+    }
+
+    /// Whether the request that offered the socket was the only one in flight on its
+    /// connection when it parked.
+    pub fn alone(&self) -> bool {
+        self.alone
+    }
+
+    /// The connection's requests stop offering its socket: a poller that reads it no more
+    /// (the connection's answers are many at a time, which the reader task reads beside the
+    /// poller better than the poller would itself) need not be asked again.
+    pub fn decline(&self) {
+        self.shared.loop_declined.store(true, Ordering::Relaxed);
     }
 
     /// Whether both are the same connection's socket.
@@ -163,8 +189,8 @@ mod tests {
     use eventdbx_proto::control::Request;
 
     use super::super::caller_wait::peek_without_waiting;
-    use super::super::caller_wait::tests::{not_found_answer, plaintext_pair, runtime};
-    use super::super::{Connection, Response};
+    use super::super::caller_wait::tests::{not_found_answer, pair, plaintext_pair, runtime};
+    use super::super::{Connection, Protocol, Response};
     use super::*;
     use crate::error::Result;
 
@@ -224,6 +250,30 @@ mod tests {
             .poll(&mut Context::from_waker(Waker::noop()))
             .is_pending());
         assert!(OFFERED.with_borrow(Option::is_none));
+    }
+
+    #[test]
+    fn a_socket_says_whether_its_request_was_alone_and_a_declined_one_is_offered_no_more() {
+        let runtime = runtime();
+        let _entered = runtime.enter();
+        // Pipelined, as v2 connections are: v1's one request at a time would hold the second.
+        let (connection, _server) = pair(Protocol::V2);
+        runtime.block_on(tokio::task::yield_now());
+        let mut first = call(&connection, 1);
+        let (_, offered) = poll(&mut first);
+        assert!(offered.expect("offered").alone());
+        let mut second = call(&connection, 2);
+        let (_, offered) = poll(&mut second);
+        let shared = offered.expect("offered");
+        assert!(!shared.alone(), "two requests are in flight");
+        shared.decline();
+        let mut third = call(&connection, 3);
+        let (polled, offered) = poll(&mut third);
+        assert!(polled.is_pending());
+        assert!(
+            offered.is_none(),
+            "a declined connection offers its socket no more"
+        );
     }
 
     #[test]

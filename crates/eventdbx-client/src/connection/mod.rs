@@ -17,9 +17,13 @@
 //! with no task wake-up in between, on any runtime flavour. On the blocking clients'
 //! connections a caller whose answer the poll did not catch then reads it in a blocking `recv`
 //! on its own thread for a while (`caller_wait`), before it leaves it to the reader task.
+//! An event loop that watches the socket for its calls (`loop_read`) reads every answer
+//! itself, and the reader task leaves the socket alone meanwhile.
 //!
 //! # Layout
 //! - `caller_wait`: the blocking clients' wait for an answer on the caller's thread.
+//! - `loop_read`: answers read by the caller's event loop (the Python SDK's asyncio client),
+//!   which then has the socket to itself.
 //! - `open`: the hello, the v1 or v2 handshake and the fallback between them.
 //! - `read_side`: what the reader task and polling callers share (the pending map, the buffer
 //!   and the opening cipher), the answer poll and the reader task.

@@ -45,6 +45,8 @@ pub(super) struct Shared {
     pub(super) loop_readers: AtomicUsize,
     /// Rung when the last loop stops reading the socket.
     pub(super) resume: tokio::sync::Notify,
+    /// Set when a poller declined to read the socket: requests stop offering it.
+    pub(super) loop_declined: std::sync::atomic::AtomicBool,
 }
 
 pub(super) struct ReadSide {
@@ -109,6 +111,7 @@ impl Shared {
             poll: Mutex::new(AnswerPoll::new(busy_poll)),
             loop_readers: AtomicUsize::new(0),
             resume: tokio::sync::Notify::new(),
+            loop_declined: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
