@@ -428,9 +428,10 @@ struct AnswerReader {
 #[pymethods]
 impl AnswerReader {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let runtime = runtime(py)?;
         let previous = READING.replace(Arc::as_ptr(&self.queue) as usize);
         let alive = {
-            let _entered = runtime(py)?.enter();
+            let _entered = runtime.enter();
             self.socket.read_answers()
         };
         READING.set(previous);

@@ -244,6 +244,16 @@ class _CountingReadersLoop(asyncio.SelectorEventLoop):
         return super().add_reader(fd, callback, *args)
 
 
+def _run_counting(scenario) -> _CountingReadersLoop:
+    """Runs ``scenario(loop)`` to its end on a fresh counting loop, then closes the loop."""
+    loop = _CountingReadersLoop()
+    try:
+        loop.run_until_complete(scenario(loop))
+    finally:
+        loop.close()
+    return loop
+
+
 def _answer_readers(loop: asyncio.AbstractEventLoop) -> list:
     """The sockets the loop reads answers from: its readers that are the SDK's `AnswerReader`."""
     selector = loop._selector  # type: ignore[attr-defined]
@@ -259,9 +269,8 @@ def test_the_event_loop_reads_its_answers_from_the_connection_itself(server, uid
     calls, and none left once the client closed."""
     kind = f"loopreads{uid}"
     _create(server, kind)
-    loop = _CountingReadersLoop()
 
-    async def scenario():
+    async def scenario(loop):
         async with server.async_client() as client:
             for _ in range(CALLS):
                 assert (await client.get(aggregate_type=kind, aggregate_id="a-1")).found
@@ -275,10 +284,7 @@ def test_the_event_loop_reads_its_answers_from_the_connection_itself(server, uid
             await asyncio.sleep(0)
         assert _answer_readers(loop) == []
 
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
+    loop = _run_counting(scenario)
     assert loop.added.count("AnswerReader") == 1, loop.added
 
 
@@ -287,9 +293,8 @@ def test_a_loop_lets_go_of_a_connection_with_answers_many_at_a_time(server, uid)
     beside the loop (the loop would only do that work on its own thread), for good."""
     kind = f"loopshared{uid}"
     _create(server, kind)
-    loop = _CountingReadersLoop()
 
-    async def scenario():
+    async def scenario(loop):
         async with server.async_client() as client:
             await client.get(aggregate_type=kind, aggregate_id="a-1")
             assert len(_answer_readers(loop)) == 1
@@ -301,10 +306,7 @@ def test_a_loop_lets_go_of_a_connection_with_answers_many_at_a_time(server, uid)
                 assert (await client.get(aggregate_type=kind, aggregate_id="a-1")).found
             assert _answer_readers(loop) == []
 
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
+    loop = _run_counting(scenario)
     assert loop.added.count("AnswerReader") == 1, loop.added
 
 

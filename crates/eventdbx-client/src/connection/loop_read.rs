@@ -209,6 +209,18 @@ mod tests {
         offered_socket(|| call.as_mut().poll(&mut Context::from_waker(Waker::noop())))
     }
 
+    /// A get for request `id` polled once as an event loop polls it: parked, its socket
+    /// offered.
+    fn parked(connection: &Connection, id: u64) -> (Call<'_>, AnswerSocket) {
+        let mut get = call(connection, id);
+        let (polled, offered) = poll(&mut get);
+        assert!(polled.is_pending());
+        (
+            get,
+            offered.expect("a request that parks offers its socket"),
+        )
+    }
+
     /// Waits until the client's end of the socket holds what the server sent (a blocking peek
     /// on a second handle of it, which leaves the connection's own mode alone).
     fn arrived(connection: &Connection) {
@@ -230,10 +242,7 @@ mod tests {
         let _entered = runtime.enter();
         let (connection, mut server) = plaintext_pair();
         runtime.block_on(tokio::task::yield_now());
-        let mut get = call(&connection, 1);
-        let (first, offered) = poll(&mut get);
-        assert!(first.is_pending());
-        let socket = offered.expect("a request that parks offers its socket");
+        let (mut get, socket) = parked(&connection, 1);
         server.write_all(&not_found_answer(1)).expect("answer");
         arrived(&connection);
         // The runtime does not run: the answer is the loop's read, on this thread.
@@ -259,12 +268,9 @@ mod tests {
         // Pipelined, as v2 connections are: v1's one request at a time would hold the second.
         let (connection, _server) = pair(Protocol::V2);
         runtime.block_on(tokio::task::yield_now());
-        let mut first = call(&connection, 1);
-        let (_, offered) = poll(&mut first);
-        assert!(offered.expect("offered").alone());
-        let mut second = call(&connection, 2);
-        let (_, offered) = poll(&mut second);
-        let shared = offered.expect("offered");
+        let (_first, socket) = parked(&connection, 1);
+        assert!(socket.alone());
+        let (_second, shared) = parked(&connection, 2);
         assert!(!shared.alone(), "two requests are in flight");
         shared.decline();
         let mut third = call(&connection, 3);
@@ -282,9 +288,7 @@ mod tests {
         let _entered = runtime.enter();
         let (connection, mut server) = plaintext_pair();
         runtime.block_on(tokio::task::yield_now());
-        let mut get = call(&connection, 1);
-        let (_, offered) = poll(&mut get);
-        let socket = offered.expect("offered");
+        let (mut get, socket) = parked(&connection, 1);
         let reading = socket.reading();
         server.write_all(&not_found_answer(1)).expect("answer");
         arrived(&connection);
@@ -318,9 +322,7 @@ mod tests {
         let _entered = runtime.enter();
         let (connection, mut server) = plaintext_pair();
         runtime.block_on(tokio::task::yield_now());
-        let mut get = call(&connection, 1);
-        let (_, offered) = poll(&mut get);
-        let socket = offered.expect("offered");
+        let (mut get, socket) = parked(&connection, 1);
         let _reading = socket.reading();
         drop(get);
         drop(connection);
@@ -342,9 +344,7 @@ mod tests {
         let _entered = runtime.enter();
         let (connection, server) = plaintext_pair();
         runtime.block_on(tokio::task::yield_now());
-        let mut get = call(&connection, 1);
-        let (_, offered) = poll(&mut get);
-        let socket = offered.expect("offered");
+        let (mut get, socket) = parked(&connection, 1);
         let _reading = socket.reading();
         drop(server);
         let handle = connection.shared.watch.try_clone().expect("duplicate");
