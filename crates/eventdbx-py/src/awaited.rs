@@ -132,7 +132,7 @@ impl Call {
         let Poll::Ready(outcome) = polled else {
             drop(slot);
             if let Some(socket) = offered {
-                self.queue.watch(py, self.awaited.bind(py), &socket)?;
+                self.queue.watch(py, self.awaited.bind(py), &socket);
             }
             return Ok(());
         };
@@ -283,8 +283,17 @@ impl LoopQueue {
     /// arrives on it until its connection ends. Not when the loop cannot watch sockets, or
     /// reads [`LOOP_READS_AT_MOST`] already, or when the call is not the only one waiting on
     /// that connection: the loop then lets go of it for good (the runtime's reader task
-    /// delivers its answers, as it does where the loop does not read).
-    fn watch(
+    /// delivers its answers, as it does where the loop does not read). The call's request is
+    /// out already: a loop that refuses to watch (`add_reader` unsupported, or failing) only
+    /// leaves its answers to the reader task, for this call and the loop's later ones.
+    fn watch(self: &Arc<Self>, py: Python<'_>, awaited: &Bound<'_, PyAny>, socket: &AnswerSocket) {
+        if self.try_watch(py, awaited, socket).is_err() {
+            self.can_watch
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn try_watch(
         self: &Arc<Self>,
         py: Python<'_>,
         awaited: &Bound<'_, PyAny>,
@@ -298,7 +307,8 @@ impl LoopQueue {
         let fd = socket.fd();
         if !socket.alone() {
             socket.decline();
-            return self.let_go(py, &awaited.call_method0(intern!(py, "get_loop"))?, socket);
+            self.let_go(py, &awaited.call_method0(intern!(py, "get_loop"))?, socket);
+            return Ok(());
         }
         {
             let watched = lock(&self.watched);
@@ -315,26 +325,15 @@ impl LoopQueue {
             event_loop: event_loop.clone().unbind(),
             _reading: socket.reading(),
         };
-        match event_loop.call_method1(intern!(py, "add_reader"), (fd, reader)) {
-            Ok(_) => {}
-            Err(err) if err.is_instance_of::<PyNotImplementedError>(py) => {
-                self.can_watch.store(false, Ordering::Relaxed);
-                return Ok(());
-            }
-            Err(err) => return Err(err),
-        }
+        event_loop.call_method1(intern!(py, "add_reader"), (fd, reader))?;
         lock(&self.watched).insert(fd, socket.clone());
         Ok(())
     }
 
     /// The loop stops watching `socket`, if it does (when its connection ended, this lets its
-    /// descriptor close).
-    fn let_go(
-        &self,
-        py: Python<'_>,
-        event_loop: &Bound<'_, PyAny>,
-        socket: &AnswerSocket,
-    ) -> PyResult<()> {
+    /// descriptor close). A loop that fails to (closed meanwhile) runs its reader no more
+    /// anyway.
+    fn let_go(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>, socket: &AnswerSocket) {
         let fd = socket.fd();
         let listed = {
             let mut watched = lock(&self.watched);
@@ -345,9 +344,8 @@ impl LoopQueue {
             listed
         };
         if listed {
-            event_loop.call_method1(intern!(py, "remove_reader"), (fd,))?;
+            let _ = event_loop.call_method1(intern!(py, "remove_reader"), (fd,));
         }
-        Ok(())
     }
 
     /// Queues a woken call; tells the loop unless it was told already, or is reading answers
@@ -437,7 +435,7 @@ impl AnswerReader {
         READING.set(previous);
         if !alive {
             self.queue
-                .let_go(py, self.event_loop.bind(py), &self.socket)?;
+                .let_go(py, self.event_loop.bind(py), &self.socket);
         }
         // The calls woken here (the alarm was not rung for them), and any others waiting.
         let calls = std::mem::take(&mut lock(&self.queue.woken).calls);

@@ -6,6 +6,7 @@ cancelled call lets go of what it held at once. Also the synchronous client's an
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import selectors
 import threading
@@ -355,3 +356,35 @@ def test_a_loop_reads_one_connection_itself_and_leaves_the_rest_to_the_runtime(s
     finally:
         loop.close()
     assert read_by_the_loop == 1, read_by_the_loop
+
+
+class _RefusingAnswerReadersLoop(asyncio.SelectorEventLoop):
+    """A loop that fails to watch the connection's socket (but rings fine)."""
+
+    def add_reader(self, fd, callback, *args):
+        if type(callback).__name__ == "AnswerReader":
+            raise RuntimeError("this loop watches nothing more")
+        return super().add_reader(fd, callback, *args)
+
+
+def test_a_loop_that_fails_to_watch_the_connection_still_gets_every_answer(server, uid):
+    """The request is out when the loop is asked to watch its socket: a refusal must not fail
+    the call (a write would be applied and reported as failed); the worker reads instead."""
+    kind = f"loopfails{uid}"
+    loop = _RefusingAnswerReadersLoop()
+
+    async def scenario():
+        async with server.async_client() as client:
+            await client.create(aggregate_type=kind, aggregate_id="a-1",
+                                event_type="opened", payload_json="{}")
+            for version in range(1, 6):
+                await client.apply(aggregate_type=kind, aggregate_id="a-1",
+                                   event_type="ticked", payload_json="{}",
+                                   expected_version=version)
+            found = await client.get(aggregate_type=kind, aggregate_id="a-1")
+            assert found.found and json.loads(found.aggregate_json)["version"] == 6
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()

@@ -322,7 +322,7 @@ mod tests {
         let _entered = runtime.enter();
         let (connection, mut server) = plaintext_pair();
         runtime.block_on(tokio::task::yield_now());
-        let (mut get, socket) = parked(&connection, 1);
+        let (get, socket) = parked(&connection, 1);
         let _reading = socket.reading();
         drop(get);
         drop(connection);
