@@ -15,8 +15,8 @@
 //!
 //! Better still, a call that waits for its answer hands over its connection's socket
 //! ([`eventdbx_client::offered_socket`]): the loop watches it too (`loop.add_reader`, from the
-//! first call that waits on the connection until the connection ends; a few connections per
-//! loop, [`LOOP_READS_AT_MOST`]), and when the answer arrives the loop reads it itself
+//! first call that waits on the connection until the connection ends; one connection per
+//! loop, see [`LoopQueue::read`]), and when the answer arrives the loop reads it itself
 //! ([`AnswerReader`]) and polls the calls it completed at once. Meanwhile the connection's
 //! reader task leaves the socket to the loop. So an answer costs the loop one wake-up and
 //! waits for no other thread.
@@ -25,7 +25,6 @@
 //! future at once, which abandons the request: the connection drops its late answer.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -193,22 +192,18 @@ impl CancelCall {
 struct LoopQueue {
     woken: Mutex<Woken>,
     alarm: Alarm,
-    /// The connections' sockets the loop watches for its calls' answers, by descriptor: each
-    /// from the first call that waits on it until its connection ends ([`AnswerReader`] keeps
-    /// the descriptor open meanwhile, so it cannot be reused while listed).
-    watched: Mutex<HashMap<i64, AnswerSocket>>,
+    /// The connection whose socket the loop watches and reads itself, from the first call
+    /// that waits on it until it ends or is let go. One per loop: the answers of any other
+    /// are read by the runtime's worker, in parallel with the loop. Reading an answer on the
+    /// loop's thread saves the wake-up of a second thread, which is what a loop waiting for
+    /// one answer at a time pays for each; a loop busy with many answers gains nothing from
+    /// it and would do on its own thread the reads and decryption the worker does beside it
+    /// (`docs/benchmarks.md`: one connection 15-25% more appends/s; 4 and 16 no gain and 64
+    /// 7% fewer when the loop read every connection, no better with up to eight).
+    read: Mutex<Option<AnswerSocket>>,
     /// Cleared once the loop refused to watch a socket (`add_reader` unsupported).
     can_watch: std::sync::atomic::AtomicBool,
 }
-
-/// How many connections' sockets one loop reads itself; the answers of any more are read by
-/// the runtime's worker, in parallel with the loop. Reading an answer on the loop's thread
-/// saves the wake-up of a second thread, which is what a loop waiting for one answer at a
-/// time pays for each; a loop busy with many answers gains nothing from it and would do on
-/// its own thread the reads and decryption the worker does beside it (measured in
-/// `docs/benchmarks.md`: one connection 15-25% more appends/s, 4 and 16 no gain, 64 7%
-/// fewer when the loop read every connection).
-const LOOP_READS_AT_MOST: usize = 1;
 
 thread_local! {
     /// The queue whose loop is reading answers on this thread right now ([`AnswerReader`]):
@@ -253,7 +248,7 @@ impl LoopQueue {
             let queue = Arc::new(LoopQueue {
                 woken: Mutex::default(),
                 alarm: Alarm::Socket { ring, heard },
-                watched: Mutex::default(),
+                read: Mutex::default(),
                 can_watch: true.into(),
             });
             let reader = Py::new(
@@ -274,14 +269,15 @@ impl LoopQueue {
                 event_loop: event_loop.clone().unbind(),
                 runtime: runtime(py)?.handle().clone(),
             },
-            watched: Mutex::default(),
+            read: Mutex::default(),
             can_watch: false.into(),
         }))
     }
 
     /// A call waits on `socket`: the loop watches it unless it does already, and reads what
     /// arrives on it until its connection ends. Not when the loop cannot watch sockets, or
-    /// reads [`LOOP_READS_AT_MOST`] already, or when the call is not the only one waiting on
+    /// reads another connection already ([`LoopQueue::read`]), or when the call is not the
+    /// only one waiting on
     /// that connection: the loop then lets go of it for good (the runtime's reader task
     /// delivers its answers, as it does where the loop does not read). The call's request is
     /// out already: a loop that refuses to watch (`add_reader` unsupported, or failing) only
@@ -304,19 +300,13 @@ impl LoopQueue {
         if !self.can_watch.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let fd = socket.fd();
         if !socket.alone() {
             socket.decline();
             self.let_go(py, &awaited.call_method0(intern!(py, "get_loop"))?, socket);
             return Ok(());
         }
-        {
-            let watched = lock(&self.watched);
-            if watched.len() >= LOOP_READS_AT_MOST
-                || watched.get(&fd).is_some_and(|known| known.same_as(socket))
-            {
-                return Ok(());
-            }
+        if lock(&self.read).is_some() {
+            return Ok(());
         }
         let event_loop = awaited.call_method0(intern!(py, "get_loop"))?;
         let reader = AnswerReader {
@@ -325,8 +315,8 @@ impl LoopQueue {
             event_loop: event_loop.clone().unbind(),
             _reading: socket.reading(),
         };
-        event_loop.call_method1(intern!(py, "add_reader"), (fd, reader))?;
-        lock(&self.watched).insert(fd, socket.clone());
+        event_loop.call_method1(intern!(py, "add_reader"), (socket.fd(), reader))?;
+        *lock(&self.read) = Some(socket.clone());
         Ok(())
     }
 
@@ -334,17 +324,12 @@ impl LoopQueue {
     /// descriptor close). A loop that fails to (closed meanwhile) runs its reader no more
     /// anyway.
     fn let_go(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>, socket: &AnswerSocket) {
-        let fd = socket.fd();
-        let listed = {
-            let mut watched = lock(&self.watched);
-            let listed = watched.get(&fd).is_some_and(|known| known.same_as(socket));
-            if listed {
-                watched.remove(&fd);
-            }
-            listed
+        let read = {
+            let mut read = lock(&self.read);
+            read.take_if(|known| known.same_as(socket))
         };
-        if listed {
-            let _ = event_loop.call_method1(intern!(py, "remove_reader"), (fd,));
+        if read.is_some() {
+            let _ = event_loop.call_method1(intern!(py, "remove_reader"), (socket.fd(),));
         }
     }
 

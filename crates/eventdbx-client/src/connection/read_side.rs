@@ -2,7 +2,7 @@
 //! flight, the bytes received and the cipher that opens them, and when to poll.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,7 @@ pub(super) struct Shared {
     /// Rung when the last loop stops reading the socket.
     pub(super) resume: tokio::sync::Notify,
     /// Set when a poller declined to read the socket: requests stop offering it.
-    pub(super) loop_declined: std::sync::atomic::AtomicBool,
+    pub(super) loop_declined: AtomicBool,
 }
 
 pub(super) struct ReadSide {
@@ -111,7 +111,7 @@ impl Shared {
             poll: Mutex::new(AnswerPoll::new(busy_poll)),
             loop_readers: AtomicUsize::new(0),
             resume: tokio::sync::Notify::new(),
-            loop_declined: std::sync::atomic::AtomicBool::new(false),
+            loop_declined: AtomicBool::new(false),
         }
     }
 
