@@ -1,6 +1,7 @@
 """``python -m bench``: the benchmark suite (``bench/run`` installs what it needs, then runs
-this). Starts each server in turn, runs every workload its systems take part in, stops it,
-then writes the report and the plots. Exits 1 when a server failed to start or a workload
+this). Starts every server, runs each workload on the systems that take part in it (each
+variant's runs interleaved across the systems, see ``interleaved``), stops them, then writes
+the report and the plots. Exits 1 when a server failed to start or a workload
 errored (version conflicts are expected in W2 and never count as errors), 0 otherwise.
 """
 
@@ -15,7 +16,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import machine, plots, report
 from .machine import build_dir
@@ -75,65 +76,115 @@ def _default_dbx() -> str:
     return os.path.join(target, build_dir(), "dbx")
 
 
-async def _run_workload(workload: Workload, target: Target, sizes: Sizes,
-                        points: List[Point]) -> None:
+async def _prepare(workload: Workload, target: Target, sizes: Sizes,
+                   points: List[Point]) -> bool:
+    """Seeds ``workload`` on ``target`` (not measured); a failure fails each of its variants."""
     system = target.system
-    variants = workload.variants_for(system, sizes)
     began = time.perf_counter()
     try:
         await workload.prepare(target, sizes)
     except Exception as exc:
         log.error("%s on %s: seeding failed: %s", workload.id, system.key, exc)
-        for variant in variants:
+        for variant in workload.variants_for(system, sizes):
             points.append(Point(workload.id, variant, system.key, workload.unit_of(variant),
                                 failure=f"seeding failed: {type(exc).__name__}: {exc}"))
-        return
+        return False
     seeded = time.perf_counter() - began
     if seeded >= 1.0:
         log.info("%-6s %-27s %-21s %26.1f s", workload.id, "(seeding)", system.key, seeded)
+    return True
+
+
+def interleaved(keys: List[str], runs: int) -> List[Tuple[int, str]]:
+    """The order of a variant's runs: run ``i`` of every system, then run ``i + 1``, each
+    round starting one system further on. The systems of a point are so measured in the same
+    minutes, none always first: this machine's speed drifts within minutes (up to 2x), which
+    a point measured system after system would report as a difference between systems."""
+    order = []
+    for index in range(runs):
+        shift = index % len(keys) if keys else 0
+        order.extend((index, key) for key in keys[shift:] + keys[:shift])
+    return order
+
+
+async def _run_workload(workload: Workload, targets: List[Target], sizes: Sizes,
+                        points: List[Point]) -> None:
+    """Every variant of ``workload`` on every target that takes part, runs interleaved."""
+    ready = [t for t in targets if await _prepare(workload, t, sizes, points)]
+    variants: List[str] = []
+    for target in ready:
+        variants.extend(v for v in workload.variants_for(target.system, sizes)
+                        if v not in variants)
     for variant in variants:
         began = time.perf_counter()
-        point = Point(workload.id, variant, system.key, workload.unit_of(variant))
-        for index in range(sizes.runs):
+        taking = {t.system.key: t for t in ready
+                  if variant in workload.variants_for(t.system, sizes)}
+        point = {key: Point(workload.id, variant, key, workload.unit_of(variant))
+                 for key in taking}
+        for index, key in interleaved(list(taking), sizes.runs):
+            if point[key].failure is not None:
+                continue
             try:
-                point.runs.append(await workload.run(target, variant, index, sizes))
+                point[key].runs.append(await workload.run(taking[key], variant, index, sizes))
             except Exception as exc:
-                point.failure = f"{type(exc).__name__}: {exc}"
-                break
-        point.extra = workload.extra(variant, point.runs) if point.runs else {}
-        points.append(point)
-        tp = point.throughput
-        log.info("%-6s %-27s %-21s %10.1f %-13s %5.1f s%s", workload.id, variant, system.key,
-                 tp.median, point.unit, time.perf_counter() - began,
-                 f"  FAILED: {point.first_error}" if point.failed else "")
+                point[key].failure = f"{type(exc).__name__}: {exc}"
+        for key, done in point.items():
+            done.extra = workload.extra(variant, done.runs) if done.runs else {}
+            points.append(done)
+            tp = done.throughput
+            log.info("%-6s %-27s %-21s %10.1f %-13s %5.1f s%s", workload.id, variant, key,
+                     tp.median, done.unit, time.perf_counter() - began,
+                     f"  FAILED: {done.first_error}" if done.failed else "")
 
 
-async def _run_server(spec: ServerSpec, systems: List[System], env: Environment,
-                      workloads: List[Workload], outcome: Outcome) -> None:
+async def _start(spec: ServerSpec, systems: List[System], env: Environment,
+                 outcome: Outcome) -> Optional[Server]:
+    """Starts the server of ``systems``; None when it is skipped or failed to start (noted)."""
     names = ", ".join(s.key for s in systems)
     reason = spec.skip_reason(env)
     if reason is not None:
         log.warning("skipping %s: %s", names, reason)
         for system in systems:
             outcome.skipped[system.key] = reason
-        return
+        return None
     try:
         server: Server = await asyncio.to_thread(spec.start, env)
     except Exception as exc:
         log.error("%s failed to start: %s", names, exc)
         for system in systems:
             outcome.start_failures[system.key] = f"{type(exc).__name__}: {exc}"
-        return
+        return None
+    for system in systems:
+        outcome.versions[system.key] = server.version
+    return server
+
+
+async def _run(systems: List[System], env: Environment, workloads: List[Workload],
+               outcome: Outcome) -> None:
+    """Starts every server, runs every workload on the systems that take part, stops them."""
+    groups: Dict[ServerSpec, List[System]] = {}
+    for system in systems:
+        groups.setdefault(system.server, []).append(system)
+    running: List[Server] = []
     try:
-        seeded: Dict[str, object] = {}
-        for system in systems:
-            outcome.versions[system.key] = server.version
-            target = Target(system, server, SYSTEMS.index(system), seeded)
-            for workload in workloads:
-                if workload.id in system.workloads:
-                    await _run_workload(workload, target, outcome.sizes, outcome.points)
+        targets = []
+        for spec, members in groups.items():
+            server = await _start(spec, members, env, outcome)
+            if server is None:
+                continue
+            running.append(server)
+            # The entries sharing a server share what has been seeded on it.
+            seeded: Dict[str, object] = {}
+            targets.extend(Target(system, server, systems.index(system), seeded)
+                           for system in members)
+        targets.sort(key=lambda t: t.slot)
+        for workload in workloads:
+            taking = [t for t in targets if workload.id in t.system.workloads]
+            if taking:
+                await _run_workload(workload, taking, outcome.sizes, outcome.points)
     finally:
-        await asyncio.to_thread(server.stop)
+        for server in running:
+            await asyncio.to_thread(server.stop)
 
 
 async def _main(args: argparse.Namespace) -> Outcome:
@@ -154,11 +205,7 @@ async def _main(args: argparse.Namespace) -> Outcome:
              outcome.machine.cores, outcome.machine.load_average, outcome.machine.fsync_p50_us,
              build_dir())
     started = time.perf_counter()
-    groups: Dict[ServerSpec, List[System]] = {}
-    for system in systems:
-        groups.setdefault(system.server, []).append(system)
-    for spec, members in groups.items():
-        await _run_server(spec, members, env, workloads, outcome)
+    await _run(systems, env, workloads, outcome)
     outcome.seconds = time.perf_counter() - started
     return outcome
 

@@ -340,8 +340,11 @@ def markdown(outcome: "Outcome", figures: List[str], figure_dir: str = "",
         f"{heading} Benchmarks: our server and SDK beside PostgreSQL",
         "",
         f"{mode}, {m.started_utc}, commit `{m.git_commit}`, {outcome.seconds:.0f} s. Each "
-        f"figure is the median of {sizes.runs} runs (min–max in parentheses). Written by "
-        "`bench/run`; the harness is `bench/` (README there).",
+        f"figure is the median of {sizes.runs} runs (min–max in parentheses); every server "
+        "runs for the whole run and a point's runs alternate between the systems (run 1 of "
+        "each, then run 2, each round starting one system further on), so the systems compared "
+        "are measured in the same minutes. Written by `bench/run`; the harness is `bench/` "
+        "(README there).",
     ]
     if outcome.quick:
         lines += ["", "**A smoke run**: short runs on small data, to prove the harness works. "

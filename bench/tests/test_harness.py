@@ -216,3 +216,94 @@ def test_the_sync_append_target_compares_with_the_runs_fsync_p50() -> None:
     assert verdict(0.000250).status == "missed"
     # Only the durable server's row counts.
     assert verdict(0.000150, key="dbx-relaxed-v2").status == "not measured"
+
+
+def test_runs_are_interleaved_and_each_round_starts_one_system_further() -> None:
+    from bench.__main__ import interleaved
+
+    assert interleaved(["a", "b", "c"], 4) == [
+        (0, "a"), (0, "b"), (0, "c"), (1, "b"), (1, "c"), (1, "a"),
+        (2, "c"), (2, "a"), (2, "b"), (3, "a"), (3, "b"), (3, "c")]
+    assert interleaved(["a"], 2) == [(0, "a"), (1, "a")]
+    assert interleaved([], 3) == []
+
+
+def test_every_server_runs_while_the_workloads_run_and_a_failed_run_fails_its_point_only(
+) -> None:
+    """Fake servers and a fake workload: the order of the runs, who was up meanwhile, and
+    what a failure costs."""
+    import asyncio
+    from dataclasses import dataclass
+
+    from bench.__main__ import _run
+    from bench.measure import Run
+    from bench.servers import Server
+    from bench.systems import Environment, ServerSpec, System
+    from bench.workloads import Sizes, Target, Workload
+
+    up: List[str] = []
+    stopped: List[str] = []
+
+    class FakeServer(Server):
+        def __init__(self, name: str) -> None:
+            self.name, self.version = name, "1"
+            up.append(name)
+
+        @property
+        def pid(self) -> int:
+            return 0
+
+        def stop(self) -> None:
+            up.remove(self.name)
+            stopped.append(self.name)
+
+    @dataclass(frozen=True)
+    class Spec(ServerSpec):
+        name: str
+
+        def skip_reason(self, env: Environment):  # type: ignore[no-untyped-def]
+            return "not here" if self.name == "skipped" else None
+
+        def start(self, env: Environment) -> Server:
+            return FakeServer(self.name)
+
+    calls: List[tuple] = []
+
+    class Fake(Workload):
+        id = "FAKE"
+
+        def variants(self, sizes: Sizes) -> List[str]:
+            return ["one", "two"]
+
+        async def run(self, target: Target, variant: str, index: int, sizes: Sizes) -> Run:
+            calls.append((variant, index, target.system.key, sorted(up)))
+            if (target.system.key, variant, index) == ("b", "one", 1):
+                raise RuntimeError("broken")
+            return Run(ops=1, seconds=1.0, latencies=[1.0])
+
+    def system(key: str, server: str) -> System:
+        return System(key, key, "fsync", "durable", "v2", True, Spec(server),
+                      lambda s: None, frozenset({"FAKE"}))  # type: ignore[arg-type,return-value]
+
+    systems = [system("a", "x"), system("b", "y"), system("c", "x"), system("d", "skipped")]
+    outcome = _outcome([])
+    outcome.sizes = Sizes(**{**Sizes.quick().__dict__, "runs": 3})
+    asyncio.run(_run(systems, Environment("", None), [Fake()], outcome))
+
+    # Both servers were up for every run, and both were stopped at the end.
+    assert all(running == ["x", "y"] for *_, running in calls), calls
+    assert up == [] and sorted(stopped) == ["x", "y"]
+    assert outcome.skipped == {"d": "not here"}
+    # Run i of every system before run i + 1; each round starts one system further on; b's
+    # failed second run of "one" ends that point, not the others nor its "two".
+    assert [(v, i, k) for v, i, k, _ in calls] == [
+        ("one", 0, "a"), ("one", 0, "b"), ("one", 0, "c"),
+        ("one", 1, "b"), ("one", 1, "c"), ("one", 1, "a"),
+        ("one", 2, "c"), ("one", 2, "a"),
+        ("two", 0, "a"), ("two", 0, "b"), ("two", 0, "c"),
+        ("two", 1, "b"), ("two", 1, "c"), ("two", 1, "a"),
+        ("two", 2, "c"), ("two", 2, "a"), ("two", 2, "b")]
+    runs = {(p.variant, p.system_key): (len(p.runs), p.failure) for p in outcome.points}
+    assert runs == {("one", "a"): (3, None), ("one", "b"): (1, "RuntimeError: broken"),
+                    ("one", "c"): (3, None), ("two", "a"): (3, None),
+                    ("two", "b"): (3, None), ("two", "c"): (3, None)}
