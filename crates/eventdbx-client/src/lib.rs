@@ -71,7 +71,7 @@ pub use client::{
     SubscriptionStart,
 };
 pub use config::{ClientConfig, KnownV2Hosts, RetryOptions, Transport};
-pub use connection::{offered_socket, AnswerSocket, LoopReading, Protocol};
+pub use connection::{offered_socket, AnswerSocket, LoopReading, Protocol, FEW_IN_FLIGHT};
 pub use error::{Error, ErrorKind, Result};
 pub use eventdbx_proto::noise::v2::Fingerprint;
 pub use futures_core::Stream;

@@ -199,7 +199,9 @@ struct LoopQueue {
     /// one answer at a time pays for each; a loop busy with many answers gains nothing from
     /// it and would do on its own thread the reads and decryption the worker does beside it
     /// (`docs/benchmarks.md`: one connection 15-25% more appends/s; 4 and 16 no gain and 64
-    /// 7% fewer when the loop read every connection, no better with up to eight).
+    /// 7% fewer when the loop read every connection, no better with up to eight). Likewise a
+    /// connection with more than a few calls in flight together is let go for good
+    /// ([`eventdbx_client::FEW_IN_FLIGHT`]).
     read: Mutex<Option<AnswerSocket>>,
     /// Cleared once the loop refused to watch a socket (`add_reader` unsupported).
     can_watch: std::sync::atomic::AtomicBool,
@@ -300,7 +302,7 @@ impl LoopQueue {
         if !self.can_watch.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if !socket.alone() {
+        if !socket.few_in_flight() {
             socket.decline();
             self.let_go(py, &awaited.call_method0(intern!(py, "get_loop"))?, socket);
             return Ok(());

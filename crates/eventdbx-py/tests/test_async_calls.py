@@ -289,6 +289,32 @@ def test_the_event_loop_reads_its_answers_from_the_connection_itself(server, uid
     assert loop.added.count("AnswerReader") == 1, loop.added
 
 
+def test_a_loop_keeps_reading_a_connection_with_a_few_calls_in_flight_together(server, uid):
+    """Up to four calls in flight together on one connection (a few tasks sharing a client):
+    the loop still reads their answers itself. While the loop reads, the runtime reads none,
+    so the gathered calls are all in flight before the first answer is read."""
+    kind = f"loopfew{uid}"
+    _create(server, kind)
+
+    async def scenario(loop):
+        async with server.async_client() as client:
+            await client.get(aggregate_type=kind, aggregate_id="a-1")
+            assert len(_answer_readers(loop)) == 1
+            for _ in range(10):
+                for n in (2, 3, 4):
+                    got = await asyncio.gather(*[
+                        client.get(aggregate_type=kind, aggregate_id="a-1") for _ in range(n)])
+                    assert all(g.found for g in got)
+                    assert len(_answer_readers(loop)) == 1
+            # Five together are more than a few: the loop lets go, for good.
+            await asyncio.gather(*[
+                client.get(aggregate_type=kind, aggregate_id="a-1") for _ in range(5)])
+            assert _answer_readers(loop) == []
+
+    loop = _run_counting(scenario)
+    assert loop.added.count("AnswerReader") == 1, loop.added
+
+
 def test_a_loop_lets_go_of_a_connection_with_answers_many_at_a_time(server, uid):
     """Calls in flight together on one connection: the runtime's worker reads their answers
     beside the loop (the loop would only do that work on its own thread), for good."""

@@ -27,8 +27,9 @@ use crate::error::Error;
 #[derive(Clone)]
 pub struct AnswerSocket {
     shared: Arc<Shared>,
-    /// Whether the request that offered it was the only one in flight on its connection.
-    alone: bool,
+    /// Whether the request that offered it had at most [`FEW_IN_FLIGHT`] in flight on its
+    /// connection, itself included.
+    few: bool,
 }
 
 impl std::fmt::Debug for AnswerSocket {
@@ -36,6 +37,14 @@ impl std::fmt::Debug for AnswerSocket {
         f.debug_struct("AnswerSocket").finish_non_exhaustive()
     }
 }
+
+/// The most requests in flight together on a connection whose answers an event loop still
+/// reads best itself ([`AnswerSocket::few_in_flight`]). Measured with one client shared by K
+/// tasks (`docs/benchmarks.md`, "The event loop reads its answers itself"): with two to four the
+/// loop's reading cost about a tenth less of the client's CPU per call at the same rate; with
+/// sixteen it cost 12% of the calls per second, the loop's thread then the busiest, while the
+/// runtime's worker reads beside it.
+pub const FEW_IN_FLIGHT: usize = 4;
 
 thread_local! {
     /// `Some` while a poller on this thread asks for the socket its future waits on.
@@ -61,10 +70,10 @@ pub(super) fn offer(shared: &Arc<Shared>) {
         if shared.loop_declined.load(Ordering::Relaxed) {
             return;
         }
-        let alone = shared.lock().pending.len() <= 1;
+        let few = shared.lock().pending.len() <= FEW_IN_FLIGHT;
         *slot = Some(AnswerSocket {
             shared: Arc::clone(shared),
-            alone,
+            few,
         });
     });
 }
@@ -95,10 +104,10 @@ impl AnswerSocket {
         }
     }
 
-    /// Whether the request that offered the socket was the only one in flight on its
-    /// connection when it parked.
-    pub fn alone(&self) -> bool {
-        self.alone
+    /// Whether the request that offered the socket had at most [`FEW_IN_FLIGHT`] requests in
+    /// flight on its connection (itself included) when it parked.
+    pub fn few_in_flight(&self) -> bool {
+        self.few
     }
 
     /// The connection's requests stop offering its socket: a poller that reads it no more
@@ -262,18 +271,25 @@ mod tests {
     }
 
     #[test]
-    fn a_socket_says_whether_its_request_was_alone_and_a_declined_one_is_offered_no_more() {
+    fn a_socket_says_whether_few_requests_were_in_flight_and_a_declined_one_is_offered_no_more() {
         let runtime = runtime();
         let _entered = runtime.enter();
         // Pipelined, as v2 connections are: v1's one request at a time would hold the second.
         let (connection, _server) = pair(Protocol::V2);
         runtime.block_on(tokio::task::yield_now());
-        let (_first, socket) = parked(&connection, 1);
-        assert!(socket.alone());
-        let (_second, shared) = parked(&connection, 2);
-        assert!(!shared.alone(), "two requests are in flight");
-        shared.decline();
-        let mut third = call(&connection, 3);
+        let mut in_flight = Vec::new();
+        for id in 1..=FEW_IN_FLIGHT as u64 {
+            let (call, socket) = parked(&connection, id);
+            assert!(socket.few_in_flight(), "{id} requests are in flight");
+            in_flight.push(call);
+        }
+        let (_more, many) = parked(&connection, FEW_IN_FLIGHT as u64 + 1);
+        assert!(
+            !many.few_in_flight(),
+            "one more than a few requests are in flight"
+        );
+        many.decline();
+        let mut third = call(&connection, 100);
         let (polled, offered) = poll(&mut third);
         assert!(polled.is_pending());
         assert!(

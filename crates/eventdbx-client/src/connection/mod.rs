@@ -51,7 +51,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// The target of this module's log events, whichever file they come from: Python sees them as
 /// the `eventdbx.client.connection` logger, a name applications configure.
 const LOG_TARGET: &str = "eventdbx_client::connection";
-pub use loop_read::{offered_socket, AnswerSocket, LoopReading};
+pub use loop_read::{offered_socket, AnswerSocket, LoopReading, FEW_IN_FLIGHT};
 use read_side::{read_loop, AnswerWait, Opening, Pending, Shared};
 use writer::{Sealing, Writer};
 
