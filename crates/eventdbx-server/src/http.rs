@@ -237,6 +237,12 @@ fn metrics(state: &ServerState) -> String {
             "counter",
             m.message_timeouts.load(Ordering::Relaxed),
         ),
+        gauge(
+            "eventdbx_answer_timeouts_total",
+            "Sessions closed because the peer took no byte of an answer in time.",
+            "counter",
+            m.answer_timeouts.load(Ordering::Relaxed),
+        ),
         plugin_metrics(state, &gauge),
     ]
     .concat()

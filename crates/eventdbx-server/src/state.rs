@@ -103,6 +103,9 @@ pub struct Metrics {
     /// Sessions closed because a message they had begun did not arrive whole in time
     /// (`[socket] message_timeout_ms`); also counted in `protocol_errors`.
     pub message_timeouts: AtomicU64,
+    /// Sessions closed because the peer took no byte of an answer (or a subscription's batch)
+    /// for `[socket] answer_timeout_ms`; also counted in `protocol_errors`.
+    pub answer_timeouts: AtomicU64,
 }
 
 impl Metrics {

@@ -14,8 +14,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::paths::resolve;
 use super::{
-    Config, ConfigError, MAX_BUSY_POLL_US, MIN_CHECKPOINT_BYTES, MIN_MESSAGE_BUDGET_BYTES,
-    MIN_MESSAGE_TIMEOUT_MS, MIN_PRUNE_INTERVAL_SECS,
+    Config, ConfigError, MAX_BUSY_POLL_US, MIN_ANSWER_TIMEOUT_MS, MIN_CHECKPOINT_BYTES,
+    MIN_MESSAGE_BUDGET_BYTES, MIN_MESSAGE_TIMEOUT_MS, MIN_PRUNE_INTERVAL_SECS,
 };
 use crate::auth::{MAX_CLOCK_SKEW_SECS, MIN_TTL_SECS};
 
@@ -66,6 +66,7 @@ struct SocketFile {
     busy_poll_us: Option<u64>,
     message_budget_bytes: Option<u64>,
     message_timeout_ms: Option<u64>,
+    answer_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -357,6 +358,10 @@ impl Keys<'_> {
         if let Some(millis) = file.socket.message_timeout_ms {
             config.socket.message_timeout_ms =
                 self.at_least("socket.message_timeout_ms", millis, MIN_MESSAGE_TIMEOUT_MS);
+        }
+        if let Some(millis) = file.socket.answer_timeout_ms {
+            config.socket.answer_timeout_ms =
+                self.at_least("socket.answer_timeout_ms", millis, MIN_ANSWER_TIMEOUT_MS);
         }
         config.http.bind_addr = file.http.bind_addr;
 

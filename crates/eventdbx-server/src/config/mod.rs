@@ -67,6 +67,10 @@ pub const MIN_MESSAGE_BUDGET_BYTES: u64 = 64 * 1024;
 pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 30_000;
 /// Smallest `[socket] message_timeout_ms`; smaller values are raised to it.
 pub const MIN_MESSAGE_TIMEOUT_MS: u64 = 100;
+/// Default `[socket] answer_timeout_ms`.
+pub const DEFAULT_ANSWER_TIMEOUT_MS: u64 = 30_000;
+/// Smallest `[socket] answer_timeout_ms`; smaller values are raised to it.
+pub const MIN_ANSWER_TIMEOUT_MS: u64 = 100;
 
 /// A config file or value that cannot be used. Every message names the file (or "config text"
 /// for [`Config::from_toml_str`]) and, where there is one, the key.
@@ -146,6 +150,10 @@ pub struct SocketConfig {
     /// `message_timeout_ms` (ours; 30,000): time a message has, from its first byte (or from
     /// its turn in the budget), to arrive whole; a session that stalls mid-message is closed.
     pub message_timeout_ms: u64,
+    /// `answer_timeout_ms` (ours; 30,000): time the peer may take no byte of an answer (or of a
+    /// subscription's batch) being written; a session whose peer stops reading is closed. A
+    /// peer that reads slowly keeps it open as long as it takes some of the answer.
+    pub answer_timeout_ms: u64,
 }
 
 /// `[http]`: the health and metrics listener.
@@ -371,6 +379,7 @@ impl Config {
                 busy_poll_us: DEFAULT_BUSY_POLL_US,
                 message_budget_bytes: DEFAULT_MESSAGE_BUDGET_BYTES,
                 message_timeout_ms: DEFAULT_MESSAGE_TIMEOUT_MS,
+                answer_timeout_ms: DEFAULT_ANSWER_TIMEOUT_MS,
             },
             http: HttpConfig::default(),
             tenants: TenantsConfig {

@@ -15,11 +15,13 @@
 //! - `admission`: the pending (pre-auth) budget, its deadline and the session slots.
 //! - `inbound`: reading a session's frames under the idle and message deadlines, and the
 //!   budget of message bytes in flight.
+//! - `outbound`: writing answers to a peer that may stop reading (the answer deadline).
 //! - here: the hello, and running one request (on the session's task or apart).
 
 pub(crate) mod admission;
 mod busy_poll;
 mod inbound;
+mod outbound;
 mod push;
 mod v1;
 mod v2;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use eventdbx_proto::frame::V1_MAX_NOISE_FRAME;
+use eventdbx_proto::frame::{self, V1_MAX_NOISE_FRAME};
 use eventdbx_proto::hello::ReceivedHello;
 use eventdbx_proto::noise::{v1, Session};
 use eventdbx_proto::transport::{read_frame, write_frame, FrameReader, SessionLimits};
@@ -16,6 +16,7 @@ use tokio::time::timeout_at;
 use super::admission::{SessionsFull, Ticket};
 use super::busy_poll::{poll_before_waiting, BusyPoll};
 use super::inbound::{message_timed_out, next_frame, Inbound, MessageClock};
+use super::outbound::write_answer;
 use super::{
     accepted, answer, closing_notice, hello_tenant, leads_alone, reject, runs_inline,
     session_ended, take_session, waits_for_sync, SessionInfo, NOTICE_TIMEOUT,
@@ -209,7 +210,10 @@ async fn v1_loop(
             },
             None => response,
         };
-        if write_frame(&mut writer, &bytes, frame_limit).await.is_err() {
+        let Ok(framed) = frame::encode(&bytes, frame_limit) else {
+            return;
+        };
+        if write_answer(&state, &mut writer, &framed).await.is_err() {
             return;
         }
     }

@@ -15,6 +15,7 @@ use tokio::time::timeout_at;
 use super::admission::{SessionsFull, Ticket};
 use super::busy_poll::{poll_before_waiting, BusyPoll};
 use super::inbound::{message_timed_out, next_frame, Inbound, MessageBudget, MessageClock};
+use super::outbound::write_answer;
 use super::push::{Outlet, Subscriptions};
 use super::{
     accepted, answer, closing_notice, hello_tenant, leads_alone, reject, runs_inline,
@@ -146,6 +147,7 @@ async fn v2_loop(
     // Whoever finishes a request seals and writes its answer, whole, under this lock: no hop
     // through a writer task.
     let outbound = Arc::new(tokio::sync::Mutex::new(Outbound {
+        state: Arc::clone(&state),
         sealer,
         writer,
         broken: false,
@@ -274,6 +276,7 @@ async fn v2_loop(
 
 /// The sending side of a v2 session.
 struct Outbound {
+    state: Arc<ServerState>,
     sealer: v2::ChunkSealer,
     writer: tokio::net::tcp::OwnedWriteHalf,
     broken: bool,
@@ -290,13 +293,16 @@ async fn notify_closing(outbound: &tokio::sync::Mutex<Outbound>, what: &str) {
 
 impl Outbound {
     /// Seals and writes one answer; after a failure nothing more is sent (the reader side then
-    /// sees the connection end).
+    /// sees the connection end: a peer that stopped reading gets its socket shut both ways,
+    /// `outbound::write_answer`).
     async fn send(&mut self, answer: &[u8]) {
         if self.broken {
             return;
         }
         let written = match self.sealer.seal_message(answer) {
-            Ok(sealed) => self.writer.write_all(&sealed).await.is_ok(),
+            Ok(sealed) => write_answer(&self.state, &mut self.writer, &sealed)
+                .await
+                .is_ok(),
             Err(_) => false,
         };
         if !written {

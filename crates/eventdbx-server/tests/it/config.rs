@@ -492,6 +492,25 @@ fn message_budget_and_timeout_have_defaults_and_minimums() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn answer_timeout_has_a_default_and_a_minimum() -> TestResult {
+    assert_eq!(parse("")?.socket.answer_timeout_ms, 30_000);
+    assert_eq!(
+        parse("[socket]\nanswer_timeout_ms = 500")?
+            .socket
+            .answer_timeout_ms,
+        500
+    );
+    assert_eq!(
+        parse("[socket]\nanswer_timeout_ms = 0")?
+            .socket
+            .answer_timeout_ms,
+        100
+    );
+    assert!(parse("[socket]\nanswer_timeout_ms = -1").is_err());
+    Ok(())
+}
+
 /// Every dotted key below `table`, tables themselves left out.
 fn dotted_keys(prefix: &str, table: &toml::Table, keys: &mut Vec<String>) {
     for (key, value) in table {

@@ -1,6 +1,7 @@
 //! Messages in flight (`docs/server.md`, "Connection limits"): a message begun must arrive
-//! whole within `[socket] message_timeout_ms`, and large messages reserve their length from a
-//! budget shared by every connection, waiting for room instead of allocating past it.
+//! whole within `[socket] message_timeout_ms`, an answer must find its peer taking some of it
+//! within `[socket] answer_timeout_ms`, and large messages reserve their length from a budget
+//! shared by every connection, waiting for room instead of allocating past it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -89,6 +90,49 @@ fn a_message_that_stalls_midway_closes_its_session() {
     assert_eq!(metrics.protocol_errors.load(Ordering::SeqCst), 3);
     // Idleness between messages is not a stall.
     ok(quiet.list(&ListOpts::default()));
+}
+
+#[test]
+fn a_peer_that_stops_reading_has_its_session_closed_and_its_answers_dropped() {
+    let server = TestServer::start(|config| config.socket.answer_timeout_ms = 300);
+    let metrics = server.server().metrics();
+    // Opened first, then idle for longer than the answer timeout: idle is not stalled.
+    let mut quiet = server.v2("default");
+    // Two answers of 12 MiB each (60 aggregates of 200 KiB), far more than the socket buffers
+    // between the server and a peer that reads nothing hold (a few MiB on loopback).
+    let mut writer = server.v2("default");
+    let blob = "x".repeat(200 * 1024);
+    for n in 0..60 {
+        let id = format!("o-{n}");
+        ok(writer.create("order", &id, "created", &format!(r#"{{"blob":"{blob}"}}"#)));
+    }
+    let mut stalled = server.v2("default");
+    let token = stalled.token.clone();
+    for _ in 0..2 {
+        stalled
+            .send(|payload| {
+                let mut list = payload.init_list_aggregates();
+                list.set_token(token.as_str());
+                list.set_take(60);
+                list.set_has_take(true);
+            })
+            .expect("send list");
+    }
+    // Nothing is read until the server has given up on the peer.
+    wait_for(&metrics.answer_timeouts, 1, "answer timeouts");
+    let read = stalled
+        .wire
+        .drain_until_closed()
+        .expect("the session of the peer that stopped reading was closed");
+    assert!(
+        read < 2 * 60 * 200 * 1024,
+        "the peer got its answers whole ({read} bytes) although it read nothing in time"
+    );
+    assert_eq!(metrics.answer_timeouts.load(Ordering::SeqCst), 1);
+    assert_eq!(metrics.protocol_errors.load(Ordering::SeqCst), 1);
+    // The other sessions go on, the idle one and the writer alike.
+    ok(quiet.list(&ListOpts::default()));
+    ok(writer.create("order", "after", "created", "{}"));
 }
 
 #[test]

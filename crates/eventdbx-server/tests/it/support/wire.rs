@@ -77,6 +77,29 @@ impl Wire {
         Ok(payload)
     }
 
+    /// Reads (without recording) until the peer closes the connection (EOF or reset); `None`
+    /// when a read waited [`IO_TIMEOUT`] with the connection still open, else the bytes read.
+    pub fn drain_until_closed(&mut self) -> Option<usize> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0;
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Some(read),
+                Ok(n) => read += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(_) => return Some(read),
+            }
+        }
+    }
+
     /// True when the peer closed the connection (EOF or reset) without sending anything more.
     pub fn closed_by_peer(&mut self) -> bool {
         let mut buf = [0u8; 1];
