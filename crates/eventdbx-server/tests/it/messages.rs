@@ -98,25 +98,13 @@ fn a_peer_that_stops_reading_has_its_session_closed_and_its_answers_dropped() {
     let metrics = server.server().metrics();
     // Opened first, then idle for longer than the answer timeout: idle is not stalled.
     let mut quiet = server.v2("default");
-    // Two answers of 12 MiB each (60 aggregates of 200 KiB), far more than the socket buffers
-    // between the server and a peer that reads nothing hold (a few MiB on loopback).
+    // Two answers of 12 MiB each, far more than the socket buffers between the server and a
+    // peer that reads nothing hold (its own receive buffer fixed at 64 KiB).
     let mut writer = server.v2("default");
-    let blob = "x".repeat(200 * 1024);
-    for n in 0..60 {
-        let id = format!("o-{n}");
-        ok(writer.create("order", &id, "created", &format!(r#"{{"blob":"{blob}"}}"#)));
-    }
-    let mut stalled = server.v2("default");
-    let token = stalled.token.clone();
+    writer.create_large_orders(60);
+    let mut stalled = with_receive_buffer(64 * 1024, || server.v2("default"));
     for _ in 0..2 {
-        stalled
-            .send(|payload| {
-                let mut list = payload.init_list_aggregates();
-                list.set_token(token.as_str());
-                list.set_take(60);
-                list.set_has_take(true);
-            })
-            .expect("send list");
+        stalled.send_list(60).expect("send list");
     }
     // Nothing is read until the server has given up on the peer.
     wait_for(&metrics.answer_timeouts, 1, "answer timeouts");
@@ -132,6 +120,44 @@ fn a_peer_that_stops_reading_has_its_session_closed_and_its_answers_dropped() {
     assert_eq!(metrics.protocol_errors.load(Ordering::SeqCst), 1);
     // The other sessions go on, the idle one and the writer alike.
     ok(quiet.list(&ListOpts::default()));
+    ok(writer.create("order", "after", "created", "{}"));
+}
+
+#[test]
+fn a_v1_peer_that_stops_reading_has_its_session_closed() {
+    let server = TestServer::start(|config| config.socket.answer_timeout_ms = 300);
+    let metrics = server.server().metrics();
+    let mut writer = server.v2("default");
+    let blob = "x".repeat(10 * 1024);
+    let payload = format!(r#"{{"blob":"{blob}"}}"#);
+    ok(writer.create("order", "big", "created", &payload));
+    // How many bytes one answer is on a v1 wire (at most 64 KiB).
+    let mut probe = server.v1("default");
+    let before = probe.wire.received.len();
+    ok(probe.get("order", "big"));
+    let per_answer = probe.wire.received.len() - before;
+    assert!(per_answer > 10 * 1024, "{per_answer} bytes");
+    // Requests sent ahead whose answers make 24 MiB, more than the socket buffers hold (the
+    // peer's receive buffer fixed at 64 KiB).
+    let requests = (24 << 20) / per_answer + 1;
+    let mut stalled = with_receive_buffer(64 * 1024, || server.v1("default"));
+    let token = stalled.token.clone();
+    for _ in 0..requests {
+        stalled
+            .send(|payload| {
+                let mut get = payload.init_get_aggregate();
+                get.set_token(token.as_str());
+                get.set_aggregate_type("order");
+                get.set_aggregate_id("big");
+            })
+            .expect("send get");
+    }
+    wait_for(&metrics.answer_timeouts, 1, "answer timeouts");
+    let read = stalled
+        .wire
+        .drain_until_closed()
+        .expect("the session of the peer that stopped reading was closed");
+    assert!(read < 24 << 20, "every answer arrived ({read} bytes)");
     ok(writer.create("order", "after", "created", "{}"));
 }
 

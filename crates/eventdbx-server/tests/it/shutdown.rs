@@ -11,7 +11,7 @@ use eventdbx_server::config::Config;
 use eventdbx_server::Server;
 use eventdbx_store::Durability;
 
-use crate::support::{connect_v2, issue_token, ok, serve_on, ALL_ACTIONS};
+use crate::support::{connect_v2, issue_token, serve_on, ALL_ACTIONS};
 
 fn config(data: &std::path::Path) -> Config {
     let mut config = Config::defaults(data.to_path_buf());
@@ -98,24 +98,12 @@ fn a_session_whose_peer_reads_nothing_is_aborted_at_the_drain_deadline_and_run_r
     let (addr, stop, serving) = serve_on(&runtime, server);
 
     // A page of aggregates far larger than the socket buffers between the server and a peer
-    // that reads nothing (a few MiB on loopback): 60 aggregates of 200 KiB (an event's payload is
-    // at most 256 KiB), 12 MiB in one answer. Writing it cannot finish.
+    // that reads nothing: writing it cannot finish.
     let mut writer = connect_v2(addr, &token, "default", Some(fingerprint)).expect("session");
-    let blob = "x".repeat(200 * 1024);
-    for n in 0..60 {
-        let id = format!("o-{n}");
-        ok(writer.create("order", &id, "created", &format!(r#"{{"blob":"{blob}"}}"#)));
-    }
+    writer.create_large_orders(60);
     drop(writer);
     let mut stalled = connect_v2(addr, &token, "default", Some(fingerprint)).expect("session");
-    stalled
-        .send(|payload| {
-            let mut list = payload.init_list_aggregates();
-            list.set_token(token.as_str());
-            list.set_take(60);
-            list.set_has_take(true);
-        })
-        .expect("send list");
+    stalled.send_list(60).expect("send list");
     // The answer has begun: the session is now writing it, and stays there.
     stalled.wire.wait_readable().expect("the answer begins");
 

@@ -14,7 +14,7 @@ mod wire;
 pub use reply::{decode, err, ok, Reply, ORDER_SCHEMA};
 pub use requests::{ListOpts, WriteOpts};
 pub use session::{connect_v1, connect_v2, Client};
-pub use wire::{hello_exchange, raw_exchange, v1_hello, Wire};
+pub use wire::{hello_exchange, raw_exchange, v1_hello, with_receive_buffer, Wire};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::reply::{decode, Reply};
+use super::reply::{decode, ok, Reply};
 use super::session::Client;
 
 /// A publish target: `(plugin, mode, priority)`.
@@ -202,6 +202,29 @@ impl Client {
             for (n, field) in fields.iter().enumerate() {
                 list.set(n as u32, *field);
             }
+        })
+    }
+
+    /// Creates `order` aggregates `o-0` … `o-<count - 1>`, each with a 200 KiB payload (an
+    /// event's payload is at most 256 KiB). A page of 60 is a 12 MiB answer, far more than the
+    /// socket buffers between the server and a peer that reads nothing hold (a few MiB on
+    /// loopback): writing it to such a peer cannot finish.
+    pub fn create_large_orders(&mut self, count: usize) {
+        let blob = "x".repeat(200 * 1024);
+        for n in 0..count {
+            let id = format!("o-{n}");
+            ok(self.create("order", &id, "created", &format!(r#"{{"blob":"{blob}"}}"#)));
+        }
+    }
+
+    /// Sends `listAggregates` for `take` aggregates and reads nothing; returns its id.
+    pub fn send_list(&mut self, take: u64) -> Result<u64, String> {
+        let token = self.token.clone();
+        self.send(|p| {
+            let mut list = p.init_list_aggregates();
+            list.set_token(token.as_str());
+            list.set_take(take);
+            list.set_has_take(true);
         })
     }
 

@@ -1,5 +1,6 @@
 //! A recorded TCP stream and the raw hello exchange.
 
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
@@ -18,10 +19,41 @@ pub struct Wire {
     pub received: Vec<u8>,
 }
 
+thread_local! {
+    /// The receive buffer of the sockets this thread opens, when fixed ([`with_receive_buffer`]).
+    static RECEIVE_BUFFER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Runs `connect` with every socket it opens given a fixed receive buffer of `bytes` (the kernel
+/// then never grows it as data arrives): how much a peer that reads nothing holds no longer
+/// depends on the machine's `tcp_rmem` (up to 32 MiB on some).
+pub fn with_receive_buffer<R>(bytes: usize, connect: impl FnOnce() -> R) -> R {
+    let outer = RECEIVE_BUFFER.replace(Some(bytes));
+    let connected = connect();
+    RECEIVE_BUFFER.set(outer);
+    connected
+}
+
+fn open(addr: SocketAddr) -> TcpStream {
+    let Some(bytes) = RECEIVE_BUFFER.get() else {
+        return TcpStream::connect(addr).expect("connect");
+    };
+    // Before the connection: the window scale is agreed in its handshake.
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .expect("socket");
+    socket.set_recv_buffer_size(bytes).expect("receive buffer");
+    socket.connect(&addr.into()).expect("connect");
+    socket.into()
+}
+
 impl Wire {
     /// Connects with timeouts and `TCP_NODELAY`.
     pub fn connect(addr: SocketAddr) -> Wire {
-        let stream = TcpStream::connect(addr).expect("connect");
+        let stream = open(addr);
         stream.set_nodelay(true).expect("nodelay");
         stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
         stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
