@@ -27,6 +27,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -204,7 +205,7 @@ struct LoopQueue {
     /// ([`eventdbx_client::FEW_IN_FLIGHT`]).
     read: Mutex<Option<AnswerSocket>>,
     /// Cleared once the loop refused to watch a socket (`add_reader` unsupported).
-    can_watch: std::sync::atomic::AtomicBool,
+    can_watch: AtomicBool,
 }
 
 thread_local! {
@@ -278,16 +279,15 @@ impl LoopQueue {
 
     /// A call waits on `socket`: the loop watches it unless it does already, and reads what
     /// arrives on it until its connection ends. Not when the loop cannot watch sockets, or
-    /// reads another connection already ([`LoopQueue::read`]), or when the call is not the
-    /// only one waiting on
-    /// that connection: the loop then lets go of it for good (the runtime's reader task
-    /// delivers its answers, as it does where the loop does not read). The call's request is
+    /// reads another connection already ([`LoopQueue::read`]), or when more than a few calls
+    /// wait on that connection together ([`eventdbx_client::FEW_IN_FLIGHT`]): the loop then lets
+    /// go of it for good (the runtime's reader task delivers its answers, as it does where the
+    /// loop does not read). The call's request is
     /// out already: a loop that refuses to watch (`add_reader` unsupported, or failing) only
     /// leaves its answers to the reader task, for this call and the loop's later ones.
     fn watch(self: &Arc<Self>, py: Python<'_>, awaited: &Bound<'_, PyAny>, socket: &AnswerSocket) {
         if self.try_watch(py, awaited, socket).is_err() {
-            self.can_watch
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            self.can_watch.store(false, Ordering::Relaxed);
         }
     }
 
@@ -297,8 +297,6 @@ impl LoopQueue {
         awaited: &Bound<'_, PyAny>,
         socket: &AnswerSocket,
     ) -> PyResult<()> {
-        use std::sync::atomic::Ordering;
-
         if !self.can_watch.load(Ordering::Relaxed) {
             return Ok(());
         }

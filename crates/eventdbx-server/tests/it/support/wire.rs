@@ -119,14 +119,7 @@ impl Wire {
                 Ok(0) => return Some(read),
                 Ok(n) => read += n,
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None
-                }
+                Err(err) if waited_out(&err) => return None,
                 Err(_) => return Some(read),
             }
         }
@@ -138,12 +131,17 @@ impl Wire {
         match self.stream.read(&mut buf) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(err) => !matches!(
-                err.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
+            Err(err) => !waited_out(&err),
         }
     }
+}
+
+/// Whether a read failed only because [`IO_TIMEOUT`] passed with the connection still open.
+fn waited_out(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// Sends `hello` bytes and reads the raw reply message (or why there was none).
