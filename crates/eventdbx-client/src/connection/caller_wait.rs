@@ -196,7 +196,8 @@ pub(super) mod tests {
             limit,
             None,
             Duration::ZERO,
-        );
+        )
+        .expect("start");
         (connection, server)
     }
 

@@ -33,6 +33,7 @@ mod caller_wait;
 mod loop_read;
 mod open;
 mod read_side;
+mod socket;
 mod writer;
 
 use std::sync::Arc;
@@ -315,17 +316,22 @@ impl Connection {
         max_request: usize,
         fingerprint: Option<v2::Fingerprint>,
         busy_poll: Duration,
-    ) -> Connection {
+    ) -> Result<Connection> {
+        let socket = read_half
+            .reunite(write_half)
+            .map_err(|_| Error::connection("the socket's two halves are not of one socket"))?;
+        let (read_socket, write_socket) =
+            socket::split(socket).map_err(|err| Error::io("setting up the connection", &err))?;
         let frame_limit = match protocol {
             Protocol::V2 => v2::FRAME_LIMIT,
             Protocol::V1 => SessionLimits::V1_NOISE.frame,
             Protocol::Plaintext => SessionLimits::V1_PLAINTEXT.frame,
         };
         let shared = Arc::new(Shared::new(opening, frame_limit, busy_poll, watch));
-        let reader = tokio::spawn(read_loop(Arc::clone(&shared), read_half));
-        Connection {
+        let reader = tokio::spawn(read_loop(Arc::clone(&shared), read_socket));
+        Ok(Connection {
             shared,
-            writer: tokio::sync::Mutex::new(Writer::new(write_half, sealing, frame_limit)),
+            writer: tokio::sync::Mutex::new(Writer::new(write_socket, sealing, frame_limit)),
             reader,
             gate: (protocol != Protocol::V2).then(|| Semaphore::new(1)),
             protocol,
@@ -334,6 +340,6 @@ impl Connection {
             fingerprint,
             polls: !busy_poll.is_zero(),
             caller_waits: false,
-        }
+        })
     }
 }

@@ -219,7 +219,7 @@ async fn open_attempt(
                 })?;
             let session = awaiting.read_verdict(&verdict).map_err(proto_handshake)?;
             let max_request = session.sealer.peer_max().min(config.max_message_bytes);
-            Ok(Connection::start(
+            Connection::start(
                 read_half,
                 write_half,
                 watch,
@@ -230,7 +230,8 @@ async fn open_attempt(
                 max_request,
                 Some(fingerprint),
                 config.busy_poll,
-            ))
+            )
+            .map_err(Opened::Failed)
         }
         Attempt::V1 { no_noise } => {
             negotiate::check_plaintext_grant(no_noise, response.no_noise)
@@ -240,7 +241,7 @@ async fn open_attempt(
                     target: super::LOG_TARGET,
                     "plaintext transport requested; intended for testing only"
                 );
-                return Ok(Connection::start(
+                return Connection::start(
                     read_half,
                     write_half,
                     watch,
@@ -251,14 +252,15 @@ async fn open_attempt(
                     SessionLimits::V1_PLAINTEXT.message,
                     None,
                     config.busy_poll,
-                ));
+                )
+                .map_err(Opened::Failed);
             }
             let mut initiator = v1::Initiator::new(token).map_err(proto_handshake)?;
             let msg1 = initiator.write_message1().map_err(proto_handshake)?;
             write_frame(&mut write_half, &msg1, SessionLimits::V1_NOISE.frame).await?;
             let msg2 = read_handshake_frame(&mut read_half, SessionLimits::V1_NOISE.frame).await?;
             let session = initiator.read_message2(&msg2).map_err(proto_handshake)?;
-            Ok(Connection::start(
+            Connection::start(
                 read_half,
                 write_half,
                 watch,
@@ -269,7 +271,8 @@ async fn open_attempt(
                 SessionLimits::V1_NOISE.message,
                 None,
                 config.busy_poll,
-            ))
+            )
+            .map_err(Opened::Failed)
         }
     }
 }

@@ -10,9 +10,9 @@ use eventdbx_proto::frame::FrameBuffer;
 use eventdbx_proto::message;
 use eventdbx_proto::noise::{self, v2};
 use eventdbx_proto::transport::{available_cpus, poll_cap, PollBudget, PollSlot, Waited, WARM_GAP};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 
+use super::socket::ReadSocket;
 use super::{Connection, Response};
 use crate::error::{Error, Result};
 
@@ -30,9 +30,10 @@ pub(super) struct Pending {
 
 /// The state of a connection its reader task shares with its callers.
 pub(super) struct Shared {
-    /// A second handle on the socket (the reader task's is tokio's): peeked (see
-    /// [`Connection::is_alive`]), read by callers reading their answers themselves (the answer
-    /// poll, `caller_wait`), and how the socket's mode is switched ([`ReadSide::make_blocking`]).
+    /// A handle on the socket besides the reader task's and the writer's (`socket`), never
+    /// registered with the runtime: peeked (see [`Connection::is_alive`]), read by callers and
+    /// event loops reading their answers themselves (the answer poll, `caller_wait`,
+    /// `loop_read`), and how the socket's mode is switched ([`ReadSide::make_blocking`]).
     pub(super) watch: std::net::TcpStream,
     state: Mutex<State>,
     /// What was received and not yet decoded, and the cipher that opens it. Locked only for a
@@ -401,7 +402,7 @@ fn poll_turn() -> Option<PollSlot<'static>> {
 
 /// The reader task: reads what arrives when no caller is polling for it and no event loop
 /// reads it (`loop_read`), and delivers it.
-pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
+pub(super) async fn read_loop(shared: Arc<Shared>, mut reader: ReadSocket) {
     let reason = loop {
         if let Err(err) = {
             let mut side = shared.read_side();
@@ -410,13 +411,16 @@ pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
             break err;
         }
         if shared.loop_reads() {
-            // The loop reads the socket (the end of the stream included) until it lets go.
+            // The loop reads the socket (the end of the stream included) until it lets go;
+            // meanwhile arriving answers must not wake the runtime for this task.
+            reader.park();
             shared.resume.notified().await;
             continue;
         }
-        if let Err(err) = reader.readable().await {
-            break Error::io("reading from the server", &err);
-        }
+        let mut ready = match reader.readable().await {
+            Ok(ready) => ready,
+            Err(err) => break Error::io("reading from the server", &err),
+        };
         if shared.loop_reads() {
             // A loop began to read meanwhile: what came is its to read.
             continue;
@@ -434,17 +438,8 @@ pub(super) async fn read_loop(shared: Arc<Shared>, reader: OwnedReadHalf) {
             // (as its own `poll_read` does); otherwise the next turn's `recv` would only find
             // the socket empty, one wasted system call per answer. Bytes that arrive after the
             // read bring a readiness of their own, which this does not clear.
-            let space = side.buffer.read_space();
-            let room = space.len();
             let mut read = 0;
-            let outcome = reader.as_ref().try_io(tokio::io::Interest::READABLE, || {
-                read = std::io::Read::read(&mut &*socket2::SockRef::from(reader.as_ref()), space)?;
-                if read > 0 && read < room {
-                    return Err(std::io::ErrorKind::WouldBlock.into());
-                }
-                Ok(read)
-            });
-            match outcome {
+            match ready.read(side.buffer.read_space(), &mut read) {
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock && read == 0 => {
                     side.empty_reads += 1;
                     Err(err)

@@ -4,10 +4,9 @@
 use eventdbx_proto::frame;
 use eventdbx_proto::noise::{self, v2};
 use eventdbx_proto::ProtoError;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 
 use super::read_side::Shared;
+use super::socket::WriteSocket;
 use super::Connection;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -19,13 +18,13 @@ pub(super) enum Sealing {
 
 /// The sending side: the write half and the cipher, used by one request at a time.
 pub(super) struct Writer {
-    half: OwnedWriteHalf,
+    half: WriteSocket,
     sealing: Sealing,
     frame_limit: usize,
 }
 
 impl Writer {
-    pub(super) fn new(half: OwnedWriteHalf, sealing: Sealing, frame_limit: usize) -> Self {
+    pub(super) fn new(half: WriteSocket, sealing: Sealing, frame_limit: usize) -> Self {
         Writer {
             half,
             sealing,
