@@ -140,7 +140,7 @@ impl AnswerSocket {
         loop {
             let space = side.buffer.read_space();
             let room = space.len();
-            let failure = match std::io::Read::read(&mut &shared.watch, space) {
+            let failure = match std::io::Read::read(&mut &*shared.watch, space) {
                 Ok(0) => Error::io(
                     "reading from the server",
                     &std::io::ErrorKind::UnexpectedEof.into(),

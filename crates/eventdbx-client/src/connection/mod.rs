@@ -320,8 +320,9 @@ impl Connection {
         let socket = read_half
             .reunite(write_half)
             .map_err(|_| Error::connection("the socket's two halves are not of one socket"))?;
-        let (read_socket, write_socket) =
-            socket::split(socket).map_err(|err| Error::io("setting up the connection", &err))?;
+        let watch = Arc::new(watch);
+        let (read_socket, write_socket) = socket::split(socket, Arc::clone(&watch))
+            .map_err(|err| Error::io("setting up the connection", &err))?;
         let frame_limit = match protocol {
             Protocol::V2 => v2::FRAME_LIMIT,
             Protocol::V1 => SessionLimits::V1_NOISE.frame,

@@ -30,11 +30,12 @@ pub(super) struct Pending {
 
 /// The state of a connection its reader task shares with its callers.
 pub(super) struct Shared {
-    /// A handle on the socket besides the reader task's and the writer's (`socket`), never
-    /// registered with the runtime: peeked (see [`Connection::is_alive`]), read by callers and
-    /// event loops reading their answers themselves (the answer poll, `caller_wait`,
-    /// `loop_read`), and how the socket's mode is switched ([`ReadSide::make_blocking`]).
-    pub(super) watch: std::net::TcpStream,
+    /// A handle on the socket besides the writer's (`socket`): peeked (see
+    /// [`Connection::is_alive`]), read by callers and event loops reading their answers
+    /// themselves (the answer poll, `caller_wait`, `loop_read`), how the socket's mode is
+    /// switched ([`ReadSide::make_blocking`]), and the descriptor the reader task registers
+    /// while it reads.
+    pub(super) watch: Arc<std::net::TcpStream>,
     state: Mutex<State>,
     /// What was received and not yet decoded, and the cipher that opens it. Locked only for a
     /// read and the decoding after it, never across an `.await`.
@@ -97,7 +98,7 @@ impl Shared {
         opening: Opening,
         frame_limit: usize,
         busy_poll: Duration,
-        watch: std::net::TcpStream,
+        watch: Arc<std::net::TcpStream>,
     ) -> Self {
         Shared {
             watch,

@@ -10,8 +10,9 @@
 //! the reader task reads: it takes its descriptor out of the reactor when a loop begins to read
 //! and registers it again when the loop lets go ([`ReadSocket::park`]).
 //!
-//! Both descriptors are duplicates of one socket: its blocking mode (`ReadSide::make_blocking`)
-//! and its shutdown are shared. Elsewhere than on Unix the socket stays registered as tokio
+//! The reader task's descriptor is the connection's second one (`Shared::watch`, which callers
+//! and event loops read and peek): both descriptors are of one socket, so its blocking mode
+//! (`ReadSide::make_blocking`) and its shutdown are shared. Elsewhere than on Unix the socket stays registered as tokio
 //! registers it, for both, split in two halves.
 
 use std::io;
@@ -39,21 +40,23 @@ impl ReadReadiness {
 mod registered {
     use std::io::{self, Read as _, Write as _};
     use std::net::TcpStream;
+    use std::sync::Arc;
+
+    use std::os::fd::AsRawFd;
 
     use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
     use tokio::io::Interest;
 
     use super::ReadReadiness;
 
-    /// Takes an open socket out of the reactor and registers it again as the writer's and the
-    /// reader task's descriptors.
+    /// Takes an open socket out of the reactor and registers it again as the writer's
+    /// descriptor; `reading`, a second descriptor of it, is the reader task's.
     pub(in crate::connection) fn split(
         socket: tokio::net::TcpStream,
+        reading: Arc<TcpStream>,
     ) -> io::Result<(ReadSocket, WriteSocket)> {
-        // `into_std` deregisters the socket and keeps it non-blocking; so is the duplicate.
-        let socket = socket.into_std()?;
-        let reading = socket.try_clone()?;
-        let writing = register(socket, Interest::WRITABLE)?;
+        // `into_std` deregisters the socket and keeps it non-blocking.
+        let writing = register(socket.into_std()?, Interest::WRITABLE)?;
         Ok((
             ReadSocket {
                 watched: None,
@@ -65,10 +68,10 @@ mod registered {
 
     /// Registers `socket` with the current runtime's reactor for `interest`.
     #[allow(unsafe_code)]
-    fn register(socket: TcpStream, interest: Interest) -> io::Result<AsyncFd<TcpStream>> {
-        // SAFETY: a `TcpStream` owns its descriptor: it stays open, on the same socket, and
-        // `as_raw_fd` returns it, until the stream is dropped, which the `AsyncFd` does (or hands
-        // it back with `into_inner`).
+    fn register<S: AsRawFd>(socket: S, interest: Interest) -> io::Result<AsyncFd<S>> {
+        // SAFETY: `S` is a `TcpStream` or an `Arc` of one: its descriptor stays open, on the same
+        // socket, and `as_raw_fd` returns it, while the `AsyncFd` holds it (a `TcpStream` closes
+        // its descriptor only when dropped, and the `Arc` the `AsyncFd` holds keeps it alive).
         unsafe { AsyncFd::register_with_interest(socket, interest) }.map_err(io::Error::from)
     }
 
@@ -109,8 +112,8 @@ mod registered {
     /// The reader task's descriptor: registered for readability while the reader task reads,
     /// parked out of the reactor while an event loop does.
     pub(in crate::connection) struct ReadSocket {
-        watched: Option<AsyncFd<TcpStream>>,
-        parked: Option<TcpStream>,
+        watched: Option<AsyncFd<Arc<TcpStream>>>,
+        parked: Option<Arc<TcpStream>>,
     }
 
     impl ReadSocket {
@@ -135,7 +138,7 @@ mod registered {
     }
 
     /// A readiness to read ([`ReadSocket::readable`]).
-    pub(in crate::connection) struct ReadReady<'a>(AsyncFdReadyGuard<'a, TcpStream>);
+    pub(in crate::connection) struct ReadReady<'a>(AsyncFdReadyGuard<'a, Arc<TcpStream>>);
 
     impl ReadReady<'_> {
         /// Reads into `space`: `Ok(n)` when the read filled it (more may wait) or found the end of
@@ -149,7 +152,7 @@ mod registered {
         ) -> io::Result<usize> {
             let room = space.len();
             let outcome = self.0.try_io(|socket| {
-                *read = (&mut socket.get_ref()).read(space)?;
+                *read = (&mut &**socket.get_ref()).read(space)?;
                 ReadReadiness::of(*read, room)
             });
             outcome.unwrap_or_else(|_would_block| Err(io::ErrorKind::WouldBlock.into()))
@@ -168,6 +171,7 @@ mod halves {
 
     pub(in crate::connection) fn split(
         socket: tokio::net::TcpStream,
+        _reading: std::sync::Arc<std::net::TcpStream>,
     ) -> io::Result<(ReadSocket, WriteSocket)> {
         let (read, write) = socket.into_split();
         Ok((ReadSocket(read), WriteSocket(write)))
@@ -264,6 +268,19 @@ mod tests {
         masks
     }
 
+    /// How many of this process's descriptors are of `connection`'s socket.
+    fn descriptors(connection: &Connection) -> usize {
+        let socket = format!("/proc/self/fd/{}", connection.shared.watch.as_raw_fd());
+        let socket = std::fs::read_link(socket).expect("the socket's inode");
+        std::fs::read_dir("/proc/self/fd")
+            .expect("fd")
+            .filter(|entry| {
+                let path = entry.as_ref().expect("entry").path();
+                std::fs::read_link(path).ok().as_ref() == Some(&socket)
+            })
+            .count()
+    }
+
     fn waiting_for(connection: &Connection, readiness: u32) -> usize {
         let masks = registrations(connection);
         masks.iter().filter(|mask| *mask & readiness != 0).count()
@@ -291,6 +308,11 @@ mod tests {
             "the reader task reads"
         );
         assert_eq!(waiting_for(&connection, EPOLLOUT), 1, "the writer's");
+        assert_eq!(
+            descriptors(&connection),
+            2,
+            "the writer's, and the watch the reader shares"
+        );
         let mut first = Box::pin(get(&connection, 1));
         let (polled, offered) =
             offered_socket(|| first.as_mut().poll(&mut Context::from_waker(Waker::noop())));
