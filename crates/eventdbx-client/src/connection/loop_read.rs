@@ -188,7 +188,7 @@ impl Drop for LoopReading {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::future::Future;
     use std::io::{Read, Write};
     use std::pin::Pin;
@@ -203,10 +203,10 @@ mod tests {
     use super::*;
     use crate::error::Result;
 
-    type Call<'a> = Pin<Box<dyn Future<Output = Result<Response>> + 'a>>;
+    pub(in crate::connection) type Call<'a> = Pin<Box<dyn Future<Output = Result<Response>> + 'a>>;
 
     /// A get for request `id` on `connection`, not polled yet.
-    fn call(connection: &Connection, id: u64) -> Call<'_> {
+    pub(in crate::connection) fn call(connection: &Connection, id: u64) -> Call<'_> {
         let request = Request::GetAggregate(Default::default())
             .encode(id)
             .expect("encode");
@@ -214,13 +214,18 @@ mod tests {
     }
 
     /// One poll of `call` as an event loop makes it: what it gave, and the socket it offered.
-    fn poll(call: &mut Call<'_>) -> (Poll<Result<Response>>, Option<AnswerSocket>) {
+    pub(in crate::connection) fn poll(
+        call: &mut Call<'_>,
+    ) -> (Poll<Result<Response>>, Option<AnswerSocket>) {
         offered_socket(|| call.as_mut().poll(&mut Context::from_waker(Waker::noop())))
     }
 
     /// A get for request `id` polled once as an event loop polls it: parked, its socket
     /// offered.
-    fn parked(connection: &Connection, id: u64) -> (Call<'_>, AnswerSocket) {
+    pub(in crate::connection) fn parked(
+        connection: &Connection,
+        id: u64,
+    ) -> (Call<'_>, AnswerSocket) {
         let mut get = call(connection, id);
         let (polled, offered) = poll(&mut get);
         assert!(polled.is_pending());

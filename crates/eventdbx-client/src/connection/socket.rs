@@ -40,9 +40,8 @@ impl ReadReadiness {
 mod registered {
     use std::io::{self, Read as _, Write as _};
     use std::net::TcpStream;
-    use std::sync::Arc;
-
     use std::os::fd::AsRawFd;
+    use std::sync::Arc;
 
     use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
     use tokio::io::Interest;
@@ -217,17 +216,13 @@ mod halves {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::collections::HashSet;
-    use std::future::Future;
     use std::io::Write as _;
     use std::os::fd::AsRawFd;
     use std::path::PathBuf;
-    use std::task::{Context, Poll, Waker};
-    use std::time::Duration;
-
-    use eventdbx_proto::control::Request;
+    use std::task::Poll;
 
     use super::super::caller_wait::tests::{not_found_answer, plaintext_pair, runtime};
-    use super::super::loop_read::offered_socket;
+    use super::super::loop_read::tests::{call, parked, poll};
     use super::super::Connection;
 
     const EPOLLIN: u32 = 0x001;
@@ -238,9 +233,7 @@ mod tests {
     /// (the runtime duplicates its own), each listing its registrations, so each instance is
     /// read once.
     fn registrations(connection: &Connection) -> Vec<u32> {
-        let fd_path = |fd: &str| PathBuf::from(format!("/proc/self/fd/{fd}"));
-        let socket = fd_path(&connection.shared.watch.as_raw_fd().to_string());
-        let socket = std::fs::read_link(socket).expect("the socket's inode");
+        let socket = socket_inode(connection);
         let mut instances = HashSet::new();
         let mut masks = Vec::new();
         for entry in std::fs::read_dir("/proc/self/fdinfo").expect("fdinfo") {
@@ -260,7 +253,11 @@ mod tests {
                 else {
                     continue;
                 };
-                if std::fs::read_link(fd_path(fd)).ok().as_ref() == Some(&socket) {
+                if std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .ok()
+                    .as_ref()
+                    == Some(&socket)
+                {
                     masks.push(u32::from_str_radix(events, 16).expect("hex mask"));
                 }
             }
@@ -268,10 +265,15 @@ mod tests {
         masks
     }
 
+    /// What a descriptor of `connection`'s socket links to in `/proc/self/fd` (`socket:[inode]`).
+    fn socket_inode(connection: &Connection) -> PathBuf {
+        let watch = format!("/proc/self/fd/{}", connection.shared.watch.as_raw_fd());
+        std::fs::read_link(watch).expect("the socket's inode")
+    }
+
     /// How many of this process's descriptors are of `connection`'s socket.
     fn descriptors(connection: &Connection) -> usize {
-        let socket = format!("/proc/self/fd/{}", connection.shared.watch.as_raw_fd());
-        let socket = std::fs::read_link(socket).expect("the socket's inode");
+        let socket = socket_inode(connection);
         std::fs::read_dir("/proc/self/fd")
             .expect("fd")
             .filter(|entry| {
@@ -284,16 +286,6 @@ mod tests {
     fn waiting_for(connection: &Connection, readiness: u32) -> usize {
         let masks = registrations(connection);
         masks.iter().filter(|mask| *mask & readiness != 0).count()
-    }
-
-    fn get(
-        connection: &Connection,
-        id: u64,
-    ) -> impl Future<Output = crate::Result<super::super::Response>> + '_ {
-        let request = Request::GetAggregate(Default::default())
-            .encode(id)
-            .expect("encode");
-        connection.request(id, request, Duration::from_secs(5))
     }
 
     #[test]
@@ -313,21 +305,13 @@ mod tests {
             2,
             "the writer's, and the watch the reader shares"
         );
-        let mut first = Box::pin(get(&connection, 1));
-        let (polled, offered) =
-            offered_socket(|| first.as_mut().poll(&mut Context::from_waker(Waker::noop())));
-        assert!(polled.is_pending());
-        let socket = offered.expect("a request that parks offers its socket");
+        let (mut pending, socket) = parked(&connection, 1);
         let reading = socket.reading();
         for id in 1..=3 {
-            let mut call = match id {
-                1 => first.as_mut(),
-                _ => {
-                    first = Box::pin(get(&connection, id));
-                    first.as_mut()
-                }
-            };
-            let _ = call.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            if id > 1 {
+                pending = call(&connection, id);
+            }
+            let _ = poll(&mut pending);
             server.write_all(&not_found_answer(id)).expect("answer");
             // The first answer wakes the reader task once, which then leaves the socket.
             for _ in 0..20 {
@@ -339,7 +323,7 @@ mod tests {
                 "answer {id}: a registration waits for the answers the loop reads"
             );
             assert!(socket.read_answers(), "the connection lives on");
-            let Poll::Ready(answer) = call.poll(&mut Context::from_waker(Waker::noop())) else {
+            let (Poll::Ready(answer), _) = poll(&mut pending) else {
                 panic!("answer {id} was not read by the loop");
             };
             assert_eq!(answer.expect("answer").get().expect("decode").get_id(), id);
@@ -349,7 +333,7 @@ mod tests {
         drop(reading);
         server.write_all(&not_found_answer(4)).expect("answer");
         let answer = runtime
-            .block_on(get(&connection, 4))
+            .block_on(call(&connection, 4))
             .expect("the reader task delivered the answer");
         assert_eq!(answer.get().expect("decode").get_id(), 4);
         assert_eq!(waiting_for(&connection, EPOLLIN), 1);
