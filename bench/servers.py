@@ -160,6 +160,8 @@ class DbxConfig:
     busy_poll_us: Optional[int] = None  # None: the server's default
     #: `[storage] wal_direct_io`; None: the server's default (buffered log writes)
     wal_direct_io: Optional[bool] = None
+    #: `[storage] checkpoint_bytes`; None: the server's default
+    checkpoint_bytes: Optional[int] = None
     #: "embedded" (the server's own store) or "postgres": then the server starts a scratch
     #: PostgreSQL cluster of its own and stores there.
     backend: str = "embedded"
@@ -185,10 +187,14 @@ class DbxServer(Server):
             if config.busy_poll_us is not None:
                 text = re.sub(r"(?m)^busy_poll_us = \d+$",
                               f"busy_poll_us = {config.busy_poll_us}", text)
+            storage = []
             if config.wal_direct_io is not None:
-                value = "true" if config.wal_direct_io else "false"
-                text, found = re.subn(r"(?m)^\[storage\]$", f"[storage]\nwal_direct_io = {value}",
-                                      text)
+                storage.append(f"wal_direct_io = {'true' if config.wal_direct_io else 'false'}")
+            if config.checkpoint_bytes is not None:
+                storage.append(f"checkpoint_bytes = {config.checkpoint_bytes}")
+            if storage:
+                text, found = re.subn(r"(?m)^\[storage\]$",
+                                      "\n".join(["[storage]", *storage]), text)
                 if found != 1:
                     raise RuntimeError("dbx init wrote no [storage] section")
             if config.backend == "postgres":

@@ -127,6 +127,7 @@ class System:
 _FSYNC = DbxSpec(DbxConfig("fsync"))
 _FSYNC_NO_POLL = DbxSpec(DbxConfig("fsync", busy_poll_us=0))
 _FSYNC_DIRECT = DbxSpec(DbxConfig("fsync", wal_direct_io=True))
+_FSYNC_CKPT_4M = DbxSpec(DbxConfig("fsync", checkpoint_bytes=4 << 20))
 _RELAXED = DbxSpec(DbxConfig("relaxed"))
 _RELAXED_NO_POLL = DbxSpec(DbxConfig("relaxed", busy_poll_us=0))
 _POSTGRES = PostgresSpec()
@@ -146,6 +147,10 @@ SYSTEMS: List[System] = [
     # true`) against the default buffered `pwrite` and `fdatasync` per record.
     System("dbx-fsync-v2-direct", "dbx (direct log writes)", "fsync", "durable", "v2", True,
            _FSYNC_DIRECT, _dbx("v2"), frozenset({"W1", "W1S", "W2"})),
+    # The durable server checkpointing every 4 MiB of log (`[storage] checkpoint_bytes`, the
+    # default before 32 MiB) against the default.
+    System("dbx-fsync-v2-ckpt4m", "dbx (4 MiB checkpoints)", "fsync", "durable", "v2", True,
+           _FSYNC_CKPT_4M, _dbx("v2"), frozenset({"W1S", "W2"})),
     System("dbx-fsync-v1", "dbx", "fsync", "durable", "v1", True, _FSYNC, _dbx("v1"),
            frozenset({"W1", "W7"})),
     System("dbx-fsync-plain", "dbx", "fsync", "durable", "plaintext", True, _FSYNC,

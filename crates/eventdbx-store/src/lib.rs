@@ -663,8 +663,12 @@ pub struct EmbeddedOptions {
     pub wal_direct_io: bool,
 }
 
-/// [`EmbeddedOptions::checkpoint_bytes`] by default: 4 MiB.
-pub const DEFAULT_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+/// [`EmbeddedOptions::checkpoint_bytes`] by default: 32 MiB. A checkpoint writes back every
+/// page changed since the last one, and the set of pages a workload keeps changing (its
+/// aggregates' records, the tails of their event ranges) is written once per checkpoint however
+/// many writes changed it, so rarer checkpoints cost less per write (`docs/storage.md`,
+/// "Write-ahead log").
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {

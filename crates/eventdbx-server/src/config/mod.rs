@@ -212,7 +212,7 @@ pub struct StorageConfig {
     /// the others, in ms, at least 10 (1,000). Written only when changed.
     #[serde(skip_serializing_if = "render::is_default_sync_interval")]
     pub sync_interval_ms: u64,
-    /// The embedded engine's write-ahead log size that triggers a checkpoint (4 MiB), at
+    /// The embedded engine's write-ahead log size that triggers a checkpoint (32 MiB), at
     /// least [`MIN_CHECKPOINT_BYTES`]. Written only when changed.
     #[serde(skip_serializing_if = "render::is_default_checkpoint_bytes")]
     pub checkpoint_bytes: u64,

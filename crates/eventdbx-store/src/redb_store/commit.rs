@@ -85,9 +85,9 @@ const ID_RESERVATION: u64 = 100 << 22;
 pub(crate) const MAX_OPEN_WRITES: usize = 256;
 
 /// How many durable writes share one open transaction before it is committed. More than
-/// relaxed ones: a commit in the middle of a round holds up that round's writers, and a
-/// checkpoint (every `checkpoint_bytes` of log) commits the transaction anyway, which bounds
-/// its memory too (its rounds' records are kept until then).
+/// relaxed ones: a commit in the middle of a round holds up that round's writers. The commit
+/// frees the rounds' records kept to rebuild the transaction from; the pages it changed stay in
+/// memory until the next checkpoint (every `checkpoint_bytes` of log) writes them back.
 pub(crate) const MAX_OPEN_LOGGED_WRITES: usize = 4096;
 
 /// The open transaction: of relaxed mode, and of the logged rounds of durable mode.
