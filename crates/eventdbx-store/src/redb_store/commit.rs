@@ -20,7 +20,9 @@
 //! for the round being synced before it commits, and a round whose append fails leaves the
 //! transaction, which is rebuilt from the records of the rounds before it. After its answers, a
 //! leader whose round left the log past the checkpoint threshold checkpoints (the open
-//! transaction committed durably, recording the last record), and the log starts over.
+//! transaction committed without a sync, then a durable commit of its own recording the last
+//! record, made without the open transaction's lock so that readers need not wait for it), and
+//! the log starts over.
 //!
 //! **Relaxed.** A commit costs redb far more than the inserts of one write (every touched
 //! table's root and page checksums are written back), and relaxed mode does not make a write
@@ -131,6 +133,56 @@ struct Shared {
     log: Option<Mutex<Log>>,
     /// The log's size that makes the leader checkpoint after its round.
     checkpoint_bytes: u64,
+    /// Tests: holds a checkpoint between its two commits while armed.
+    #[cfg(test)]
+    checkpoint_pause: Pause,
+}
+
+/// Tests: a point where a thread waits while the pause is armed, and tells that it got there.
+#[cfg(test)]
+#[derive(Default)]
+pub(super) struct Pause {
+    /// (armed, a thread is held at the point)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+#[cfg(test)]
+impl Pause {
+    fn state(&self) -> MutexGuard<'_, (bool, bool)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The point: returns at once unless armed, else once released.
+    pub(super) fn pause(&self) {
+        let mut state = self.state();
+        if !state.0 {
+            return;
+        }
+        state.1 = true;
+        self.changed.notify_all();
+        while state.0 {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.1 = false;
+    }
+
+    pub(super) fn arm(&self) {
+        self.state().0 = true;
+    }
+
+    /// Waits until a thread is held at the point.
+    pub(super) fn reached(&self) {
+        let mut state = self.state();
+        while !state.1 {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub(super) fn release(&self) {
+        self.state().0 = false;
+        self.changed.notify_all();
+    }
 }
 
 impl Shared {
@@ -344,6 +396,8 @@ impl Committer {
             losses: AtomicU64::new(0),
             log: log.map(Mutex::new),
             checkpoint_bytes,
+            #[cfg(test)]
+            checkpoint_pause: Pause::default(),
         });
         let flusher = match durability {
             Durability::Fsync => None,

@@ -229,8 +229,14 @@ impl Shared {
     }
 
     /// A durable redb commit recording the last LSN of the log, which the file then holds with
-    /// every record before it: the open transaction's, or one of its own when none is open. The
-    /// log then starts over. The caller holds the writer side (leads, or the store is closing).
+    /// every record before it; the log then starts over. The open transaction is first committed
+    /// without a sync, under its lock, and the durable commit is a transaction of its own made
+    /// with that lock released: it writes back every page changed since the last checkpoint and
+    /// syncs the file, which takes a while, and readers (which take the lock to settle the open
+    /// transaction) need not wait for it. Writers do: the caller holds the writer side (leads,
+    /// or the store is closing), so no transaction is opened meanwhile. Should the durable
+    /// commit fail, the non-durable one is lost with the file's reopen, whose replay of the log
+    /// (not started over) brings its rounds back.
     pub(super) fn checkpoint(&self) -> Result<()> {
         let Some(mut log) = self.log() else {
             return Ok(());
@@ -239,29 +245,21 @@ impl Shared {
             return Ok(());
         }
         let lsn = log.last_lsn();
-        let mut slot = self.synced(self.open());
-        let result = match slot.as_mut() {
-            Some(open) => match mark_checkpoint(&open.txn, lsn) {
-                Ok(()) => self.commit_open(&mut slot, true).map(drop),
-                Err(err) => {
-                    let rounds = std::mem::take(&mut open.rounds);
-                    self.rebuild(&mut slot, rounds);
-                    self.handle.record(&Err(err.clone()), true);
-                    Err(err)
-                }
-            },
-            None => {
-                let result = self.handle.with_db(|db| {
-                    let mut txn = db.begin_write().map_err(commit_error)?;
-                    txn.set_durability(redb::Durability::Immediate)
-                        .map_err(|err| StoreError::storage("", err))?;
-                    mark_checkpoint(&txn, lsn)?;
-                    txn.commit().map_err(commit_error)
-                });
-                self.handle.record(&result, true);
-                result
-            }
-        };
+        {
+            let mut slot = self.synced(self.open());
+            // A failure leaves the transaction rebuilt from its rounds (`commit_open`).
+            self.commit_open(&mut slot, false)?;
+        }
+        #[cfg(test)]
+        self.checkpoint_pause.pause();
+        let result = self.handle.with_db(|db| {
+            let mut txn = db.begin_write().map_err(commit_error)?;
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(|err| StoreError::storage("", err))?;
+            mark_checkpoint(&txn, lsn)?;
+            txn.commit().map_err(commit_error)
+        });
+        self.handle.record(&result, true);
         if result.is_ok() {
             log.restart(lsn);
         }
@@ -284,9 +282,15 @@ mod tests {
     use eventdbx_core::CoreError;
     use serde_json::json;
 
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
     use crate::redb_store::tables::{read_record, storage, AGGREGATES, META};
     use crate::redb_store::RedbStore;
-    use crate::{Durability, EventStore, StoreError, WriteRequest};
+    use crate::{Durability, EmbeddedOptions, EventStore, StoreError, WriteRequest};
+
+    /// Only a safety net against a hang, far beyond what a loaded machine needs.
+    const PATIENCE: Duration = Duration::from_secs(30);
 
     const T: &str = "default";
 
@@ -308,6 +312,47 @@ mod tests {
         read_record(&table, T, "order", id)
             .expect("record")
             .is_some()
+    }
+
+    /// A checkpoint's durable commit writes back every page changed since the last one and
+    /// syncs the file; a read that comes meanwhile does not wait for it.
+    #[test]
+    fn a_read_during_a_checkpoint_does_not_wait_for_its_durable_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = EmbeddedOptions {
+            checkpoint_bytes: 1,
+            ..EmbeddedOptions::default()
+        };
+        let path = dir.path().join("s.redb");
+        let store = Arc::new(
+            RedbStore::open_with_options(&path, Durability::Fsync, 0, options).expect("open"),
+        );
+        write(&store, "o-0", 1);
+        let pause = &store.committer.shared.checkpoint_pause;
+        pause.arm();
+        // Its round is answered, then checkpointed on this thread (every round, at 1 byte).
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || write(&store, "o-1", 1))
+        };
+        pause.reached();
+        let (read, got) = mpsc::channel();
+        {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let _ = read.send(store.get(T, "order", "o-1").map(|a| a.map(|a| a.version)));
+            });
+        }
+        let answer = got.recv_timeout(PATIENCE);
+        pause.release();
+        writer.join().expect("writer");
+        let version = answer
+            .expect("the read waited for the checkpoint's durable commit")
+            .expect("get");
+        assert_eq!(version, Some(1), "the read sees the acknowledged write");
+        // The checkpoint went through: the log starts over, and the file holds both writes.
+        assert!(store.committer.shared.log().expect("log").is_checkpointed());
+        assert!(committed(&store, "o-0") && committed(&store, "o-1"));
     }
 
     #[test]
