@@ -278,12 +278,12 @@ fn mark_checkpoint(txn: &redb::WriteTransaction, lsn: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
     use eventdbx_core::write::{WriteBody, WriteKind};
     use eventdbx_core::CoreError;
     use serde_json::json;
-
-    use std::sync::{mpsc, Arc};
-    use std::time::Duration;
 
     use crate::redb_store::tables::{read_record, storage, AGGREGATES, META};
     use crate::redb_store::RedbStore;
