@@ -204,16 +204,34 @@ impl Shared {
         let batch = {
             // Counted before the answers, so an answered writer sees its round counted.
             let mut queue = self.leadership.queue();
-            queue.rounds += 1;
-            queue.round_jobs += queue.jobs.len() as u64;
+            if !queue.jobs.is_empty() {
+                queue.rounds += 1;
+                queue.round_jobs += queue.jobs.len() as u64;
+            }
             std::mem::take(&mut queue.jobs)
         };
+        if batch.is_empty() {
+            // Handed a checkpoint, with no writer queued meanwhile.
+            self.checkpoint_if_due();
+            return self.pass_lead(self.leadership.queue(), round_thread);
+        }
         let prepared = self.prepare_write(Some(&mut self.open()));
         match prepared {
             Ok(()) => round::commit_batch(self, batch),
             Err(err) => reply_all(batch, &Err(err)),
         }
-        // After the answers: a checkpoint delays the next round, never this one's writers.
+        // After the answers: a checkpoint delays the next round, never this one's writers. On a
+        // writer's thread it would delay that writer all the same (its caller sends the answer
+        // once this returns), and hold the thread: the round thread checkpoints instead.
+        if !round_thread && self.checkpoint_due() {
+            let mut queue = self.leadership.queue();
+            if !queue.stopped {
+                queue.handed = true;
+                drop(queue);
+                self.leadership.handed.notify_one();
+                return false;
+            }
+        }
         self.checkpoint_if_due();
         self.pass_lead(self.leadership.queue(), round_thread)
     }

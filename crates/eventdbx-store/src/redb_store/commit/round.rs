@@ -217,12 +217,16 @@ impl Shared {
             .map(|log| log.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Whether the log has grown past the threshold (and the database is usable).
+    pub(super) fn checkpoint_due(&self) -> bool {
+        self.log()
+            .is_some_and(|log| log.len() >= self.checkpoint_bytes)
+            && !self.handle.needs_reopen()
+    }
+
     /// Checkpoints when the log has grown past the threshold; the caller leads.
     pub(super) fn checkpoint_if_due(&self) {
-        let due = self
-            .log()
-            .is_some_and(|log| log.len() >= self.checkpoint_bytes);
-        if due && !self.handle.needs_reopen() {
+        if self.checkpoint_due() {
             // A failure is recorded in the handle; the log keeps every record until one succeeds.
             let _ = self.checkpoint();
         }
@@ -328,9 +332,13 @@ mod tests {
             RedbStore::open_with_options(&path, Durability::Fsync, 0, options).expect("open"),
         );
         write(&store, "o-0", 1);
+        // Its checkpoint is made by the round thread: let it end before the pause is armed.
+        while store.commit_running() {
+            std::thread::yield_now();
+        }
         let pause = &store.committer.shared.checkpoint_pause;
         pause.arm();
-        // Its round is answered, then checkpointed on this thread (every round, at 1 byte).
+        // Its round is answered, then checkpointed (every round, at 1 byte).
         let writer = {
             let store = Arc::clone(&store);
             std::thread::spawn(move || write(&store, "o-1", 1))
@@ -353,6 +361,52 @@ mod tests {
         // The checkpoint went through: the log starts over, and the file holds both writes.
         assert!(store.committer.shared.log().expect("log").is_checkpointed());
         assert!(committed(&store, "o-0") && committed(&store, "o-1"));
+    }
+
+    /// A writer that leads its round (none was running) is answered, and its thread let go,
+    /// before the checkpoint its round made due: the round thread makes it.
+    #[test]
+    fn a_writer_leading_its_round_returns_before_the_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = EmbeddedOptions {
+            checkpoint_bytes: 1,
+            ..EmbeddedOptions::default()
+        };
+        let path = dir.path().join("s.redb");
+        let store = Arc::new(
+            RedbStore::open_with_options(&path, Durability::Fsync, 0, options).expect("open"),
+        );
+        write(&store, "o-0", 1);
+        // Its checkpoint is made by the round thread: let it end before the pause is armed.
+        while store.commit_running() {
+            std::thread::yield_now();
+        }
+        let pause = &store.committer.shared.checkpoint_pause;
+        pause.arm();
+        let (wrote, returned) = mpsc::channel();
+        let writer = {
+            let store = Arc::clone(&store);
+            let thread = std::thread::current().id();
+            std::thread::spawn(move || {
+                assert_ne!(std::thread::current().id(), thread);
+                write(&store, "o-1", 1);
+                let _ = wrote.send(());
+            })
+        };
+        let outcome = returned.recv_timeout(PATIENCE);
+        // The checkpoint is held on another thread meanwhile.
+        pause.reached();
+        pause.release();
+        writer.join().expect("writer");
+        outcome.expect("the writer waited for the checkpoint its round made due");
+        // The next write waits for that checkpoint (the round thread holds the lead), then goes;
+        // once its own is made, the file holds all three.
+        write(&store, "o-2", 1);
+        while store.commit_running() {
+            std::thread::yield_now();
+        }
+        assert!(store.committer.shared.log().expect("log").is_checkpointed());
+        assert!(["o-0", "o-1", "o-2"].iter().all(|id| committed(&store, id)));
     }
 
     #[test]
