@@ -318,24 +318,31 @@ mod tests {
             .is_some()
     }
 
+    /// A durable store that checkpoints after every round (at 1 byte), with one write ("o-0")
+    /// made and its checkpoint over.
+    fn checkpointing_every_round(dir: &std::path::Path) -> Arc<RedbStore> {
+        let options = EmbeddedOptions {
+            checkpoint_bytes: 1,
+            ..EmbeddedOptions::default()
+        };
+        let path = dir.join("s.redb");
+        let store = Arc::new(
+            RedbStore::open_with_options(&path, Durability::Fsync, 0, options).expect("open"),
+        );
+        write(&store, "o-0", 1);
+        // Its checkpoint is made by the round thread: let it end (before a pause is armed).
+        while store.commit_running() {
+            std::thread::yield_now();
+        }
+        store
+    }
+
     /// A checkpoint's durable commit writes back every page changed since the last one and
     /// syncs the file; a read that comes meanwhile does not wait for it.
     #[test]
     fn a_read_during_a_checkpoint_does_not_wait_for_its_durable_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = EmbeddedOptions {
-            checkpoint_bytes: 1,
-            ..EmbeddedOptions::default()
-        };
-        let path = dir.path().join("s.redb");
-        let store = Arc::new(
-            RedbStore::open_with_options(&path, Durability::Fsync, 0, options).expect("open"),
-        );
-        write(&store, "o-0", 1);
-        // Its checkpoint is made by the round thread: let it end before the pause is armed.
-        while store.commit_running() {
-            std::thread::yield_now();
-        }
+        let store = checkpointing_every_round(dir.path());
         let pause = &store.committer.shared.checkpoint_pause;
         pause.arm();
         // Its round is answered, then checkpointed (every round, at 1 byte).
@@ -368,19 +375,7 @@ mod tests {
     #[test]
     fn a_writer_leading_its_round_returns_before_the_checkpoint() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = EmbeddedOptions {
-            checkpoint_bytes: 1,
-            ..EmbeddedOptions::default()
-        };
-        let path = dir.path().join("s.redb");
-        let store = Arc::new(
-            RedbStore::open_with_options(&path, Durability::Fsync, 0, options).expect("open"),
-        );
-        write(&store, "o-0", 1);
-        // Its checkpoint is made by the round thread: let it end before the pause is armed.
-        while store.commit_running() {
-            std::thread::yield_now();
-        }
+        let store = checkpointing_every_round(dir.path());
         let pause = &store.committer.shared.checkpoint_pause;
         pause.arm();
         let (wrote, returned) = mpsc::channel();
