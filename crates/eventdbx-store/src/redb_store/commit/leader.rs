@@ -223,14 +223,8 @@ impl Shared {
         // After the answers: a checkpoint delays the next round, never this one's writers. On a
         // writer's thread it would delay that writer all the same (its caller sends the answer
         // once this returns), and hold the thread: the round thread checkpoints instead.
-        if !round_thread && self.checkpoint_due() {
-            let mut queue = self.leadership.queue();
-            if !queue.stopped {
-                queue.handed = true;
-                drop(queue);
-                self.leadership.handed.notify_one();
-                return false;
-            }
+        if !round_thread && self.checkpoint_due() && !self.hand_lead(self.leadership.queue()) {
+            return false;
         }
         self.checkpoint_if_due();
         self.pass_lead(self.leadership.queue(), round_thread)
@@ -244,7 +238,13 @@ impl Shared {
             queue.leading = false;
             return false;
         }
-        if round_thread || queue.stopped {
+        round_thread || self.hand_lead(queue)
+    }
+
+    /// Hands the lead to the round thread (false: the caller's turn is over), or keeps it when
+    /// that has stopped (true). The caller holds `queue`.
+    fn hand_lead(&self, mut queue: MutexGuard<'_, Queue>) -> bool {
+        if queue.stopped {
             return true;
         }
         queue.handed = true;
