@@ -42,14 +42,79 @@ pub(crate) const COMMITTERS: usize = 2;
 /// The most writes one statement commits.
 pub(crate) const MAX_GROUP: usize = 64;
 
-/// The group's statement: `eventdbx_write_group` (migration 6), one transaction. Each write is a
-/// row of the arrays, numbered from 1; the result is the number of every write that was stored.
-/// Creates insert their record unless it exists, appends update theirs at the revision read; only
-/// the writes that did insert an event, clear references and count usage (one row per tenant, on
-/// this committer's shard).
-const GROUP: &str = "SELECT k FROM eventdbx_write_group($1::text[], $2::text[], $3::text[], \
-     $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[], $8::bigint[], $9::text[], \
-     $10::bigint[], $11::text[], $12::bigint[], $13::boolean[], $14::integer) AS k";
+/// The group's statement, one transaction: the body of `eventdbx_write_group` (migration 6) sent
+/// as a prepared statement of the committer's session ([`SESSION`]), which spares the database
+/// the function call around it (about 12% of its CPU per write, `docs/benchmarks.md`). Each write
+/// is a row of the arrays, numbered from 1; the result is the number of every write that was
+/// stored. Creates insert their record unless it exists, appends update theirs at the revision
+/// read; only the writes that did insert an event, clear references and count usage (one row per
+/// tenant, on this committer's shard).
+pub(crate) const GROUP: &str = "WITH w AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                         $6::boolean[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[],
+                         $11::text[], $12::bigint[], $13::boolean[])
+        WITH ORDINALITY AS w(tenant, aggregate_type, aggregate_id, revision, version, archived,
+                             created_ms, updated_ms, record, event_id, event_body, bytes,
+                             clear_references, k)
+), created AS (
+    INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version, archived,
+                            created_ms, updated_ms, record)
+    SELECT w.tenant, w.aggregate_type, w.aggregate_id, 1, w.version, w.archived, w.created_ms,
+           w.updated_ms, w.record
+    FROM w WHERE w.revision IS NULL
+    ON CONFLICT DO NOTHING
+    RETURNING tenant, aggregate_type, aggregate_id
+), updated AS (
+    UPDATE aggregates a SET revision = a.revision + 1, version = w.version,
+        archived = w.archived, created_ms = w.created_ms, updated_ms = w.updated_ms,
+        record = w.record
+    FROM w
+    WHERE a.tenant = w.tenant AND a.aggregate_type = w.aggregate_type
+      AND a.aggregate_id = w.aggregate_id AND a.revision = w.revision
+    RETURNING a.tenant, a.aggregate_type, a.aggregate_id
+), written AS (
+    SELECT w.* FROM w
+    JOIN (SELECT * FROM created UNION ALL SELECT * FROM updated) AS d
+      ON d.tenant = w.tenant AND d.aggregate_type = w.aggregate_type
+     AND d.aggregate_id = w.aggregate_id
+), stored AS (
+    INSERT INTO events (tenant, aggregate_type, aggregate_id, version, event_id, body)
+    SELECT tenant, aggregate_type, aggregate_id, version, event_id, event_body FROM written
+), unlinked AS (
+    DELETE FROM aggregate_references r USING written
+    WHERE written.clear_references AND r.tenant = written.tenant
+      AND r.source_type = written.aggregate_type AND r.source_id = written.aggregate_id
+), counted AS (
+    INSERT INTO usage (tenant, shard, events, bytes)
+    SELECT tenant, $14::integer, count(*), sum(bytes) FROM written GROUP BY tenant
+    ON CONFLICT (tenant, shard) DO UPDATE
+    SET events = usage.events + EXCLUDED.events, bytes = usage.bytes + EXCLUDED.bytes
+)
+SELECT k FROM written";
+
+/// The planner settings of a committer's session, those migration 6 gives the write functions:
+/// every row is found by key (nested loops probing the indexes), by a plan made once per session
+/// and kept, whatever the tables grew to since. Only on connections of the committers' own
+/// ([`Session`]): a pooled connection would carry them to every other query.
+pub(crate) const SESSION: &str = "SET enable_seqscan = off; SET enable_hashjoin = off; \
+     SET enable_mergejoin = off; SET plan_cache_mode = force_generic_plan";
+
+/// A committer's connection, taken out of the pool for good (closed when dropped), with
+/// [`SESSION`]'s settings and [`GROUP`] prepared. Connections the pool does not count: two per
+/// server ([`COMMITTERS`]).
+pub(crate) struct Session {
+    client: deadpool_postgres::ClientWrapper,
+    statement: tokio_postgres::Statement,
+}
+
+impl Session {
+    async fn open(pool: &Pool) -> Result<Self> {
+        let client = deadpool_postgres::Object::take(pool.get().await.map_err(pool_error)?);
+        client.batch_execute(SESSION).await.map_err(db)?;
+        let statement = client.prepare(GROUP).await.map_err(db)?;
+        Ok(Session { client, statement })
+    }
+}
 
 /// Where a queued write's outcome arrives: `Ok(None)` when it lost a race.
 #[cfg(test)]
@@ -145,12 +210,13 @@ async fn commit_groups(
     shard: i32,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut session = None;
     loop {
         let taken = waiting.lock().await.recv_many(&mut group, MAX_GROUP).await;
         if taken == 0 {
             return;
         }
-        commit_group(&pool, shard, &mut group).await;
+        commit_group(&pool, &mut session, shard, &mut group).await;
     }
 }
 
@@ -161,20 +227,28 @@ fn fail(group: &mut Vec<Queued>, err: &StoreError) {
     }
 }
 
-/// Commits `group` (emptying it) and answers each of its writers.
-pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued>) {
-    let client = match pool.get().await {
-        Ok(client) => client,
-        Err(err) => return fail(group, &pool_error(err)),
-    };
-    // Preparing sends nothing of the writes: a failure there is `db`'s (nothing was done).
-    let statement = match client.prepare_cached(GROUP).await {
-        Ok(statement) => statement,
-        Err(err) => return fail(group, &db(err)),
+/// Commits `group` (emptying it) on the committer's `session` (opened first when there is none,
+/// or when its connection was lost) and answers each of its writers.
+pub(crate) async fn commit_group(
+    pool: &Pool,
+    session: &mut Option<Session>,
+    shard: i32,
+    group: &mut Vec<Queued>,
+) {
+    if session.as_ref().is_some_and(|s| s.client.is_closed()) {
+        *session = None;
+    }
+    let Session { client, statement } = match session {
+        Some(session) => session,
+        // Opening sends nothing of the writes: a failure there leaves nothing done.
+        None => match Session::open(pool).await {
+            Ok(opened) => session.insert(opened),
+            Err(err) => return fail(group, &err),
+        },
     };
     // The plans alone cross the round trip: an answer need not be shareable between threads.
     let plans: Vec<&Plan> = group.iter().map(|queued| &queued.plan).collect();
-    let written = run_group(&client, &statement, shard, &plans)
+    let written = run_group(client, statement, shard, &plans)
         .await
         .map(|rows| {
             rows.iter()
@@ -191,11 +265,14 @@ pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued
             }
         }
         // The statement may have committed before the answer was lost.
-        Err(err) if crate::session_lost(&err) => fail(group, &commit_error(err)),
+        Err(err) if crate::session_lost(&err) => {
+            *session = None;
+            fail(group, &commit_error(err));
+        }
         Err(_) => {
             // Rolled back as a whole: each write is decided alone, as it would have been.
             for queued in group.drain(..) {
-                let outcome = commit_alone(&client, queued.plan).await;
+                let outcome = commit_alone(client, queued.plan).await;
                 (queued.answer)(outcome);
             }
         }
@@ -205,7 +282,7 @@ pub(crate) async fn commit_group(pool: &Pool, shard: i32, group: &mut Vec<Queued
 /// Runs [`GROUP`] (`statement`) for `group`: a row with the number (from 1) of each write that
 /// was stored.
 async fn run_group(
-    client: &deadpool_postgres::Client,
+    client: &deadpool_postgres::ClientWrapper,
     statement: &tokio_postgres::Statement,
     shard: i32,
     group: &[&Plan],

@@ -32,7 +32,7 @@ fn commit_as_group(store: &PostgresStore, plans: Vec<Plan>) -> Vec<bool> {
     let pool = store.pool();
     store
         .run(async move {
-            commit_group(&pool, 0, &mut group).await;
+            commit_group(&pool, &mut None, 0, &mut group).await;
             Ok(())
         })
         .expect("commit the group");
@@ -213,6 +213,88 @@ fn the_group_write_keeps_finding_records_by_key_after_the_table_grew() {
     // Each write's record found by its key: a nested loop probing the primary key with the
     // write's own key, never a whole-table read (a sequential scan, or an index read end to end
     // into a hash or a merge).
+    assert!(plans.contains("Update on aggregates"), "{plans}");
+    assert!(!plans.contains("Seq Scan on aggregates"), "{plans}");
+    assert!(
+        !plans.contains("Hash Join") && !plans.contains("Merge Join"),
+        "{plans}"
+    );
+    assert!(
+        plans.contains("Index Scan using aggregates_pkey on aggregates")
+            && plans.contains("aggregate_id = (w"),
+        "{plans}"
+    );
+}
+
+/// `EXECUTE` of the committers' prepared group statement (`g`), one write per id of `account`:
+/// `revision` read (`None` for creates), the `version` written, event ids from `first_event_id`.
+fn group_execute(
+    ids: &[String],
+    revision: Option<i64>,
+    version: i64,
+    first_event_id: i64,
+) -> String {
+    let each = |value: &str| vec![value.to_owned(); ids.len()].join(", ");
+    let revision = revision.map_or("NULL".to_owned(), |r| r.to_string());
+    let quoted: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    let event_ids: Vec<String> = (0..ids.len() as i64)
+        .map(|n| (first_event_id + n).to_string())
+        .collect();
+    format!(
+        "EXECUTE g(ARRAY[{tenants}], ARRAY[{types}], ARRAY[{ids}], ARRAY[{revisions}]::bigint[], \
+         ARRAY[{versions}]::bigint[], ARRAY[{archived}], ARRAY[{ones}]::bigint[], \
+         ARRAY[{ones}]::bigint[], ARRAY[{records}], ARRAY[{event_ids}]::bigint[], \
+         ARRAY[{records}], ARRAY[{twos}]::bigint[], ARRAY[{archived}], 0);",
+        tenants = each(&format!("'{T}'")),
+        types = each("'account'"),
+        ids = quoted.join(", "),
+        revisions = each(&revision),
+        versions = each(&version.to_string()),
+        archived = each("false"),
+        ones = each("1"),
+        records = each("'{}'"),
+        event_ids = event_ids.join(", "),
+        twos = each("2"),
+    )
+}
+
+/// The committers' session: their group statement, prepared while `aggregates` held a few rows,
+/// keeps finding records by key after the table grew to 20,000 rows (its settings keep the plan
+/// on the indexes, as migration 6's keep the write functions').
+#[test]
+fn the_committers_statement_keeps_finding_records_by_key_after_the_table_grew() {
+    drop(open("group_session_plan", 0));
+    let ids: Vec<String> = (1..=8).map(|n| format!("w-{n}")).collect();
+    let script = format!(
+        "ALTER TABLE aggregates SET (autovacuum_enabled = off);
+         LOAD 'auto_explain';
+         SET auto_explain.log_level = notice;
+         {session};
+         PREPARE g(text[], text[], text[], bigint[], bigint[], boolean[], bigint[], bigint[],
+                   text[], bigint[], text[], bigint[], boolean[], integer) AS {group};
+         {creates}
+         {appends}
+         INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version,
+                                 archived, created_ms, updated_ms, record)
+         SELECT '{T}', 'account', 'bulk-' || n, 1, 1, false, 1, 1, '{{}}'
+         FROM generate_series(1, 20000) AS n;
+         SET auto_explain.log_min_duration = 0;
+         {last}",
+        session = crate::group::SESSION,
+        group = crate::group::GROUP,
+        creates = group_execute(&ids, None, 1, 1),
+        appends = group_execute(&ids, Some(1), 2, 101),
+        last = group_execute(&ids[..1], Some(2), 3, 1000),
+    );
+    let cluster = TestCluster::shared();
+    let (stored, plans) = cluster.session("group_session_plan", &script);
+    let stored: Vec<&str> = stored.split_whitespace().collect();
+    let each = ["1", "2", "3", "4", "5", "6", "7", "8"];
+    assert_eq!(
+        stored,
+        [&each[..], &each[..], &["1"]].concat(),
+        "every write stored"
+    );
     assert!(plans.contains("Update on aggregates"), "{plans}");
     assert!(!plans.contains("Seq Scan on aggregates"), "{plans}");
     assert!(

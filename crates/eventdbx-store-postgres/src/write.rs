@@ -312,7 +312,7 @@ pub(crate) async fn commit(pool: deadpool_postgres::Pool, plan: Plan) -> Result<
 /// Commits a prepared write by itself (`eventdbx_write`); `Ok(None)` when it lost a race
 /// (nothing was written).
 pub(crate) async fn commit_alone(
-    client: &deadpool_postgres::Client,
+    client: &deadpool_postgres::ClientWrapper,
     plan: Plan,
 ) -> Result<Option<Committed>> {
     let (t, i) = (
