@@ -169,6 +169,23 @@ fn a_write_in_a_group_clears_the_references_it_no_longer_has() {
         .is_empty());
 }
 
+/// `plans` (`auto_explain`'s) update each write's record found by its key: a nested loop probing
+/// the primary key with the write's own key, never a whole-table read (a sequential scan, or an
+/// index read end to end into a hash or a merge).
+fn assert_found_by_key(plans: &str) {
+    assert!(plans.contains("Update on aggregates"), "{plans}");
+    assert!(!plans.contains("Seq Scan on aggregates"), "{plans}");
+    assert!(
+        !plans.contains("Hash Join") && !plans.contains("Merge Join"),
+        "{plans}"
+    );
+    assert!(
+        plans.contains("Index Scan using aggregates_pkey on aggregates")
+            && plans.contains("aggregate_id = (w"),
+        "{plans}"
+    );
+}
+
 /// One call of the group write for one aggregate of `account`: `revision` is the SQL for the
 /// revision read (`NULL` for a create).
 fn group_call(id: &str, revision: &str, version: &str, event_id: &str) -> String {
@@ -210,20 +227,7 @@ fn the_group_write_keeps_finding_records_by_key_after_the_table_grew() {
         ["8", "8", "1"],
         "every write stored"
     );
-    // Each write's record found by its key: a nested loop probing the primary key with the
-    // write's own key, never a whole-table read (a sequential scan, or an index read end to end
-    // into a hash or a merge).
-    assert!(plans.contains("Update on aggregates"), "{plans}");
-    assert!(!plans.contains("Seq Scan on aggregates"), "{plans}");
-    assert!(
-        !plans.contains("Hash Join") && !plans.contains("Merge Join"),
-        "{plans}"
-    );
-    assert!(
-        plans.contains("Index Scan using aggregates_pkey on aggregates")
-            && plans.contains("aggregate_id = (w"),
-        "{plans}"
-    );
+    assert_found_by_key(&plans);
 }
 
 /// `EXECUTE` of the committers' prepared group statement (`g`), one write per id of `account`:
@@ -295,15 +299,5 @@ fn the_committers_statement_keeps_finding_records_by_key_after_the_table_grew() 
         [&each[..], &each[..], &["1"]].concat(),
         "every write stored"
     );
-    assert!(plans.contains("Update on aggregates"), "{plans}");
-    assert!(!plans.contains("Seq Scan on aggregates"), "{plans}");
-    assert!(
-        !plans.contains("Hash Join") && !plans.contains("Merge Join"),
-        "{plans}"
-    );
-    assert!(
-        plans.contains("Index Scan using aggregates_pkey on aggregates")
-            && plans.contains("aggregate_id = (w"),
-        "{plans}"
-    );
+    assert_found_by_key(&plans);
 }
