@@ -318,6 +318,13 @@ mod tests {
             .is_some()
     }
 
+    /// Returns once no round runs (the round thread's checkpoint included).
+    fn until_no_round_runs(store: &RedbStore) {
+        while store.commit_running() {
+            std::thread::yield_now();
+        }
+    }
+
     /// A durable store that checkpoints after every round (at 1 byte), with one write ("o-0")
     /// made and its checkpoint over.
     fn checkpointing_every_round(dir: &std::path::Path) -> Arc<RedbStore> {
@@ -331,9 +338,7 @@ mod tests {
         );
         write(&store, "o-0", 1);
         // Its checkpoint is made by the round thread: let it end (before a pause is armed).
-        while store.commit_running() {
-            std::thread::yield_now();
-        }
+        until_no_round_runs(&store);
         store
     }
 
@@ -397,9 +402,7 @@ mod tests {
         // The next write waits for that checkpoint (the round thread holds the lead), then goes;
         // once its own is made, the file holds all three.
         write(&store, "o-2", 1);
-        while store.commit_running() {
-            std::thread::yield_now();
-        }
+        until_no_round_runs(&store);
         assert!(store.committer.shared.log().expect("log").is_checkpointed());
         assert!(["o-0", "o-1", "o-2"].iter().all(|id| committed(&store, id)));
     }
