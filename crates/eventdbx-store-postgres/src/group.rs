@@ -3,15 +3,16 @@
 //! one each (`docs/storage.md`, "PostgreSQL engine: performance").
 //!
 //! A *plain* write stores its record, its event and its usage, and clears the aggregate's
-//! reference index when it was asked to keep it and found no reference: no quota to check, no
-//! snapshot, no idempotency result, no reference to add, no plugin job. Those others commit alone
-//! through `eventdbx_write` as before (`write.rs`), which is what keeps their checks (the quota
-//! locks, the key's first result) exactly as they were.
+//! reference index when it was asked to keep it and found no reference (unless this process's
+//! last commit of it left none: `Plan::unreferenced`): no quota to check, no snapshot, no
+//! idempotency result, no reference to add, no plugin job. Those others commit alone through
+//! `eventdbx_write` as before (`write.rs`), which is what keeps their checks (the quota locks,
+//! the key's first result) exactly as they were.
 //!
 //! A few committer tasks ([`COMMITTERS`]) share one queue; each takes everything queued when it
-//! is free (at most [`MAX_GROUP`]) and sends it as [`GROUP`]. So a lone write goes at once, and
-//! writes only gather while every committer is busy: the group's size follows the load, with no
-//! timer. The statement decides each write on its own: a write whose record changed since it was
+//! is free (at most [`MAX_GROUP`]) and sends it as one [`statement`]. So a lone write goes at
+//! once, and writes only gather while every committer is busy: the group's size follows the load,
+//! with no timer. The statement decides each write on its own: a write whose record changed since it was
 //! read (its revision) updates nothing and stores nothing, and only the writes whose record was
 //! written insert their events, so one lost race never fails the others; its writer prepares it
 //! again from the stored state, as a lone lost race is. Any error of the statement as a whole (a
@@ -49,14 +50,64 @@ pub(crate) const MAX_GROUP: usize = 64;
 /// stored. Creates insert their record unless it exists, appends update theirs at the revision
 /// read; only the writes that did insert an event, clear references and count usage (one row per
 /// tenant, on this committer's shard).
-pub(crate) const GROUP: &str = "WITH w AS (
+///
+/// [`Shape::Appends`] leaves out what a group of appends with no reference entry to clear never
+/// uses (the creates' insert, the references' delete): fewer steps for the database to set up on
+/// each execution, the largest fixed cost of a small group (`docs/storage.md`).
+pub(crate) fn statement(shape: Shape) -> String {
+    let everything = shape == Shape::Any;
+    [
+        WRITES,
+        if everything { CREATED } else { "" },
+        UPDATED,
+        if everything {
+            WRITTEN_ANY
+        } else {
+            WRITTEN_UPDATED
+        },
+        STORED,
+        if everything { UNLINKED } else { "" },
+        COUNTED,
+    ]
+    .concat()
+}
+
+/// Which [`statement`] a group needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Creates, appends, reference entries to clear: the whole statement.
+    Any,
+    /// Appends only, none with a reference entry to clear.
+    Appends,
+}
+
+impl Shape {
+    /// The shape of `group`.
+    pub(crate) fn of(group: &[&Plan]) -> Self {
+        if group.iter().all(|p| p.revision.is_some() && !clears(p)) {
+            Shape::Appends
+        } else {
+            Shape::Any
+        }
+    }
+}
+
+/// Whether `plan`'s commit deletes its aggregate's reference entries: it wants none and some
+/// may exist.
+fn clears(plan: &Plan) -> bool {
+    plan.links.is_some() && !plan.unreferenced
+}
+
+const WRITES: &str = "WITH w AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
                          $6::boolean[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[],
                          $11::text[], $12::bigint[], $13::boolean[])
         WITH ORDINALITY AS w(tenant, aggregate_type, aggregate_id, revision, version, archived,
                              created_ms, updated_ms, record, event_id, event_body, bytes,
                              clear_references, k)
-), created AS (
+)";
+
+const CREATED: &str = ", created AS (
     INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version, archived,
                             created_ms, updated_ms, record)
     SELECT w.tenant, w.aggregate_type, w.aggregate_id, 1, w.version, w.archived, w.created_ms,
@@ -64,7 +115,9 @@ pub(crate) const GROUP: &str = "WITH w AS (
     FROM w WHERE w.revision IS NULL
     ON CONFLICT DO NOTHING
     RETURNING tenant, aggregate_type, aggregate_id
-), updated AS (
+)";
+
+const UPDATED: &str = ", updated AS (
     UPDATE aggregates a SET revision = a.revision + 1, version = w.version,
         archived = w.archived, created_ms = w.created_ms, updated_ms = w.updated_ms,
         record = w.record
@@ -72,19 +125,34 @@ pub(crate) const GROUP: &str = "WITH w AS (
     WHERE a.tenant = w.tenant AND a.aggregate_type = w.aggregate_type
       AND a.aggregate_id = w.aggregate_id AND a.revision = w.revision
     RETURNING a.tenant, a.aggregate_type, a.aggregate_id
-), written AS (
+)";
+
+const WRITTEN_ANY: &str = ", written AS (
     SELECT w.* FROM w
     JOIN (SELECT * FROM created UNION ALL SELECT * FROM updated) AS d
       ON d.tenant = w.tenant AND d.aggregate_type = w.aggregate_type
      AND d.aggregate_id = w.aggregate_id
-), stored AS (
+)";
+
+const WRITTEN_UPDATED: &str = ", written AS (
+    SELECT w.* FROM w
+    JOIN updated AS d
+      ON d.tenant = w.tenant AND d.aggregate_type = w.aggregate_type
+     AND d.aggregate_id = w.aggregate_id
+)";
+
+const STORED: &str = ", stored AS (
     INSERT INTO events (tenant, aggregate_type, aggregate_id, version, event_id, body)
     SELECT tenant, aggregate_type, aggregate_id, version, event_id, event_body FROM written
-), unlinked AS (
+)";
+
+const UNLINKED: &str = ", unlinked AS (
     DELETE FROM aggregate_references r USING written
     WHERE written.clear_references AND r.tenant = written.tenant
       AND r.source_type = written.aggregate_type AND r.source_id = written.aggregate_id
-), counted AS (
+)";
+
+const COUNTED: &str = ", counted AS (
     INSERT INTO usage (tenant, shard, events, bytes)
     SELECT tenant, $14::integer, count(*), sum(bytes) FROM written GROUP BY tenant
     ON CONFLICT (tenant, shard) DO UPDATE
@@ -100,19 +168,28 @@ pub(crate) const SESSION: &str = "SET enable_seqscan = off; SET enable_hashjoin 
      SET enable_mergejoin = off; SET plan_cache_mode = force_generic_plan";
 
 /// A committer's connection, taken out of the pool for good (closed when dropped), with
-/// [`SESSION`]'s settings and [`GROUP`] prepared. Connections the pool does not count: two per
-/// server ([`COMMITTERS`]).
+/// [`SESSION`]'s settings and both shapes of the group's [`statement`] prepared. Connections the
+/// pool does not count: two per server ([`COMMITTERS`]).
 pub(crate) struct Session {
     client: deadpool_postgres::ClientWrapper,
-    statement: tokio_postgres::Statement,
+    any: tokio_postgres::Statement,
+    appends: tokio_postgres::Statement,
 }
 
 impl Session {
     async fn open(pool: &Pool) -> Result<Self> {
         let client = deadpool_postgres::Object::take(pool.get().await.map_err(pool_error)?);
         client.batch_execute(SESSION).await.map_err(db)?;
-        let statement = client.prepare(GROUP).await.map_err(db)?;
-        Ok(Session { client, statement })
+        let any = client.prepare(&statement(Shape::Any)).await.map_err(db)?;
+        let appends = client
+            .prepare(&statement(Shape::Appends))
+            .await
+            .map_err(db)?;
+        Ok(Session {
+            client,
+            any,
+            appends,
+        })
     }
 }
 
@@ -238,7 +315,11 @@ pub(crate) async fn commit_group(
     if session.as_ref().is_some_and(|s| s.client.is_closed()) {
         *session = None;
     }
-    let Session { client, statement } = match session {
+    let Session {
+        client,
+        any,
+        appends,
+    } = match session {
         Some(session) => session,
         // Opening sends nothing of the writes: a failure there leaves nothing done.
         None => match Session::open(pool).await {
@@ -248,6 +329,10 @@ pub(crate) async fn commit_group(
     };
     // The plans alone cross the round trip: an answer need not be shareable between threads.
     let plans: Vec<&Plan> = group.iter().map(|queued| &queued.plan).collect();
+    let statement = match Shape::of(&plans) {
+        Shape::Any => &*any,
+        Shape::Appends => &*appends,
+    };
     let written = run_group(client, statement, shard, &plans)
         .await
         .map(|rows| {
@@ -279,7 +364,7 @@ pub(crate) async fn commit_group(
     }
 }
 
-/// Runs [`GROUP`] (`statement`) for `group`: a row with the number (from 1) of each write that
+/// Runs the group's [`statement`] (prepared: `statement`) for `group`: a row with the number (from 1) of each write that
 /// was stored.
 async fn run_group(
     client: &deadpool_postgres::ClientWrapper,
@@ -300,7 +385,7 @@ async fn run_group(
     let event_ids: Vec<i64> = plans().map(|p| signed(p.event_id)).collect();
     let bodies: Vec<&str> = plans().map(|p| p.event_body.as_str()).collect();
     let bytes: Vec<i64> = plans().map(|p| signed(p.event_body.len() as u64)).collect();
-    let clear: Vec<bool> = plans().map(|p| p.links.is_some()).collect();
+    let clear: Vec<bool> = plans().map(clears).collect();
     client
         .query(
             statement,

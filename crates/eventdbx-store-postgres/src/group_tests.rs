@@ -10,7 +10,7 @@ use eventdbx_store::{EventStore, WriteRequest};
 
 use crate::account_writes::{history, open, request, T};
 use crate::cluster::TestCluster;
-use crate::group::{commit_group, Queued};
+use crate::group::{commit_group, statement, Queued, Shape};
 use crate::write::{prepare, read_record, Plan};
 use crate::{pool_error, PostgresStore};
 
@@ -230,9 +230,10 @@ fn the_group_write_keeps_finding_records_by_key_after_the_table_grew() {
     assert_found_by_key(&plans);
 }
 
-/// `EXECUTE` of the committers' prepared group statement (`g`), one write per id of `account`:
+/// `EXECUTE` of the committers' prepared group statement `name`, one write per id of `account`:
 /// `revision` read (`None` for creates), the `version` written, event ids from `first_event_id`.
 fn group_execute(
+    name: &str,
     ids: &[String],
     revision: Option<i64>,
     version: i64,
@@ -245,7 +246,7 @@ fn group_execute(
         .map(|n| (first_event_id + n).to_string())
         .collect();
     format!(
-        "EXECUTE g(ARRAY[{tenants}], ARRAY[{types}], ARRAY[{ids}], ARRAY[{revisions}]::bigint[], \
+        "EXECUTE {name}(ARRAY[{tenants}], ARRAY[{types}], ARRAY[{ids}], ARRAY[{revisions}]::bigint[], \
          ARRAY[{versions}]::bigint[], ARRAY[{archived}], ARRAY[{ones}]::bigint[], \
          ARRAY[{ones}]::bigint[], ARRAY[{records}], ARRAY[{event_ids}]::bigint[], \
          ARRAY[{records}], ARRAY[{twos}]::bigint[], ARRAY[{archived}], 0);",
@@ -262,20 +263,22 @@ fn group_execute(
     )
 }
 
-/// The committers' session: their group statement, prepared while `aggregates` held a few rows,
-/// keeps finding records by key after the table grew to 20,000 rows (its settings keep the plan
-/// on the indexes, as migration 6's keep the write functions').
-#[test]
-fn the_committers_statement_keeps_finding_records_by_key_after_the_table_grew() {
-    drop(open("group_session_plan", 0));
+/// The committers' session: their group statement of `shape`, prepared while `aggregates` held
+/// a few rows, keeps finding records by key after the table grew to 20,000 rows (its settings
+/// keep the plan on the indexes, as migration 6's keep the write functions'). The records are
+/// created by the statement of every shape (`c`), then appended to by `shape`'s (`g`).
+fn statement_keeps_finding_records_by_key(database: &str, shape: Shape) {
+    drop(open(database, 0));
     let ids: Vec<String> = (1..=8).map(|n| format!("w-{n}")).collect();
+    let parameters = "text[], text[], text[], bigint[], bigint[], boolean[], bigint[], bigint[], \
+                      text[], bigint[], text[], bigint[], boolean[], integer";
     let script = format!(
         "ALTER TABLE aggregates SET (autovacuum_enabled = off);
          LOAD 'auto_explain';
          SET auto_explain.log_level = notice;
          {session};
-         PREPARE g(text[], text[], text[], bigint[], bigint[], boolean[], bigint[], bigint[],
-                   text[], bigint[], text[], bigint[], boolean[], integer) AS {group};
+         PREPARE c({parameters}) AS {any};
+         PREPARE g({parameters}) AS {group};
          {creates}
          {appends}
          INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version,
@@ -285,13 +288,14 @@ fn the_committers_statement_keeps_finding_records_by_key_after_the_table_grew() 
          SET auto_explain.log_min_duration = 0;
          {last}",
         session = crate::group::SESSION,
-        group = crate::group::GROUP,
-        creates = group_execute(&ids, None, 1, 1),
-        appends = group_execute(&ids, Some(1), 2, 101),
-        last = group_execute(&ids[..1], Some(2), 3, 1000),
+        any = statement(Shape::Any),
+        group = statement(shape),
+        creates = group_execute("c", &ids, None, 1, 1),
+        appends = group_execute("g", &ids, Some(1), 2, 101),
+        last = group_execute("g", &ids[..1], Some(2), 3, 1000),
     );
     let cluster = TestCluster::shared();
-    let (stored, plans) = cluster.session("group_session_plan", &script);
+    let (stored, plans) = cluster.session(database, &script);
     let stored: Vec<&str> = stored.split_whitespace().collect();
     let each = ["1", "2", "3", "4", "5", "6", "7", "8"];
     assert_eq!(
@@ -300,4 +304,37 @@ fn the_committers_statement_keeps_finding_records_by_key_after_the_table_grew() 
         "every write stored"
     );
     assert_found_by_key(&plans);
+}
+
+#[test]
+fn the_committers_statement_keeps_finding_records_by_key_after_the_table_grew() {
+    statement_keeps_finding_records_by_key("group_session_plan", Shape::Any);
+}
+
+#[test]
+fn the_committers_appends_statement_keeps_finding_records_by_key_after_the_table_grew() {
+    statement_keeps_finding_records_by_key("group_session_appends_plan", Shape::Appends);
+}
+
+/// A group is sent as the appends-only statement when it holds appends only and none of them
+/// has reference entries to clear, and as the whole statement otherwise.
+#[test]
+fn a_group_of_appends_with_nothing_to_clear_uses_the_appends_statement() {
+    let store = open("group_shapes", 0);
+    create(&store, "a-1");
+    let append = || plan(&store, &request(WriteKind::Append, "a-1", 1));
+    // Read from the database: whether reference entries exist is not known.
+    let unknown = append();
+    assert_eq!(Shape::of(&[&unknown]), Shape::Any);
+    let mut unreferenced = append();
+    unreferenced.unreferenced = true;
+    assert_eq!(Shape::of(&[&unreferenced]), Shape::Appends);
+    let mut unscanned = append();
+    unscanned.links = None;
+    assert_eq!(Shape::of(&[&unscanned]), Shape::Appends);
+    let create = plan(&store, &request(WriteKind::Create, "a-2", 0));
+    assert_eq!(Shape::of(&[&unreferenced, &create]), Shape::Any);
+    assert_eq!(Shape::of(&[&unreferenced, &unknown]), Shape::Any);
+    assert!(!statement(Shape::Appends).contains("aggregate_references"));
+    assert!(statement(Shape::Any).contains("DELETE FROM aggregate_references"));
 }

@@ -48,24 +48,44 @@ const REMEMBERED_MAX_BYTES: usize = 16 * 1024;
 /// lose its race and start again from the database.
 #[derive(Default)]
 pub(crate) struct Stripe {
-    recent: std::collections::VecDeque<(String, i64, AggregateRecord)>,
+    recent: std::collections::VecDeque<Remembered>,
 }
+
+/// A record this process committed last, with what the commit left of its reference index.
+struct Remembered {
+    tenant: String,
+    revision: i64,
+    record: AggregateRecord,
+    unreferenced: bool,
+}
+
+/// What a stripe recalls of an aggregate: its record and revision (`None`: nothing remembered),
+/// and whether this process's last commit of it left no reference index entry
+/// ([`Plan::unreferenced`]).
+pub(crate) type Recalled = (Stored, bool);
 
 impl Stripe {
     fn position(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Option<usize> {
-        self.recent.iter().position(|(t, _, record)| {
-            t == tenant
-                && record.aggregate_type == aggregate_type
-                && record.aggregate_id == aggregate_id
+        self.recent.iter().position(|r| {
+            r.tenant == tenant
+                && r.record.aggregate_type == aggregate_type
+                && r.record.aggregate_id == aggregate_id
         })
     }
 
-    /// The record this process committed last for the aggregate, with its revision.
-    pub(crate) fn recall(&self, tenant: &str, aggregate_type: &str, aggregate_id: &str) -> Stored {
-        let found = self.position(tenant, aggregate_type, aggregate_id)?;
-        self.recent
-            .get(found)
-            .map(|(_, revision, record)| (*revision, record.clone()))
+    /// The record this process committed last for the aggregate, with its revision, and
+    /// whether that commit left it without reference index entries.
+    pub(crate) fn recall(
+        &self,
+        tenant: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Recalled {
+        self.position(tenant, aggregate_type, aggregate_id)
+            .and_then(|found| self.recent.get(found))
+            .map_or((None, false), |r| {
+                (Some((r.revision, r.record.clone())), r.unreferenced)
+            })
     }
 
     pub(crate) fn forget(&mut self, tenant: &str, aggregate_type: &str, aggregate_id: &str) {
@@ -80,6 +100,7 @@ impl Stripe {
             revision,
             record,
             size,
+            unreferenced,
         } = committed;
         self.forget(tenant, &record.aggregate_type, &record.aggregate_id);
         if size > REMEMBERED_MAX_BYTES {
@@ -88,8 +109,12 @@ impl Stripe {
         if self.recent.len() >= REMEMBERED_PER_STRIPE {
             self.recent.pop_back();
         }
-        self.recent
-            .push_front((tenant.to_owned(), revision, record));
+        self.recent.push_front(Remembered {
+            tenant: tenant.to_owned(),
+            revision,
+            record,
+            unreferenced,
+        });
     }
 }
 
@@ -258,6 +283,12 @@ pub(crate) struct Plan {
     pub(crate) idempotency: Option<(String, String)>,
     /// The reference index entries wanted, by path (`None`: leave them alone).
     pub(crate) links: Option<BTreeMap<String, (String, String)>>,
+    /// The aggregate has no reference index entry at `revision`: this process's last commit of
+    /// it (at that revision) left none, so a write that wants none has nothing to clear. Entries
+    /// are only ever added by a write of their aggregate, which moves its revision on; a write
+    /// whose revision is stale stores nothing. `false` when not known (a record read from the
+    /// database).
+    pub(crate) unreferenced: bool,
     pub(crate) jobs: Vec<QueuedJob>,
     pub(crate) quota: Option<u64>,
 }
@@ -290,6 +321,8 @@ pub(crate) struct Committed {
     revision: i64,
     record: AggregateRecord,
     size: usize,
+    /// The commit left no reference index entry ([`Plan::unreferenced`]).
+    unreferenced: bool,
 }
 
 impl Committed {
@@ -298,6 +331,10 @@ impl Committed {
         Committed {
             revision: plan.revision.map_or(1, |r| r + 1),
             size: plan.columns.text.len(),
+            unreferenced: plan
+                .links
+                .as_ref()
+                .map_or(plan.unreferenced, BTreeMap::is_empty),
             record: plan.record,
         }
     }
@@ -543,6 +580,7 @@ pub(crate) fn prepare(
         snapshot: snapshot.clone().zip(snapshot_body),
         idempotency,
         links,
+        unreferenced: false,
         jobs,
         quota: request.quota_bytes,
     };

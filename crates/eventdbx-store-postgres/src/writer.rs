@@ -105,15 +105,16 @@ impl Write {
     /// group, and the committer finishes it; anything else finishes on the engine's runtime.
     fn start(self, mut stripe: OwnedMutexGuard<Stripe>, done: WriteDone) {
         // A write with an idempotency key reads the key first: its first result decides.
-        let remembered = match self.request.idempotency {
-            Some(_) => None,
+        let (remembered, unreferenced) = match self.request.idempotency {
+            Some(_) => (None, false),
             None => stripe.recall(&self.tenant, self.aggregate_type(), self.aggregate_id()),
         };
         let Some(stored) = remembered else {
             return self.finish_later(stripe, None, MAX_ATTEMPTS, done);
         };
         match prepare(&self.writer.ids, &self.tenant, &self.request, Some(stored)) {
-            Ok((plan, outcome)) if GroupCommit::takes(&plan) => {
+            Ok((mut plan, outcome)) if GroupCommit::takes(&plan) => {
+                plan.unreferenced = unreferenced;
                 self.in_group(stripe, plan, outcome, done);
             }
             Ok(prepared) => self.finish_later(stripe, Some(prepared), MAX_ATTEMPTS, done),

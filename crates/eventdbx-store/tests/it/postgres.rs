@@ -554,6 +554,70 @@ fn an_append_to_an_aggregate_this_server_wrote_last_is_one_statement() {
     storage.events.verify(T, "order", "o-1").expect("verify");
 }
 
+/// How often the reference index was cleared by a top-level statement since the last reset.
+fn reference_clears(cluster: &TestCluster, name: &str) -> u64 {
+    let count = cluster.sql(
+        name,
+        "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s \
+         JOIN pg_database d ON d.oid = s.dbid \
+         WHERE d.datname = current_database() AND s.toplevel \
+         AND s.query LIKE '%DELETE FROM aggregate_references%'",
+    );
+    count.trim().parse().expect("a count")
+}
+
+/// A write that keeps no reference clears the aggregate's reference entries only when some may
+/// be there: not after this server's last commit of it left none (a create, a write without
+/// references), but after one that left an entry, which the write then removes.
+#[test]
+fn a_write_clears_reference_entries_only_when_its_aggregate_may_hold_some() {
+    let cluster = TestCluster::shared();
+    let url = cluster.database("unreferenced");
+    cluster.sql(
+        "unreferenced",
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+    );
+    let storage = server(&url, 1);
+    let write = |kind: WriteKind, payload: serde_json::Value| {
+        let mut write = request(kind, "invoice", "i-1", payload);
+        write.references = Some(crate::conformance::postgres::references::scan());
+        storage.events.write(T, write).expect("write");
+    };
+    let referrers = || {
+        storage
+            .events
+            .referrers(T, "person", "p-1")
+            .expect("referrers")
+            .len()
+    };
+    let reset = || cluster.sql("unreferenced", "SELECT pg_stat_statements_reset()");
+    write(WriteKind::Create, json!({"total": 1}));
+    reset();
+    write(WriteKind::Append, json!({"total": 2}));
+    assert_eq!(
+        reference_clears(cluster, "unreferenced"),
+        0,
+        "none to clear"
+    );
+    write(WriteKind::Append, json!({"customer": "person#p-1"}));
+    assert_eq!(referrers(), 1);
+    reset();
+    write(WriteKind::Append, json!({"customer": null}));
+    assert_eq!(
+        reference_clears(cluster, "unreferenced"),
+        1,
+        "one entry left"
+    );
+    assert_eq!(referrers(), 0, "the entry went with the reference");
+    reset();
+    write(WriteKind::Append, json!({"total": 3}));
+    assert_eq!(
+        reference_clears(cluster, "unreferenced"),
+        0,
+        "none left to clear"
+    );
+}
+
 #[test]
 fn a_remembered_record_another_server_changed_is_decided_again_on_the_stored_one() {
     let url = TestCluster::shared().database("remembered");
