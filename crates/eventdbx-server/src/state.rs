@@ -82,7 +82,8 @@ pub struct Metrics {
     pub sessions_refused: AtomicU64,
     /// Sessions ended by a bad frame, an oversize chunk or an unreadable message.
     pub protocol_errors: AtomicU64,
-    /// Requests answered.
+    /// Requests answered: counted as each answer is made, before it is sent (a client gone by
+    /// then does not read it).
     pub requests: AtomicU64,
     /// Requests answered with an error.
     pub request_errors: AtomicU64,

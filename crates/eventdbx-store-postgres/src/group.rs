@@ -43,30 +43,31 @@ pub(crate) const COMMITTERS: usize = 2;
 /// The most writes one statement commits.
 pub(crate) const MAX_GROUP: usize = 64;
 
-/// The group's statement, one transaction: the body of `eventdbx_write_group` (migration 6) sent
-/// as a prepared statement of the committer's session ([`SESSION`]), which spares the database
-/// the function call around it (about 12% of its CPU per write, `docs/benchmarks.md`). Each write
-/// is a row of the arrays, numbered from 1; the result is the number of every write that was
-/// stored. Creates insert their record unless it exists, appends update theirs at the revision
-/// read; only the writes that did insert an event, clear references and count usage (one row per
-/// tenant, on this committer's shard).
+/// The group's statement, one transaction, prepared on the committer's session ([`SESSION`]),
+/// which spares the database a function call around it (about 12% of its CPU per write,
+/// `docs/benchmarks.md`). Each write is a row of the arrays, numbered from 1; the result is the
+/// number of every write that was stored. Every record goes through one insert that finds its
+/// row by the primary key, the conflict's arbiter, whatever the planner thinks of the other
+/// indexes (`docs/storage.md`, "Records found by the primary key"): a create inserts its record
+/// unless it exists; an append's record conflicts with the stored one, which is updated when its
+/// revision is still the one read. Only the writes that did store their record insert their
+/// event, clear references and count usage (one row per tenant, on this committer's shard).
 ///
-/// [`Shape::Appends`] leaves out what a group of appends with no reference entry to clear never
-/// uses (the creates' insert, the references' delete): fewer steps for the database to set up on
-/// each execution, the largest fixed cost of a small group (`docs/storage.md`).
+/// An append carries its revision negated into the insert, so that the update can compare it;
+/// an append whose record was no longer there would insert it, with that negative revision, and
+/// the statement then fails (a division by zero) and rolls back: its writes are committed alone,
+/// which refuses it. [`Shape::Plain`] leaves out the references' delete, which a group with no
+/// reference entry to clear never uses: one step less for the database to set up each time.
 pub(crate) fn statement(shape: Shape) -> String {
-    let everything = shape == Shape::Any;
     [
         WRITES,
-        if everything { CREATED } else { "" },
-        UPDATED,
-        if everything {
-            WRITTEN_ANY
-        } else {
-            WRITTEN_UPDATED
-        },
+        RECORDS,
         STORED,
-        if everything { UNLINKED } else { "" },
+        if shape == Shape::Clearing {
+            UNLINKED
+        } else {
+            ""
+        },
         COUNTED,
     ]
     .concat()
@@ -75,19 +76,19 @@ pub(crate) fn statement(shape: Shape) -> String {
 /// Which [`statement`] a group needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Shape {
-    /// Creates, appends, reference entries to clear: the whole statement.
-    Any,
-    /// Appends only, none with a reference entry to clear.
-    Appends,
+    /// Some write clears its aggregate's reference entries.
+    Clearing,
+    /// No write has reference entries to clear.
+    Plain,
 }
 
 impl Shape {
     /// The shape of `group`.
     pub(crate) fn of(group: &[&Plan]) -> Self {
-        if group.iter().all(|p| p.revision.is_some() && !clears(p)) {
-            Shape::Appends
+        if group.iter().any(|plan| clears(plan)) {
+            Shape::Clearing
         } else {
-            Shape::Any
+            Shape::Plain
         }
     }
 }
@@ -107,38 +108,24 @@ const WRITES: &str = "WITH w AS (
                              clear_references, k)
 )";
 
-const CREATED: &str = ", created AS (
-    INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version, archived,
-                            created_ms, updated_ms, record)
-    SELECT w.tenant, w.aggregate_type, w.aggregate_id, 1, w.version, w.archived, w.created_ms,
-           w.updated_ms, w.record
-    FROM w WHERE w.revision IS NULL
-    ON CONFLICT DO NOTHING
-    RETURNING tenant, aggregate_type, aggregate_id
-)";
-
-const UPDATED: &str = ", updated AS (
-    UPDATE aggregates a SET revision = a.revision + 1, version = w.version,
-        archived = w.archived, created_ms = w.created_ms, updated_ms = w.updated_ms,
-        record = w.record
+const RECORDS: &str = ", records AS (
+    INSERT INTO aggregates AS a (tenant, aggregate_type, aggregate_id, revision, version,
+                                 archived, created_ms, updated_ms, record)
+    SELECT tenant, aggregate_type, aggregate_id, coalesce(-revision, 1), version, archived,
+           created_ms, updated_ms, record
     FROM w
-    WHERE a.tenant = w.tenant AND a.aggregate_type = w.aggregate_type
-      AND a.aggregate_id = w.aggregate_id AND a.revision = w.revision
-    RETURNING a.tenant, a.aggregate_type, a.aggregate_id
-)";
-
-const WRITTEN_ANY: &str = ", written AS (
+    ON CONFLICT (tenant, aggregate_type, aggregate_id) DO UPDATE
+    SET revision = a.revision + 1, version = EXCLUDED.version, archived = EXCLUDED.archived,
+        created_ms = EXCLUDED.created_ms, updated_ms = EXCLUDED.updated_ms,
+        record = EXCLUDED.record
+    WHERE a.revision = -EXCLUDED.revision
+    RETURNING a.tenant, a.aggregate_type, a.aggregate_id, a.revision
+), written AS (
     SELECT w.* FROM w
-    JOIN (SELECT * FROM created UNION ALL SELECT * FROM updated) AS d
+    JOIN records AS d
       ON d.tenant = w.tenant AND d.aggregate_type = w.aggregate_type
      AND d.aggregate_id = w.aggregate_id
-)";
-
-const WRITTEN_UPDATED: &str = ", written AS (
-    SELECT w.* FROM w
-    JOIN updated AS d
-      ON d.tenant = w.tenant AND d.aggregate_type = w.aggregate_type
-     AND d.aggregate_id = w.aggregate_id
+    WHERE 1 / (d.revision > 0)::integer = 1
 )";
 
 const STORED: &str = ", stored AS (
@@ -172,23 +159,23 @@ pub(crate) const SESSION: &str = "SET enable_seqscan = off; SET enable_hashjoin 
 /// pool does not count: two per server ([`COMMITTERS`]).
 pub(crate) struct Session {
     client: deadpool_postgres::ClientWrapper,
-    any: tokio_postgres::Statement,
-    appends: tokio_postgres::Statement,
+    clearing: tokio_postgres::Statement,
+    plain: tokio_postgres::Statement,
 }
 
 impl Session {
     async fn open(pool: &Pool) -> Result<Self> {
         let client = deadpool_postgres::Object::take(pool.get().await.map_err(pool_error)?);
         client.batch_execute(SESSION).await.map_err(db)?;
-        let any = client.prepare(&statement(Shape::Any)).await.map_err(db)?;
-        let appends = client
-            .prepare(&statement(Shape::Appends))
+        let clearing = client
+            .prepare(&statement(Shape::Clearing))
             .await
             .map_err(db)?;
+        let plain = client.prepare(&statement(Shape::Plain)).await.map_err(db)?;
         Ok(Session {
             client,
-            any,
-            appends,
+            clearing,
+            plain,
         })
     }
 }
@@ -317,8 +304,8 @@ pub(crate) async fn commit_group(
     }
     let Session {
         client,
-        any,
-        appends,
+        clearing,
+        plain,
     } = match session {
         Some(session) => session,
         // Opening sends nothing of the writes: a failure there leaves nothing done.
@@ -330,8 +317,8 @@ pub(crate) async fn commit_group(
     // The plans alone cross the round trip: an answer need not be shareable between threads.
     let plans: Vec<&Plan> = group.iter().map(|queued| &queued.plan).collect();
     let statement = match Shape::of(&plans) {
-        Shape::Any => &*any,
-        Shape::Appends => &*appends,
+        Shape::Clearing => &*clearing,
+        Shape::Plain => &*plain,
     };
     let written = run_group(client, statement, shard, &plans)
         .await

@@ -230,10 +230,9 @@ fn the_group_write_keeps_finding_records_by_key_after_the_table_grew() {
     assert_found_by_key(&plans);
 }
 
-/// `EXECUTE` of the committers' prepared group statement `name`, one write per id of `account`:
+/// `EXECUTE` of the committers' prepared group statement (`g`), one write per id of `account`:
 /// `revision` read (`None` for creates), the `version` written, event ids from `first_event_id`.
 fn group_execute(
-    name: &str,
     ids: &[String],
     revision: Option<i64>,
     version: i64,
@@ -246,7 +245,7 @@ fn group_execute(
         .map(|n| (first_event_id + n).to_string())
         .collect();
     format!(
-        "EXECUTE {name}(ARRAY[{tenants}], ARRAY[{types}], ARRAY[{ids}], ARRAY[{revisions}]::bigint[], \
+        "EXECUTE g(ARRAY[{tenants}], ARRAY[{types}], ARRAY[{ids}], ARRAY[{revisions}]::bigint[], \
          ARRAY[{versions}]::bigint[], ARRAY[{archived}], ARRAY[{ones}]::bigint[], \
          ARRAY[{ones}]::bigint[], ARRAY[{records}], ARRAY[{event_ids}]::bigint[], \
          ARRAY[{records}], ARRAY[{twos}]::bigint[], ARRAY[{archived}], 0);",
@@ -263,22 +262,34 @@ fn group_execute(
     )
 }
 
+/// `plans` (`auto_explain`'s) store each write's record through the primary key, the insert's
+/// conflict arbiter, and never read a whole table (a sequential scan, or an index read end to end
+/// into a hash or a merge).
+fn assert_stored_by_key(plans: &str) {
+    assert!(plans.contains("Insert on aggregates"), "{plans}");
+    assert!(
+        plans.contains("Conflict Arbiter Indexes: aggregates_pkey"),
+        "{plans}"
+    );
+    assert!(!plans.contains("Seq Scan"), "{plans}");
+    assert!(
+        !plans.contains("Hash Join") && !plans.contains("Merge Join"),
+        "{plans}"
+    );
+}
+
 /// The committers' session: their group statement of `shape`, prepared while `aggregates` held
-/// a few rows, keeps finding records by key after the table grew to 20,000 rows (its settings
-/// keep the plan on the indexes, as migration 6's keep the write functions'). The records are
-/// created by the statement of every shape (`c`), then appended to by `shape`'s (`g`).
-fn statement_keeps_finding_records_by_key(database: &str, shape: Shape) {
+/// a few rows, keeps storing records by key after the table grew to 20,000 rows.
+fn statement_keeps_storing_records_by_key(database: &str, shape: Shape) {
     drop(open(database, 0));
     let ids: Vec<String> = (1..=8).map(|n| format!("w-{n}")).collect();
-    let parameters = "text[], text[], text[], bigint[], bigint[], boolean[], bigint[], bigint[], \
-                      text[], bigint[], text[], bigint[], boolean[], integer";
     let script = format!(
         "ALTER TABLE aggregates SET (autovacuum_enabled = off);
          LOAD 'auto_explain';
          SET auto_explain.log_level = notice;
          {session};
-         PREPARE c({parameters}) AS {any};
-         PREPARE g({parameters}) AS {group};
+         PREPARE g(text[], text[], text[], bigint[], bigint[], boolean[], bigint[], bigint[],
+                   text[], bigint[], text[], bigint[], boolean[], integer) AS {group};
          {creates}
          {appends}
          INSERT INTO aggregates (tenant, aggregate_type, aggregate_id, revision, version,
@@ -288,11 +299,10 @@ fn statement_keeps_finding_records_by_key(database: &str, shape: Shape) {
          SET auto_explain.log_min_duration = 0;
          {last}",
         session = crate::group::SESSION,
-        any = statement(Shape::Any),
         group = statement(shape),
-        creates = group_execute("c", &ids, None, 1, 1),
-        appends = group_execute("g", &ids, Some(1), 2, 101),
-        last = group_execute("g", &ids[..1], Some(2), 3, 1000),
+        creates = group_execute(&ids, None, 1, 1),
+        appends = group_execute(&ids, Some(1), 2, 101),
+        last = group_execute(&ids[..1], Some(2), 3, 1000),
     );
     let cluster = TestCluster::shared();
     let (stored, plans) = cluster.session(database, &script);
@@ -303,38 +313,69 @@ fn statement_keeps_finding_records_by_key(database: &str, shape: Shape) {
         [&each[..], &each[..], &["1"]].concat(),
         "every write stored"
     );
-    assert_found_by_key(&plans);
+    assert_stored_by_key(&plans);
 }
 
 #[test]
-fn the_committers_statement_keeps_finding_records_by_key_after_the_table_grew() {
-    statement_keeps_finding_records_by_key("group_session_plan", Shape::Any);
+fn the_committers_statement_keeps_storing_records_by_key_after_the_table_grew() {
+    statement_keeps_storing_records_by_key("group_session_plan", Shape::Clearing);
 }
 
 #[test]
-fn the_committers_appends_statement_keeps_finding_records_by_key_after_the_table_grew() {
-    statement_keeps_finding_records_by_key("group_session_appends_plan", Shape::Appends);
+fn the_committers_plain_statement_keeps_storing_records_by_key_after_the_table_grew() {
+    statement_keeps_storing_records_by_key("group_session_plain_plan", Shape::Plain);
 }
 
-/// A group is sent as the appends-only statement when it holds appends only and none of them
-/// has reference entries to clear, and as the whole statement otherwise.
+/// A group is sent without the references' delete when none of its writes has reference entries
+/// to clear, and with it otherwise.
 #[test]
-fn a_group_of_appends_with_nothing_to_clear_uses_the_appends_statement() {
+fn a_group_with_no_reference_entry_to_clear_is_sent_without_the_delete() {
     let store = open("group_shapes", 0);
     create(&store, "a-1");
     let append = || plan(&store, &request(WriteKind::Append, "a-1", 1));
     // Read from the database: whether reference entries exist is not known.
     let unknown = append();
-    assert_eq!(Shape::of(&[&unknown]), Shape::Any);
+    assert_eq!(Shape::of(&[&unknown]), Shape::Clearing);
     let mut unreferenced = append();
     unreferenced.unreferenced = true;
-    assert_eq!(Shape::of(&[&unreferenced]), Shape::Appends);
+    assert_eq!(Shape::of(&[&unreferenced]), Shape::Plain);
     let mut unscanned = append();
     unscanned.links = None;
-    assert_eq!(Shape::of(&[&unscanned]), Shape::Appends);
-    let create = plan(&store, &request(WriteKind::Create, "a-2", 0));
-    assert_eq!(Shape::of(&[&unreferenced, &create]), Shape::Any);
-    assert_eq!(Shape::of(&[&unreferenced, &unknown]), Shape::Any);
-    assert!(!statement(Shape::Appends).contains("aggregate_references"));
-    assert!(statement(Shape::Any).contains("DELETE FROM aggregate_references"));
+    assert_eq!(Shape::of(&[&unscanned, &unreferenced]), Shape::Plain);
+    assert_eq!(Shape::of(&[&unreferenced, &unknown]), Shape::Clearing);
+    assert!(!statement(Shape::Plain).contains("aggregate_references"));
+    assert!(statement(Shape::Clearing).contains("DELETE FROM aggregate_references"));
+}
+
+/// An append whose record is no longer there (deleted behind the engine's back) is never stored
+/// by the group's statement, which would insert the record anew: the statement fails, and the
+/// write, committed alone, stores nothing.
+#[test]
+fn an_append_whose_record_vanished_is_not_stored_by_its_group() {
+    let store = open("group_vanished", 0);
+    for id in ["a-1", "a-2"] {
+        create(&store, id);
+    }
+    let plans = vec![
+        plan(&store, &request(WriteKind::Append, "a-1", 1)),
+        plan(&store, &request(WriteKind::Append, "a-2", 1)),
+    ];
+    let cluster = TestCluster::shared();
+    cluster.sql(
+        "group_vanished",
+        "DELETE FROM aggregates WHERE aggregate_id = 'a-2'",
+    );
+    assert_eq!(commit_as_group(&store, plans), vec![true, false]);
+    let left = cluster.sql(
+        "group_vanished",
+        "SELECT string_agg(aggregate_id || ':' || revision, ',' ORDER BY aggregate_id) \
+         FROM aggregates",
+    );
+    assert_eq!(left.trim(), "a-1:2", "a-2 not stored again");
+    assert_eq!(history(&store, "a-1"), vec![0, 1]);
+    let events = cluster.sql(
+        "group_vanished",
+        "SELECT count(*) FROM events WHERE aggregate_id = 'a-2'",
+    );
+    assert_eq!(events.trim(), "1", "only a-2's create");
 }
