@@ -510,31 +510,45 @@ fn writers_with_and_without_a_quota_on_two_servers_never_fail_on_a_deadlock() {
     assert_eq!(aggregate.version, 1 + 2 * APPENDS as u64);
 }
 
-/// The statements of database `name` PostgreSQL ran since the last reset, but the position
-/// rounds, the counting itself (`pg_stat_statements`, loaded by the test cluster) and the
-/// settings a group committer gives its session once, when it opens it (`SET`).
-fn statements_run(cluster: &TestCluster, name: &str) -> u64 {
+/// A server on database `name`, with `pg_stat_statements` (loaded by the test cluster) counting
+/// its statements.
+fn counted_server(cluster: &TestCluster, name: &str) -> Storage {
+    let url = cluster.database(name);
+    cluster.sql(name, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    server(&url, 1)
+}
+
+/// How many top-level statements of database `name` matching `filter` (SQL on the statement's
+/// text, `s.query`) PostgreSQL ran since the last reset.
+fn statement_calls(cluster: &TestCluster, name: &str, filter: &str) -> u64 {
     let count = cluster.sql(
         name,
-        "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s \
-         JOIN pg_database d ON d.oid = s.dbid \
-         WHERE d.datname = current_database() AND s.toplevel \
-         AND s.query NOT LIKE '%assign_positions%' AND s.query NOT LIKE '%position_heads%' \
-         AND s.query NOT LIKE '%pg_stat_statements%' AND s.query NOT LIKE 'SET %'",
+        &format!(
+            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s \
+             JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = current_database() AND s.toplevel AND {filter}"
+        ),
     );
     count.trim().parse().expect("a count")
+}
+
+/// The statements of database `name` PostgreSQL ran since the last reset, but the position
+/// rounds, the counting itself and the settings a group committer gives its session once, when
+/// it opens it (`SET`).
+fn statements_run(cluster: &TestCluster, name: &str) -> u64 {
+    statement_calls(
+        cluster,
+        name,
+        "s.query NOT LIKE '%assign_positions%' AND s.query NOT LIKE '%position_heads%' \
+         AND s.query NOT LIKE '%pg_stat_statements%' AND s.query NOT LIKE 'SET %'",
+    )
 }
 
 #[test]
 fn an_append_to_an_aggregate_this_server_wrote_last_is_one_statement() {
     const APPENDS: u64 = 10;
     let cluster = TestCluster::shared();
-    let url = cluster.database("one_statement");
-    cluster.sql(
-        "one_statement",
-        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
-    );
-    let storage = server(&url, 1);
+    let storage = counted_server(cluster, "one_statement");
     let create = request(WriteKind::Create, "order", "o-1", json!({}));
     storage.events.write(T, create).expect("create");
     cluster.sql("one_statement", "SELECT pg_stat_statements_reset()");
@@ -556,14 +570,11 @@ fn an_append_to_an_aggregate_this_server_wrote_last_is_one_statement() {
 
 /// How often the reference index was cleared by a top-level statement since the last reset.
 fn reference_clears(cluster: &TestCluster, name: &str) -> u64 {
-    let count = cluster.sql(
+    statement_calls(
+        cluster,
         name,
-        "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s \
-         JOIN pg_database d ON d.oid = s.dbid \
-         WHERE d.datname = current_database() AND s.toplevel \
-         AND s.query LIKE '%DELETE FROM aggregate_references%'",
-    );
-    count.trim().parse().expect("a count")
+        "s.query LIKE '%DELETE FROM aggregate_references%'",
+    )
 }
 
 /// A write that keeps no reference clears the aggregate's reference entries only when some may
@@ -572,12 +583,7 @@ fn reference_clears(cluster: &TestCluster, name: &str) -> u64 {
 #[test]
 fn a_write_clears_reference_entries_only_when_its_aggregate_may_hold_some() {
     let cluster = TestCluster::shared();
-    let url = cluster.database("unreferenced");
-    cluster.sql(
-        "unreferenced",
-        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
-    );
-    let storage = server(&url, 1);
+    let storage = counted_server(cluster, "unreferenced");
     let write = |kind: WriteKind, payload: serde_json::Value| {
         let mut write = request(kind, "invoice", "i-1", payload);
         write.references = Some(crate::conformance::postgres::references::scan());
