@@ -11,6 +11,7 @@ mod documents;
 mod full_disk;
 mod postgres;
 mod postgres_pages;
+mod postgres_writes;
 mod recovery;
 mod relaxed;
 mod tamper;

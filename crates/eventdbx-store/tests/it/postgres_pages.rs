@@ -8,24 +8,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use eventdbx_core::write::WriteKind;
-use eventdbx_store::{Durability, EventSelector, Storage};
+use eventdbx_store::EventSelector;
 use eventdbx_store_postgres::cluster::TestCluster;
-use eventdbx_store_postgres::PostgresConfig;
 use serde_json::json;
 
 use crate::conformance::{request, T};
+use crate::postgres::server;
 
 const DATABASE: &str = "page_pending_round";
 
 /// A guard against a hang, not a performance bound.
 const STALL: Duration = Duration::from_secs(60);
-
-fn server(url: &str, worker_id: u16) -> Storage {
-    let mut config = PostgresConfig::new(url, Durability::Fsync);
-    config.worker_id = worker_id;
-    config.pool_size = 4;
-    eventdbx_store_postgres::open_postgres(&config).expect("open the engine")
-}
 
 /// Polls `sql` (a boolean) until it is true.
 fn wait_for(cluster: &TestCluster, what: &str, sql: &str) {
