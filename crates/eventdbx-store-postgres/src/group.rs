@@ -9,17 +9,17 @@
 //! `eventdbx_write` as before (`write.rs`), which is what keeps their checks (the quota locks,
 //! the key's first result) exactly as they were.
 //!
-//! A few committer tasks ([`COMMITTERS`]) share one queue; each takes everything queued when it
-//! is free (at most [`MAX_GROUP`]) and sends it as one [`statement`]. So a lone write goes at
-//! once, and writes only gather while every committer is busy: the group's size follows the load,
-//! with no timer. The statement decides each write on its own: a write whose record changed since it was
+//! A few committer tasks ([`COMMITTERS`]) share one queue; each takes everything queued when it is
+//! free (at most [`MAX_GROUP`]) and sends it as one [`statement`]. So a lone write goes at once,
+//! and writes only gather while every committer is busy: the group's size follows the load, with no
+//! timer. The statement decides each write on its own: a write whose record changed since it was
 //! read (its revision) updates nothing and stores nothing, and only the writes whose record was
 //! written insert their events, so one lost race never fails the others; its writer prepares it
 //! again from the stored state, as a lone lost race is. Any error of the statement as a whole (a
-//! deadlock with another server's group, a key taken that no revision check foresaw) rolled it
-//! all back, so each write of the group is then committed alone, which decides it exactly as
-//! before. Only a session lost while the statement ran leaves every write of the group with an
-//! unknown outcome, as it leaves a lone commit's.
+//! deadlock with another server's group, a key taken that no revision check foresaw) rolled it all
+//! back, so each write of the group is then committed alone, which decides it exactly as before.
+//! Only a session lost while the statement ran leaves every write of the group with an unknown
+//! outcome, as it leaves a lone commit's.
 //!
 //! Writers of one aggregate in one process are serialised by their stripe lock, held through the
 //! commit, so no group holds two writes of one aggregate. Each committer counts its groups' usage
@@ -178,6 +178,14 @@ impl Session {
             plain,
         })
     }
+
+    /// The statement of `shape`, prepared.
+    fn prepared(&self, shape: Shape) -> &tokio_postgres::Statement {
+        match shape {
+            Shape::Clearing => &self.clearing,
+            Shape::Plain => &self.plain,
+        }
+    }
 }
 
 /// Where a queued write's outcome arrives: `Ok(None)` when it lost a race.
@@ -302,11 +310,7 @@ pub(crate) async fn commit_group(
     if session.as_ref().is_some_and(|s| s.client.is_closed()) {
         *session = None;
     }
-    let Session {
-        client,
-        clearing,
-        plain,
-    } = match session {
+    let opened = match session {
         Some(session) => session,
         // Opening sends nothing of the writes: a failure there leaves nothing done.
         None => match Session::open(pool).await {
@@ -316,11 +320,8 @@ pub(crate) async fn commit_group(
     };
     // The plans alone cross the round trip: an answer need not be shareable between threads.
     let plans: Vec<&Plan> = group.iter().map(|queued| &queued.plan).collect();
-    let statement = match Shape::of(&plans) {
-        Shape::Clearing => &*clearing,
-        Shape::Plain => &*plain,
-    };
-    let written = run_group(client, statement, shard, &plans)
+    let client = &opened.client;
+    let written = run_group(client, opened.prepared(Shape::of(&plans)), shard, &plans)
         .await
         .map(|rows| {
             rows.iter()
@@ -351,8 +352,8 @@ pub(crate) async fn commit_group(
     }
 }
 
-/// Runs the group's [`statement`] (prepared: `statement`) for `group`: a row with the number (from 1) of each write that
-/// was stored.
+/// Runs the group's [`statement`] (prepared: `statement`) for `group`: a row with the number
+/// (from 1) of each write that was stored.
 async fn run_group(
     client: &deadpool_postgres::ClientWrapper,
     statement: &tokio_postgres::Statement,
